@@ -1,0 +1,67 @@
+"""Command line: ``python main.py [SUBCOMMAND] ...`` (also the ``matchgen`` console script).
+
+Each subcommand lives in its own module here with ``HELP``, ``configure(parser)`` and ``run(args) -> int``;
+the modules import heavy libraries (torch, Qt) inside ``run`` so that ``--help`` is instant. Errors the user
+can cause (:class:`app.errors.MatchGenError`) end with exit code 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from app import __version__
+from app.errors import MatchGenError
+
+#: subcommand name -> module (in the order ``--help`` lists them)
+COMMANDS: dict[str, str] = {
+    "models": "app.cli.models",
+}
+
+#: what ``python main.py`` with no subcommand runs, if that subcommand exists
+DEFAULT_COMMAND = "view"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr with exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="matchgen",
+        description="MatchGen Viewer: unsupervised anomaly detection in medical images with test-time "
+        "matched pseudo-normal images.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, modname in COMMANDS.items():
+        mod = importlib.import_module(modname)
+        p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
+        mod.configure(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv and DEFAULT_COMMAND in COMMANDS:
+        argv = [DEFAULT_COMMAND]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except MatchGenError as exc:
+        sys.stderr.write(f"matchgen {args.command}: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130

@@ -1,0 +1,1 @@
+"""The algorithm: MatchGen solver, difference/detection maps and metrics. Imports no Qt."""

@@ -1,0 +1,140 @@
+"""Model-sized slices in, pseudo-normal images and difference maps out: the one pipeline that ``detect``, the
+viewer's worker and the benchmarks share, so base and +MG always get the same post-processing.
+
+Slices are solved in batches (the solver treats each image independently, so batching only changes speed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from app.core.maps import foreground_mask, postprocess
+from app.core.matchgen import MatchGenResult, Progress, SolverOptions, optimize
+from app.errors import Cancelled, OptionError
+from app.nets.base import AnomalyModel
+
+
+@dataclass
+class PostProcessing:
+    """Applied identically to base and +MG maps."""
+
+    foreground_threshold: float = 0.01
+    median_size: int = 0
+
+
+@dataclass
+class DetectionOutput:
+    s: np.ndarray  # (N, C, S, S) pseudo-normal images
+    d: np.ndarray  # (N, S, S) post-processed anomaly maps
+    foreground: np.ndarray  # (N, S, S) bool
+    eps: float
+    steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # solver steps per slice
+    loss: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def mask(self, tau: float) -> np.ndarray:
+        return self.d > tau
+
+
+class Detector:
+    """A frozen model on a device plus solver options."""
+
+    def __init__(
+        self,
+        model: AnomalyModel,
+        device: torch.device | str = "cpu",
+        solver: SolverOptions | None = None,
+        post: PostProcessing | None = None,
+        batch_size: int = 64,
+    ):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).freeze()
+        self.solver = solver or SolverOptions()
+        self.post = post or PostProcessing()
+        if batch_size < 1:
+            raise OptionError("batch size must be >= 1")
+        self.batch_size = batch_size
+
+    def _to_tensor(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, torch.Tensor) else x)
+        t = t.to(self.device, torch.float32)
+        if t.dim() == 3:
+            t = t.unsqueeze(1)
+        self.model.check_input(t)
+        if not torch.isfinite(t).all():
+            raise OptionError("input slices contain NaN or infinite values")
+        return t
+
+    def solve_batch(
+        self,
+        x: torch.Tensor,
+        eps: float,
+        *,
+        z_init: torch.Tensor | None = None,
+        callback: Callable[[Progress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        **overrides,
+    ) -> tuple[torch.Tensor, MatchGenResult]:
+        """One batch: z0 = encode(x), then MatchGen (eps = 0 gives the base model). Returns (z0, result)."""
+        with torch.no_grad():
+            z0 = self.model.encode(x)
+        res = optimize(
+            self.model.decode,
+            x,
+            z0,
+            eps,
+            z_init=z_init,
+            callback=callback,
+            should_stop=should_stop,
+            options=self.solver,
+            **overrides,
+        )
+        return z0, res
+
+    def maps(self, x: torch.Tensor, s: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Post-processed anomaly maps (N, S, S) and the foreground (N, S, S) for slices x and pseudo-normals s."""
+        amap = self.model.anomaly_map(x, s).mean(dim=1).detach().cpu().numpy()
+        xs = x.mean(dim=1).detach().cpu().numpy()
+        fg = foreground_mask(xs, self.post.foreground_threshold)
+        return postprocess(amap, fg, self.post.median_size), fg
+
+    def run(
+        self,
+        x: np.ndarray | torch.Tensor,
+        eps: float,
+        *,
+        base_only: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        **overrides,
+    ) -> DetectionOutput:
+        """All slices (N, [C,] S, S) in batches. ``progress(done, total)`` after each batch; ``should_stop`` is
+        checked between solver steps and raises Cancelled."""
+        xt = self._to_tensor(x)
+        n = xt.shape[0]
+        eps = 0.0 if base_only else float(eps)
+        s_parts, d_parts, fg_parts, steps, losses = [], [], [], [], []
+        for start in range(0, n, self.batch_size):
+            if should_stop is not None and should_stop():
+                raise Cancelled("detection cancelled")
+            xb = xt[start : start + self.batch_size]
+            _, res = self.solve_batch(xb, eps, should_stop=should_stop, **overrides)
+            d, fg = self.maps(xb, res.s)
+            s_parts.append(res.s.cpu().numpy())
+            d_parts.append(d)
+            fg_parts.append(fg)
+            steps.append(res.steps.cpu().numpy())
+            losses.append(res.loss.cpu().numpy())
+            if progress is not None:
+                progress(min(start + self.batch_size, n), n)
+        return DetectionOutput(
+            s=np.concatenate(s_parts),
+            d=np.concatenate(d_parts),
+            foreground=np.concatenate(fg_parts),
+            eps=eps,
+            steps=np.concatenate(steps),
+            loss=np.concatenate(losses),
+        )

@@ -1,0 +1,328 @@
+"""The MatchGen solver (Algorithm 1 of the paper): test-time search for the latent code whose decoded
+pseudo-normal image best matches the input, inside an eps-ball around the encoder's code.
+
+    z* = argmin_z ||x - g(z)||_1   s.t.   ||z - z0||_2 <= eps
+
+Public API (stable; the GUI, ``detect``, the benchmarks and external checks use it)::
+
+    result = optimize(decode, x, z0, eps, **options)
+    result.z, result.s, result.loss, result.feasible, result.steps
+
+Decisions the paper leaves open, and the defaults chosen here (see :class:`SolverOptions`):
+
+* ``||x - g(z)||_1`` is the *mean* absolute difference per pixel (over C, H, W). The constrained optimum is the
+  same as with the plain sum, but this way ``lambda = 1`` weighs the penalty against the image term the same for
+  a 128x128 slice as for a 512x512 one, and the loss reads in intensity units like tau.
+* The batch objective is the sum of per-image objectives, each image has its own lambda, its own Adam state,
+  its own step count and its own stopping rule, and an image that has stopped is no longer decoded. Optimising a
+  batch therefore gives every image the answer it gets alone (up to float rounding of the decoder), which is
+  what lets whole volumes be solved as batches.
+* Stopping: an image stops when its constraint holds (within ``feas_tol``) and its best loss has not improved by
+  a relative ``rtol`` for ``patience`` steps, or at ``max_steps``.
+* Feasibility is guaranteed, not hoped for: the solver remembers the best iterate that lies inside the ball and,
+  at the end, also evaluates the last iterate projected radially onto the ball; it returns whichever has the
+  lower loss. The returned ``z`` satisfies ``||z - z0|| <= eps`` up to float rounding (relative 1e-6). Because
+  ``z0`` itself is feasible, the result is never worse than the base model on the objective.
+* ``eps == 0`` returns ``z0`` itself, so ``s`` is exactly the base model's pseudo-normal image.
+
+Two methods:
+
+* ``"penalty"`` (default, the paper's): Adam on ``L1 + lambda * max(||z - z0|| - eps, 0)``, lambda per image
+  starting at ``lambda0 = 1`` and multiplied by ``lambda_growth`` on every step that image violates the
+  constraint. Constant learning rate, as in the paper.
+* ``"projected"``: an Adam-like step, then radial projection onto the ball; always feasible. A Euclidean
+  projection after a true Adam step does not converge to the constrained optimum: Adam rescales each coordinate,
+  so its fixed point is where the *rescaled* gradient points along the radius, not the gradient itself (the
+  linear-decoder test caught this, about 10% worse loss). This method therefore keeps Adam's momentum but uses
+  one scalar second moment per image (an isotropic step size), whose projected fixed point is the KKT point, and
+  halves the learning rate each time the loss stalls so that the iterates settle instead of oscillating.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+from app.errors import Cancelled, OptionError
+
+Decode = Callable[[torch.Tensor], torch.Tensor]
+
+METHODS = ("penalty", "projected")
+
+_BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
+_FEAS_REL = 1e-6  # the tolerance the *returned* z satisfies: ||z - z0|| <= eps * (1 + 1e-6)
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """Constants of the solver. The defaults follow the paper where it says something (Adam, lr 1e-3,
+    lambda starting at 1) and were chosen for a 128x128 slice and a 16-64 dimensional latent otherwise."""
+
+    method: str = "penalty"
+    lr: float = 1e-3
+    max_steps: int = 1000
+    #: a step "improves" an image when its best feasible loss drops by more than this fraction
+    rtol: float = 1e-4
+    #: steps without improvement (constraint holding) before an image stops; projected: before lr is halved
+    patience: int = 25
+    lambda0: float = 1.0
+    #: lambda *= lambda_growth on each step where the image is outside the ball by more than feas_tol
+    lambda_growth: float = 1.2
+    lambda_max: float = 1e8
+    #: absolute slack in z units within which the constraint counts as holding *for the stopping rule*
+    feas_tol: float = 1e-3
+    #: projected method: lr is multiplied by this on each stall, and the image stops below lr * min_lr_ratio
+    lr_decay: float = 0.5
+    min_lr_ratio: float = 1e-2
+    #: the progress callback fires every this many steps (and once at the end)
+    callback_every: int = 10
+
+    def validate(self) -> SolverOptions:
+        if self.method not in METHODS:
+            raise OptionError(f"unknown solver method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise OptionError(f"learning rate must be positive, got {self.lr}")
+        if self.max_steps < 0 or self.patience < 1 or self.callback_every < 1:
+            raise OptionError("max_steps must be >= 0, patience and callback_every >= 1")
+        if self.lambda0 <= 0 or self.lambda_growth < 1:
+            raise OptionError("lambda0 must be > 0 and lambda_growth >= 1")
+        if not (0 < self.lr_decay < 1) or not (0 < self.min_lr_ratio <= 1):
+            raise OptionError("lr_decay must be in (0, 1) and min_lr_ratio in (0, 1]")
+        return self
+
+
+@dataclass
+class Progress:
+    """What the progress callback receives: the current state of every image in the batch."""
+
+    step: int
+    s: torch.Tensor  # (B, C, H, W) the latest pseudo-normal image of each image
+    loss: torch.Tensor  # (B,) best feasible loss so far
+    done: torch.Tensor  # (B,) bool
+
+
+@dataclass
+class MatchGenResult:
+    z: torch.Tensor  # (B, ...) detached
+    s: torch.Tensor  # (B, C, H, W) detached, = decode(z)
+    loss: torch.Tensor  # (B,) mean |x - s| of the returned z
+    feasible: torch.Tensor  # (B,) bool, ||z - z0|| <= eps (1 + 1e-6)
+    steps: torch.Tensor  # (B,) int64, solver steps each image took
+    distance: torch.Tensor  # (B,) ||z - z0||
+    lam: torch.Tensor  # (B,) final penalty weight (penalty method)
+
+    @property
+    def max_steps_taken(self) -> int:
+        return int(self.steps.max().item()) if self.steps.numel() else 0
+
+
+def _flat_norm(d: torch.Tensor) -> torch.Tensor:
+    return d.flatten(1).norm(dim=1)
+
+
+def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def project_to_ball(z: torch.Tensor, z0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """Radial projection of each z onto the ball ||z - z0|| <= eps (per image)."""
+    d = z - z0
+    dist = _flat_norm(d)
+    scale = torch.where(dist > eps, eps / dist.clamp_min(torch.finfo(dist.dtype).tiny), torch.ones_like(dist))
+    out = z0 + d * _bcast(scale, d)
+    return torch.where(_bcast(eps == 0, d), z0, out)
+
+
+def _l1(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return (s - x).abs().flatten(1).mean(dim=1)
+
+
+def _as_eps(eps: float | Sequence[float] | torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
+    e = torch.as_tensor(eps, dtype=like.dtype, device=like.device)
+    if e.dim() == 0:
+        e = e.expand(batch).clone()
+    if e.shape != (batch,):
+        raise OptionError(f"eps must be a number or have one value per image ({batch}), got shape {tuple(e.shape)}")
+    if not torch.isfinite(e).all() or (e < 0).any():
+        raise OptionError("eps must be finite and >= 0")
+    return e
+
+
+def optimize(
+    decode: Decode,
+    x: torch.Tensor,
+    z0: torch.Tensor,
+    eps: float | Sequence[float] | torch.Tensor,
+    *,
+    z_init: torch.Tensor | None = None,
+    callback: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    options: SolverOptions | None = None,
+    **overrides,
+) -> MatchGenResult:
+    """Solve MatchGen for a batch of images.
+
+    ``decode`` maps z (B, ...) to images (B, C, H, W) and must treat batch elements independently (eval mode).
+    ``x`` is (B, C, H, W); ``z0 = phi(x)`` is (B, ...); ``eps`` is a float or one value per image. ``z_init``
+    warm-starts the search (e.g. the solution for a smaller eps; it is projected onto the ball first).
+    ``callback(Progress)`` fires every ``callback_every`` steps; ``should_stop()`` is checked before every step
+    and raises :class:`~app.errors.Cancelled` when it returns True. Keyword ``overrides`` set fields of
+    :class:`SolverOptions` (``lr``, ``max_steps``, ``method``, ...).
+    """
+    try:
+        opts = replace(options or SolverOptions(), **overrides).validate()
+    except TypeError as exc:
+        known = ", ".join(f.name for f in fields(SolverOptions))
+        raise OptionError(f"unknown solver option ({exc}); known: {known}") from None
+    if x.dim() != 4:
+        raise OptionError(f"x must be (B, C, H, W), got shape {tuple(x.shape)}")
+    if z0.shape[0] != x.shape[0]:
+        raise OptionError(f"z0 has {z0.shape[0]} images but x has {x.shape[0]}")
+    B = x.shape[0]
+    x = x.detach()
+    z0 = z0.detach()
+    eps_t = _as_eps(eps, B, z0)
+
+    z = z0.clone() if z_init is None else project_to_ball(z_init.detach().to(z0), z0, eps_t)
+    m = torch.zeros_like(z)
+    v = torch.zeros_like(z)
+    t = torch.zeros(B, dtype=torch.long, device=z.device)  # per-image Adam step count
+    lr = torch.full((B,), opts.lr, dtype=z.dtype, device=z.device)
+    lam = torch.full((B,), opts.lambda0, dtype=z.dtype, device=z.device)
+    best_loss = torch.full((B,), math.inf, dtype=x.dtype, device=x.device)
+    ref_loss = best_loss.clone()  # best loss at the last "improvement"
+    best_z = z.clone()
+    best_s: torch.Tensor | None = None
+    stall = torch.zeros(B, dtype=torch.long, device=z.device)
+    done = (eps_t == 0) | (opts.max_steps == 0)
+    s_buf: torch.Tensor | None = None
+    if callback is not None:
+        with torch.no_grad():
+            s_buf = decode(z).detach().clone()
+
+    step = 0
+    while not bool(done.all()):
+        if should_stop is not None and should_stop():
+            raise Cancelled("optimisation cancelled")
+        idx = (~done).nonzero(as_tuple=True)[0]
+        za = z[idx].detach().requires_grad_(True)
+        with torch.enable_grad():
+            sa = decode(za)
+            l1 = _l1(sa, x[idx])
+            (grad,) = torch.autograd.grad(l1.sum(), za)
+        sa = sa.detach()
+        l1 = l1.detach()
+        if best_s is None:
+            best_s = torch.empty((B, *sa.shape[1:]), dtype=sa.dtype, device=sa.device)
+        if s_buf is not None:
+            s_buf[idx] = sa
+
+        d = za.detach() - z0[idx]
+        dist = _flat_norm(d)
+        e = eps_t[idx]
+        inside = dist <= e * (1 + _FEAS_REL)
+        holds = dist <= e + opts.feas_tol
+
+        # remember the best iterate that lies inside the ball
+        better = inside & (l1 < best_loss[idx])
+        if bool(better.any()):
+            bi = idx[better]
+            best_loss[bi] = l1[better]
+            best_z[bi] = za.detach()[better]
+            best_s[bi] = sa[better]
+        improved = best_loss[idx] < ref_loss[idx] * (1 - opts.rtol)
+        ref_loss[idx] = torch.where(improved, best_loss[idx], ref_loss[idx])
+        st = torch.where(improved, torch.zeros_like(stall[idx]), stall[idx] + 1)
+
+        if opts.method == "penalty":
+            outside = dist > e
+            pen = _bcast(torch.where(outside, lam[idx] / dist.clamp_min(1e-30), torch.zeros_like(dist)), d) * d
+            grad = grad + pen
+        # Adam (torch.optim.Adam's update, per image so batch and single runs agree)
+        t[idx] += 1
+        ta = t[idx].to(z.dtype)
+        m[idx] = _BETA1 * m[idx] + (1 - _BETA1) * grad
+        if opts.method == "projected":
+            # isotropic second moment (one scalar per image): the step is then a scaled gradient step, and its
+            # projected fixed point is the constrained optimum (KKT), which per-coordinate scaling breaks
+            g2 = grad.flatten(1).pow(2).mean(dim=1)
+            v[idx] = _BETA2 * v[idx] + (1 - _BETA2) * _bcast(g2, grad).expand_as(grad)
+        else:
+            v[idx] = _BETA2 * v[idx] + (1 - _BETA2) * grad * grad
+        mhat = m[idx] / _bcast(1 - _BETA1**ta, grad)
+        vhat = v[idx] / _bcast(1 - _BETA2**ta, grad)
+        znew = za.detach() - _bcast(lr[idx], grad) * mhat / (vhat.sqrt() + _ADAM_EPS)
+
+        finished = torch.zeros_like(holds)
+        if opts.method == "penalty":
+            znew_d = _flat_norm(znew - z0[idx])
+            lam[idx] = torch.where(
+                znew_d > e + opts.feas_tol, (lam[idx] * opts.lambda_growth).clamp(max=opts.lambda_max), lam[idx]
+            )
+            finished = holds & (st >= opts.patience)
+        else:
+            znew = project_to_ball(znew, z0[idx], e)
+            stalled = st >= opts.patience
+            lr_a = torch.where(stalled, lr[idx] * opts.lr_decay, lr[idx])
+            st = torch.where(stalled, torch.zeros_like(st), st)
+            finished = lr_a < opts.lr * opts.min_lr_ratio
+            lr[idx] = lr_a
+        stall[idx] = st
+        # an image that stops keeps the iterate it was evaluated at, not the untested next one
+        z[idx] = torch.where(_bcast(finished, znew), za.detach(), znew)
+        finished = finished | (t[idx] >= opts.max_steps)
+        done[idx] = finished
+        step += 1
+        if callback is not None and (step % opts.callback_every == 0 or bool(done.all())):
+            callback(Progress(step=step, s=s_buf, loss=best_loss.clone(), done=done.clone()))
+
+    # Final candidates: the last iterate projected onto the ball, for images whose best is not known to be it.
+    z_last = project_to_ball(z, z0, eps_t)
+    need = (eps_t == 0) | ~torch.isfinite(best_loss) | (_flat_norm(z - z0) > eps_t * (1 + _FEAS_REL))
+    if best_s is None:
+        best_s = torch.empty_like(x)
+    z_out, s_out, loss_out = best_z.clone(), best_s, best_loss.clone()
+    if bool(need.any()):
+        ni = need.nonzero(as_tuple=True)[0]
+        with torch.no_grad():
+            sl = decode(z_last[ni]).detach()
+        ll = _l1(sl, x[ni])
+        take = ll < loss_out[ni]
+        if bool(take.any()):
+            ti = ni[take]
+            z_out[ti] = z_last[ni][take]
+            s_out[ti] = sl[take].to(s_out.dtype)
+            loss_out[ti] = ll[take]
+    zero = eps_t == 0
+    if bool(zero.any()):
+        z_out[zero] = z0[zero]
+    dist_out = _flat_norm(z_out - z0)
+    return MatchGenResult(
+        z=z_out.detach(),
+        s=s_out.detach(),
+        loss=loss_out.detach(),
+        feasible=dist_out <= eps_t * (1 + _FEAS_REL),
+        steps=t.clone(),
+        distance=dist_out,
+        lam=lam,
+    )
+
+
+def eps_path(
+    decode: Decode,
+    x: torch.Tensor,
+    z0: torch.Tensor,
+    eps_values: Sequence[float],
+    **options,
+) -> list[MatchGenResult]:
+    """Solutions for increasing eps, each warm-started from the previous one (feasible for the next ball)."""
+    results: list[MatchGenResult] = []
+    prev: torch.Tensor | None = None
+    for e in sorted(float(v) for v in eps_values):
+        r = optimize(decode, x, z0, e, z_init=prev, **options)
+        results.append(r)
+        prev = r.z
+    return results

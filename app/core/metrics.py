@@ -1,0 +1,136 @@
+"""Detection metrics: Dice and pixel average precision, per image and pooled over a dataset, and the
+validation grid search that picks (eps, tau).
+
+Empty-mask rule: Dice of an empty prediction against an empty ground truth is 1 (nothing to find, nothing
+found); the paper's per-image means run over *abnormal* images only (non-empty ground truth), so the rule only
+matters for the pooled score and for callers that include normal images. AP is undefined without positives:
+:func:`average_precision` returns NaN for an empty ground truth and the means skip such images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """2|P & G| / (|P| + |G|), with 1.0 when both are empty."""
+    p = np.asarray(pred, dtype=bool)
+    g = np.asarray(gt, dtype=bool)
+    if p.shape != g.shape:
+        raise ValueError(f"prediction {p.shape} and ground truth {g.shape} differ in shape")
+    denom = np.count_nonzero(p) + np.count_nonzero(g)
+    if denom == 0:
+        return 1.0
+    return 2.0 * np.count_nonzero(p & g) / denom
+
+
+def average_precision(scores: np.ndarray, gt: np.ndarray) -> float:
+    """Pixel AP: sum over thresholds of (R_n - R_{n-1}) P_n, the definition scikit-learn uses
+    (``sklearn.metrics.average_precision_score``), without interpolation; ties are one threshold.
+    A numpy implementation because it runs on millions of pixels inside the grid search."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(gt, dtype=bool).ravel()
+    if s.shape != y.shape:
+        raise ValueError(f"scores {np.shape(scores)} and ground truth {np.shape(gt)} differ in shape")
+    n_pos = np.count_nonzero(y)
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    tp = np.cumsum(y)
+    # last index of each block of tied scores
+    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
+    tp = tp[last]
+    fp = (last + 1) - tp
+    precision = tp / (tp + fp)
+    recall = tp / n_pos
+    recall_prev = np.r_[0.0, recall[:-1]]
+    return float(np.sum((recall - recall_prev) * precision))
+
+
+def dice_per_tau(scores: np.ndarray, gt: np.ndarray, taus: np.ndarray) -> np.ndarray:
+    """Dice of (scores > tau) for every tau at once (one sort instead of one pass per tau)."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(gt, dtype=bool).ravel()
+    taus = np.asarray(taus, dtype=np.float64)
+    n_gt = np.count_nonzero(y)
+    s_sorted = np.sort(s)
+    pos_sorted = np.sort(s[y])
+    n_pred = s.size - np.searchsorted(s_sorted, taus, side="right")
+    n_tp = pos_sorted.size - np.searchsorted(pos_sorted, taus, side="right")
+    denom = n_pred + n_gt
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(denom == 0, 1.0, 2.0 * n_tp / np.maximum(denom, 1))
+    return out
+
+
+@dataclass
+class Scores:
+    """Per-image means over abnormal images (the paper's numbers) and pooled dataset-level scores."""
+
+    dice_mean: float
+    dice_std: float
+    ap_mean: float
+    ap_std: float
+    pooled_dice: float
+    pooled_ap: float
+    n_images: int
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+def evaluate(maps: Sequence[np.ndarray], gts: Sequence[np.ndarray], tau: float) -> Scores:
+    """Scores of difference maps thresholded at tau; means over images with a non-empty ground truth."""
+    if len(maps) != len(gts):
+        raise ValueError("maps and ground truths differ in number")
+    dices, aps = [], []
+    for m, g in zip(maps, gts, strict=True):
+        if not np.any(g):
+            continue
+        dices.append(dice(m > tau, g))
+        aps.append(average_precision(m, g))
+    all_m = np.concatenate([np.ravel(m) for m in maps]) if maps else np.zeros(0)
+    all_g = np.concatenate([np.ravel(g) for g in gts]) if gts else np.zeros(0, bool)
+    pooled_ap = average_precision(all_m, all_g) if all_g.any() else float("nan")
+    return Scores(
+        dice_mean=float(np.mean(dices)) if dices else float("nan"),
+        dice_std=float(np.std(dices)) if dices else float("nan"),
+        ap_mean=float(np.mean(aps)) if aps else float("nan"),
+        ap_std=float(np.std(aps)) if aps else float("nan"),
+        pooled_dice=dice(all_m > tau, all_g),
+        pooled_ap=pooled_ap,
+        n_images=len(dices),
+    )
+
+
+def mean_dice_per_tau(maps: Iterable[np.ndarray], gts: Iterable[np.ndarray], taus: np.ndarray) -> np.ndarray:
+    """Mean per-image Dice over abnormal images, for every tau."""
+    rows = [dice_per_tau(m, g, taus) for m, g in zip(maps, gts, strict=True) if np.any(g)]
+    if not rows:
+        return np.full(len(taus), np.nan)
+    return np.mean(rows, axis=0)
+
+
+@dataclass
+class GridChoice:
+    eps: float
+    tau: float
+    dice: float
+    table: np.ndarray  # (n_eps, n_tau) mean validation Dice
+
+
+def grid_search(
+    maps_by_eps: Mapping[float, Sequence[np.ndarray]], gts: Sequence[np.ndarray], taus: Sequence[float]
+) -> GridChoice:
+    """Pick (eps, tau) with the highest mean per-image Dice on *validation* data. Ties go to the smaller eps,
+    then the smaller tau (the more conservative choice)."""
+    eps_values = sorted(maps_by_eps)
+    taus = np.asarray(sorted(taus), dtype=np.float64)
+    table = np.stack([mean_dice_per_tau(maps_by_eps[e], gts, taus) for e in eps_values])
+    flat = np.nan_to_num(table, nan=-1.0)
+    i, j = np.unravel_index(int(np.argmax(flat)), flat.shape)
+    return GridChoice(eps=float(eps_values[i]), tau=float(taus[j]), dice=float(table[i, j]), table=table)

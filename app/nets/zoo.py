@@ -1,0 +1,36 @@
+"""The model zoo in ``models/``: listing, name resolution and the default model (named here, in one place)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from app.errors import CheckpointError
+
+MODELS_DIR = Path(os.environ.get("MATCHGEN_MODELS", Path(__file__).resolve().parents[2] / "models"))
+
+#: the model ``python main.py`` and ``detect`` use when none is named
+DEFAULT_MODEL = "ae-l1"
+
+
+def list_models(models_dir: Path | None = None) -> list[str]:
+    d = Path(models_dir or MODELS_DIR)
+    if not d.is_dir():
+        return []
+    return sorted(p.stem for p in d.glob("*.json") if p.with_suffix(".safetensors").is_file())
+
+
+def resolve_model(name: str | None, models_dir: Path | None = None) -> Path:
+    """A model name from the zoo, or a path to a checkpoint (with or without suffix), to its stem."""
+    name = name or DEFAULT_MODEL
+    p = Path(name)
+    if p.suffix in (".json", ".safetensors"):
+        p = p.with_suffix("")
+    if p.with_suffix(".json").is_file():
+        return p
+    d = Path(models_dir or MODELS_DIR)
+    cand = d / name
+    if cand.with_suffix(".json").is_file():
+        return cand
+    known = ", ".join(list_models(d)) or "none"
+    raise CheckpointError(f"model {name!r} not found (models in {d}: {known})")

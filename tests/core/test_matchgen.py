@@ -1,0 +1,212 @@
+"""The solver on a linear decoder, where the problem is convex and answers can be checked."""
+
+import math
+
+import pytest
+import torch
+
+from app.core.matchgen import SolverOptions, eps_path, optimize, project_to_ball
+from app.errors import Cancelled, OptionError
+
+METHODS = ["penalty", "projected"]
+
+
+class LinearDecoder(torch.nn.Module):
+    """g(z) = W z + b as a (1, 6, 6) image: convex L1 objective."""
+
+    def __init__(self, latent=4, side=6, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.lin = torch.nn.Linear(latent, side * side)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.randn(side * side, latent, generator=g) * 0.5)
+            self.lin.bias.copy_(torch.rand(side * side, generator=g))
+        self.side = side
+
+    def forward(self, z):
+        return self.lin(z).view(-1, 1, self.side, self.side)
+
+
+def l1(dec, z, x):
+    with torch.no_grad():
+        return (dec(z) - x).abs().flatten(1).mean(1)
+
+
+def problem(batch=3, dist_factor=3.0, eps=0.3, seed=1):
+    """Targets x = g(z_true) with z_true at dist_factor * eps from z0 (outside the ball when > 1)."""
+    dec = LinearDecoder()
+    g = torch.Generator().manual_seed(seed)
+    z0 = torch.randn(batch, 4, generator=g)
+    direction = torch.randn(batch, 4, generator=g)
+    direction = direction / direction.norm(dim=1, keepdim=True)
+    z_true = z0 + dist_factor * eps * direction
+    with torch.no_grad():
+        x = dec(z_true) + 0.01 * torch.randn(batch, 1, 6, 6, generator=g)
+    return dec, x, z0, z_true
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_eps_zero_returns_z0_exactly(method):
+    dec, x, z0, _ = problem()
+    r = optimize(dec, x, z0, 0.0, method=method)
+    assert torch.equal(r.z, z0)
+    assert torch.equal(r.s, dec(z0).detach())
+    assert r.feasible.all()
+    assert (r.steps == 0).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_reachable_target_is_matched(method):
+    eps = 0.5
+    dec, _, z0, z_true = problem(dist_factor=0.5, eps=eps)
+    with torch.no_grad():
+        x = dec(z_true)
+    r = optimize(dec, x, z0, eps, method=method, max_steps=3000)
+    assert r.feasible.all()
+    base = l1(dec, z0, x)
+    # the optimum is 0 (x is exactly g(z_true), inside the ball); we get within 1% of the base loss
+    assert (r.loss < 0.01 * base).all(), (r.loss, base)
+    assert torch.allclose(r.z, z_true, atol=0.02)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_outside_target_feasible_and_no_worse_than_known_feasible_point(method):
+    eps = 0.3
+    dec, x, z0, z_true = problem(dist_factor=3.0, eps=eps)
+    r = optimize(dec, x, z0, eps, method=method, max_steps=3000)
+    dist = (r.z - z0).norm(dim=1)
+    assert (dist <= eps * (1 + 1e-6)).all()
+    assert r.feasible.all()
+    # the radial projection of z_true is feasible; the constrained optimum is at least as good
+    z_proj = project_to_ball(z_true, z0, torch.full((3,), eps))
+    ref = l1(dec, z_proj, x)
+    assert (r.loss <= ref + 1e-3).all(), (r.loss, ref)
+    assert (r.loss < l1(dec, z0, x)).all()
+    # the returned loss is the loss of the returned z, and s = g(z)
+    assert torch.allclose(r.loss, l1(dec, r.z, x), atol=1e-6)
+    assert torch.allclose(r.s, dec(r.z).detach(), atol=1e-6)
+    # the L1 optimum pulls towards the target, so it sits on the boundary
+    assert (dist > 0.95 * eps).all()
+
+
+def test_penalty_and_projected_agree_on_the_convex_case():
+    dec, x, z0, _ = problem(dist_factor=2.0, eps=0.4)
+    a = optimize(dec, x, z0, 0.4, method="penalty", max_steps=4000)
+    b = optimize(dec, x, z0, 0.4, method="projected", max_steps=4000)
+    assert torch.allclose(a.loss, b.loss, atol=2e-3)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_equals_single(method):
+    dec, x, z0, _ = problem(batch=4, dist_factor=2.0, eps=0.3)
+    eps = torch.tensor([0.3, 0.1, 0.0, 0.5])
+    batch = optimize(dec, x, z0, eps, method=method)
+    for i in range(4):
+        one = optimize(dec, x[i : i + 1], z0[i : i + 1], float(eps[i]), method=method)
+        assert torch.allclose(one.z, batch.z[i : i + 1], atol=1e-5), i
+        assert torch.allclose(one.loss, batch.loss[i : i + 1], atol=1e-6), i
+        assert int(one.steps[0]) == int(batch.steps[i]), i
+
+
+def test_cancel_stops_within_one_step():
+    dec, x, z0, _ = problem()
+    calls = {"decode": 0, "check": 0}
+
+    def counting_decode(z):
+        calls["decode"] += 1
+        return dec(z)
+
+    def stop():
+        calls["check"] += 1
+        return calls["check"] > 5
+
+    with pytest.raises(Cancelled):
+        optimize(counting_decode, x, z0, 0.3, should_stop=stop)
+    assert calls["decode"] == 5  # five steps ran, the sixth was refused before decoding
+
+
+def test_callback_fires_with_current_pseudo_normal():
+    dec, x, z0, _ = problem()
+    seen = []
+    r = optimize(dec, x, z0, 0.3, callback=lambda p: seen.append((p.step, p.s.clone())), callback_every=5)
+    assert len(seen) >= 2
+    assert all(s.shape == x.shape for _, s in seen)
+    assert seen[0][0] == 5
+    steps = [st for st, _ in seen]
+    assert steps == sorted(steps)
+    assert seen[-1][0] == r.max_steps_taken
+
+
+def test_no_gradient_reaches_the_model_and_results_reproduce():
+    dec, x, z0, _ = problem()
+    assert dec.lin.weight.requires_grad
+    r1 = optimize(dec, x, z0, 0.3)
+    r2 = optimize(dec, x, z0, 0.3)
+    assert dec.lin.weight.grad is None and dec.lin.bias.grad is None
+    assert torch.equal(r1.z, r2.z)
+    assert not r1.z.requires_grad and not r1.s.requires_grad
+
+
+def test_works_under_no_grad_and_with_any_latent_shape():
+    dec = LinearDecoder(latent=8)
+    z0 = torch.randn(2, 2, 2, 2)  # trailing shape (2, 2, 2): the norm runs over all of it
+    decode = lambda z: dec(z.flatten(1))
+    with torch.no_grad():
+        x = decode(z0 + 0.5)
+        r = optimize(decode, x, z0, 0.2)
+    assert ((r.z - z0).flatten(1).norm(dim=1) <= 0.2 * (1 + 1e-6)).all()
+    assert r.z.shape == z0.shape
+
+
+def test_penalty_lambda_grows_only_when_violated():
+    dec, x, z0, _ = problem(dist_factor=5.0, eps=0.05)
+    r = optimize(dec, x, z0, 0.05, method="penalty")
+    assert (r.lam > 1.0).all()  # the target pulls z out of the small ball, so lambda had to rise
+    dec, x, z0, z_true = problem(dist_factor=0.2, eps=1.0)
+    with torch.no_grad():
+        x = dec(z_true)
+    r = optimize(dec, x, z0, 1.0, method="penalty")
+    assert (r.lam == 1.0).all()  # target inside the ball: the constraint never binds
+
+
+def test_warm_start_and_eps_path():
+    dec, x, z0, _ = problem(dist_factor=3.0, eps=0.3)
+    path = eps_path(dec, x, z0, [0.2, 0.0, 0.1], method="projected")
+    losses = torch.stack([r.loss for r in path])  # eps sorted: 0, 0.1, 0.2
+    assert torch.equal(path[0].z, z0)
+    assert (losses[1:] <= losses[:-1] + 1e-6).all()  # a larger ball never does worse
+    for r, e in zip(path, [0.0, 0.1, 0.2]):
+        assert ((r.z - z0).norm(dim=1) <= e * (1 + 1e-6)).all()
+
+
+def test_max_steps_is_respected():
+    dec, x, z0, _ = problem()
+    r = optimize(dec, x, z0, 0.3, max_steps=7)
+    assert r.max_steps_taken == 7
+    assert r.feasible.all()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"method": "newton"}, {"lr": -1.0}, {"lr": math.nan}, {"patience": 0}, {"bogus_option": 1}],
+)
+def test_bad_options_are_clear_errors(kwargs):
+    dec, x, z0, _ = problem()
+    with pytest.raises(OptionError):
+        optimize(dec, x, z0, 0.3, **kwargs)
+
+
+def test_bad_eps_and_shapes():
+    dec, x, z0, _ = problem()
+    with pytest.raises(OptionError):
+        optimize(dec, x, z0, -0.1)
+    with pytest.raises(OptionError):
+        optimize(dec, x, z0, torch.tensor([0.1, 0.2]))
+    with pytest.raises(OptionError):
+        optimize(dec, x[0], z0, 0.1)
+
+
+def test_options_object_and_overrides_combine():
+    dec, x, z0, _ = problem()
+    r = optimize(dec, x, z0, 0.3, options=SolverOptions(max_steps=4), method="projected")
+    assert r.max_steps_taken == 4
