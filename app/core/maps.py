@@ -40,13 +40,14 @@ def foreground_mask(x: np.ndarray, threshold: float = 0.01, fill_holes: bool = T
 
 
 def postprocess(d: np.ndarray, foreground: np.ndarray | None = None, median_size: int = 0) -> np.ndarray:
-    """Mask D with the foreground and optionally median-filter it (in-plane only, per slice)."""
+    """Optionally median-filter D (in-plane only, per slice), then zero it outside the foreground (masking last,
+    so the filter cannot spread values into the background)."""
     out = np.asarray(d, dtype=np.float32)
-    if foreground is not None:
-        out = out * foreground
     if median_size and median_size > 1:
         size = (1,) * (out.ndim - 2) + (median_size, median_size)
         out = ndimage.median_filter(out, size=size, mode="constant")
+    if foreground is not None:
+        out = out * foreground
     return out
 
 

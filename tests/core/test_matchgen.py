@@ -175,7 +175,7 @@ def test_warm_start_and_eps_path():
     losses = torch.stack([r.loss for r in path])  # eps sorted: 0, 0.1, 0.2
     assert torch.equal(path[0].z, z0)
     assert (losses[1:] <= losses[:-1] + 1e-6).all()  # a larger ball never does worse
-    for r, e in zip(path, [0.0, 0.1, 0.2]):
+    for r, e in zip(path, [0.0, 0.1, 0.2], strict=True):
         assert ((r.z - z0).norm(dim=1) <= e * (1 + 1e-6)).all()
 
 

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import torch
+
+from app.core.detector import Detector, PostProcessing
+from app.core.device import resolve_device
+from app.errors import Cancelled, CheckpointError, OptionError
+
+
+@pytest.fixture
+def slices():
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(5, 1, 32, 32, generator=g) * 0.2
+    x[:, :, 8:24, 8:24] += 0.5
+    return x
+
+
+def test_base_only_equals_the_base_model(tiny_ae, slices):
+    with torch.no_grad():
+        s = tiny_ae.pseudo_normal(slices).numpy()
+    same_batch = Detector(tiny_ae, batch_size=5).run(slices, eps=0.5, base_only=True)
+    np.testing.assert_array_equal(same_batch.s, s)  # bit-identical to the base model
+    out = Detector(tiny_ae, batch_size=2).run(slices, eps=0.5, base_only=True)
+    np.testing.assert_allclose(out.s, s, atol=1e-6)  # other batch sizes: float rounding only
+    assert out.eps == 0.0 and (out.steps == 0).all()
+    d_expected = np.abs(slices.numpy() - s).mean(1) * out.foreground
+    np.testing.assert_allclose(out.d, d_expected, atol=1e-7)
+
+
+def test_matchgen_lowers_the_l1_loss_and_batching_does_not_change_it(tiny_ae, slices):
+    base = Detector(tiny_ae, batch_size=5).run(slices, eps=0.0)
+    a = Detector(tiny_ae, batch_size=5).run(slices, eps=0.5, max_steps=60)
+    b = Detector(tiny_ae, batch_size=2).run(slices, eps=0.5, max_steps=60)
+    assert (a.loss < base.loss).all()
+    np.testing.assert_allclose(a.s, b.s, atol=1e-4)
+    assert a.mask(0.1).shape == (5, 32, 32)
+
+
+def test_same_postprocessing_for_base_and_mg(tiny_ae, slices):
+    det = Detector(tiny_ae, post=PostProcessing(median_size=3))
+    base = det.run(slices, 0.0)
+    mg = det.run(slices, 0.3, max_steps=20)
+    np.testing.assert_array_equal(base.foreground, mg.foreground)
+    assert (base.d[~base.foreground] == 0).all() and (mg.d[~mg.foreground] == 0).all()
+
+
+def test_progress_and_cancel(tiny_ae, slices):
+    seen = []
+    Detector(tiny_ae, batch_size=2).run(slices, 0.0, progress=lambda d, n: seen.append((d, n)))
+    assert seen == [(2, 5), (4, 5), (5, 5)]
+    with pytest.raises(Cancelled):
+        Detector(tiny_ae).run(slices, 0.3, should_stop=lambda: True)
+
+
+def test_bad_inputs(tiny_ae, slices):
+    det = Detector(tiny_ae)
+    bad = slices.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(OptionError, match="NaN"):
+        det.run(bad, 0.1)
+    with pytest.raises(CheckpointError, match="expects images"):
+        det.run(torch.zeros(2, 1, 16, 16), 0.1)
+    with pytest.raises(OptionError):
+        Detector(tiny_ae, batch_size=0)
+
+
+def test_device_choice():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(OptionError):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(OptionError, match="CUDA"):
+            resolve_device("cuda")

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from app.core.maps import (
+    confusion_counts,
+    confusion_rgb,
+    detection_mask,
+    difference_map,
+    foreground_mask,
+    postprocess,
+)
+
+
+def test_difference_map_averages_channels():
+    x = np.zeros((3, 2, 2), np.float32)
+    s = np.zeros((3, 2, 2), np.float32)
+    x[0] = 0.9
+    assert np.allclose(difference_map(x, s, channel_axis=0), 0.3)
+    assert np.allclose(difference_map(x[0], s[0]), 0.9)
+
+
+def test_foreground_fills_dark_lesions_inside_the_brain():
+    x = np.zeros((20, 20))
+    x[4:16, 4:16] = 0.5
+    x[8:12, 8:12] = 0.0  # a dark lesion inside the brain
+    fg = foreground_mask(x)
+    assert fg[10, 10] and fg[5, 5] and not fg[0, 0]
+    stack = foreground_mask(np.stack([x, np.zeros_like(x)]))
+    assert stack.shape == (2, 20, 20) and stack[0, 10, 10] and not stack[1].any()
+
+
+def test_postprocess_masks_and_median_filters():
+    d = np.zeros((9, 9), np.float32)
+    d[4, 4] = 1.0  # a single hot pixel is removed by a 3x3 median
+    d[0:3, 6:9] = 0.7
+    fg = np.ones((9, 9), bool)
+    fg[:, 8] = False
+    out = postprocess(d, fg, median_size=3)
+    assert out[4, 4] == 0.0
+    assert out[1, 7] == pytest.approx(0.7)
+    assert (out[:, 8] == 0).all()
+    # per slice, not across slices
+    stack = np.stack([d, np.zeros_like(d)])
+    assert postprocess(stack, None, median_size=3)[1].max() == 0
+
+
+def test_confusion_colours_follow_figure_2():
+    pred = np.array([[1, 1], [0, 0]], bool)
+    gt = np.array([[1, 0], [1, 0]], bool)
+    rgb = confusion_rgb(pred, gt)
+    assert tuple(rgb[0, 0]) == (255, 0, 0)  # TP red
+    assert tuple(rgb[0, 1]) == (0, 0, 255)  # FP blue
+    assert tuple(rgb[1, 0]) == (0, 255, 0)  # FN green
+    assert tuple(rgb[1, 1]) == (0, 0, 0)  # TN black
+    assert confusion_counts(pred, gt) == {"tp": 1, "fp": 1, "fn": 1, "tn": 1}
+    assert detection_mask(np.array([0.2, 0.5, 0.7]), 0.5).tolist() == [False, False, True]
+    with pytest.raises(ValueError):
+        confusion_rgb(pred, gt[:1])

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import average_precision_score
+
+from app.core.metrics import average_precision, dice, dice_per_tau, evaluate, grid_search, mean_dice_per_tau
+
+
+def test_dice_golden_values():
+    p = np.zeros((4, 4), bool)
+    g = np.zeros((4, 4), bool)
+    p[0, :3] = True  # 3 predicted
+    g[0, 1:] = True  # 3 true, 2 overlap
+    assert dice(p, g) == pytest.approx(2 * 2 / 6)
+    assert dice(g, g) == 1.0
+    assert dice(p, np.zeros_like(g)) == 0.0
+    assert dice(np.zeros_like(p), np.zeros_like(g)) == 1.0  # documented empty rule
+    with pytest.raises(ValueError):
+        dice(p, g[:2])
+
+
+def test_ap_golden_value():
+    # scores 0.9(+) 0.8(-) 0.7(+) 0.1(-): precision at the positives 1 and 2/3 -> AP = 0.5*1 + 0.5*2/3
+    s = np.array([0.9, 0.8, 0.7, 0.1])
+    y = np.array([1, 0, 1, 0], bool)
+    assert average_precision(s, y) == pytest.approx(0.5 + 0.5 * 2 / 3)
+    assert np.isnan(average_precision(s, np.zeros(4, bool)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(2, 300),
+    seed=st.integers(0, 10_000),
+    levels=st.sampled_from([0, 3, 10]),
+)
+def test_ap_matches_sklearn_including_ties(n, seed, levels):
+    r = np.random.default_rng(seed)
+    y = r.random(n) < 0.3
+    if not y.any():
+        y[0] = True
+    s = r.random(n)
+    if levels:
+        s = np.round(s * levels) / levels  # many ties
+    assert average_precision(s, y) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+
+
+def test_dice_per_tau_matches_loop(rng):
+    s = rng.random((16, 16))
+    g = rng.random((16, 16)) < 0.2
+    taus = np.linspace(0, 1, 21)
+    fast = dice_per_tau(s, g, taus)
+    slow = [dice(s > t, g) for t in taus]
+    np.testing.assert_allclose(fast, slow)
+
+
+def test_evaluate_means_over_abnormal_images_and_pools(rng):
+    g1 = np.zeros((8, 8), bool)
+    g1[2:5, 2:5] = True
+    g_empty = np.zeros((8, 8), bool)
+    m1 = g1.astype(float) * 0.9  # perfect on image 1
+    m2 = rng.random((8, 8)) * 0.4  # a normal image with noise below tau except nothing
+    sc = evaluate([m1, m2], [g1, g_empty], tau=0.5)
+    assert sc.n_images == 1  # the normal image does not enter the per-image means
+    assert sc.dice_mean == 1.0 and sc.ap_mean == pytest.approx(1.0)
+    assert sc.pooled_dice == 1.0  # m2 stays below 0.5 everywhere
+    sc2 = evaluate([m1, m2 + 0.3], [g1, g_empty], tau=0.5)
+    assert sc2.dice_mean == 1.0 and sc2.pooled_dice < 1.0  # false positives on the normal image count pooled
+
+
+def test_grid_search_picks_best_validation_pair():
+    g = np.zeros((10, 10), bool)
+    g[3:6, 3:6] = True
+    good = g * 0.8 + 0.1  # separable at tau in (0.1, 0.9)
+    bad = np.full((10, 10), 0.5)
+    choice = grid_search({0.0: [bad], 0.2: [good], 0.4: [good]}, [g], taus=[0.05, 0.5, 0.95])
+    assert choice.eps == 0.2  # tie with 0.4 goes to the smaller eps
+    assert choice.tau == 0.5
+    assert choice.dice == 1.0
+    assert choice.table.shape == (3, 3)
+    np.testing.assert_allclose(mean_dice_per_tau([good], [g], [0.5]), [1.0])
