@@ -1,0 +1,1 @@
+"""Benchmarks: the paper's evaluation protocol (choose on validation, report on test) and speed figures."""

@@ -1,0 +1,365 @@
+"""The paper's evaluation protocol, through the shared :class:`~app.core.detector.Detector` (so base and +MG get
+identical post-processing) and :mod:`app.core.metrics`:
+
+1. :func:`calibrate_eps_range` -- a model's eps range from validation data (the latent scale differs per model;
+   the paper's [0, 0.6] is for its own models).
+2. :func:`choose_on_validation` -- tau for the base model, and (eps, tau) for +MG, by mean per-image Dice over
+   the abnormal validation images; the full Dice table comes with the choice.
+3. :func:`evaluate_on_test` -- the scores of the chosen (eps, tau) on the test split (chosen on validation only).
+4. :func:`choose_intensity_baseline` / :func:`evaluate_intensity_baseline` -- a plain threshold on the image
+   itself inside the foreground, chosen on validation the same way.
+
+Data: anything with ``images`` (N, C, S, S) in [0, 1] and ``masks`` (N, S, S) (an ``app.data.SliceSet``), or an
+``(images, masks)`` pair. ``subset=n`` keeps the cost down (7 models on 2 cores): n slices at evenly spaced
+positions -- among the *abnormal* slices for validation (only they enter the mean per-image Dice), among all
+slices for test (so the pooled scores still see normal tissue). ``max_steps`` caps the solver per eps.
+
+The eps grid is solved as an eps path: per batch, eps values in increasing order, each warm-started from the
+previous solution (feasible for the larger ball), which saves steps without changing what is optimised.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.core.detector import Detector, PostProcessing
+from app.core.maps import foreground_mask, postprocess
+from app.core.metrics import Scores, evaluate, mean_dice_per_tau
+from app.errors import OptionError
+
+#: the default tau grid: [0, 1] in steps of 0.005 (difference maps of trained models sit mostly below 0.3)
+DEFAULT_TAUS: tuple[float, ...] = tuple(float(t) for t in np.round(np.linspace(0.0, 1.0, 201), 4))
+#: the paper's eps grid for its models; use :func:`calibrate_eps_range` for others
+PAPER_EPS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+
+Progress = Callable[[int, int], None]
+
+
+# --- data ------------------------------------------------------------------------------------------------------
+def _arrays(data: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    if isinstance(data, tuple | list) and len(data) == 2:
+        images, masks = data
+    else:
+        images, masks = getattr(data, "images", None), getattr(data, "masks", None)
+    if images is None:
+        raise OptionError("the slice set has no images")
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4:
+        raise OptionError(f"images must be (N, C, S, S), got shape {images.shape}")
+    if masks is not None:
+        masks = np.asarray(masks).astype(bool)
+        if masks.shape != (images.shape[0], *images.shape[2:]):
+            raise OptionError(f"masks {masks.shape} do not match images {images.shape}")
+    return images, masks
+
+
+def subset_indices(masks: np.ndarray | None, n: int | None, n_total: int, *, abnormal_only: bool) -> np.ndarray:
+    """Indices of ``n`` slices at evenly spaced positions (all slices when ``n`` is None or large enough).
+    With ``abnormal_only`` only slices with a non-empty mask are candidates."""
+    cand = np.arange(n_total)
+    if abnormal_only and masks is not None:
+        cand = cand[masks.reshape(n_total, -1).any(axis=1)]
+    if n is None or n >= cand.size:
+        return cand
+    if n < 1:
+        raise OptionError("subset must be >= 1")
+    pos = np.round(np.linspace(0, cand.size - 1, n)).astype(int)
+    return cand[np.unique(pos)]
+
+
+def _need_masks(masks: np.ndarray | None, what: str) -> np.ndarray:
+    if masks is None:
+        raise OptionError(f"{what} needs ground-truth masks (an annotated split)")
+    if not masks.any():
+        raise OptionError(f"{what} needs at least one abnormal slice (all masks are empty)")
+    return masks
+
+
+# --- maps along an eps path ------------------------------------------------------------------------------------
+@dataclass
+class PathMaps:
+    """Post-processed anomaly maps for each eps, plus what the solver did."""
+
+    maps: dict[float, np.ndarray]  # eps -> (N, S, S)
+    steps: dict[float, np.ndarray]  # eps -> (N,) solver steps
+    loss: dict[float, np.ndarray]  # eps -> (N,) final mean |x - s|
+    distance: dict[float, np.ndarray]  # eps -> (N,) ||z - z0||
+    seconds: float = 0.0
+
+
+def compute_maps(
+    detector: Detector,
+    images: np.ndarray,
+    eps_values: Sequence[float],
+    *,
+    max_steps: int | None = None,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    **overrides,
+) -> PathMaps:
+    """Maps of ``images`` (N, C, S, S) at every eps (eps = 0 is the base model), solved per batch as an eps
+    path with warm starts. ``progress(done, total)`` counts (slice, eps) pairs."""
+    eps_sorted = sorted({float(e) for e in eps_values})
+    if not eps_sorted:
+        raise OptionError("no eps values given")
+    if any(e < 0 or not math.isfinite(e) for e in eps_sorted):
+        raise OptionError("eps values must be finite and >= 0")
+    if max_steps is not None:
+        overrides["max_steps"] = int(max_steps)
+    x_all, _ = _arrays((images, None))
+    n = x_all.shape[0]
+    parts: dict[str, dict[float, list[np.ndarray]]] = {k: {e: [] for e in eps_sorted} for k in ("m", "s", "l", "d")}
+    total, done = n * len(eps_sorted), 0
+    t0 = time.perf_counter()
+    for start in range(0, n, detector.batch_size):
+        xb = torch.from_numpy(x_all[start : start + detector.batch_size]).to(detector.device)
+        detector.model.check_input(xb)
+        prev: torch.Tensor | None = None
+        for e in eps_sorted:
+            _, res = detector.solve_batch(xb, e, z_init=prev, should_stop=should_stop, **overrides)
+            d, _ = detector.maps(xb, res.s)
+            parts["m"][e].append(d)
+            parts["s"][e].append(res.steps.cpu().numpy())
+            parts["l"][e].append(res.loss.cpu().numpy())
+            parts["d"][e].append(res.distance.cpu().numpy())
+            prev = res.z
+            done += xb.shape[0]
+            if progress is not None:
+                progress(done, total)
+    cat = {k: {e: np.concatenate(v[e]) for e in eps_sorted} for k, v in parts.items()}
+    return PathMaps(cat["m"], cat["s"], cat["l"], cat["d"], time.perf_counter() - t0)
+
+
+# --- eps range -------------------------------------------------------------------------------------------------
+@dataclass
+class EpsRange:
+    """A model's eps range and how it was derived (stored in the model card)."""
+
+    eps_max: float
+    grid: list[float]
+    rule: str
+    quantile: float
+    distances: list[float]  # ||z_unconstrained - z0|| per validation slice used
+    z0_spread: float  # median ||z0 - mean(z0)|| over the same slices: the latent scale, for reference
+    n_images: int
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["distances"] = [round(float(v), 6) for v in self.distances]
+        return d
+
+
+CALIBRATION_RULE = (
+    "eps_max = the {q:.0%} quantile over abnormal validation slices of ||z_free - z_o||, where z_free is the "
+    "solver's unconstrained optimum (eps = inf) within its step budget; beyond it the constraint stops binding "
+    "for most slices, so larger eps only re-admits the anomaly. Grid: {n} evenly spaced values in [0, eps_max], "
+    "eps_max rounded to 2 significant digits."
+)
+
+
+def _round_sig(v: float, digits: int = 2) -> float:
+    if v <= 0 or not math.isfinite(v):
+        return float(v)
+    return float(round(v, digits - 1 - int(math.floor(math.log10(v)))))
+
+
+def calibrate_eps_range(
+    detector: Detector,
+    val_set: Any,
+    *,
+    subset: int | None = 32,
+    quantile: float = 0.9,
+    n_grid: int = 7,
+    max_steps: int | None = None,
+    progress: Progress | None = None,
+    **overrides,
+) -> EpsRange:
+    """Derive a model's eps range from validation slices (see :data:`CALIBRATION_RULE`)."""
+    if not (0 < quantile <= 1) or n_grid < 2:
+        raise OptionError("quantile must be in (0, 1] and n_grid >= 2")
+    images, masks = _arrays(val_set)
+    idx = subset_indices(masks, subset, images.shape[0], abnormal_only=True)
+    x = images[idx]
+    free = 1e6  # no finite ball binds: the penalty term never activates
+    pm = compute_maps(detector, x, [free], max_steps=max_steps, progress=progress, **overrides)
+    dist = pm.distance[free].astype(np.float64)
+    with torch.no_grad():
+        z0 = torch.cat(
+            [
+                detector.model.encode(torch.from_numpy(x[i : i + detector.batch_size]).to(detector.device))
+                for i in range(0, len(x), detector.batch_size)
+            ]
+        )
+    zf = z0.flatten(1).double()
+    spread = float((zf - zf.mean(dim=0)).norm(dim=1).median()) if len(zf) > 1 else 0.0
+    eps_max = _round_sig(float(np.quantile(dist, quantile)))
+    if not eps_max > 0:
+        raise OptionError(
+            "eps calibration failed: the unconstrained solver did not move away from z_o on any validation slice "
+            "(max_steps too small, or a decoder that ignores z)"
+        )
+    grid = [float(v) for v in np.round(np.linspace(0.0, eps_max, n_grid), 6)]
+    return EpsRange(
+        eps_max=eps_max,
+        grid=grid,
+        rule=CALIBRATION_RULE.format(q=quantile, n=n_grid),
+        quantile=quantile,
+        distances=dist.tolist(),
+        z0_spread=spread,
+        n_images=len(idx),
+    )
+
+
+# --- choosing on validation ------------------------------------------------------------------------------------
+@dataclass
+class Choice:
+    """What validation chose. ``table[i][j]`` is the mean validation Dice at ``eps_grid[i]``, ``tau_grid[j]``;
+    the eps = 0 row is the base model. +MG's eps is chosen among the eps > 0 values only, so a +MG result is
+    always a MatchGen result (it can lose to the base model on validation, and the report then shows that)."""
+
+    eps: float
+    tau: float
+    dice: float
+    base_tau: float
+    base_dice: float
+    eps_grid: list[float]
+    tau_grid: list[float]
+    table: list[list[float]]
+    n_images: int
+    mean_steps: dict[float, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["mean_steps"] = {str(k): v for k, v in self.mean_steps.items()}
+        return d
+
+
+def _best(row: np.ndarray, taus: np.ndarray) -> tuple[float, float]:
+    """Highest Dice in a row; ties go to the smaller tau."""
+    r = np.nan_to_num(row, nan=-1.0)
+    j = int(np.argmax(r))
+    return float(taus[j]), float(row[j])
+
+
+def choose_on_validation(
+    detector: Detector,
+    val_set: Any,
+    eps_grid: Sequence[float],
+    tau_grid: Sequence[float] = DEFAULT_TAUS,
+    *,
+    subset: int | None = None,
+    max_steps: int | None = None,
+    progress: Progress | None = None,
+    **overrides,
+) -> Choice:
+    """tau for the base model and (eps, tau) for +MG by mean per-image Dice over abnormal validation slices.
+    Ties go to the smaller eps, then the smaller tau."""
+    images, masks = _arrays(val_set)
+    masks = _need_masks(masks, "choosing eps and tau")
+    idx = subset_indices(masks, subset, images.shape[0], abnormal_only=True)
+    eps_all = sorted({0.0, *(float(e) for e in eps_grid)})
+    if len(eps_all) < 2:
+        raise OptionError("the eps grid needs at least one value > 0 for +MG")
+    taus = np.asarray(sorted(float(t) for t in tau_grid), dtype=np.float64)
+    if taus.size == 0:
+        raise OptionError("empty tau grid")
+    pm = compute_maps(detector, images[idx], eps_all, max_steps=max_steps, progress=progress, **overrides)
+    gts = list(masks[idx])
+    table = np.stack([mean_dice_per_tau(list(pm.maps[e]), gts, taus) for e in eps_all])
+    base_tau, base_dice = _best(table[0], taus)
+    best = (-2.0, 0.0, 0.0)
+    for i, e in enumerate(eps_all[1:], start=1):
+        t, dsc = _best(table[i], taus)
+        if np.nan_to_num(dsc, nan=-1.0) > best[0]:
+            best = (dsc, e, t)
+    return Choice(
+        eps=best[1],
+        tau=best[2],
+        dice=best[0],
+        base_tau=base_tau,
+        base_dice=base_dice,
+        eps_grid=eps_all,
+        tau_grid=taus.tolist(),
+        table=table.tolist(),
+        n_images=len(idx),
+        mean_steps={e: float(pm.steps[e].mean()) for e in eps_all},
+        seconds=pm.seconds,
+    )
+
+
+# --- test ------------------------------------------------------------------------------------------------------
+def evaluate_on_test(
+    detector: Detector,
+    test_set: Any,
+    eps: float,
+    tau: float,
+    *,
+    subset: int | None = None,
+    max_steps: int | None = None,
+    progress: Progress | None = None,
+    **overrides,
+) -> Scores:
+    """Scores at the (eps, tau) chosen on validation (eps = 0: the base model): per-image Dice and AP as mean
+    and std over abnormal test slices, and pooled Dice/AP over all selected slices."""
+    images, masks = _arrays(test_set)
+    masks = _need_masks(masks, "evaluating")
+    idx = subset_indices(masks, subset, images.shape[0], abnormal_only=False)
+    pm = compute_maps(detector, images[idx], [eps], max_steps=max_steps, progress=progress, **overrides)
+    return evaluate(list(pm.maps[float(eps)]), list(masks[idx]), float(tau))
+
+
+# --- intensity-threshold baseline ------------------------------------------------------------------------------
+def intensity_maps(images: np.ndarray, post: PostProcessing | None = None) -> np.ndarray:
+    """The image itself (mean over channels) inside the foreground, with the same post-processing as the
+    models' maps: a threshold on it finds bright lesions without any model."""
+    post = post or PostProcessing()
+    x, _ = _arrays((images, None))
+    xs = x.mean(axis=1)
+    return postprocess(xs, foreground_mask(xs, post.foreground_threshold), post.median_size)
+
+
+@dataclass
+class BaselineChoice:
+    tau: float
+    dice: float
+    tau_grid: list[float]
+    dice_per_tau: list[float]
+    n_images: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def choose_intensity_baseline(
+    val_set: Any,
+    tau_grid: Sequence[float] = DEFAULT_TAUS,
+    *,
+    post: PostProcessing | None = None,
+    subset: int | None = None,
+) -> BaselineChoice:
+    images, masks = _arrays(val_set)
+    masks = _need_masks(masks, "choosing the baseline's tau")
+    idx = subset_indices(masks, subset, images.shape[0], abnormal_only=True)
+    taus = np.asarray(sorted(float(t) for t in tau_grid), dtype=np.float64)
+    row = mean_dice_per_tau(list(intensity_maps(images[idx], post)), list(masks[idx]), taus)
+    tau, dsc = _best(row, taus)
+    return BaselineChoice(tau, dsc, taus.tolist(), row.tolist(), len(idx))
+
+
+def evaluate_intensity_baseline(
+    test_set: Any, tau: float, *, post: PostProcessing | None = None, subset: int | None = None
+) -> Scores:
+    images, masks = _arrays(test_set)
+    masks = _need_masks(masks, "evaluating")
+    idx = subset_indices(masks, subset, images.shape[0], abnormal_only=False)
+    return evaluate(list(intensity_maps(images[idx], post)), list(masks[idx]), float(tau))

@@ -1,0 +1,166 @@
+"""The evaluation protocol on a tiny model whose answers are known in closed form.
+
+FlatModel: z is one number, decode(z) is the flat image z. Its encoder is deliberately bad (z_o = max(x)), so the
+base model's pseudo-normal is the lesion intensity and its map cannot separate lesion from tissue. The L1
+optimum of a flat image is the median intensity (the tissue, 0.5), so MatchGen with eps >= max(x) - 0.5 = 0.5
+recovers the tissue exactly and finds the lesion perfectly; eps = 0.25 leaves both at 0.25 (no separation).
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from app.bench.protocol import (
+    calibrate_eps_range,
+    choose_intensity_baseline,
+    choose_on_validation,
+    compute_maps,
+    evaluate_intensity_baseline,
+    evaluate_on_test,
+    intensity_maps,
+    subset_indices,
+)
+from app.core.detector import Detector
+from app.core.matchgen import SolverOptions
+from app.errors import OptionError
+from app.nets.base import AnomalyModel, ModelConfig
+
+S = 16
+
+
+class FlatModel(AnomalyModel):
+    family = "test-flat"
+
+    def encode(self, x):
+        return x.flatten(1).max(dim=1, keepdim=True).values
+
+    def decode(self, z):
+        return z.view(-1, 1, 1, 1).expand(-1, 1, S, S)
+
+
+def slices(n=6, seed=0, lesion=1.0, with_normal=True):
+    """Tissue at 0.5 everywhere, one square lesion per abnormal slice (sizes 2..5 px), plus one normal slice."""
+    rng = np.random.default_rng(seed)
+    imgs = np.full((n, 1, S, S), 0.5, np.float32)
+    masks = np.zeros((n, S, S), np.uint8)
+    for i in range(n - 1 if with_normal else n):
+        k = 2 + i % 4
+        r, c = rng.integers(1, S - k - 1, size=2)
+        masks[i, r : r + k, c : c + k] = 1
+        imgs[i, 0][masks[i] == 1] = lesion
+    return imgs, masks
+
+
+@pytest.fixture
+def detector():
+    opts = SolverOptions(method="projected", lr=0.02, max_steps=600, patience=10)
+    return Detector(FlatModel(ModelConfig("test-flat", image_size=S)), "cpu", solver=opts, batch_size=4)
+
+
+def test_maps_along_the_eps_path_have_the_closed_form(detector):
+    imgs, masks = slices()
+    pm = compute_maps(detector, imgs, [0.6, 0.0, 0.25])
+    assert sorted(pm.maps) == [0.0, 0.25, 0.6]
+    abn = masks[:-1].astype(bool)
+    # base: s = 1 (the max), map 0.5 on tissue and 0 on the lesion
+    assert np.allclose(pm.maps[0.0][:-1][~abn], 0.5) and np.allclose(pm.maps[0.0][:-1][abn], 0.0)
+    # eps = 0.25: s = 0.75 (the boundary towards the median) -> 0.25 everywhere
+    assert np.allclose(pm.maps[0.25][:-1], 0.25, atol=2e-3)
+    # eps = 0.6: s = 0.5 (the median) -> 0 on tissue, 0.5 on the lesion
+    assert np.allclose(pm.maps[0.6][:-1][~abn], 0.0, atol=2e-3)
+    assert np.allclose(pm.maps[0.6][:-1][abn], 0.5, atol=2e-3)
+    assert np.allclose(pm.distance[0.6][:-1], 0.5, atol=2e-3)
+    assert (pm.steps[0.0] == 0).all() and (pm.steps[0.6] > 0).all()
+
+
+def test_choice_on_validation_picks_the_eps_that_recovers_the_tissue(detector):
+    val = slices(seed=1)
+    taus = np.round(np.linspace(0, 1, 21), 3)
+    ch = choose_on_validation(detector, val, [0.25, 0.6], taus)
+    assert ch.eps == 0.6
+    assert ch.dice == pytest.approx(1.0)
+    assert 0.0 <= ch.tau < 0.5  # smallest tau with Dice 1 is 0 (tissue map is ~0, lesion 0.5)
+    assert ch.tau == pytest.approx(0.0, abs=0.051)
+    # base model: predicting the tissue (tau < 0.5) is the best it can do; nothing above 0.5
+    assert ch.base_dice < 0.3
+    assert ch.eps_grid == [0.0, 0.25, 0.6]
+    assert np.asarray(ch.table).shape == (3, 21)
+    row = np.asarray(ch.table)[1]  # eps = 0.25: the map is 0.25 everywhere, all or nothing is flagged
+    assert np.allclose(row[taus < 0.24], row[0]) and np.allclose(row[taus > 0.26], 0.0) and row[0] < 0.3
+    assert ch.n_images == 5  # only abnormal slices enter the mean per-image Dice
+    assert set(ch.as_dict()) >= {"eps", "tau", "dice", "base_tau", "base_dice", "table"}
+
+
+def test_eps_zero_is_never_chosen_for_plus_mg(detector):
+    val = slices(seed=1)
+    with pytest.raises(OptionError):
+        choose_on_validation(detector, val, [0.0], [0.1])
+
+
+def test_evaluate_on_test_reports_perfect_and_base_scores(detector):
+    test = slices(n=8, seed=2)
+    mg = evaluate_on_test(detector, test, 0.6, 0.25)
+    assert mg.dice_mean == pytest.approx(1.0) and mg.dice_std == pytest.approx(0.0)
+    assert mg.ap_mean == pytest.approx(1.0)
+    assert mg.pooled_dice == pytest.approx(1.0) and mg.pooled_ap == pytest.approx(1.0)
+    assert mg.n_images == 7
+    base = evaluate_on_test(detector, test, 0.0, 0.25)
+    assert base.pooled_dice == pytest.approx(0.0)  # flags all tissue, none of the lesion
+    assert base.dice_mean == pytest.approx(0.0)
+
+
+def test_calibrated_eps_range_is_the_distance_to_the_free_optimum(detector):
+    # lesions of intensity 0.9: z_o = 0.9, the free optimum is the median 0.5, distance 0.4 on every slice
+    val = slices(n=9, seed=3, lesion=0.9)
+    rng = calibrate_eps_range(detector, val, quantile=0.9, n_grid=5)
+    assert rng.n_images == 8
+    assert np.allclose(rng.distances, 0.4, atol=3e-3)
+    assert rng.eps_max == pytest.approx(0.4)
+    assert rng.grid == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert "quantile" in rng.rule
+
+
+def test_intensity_baseline_finds_bright_lesions_and_misses_dark_ones():
+    val, test = slices(seed=4), slices(n=8, seed=5)
+    ch = choose_intensity_baseline(val, np.round(np.linspace(0, 1, 21), 3))
+    assert 0.5 <= ch.tau < 1.0 and ch.dice == pytest.approx(1.0)
+    sc = evaluate_intensity_baseline(test, ch.tau)
+    assert sc.dice_mean == pytest.approx(1.0) and sc.pooled_dice == pytest.approx(1.0)
+    dark = slices(n=8, seed=5, lesion=0.2)
+    assert evaluate_intensity_baseline(dark, ch.tau).dice_mean == pytest.approx(0.0)
+    # the map is zero outside the foreground
+    im = np.zeros((1, 1, S, S), np.float32)
+    im[0, 0, 4:12, 4:12] = 0.7
+    m = intensity_maps(im)
+    assert m[0, 0, 0] == 0 and m[0, 5, 5] == pytest.approx(0.7)
+
+
+def test_subsets_are_evenly_spaced_and_abnormal_only_on_validation():
+    masks = np.zeros((10, 4, 4), bool)
+    masks[[1, 3, 5, 7, 9], 0, 0] = True
+    assert subset_indices(masks, 3, 10, abnormal_only=True).tolist() == [1, 5, 9]
+    assert subset_indices(masks, None, 10, abnormal_only=True).tolist() == [1, 3, 5, 7, 9]
+    assert subset_indices(masks, 2, 10, abnormal_only=False).tolist() == [0, 9]
+
+
+def test_subset_limits_the_work(detector):
+    imgs, masks = slices(n=8, seed=6)
+    ch = choose_on_validation(detector, (imgs, masks), [0.6], [0.1, 0.3], subset=3)
+    assert ch.n_images == 3
+
+
+def test_unannotated_or_normal_only_split_is_a_clear_error(detector):
+    imgs, masks = slices()
+    with pytest.raises(OptionError, match="masks"):
+        choose_on_validation(detector, (imgs, None), [0.6])
+    with pytest.raises(OptionError, match="abnormal"):
+        evaluate_on_test(detector, (imgs, np.zeros_like(masks)), 0.6, 0.1)
+    with pytest.raises(OptionError, match="match"):
+        choose_on_validation(detector, (imgs, masks[:, :4]), [0.6])
+
+
+def test_step_limit_is_passed_to_the_solver(detector):
+    imgs, _ = slices()
+    pm = compute_maps(detector, imgs, [0.6], max_steps=3)
+    assert pm.steps[0.6].max() == 3
+    assert torch.is_tensor(torch.as_tensor(pm.loss[0.6]))
