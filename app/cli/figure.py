@@ -1,0 +1,54 @@
+"""``figure``: a Figure-2-style case figure of one slice, without a window."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Figure-2-style figure of one slice: pseudo-normal, input, difference, detection, ground truth"
+DESCRIPTION = (
+    "Rows: pseudo-normal, input, difference map, detection (TP red, FP blue, FN green, TN black), ground truth; "
+    "columns: base model and +MG for each model; Dice under each. PNG, PDF or SVG by the --out suffix."
+)
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", help="NIfTI file, DICOM folder or file, or a PNG/JPEG picture")
+    p.add_argument("--mask", default=None, help="ground-truth mask on the study's grid (NIfTI or PNG)")
+    p.add_argument("--slice", type=int, default=None, help="axial slice (default: largest lesion, else middle)")
+    p.add_argument("--models", default=None, help="comma-separated model names or checkpoint paths (default model)")
+    p.add_argument("--out", required=True, help="output figure (.png, .pdf or .svg)")
+    p.add_argument("--eps", type=float, default=None, help="eps for +MG (default: each model's card)")
+    p.add_argument("--tau", type=float, default=None, help="threshold (default: each model's card)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from app.errors import OptionError
+    from app.figure import case_columns, figure2, save_figure
+    from app.figure.figure2 import FORMATS
+    from app.viewer.compute import ModelSession
+    from app.viewer.loading import open_study
+
+    if not args.out.lower().endswith(FORMATS):
+        raise OptionError(f"--out must end in one of {', '.join(FORMATS)}")
+    slices = open_study(args.study, args.mask)
+    k = args.slice
+    if k is None:
+        if slices.gt is not None and slices.gt.any():
+            k = int(np.argmax(slices.gt.sum(axis=(0, 1))))
+        else:
+            k = slices.n_slices // 2
+    if not 0 <= k < slices.n_slices:
+        raise OptionError(f"--slice {k} is outside the study (0..{slices.n_slices - 1})")
+    names = [n.strip() for n in (args.models or "").split(",") if n.strip()] or [None]
+    sessions = [ModelSession.load(n, slices, args.device) for n in names]
+    cols = case_columns(sessions, k, eps=args.eps, tau=args.tau)
+    fig = figure2(sessions[0].slices, k, cols)
+    out = save_figure(fig, args.out)
+    for c in cols:
+        dice = "n/a" if c.dice is None else f"{c.dice:.3f}"
+        print(f"{c.title:<24} eps={c.result.eps:.3g} tau={c.tau:.3g} dice={dice} steps={c.result.steps}")
+    print(f"wrote {out}")
+    return 0

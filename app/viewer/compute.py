@@ -1,0 +1,214 @@
+"""Per-slice and per-volume computations for the viewer and the figures, all through the shared
+:class:`app.core.detector.Detector` (so base and +MG get exactly the post-processing ``detect`` uses).
+
+Nothing here knows about threads or Qt: the viewer's worker calls these functions with a ``should_stop``
+(cancel) and an ``on_progress`` callback; the figure command calls them directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.core.metrics import dice
+from app.viewer.slices import ModelInput, StudySlices
+
+#: eps range and (eps, tau) used when a model card does not name them (DESIGN.md: eps in [0, 0.6])
+FALLBACK_EPS_RANGE = (0.0, 0.6)
+FALLBACK_EPS = 0.1
+FALLBACK_TAU = 0.2
+
+
+@dataclass
+class SliceResult:
+    model: str
+    slice_index: int
+    eps: float
+    s: np.ndarray  # pseudo-normal on the slice grid, (X, Y) or (X, Y, C), in [0, 1]
+    d: np.ndarray  # post-processed anomaly map on the slice grid (X, Y)
+    loss: float = float("nan")
+    steps: int = 0
+    seconds: float = 0.0
+    final: bool = True
+    z: Any = None  # the solution's latent (torch tensor), for warm starts along the eps path
+
+    def mask(self, tau: float) -> np.ndarray:
+        return self.d > tau
+
+    def dice(self, tau: float, gt: np.ndarray | None) -> float | None:
+        return None if gt is None else float(dice(self.mask(tau), gt))
+
+
+def card_choices(card: dict) -> dict[str, float]:
+    """eps range and (eps, tau) chosen on validation from a model card, with documented fallbacks."""
+    chosen = card.get("chosen") or {}
+    rng = card.get("eps_range") or chosen.get("eps_range") or FALLBACK_EPS_RANGE
+    try:
+        lo, hi = float(rng[0]), float(rng[1])
+    except (TypeError, ValueError, IndexError, KeyError):
+        lo, hi = FALLBACK_EPS_RANGE
+    hi = hi if hi > 0 else FALLBACK_EPS_RANGE[1]
+
+    def num(key: str, default: float) -> float:
+        v = chosen.get(key, card.get(key, default))
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return default
+
+    eps = min(max(num("eps", FALLBACK_EPS), 0.0), hi)
+    tau = num("tau", FALLBACK_TAU)
+    tau_base = num("tau_base", tau)
+    return {"eps_min": lo, "eps_max": hi, "eps": eps, "tau": tau, "tau_base": tau_base}
+
+
+class ModelSession:
+    """A loaded model (by zoo name or checkpoint path) bound to a study's slices."""
+
+    def __init__(self, name: str, model, card: dict, slices: StudySlices, device: str = "cpu"):
+        from app.core.detector import Detector
+
+        self.name = name
+        self.card = card
+        self.choices = card_choices(card)
+        self.detector = Detector(model, device)
+        self.slices = slices.with_model(ModelInput.of(model))
+        self.slices.model_slices([0])  # fails early (channels) before anything is shown
+
+    @classmethod
+    def load(cls, name: str | None, slices: StudySlices, device: str = "auto") -> ModelSession:
+        from app.core.device import resolve_device
+        from app.nets.checkpoint import load_checkpoint
+        from app.nets.zoo import DEFAULT_MODEL, resolve_model
+
+        dev = resolve_device(device)
+        stem = resolve_model(name or DEFAULT_MODEL)
+        model, card = load_checkpoint(stem, dev)
+        return cls(Path(stem).name, model, card, slices, str(dev))
+
+    def solve_slice(
+        self,
+        k: int,
+        eps: float,
+        *,
+        z_init=None,
+        on_progress: Callable[[SliceResult], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        progress_interval_s: float = 0.05,
+    ) -> SliceResult:
+        """MatchGen (or the base model for eps = 0) on slice k; ``on_progress`` receives intermediate results
+        (at most every ``progress_interval_s``) while the solver converges."""
+        import torch
+
+        t0 = time.perf_counter()
+        det = self.detector
+        x = torch.from_numpy(self.slices.model_slice(k)[None]).to(det.device)
+        last = [t0]
+
+        def callback(p) -> None:
+            now = time.perf_counter()
+            if on_progress is None or now - last[0] < progress_interval_s or bool(p.done.all()):
+                return
+            last[0] = now
+            d, _ = det.maps(x, p.s)
+            on_progress(self._result(k, eps, p.s[0], d[0], float(p.loss[0]), p.step, now - t0, final=False))
+
+        if z_init is not None:
+            z_init = z_init.to(det.device)
+        _, res = det.solve_batch(
+            x, eps, z_init=z_init, callback=callback if on_progress else None, should_stop=should_stop
+        )
+        d, _ = det.maps(x, res.s)
+        out = self._result(
+            k, eps, res.s[0], d[0], float(res.loss[0]), int(res.steps[0]), time.perf_counter() - t0, final=True
+        )
+        out.z = res.z.detach()
+        return out
+
+    def _result(self, k, eps, s, d, loss, steps, seconds, final) -> SliceResult:
+        s_np = s.detach().cpu().numpy() if hasattr(s, "detach") else np.asarray(s)
+        return SliceResult(
+            model=self.name,
+            slice_index=k,
+            eps=float(eps),
+            s=self.slices.to_slice_grid(s_np),
+            d=self.slices.to_slice_grid(np.asarray(d)),
+            loss=loss,
+            steps=steps,
+            seconds=seconds,
+            final=final,
+        )
+
+    def eps_path(
+        self,
+        k: int,
+        eps_values: list[float],
+        on_result: Callable[[SliceResult], None],
+        should_stop: Callable[[], bool] | None = None,
+        start: SliceResult | None = None,
+    ) -> None:
+        """Solutions for increasing eps, each warm-started from the previous (precomputing the slider)."""
+        prev = start.z if start is not None else None
+        for e in sorted(eps_values):
+            r = self.solve_slice(k, e, z_init=prev, should_stop=should_stop)
+            on_result(r)
+            prev = r.z
+
+    def run_volume(
+        self,
+        eps: float,
+        *,
+        base_only: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """Anomaly maps of every slice on the study's canonical grid (X, Y, Z)."""
+        x = self.slices.model_slices()
+        out = self.detector.run(x, eps, base_only=base_only, progress=progress, should_stop=should_stop)
+        return self.slices.volume_to_grid(out.d)
+
+
+class ResultCache:
+    """Final results per (model, slice, eps), least recently used dropped first."""
+
+    def __init__(self, capacity: int = 256):
+        self.capacity = capacity
+        self._d: OrderedDict[tuple, SliceResult] = OrderedDict()
+
+    @staticmethod
+    def key(model: str, k: int, eps: float) -> tuple:
+        return (model, int(k), round(float(eps), 4))
+
+    def get(self, model: str, k: int, eps: float) -> SliceResult | None:
+        key = self.key(model, k, eps)
+        r = self._d.get(key)
+        if r is not None:
+            self._d.move_to_end(key)
+        return r
+
+    def put(self, r: SliceResult) -> None:
+        key = self.key(r.model, r.slice_index, r.eps)
+        self._d[key] = r
+        self._d.move_to_end(key)
+        while len(self._d) > self.capacity:
+            self._d.popitem(last=False)
+
+    def nearest_below(self, model: str, k: int, eps: float) -> SliceResult | None:
+        """The cached result with the largest eps <= eps (a warm start that is feasible for the new ball)."""
+        best = None
+        for (m, kk, e), r in self._d.items():
+            if m == model and kk == k and e <= eps + 1e-9 and (best is None or e > best.eps):
+                best = r
+        return best
+
+    def clear(self) -> None:
+        self._d.clear()
+
+    def __len__(self) -> int:
+        return len(self._d)
