@@ -18,6 +18,8 @@ from app.errors import MatchGenError
 #: subcommand name -> module (in the order ``--help`` lists them)
 COMMANDS: dict[str, str] = {
     "models": "app.cli.models",
+    "data": "app.cli.data",
+    "train": "app.cli.train",
 }
 
 #: what ``python main.py`` with no subcommand runs, if that subcommand exists

@@ -85,6 +85,10 @@ class AnomalyModel(nn.Module):
         training step in ``app.train``)."""
         raise NotImplementedError
 
+    def after_training(self, x: torch.Tensor) -> None:
+        """Hook the trainer calls once after training with a batch of normal training images, for post-hoc
+        constants kept in ``config.extra`` (VAE-Grad's gradient scale). Default: nothing."""
+
     # --- helpers ----------------------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
         c, s = self.config.channels, self.config.image_size

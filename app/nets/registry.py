@@ -16,7 +16,15 @@ from app.nets.base import AnomalyModel, ModelConfig
 ENTRY_POINT_GROUP = "matchgen.models"
 
 #: modules that define the built-in families (imported on first use of the registry)
-BUILTIN_MODULES = ("app.nets.autoencoder",)
+BUILTIN_MODULES = (
+    "app.nets.autoencoder",
+    "app.nets.context_ae",
+    "app.nets.vae",
+    "app.nets.vae_grad",
+    "app.nets.dae",
+    "app.nets.ganomaly",
+    "app.nets.ddgan",
+)
 
 _FAMILIES: dict[str, type[AnomalyModel]] = {}
 _loaded = False

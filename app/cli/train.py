@@ -1,0 +1,81 @@
+"""``train``: train a base model on a slice dataset (``DIR/train``, ``DIR/val``) and write a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+HELP = "train a base model (any registered family) on a slice dataset and write models/NAME"
+DESCRIPTION = (
+    "Train a base model on DIR/train (normal slices) with a validation loss per epoch on DIR/val, writing "
+    "OUT.safetensors + OUT.json after every epoch and the optimizer state to OUT.train.safetensors "
+    "(--resume continues from it). Seeded; CPU or GPU."
+)
+
+
+def _kv(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    for conv in (int, float):
+        try:
+            return k, conv(v)
+        except ValueError:
+            pass
+    return k, v
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("family", help="model family (see `models --families`), e.g. ae-l1, ce-ae, vae, dae, ...")
+    p.add_argument("--data", required=True, help="dataset folder with train/ and val/ (e.g. from `data brain-proxy`)")
+    p.add_argument("--out", required=True, help="checkpoint to write, e.g. models/NAME")
+    p.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
+    p.add_argument("--size", type=int, default=None, help="image size (default: the data's slice size)")
+    p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the family's, 1e-3 or 2e-4)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT's last checkpoint")
+    p.add_argument("--width", type=int, default=8, help="channels of the first stage (default 8)")
+    p.add_argument("--latent-dim", type=int, default=64, help="bottleneck size of vector-latent families")
+    p.add_argument(
+        "--set", dest="extra", action="append", type=_kv, default=[], metavar="KEY=VALUE",
+        help="family setting stored in config.extra (e.g. kl_weight=1e-3, noise_std=0.2, steps=4)",
+    )  # fmt: skip
+    p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds of training")
+    p.add_argument("--no-augment", action="store_true", help="no random left-right flips")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.train import TrainOptions, train
+
+    if len(sys.argv) > 2 and sys.argv[1] == "train":
+        cmd = "python main.py train " + shlex.join(sys.argv[2:])
+    else:  # called as a function (tests): the equivalent command line
+        cmd = f"python main.py train {args.family} --data {args.data} --out {args.out} --epochs {args.epochs}"
+    opts = TrainOptions(
+        family=args.family,
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        size=args.size,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        resume=args.resume,
+        width=args.width,
+        latent_dim=args.latent_dim,
+        extra=dict(args.extra),
+        time_limit=args.time_limit,
+        augment=not args.no_augment,
+        command=cmd,
+    )
+    card = train(opts, progress=not args.quiet)
+    print(
+        f"wrote {args.out}.safetensors/.json: {card['training']['epochs']} epochs in "
+        f"{card['training']['training_time_s']} s, val_loss={card['final_val_loss']}"
+    )
+    return 0

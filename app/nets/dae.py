@@ -1,0 +1,73 @@
+"""DAE (Kascenas et al., "Denoising autoencoders for unsupervised anomaly detection in brain MRI", MIDL 2022):
+a U-Net trained to remove coarse noise, i.e. Gaussian noise drawn at low resolution (``extra["noise_res"]``
+pixels across, 16 in the paper for 128x128) and upsampled, added on the foreground only, with std
+``extra["noise_std"]`` (0.2 in the paper). Its pseudo-normal image is the U-Net's output on the clean input.
+
+What z is. The U-Net has no vector bottleneck: the decoder reads the bottleneck *and* every skip feature map.
+Here z is all of them, flattened and concatenated into one vector (the encoder's features at every resolution).
+Why:
+* ``decode`` must be a pure function of z so MatchGen (and batching) works with any latent; keeping the skips
+  fixed from x would need hidden state per input.
+* The skip connections are how the U-Net copies an anomaly straight through to its output; if MatchGen could
+  only move the bottleneck it could not take the anomaly out of the skips, while editing the skips inside the
+  eps-ball lets it both remove the anomaly and match normal detail the denoiser blurred.
+* The eps-ball then bounds the change of the whole representation; the calibrated eps range (model card) is in
+  these units. The size of z is recorded as ``latent_size`` in the card.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from app.nets.base import AnomalyModel, ModelConfig
+from app.nets.blocks import UNet, unet_depth
+from app.nets.registry import register_family
+
+
+def coarse_noise(
+    x: torch.Tensor, std: float, res: int, generator: torch.Generator | None = None, fg_threshold: float = 0.01
+) -> torch.Tensor:
+    """Gaussian noise drawn at res x res, upsampled bilinearly to the image size, zero outside the foreground."""
+    b, c, h, w = x.shape
+    n = torch.randn((b, c, res, res), generator=generator).to(x) * std
+    n = F.interpolate(n, size=(h, w), mode="bilinear", align_corners=False)
+    fg = (x.mean(dim=1, keepdim=True) > fg_threshold).to(x)
+    return n * fg
+
+
+@register_family("dae")
+class DenoisingAE(AnomalyModel):
+    latent_description = (
+        "all U-Net encoder feature maps (the bottleneck and every skip) flattened into one vector, so MatchGen "
+        "can also change the skip features through which a U-Net copies anomalies"
+    )
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        c = config
+        depth = int(c.extra.get("depth", unet_depth(c.image_size)))
+        self.unet = UNet(c.channels, c.image_size, c.width, depth)
+        self.sizes = [math.prod(s) for s in self.unet.shapes]
+
+    @property
+    def latent_size(self) -> int:
+        return sum(self.sizes)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([f.flatten(1) for f in self.unet.down(x)], dim=1)
+
+    def split(self, z: torch.Tensor) -> list[torch.Tensor]:
+        parts = torch.split(z.flatten(1), self.sizes, dim=1)
+        return [p.reshape(-1, *s) for p, s in zip(parts, self.unet.shapes, strict=True)]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.unet.up(self.split(z)))
+
+    def training_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        std = float(self.config.extra.get("noise_std", 0.2))
+        res = int(self.config.extra.get("noise_res", max(2, self.config.image_size // 8)))
+        noisy = x + coarse_noise(x, std, res, generator)
+        return (self.decode(self.encode(noisy)) - x).pow(2).mean()

@@ -1,0 +1,321 @@
+"""The training loop shared by all families: seeded, resumable, with a progress bar and a validation loss per
+epoch, writing a checkpoint (``OUT.safetensors`` + the ``OUT.json`` card) after every epoch and the optimizer
+state to ``OUT.train.safetensors`` (safetensors, never pickle).
+
+Reproducibility: the weights are initialised from ``seed``; epoch k shuffles and draws its noise from a generator
+seeded with ``(seed, k)``, so a run resumed after epoch k gives the same weights as one that never stopped.
+
+Validation loss (the same for every family, so families can be compared): the mean |x - pseudo_normal(x)| in
+eval mode over the foreground pixels of the validation slices that lie *outside* the lesion masks, i.e. on the
+normal-looking tissue of the validation subject.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from app.core.device import resolve_device
+from app.errors import CheckpointError, OptionError
+from app.nets.base import AnomalyModel, ModelConfig
+from app.nets.checkpoint import load_checkpoint, read_card, save_checkpoint, stem_of
+from app.nets.registry import create_model, get_family
+from app.train.state import load_train_state, save_train_state
+from app.train.steps import STEPS, make_step
+
+VAL_LOSS_DEFINITION = (
+    "mean |x - pseudo_normal(x)| (eval mode) over foreground pixels (x > 0.01) outside the lesion masks of the "
+    "validation slices"
+)
+
+
+@dataclass
+class TrainOptions:
+    family: str
+    data: str
+    out: str
+    epochs: int = 10
+    size: int | None = None  # default: the data's slice size
+    batch_size: int = 16
+    lr: float | None = None  # default: the family's
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    width: int = 8
+    latent_dim: int = 64
+    extra: dict[str, Any] = field(default_factory=dict)
+    time_limit: float | None = None  # seconds of training (all sessions together); stops mid-epoch
+    val_subset: int = 256
+    augment: bool = True  # random left-right flips
+    command: str = ""
+
+
+@dataclass
+class Data:
+    train: np.ndarray  # (N, C, S, S) float32
+    val: np.ndarray
+    val_masks: np.ndarray | None  # (N, S, S) bool
+    meta: dict[str, Any]
+
+
+def _resize(images: np.ndarray, size: int, masks: bool = False) -> np.ndarray:
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    squeeze = t.dim() == 3
+    if squeeze:
+        t = t[:, None]
+    if masks:
+        out = F.interpolate(t, size=(size, size), mode="nearest")
+    else:
+        out = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    out = out[:, 0] if squeeze else out
+    return out.clamp(0, 1).numpy()
+
+
+def load_data(data_dir: str, size: int | None, val_subset: int | None) -> Data:
+    from app.data import load_split
+
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise OptionError(f"training data folder {root} does not exist")
+    train = load_split(root, "train")
+    val = load_split(root, "val")
+    timg = np.asarray(train.images, dtype=np.float32)
+    vimg = np.asarray(val.images, dtype=np.float32)
+    vmask = None if val.masks is None else np.asarray(val.masks).astype(bool)
+    if timg.ndim == 3:
+        timg, vimg = timg[:, None], vimg[:, None]
+    if val_subset and vimg.shape[0] > val_subset:
+        idx = np.round(np.linspace(0, vimg.shape[0] - 1, val_subset)).astype(int)
+        vimg = vimg[idx]
+        vmask = None if vmask is None else vmask[idx]
+    if size is not None:
+        timg, vimg = _resize(timg, size), _resize(vimg, size)
+        vmask = None if vmask is None else _resize(vmask.astype(np.float32), size, masks=True) > 0.5
+    meta: dict[str, Any] = {}
+    meta_path = root / "meta.json"
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            meta = {}
+    return Data(timg, vimg, vmask, meta)
+
+
+def summarize_meta(meta: dict[str, Any], max_chars: int = 1500) -> dict[str, Any]:
+    """The top-level scalar/short fields of the data's meta.json (the card must stay small)."""
+    out: dict[str, Any] = {}
+    for k, v in meta.items():
+        text = json.dumps(v, default=str)
+        if len(text) <= 300:
+            out[k] = v
+        elif isinstance(v, dict):
+            out[k] = {kk: vv for kk, vv in v.items() if len(json.dumps(vv, default=str)) <= 120}
+        if len(json.dumps(out, default=str)) > max_chars:
+            out.pop(k, None)
+            break
+    return out
+
+
+@torch.no_grad()
+def validation_loss(model: AnomalyModel, images: np.ndarray, masks: np.ndarray | None, device, batch: int = 32):
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0.0
+    for i in range(0, images.shape[0], batch):
+        x = torch.from_numpy(images[i : i + batch]).to(device)
+        err = (model.pseudo_normal(x) - x).abs().mean(dim=1)
+        keep = x.mean(dim=1) > 0.01
+        if masks is not None:
+            keep &= ~torch.from_numpy(masks[i : i + batch]).to(device)
+        total += float((err * keep).sum())
+        count += float(keep.sum())
+    model.train(was_training)
+    return total / max(count, 1.0)
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 100_003 + int(epoch))
+
+
+def state_path(out: str | Path) -> Path:
+    stem = stem_of(out)
+    return stem.with_name(stem.name + ".train.safetensors")
+
+
+def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) and return the final card."""
+    from tqdm import tqdm
+
+    get_family(opts.family)  # unknown family -> CheckpointError with the known ones
+    if opts.epochs < 1 or opts.batch_size < 1:
+        raise OptionError("--epochs and --batch-size must be >= 1")
+    device = resolve_device(opts.device)
+    out = stem_of(opts.out)
+    data = load_data(opts.data, opts.size, opts.val_subset)
+    size = int(data.train.shape[-1])
+    channels = int(data.train.shape[1])
+    if data.train.shape[0] == 0:
+        raise OptionError(f"no training slices in {opts.data}")
+
+    history: list[dict[str, Any]] = []
+    elapsed = 0.0
+    start_epoch = 0
+    commands = [opts.command] if opts.command else []
+    if opts.resume:
+        if not state_path(out).is_file():
+            raise CheckpointError(f"nothing to resume: {state_path(out)} not found (train without --resume first)")
+        model, card = load_checkpoint(out, device="cpu", expect_family=opts.family)
+        model.to(device).train()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        config = model.config
+        tr = card.get("training", {})
+        history = list(card.get("history", []))
+        commands = list(tr.get("commands", [])) + commands
+    else:
+        torch.manual_seed(opts.seed)
+        config = ModelConfig(
+            family=opts.family,
+            image_size=size,
+            channels=channels,
+            latent_dim=opts.latent_dim,
+            width=opts.width,
+            extra=dict(opts.extra),
+        )
+        model = create_model(config).to(device).train()
+    if model.config.image_size != size or model.config.channels != channels:
+        raise CheckpointError(
+            f"checkpoint {out.name} is for {model.config.channels}x{model.config.image_size}^2 images, the data has "
+            f"{channels}x{size}^2"
+        )
+    step = make_step(model, opts.lr)
+    if opts.resume:
+        info = load_train_state(state_path(out), step.optimizers)
+        start_epoch = int(info["epochs_done"])
+        elapsed = float(info["elapsed_s"])
+        if info.get("finished_by_time_limit"):
+            start_epoch = int(math.ceil(info.get("epochs_float", start_epoch)))
+    n = data.train.shape[0]
+    steps_per_epoch = max(1, n // opts.batch_size) if n >= opts.batch_size else 1
+    stopped_by_time = False
+    log(
+        f"training {opts.family} on {n} slices {channels}x{size}x{size} ({device}); "
+        f"{sum(p.numel() for p in model.parameters())} parameters; epochs {start_epoch + 1}..{opts.epochs}"
+    )
+    epochs_float = float(start_epoch)
+    for epoch in range(start_epoch, opts.epochs):
+        gen = _epoch_generator(opts.seed, epoch)
+        perm = torch.randperm(n, generator=gen)
+        sums: dict[str, float] = {}
+        done_steps = 0
+        t_epoch = time.perf_counter()
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{opts.epochs}", disable=not progress, leave=True)
+        model.train()
+        for b in bar:
+            idx = perm[b * opts.batch_size : (b + 1) * opts.batch_size]
+            x = torch.from_numpy(data.train[idx.numpy()]).to(device)
+            if opts.augment:
+                flip = torch.rand(x.shape[0], generator=gen) < 0.5
+                x = torch.where(flip.to(device)[:, None, None, None], x.flip(-1), x)
+            losses = step(x, gen)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+            done_steps += 1
+            bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items() if k in ("loss", "total", "con", "rec")})
+            if opts.time_limit is not None and elapsed + time.perf_counter() - t_epoch > opts.time_limit:
+                stopped_by_time = True
+                break
+        bar.close()
+        elapsed += time.perf_counter() - t_epoch
+        train_losses = {k: v / max(done_steps, 1) for k, v in sums.items()}
+        val = validation_loss(model, data.val, data.val_masks, device)
+        epochs_float = epoch + done_steps / steps_per_epoch
+        history.append(
+            {
+                "epoch": round(epochs_float, 3),
+                "train": {k: round(v, 6) for k, v in train_losses.items()},
+                "val_loss": round(val, 6),
+                "elapsed_s": round(elapsed, 1),
+            }
+        )
+        log(
+            f"epoch {epochs_float:.2f}: train {step.main_loss}={train_losses.get(step.main_loss, float('nan')):.5f} "
+            f"val_loss={val:.5f} ({elapsed:.0f} s)"
+        )
+        finished = stopped_by_time or epoch + 1 == opts.epochs
+        if finished:
+            model.eval()
+            sample = data.train[np.round(np.linspace(0, n - 1, min(n, 64))).astype(int)]
+            model.after_training(torch.from_numpy(sample).to(device))
+        card = _card(opts, model, data, history, elapsed, commands, finished, stopped_by_time, epochs_float, device)
+        save_checkpoint(model, out, card)
+        save_train_state(
+            state_path(out),
+            step.optimizers,
+            {
+                "epochs_done": epoch + 1 if not stopped_by_time else epoch,
+                "epochs_float": epochs_float,
+                "elapsed_s": elapsed,
+                "finished_by_time_limit": stopped_by_time,
+            },
+        )
+        if stopped_by_time:
+            log(f"time limit of {opts.time_limit:.0f} s reached after {epochs_float:.2f} epochs")
+            break
+    return read_card(out)
+
+
+def _card(opts, model, data, history, elapsed, commands, finished, by_time, epochs_float, device) -> dict:
+    last = history[-1] if history else {}
+    step_cls = STEPS.get(opts.family)
+    card = {
+        "status": "trained" if finished else "training",
+        "latent_description": type(model).latent_description,
+        "latent_size": int(np.prod(model.encode(torch.from_numpy(data.val[:1]).to(device)).shape[1:]))
+        if len(data.val)
+        else None,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "training": {
+            "data_dir": str(opts.data),
+            "data_meta": summarize_meta(data.meta),
+            "n_train_slices": int(data.train.shape[0]),
+            "n_val_slices_for_loss": int(data.val.shape[0]),
+            "command": commands[-1] if commands else "",
+            "commands": commands,
+            "epochs": round(epochs_float, 3),
+            "epochs_requested": opts.epochs,
+            "stopped_by_time_limit": bool(by_time),
+            "time_limit_s": opts.time_limit,
+            "batch_size": opts.batch_size,
+            "lr": opts.lr or (step_cls.default_lr if step_cls else 1e-3),
+            "seed": opts.seed,
+            "augmentation": "random left-right flip (p=0.5)" if opts.augment else "none",
+            "device": str(device),
+            "torch": torch.__version__,
+            "machine": f"{platform.machine()} {platform.processor() or ''} ({torch.get_num_threads()} threads)".strip(),
+            "training_time_s": round(elapsed, 1),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        "final_train_loss": last.get("train", {}),
+        "final_val_loss": last.get("val_loss"),
+        "val_loss_definition": VAL_LOSS_DEFINITION,
+        "history": history,
+    }
+    return card
+
+
+def options_dict(opts: TrainOptions) -> dict[str, Any]:
+    return asdict(opts)
