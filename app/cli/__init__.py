@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "models": "app.cli.models",
     "data": "app.cli.data",
     "train": "app.cli.train",
+    "view": "app.cli.view",
+    "figure": "app.cli.figure",
 }
 
 #: what ``python main.py`` with no subcommand runs, if that subcommand exists

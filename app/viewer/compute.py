@@ -71,18 +71,32 @@ def card_choices(card: dict) -> dict[str, float]:
 class ModelSession:
     """A loaded model (by zoo name or checkpoint path) bound to a study's slices."""
 
-    def __init__(self, name: str, model, card: dict, slices: StudySlices, device: str = "cpu"):
+    def __init__(self, name: str, model, card: dict, slices: StudySlices | None = None, device: str = "cpu"):
         from app.core.detector import Detector
 
         self.name = name
         self.card = card
         self.choices = card_choices(card)
         self.detector = Detector(model, device)
-        self.slices = slices.with_model(ModelInput.of(model))
-        self.slices.model_slices([0])  # fails early (channels) before anything is shown
+        self.input = ModelInput.of(model)
+        self.slices: StudySlices | None = None
+        if slices is not None:
+            self.slices = self._check(slices)
+
+    def _check(self, slices: StudySlices) -> StudySlices:
+        s = slices.with_model(self.input)
+        s.model_slices([0])  # normalises and slices now: a study that does not fit fails before anything shows
+        return s
+
+    def bind(self, slices: StudySlices) -> ModelSession:
+        """The same loaded model on another study."""
+        out = ModelSession.__new__(ModelSession)
+        out.__dict__.update(self.__dict__)
+        out.slices = self._check(slices)
+        return out
 
     @classmethod
-    def load(cls, name: str | None, slices: StudySlices, device: str = "auto") -> ModelSession:
+    def load(cls, name: str | None, slices: StudySlices | None = None, device: str = "auto") -> ModelSession:
         from app.core.device import resolve_device
         from app.nets.checkpoint import load_checkpoint
         from app.nets.zoo import DEFAULT_MODEL, resolve_model
