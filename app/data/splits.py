@@ -35,11 +35,19 @@ class SliceSet:
         return np.flatnonzero(self.masks.reshape(len(self), -1).any(axis=1))
 
 
+def _public(path) -> None:
+    """mkstemp makes 0600 files; give outputs the permissions a plain open() would (umask applied)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def _atomic_npy(path: Path, arr: np.ndarray) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
     os.close(fd)
     try:
         np.save(tmp, arr, allow_pickle=False)
+        _public(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -51,6 +59,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.close(fd)
     try:
         Path(tmp).write_text(text)
+        _public(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -21,6 +21,13 @@ def _nifti_suffix(path: Path) -> str:
     raise StudyError(f"{path}: output must end in .nii or .nii.gz")
 
 
+def _public(path) -> None:
+    """mkstemp makes 0600 files; give outputs the permissions a plain open() would (umask applied)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def atomic_save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> Path:
     """Save ``array`` with ``affine`` to ``path`` via a temporary file and os.replace."""
     import nibabel as nib
@@ -40,6 +47,7 @@ def atomic_save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.Path
     os.close(fd)
     try:
         nib.save(img, tmp)
+        _public(tmp)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
