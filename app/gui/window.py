@@ -585,7 +585,7 @@ class MainWindow(QMainWindow):
                 self.show_error("Cannot export", str(exc))
 
     def export_view(self, path: str) -> Path:
-        """The four panels as PNG (pixels), SVG (pyqtgraph's exporter) or PDF (vector, via QPdfWriter)."""
+        """The four panels as PNG (pixels), SVG (QSvgGenerator) or PDF (QPdfWriter)."""
         p = Path(path)
         suffix = p.suffix.lower()
         if suffix not in (".png", ".svg", ".pdf"):
@@ -596,28 +596,39 @@ class MainWindow(QMainWindow):
             if suffix == ".png":
                 if not self.panels.grab().save(tmp, "PNG"):
                     raise OptionError(f"cannot write {p}")
-            elif suffix == ".svg":
-                from pyqtgraph.exporters import SVGExporter
-
-                SVGExporter(self.panels.scene()).export(tmp)
             else:
-                from PySide6.QtGui import QPageSize, QPainter, QPdfWriter
-
-                w = QPdfWriter(tmp)
-                w.setPageSize(QPageSize(QPageSize.PageSizeId.A4))
-                w.setPageOrientation(w.pageLayout().orientation().Landscape)
-                painter = QPainter(w)
-                target = painter.viewport()
-                src = self.panels.rect()
-                scale = min(target.width() / src.width(), target.height() / src.height())
-                painter.scale(scale, scale)
-                self.panels.render(painter)
-                painter.end()
+                self._render_vector(tmp, suffix)
             os.replace(tmp, p)
         finally:
             Path(tmp).unlink(missing_ok=True)
         self.statusBar().showMessage(f"exported {p}", 8000)
         return p
+
+    def _render_vector(self, path: str, suffix: str) -> None:
+        """SVG through QSvgGenerator, PDF through QPdfWriter: the panels drawn as vectors (images embedded)."""
+        from PySide6.QtGui import QPageLayout, QPageSize, QPainter, QPdfWriter
+        from PySide6.QtSvg import QSvgGenerator
+
+        src = self.panels.rect()
+        if suffix == ".svg":
+            dev = QSvgGenerator()
+            dev.setFileName(path)
+            dev.setSize(src.size())
+            dev.setViewBox(src)
+            dev.setTitle("MatchGen Viewer")
+        else:
+            dev = QPdfWriter(path)
+            dev.setPageSize(QPageSize(QPageSize.PageSizeId.A4))
+            dev.setPageOrientation(QPageLayout.Orientation.Landscape)
+        painter = QPainter(dev)
+        try:
+            if suffix == ".pdf":
+                target = painter.viewport()
+                scale = min(target.width() / src.width(), target.height() / src.height())
+                painter.scale(scale, scale)
+            self.panels.render(painter)
+        finally:
+            painter.end()
 
     def export_figure_dialog(self) -> None:
         if self.session is None or self.state.study is None:

@@ -1,0 +1,220 @@
+"""The viewer, offscreen: opening a study, tau and eps, the worker, closing, errors, saving, exporting."""
+
+import time
+
+import numpy as np
+import pytest
+
+from app.core.metrics import dice
+
+pytestmark = pytest.mark.gui
+
+
+def overlay_alpha(win):
+    img = win.panels.img_det.image
+    return None if img is None else img[..., 3]
+
+
+def test_open_study_shows_all_four_panels(window, env):
+    sl = window.state.study
+    assert sl.n_slices == 6 and window.state.slice_index == 3
+    raw = window.panels.img_input.image
+    assert raw.shape == sl.slice_shape
+    # radiological display: the ImageItem holds the slice with X flipped
+    np.testing.assert_array_equal(raw, sl.raw_slice(3)[::-1])
+    r = window.shown
+    assert r.eps == pytest.approx(0.2) and r.slice_index == 3
+    assert window.panels.img_pseudo.image.shape == sl.slice_shape
+    np.testing.assert_allclose(window.panels.img_diff.image, r.d[::-1])
+    assert window.panels.img_det.image.shape == (*sl.slice_shape, 4)
+    assert "Dice" in window.panels.titles[3].text
+    assert env["study"].name in window.windowTitle()
+    assert str(env["study"]) in window.recent_files()
+
+
+def test_tau_rethresholds_at_once_and_dice_follows(window, qtbot):
+    r, gt = window.shown, window.state.study.gt_slice(3)
+    seen = []
+    window.detection_updated.connect(seen.append)
+    busy_before = window.worker.is_idle()
+    window.controls.tau.spin.setValue(0.05)  # the numeric field
+    low_alpha = overlay_alpha(window).copy()
+    low_rgb = window.panels.img_det.image[::-1].copy()  # back to (X, Y)
+    window.controls.tau.slider.setValue(150)  # the slider: 150 / 200 -> 0.75
+    high_alpha = overlay_alpha(window).copy()
+    assert window.state.tau == pytest.approx(0.75)
+    assert busy_before and window.worker.is_idle()  # no worker involved
+    assert seen[0] == pytest.approx(dice(r.d > 0.05, gt))
+    assert seen[-1] == pytest.approx(dice(r.d > 0.75, gt))
+    assert seen[0] != seen[-1]
+    # the overlay shows exactly prediction-or-truth pixels
+    assert np.count_nonzero(low_alpha) == np.count_nonzero((r.d > 0.05) | gt)
+    assert np.count_nonzero(high_alpha) == np.count_nonzero((r.d > 0.75) | gt)
+    assert f"{seen[-1]:.3f}" in window.controls.dice_label.text()
+    # TP pixels are red in the overlay
+    tp, fn = (r.d > 0.05) & gt, (r.d <= 0.05) & gt
+    assert tp.any() and (low_rgb[tp][:, :3] == [255, 0, 0]).all()
+    assert (low_rgb[fn][:, :3] == [0, 255, 0]).all()
+
+
+def test_opacity_scales_overlay_alpha(window):
+    window.state.overlay_opacity = 1.0
+    assert overlay_alpha(window).max() == 255
+    window.controls.opacity.spin.setValue(0.2)
+    assert overlay_alpha(window).max() == 51
+
+
+def test_fifty_quick_eps_moves_show_only_the_last(window, qtbot, errors):
+    shown = []
+    window.result_shown.connect(shown.append)
+    gens = []
+    window.cache.clear()  # every move is then a real request (no value is answered from the cache)
+    for i in range(50):
+        window.controls.eps.slider.setValue(1 + i % 25)
+        gens.append(window.worker.generation)
+    last = window.state.eps
+    assert gens == sorted(gens) and len(set(gens)) == 50
+    qtbot.waitUntil(lambda: bool(shown) and window.worker.is_idle(), timeout=60000)
+    qtbot.wait(100)
+    assert [r.eps for r in shown] == [pytest.approx(last)]
+    assert window.shown.eps == pytest.approx(last)
+    assert not errors
+    assert window.worker.is_idle() and window.worker.isRunning()
+
+
+def test_plus_mg_toggle_switches_base_and_matchgen(window, qtbot):
+    mg = window.shown
+    window.controls.mg_check.setChecked(False)
+    qtbot.waitUntil(lambda: window.shown.eps == 0.0, timeout=30000)
+    base = window.shown
+    assert not np.allclose(base.s, mg.s)
+    assert "(base)" in window.panels.titles[1].text
+    window.controls.mg_check.setChecked(True)  # cached: shown at once
+    assert window.shown is mg
+
+
+def test_slice_keys_and_wheel_change_slice(window, qtbot):
+    from PySide6.QtCore import Qt
+
+    qtbot.keyClick(window, Qt.Key.Key_Down)
+    assert window.state.slice_index == 2
+    window.panels.slice_step.emit(1)
+    window.panels.slice_step.emit(1)
+    assert window.state.slice_index == 4
+    qtbot.waitUntil(lambda: window.shown.slice_index == 4 and window.worker.is_idle(), timeout=30000)
+    assert window.controls.slice_spin.value() == 4
+
+
+def test_window_level_presets_and_drag(window):
+    window.state.apply_preset("CT bone")
+    assert window.state.window == (2000.0, 400.0)
+    assert tuple(window.panels.img_input.levels) == pytest.approx((-600.0, 1400.0))
+    w0, l0 = window.state.window
+    window.panels.window_drag.emit(50.0, -30.0)
+    w1, l1 = window.state.window
+    assert w1 > w0 and l1 > l0
+
+
+def test_close_during_optimisation_is_quick(window, qtbot):
+    from app.core.matchgen import SolverOptions
+
+    window.session.detector.solver = SolverOptions(max_steps=10**6, patience=10**6, rtol=0.0)
+    window.state.eps = 0.35
+    qtbot.waitUntil(lambda: not window.worker.is_idle(), timeout=5000)
+    time.sleep(0.3)
+    assert not window.worker.is_idle()
+    t0 = time.perf_counter()
+    window.close()
+    assert time.perf_counter() - t0 < 1.0
+    assert not window.worker.isRunning() and not window.vworker.isRunning()
+
+
+def test_corrupt_file_gives_a_dialog_and_the_app_lives_on(window, qtbot, env, errors):
+    bad = env["tmp"] / "broken.nii.gz"
+    bad.write_bytes(b"\x1f\x8b this is not a gzip stream" * 10)
+    before = window.state.study
+    window.open_path(bad)
+    qtbot.waitUntil(lambda: bool(errors), timeout=10000)
+    title, text = errors[0]
+    assert "Cannot open" in title and "broken.nii.gz" in text
+    assert window.state.study is before
+    window.state.tau = 0.3  # still usable
+    assert window.panels.img_det.image is not None
+    shown = []
+    window.result_shown.connect(shown.append)
+    window.open_path(env["study"])
+    qtbot.waitUntil(lambda: bool(shown), timeout=30000)
+
+
+def test_unknown_model_is_a_dialog(window, errors):
+    assert not window.set_model("no-such-model")
+    assert errors and "no-such-model" in errors[-1][1]
+    assert window.session.name == "tiny"
+
+
+def test_whole_volume_run_and_save_mask(window, qtbot, env):
+    import nibabel as nib
+
+    out = env["tmp"] / "out" / "mask.nii.gz"
+    out.parent.mkdir()
+    window.save_mask(str(out))  # runs the volume first, then saves
+    qtbot.waitUntil(out.exists, timeout=60000)
+    assert window.controls.progress.value() == 100
+    img = nib.load(str(out))
+    study_img = nib.load(str(env["study"]))
+    assert img.shape == study_img.shape
+    np.testing.assert_allclose(img.affine, study_img.affine)
+    name, eps, d = window.volume
+    assert eps == pytest.approx(window.state.eps)
+    expected = window.state.study.study.to_original(d > window.state.tau)
+    np.testing.assert_array_equal(np.asarray(img.dataobj) > 0, expected)
+
+
+def test_cancel_volume_run(window, qtbot):
+    from app.core.matchgen import SolverOptions
+
+    window.session.detector.solver = SolverOptions(max_steps=10**6, patience=10**6, rtol=0.0)
+    window.run_volume()
+    qtbot.waitUntil(lambda: not window.vworker.is_idle(), timeout=5000)
+    window.controls.cancel_button.click()
+    qtbot.waitUntil(window.vworker.is_idle, timeout=3000)
+    assert window.volume is None and window.controls.run_button.isEnabled()
+
+
+def test_export_view_png_svg_pdf(window, env):
+    for suffix in (".png", ".svg", ".pdf"):
+        p = window.export_view(str(env["tmp"] / f"view{suffix}"))
+        assert p.stat().st_size > 1000
+    assert (env["tmp"] / "view.svg").read_text().lstrip().startswith("<?xml")
+    assert (env["tmp"] / "view.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_export_figure_from_the_window(window, qtbot, env):
+    out = env["tmp"] / "fig.svg"
+    window.export_figure(["tiny", "tiny2"], str(out))
+    qtbot.waitUntil(out.exists, timeout=60000)
+    text = out.read_text()
+    assert text.count("Dice ") == 4 and "tiny2 +MG" in text
+
+
+def test_help_lists_shortcuts(window):
+    text = window.shortcuts_text()
+    keys = {a.shortcut().toString() for a in window.findChildren(type(window.menuBar().actions()[0]))}
+    for k in ("Ctrl+O", "Ctrl+S", "Ctrl+E", "M", "F1"):
+        assert k in text and k in keys
+
+
+def test_probe_measures_tau_updates_and_stalls(window, qtbot):
+    from app.gui.probe import StallMeter, measure_worker_stall, process_until, time_tau_updates
+
+    ms = time_tau_updates(window, np.linspace(0.05, 0.5, 10))
+    assert len(ms) == 10 and all(0 < m < 1000 for m in ms)
+    meter = StallMeter(5)
+    meter.start()
+    process_until(lambda: meter.ticks >= 3, 2.0)
+    time.sleep(0.12)  # a known stall of the GUI thread
+    process_until(lambda: meter.ticks >= 6, 2.0)
+    assert meter.stop() >= 100
+    res = measure_worker_stall(window, eps=0.33)
+    assert res["finished"] and res["ticks"] > 0 and res["max_stall_ms"] >= 0
+    assert window.shown.eps == pytest.approx(0.33)
