@@ -137,6 +137,9 @@ def insert_lesions(
             region = alpha >= 0.5
             if not region.any():
                 continue
+            # no change beyond the soft edge around the mask (noise can leave faint islands elsewhere)
+            reach = max(1, int(np.ceil(1.5 * edge / min(spacing))))
+            alpha = np.where(ndimage.binary_dilation(region, iterations=reach), alpha, 0.0).astype(np.float32)
             old = vol[box]
             base = _mass_effect(old, cib, r, me, spacing) if me > 0 else old.copy()
             base = np.where(brain[box], base, old)
