@@ -19,6 +19,7 @@ from app.errors import MatchGenError
 COMMANDS: dict[str, str] = {
     "models": "app.cli.models",
     "data": "app.cli.data",
+    "detect": "app.cli.detect",
     "train": "app.cli.train",
     "view": "app.cli.view",
     "figure": "app.cli.figure",

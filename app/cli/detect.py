@@ -1,0 +1,131 @@
+"""``detect``: run a model (+MatchGen) over every axial slice of a study and write the binary mask on the study's
+own grid and affine (optionally the pseudo-normal and difference maps too).
+
+The study goes through the same path as the viewer and the benchmarks: ``app.io.load_study`` ->
+``app.data.prepare_study`` (normalisation named by the model card, crop to the foreground, model-sized slices)
+-> ``app.core.detector.Detector`` -> maps back with ``app.data.to_study_grid``; the mask is D > tau on the study
+grid (as the viewer thresholds it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "detect anomalies in a study and write the mask (NIfTI on the study's grid)"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", metavar="STUDY", help="NIfTI/MGZ file, DICOM file or folder, or PNG/JPEG/TIFF picture")
+    p.add_argument("--model", default=None, help="model name in models/ or a checkpoint path (default: the default model)")
+    p.add_argument("--out", required=True, metavar="MASK.nii.gz", help="where to write the binary mask")
+    p.add_argument("--eps", type=float, default=None, help="MatchGen radius (default: the model card's choice)")
+    p.add_argument("--tau", type=float, default=None, help="threshold on the difference map (default: the card's)")
+    p.add_argument("--base-only", action="store_true", help="the base model alone (eps = 0), with its own tau")
+    p.add_argument("--maps", metavar="DIR", default=None, help="also write pseudo_normal.nii.gz and difference.nii.gz")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    p.add_argument("--batch-size", type=int, default=32, help="slices per solver batch (default 32)")
+
+
+def _check_out(path) -> None:
+    from pathlib import Path
+
+    from app.errors import OptionError
+
+    p = Path(path)
+    if not p.name.lower().endswith((".nii", ".nii.gz")):
+        raise OptionError(f"--out {p}: the mask is written as NIfTI; use a .nii or .nii.gz name")
+    if not p.parent.is_dir():
+        raise OptionError(f"--out {p}: folder {p.parent} does not exist")
+
+
+def choose_parameters(card: dict, eps: float | None, tau: float | None, base_only: bool) -> tuple[float, float, str]:
+    """(eps, tau, note) from the options, else the card's validation choice, else the documented fallbacks."""
+    from app.errors import OptionError
+    from app.viewer.compute import card_choices
+
+    ch = card_choices(card)
+    chosen = card.get("chosen") or {}
+    notes = []
+    if eps is None:
+        eps = 0.0 if base_only else ch["eps"]
+        if not base_only and "eps" not in chosen:
+            notes.append(f"eps={eps:g} (fallback: the card names none)")
+    if tau is None:
+        key = "tau_base" if base_only else "tau"
+        tau = ch[key]
+        if key not in chosen and "tau" not in chosen:
+            notes.append(f"tau={tau:g} (fallback: the card names none)")
+    if base_only:
+        eps = 0.0
+    if not (eps >= 0 and eps == eps):
+        raise OptionError(f"--eps must be >= 0, got {eps}")
+    if not (0.0 <= tau <= 1.0):
+        raise OptionError(f"--tau must be in [0, 1], got {tau}")
+    return float(eps), float(tau), "; ".join(notes)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from app.core.detector import Detector
+    from app.core.device import resolve_device
+    from app.data.pipeline import prepare_study, to_study_grid
+    from app.errors import OptionError
+    from app.io import load_study, save_mask, save_on_study_grid
+    from app.nets.checkpoint import load_checkpoint
+    from app.nets.zoo import resolve_model
+
+    _check_out(args.out)
+    if args.batch_size < 1:
+        raise OptionError("--batch-size must be >= 1")
+    device = resolve_device(args.device)
+    stem = resolve_model(args.model)
+    model, card = load_checkpoint(stem, device)
+    eps, tau, note = choose_parameters(card, args.eps, args.tau, args.base_only)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    study = load_study(args.study)
+    for w in study.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    cfg = model.config
+    prep = prepare_study(study, cfg.image_size, cfg.channels, cfg.normalization)
+    # empty slices (no foreground) cannot hold a detection: skip them
+    has_fg = (prep.x.mean(axis=1) > 0.01).reshape(len(prep.x), -1).any(axis=1)
+    idx = np.flatnonzero(has_fg)
+    n, size = len(prep.x), cfg.image_size
+    d = np.zeros((n, size, size), np.float32)
+    s = np.zeros_like(prep.x)
+    if idx.size:
+        from tqdm import tqdm
+
+        detector = Detector(model, device, batch_size=args.batch_size)
+        mode = "base model" if args.base_only else f"MatchGen eps={eps:g}"
+        with tqdm(total=int(idx.size), unit="slice", desc=mode, disable=not sys.stderr.isatty()) as bar:
+            last = [0]
+
+            def progress(done, total):
+                bar.update(done - last[0])
+                last[0] = done
+
+            out = detector.run(prep.x[idx], eps, base_only=args.base_only, progress=progress)
+        d[idx] = out.d
+        s[idx] = out.s
+    d_vol = to_study_grid(d, prep.geometry, "map")
+    mask = d_vol > tau
+    maps_dir = Path(args.maps) if args.maps else None
+    if maps_dir is not None:
+        maps_dir.mkdir(parents=True, exist_ok=True)
+    save_mask(study, mask, args.out)
+    if maps_dir is not None:
+        s_vol = to_study_grid(s if s.shape[1] > 1 else s[:, 0], prep.geometry, "map")
+        save_on_study_grid(study, s_vol, maps_dir / "pseudo_normal.nii.gz")
+        save_on_study_grid(study, d_vol, maps_dir / "difference.nii.gz")
+    flagged = int(mask.sum())
+    print(
+        f"wrote {args.out}: {flagged} voxels flagged in {int(mask.any(axis=(0, 1)).sum())} of {mask.shape[2]} "
+        f"axial slices (model {stem.name}, eps={eps:g}, tau={tau:g}, {idx.size} slices analysed)"
+    )
+    return 0
