@@ -17,7 +17,9 @@ HELP = "detect anomalies in a study and write the mask (NIfTI on the study's gri
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", metavar="STUDY", help="NIfTI/MGZ file, DICOM file or folder, or PNG/JPEG/TIFF picture")
-    p.add_argument("--model", default=None, help="model name in models/ or a checkpoint path (default: the default model)")
+    p.add_argument(
+        "--model", default=None, help="model name in models/ or a checkpoint path (default: the default model)"
+    )
     p.add_argument("--out", required=True, metavar="MASK.nii.gz", help="where to write the binary mask")
     p.add_argument("--eps", type=float, default=None, help="MatchGen radius (default: the model card's choice)")
     p.add_argument("--tau", type=float, default=None, help="threshold on the difference map (default: the card's)")
@@ -25,6 +27,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--maps", metavar="DIR", default=None, help="also write pseudo_normal.nii.gz and difference.nii.gz")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     p.add_argument("--batch-size", type=int, default=32, help="slices per solver batch (default 32)")
+    p.add_argument("--max-steps", type=int, default=None, help="cap on solver steps per slice (default: the solver's)")
 
 
 def _check_out(path) -> None:
@@ -81,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     _check_out(args.out)
     if args.batch_size < 1:
         raise OptionError("--batch-size must be >= 1")
+    if args.max_steps is not None and args.max_steps < 0:
+        raise OptionError("--max-steps must be >= 0")
     device = resolve_device(args.device)
     stem = resolve_model(args.model)
     model, card = load_checkpoint(stem, device)
@@ -99,9 +104,14 @@ def run(args: argparse.Namespace) -> int:
     d = np.zeros((n, size, size), np.float32)
     s = np.zeros_like(prep.x)
     if idx.size:
+        from dataclasses import replace
+
         from tqdm import tqdm
 
-        detector = Detector(model, device, batch_size=args.batch_size)
+        from app.core.matchgen import SolverOptions
+
+        solver = SolverOptions() if args.max_steps is None else replace(SolverOptions(), max_steps=args.max_steps)
+        detector = Detector(model, device, solver=solver, batch_size=args.batch_size)
         mode = "base model" if args.base_only else f"MatchGen eps={eps:g}"
         with tqdm(total=int(idx.size), unit="slice", desc=mode, disable=not sys.stderr.isatty()) as bar:
             last = [0]

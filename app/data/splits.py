@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import StudyError
+from app.io.study import one_line
 
 SPLITS = ("train", "val", "test")
 
@@ -94,7 +95,7 @@ def load_split(root: str | os.PathLike, split: str, mmap: bool = False) -> Slice
         images = np.load(img_path, allow_pickle=False, mmap_mode="r" if mmap else None)
         masks = np.load(d / "masks.npy", allow_pickle=False) if (d / "masks.npy").is_file() else None
     except (OSError, ValueError) as exc:
-        raise StudyError(f"{d}: cannot read the split ({exc})") from None
+        raise StudyError(f"{d}: cannot read the split ({one_line(exc)})") from None
     if images.ndim != 4:
         raise StudyError(f"{img_path}: expected (N, C, S, S), got {images.shape}")
     if masks is not None:

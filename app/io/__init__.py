@@ -11,7 +11,7 @@ import numpy as np
 
 from app.errors import StudyError
 from app.io.save import atomic_save_nifti, save_mask, save_on_study_grid
-from app.io.study import Study, make_study
+from app.io.study import Study, make_study, one_line
 
 __all__ = [
     "Study",
@@ -78,7 +78,7 @@ def load_study_raw_grid(path: str | os.PathLike):
             img = nib.load(str(p))
             data = np.asarray(img.dataobj, dtype=np.float32)
         except Exception as exc:  # noqa: BLE001
-            raise StudyError(f"{p.name}: not a readable mask image ({exc})") from None
+            raise StudyError(f"{p.name}: not a readable mask image ({one_line(exc)})") from None
         while data.ndim > 3 and data.shape[-1] == 1:
             data = data[..., 0]
         if data.ndim == 2:
@@ -93,6 +93,6 @@ def load_study_raw_grid(path: str | os.PathLike):
             with Image.open(p) as im:
                 data = np.asarray(im.convert("L"), dtype=np.float32)
         except Exception as exc:  # noqa: BLE001
-            raise StudyError(f"{p.name}: not a readable mask image ({exc})") from None
+            raise StudyError(f"{p.name}: not a readable mask image ({one_line(exc)})") from None
         return (data > 0).astype(np.float32)[:, :, None], PICTURE_AFFINE
     raise StudyError(f"{p.name}: masks must be NIfTI (.nii/.nii.gz) or PNG")

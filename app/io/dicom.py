@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import StudyError
-from app.io.study import Study, make_study
+from app.io.study import Study, make_study, one_line
 
 #: transfer syntax UID -> the pip packages that decode it (a readable hint in errors)
 CODEC_HINTS = {
@@ -55,9 +55,9 @@ def _read(path: Path, header_only: bool):
     try:
         return pydicom.dcmread(str(path), stop_before_pixels=header_only, force=not is_dicom_file(path))
     except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise StudyError(f"{path.name}: not a readable DICOM file ({exc})") from None
+        raise StudyError(f"{path.name}: not a readable DICOM file ({one_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on corrupt files
-        raise StudyError(f"{path.name}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+        raise StudyError(f"{path.name}: not a readable DICOM file ({type(exc).__name__}: {one_line(exc)})") from None
 
 
 def _is_image(ds) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import StudyError
-from app.io.study import Study, make_study
+from app.io.study import Study, make_study, one_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -53,7 +53,7 @@ def load_picture(path: Path) -> Study:
                 im = im.convert("L")
             arr = np.asarray(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise StudyError(f"{path.name}: not a readable image ({exc})") from None
+        raise StudyError(f"{path.name}: not a readable image ({one_line(exc)})") from None
     if (
         arr.ndim == 3
         and arr.shape[2] == 3

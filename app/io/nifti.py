@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import StudyError
-from app.io.study import Study, make_study
+from app.io.study import Study, make_study, one_line
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh", ".img", ".hdr")
 
@@ -41,9 +41,11 @@ def load_nifti(path: Path, modality: str | None = None) -> Study:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except (ImageFileError, OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
-        raise StudyError(f"{path.name}: not a readable NIfTI/MGH image ({exc})") from None
+        raise StudyError(f"{path.name}: not a readable NIfTI/MGH image ({one_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types on corrupt headers
-        raise StudyError(f"{path.name}: cannot be read as a NIfTI/MGH image ({type(exc).__name__}: {exc})") from None
+        raise StudyError(
+            f"{path.name}: cannot be read as a NIfTI/MGH image ({type(exc).__name__}: {one_line(exc)})"
+        ) from None
     if np.iscomplexobj(data):
         raise StudyError(f"{path.name}: complex-valued images are not supported")
     if data.dtype.names is not None:  # RGB NIfTI (rgb24)
@@ -67,6 +69,6 @@ def load_nifti(path: Path, modality: str | None = None) -> Study:
     try:
         data = np.asarray(data, dtype=np.float32)
     except (ValueError, TypeError) as exc:
-        raise StudyError(f"{path.name}: voxel data cannot be converted to numbers ({exc})") from None
+        raise StudyError(f"{path.name}: voxel data cannot be converted to numbers ({one_line(exc)})") from None
     mod = modality or (_guess_modality(data, img.header) if data.ndim == 3 and np.isfinite(data).all() else "MR")
     return make_study(data, affine, mod, str(path), warnings, meta={"format": type(img).__name__})

@@ -18,6 +18,12 @@ from app.errors import StudyError
 RAS_ORNT = ornt_mod.axcodes2ornt(("R", "A", "S"))
 
 
+def one_line(exc: BaseException | str, limit: int = 300) -> str:
+    """A library's exception text as one short line (errors are shown as a single line on stderr)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 @dataclass
 class Study:
     data: np.ndarray  # float32 (X, Y, Z) or (X, Y, Z, 3), RAS-canonical, raw units (HU for CT)

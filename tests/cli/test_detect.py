@@ -1,0 +1,187 @@
+"""``detect`` end to end with a tiny saved model: outputs on the study's grid, card defaults, maps, and every
+kind of bad input ending with exit code 2, one line on stderr and no output file."""
+
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from nibabel import orientations as ornt
+
+from app.cli import main
+from app.data.phantom import brain_phantom
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from app.nets import ModelConfig, create_model
+    from app.nets.checkpoint import save_checkpoint
+
+    d = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    m = create_model(ModelConfig("ae-l1", image_size=16, latent_dim=4, width=4)).freeze()
+    save_checkpoint(m, d / "tiny", {"chosen": {"eps": 0.05, "tau": 0.25, "tau_base": 0.3}})
+    save_checkpoint(m, d / "nocard", {})
+    rgb = create_model(ModelConfig("ae-l1", image_size=16, channels=3, latent_dim=4, width=4)).freeze()
+    save_checkpoint(rgb, d / "rgb", {"chosen": {"eps": 0.05, "tau": 0.25}})
+    return d
+
+
+@pytest.fixture
+def study_file(tmp_path):
+    """A phantom stored LSA at 2x2x3 mm."""
+    vol, _ = brain_phantom((20, 18, 6), seed=4)
+    t = ornt.ornt_transform(ornt.axcodes2ornt("RAS"), ornt.axcodes2ornt("LSA"))
+    aff = np.diag([2.0, 3.0, 2.0, 1.0]) @ ornt.inv_ornt_aff(t, vol.shape)
+    p = tmp_path / "study.nii.gz"
+    nib.save(nib.Nifti1Image(ornt.apply_orientation(vol, t).astype(np.int16), aff), p)
+    return p
+
+
+def _run(capsys, *argv):
+    code = main(["detect", *map(str, argv), "--max-steps", "15"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_writes_mask_and_maps_on_study_grid(tmp_path, tiny_model, study_file, capsys):
+    out = tmp_path / "mask.nii.gz"
+    code, stdout, err = _run(
+        capsys, study_file, "--model", tiny_model / "tiny", "--out", out, "--maps", tmp_path / "maps"
+    )
+    assert code == 0, err
+    assert "eps=0.05" in stdout and "tau=0.25" in stdout  # the card's choice
+    src = nib.load(study_file)
+    m = nib.load(out)
+    assert m.shape == src.shape
+    np.testing.assert_allclose(m.affine, src.affine, atol=1e-6)
+    mask = np.asarray(m.dataobj)
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+    d = np.asarray(nib.load(tmp_path / "maps" / "difference.nii.gz").dataobj)
+    s = nib.load(tmp_path / "maps" / "pseudo_normal.nii.gz")
+    assert d.shape == s.shape == src.shape
+    # the mask is exactly the difference map above tau, and nothing is flagged away from the head
+    np.testing.assert_array_equal(mask.astype(bool), d > 0.25)
+    from scipy import ndimage
+
+    # (one model pixel is ~1.7 study voxels here; resampling spreads D by about that much)
+    far = ~ndimage.binary_dilation(np.asarray(src.dataobj) > 0, iterations=4)
+    assert far.any() and d[far].max() == 0.0
+
+
+def test_base_only_equals_eps_zero_and_fallback_note(tmp_path, tiny_model, study_file, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert (
+        _run(
+            capsys,
+            study_file,
+            "--model",
+            tiny_model / "tiny",
+            "--out",
+            tmp_path / "a.nii",
+            "--base-only",
+            "--tau",
+            "0.2",
+            "--maps",
+            a,
+        )[0]
+        == 0
+    )
+    assert (
+        _run(
+            capsys,
+            study_file,
+            "--model",
+            tiny_model / "tiny",
+            "--out",
+            tmp_path / "b.nii",
+            "--eps",
+            "0",
+            "--tau",
+            "0.2",
+            "--maps",
+            b,
+        )[0]
+        == 0
+    )
+    np.testing.assert_array_equal(
+        np.asarray(nib.load(a / "difference.nii.gz").dataobj), np.asarray(nib.load(b / "difference.nii.gz").dataobj)
+    )
+    code, _, err = _run(capsys, study_file, "--model", tiny_model / "nocard", "--out", tmp_path / "c.nii.gz")
+    assert code == 0 and "fallback" in err
+
+
+def _bad_inputs(tmp_path, study_file):
+    cases = {}
+    cases["missing"] = tmp_path / "nope.nii.gz"
+    p = tmp_path / "text.nii.gz"
+    p.write_text("this is not an image\n")
+    cases["not-an-image"] = p
+    p = tmp_path / "notes.txt"
+    p.write_text("hello")
+    cases["unknown-type"] = p
+    raw = study_file.read_bytes()
+    p = tmp_path / "truncated.nii.gz"
+    p.write_bytes(raw[: len(raw) // 2])
+    cases["truncated"] = p
+    p = tmp_path / "truncated.nii"
+    p.write_bytes(gzip.decompress(raw)[:400])
+    cases["truncated-raw"] = p
+    p = tmp_path / "nan.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((8, 8, 4), np.nan, np.float32), np.eye(4)), p)
+    cases["nan"] = p
+    p = tmp_path / "const.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((8, 8, 4), 7, np.float32), np.eye(4)), p)
+    cases["constant"] = p
+    p = tmp_path / "emptydir"
+    p.mkdir()
+    cases["empty-folder"] = p
+    p = tmp_path / "junkdir"
+    p.mkdir()
+    (p / "a.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage" * 10)
+    (p / "readme.txt").write_text("no images here")
+    cases["non-image-dicom-folder"] = p
+    from PIL import Image
+
+    p = tmp_path / "colour.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(p)
+    cases["channel-mismatch"] = p
+    return cases
+
+
+def test_bad_inputs_exit_2_one_line_no_output(tmp_path, tiny_model, study_file, capsys):
+    for name, path in _bad_inputs(tmp_path, study_file).items():
+        out = tmp_path / f"out-{name}.nii.gz"
+        code, _, err = _run(capsys, path, "--model", tiny_model / "tiny", "--out", out)
+        assert code == 2, (name, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (name, err)
+        assert not out.exists(), name
+        assert not any(x.name.startswith(".out-") for x in tmp_path.iterdir()), name
+
+
+def test_bad_options_exit_2(tmp_path, tiny_model, study_file, capsys):
+    for extra in (["--tau", "1.5"], ["--eps", "-1"], ["--out-dir-missing"]):
+        out = tmp_path / "o.nii.gz"
+        args = [study_file, "--model", tiny_model / "tiny", "--out", out, *extra]
+        with pytest.raises(SystemExit) as e:
+            if extra[0] == "--out-dir-missing":
+                raise SystemExit(
+                    main(
+                        [
+                            "detect",
+                            str(study_file),
+                            "--model",
+                            str(tiny_model / "tiny"),
+                            "--out",
+                            str(tmp_path / "no" / "m.nii.gz"),
+                        ]
+                    )
+                )
+            raise SystemExit(main(["detect", *map(str, args)]))
+        assert e.value.code == 2
+        assert not out.exists()
+    code, _, err = _run(capsys, study_file, "--model", tiny_model / "rgb", "--out", tmp_path / "r.nii.gz")
+    assert code == 2 and "channel" in err
+    code, _, err = _run(capsys, study_file, "--model", "no-such-model", "--out", tmp_path / "r.nii.gz")
+    assert code == 2 and "not found" in err
