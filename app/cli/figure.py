@@ -23,8 +23,6 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from app.errors import OptionError
     from app.figure import case_columns, figure2, save_figure
     from app.figure.figure2 import FORMATS
@@ -36,10 +34,7 @@ def run(args: argparse.Namespace) -> int:
     slices = open_study(args.study, args.mask)
     k = args.slice
     if k is None:
-        if slices.gt is not None and slices.gt.any():
-            k = int(np.argmax(slices.gt.sum(axis=(0, 1))))
-        else:
-            k = slices.n_slices // 2
+        k = slices.initial_slice
     if not 0 <= k < slices.n_slices:
         raise OptionError(f"--slice {k} is outside the study (0..{slices.n_slices - 1})")
     names = [n.strip() for n in (args.models or "").split(",") if n.strip()] or [None]

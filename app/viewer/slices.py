@@ -84,6 +84,13 @@ class StudySlices:
     def name(self) -> str:
         return Path(str(getattr(self.study, "source", "study"))).name
 
+    @property
+    def initial_slice(self) -> int:
+        """The slice to open on: the one with the largest ground-truth area, else the middle one."""
+        if self.gt is not None and self.gt.any():
+            return int(np.argmax(self.gt.sum(axis=(0, 1))))
+        return self.n_slices // 2
+
     def default_window(self) -> tuple[float, float]:
         if self.modality == "CT":
             return (400.0, 40.0)

@@ -112,8 +112,9 @@ class ViewerState:
         if name == "eps_max" and self.eps > value:
             self.eps = value
         if name == "study":
-            # a new study: back to the middle slice (validated against the new size)
-            self.__dict__["slice_index"] = self._validate("slice_index", self.n_slices // 2)
+            # a new study: its most telling slice (largest ground-truth lesion, else the middle)
+            start = getattr(value, "initial_slice", self.n_slices // 2) if value is not None else 0
+            self.__dict__["slice_index"] = self._validate("slice_index", start)
         getattr(self.events, name).emit(value)
         if name == "study":
             self.events.slice_index.emit(self.slice_index)

@@ -17,13 +17,13 @@ def overlay_alpha(win):
 
 def test_open_study_shows_all_four_panels(window, env):
     sl = window.state.study
-    assert sl.n_slices == 6 and window.state.slice_index == 3
+    assert sl.n_slices == 6 and window.state.slice_index == 2  # opens on the largest lesion
     raw = window.panels.img_input.image
     assert raw.shape == sl.slice_shape
     # radiological display: the ImageItem holds the slice with X flipped
-    np.testing.assert_array_equal(raw, sl.raw_slice(3)[::-1])
+    np.testing.assert_array_equal(raw, sl.raw_slice(2)[::-1])
     r = window.shown
-    assert r.eps == pytest.approx(0.2) and r.slice_index == 3
+    assert r.eps == pytest.approx(0.2) and r.slice_index == 2
     assert window.panels.img_pseudo.image.shape == sl.slice_shape
     np.testing.assert_allclose(window.panels.img_diff.image, r.d[::-1])
     assert window.panels.img_det.image.shape == (*sl.slice_shape, 4)
@@ -33,7 +33,7 @@ def test_open_study_shows_all_four_panels(window, env):
 
 
 def test_tau_rethresholds_at_once_and_dice_follows(window, qtbot):
-    r, gt = window.shown, window.state.study.gt_slice(3)
+    r, gt = window.shown, window.state.study.gt_slice(window.state.slice_index)
     seen = []
     window.detection_updated.connect(seen.append)
     busy_before = window.worker.is_idle()
@@ -97,12 +97,41 @@ def test_slice_keys_and_wheel_change_slice(window, qtbot):
     from PySide6.QtCore import Qt
 
     qtbot.keyClick(window, Qt.Key.Key_Down)
-    assert window.state.slice_index == 2
+    assert window.state.slice_index == 1
     window.panels.slice_step.emit(1)
     window.panels.slice_step.emit(1)
+    qtbot.keyClick(window, Qt.Key.Key_Up)
     assert window.state.slice_index == 4
-    qtbot.waitUntil(lambda: window.shown.slice_index == 4 and window.worker.is_idle(), timeout=30000)
-    assert window.controls.slice_spin.value() == 4
+    qtbot.keyClick(window, Qt.Key.Key_End)
+    assert window.state.slice_index == 5
+    qtbot.waitUntil(lambda: window.shown.slice_index == 5 and window.worker.is_idle(), timeout=30000)
+    assert window.controls.slice_spin.value() == 5 and "slice 5" in window.panels.titles[0].text
+
+
+def test_ground_truth_loaded_separately_and_drop_opens(window, qtbot, env, errors):
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    shown = []
+    window.result_shown.connect(shown.append)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(env["study"]))])
+    ev = QDropEvent(
+        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier
+    )
+    window.dropEvent(ev)
+    qtbot.waitUntil(lambda: bool(shown) and window.worker.is_idle(), timeout=30000)
+    assert window.state.gt is None and "no ground truth" in window.controls.dice_label.text()
+    assert window.load_mask(env["mask"])
+    assert window.state.gt is not None and "Dice" in window.panels.titles[3].text
+    assert (
+        window.controls.dice_label.text().startswith("Dice: 0.") or window.controls.dice_label.text() == "Dice: 1.000"
+    )
+    bad = env["tmp"] / "small.nii.gz"
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.uint8), np.eye(4)), str(bad))
+    assert not window.load_mask(bad) and "differs" in errors[-1][1]
 
 
 def test_window_level_presets_and_drag(window):
