@@ -45,16 +45,23 @@ def configure(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds of training")
     p.add_argument("--no-augment", action="store_true", help="no random left-right flips")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from app.train import TrainOptions, train
+
+    if args.threads:
+        torch.set_num_threads(max(1, args.threads))
 
     if len(sys.argv) > 2 and sys.argv[1] == "train":
         cmd = "python main.py train " + shlex.join(sys.argv[2:])
     else:  # called as a function (tests): the equivalent command line
         cmd = f"python main.py train {args.family} --data {args.data} --out {args.out} --epochs {args.epochs}"
+        cmd += " --resume" if args.resume else ""
     opts = TrainOptions(
         family=args.family,
         data=args.data,

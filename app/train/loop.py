@@ -85,7 +85,7 @@ def _resize(images: np.ndarray, size: int, masks: bool = False) -> np.ndarray:
 
 
 def load_data(data_dir: str, size: int | None, val_subset: int | None) -> Data:
-    from app.data import load_split
+    from app.data.splits import load_split
 
     root = Path(data_dir)
     if not root.is_dir():
@@ -114,19 +114,23 @@ def load_data(data_dir: str, size: int | None, val_subset: int | None) -> Data:
     return Data(timg, vimg, vmask, meta)
 
 
-def summarize_meta(meta: dict[str, Any], max_chars: int = 1500) -> dict[str, Any]:
-    """The top-level scalar/short fields of the data's meta.json (the card must stay small)."""
-    out: dict[str, Any] = {}
-    for k, v in meta.items():
-        text = json.dumps(v, default=str)
-        if len(text) <= 300:
-            out[k] = v
-        elif isinstance(v, dict):
-            out[k] = {kk: vv for kk, vv in v.items() if len(json.dumps(vv, default=str)) <= 120}
-        if len(json.dumps(out, default=str)) > max_chars:
-            out.pop(k, None)
-            break
-    return out
+def _short(v: Any, depth: int = 0) -> Any:
+    """Long lists/dicts shrink to what identifies them (their ``name`` fields), so the card stays small."""
+    if len(json.dumps(v, default=str)) <= 200:
+        return v
+    if isinstance(v, dict):
+        if "name" in v:
+            return v["name"]
+        return {k: _short(x, depth + 1) for k, x in v.items()} if depth < 2 else "..."
+    if isinstance(v, list):
+        names = [x["name"] for x in v if isinstance(x, dict) and "name" in x]
+        return names if names else f"{len(v)} entries"
+    return str(v)[:200]
+
+
+def summarize_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The data's meta.json, with long parts reduced to names and counts."""
+    return {k: _short(v) for k, v in meta.items()}
 
 
 @torch.no_grad()
@@ -278,15 +282,25 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     return read_card(out)
 
 
+@torch.no_grad()
+def _latent_size(model: AnomalyModel, x: np.ndarray, device) -> int | None:
+    """Size of z for one image (in eval mode: encoding in train mode would move BatchNorm statistics)."""
+    if not len(x):
+        return None
+    was_training = model.training
+    model.eval()
+    size = int(np.prod(model.encode(torch.from_numpy(x).to(device)).shape[1:]))
+    model.train(was_training)
+    return size
+
+
 def _card(opts, model, data, history, elapsed, commands, finished, by_time, epochs_float, device) -> dict:
     last = history[-1] if history else {}
     step_cls = STEPS.get(opts.family)
     card = {
         "status": "trained" if finished else "training",
         "latent_description": type(model).latent_description,
-        "latent_size": int(np.prod(model.encode(torch.from_numpy(data.val[:1]).to(device)).shape[1:]))
-        if len(data.val)
-        else None,
+        "latent_size": _latent_size(model, data.val[:1], device),
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "training": {
             "data_dir": str(opts.data),
@@ -306,7 +320,7 @@ def _card(opts, model, data, history, elapsed, commands, finished, by_time, epoc
             "device": str(device),
             "torch": torch.__version__,
             "machine": f"{platform.machine()} {platform.processor() or ''} ({torch.get_num_threads()} threads)".strip(),
-            "training_time_s": round(elapsed, 1),
+            "training_time_s": round(elapsed, 3),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
         "final_train_loss": last.get("train", {}),

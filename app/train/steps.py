@@ -58,7 +58,7 @@ class GANomalyStep:
         d_loss = m.discriminator_loss(x, losses["fake"])
         d_loss.backward()
         self.opt_d.step()
-        if float(d_loss) < 1e-5:
+        if float(d_loss.detach()) < 1e-5:
             for mod in m.disc.modules():
                 if hasattr(mod, "reset_parameters") and mod is not m.disc:
                     mod.reset_parameters()

@@ -1,0 +1,132 @@
+"""What is particular to each family: the erased square, the VAE's mean, the ELBO gradient map, the DAE's
+latent and coarse noise, GANomaly's three losses, DDGAN's fixed-noise chain."""
+
+import pytest
+import torch
+
+from app.nets import ModelConfig, create_model
+from app.nets.context_ae import erase_random_squares
+from app.nets.dae import coarse_noise
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(family, **extra):
+    torch.manual_seed(0)
+    return create_model(ModelConfig(family, image_size=32, latent_dim=8, width=4, extra=extra))
+
+
+def test_erased_square_has_the_asked_size_and_keeps_the_rest():
+    x = torch.rand(5, 1, 32, 32) + 0.1
+    erased, mask = erase_random_squares(x, 0.25, torch.Generator().manual_seed(0))
+    assert (mask.flatten(1).sum(1) == 8 * 8).all()
+    assert (erased[mask.bool()] == 0).all()
+    assert torch.equal(erased[~mask.bool()], x[~mask.bool()])
+
+
+def test_vae_encode_is_the_mean_and_training_samples():
+    m = tiny("vae").freeze()
+    x = torch.rand(2, 1, 32, 32)
+    mu, _ = m.posterior(x)
+    assert torch.equal(m.encode(x), mu)
+    with torch.no_grad():
+        a = m.training_loss(x, torch.Generator().manual_seed(0))
+        b = m.training_loss(x, torch.Generator().manual_seed(1))
+        c = m.training_loss(x, torch.Generator().manual_seed(0))
+    assert a != b and a == c  # a sampled z, reproducible from the generator
+    assert float(m.kl(torch.zeros(1, 8), torch.zeros(1, 8))) == 0.0
+
+
+def test_vae_grad_map_is_reconstruction_error_times_smoothed_elbo_gradient():
+    m = tiny("vae-grad", grad_sigma=0.0).freeze()
+    x = torch.rand(2, 1, 32, 32)
+    # the ELBO gradient against finite differences at one pixel
+    g = m.elbo_gradient(x)
+
+    def loss(xx):
+        mu, logvar = m.posterior(xx)
+        rec = (m.decode(mu) - xx).pow(2).flatten(1).sum(1)
+        return float((rec + m.kl_weight * m.kl(mu, logvar))[0])
+
+    h = 1e-3
+    xp, xm = x.clone(), x.clone()
+    xp[0, 0, 10, 12] += h
+    xm[0, 0, 10, 12] -= h
+    fd = abs(loss(xp) - loss(xm)) / (2 * h)
+    assert g[0, 0, 10, 12].item() == pytest.approx(fd, rel=0.05, abs=1e-3)
+    # with MatchGen's s*: only the |x - s| factor changes
+    s = torch.rand(2, 1, 32, 32)
+    expect = ((x - s).abs() * m.gradient_factor(x)).clamp(0, 1)
+    torch.testing.assert_close(m.anomaly_map(x, s), expect)
+    assert float(m.anomaly_map(x, x).abs().max()) == 0.0
+
+
+def test_vae_grad_scale_makes_the_gradient_factor_one_on_normal_tissue():
+    m = tiny("vae-grad").freeze()
+    x = torch.rand(4, 1, 32, 32) * 0.8 + 0.1
+    m.after_training(x)
+    assert m.config.extra["grad_scale"] > 0
+    assert float(m.gradient_factor(x).mean()) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_dae_latent_is_bottleneck_plus_every_skip():
+    m = tiny("dae").freeze()
+    x = torch.rand(2, 1, 32, 32)
+    z = m.encode(x)
+    feats = m.unet.down(x)
+    assert z.shape == (2, sum(f[0].numel() for f in feats)) == (2, m.latent_size)
+    assert torch.equal(z, torch.cat([f.flatten(1) for f in feats], 1))
+    # MatchGen can move the full-resolution skip (the copy path) and the bottleneck, and both change s
+    s = m.decode(z)
+    for lo, hi in ((0, m.sizes[0]), (m.latent_size - m.sizes[-1], m.latent_size)):
+        dz = torch.zeros_like(z)
+        dz[:, lo:hi] = 0.5
+        assert float((m.decode(z + dz) - s).abs().max()) > 1e-3
+
+
+def test_coarse_noise_is_low_resolution_and_only_on_the_foreground():
+    x = torch.zeros(1, 1, 32, 32)
+    x[..., 8:24, 8:24] = 0.5
+    n = coarse_noise(x, 0.2, 4, torch.Generator().manual_seed(0))
+    assert (n[..., :8, :] == 0).all() and (n[..., :, :8] == 0).all()
+    inner = n[0, 0, 8:24, 8:24]
+    assert inner.abs().mean() > 0.01
+    # smooth: neighbouring pixels differ far less than the noise level (white noise would differ by ~0.28)
+    assert (inner[:, 1:] - inner[:, :-1]).abs().mean() < 0.05
+
+
+def test_ganomaly_has_three_generator_losses_and_z_is_the_first_encoder():
+    m = tiny("ganomaly").freeze()
+    x = torch.rand(2, 1, 32, 32)
+    losses = m.generator_losses(x)
+    w_adv, w_con, w_enc = m.weights()
+    assert (w_adv, w_con, w_enc) == (1.0, 50.0, 1.0)
+    total = w_adv * losses["adv"] + w_con * losses["con"] + w_enc * losses["enc"]
+    torch.testing.assert_close(losses["total"], total)
+    assert torch.equal(m.encode(x), m.encoder(x))
+    assert float(losses["enc"]) > 0  # encoder2 is a separate network
+    assert float(m.discriminator_loss(x, losses["fake"])) > 0
+
+
+def test_ddgan_chain_is_deterministic_and_its_noise_is_stored():
+    m = tiny("ddgan", steps=4, t_start=2).freeze()
+    x = torch.rand(2, 1, 32, 32)
+    z = m.encode(x)
+    ab = m.alpha_bar[2]
+    torch.testing.assert_close(z, ab.sqrt() * (2 * x - 1) + (1 - ab).sqrt() * m.enc_noise)
+    assert torch.equal(m.decode(z), m.decode(z))
+    keys = set(m.state_dict())
+    assert {"enc_noise", "post_noise", "w_noise"} <= keys
+    # another noise seed gives another (fixed) chain
+    other = create_model(ModelConfig("ddgan", image_size=32, latent_dim=8, width=4, extra={"noise_seed": 1}))
+    assert not torch.equal(other.enc_noise, m.enc_noise)
+    # the posterior at t = 1 is x_0 itself
+    t1 = torch.ones(2, dtype=torch.long)
+    torch.testing.assert_close(m.posterior(x, z, t1, torch.randn_like(x)), x)
+    assert float(m.alpha_bar[0]) == 1.0 and all(m.alpha_bar[1:] < m.alpha_bar[:-1])

@@ -1,0 +1,136 @@
+"""The training command: card contents, resume = uninterrupted run, optimizer state without pickle, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from app.cli import main
+from app.data.splits import save_split
+from app.errors import CheckpointError
+from app.nets import ModelConfig, create_model
+from app.nets.checkpoint import load_checkpoint, read_card
+from app.train.loop import state_path, validation_loss
+from app.train.state import load_train_state, save_train_state
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[-1:1:32j, -1:1:32j]
+    disc = (xx**2 + yy**2 < 0.7).astype(np.float32)
+
+    def imgs(n):
+        return (disc * (0.5 + 0.1 * rng.random((n, 1, 32, 32)))).astype(np.float32)
+
+    root = tmp_path / "data"
+    save_split(root, "train", imgs(16), None, [f"t{i}" for i in range(16)])
+    val = imgs(6)
+    masks = np.zeros((6, 32, 32), np.uint8)
+    masks[:3, 10:16, 10:16] = 1
+    val[:3, 0, 10:16, 10:16] = 1.0
+    save_split(root, "val", val, masks, [f"v{i}" for i in range(6)])
+    (root / "meta.json").write_text(json.dumps({"what": "test disc phantoms", "n": 22}))
+    return root
+
+
+def train_args(family, data, out, epochs, *more):
+    return ["train", family, "--data", str(data), "--out", str(out), "--epochs", str(epochs), "--width", "4",
+            "--latent-dim", "8", "--batch-size", "8", "--quiet", *more]  # fmt: skip
+
+
+def test_card_records_what_the_brief_asks(dataset, tmp_path, capsys):
+    out = tmp_path / "models" / "m"
+    assert main(train_args("ce-ae", dataset, out, 2)) == 0
+    card = read_card(out)
+    tr = card["training"]
+    assert card["family"] == "ce-ae" and card["status"] == "trained"
+    assert card["config"]["image_size"] == 32 and card["config"]["width"] == 4
+    assert tr["data_dir"] == str(dataset) and tr["data_meta"]["what"] == "test disc phantoms"
+    assert tr["epochs"] == 2 and tr["n_train_slices"] == 16 and "--epochs 2" in tr["command"]
+    assert tr["training_time_s"] > 0 and tr["date"].endswith("Z")
+    assert len(card["history"]) == 2 and card["final_val_loss"] == card["history"][-1]["val_loss"]
+    assert card["final_train_loss"]["loss"] > 0
+    assert "outside the lesion masks" in card["val_loss_definition"]
+    model, _ = load_checkpoint(out)
+    assert model.family == "ce-ae"
+    assert state_path(out).is_file()
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(dataset, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(train_args("vae", dataset, a, 2)) == 0
+    assert main(train_args("vae", dataset, b, 1)) == 0
+    assert main(train_args("vae", dataset, b, 2, "--resume")) == 0
+    ma, _ = load_checkpoint(a)
+    mb, card = load_checkpoint(b)
+    for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb), ka
+    assert [h["epoch"] for h in card["history"]] == [1, 2]
+    assert len(card["training"]["commands"]) == 2 and "--resume" in card["training"]["commands"][1]
+
+
+def test_adversarial_family_trains_and_vae_grad_fits_its_scale(dataset, tmp_path):
+    assert main(train_args("ddgan", dataset, tmp_path / "d", 1)) == 0
+    card = read_card(tmp_path / "d")
+    assert {"rec", "adv", "disc"} <= set(card["final_train_loss"])
+    assert main(train_args("vae-grad", dataset, tmp_path / "g", 1)) == 0
+    assert read_card(tmp_path / "g")["config"]["extra"]["grad_scale"] > 0
+
+
+def test_time_limit_stops_early(dataset, tmp_path):
+    assert main(train_args("ae-l1", dataset, tmp_path / "t", 50, "--time-limit", "0")) == 0
+    tr = read_card(tmp_path / "t")["training"]
+    assert tr["stopped_by_time_limit"] and tr["epochs"] == 0.5  # one of the two batches of the first epoch
+
+
+def test_optimizer_state_round_trip_is_exact_and_not_pickle(tmp_path):
+    model = create_model(ModelConfig("ae-l1", image_size=32, latent_dim=8, width=4))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(2):
+        opt.zero_grad()
+        model.training_loss(torch.rand(2, 1, 32, 32)).backward()
+        opt.step()
+    save_train_state(tmp_path / "s.safetensors", {"model": opt}, {"epochs_done": 3})
+    assert not (tmp_path / "s.safetensors").read_bytes().startswith(b"\x80")
+    opt2 = torch.optim.Adam(model.parameters(), lr=5.0)
+    info = load_train_state(tmp_path / "s.safetensors", {"model": opt2})
+    assert info == {"epochs_done": 3}
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s2["param_groups"][0]["lr"] == 1e-3
+    for pid, st in s1["state"].items():
+        for k, v in st.items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(s2["state"][pid][k]))
+    with pytest.raises(CheckpointError, match="no optimizer"):
+        load_train_state(tmp_path / "s.safetensors", {"other": opt2})
+
+
+def test_validation_loss_ignores_lesions_and_background():
+    model = create_model(ModelConfig("ae-l1", image_size=32, latent_dim=8, width=4)).freeze()
+    x = np.full((2, 1, 32, 32), 0.5, np.float32)
+    x[:, :, :4] = 0.0  # background
+    with torch.no_grad():
+        s = model.pseudo_normal(torch.from_numpy(x)).numpy()
+    masks = np.zeros((2, 32, 32), bool)
+    masks[:, 10:20, 10:20] = True
+    keep = (x[:, 0] > 0.01) & ~masks
+    expect = np.abs(x - s)[:, 0][keep].mean()
+    assert validation_loss(model, x, masks, "cpu") == pytest.approx(expect, rel=1e-5)
+
+
+def test_user_errors_exit_2_with_one_line(dataset, tmp_path, capsys):
+    assert main(train_args("ae-l1", tmp_path / "nope", tmp_path / "x", 1)) == 2
+    assert main(train_args("no-such", dataset, tmp_path / "x", 1)) == 2
+    assert main(train_args("ae-l1", dataset, tmp_path / "fresh", 1, "--resume")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("matchgen train: error:") for line in err)
+    assert "unknown model family" in err[1] and "nothing to resume" in err[2]
