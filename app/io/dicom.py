@@ -86,14 +86,24 @@ def _pixels(ds, path_name: str) -> np.ndarray:
     try:
         arr = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - decoding raises RuntimeError, NotImplementedError, ValueError ...
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = one_line(exc)
         hint = CODEC_HINTS.get(tsuid)
-        if hint and ("handler" in msg.lower() or "plugin" in msg.lower() or "decod" in msg.lower()):
+        if hint and not _decoder_available(tsuid):
             raise StudyError(
                 f"{path_name}: compressed DICOM (transfer syntax {tsuid}) needs a decoder plugin: pip install {hint}"
             ) from None
         raise StudyError(f"{path_name}: pixel data cannot be decoded ({msg})") from None
     return np.asarray(arr)
+
+
+def _decoder_available(tsuid: str) -> bool:
+    """Whether any installed pydicom plugin decodes this transfer syntax (so a failure means a damaged file)."""
+    try:
+        from pydicom.pixels import get_decoder
+
+        return bool(get_decoder(tsuid).is_available)
+    except Exception:  # noqa: BLE001 - pydicom 2 or an unknown syntax: assume no decoder
+        return False
 
 
 def _rescale(arr: np.ndarray, ds) -> np.ndarray:

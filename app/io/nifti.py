@@ -46,6 +46,8 @@ def load_nifti(path: Path, modality: str | None = None) -> Study:
         raise StudyError(
             f"{path.name}: cannot be read as a NIfTI/MGH image ({type(exc).__name__}: {one_line(exc)})"
         ) from None
+    if getattr(img, "affine", None) is None and not hasattr(img, "affine"):
+        raise StudyError(f"{path.name}: a {type(img).__name__} is not a volume image")
     if np.iscomplexobj(data):
         raise StudyError(f"{path.name}: complex-valued images are not supported")
     if data.dtype.names is not None:  # RGB NIfTI (rgb24)

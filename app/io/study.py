@@ -91,11 +91,15 @@ def make_study(
     if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise StudyError(f"{source}: the voxel-to-world transform is singular (zero voxel size?)")
     data = data.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(data)):
-        bad = np.count_nonzero(~np.isfinite(data))
-        if bad == data.size:
+    warnings = list(warnings or [])
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = int(data.size - np.count_nonzero(finite))
+        if not finite.any():
             raise StudyError(f"{source}: every voxel is NaN or infinite")
-        raise StudyError(f"{source}: {bad} voxels are NaN or infinite")
+        # e.g. outside the field of view after resampling: fill with the lowest real value, and say so
+        data = np.where(finite, data, np.float32(data[finite].min()))
+        warnings.append(f"{bad} NaN/infinite voxels set to the image minimum")
     if float(data.max()) == float(data.min()):
         raise StudyError(f"{source}: the image is constant ({float(data.min()):g} everywhere); nothing to analyse")
     ornt = ornt_mod.io_orientation(affine)
@@ -109,6 +113,6 @@ def make_study(
         original_affine=affine,
         original_shape=tuple(int(s) for s in data.shape[:3]),
         ornt=ornt,
-        warnings=list(warnings or []),
+        warnings=warnings,
         meta=dict(meta or {}),
     )
