@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "build data sets: brain-proxy (the offline brain benchmark)"
+HELP = "build data sets: brain-proxy (the offline brain benchmark); convert brats2021, btcv, bmad, idrid"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -19,6 +19,22 @@ def configure(p: argparse.ArgumentParser) -> None:
     bp.add_argument("--augment", type=int, default=10, help="augmented copies per training brain (default 10)")
     bp.add_argument("--val-realisations", type=int, default=4)
     bp.add_argument("--test-realisations", type=int, default=5)
+    for fmt, what in (
+        ("brats2021", "BraTS2021 case folders (seg > 0 = tumour); patient-level 70/10/20 split"),
+        ("btcv", "BTCV img/label NIfTI: normal abdominal CT training slices"),
+        ("bmad", "a BMAD benchmark folder (Brain, Liver, RESC): train/valid/test"),
+        ("idrid", "IDRiD segmentation part: lesion masks (MA, HE, EX, SE) on fundus photographs"),
+    ):
+        c = sub.add_parser(fmt, help=f"convert {what} to train/val/test slices")
+        c.add_argument("--root", required=True, help="the dataset folder as unpacked")
+        c.add_argument("--out", required=True, help="output folder (train/, val/, test/, meta.json)")
+        c.add_argument("--size", type=int, default=128, help="model image size (default 128)")
+        c.add_argument(
+            "--normalization", default=None, help="mri-percentile, ct-window:NAME or unit (default: by modality)"
+        )
+        c.add_argument("--seed", type=int, default=0)
+        if fmt == "brats2021":
+            c.add_argument("--sequence", default="flair", choices=["flair", "t1", "t1ce", "t2"])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,4 +52,19 @@ def run(args: argparse.Namespace) -> int:
             test_real=args.test_realisations,
         )
         return 0
-    return 2
+    from app.data.datasets import convert
+    from app.errors import OptionError
+
+    if args.size < 8:
+        raise OptionError("--size must be >= 8")
+    meta = convert(
+        args.dataset,
+        args.root,
+        args.out,
+        size=args.size,
+        normalization=args.normalization,
+        seed=args.seed,
+        sequence=getattr(args, "sequence", "flair"),
+    )
+    print(f"wrote {args.out}: {meta['counts']}")
+    return 0
