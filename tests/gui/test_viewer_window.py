@@ -247,3 +247,50 @@ def test_probe_measures_tau_updates_and_stalls(window, qtbot):
     res = measure_worker_stall(window, eps=0.33)
     assert res["finished"] and res["ticks"] > 0 and res["max_stall_ms"] >= 0
     assert window.shown.eps == pytest.approx(0.33)
+
+
+def test_intermediate_pseudo_normals_appear_while_converging(window, qtbot):
+    from app.core.matchgen import SolverOptions
+
+    window.session.detector.solver = SolverOptions(max_steps=300, patience=10**6, rtol=0.0, callback_every=5)
+    titles = []
+    window.panels.titles[1].setText = (lambda orig: lambda text, **kw: (titles.append(text), orig(text, **kw)))(
+        window.panels.titles[1].setText
+    )
+    window.state.eps = 0.3
+    qtbot.waitUntil(lambda: window.worker.is_idle() and window.shown.eps == pytest.approx(0.3), timeout=120000)
+    assert any("converging: step" in t for t in titles)
+    assert "converging" not in titles[-1] and window.shown.steps == 300
+
+
+def test_worker_failure_is_a_dialog_and_the_window_lives_on(window, qtbot, errors, monkeypatch):
+    from app.errors import CheckpointError
+
+    def broken(*a, **k):
+        raise CheckpointError("decoder exploded")
+
+    monkeypatch.setattr(window.session, "solve_slice", broken)
+    window.state.eps = 0.4
+    qtbot.waitUntil(lambda: bool(errors), timeout=10000)
+    assert errors[-1] == ("Computation failed", "decoder exploded")
+    monkeypatch.undo()
+    window.state.eps = 0.2  # cached: shown again at once
+    assert window.shown.eps == pytest.approx(0.2)
+
+
+def test_eps_path_precomputed_so_the_slider_answers_at_once(window, qtbot):
+    window.precompute_eps_path = True
+    window.controls.eps._steps = 5  # a coarse slider keeps the test short: eps grid 0.1, 0.2, ..., 0.5
+    window.controls.eps.set_range(0.0, window.state.eps_max)
+    window.cache.clear()
+    window.request()
+    grid = window._grid()
+    k = window.state.slice_index
+    qtbot.waitUntil(
+        lambda: window.worker.is_idle() and all(window.cache.get("tiny", k, e) for e in grid), timeout=120000
+    )
+    gen = window.worker.generation
+    assert grid == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    window.controls.eps.slider.setValue(4)
+    assert window.shown.eps == pytest.approx(0.4) and window.shown.final
+    assert window.worker.generation == gen or window.worker.is_idle()  # nothing to compute
