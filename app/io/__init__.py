@@ -5,6 +5,7 @@ write results back onto the original grid (:func:`save_mask`, :func:`save_on_stu
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +28,20 @@ __all__ = [
 
 def load_study(path: str | os.PathLike, modality: str | None = None) -> Study:
     """Read a study from a NIfTI/MGZ file, a DICOM file or folder, or a 2D picture."""
+    p = Path(path)
+    if not p.exists():
+        raise StudyError(f"{p}: no such file or folder")
+    # readers warn about every oddity of a damaged header; the study's own warnings say what matters
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _load(p, modality)
+
+
+def _load(p: Path, modality: str | None) -> Study:
     from app.io.dicom import is_dicom_file, load_dicom
     from app.io.image2d import is_image_path, load_picture
     from app.io.nifti import is_nifti_path, load_nifti
 
-    p = Path(path)
-    if not p.exists():
-        raise StudyError(f"{p}: no such file or folder")
     if p.is_dir():
         return load_dicom(p)
     if p.stat().st_size == 0:
@@ -52,7 +60,9 @@ def load_study(path: str | os.PathLike, modality: str | None = None) -> Study:
 def load_mask(path: str | os.PathLike, study: Study) -> np.ndarray:
     """A ground-truth mask file on the study's grid -> bool array in the study's canonical order. The mask must
     have the study's original shape and (up to 1e-3 mm) affine."""
-    data, affine = load_study_raw_grid(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data, affine = load_study_raw_grid(path)
     if tuple(data.shape[:3]) != tuple(study.original_shape):
         raise StudyError(
             f"{Path(path).name}: mask grid {tuple(data.shape[:3])} differs from the study grid "

@@ -11,6 +11,9 @@ import numpy as np
 from app.errors import StudyError
 from app.io.study import Study, make_study, one_line
 
+#: refuse headers claiming more voxels than this (2^31: 8 GiB as float32) instead of trying to allocate them
+MAX_VOXELS = 2**31
+
 NIFTI_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh", ".img", ".hdr")
 
 
@@ -39,9 +42,16 @@ def load_nifti(path: Path, modality: str | None = None) -> Study:
     warnings: list[str] = []
     try:
         img = nib.load(str(path))
+        n_vox = int(np.prod([int(v) for v in img.shape], dtype=np.float64)) if img.shape else 0
+        if n_vox > MAX_VOXELS:
+            raise StudyError(f"{path.name}: header claims {n_vox:,} voxels (shape {img.shape}); damaged or too large")
         data = np.asanyarray(img.dataobj)
     except (ImageFileError, OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
         raise StudyError(f"{path.name}: not a readable NIfTI/MGH image ({one_line(exc)})") from None
+    except StudyError:
+        raise
+    except MemoryError:
+        raise StudyError(f"{path.name}: too large to load into memory") from None
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types on corrupt headers
         raise StudyError(
             f"{path.name}: cannot be read as a NIfTI/MGH image ({type(exc).__name__}: {one_line(exc)})"

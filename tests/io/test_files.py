@@ -85,3 +85,13 @@ def test_partial_nan_is_filled_and_reported():
 def test_cifti_is_refused():
     with pytest.raises(StudyError):
         load_study(NIB_DATA / "row_major.dconn.nii")
+
+
+def test_header_claiming_a_huge_volume_is_refused(tmp_path):
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((100000, 100000, 1000))
+    hdr.set_data_dtype(np.float32)
+    p = tmp_path / "huge.nii"
+    p.write_bytes(hdr.binaryblock + b"\0" * 4 + b"\0" * 1024)
+    with pytest.raises(StudyError, match="voxels"):
+        load_study(p)
