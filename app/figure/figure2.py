@@ -62,6 +62,8 @@ def figure2(slices: StudySlices, k: int, columns: list[Column], title: str | Non
     gt = slices.gt_slice(k)
     x = slices.normalized()[:, :, k]
     n = len(columns)
+    sp = getattr(slices.study, "spacing", (1.0, 1.0, 1.0))
+    aspect = float(sp[1]) / float(sp[0]) if sp[0] else 1.0  # screen rows are Y, columns X: keep mm shape
     dmax = max(float(np.max(c.result.d)) for c in columns) or 1.0
     fig = Figure(figsize=(1.7 * n + 1.0, 1.75 * len(ROWS) + 0.4), dpi=150, layout="constrained")
     FigureCanvasAgg(fig)
@@ -93,6 +95,7 @@ def figure2(slices: StudySlices, k: int, columns: list[Column], title: str | Non
                 vmin=lim[0] if lim else None,
                 vmax=lim[1] if lim else None,
                 interpolation="nearest",
+                aspect=aspect,
             )
             if i == 2:
                 diff_im = im

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtGui import QBrush, QColor, QFont, QTransform
 from PySide6.QtWidgets import QGraphicsSimpleTextItem
 
 from app.viewer.slices import ORIENTATION_LETTERS, from_pyqtgraph_xy, to_pyqtgraph
@@ -56,6 +56,7 @@ class FourPanels(pg.GraphicsLayoutWidget):
         self.views: list[SliceViewBox] = []
         self.colorbar: pg.ColorBarItem | None = None
         self._shape: tuple[int, int] | None = None
+        self._spacing: tuple[float, float] = (1.0, 1.0)  # mm per pixel along X and Y: physical aspect
         for i, name in enumerate(PANEL_NAMES):
             cell = self.ci.addLayout(row=i // 2, col=i % 2)
             title = cell.addLabel(name, row=0, col=0, colspan=2, color="w", size="10pt")
@@ -124,6 +125,14 @@ class FourPanels(pg.GraphicsLayoutWidget):
         top.setPos(QPointF(r.center().x() - 4, r.top() + 2))
         bottom.setPos(QPointF(r.center().x() - 4, r.bottom() - 18))
 
+    def set_spacing(self, sx: float, sy: float) -> None:
+        """Pixel size in mm (the slice's in-plane voxel size) so that anisotropic slices keep their shape."""
+        sx, sy = (float(sx) or 1.0), (float(sy) or 1.0)
+        self._spacing = (sx, sy)
+        for it in (self.img_input, self.img_pseudo, self.img_diff, self.img_det_under, self.img_det):
+            it.setTransform(QTransform.fromScale(sx, sy))
+        self._shape = None  # zoom to the new extent with the next image
+
     def set_input(self, raw: np.ndarray, levels: tuple[float, float]) -> None:
         """The study slice (X, Y[, 3]) in raw units; shown in the input and under the detection."""
         img = to_pyqtgraph(raw)
@@ -174,7 +183,8 @@ class FourPanels(pg.GraphicsLayoutWidget):
         for vb in self.views:
             if vb.sceneBoundingRect().contains(pos):
                 p = vb.mapSceneToView(pos)
-                ix, iy = int(np.floor(p.x())), int(np.floor(p.y()))
+                sx, sy = self._spacing
+                ix, iy = int(np.floor(p.x() / sx)), int(np.floor(p.y() / sy))
                 nx, ny = self._shape
                 if 0 <= ix < nx and 0 <= iy < ny:
                     self.show_cross(ix, iy)
@@ -185,9 +195,10 @@ class FourPanels(pg.GraphicsLayoutWidget):
         self.hovered.emit(-1, -1)
 
     def show_cross(self, ix: int, iy: int) -> None:
+        sx, sy = self._spacing
         for v, h in self.cross:
-            v.setPos(ix + 0.5)
-            h.setPos(iy + 0.5)
+            v.setPos((ix + 0.5) * sx)
+            h.setPos((iy + 0.5) * sy)
             v.show()
             h.show()
 

@@ -308,6 +308,8 @@ class MainWindow(QMainWindow):
             return
         self.state.gt = slices.gt
         self.state.window = slices.default_window()
+        sp = getattr(slices.study, "spacing", (1.0, 1.0, 1.0))
+        self.panels.set_spacing(sp[0], sp[1])
         self.setWindowTitle(f"MatchGen Viewer - {slices.name}")
         if self.session is not None:
             try:

@@ -294,3 +294,23 @@ def test_eps_path_precomputed_so_the_slider_answers_at_once(window, qtbot):
     window.controls.eps.slider.setValue(4)
     assert window.shown.eps == pytest.approx(0.4) and window.shown.final
     assert window.worker.generation == gen or window.worker.is_idle()  # nothing to compute
+
+
+def test_crosshair_and_pixel_readout_follow_the_mouse(window):
+    from PySide6.QtCore import QPointF
+
+    sl, r = window.state.study, window.shown
+    sx, sy = sl.study.spacing[:2]
+    x, y = 10, 20  # the voxel to point at; the ImageItem shows X flipped
+    ix = sl.slice_shape[0] - 1 - x
+    vb = window.panels.views[2]  # hover over the difference panel: all panels follow
+    scene_pos = vb.mapViewToScene(QPointF((ix + 0.5) * sx, (y + 0.5) * sy))
+    window.panels.scene().sigMouseMoved.emit(scene_pos)
+    text = window.readout.text()
+    assert f"voxel ({x}, {y}, {window.state.slice_index})" in text
+    assert f"D {r.d[x, y]:.3f}" in text
+    for v, h in window.panels.cross:
+        assert v.isVisible() and v.value() == pytest.approx((ix + 0.5) * sx)
+        assert h.value() == pytest.approx((y + 0.5) * sy)
+    window.panels.scene().sigMouseMoved.emit(QPointF(-500, -500))
+    assert window.readout.text() == "" and not window.panels.cross[0][0].isVisible()
