@@ -25,6 +25,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tau", type=float, default=None, help="threshold on the difference map (default: the card's)")
     p.add_argument("--base-only", action="store_true", help="the base model alone (eps = 0), with its own tau")
     p.add_argument("--maps", metavar="DIR", default=None, help="also write pseudo_normal.nii.gz and difference.nii.gz")
+    p.add_argument("--mask", metavar="GT", default=None, help="ground-truth mask on the study's grid: print the Dice")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     p.add_argument("--batch-size", type=int, default=32, help="slices per solver batch (default 32)")
     p.add_argument("--max-steps", type=int, default=None, help="cap on solver steps per slice (default: the solver's)")
@@ -95,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     for w in study.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    gt = None
+    if args.mask:
+        from app.io import load_mask
+
+        gt = load_mask(args.mask, study)
     cfg = model.config
     prep = prepare_study(study, cfg.image_size, cfg.channels, cfg.normalization)
     # empty slices (no foreground) cannot hold a detection: skip them
@@ -133,6 +139,10 @@ def run(args: argparse.Namespace) -> int:
         s_vol = to_study_grid(s if s.shape[1] > 1 else s[:, 0], prep.geometry, "map")
         save_on_study_grid(study, s_vol, maps_dir / "pseudo_normal.nii.gz")
         save_on_study_grid(study, d_vol, maps_dir / "difference.nii.gz")
+    if gt is not None:
+        from app.core.metrics import dice
+
+        print(f"Dice vs {Path(args.mask).name}: {dice(mask, gt):.4f}")
     flagged = int(mask.sum())
     print(
         f"wrote {args.out}: {flagged} voxels flagged in {int(mask.any(axis=(0, 1)).sum())} of {mask.shape[2]} "

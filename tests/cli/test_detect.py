@@ -160,6 +160,23 @@ def test_bad_inputs_exit_2_one_line_no_output(tmp_path, tiny_model, study_file, 
         assert not any(x.name.startswith(".out-") for x in tmp_path.iterdir()), name
 
 
+def test_ground_truth_mask_dice_and_grid_mismatch(tmp_path, tiny_model, study_file, capsys):
+    src = nib.load(study_file)
+    gt = tmp_path / "gt.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(src.shape, np.uint8), src.affine), gt)
+    code, stdout, err = _run(
+        capsys, study_file, "--model", tiny_model / "tiny", "--out", tmp_path / "m.nii.gz", "--mask", gt, "--tau", "1.0"
+    )
+    assert code == 0, err
+    assert "Dice vs gt.nii.gz: 1.0000" in stdout  # nothing above tau = 1 and nothing to find
+    bad = tmp_path / "bad.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), src.affine), bad)
+    out = tmp_path / "never.nii.gz"
+    code, _, err = _run(capsys, study_file, "--model", tiny_model / "tiny", "--out", out, "--mask", bad)
+    assert code == 2 and "grid" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_bad_options_exit_2(tmp_path, tiny_model, study_file, capsys):
     for extra in (["--tau", "1.5"], ["--eps", "-1"], ["--out-dir-missing"]):
         out = tmp_path / "o.nii.gz"
