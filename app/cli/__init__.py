@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "data": "app.cli.data",
     "detect": "app.cli.detect",
     "train": "app.cli.train",
+    "calibrate": "app.cli.calibrate",
     "view": "app.cli.view",
     "figure": "app.cli.figure",
 }

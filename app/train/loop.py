@@ -323,6 +323,11 @@ def _card(opts, model, data, history, elapsed, commands, finished, by_time, epoc
             "training_time_s": round(elapsed, 3),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
+        # flat aliases that `bench quality` copies into its report
+        "epochs": round(epochs_float, 3),
+        "train_seconds": round(elapsed, 3),
+        "data": str(opts.data),
+        "val_loss": last.get("val_loss"),
         "final_train_loss": last.get("train", {}),
         "final_val_loss": last.get("val_loss"),
         "val_loss_definition": VAL_LOSS_DEFINITION,

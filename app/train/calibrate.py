@@ -1,0 +1,90 @@
+"""Validation calibration of a trained model, written into its card: the eps range
+(:func:`app.bench.protocol.calibrate_eps_range`) and ``chosen = {eps, tau, tau_base, val_dice, val_dice_base}``
+by mean per-image Dice on the validation split (:func:`app.bench.protocol.choose_on_validation`), through the
+shared Detector, so ``detect``, the viewer and the benchmarks start from these values. Never uses test data.
+
+Kept cheap for a 2-core CPU: a subset of abnormal validation slices, the benchmark's fast solver (spectral
+projected gradient, bfloat16 search steps), an eps path with warm starts and a cap on solver steps; the settings
+go into the card under ``calibration``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from app.nets.checkpoint import _atomic_write, load_checkpoint, read_card, stem_of
+
+
+@dataclass
+class CalibrationSettings:
+    subset: int = 32  # abnormal validation slices (evenly spaced) for both the eps range and the choice
+    max_steps: int = 100  # solver steps per eps (the eps path warm-starts each eps from the previous one)
+    calibrate_max_steps: int = 200  # steps of the unconstrained solve that sets the eps range
+    quantile: float = 0.9
+    n_grid: int = 7
+    solver: str = "fast"  # "fast" (the benchmark's default) or "paper" (penalty, Adam lr 1e-3)
+    batch_size: int = 16
+
+
+def update_card(path, updates: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``updates`` into a card atomically (the weights are not touched)."""
+    stem = stem_of(path)
+    card = read_card(stem)
+    card.update(updates)
+    text = json.dumps(card, indent=2, default=str) + "\n"
+    _atomic_write(stem.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+    return card
+
+
+def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, device="cpu", log=print) -> dict:
+    from app.bench.protocol import DEFAULT_TAUS, calibrate_eps_range, choose_on_validation
+    from app.core.detector import Detector
+    from app.core.matchgen import FAST, SolverOptions
+    from app.data.splits import load_split
+
+    st = settings or CalibrationSettings()
+    stem = stem_of(path)
+    model, card = load_checkpoint(stem, device)
+    val = load_split(data_dir, "val")
+    solver = replace(FAST) if st.solver == "fast" else SolverOptions()
+    det = Detector(model, device, solver=solver, batch_size=st.batch_size, channels_last=st.solver == "fast")
+    t0 = time.perf_counter()
+    rng = calibrate_eps_range(
+        det, val, subset=st.subset, quantile=st.quantile, n_grid=st.n_grid, max_steps=st.calibrate_max_steps
+    )
+    t1 = time.perf_counter()
+    log(f"{stem.name}: eps_max={rng.eps_max} (z0 spread {rng.z0_spread:.3g}) in {t1 - t0:.0f} s")
+    choice = choose_on_validation(det, val, rng.grid, DEFAULT_TAUS, subset=st.subset, max_steps=st.max_steps)
+    t2 = time.perf_counter()
+    log(
+        f"{stem.name}: val Dice base {choice.base_dice:.4f} (tau {choice.base_tau}), +MG {choice.dice:.4f} "
+        f"(eps {choice.eps}, tau {choice.tau}) in {t2 - t1:.0f} s"
+    )
+    best_per_eps = {str(e): round(max(row), 6) for e, row in zip(choice.eps_grid, choice.table, strict=True)}
+    return update_card(
+        stem,
+        {
+            "eps_range": rng.as_dict(),
+            "chosen": {
+                "eps": choice.eps,
+                "tau": choice.tau,
+                "tau_base": choice.base_tau,
+                "val_dice": round(choice.dice, 6),
+                "val_dice_base": round(choice.base_dice, 6),
+            },
+            "calibration": {
+                "data_dir": str(data_dir),
+                "split": "val",
+                "n_images": choice.n_images,
+                "settings": {**st.__dict__, "solver_options": solver.__dict__},
+                "best_val_dice_per_eps": best_per_eps,
+                "mean_steps_per_eps": {str(k): round(v, 1) for k, v in choice.mean_steps.items()},
+                "seconds": {"eps_range": round(t1 - t0, 1), "choice": round(t2 - t1, 1)},
+                "rule": "tau_base: best mean per-image Dice at eps = 0; (eps, tau): best over eps > 0",
+            },
+        },
+    )

@@ -1,0 +1,35 @@
+"""Calibration on validation writes the eps range and the Dice choice into the card, and the numbers in the card
+are the ones the shared Detector reproduces."""
+
+import numpy as np
+import pytest
+
+from app.cli import main
+from app.core.detector import Detector
+from app.core.metrics import dice
+from app.data.splits import load_split
+from app.nets.checkpoint import load_checkpoint, read_card
+
+
+def test_calibrate_fills_card_with_reproducible_choice(dataset, tmp_path):
+    out = tmp_path / "m"
+    args = ["train", "ae-l1", "--data", str(dataset), "--out", str(out), "--epochs", "2", "--width", "4"]
+    assert main([*args, "--latent-dim", "8", "--batch-size", "8", "--quiet"]) == 0
+    before = read_card(out)
+    assert main(["calibrate", str(out), "--data", str(dataset), "--subset", "3", "--max-steps", "15"]) == 0
+    card = read_card(out)
+    assert card["history"] == before["history"]  # training record untouched
+    rng, ch = card["eps_range"], card["chosen"]
+    assert rng["eps_max"] > 0 and rng["grid"][0] == 0.0 and rng["grid"][-1] == pytest.approx(rng["eps_max"])
+    assert set(ch) == {"eps", "tau", "tau_base", "val_dice", "val_dice_base"}
+    assert ch["eps"] in rng["grid"][1:] and 0 <= ch["tau"] <= 1 and 0 <= ch["tau_base"] <= 1
+    assert card["calibration"]["n_images"] == 3 and card["calibration"]["split"] == "val"
+    # the base model's validation Dice is what the shared pipeline gives at tau_base
+    model, _ = load_checkpoint(out)
+    val = load_split(dataset, "val")
+    idx = np.flatnonzero(val.masks.reshape(len(val.masks), -1).any(1))
+    d = Detector(model, "cpu").run(val.images[idx], 0.0, base_only=True).d
+    expect = np.mean([dice(m > ch["tau_base"], g) for m, g in zip(d, val.masks[idx], strict=True)])
+    assert ch["val_dice_base"] == pytest.approx(expect, abs=1e-5)
+    assert ch["val_dice"] == pytest.approx(max(card["calibration"]["best_val_dice_per_eps"][str(e)]
+                                                   for e in rng["grid"][1:]), abs=1e-6)  # fmt: skip
