@@ -48,6 +48,20 @@ def case_columns(
     return cols
 
 
+def _crop_box(x: np.ndarray, gt: np.ndarray | None, margin: int = 3) -> tuple[slice, slice]:
+    """The slice's foreground (and lesion) bounding box plus a margin: figures show the anatomy, not the air."""
+    fg = x > 0.01
+    if gt is not None:
+        fg = fg | gt
+    if not fg.any():
+        return (slice(None), slice(None))
+    xs, ys = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
+    return (
+        slice(max(xs[0] - margin, 0), xs[-1] + 1 + margin),
+        slice(max(ys[0] - margin, 0), ys[-1] + 1 + margin),
+    )
+
+
 def _grey(a: np.ndarray) -> np.ndarray:
     return np.clip(a, 0.0, 1.0)
 
@@ -65,18 +79,23 @@ def figure2(slices: StudySlices, k: int, columns: list[Column], title: str | Non
     sp = getattr(slices.study, "spacing", (1.0, 1.0, 1.0))
     aspect = float(sp[1]) / float(sp[0]) if sp[0] else 1.0  # screen rows are Y, columns X: keep mm shape
     dmax = max(float(np.max(c.result.d)) for c in columns) or 1.0
-    fig = Figure(figsize=(1.7 * n + 1.0, 1.75 * len(ROWS) + 0.4), dpi=150, layout="constrained")
+    box = _crop_box(x, gt)
+    x = x[box]
+    gt = gt[box] if gt is not None else None
+    ratio = x.shape[1] * aspect / x.shape[0]  # panel height / width on screen
+    w = 1.9
+    fig = Figure(figsize=(w * n + 1.0, (w * ratio + 0.45) * len(ROWS) + 0.5), dpi=150, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(ROWS), n, squeeze=False)
     diff_im = None
     for j, col in enumerate(columns):
         r = col.result
-        pred = r.mask(col.tau)
+        pred = r.mask(col.tau)[box]
         det = confusion_rgb(pred, gt) if gt is not None else np.where(pred[..., None], 255, 0).astype(np.uint8)
         panels = [
-            (_grey(r.s), "gray", (0, 1)),
+            (_grey(r.s[box]), "gray", (0, 1)),
             (_grey(x), "gray", (0, 1)),
-            (r.d, "inferno", (0, dmax)),
+            (r.d[box], "inferno", (0, dmax)),
             (det, None, None),
             (gt.astype(float) if gt is not None else None, "gray", (0, 1)),
         ]
