@@ -19,6 +19,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     bp.add_argument("--augment", type=int, default=10, help="augmented copies per training brain (default 10)")
     bp.add_argument("--val-realisations", type=int, default=4)
     bp.add_argument("--test-realisations", type=int, default=5)
+    hc = sub.add_parser(
+        "head-ct",
+        help="a real normal head CT (InVesalius example, GPL-2) as NIfTI and as a DICOM series written by the project",
+    )
+    hc.add_argument("--out", required=True, help="output folder (head_ct.nii.gz, dicom/, SOURCE.txt)")
     for fmt, what in (
         ("brats2021", "BraTS2021 case folders (seg > 0 = tumour); patient-level 70/10/20 split"),
         ("btcv", "BTCV img/label NIfTI: normal abdominal CT training slices"),
@@ -51,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
             val_real=args.val_realisations,
             test_real=args.test_realisations,
         )
+        return 0
+    if args.dataset == "head-ct":
+        from app.data.head_ct import build_head_ct
+
+        build_head_ct(args.out)
         return 0
     from app.data.datasets import convert
     from app.errors import OptionError

@@ -51,6 +51,13 @@ PACKAGES: dict[str, Package] = {
             "usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1RawSkullStrip.nii.gz",
         ),
     ),
+    "invesalius-examples": Package(
+        "deb",
+        "invesalius-examples",
+        None,
+        "GPL-2 (InVesalius example project, CTI Renato Archer); outputs derived from it fall under GPL-2",
+        ("usr/share/doc/invesalius-examples/examples/Cranium.inv3",),
+    ),
     "nilearn": Package(
         "wheel",
         "nilearn",
