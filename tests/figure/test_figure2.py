@@ -42,10 +42,13 @@ def test_figure_has_rows_columns_and_dice_labels(case):
         assert lab.startswith(f"Dice {c.dice:.3f}")
     # the detection panel is coloured as in Figure 2: TP red, FP blue, FN green, TN black
     det = fig.axes[12].get_images()[0].get_array()
+    from app.figure.figure2 import _crop_box
     from app.viewer.slices import to_screen
 
-    pred = to_screen(cols[0].result.d > cols[0].tau)
-    g = to_screen(gt)
+    box = _crop_box(sessions[0].slices.normalized()[:, :, 3], gt)
+    pred = to_screen((cols[0].result.d > cols[0].tau)[box])
+    g = to_screen(gt[box])
+    assert g.any() and pred.any()
     assert (np.asarray(det)[pred & g] == [255, 0, 0]).all()
     assert (np.asarray(det)[pred & ~g] == [0, 0, 255]).all()
     assert (np.asarray(det)[~pred & ~g] == [0, 0, 0]).all()
