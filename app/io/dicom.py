@@ -336,7 +336,11 @@ def load_dicom(path: str | os.PathLike) -> Study:
         return _single(ds, path, warnings)
     groups = _scan_folder(path)
     if not groups:
-        raise StudyError(f"{path}: no DICOM images in this folder")
+        others = sorted(
+            p.name for p in path.iterdir() if p.is_file() and p.name.lower().endswith((".nii", ".nii.gz", ".mgz"))
+        )
+        hint = f" (it holds {len(others)} NIfTI/MGZ file(s), e.g. {others[0]}: open a file)" if others else ""
+        raise StudyError(f"{path}: no DICOM images in this folder{hint}")
     ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
     uid, files = ranked[0]
     if len(ranked) > 1:
