@@ -120,8 +120,11 @@ def test_session_solves_like_the_detector(slices, tmp_path):
     from app.viewer.compute import ModelSession
 
     write_model(tmp_path / "m", "tiny")
+    from app.core.matchgen import SolverOptions
+
     sess = ModelSession.load(str(tmp_path / "m" / "tiny"), slices, "cpu")
     assert sess.name == "tiny"
+    sess.detector.solver = SolverOptions(max_steps=40)  # bounded work; the comparison holds for any options
     seen = []
     r = sess.solve_slice(3, 0.2, on_progress=seen.append, progress_interval_s=0.0)
     out = sess.detector.run(sess.slices.model_slices([3]), 0.2)
