@@ -163,12 +163,20 @@ def test_bad_inputs_exit_2_one_line_no_output(tmp_path, tiny_model, study_file, 
 def test_ground_truth_mask_dice_and_grid_mismatch(tmp_path, tiny_model, study_file, capsys):
     src = nib.load(study_file)
     gt = tmp_path / "gt.nii.gz"
-    nib.save(nib.Nifti1Image(np.zeros(src.shape, np.uint8), src.affine), gt)
+    assert _run(capsys, study_file, "--model", tiny_model / "tiny", "--out", gt)[0] == 0
+    empty = tmp_path / "empty.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(src.shape, np.uint8), src.affine), empty)
+    # against its own output the Dice is 1; against an empty truth 0 (something flagged) or 1 (nothing flagged)
     code, stdout, err = _run(
-        capsys, study_file, "--model", tiny_model / "tiny", "--out", tmp_path / "m.nii.gz", "--mask", gt, "--tau", "1.0"
+        capsys, study_file, "--model", tiny_model / "tiny", "--out", tmp_path / "m.nii.gz", "--mask", gt
     )
     assert code == 0, err
-    assert "Dice vs gt.nii.gz: 1.0000" in stdout  # nothing above tau = 1 and nothing to find
+    assert "Dice vs gt.nii.gz: 1.0000" in stdout
+    flagged = bool(np.asarray(nib.load(gt).dataobj).any())
+    _, stdout, _ = _run(
+        capsys, study_file, "--model", tiny_model / "tiny", "--out", tmp_path / "m.nii.gz", "--mask", empty
+    )
+    assert f"Dice vs empty.nii.gz: {0.0 if flagged else 1.0:.4f}" in stdout
     bad = tmp_path / "bad.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), src.affine), bad)
     out = tmp_path / "never.nii.gz"
