@@ -430,17 +430,23 @@ class MainWindow(QMainWindow):
 
     # --- showing results -------------------------------------------------------------------------------------
     def _show(self, r: SliceResult, final: bool, note: str = "") -> None:
+        """Put a result on screen. Intermediate results (``final=False``) update only the images, not the titles:
+        every Qt call from this thread has to win the GIL back from the solver's loop, so fewer calls mean
+        shorter stalls of the event loop while the worker optimises."""
         self.shown = r
         self.panels.set_pseudo(r.s)
         self.panels.set_diff(r.d, max(float(r.d.max()), self.state.tau * 1.25, 1e-3))
         what = f"{r.model} +MG eps={r.eps:.3g}" if r.eps > 0 else f"{r.model} (base)"
-        self.panels.set_title(1, f"Pseudo-normal - {what}" + (f"  [{note}]" if note else ""))
+        if not final:
+            self._update_detection(titles=False)
+            self.controls.info_label.setText(f"{what}\n{note}")
+            return
+        self.panels.set_title(1, f"Pseudo-normal - {what}")
         self._update_detection()
-        if final:
-            elapsed = time.perf_counter() - self._t_request if self._t_request else r.seconds
-            self.timing_label.setText(f"solve {r.seconds:.2f} s, {r.steps} steps | shown after {elapsed:.2f} s")
-            self.controls.info_label.setText(f"{what}\nL1 loss {r.loss:.4f}, {r.steps} steps, {r.seconds:.2f} s")
-            self.result_shown.emit(r)
+        elapsed = time.perf_counter() - self._t_request if self._t_request else r.seconds
+        self.timing_label.setText(f"solve {r.seconds:.2f} s, {r.steps} steps | shown after {elapsed:.2f} s")
+        self.controls.info_label.setText(f"{what}\nL1 loss {r.loss:.4f}, {r.steps} steps, {r.seconds:.2f} s")
+        self.result_shown.emit(r)
 
     def detection_overlay(self) -> tuple[np.ndarray | None, float | None]:
         """RGBA overlay of the shown result at the current tau and opacity, and the slice Dice (or None)."""
@@ -459,10 +465,10 @@ class MainWindow(QMainWindow):
         rgba[..., 3] = np.where(pred, a, 0)
         return rgba, None
 
-    def _update_detection(self) -> None:
+    def _update_detection(self, titles: bool = True) -> None:
         rgba, d = self.detection_overlay()
         self.panels.set_overlay(rgba)
-        if rgba is None:
+        if rgba is None or not titles:
             return
         n = int(np.count_nonzero(rgba[..., 3]))
         if d is None:

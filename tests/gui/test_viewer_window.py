@@ -253,14 +253,16 @@ def test_intermediate_pseudo_normals_appear_while_converging(window, qtbot):
     from app.core.matchgen import SolverOptions
 
     window.session.detector.solver = SolverOptions(max_steps=300, patience=10**6, rtol=0.0, callback_every=5)
-    titles = []
-    window.panels.titles[1].setText = (lambda orig: lambda text, **kw: (titles.append(text), orig(text, **kw)))(
-        window.panels.titles[1].setText
-    )
+    notes, partial_images = [], []
+    label = window.controls.info_label
+    label.setText = (lambda orig: lambda text: (notes.append(text), orig(text)))(label.setText)
+    window.panels.set_pseudo = (lambda orig: lambda s: (partial_images.append(s), orig(s)))(window.panels.set_pseudo)
     window.state.eps = 0.3
     qtbot.waitUntil(lambda: window.worker.is_idle() and window.shown.eps == pytest.approx(0.3), timeout=120000)
-    assert any("converging: step" in t for t in titles)
-    assert "converging" not in titles[-1] and window.shown.steps == 300
+    assert any("converging: step" in t for t in notes)
+    assert "converging" not in notes[-1] and window.shown.steps == 300
+    assert len(partial_images) >= 2  # the pseudo-normal panel changed while the solver ran
+    assert not np.allclose(partial_images[0], partial_images[-1])
 
 
 def test_worker_failure_is_a_dialog_and_the_window_lives_on(window, qtbot, errors, monkeypatch):
