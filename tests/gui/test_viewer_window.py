@@ -252,7 +252,7 @@ def test_probe_measures_tau_updates_and_stalls(window, qtbot):
 def test_intermediate_pseudo_normals_appear_while_converging(window, qtbot):
     from app.core.matchgen import SolverOptions
 
-    window.session.detector.solver = SolverOptions(max_steps=300, patience=10**6, rtol=0.0, callback_every=5)
+    window.session.detector.solver = SolverOptions(max_steps=150, patience=10**6, rtol=0.0, callback_every=5)
     notes, partial_images = [], []
     label = window.controls.info_label
     label.setText = (lambda orig: lambda text: (notes.append(text), orig(text)))(label.setText)
@@ -260,7 +260,7 @@ def test_intermediate_pseudo_normals_appear_while_converging(window, qtbot):
     window.state.eps = 0.3
     qtbot.waitUntil(lambda: window.worker.is_idle() and window.shown.eps == pytest.approx(0.3), timeout=120000)
     assert any("converging: step" in t for t in notes)
-    assert "converging" not in notes[-1] and window.shown.steps == 300
+    assert "converging" not in notes[-1] and window.shown.steps == 150
     assert len(partial_images) >= 2  # the pseudo-normal panel changed while the solver ran
     assert not np.allclose(partial_images[0], partial_images[-1])
 
