@@ -416,8 +416,10 @@ class MainWindow(QMainWindow):
             self.cache.put(r)
             if key == self._want:
                 self._show(r, final=True)
-            elif kind == "final" and r.eps == 0 and self._want[:2] == key[:2] and self.shown is None:
-                self._show(r, final=False, note="+MG running...")
+            elif kind == "final" and r.eps == 0 and self._want is not None and self._want[:2] == key[:2]:
+                sh = self.shown
+                if sh is None or sh.slice_index != r.slice_index or sh.model != r.model:
+                    self._show(r, final=False, note="+MG running...")  # the new slice's base model, meanwhile
         elif kind == "partial" and gen == self.worker.generation and key == self._want:
             self._show(r, final=False, note=f"converging: step {r.steps}")
 
