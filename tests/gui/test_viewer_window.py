@@ -316,3 +316,14 @@ def test_crosshair_and_pixel_readout_follow_the_mouse(window):
         assert h.value() == pytest.approx((y + 0.5) * sy)
     window.panels.scene().sigMouseMoved.emit(QPointF(-500, -500))
     assert window.readout.text() == "" and not window.panels.cross[0][0].isVisible()
+
+
+def test_new_slice_shows_its_base_result_while_matchgen_runs(window, qtbot):
+    from app.core.matchgen import SolverOptions
+
+    window.session.detector.solver = SolverOptions(max_steps=10**6, patience=10**6, rtol=0.0)
+    window.state.slice_index = 4
+    qtbot.waitUntil(lambda: window.shown.slice_index == 4, timeout=10000)
+    assert window.shown.eps == 0.0 and not window.worker.is_idle()  # base on screen, +MG still running
+    assert "+MG running" in window.controls.info_label.text()
+    window.worker.cancel()
