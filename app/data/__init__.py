@@ -1,7 +1,7 @@
 """Data: intensity normalisation, volume <-> model slices, synthetic lesions, slice data sets on disk, the
 offline brain benchmark and readers of the paper's public dataset layouts. No Qt."""
 
-from app.data.normalize import CT_WINDOWS, default_method, normalize, normalize_study
+from app.data.normalize import CT_WINDOWS, default_method, normalize_study
 from app.data.pipeline import ModelInput, prepare_study, study_mask_to_model, to_study_grid
 from app.data.slices import SliceGeometry, axial_image, from_model_slices, make_geometry, to_model_slices
 from app.data.splits import SPLITS, SliceSet, load_split, save_split
@@ -17,7 +17,6 @@ __all__ = [
     "from_model_slices",
     "load_split",
     "make_geometry",
-    "normalize",
     "normalize_study",
     "prepare_study",
     "save_split",

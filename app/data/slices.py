@@ -76,6 +76,15 @@ def _inverse_matrix(n_src: int, zoom: float, offset: float, size: int) -> np.nda
     return _tent_matrix(n_src, size, i, max(1.0, zoom))
 
 
+def _separable(img: np.ndarray, R: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """R @ img @ C.T for a stack (N, K, h, w), as two large 2D matrix products on contiguous memory (a broadcast
+    matmul over non-contiguous views is ~10x slower)."""
+    n, k, h, w = img.shape
+    a = np.ascontiguousarray(img, dtype=np.float32).reshape(n * k * h, w) @ C.T  # (n k h, S_w)
+    a = a.reshape(n * k, h, -1).transpose(0, 2, 1).reshape(-1, h) @ R.T  # (n k S_w, S_h)
+    return np.ascontiguousarray(a.reshape(n, k, C.shape[0], R.shape[0]).transpose(0, 1, 3, 2))
+
+
 def foreground_crop(
     foreground: np.ndarray, spacing: tuple[float, float, float], margin_mm: float = 8.0
 ) -> tuple[int, int, int, int]:
@@ -143,7 +152,7 @@ def to_model_slices(volume: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
         img = img[:, None]
     else:
         img = np.moveaxis(img, 3, 1)
-    return np.ascontiguousarray((R @ img @ C.T).astype(np.float32))
+    return _separable(img, R, C)
 
 
 def from_model_slices(maps: np.ndarray, geometry: SliceGeometry, kind: str = "map", fill: float = 0.0) -> np.ndarray:
@@ -161,7 +170,7 @@ def from_model_slices(maps: np.ndarray, geometry: SliceGeometry, kind: str = "ma
     zr, zc = g.zoom
     R = _inverse_matrix(h0, zr, g.offset[0], g.size)
     C = _inverse_matrix(w0, zc, g.offset[1], g.size)
-    disp = R @ m @ C.T  # (N, C, h0, w0) display orientation
+    disp = _separable(m, R, C)  # (N, C, h0, w0) display orientation
     # display (rows=-y, cols=-x) -> (x, y) on the crop
     sub = np.transpose(disp, (3, 2, 0, 1))[::-1, ::-1]  # (w0, h0, N, C)
     shape = (*g.volume_shape, m.shape[1])
