@@ -327,3 +327,23 @@ def test_new_slice_shows_its_base_result_while_matchgen_runs(window, qtbot):
     assert window.shown.eps == 0.0 and not window.worker.is_idle()  # base on screen, +MG still running
     assert "+MG running" in window.controls.info_label.text()
     window.worker.cancel()
+
+
+def test_file_open_action_and_recent_menu(window, qtbot, env, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    other = env["tmp"] / "other"
+    from viewer_study import write_study
+
+    study2, _ = write_study(other, shape=(30, 30, 3))
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(study2), "")))
+    shown = []
+    window.result_shown.connect(shown.append)
+    open_action = next(a for a in window.menuBar().actions()[0].menu().actions() if "Open study" in a.text())
+    open_action.trigger()
+    qtbot.waitUntil(lambda: bool(shown) and window.state.study.slice_shape == (30, 30), timeout=30000)
+    assert window.recent_files()[:2] == [str(study2), str(env["study"])]
+    recent = [a.text() for a in window.recent_menu.actions()]
+    assert recent[:2] == [str(study2), str(env["study"])]
+    window.recent_menu.actions()[1].trigger()  # back to the first study through the Recent menu
+    qtbot.waitUntil(lambda: window.state.study.slice_shape == (40, 48), timeout=30000)
