@@ -68,3 +68,35 @@ def test_mutated_files_fail_cleanly(tmp_path, name, m):
         return
     assert np.isfinite(s.data).all() and s.data.ndim in (3, 4)
     assert s.to_original(s.data).shape[:3] == s.original_shape
+
+
+def _series_bytes():
+    """Three slices of CT_small at different positions (a small real-pixel series)."""
+    out = []
+    for k in range(3):
+        ds = pydicom.dcmread(PYDICOM / "CT_small.dcm")
+        ds.ImagePositionPatient = [float(ds.ImagePositionPatient[0]), float(ds.ImagePositionPatient[1]), 5.0 * k]
+        ds.InstanceNumber = 3 - k
+        ds.SOPInstanceUID = f"1.2.3.4.{k}"
+        buf = io.BytesIO()
+        ds.save_as(buf)
+        out.append(buf.getvalue())
+    return out
+
+
+SERIES = _series_bytes()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.integers(0, 2), m=mutation)
+def test_series_with_a_damaged_slice_fails_cleanly(tmp_path, which, m):
+    d = tmp_path / "series"
+    d.mkdir(exist_ok=True)
+    for k, data in enumerate(SERIES):
+        (d / f"s{k}.dcm").write_bytes(_mutate(data, m) if k == which else data)
+    try:
+        s = load_study(d)
+    except StudyError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert np.isfinite(s.data).all() and 1 <= s.shape[2] <= 3
