@@ -210,3 +210,18 @@ def test_bad_options_exit_2(tmp_path, tiny_model, study_file, capsys):
     assert code == 2 and "channel" in err
     code, _, err = _run(capsys, study_file, "--model", "no-such-model", "--out", tmp_path / "r.nii.gz")
     assert code == 2 and "not found" in err
+
+
+def test_rgb_picture_with_rgb_model(tmp_path, tiny_model, capsys):
+    from PIL import Image
+
+    rgb = np.zeros((24, 30, 3), np.uint8)
+    rgb[3:21, 4:26] = (180, 90, 40)  # a fundus-like disc on black
+    p = tmp_path / "fundus.png"
+    Image.fromarray(rgb).save(p)
+    out = tmp_path / "m.nii.gz"
+    code, _, err = _run(capsys, p, "--model", tiny_model / "rgb", "--out", out, "--maps", tmp_path / "maps")
+    assert code == 0, err
+    assert nib.load(out).shape == (24, 30, 1)  # the picture's own pixel grid
+    assert nib.load(tmp_path / "maps" / "pseudo_normal.nii.gz").shape == (24, 30, 1, 3)
+    assert np.asarray(nib.load(out).dataobj)[0, 0, 0] == 0  # the black corner is never flagged
