@@ -8,7 +8,7 @@ import torch
 from app.core.matchgen import SolverOptions, eps_path, optimize, project_to_ball
 from app.errors import Cancelled, OptionError
 
-METHODS = ["penalty", "projected"]
+METHODS = ["penalty", "projected", "spg"]
 
 
 class LinearDecoder(torch.nn.Module):
@@ -210,3 +210,45 @@ def test_options_object_and_overrides_combine():
     dec, x, z0, _ = problem()
     r = optimize(dec, x, z0, 0.3, options=SolverOptions(max_steps=4), method="projected")
     assert r.max_steps_taken == 4
+
+
+def test_spg_matches_the_penalty_optimum_in_far_fewer_steps():
+    dec, x, z0, z_true = problem(dist_factor=2.0, eps=0.4)
+    ref = optimize(dec, x, z0, 0.4, method="penalty", max_steps=4000)
+    spg = optimize(dec, x, z0, 0.4, method="spg", max_steps=4000)
+    assert spg.feasible.all()
+    assert (spg.loss <= ref.loss + 2e-4).all(), (spg.loss, ref.loss)  # at least as good as the paper's method
+    z_proj = project_to_ball(z_true, z0, torch.full((3,), 0.4))
+    assert (spg.loss <= l1(dec, z_proj, x) + 1e-3).all()  # and than the known feasible point
+    assert spg.max_steps_taken * 5 < int(ref.steps.min()), (spg.steps, ref.steps)
+
+
+def test_spg_iterates_stay_feasible_and_warm_start_does_not_hurt():
+    dec, x, z0, _ = problem(dist_factor=3.0, eps=0.3)
+    seen = []
+    optimize(dec, x, z0, 0.3, method="spg", callback=lambda p: seen.append(p.loss.clone()), callback_every=1)
+    # the best loss is tracked over feasible iterates only and never rises
+    losses = torch.stack(seen)
+    assert (losses[1:] <= losses[:-1]).all()
+    cold = optimize(dec, x, z0, 0.3, method="spg")
+    warm = optimize(dec, x, z0, 0.3, method="spg", z_init=cold.z)
+    assert (warm.loss <= cold.loss + 1e-6).all()
+    assert warm.max_steps_taken <= cold.max_steps_taken
+
+
+@pytest.mark.parametrize("method", ["projected", "spg"])
+def test_bf16_search_returns_exact_float32_loss_and_image(method):
+    dec, x, z0, _ = problem(dist_factor=2.0, eps=0.4)
+    r = optimize(dec, x, z0, 0.4, method=method, precision="bf16", max_steps=3000)
+    assert r.s.dtype == torch.float32 and r.feasible.all()
+    assert torch.allclose(r.loss, l1(dec, r.z, x), atol=1e-6)
+    assert torch.allclose(r.s, dec(r.z).detach(), atol=1e-6)
+    ref = optimize(dec, x, z0, 0.4, method="penalty", max_steps=4000)
+    # bfloat16 gradients on 36 pixels are coarse; the loss still lands within 1% of the float32 optimum
+    assert (r.loss <= ref.loss * 1.01 + 1e-4).all(), (r.loss, ref.loss)
+
+
+def test_bad_precision_is_a_clear_error():
+    dec, x, z0, _ = problem()
+    with pytest.raises(OptionError, match="precision"):
+        optimize(dec, x, z0, 0.3, precision="fp8")
