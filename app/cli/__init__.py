@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "calibrate": "app.cli.calibrate",
     "view": "app.cli.view",
     "figure": "app.cli.figure",
+    "bench": "app.cli.bench",
 }
 
 #: what ``python main.py`` with no subcommand runs, if that subcommand exists

@@ -1,0 +1,258 @@
+"""``bench quality``: does MatchGen help? The paper's Table 2 on a benchmark directory, for several models.
+
+Per model: the eps range (from the model card if it has a calibrated one, else calibrated here on validation,
+see :func:`app.bench.protocol.calibrate_eps_range`); tau for the base model and (eps, tau) for +MG chosen on the
+validation split by mean per-image Dice; then per-image Dice and pixel AP (mean and std over abnormal test
+slices) and pooled Dice/AP on the test split. Beside the models: the intensity-threshold baseline, its tau chosen
+on validation too. Nothing is chosen on test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.bench.protocol import (
+    DEFAULT_TAUS,
+    calibrate_eps_range,
+    choose_intensity_baseline,
+    choose_on_validation,
+    evaluate_intensity_baseline,
+    evaluate_on_test,
+)
+from app.core.detector import Detector
+from app.core.matchgen import FAST, SolverOptions
+from app.errors import OptionError
+
+
+@dataclass
+class QualitySettings:
+    val_subset: int | None = 64
+    test_subset: int | None = None
+    max_steps: int | None = None
+    solver: SolverOptions = FAST
+    channels_last: bool = True
+    batch_size: int = 16
+    calibrate_subset: int | None = 32
+    recalibrate: bool = False
+
+
+def _eps_grid_from_card(card: dict[str, Any]) -> list[float] | None:
+    rng = card.get("eps_range")
+    if isinstance(rng, dict) and isinstance(rng.get("grid"), list) and len(rng["grid"]) >= 2:
+        return [float(v) for v in rng["grid"]]
+    return None
+
+
+def evaluate_model(
+    name: str,
+    val,
+    test,
+    settings: QualitySettings,
+    device,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """The protocol for one model; returns a JSON-ready dict."""
+    from app.nets.checkpoint import load_checkpoint
+    from app.nets.zoo import resolve_model
+
+    stem = resolve_model(name)
+    model, card = load_checkpoint(stem, device)
+    det = Detector(
+        model, device, solver=settings.solver, batch_size=settings.batch_size, channels_last=settings.channels_last
+    )
+
+    def prog(phase):
+        return None if progress is None else (lambda d, t: progress(phase, d, t))
+
+    t0 = time.perf_counter()
+    grid = None if settings.recalibrate else _eps_grid_from_card(card)
+    eps_source = "model card"
+    calib = None
+    if grid is None:
+        calib = calibrate_eps_range(
+            det, val, subset=settings.calibrate_subset, max_steps=settings.max_steps, progress=prog("calibrate")
+        )
+        grid = calib.grid
+        eps_source = "calibrated here on validation"
+    choice = choose_on_validation(
+        det,
+        val,
+        grid,
+        DEFAULT_TAUS,
+        subset=settings.val_subset,
+        max_steps=settings.max_steps,
+        progress=prog("validation"),
+    )
+    base = evaluate_on_test(det, test, 0.0, choice.base_tau, subset=settings.test_subset, progress=prog("test base"))
+    mg = evaluate_on_test(
+        det,
+        test,
+        choice.eps,
+        choice.tau,
+        subset=settings.test_subset,
+        max_steps=settings.max_steps,
+        progress=prog("test +MG"),
+    )
+    return {
+        "model": stem.name,
+        "family": model.config.family,
+        "latent": model.latent_description,
+        "config": model.config.to_dict(),
+        "eps_grid": grid,
+        "eps_source": eps_source,
+        "calibration": calib.as_dict() if calib else card.get("eps_range"),
+        "choice": choice.as_dict(),
+        "base": base.as_dict(),
+        "mg": mg.as_dict(),
+        "seconds": time.perf_counter() - t0,
+        "training": {k: card.get(k) for k in ("epochs", "train_seconds", "data", "val_loss") if k in card},
+    }
+
+
+def run_quality(
+    data: str,
+    models: list[str],
+    settings: QualitySettings,
+    device: str = "cpu",
+    *,
+    log: Callable[[str], None] = print,
+    progress_bar: bool = True,
+) -> dict[str, Any]:
+    from app.core.device import describe_device, resolve_device
+    from app.data import load_split
+
+    if not models:
+        raise OptionError("no models given (--models A,B,...)")
+    dev = resolve_device(device)
+    val, test = load_split(data, "val"), load_split(data, "test")
+    for split, ss in (("val", val), ("test", test)):
+        if ss.masks is None:
+            raise OptionError(f"{data}/{split} has no masks.npy: the protocol needs annotated val and test splits")
+    bar = None
+    if progress_bar:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(models), unit="model", dynamic_ncols=True)
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if bar is not None:
+            bar.set_postfix_str(f"{phase} {done}/{total}", refresh=True)
+
+    pb_sets = settings.val_subset
+    base_choice = choose_intensity_baseline(val, DEFAULT_TAUS, subset=pb_sets)
+    base_scores = evaluate_intensity_baseline(test, base_choice.tau, subset=settings.test_subset)
+    rows = []
+    for name in models:
+        if bar is not None:
+            bar.set_description(name)
+        rows.append(evaluate_model(name, val, test, settings, dev, progress=progress))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return {
+        "data": str(data),
+        "device": describe_device(dev),
+        "settings": {k: (v.__dict__ if isinstance(v, SolverOptions) else v) for k, v in settings.__dict__.items()},
+        "n_val_abnormal": int(val.masks.reshape(len(val), -1).any(axis=1).sum()),
+        "n_test": len(test),
+        "n_test_abnormal": int(test.masks.reshape(len(test), -1).any(axis=1).sum()),
+        "intensity_baseline": {"choice": base_choice.as_dict(), "test": base_scores.as_dict()},
+        "models": rows,
+    }
+
+
+def _pm(mean: float, std: float) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def _pct(v: float) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+
+
+def table_markdown(report: dict[str, Any]) -> str:
+    """A Table-2-shaped markdown table: one row per method (base and +MG), Dice and AP in percent."""
+    lines = [
+        "| method | Dice (per image) | AP (per image) | pooled Dice | pooled AP | tau | eps | val Dice |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ib = report["intensity_baseline"]
+    s = ib["test"]
+    lines.append(
+        f"| intensity threshold | {_pm(s['dice_mean'], s['dice_std'])} | {_pm(s['ap_mean'], s['ap_std'])} | "
+        f"{_pct(s['pooled_dice'])} | {_pct(s['pooled_ap'])} | {ib['choice']['tau']:.3f} | - | "
+        f"{_pct(ib['choice']['dice'])} |"
+    )
+    for r in report["models"]:
+        c = r["choice"]
+        for label, sc, tau, eps, vd in (
+            (r["model"], r["base"], c["base_tau"], None, c["base_dice"]),
+            (f"{r['model']} + MG", r["mg"], c["tau"], c["eps"], c["dice"]),
+        ):
+            better = ""
+            if eps is not None and sc["dice_mean"] > r["base"]["dice_mean"]:
+                better = " ↑"
+            lines.append(
+                f"| {label} | {_pm(sc['dice_mean'], sc['dice_std'])}{better} | {_pm(sc['ap_mean'], sc['ap_std'])} | "
+                f"{_pct(sc['pooled_dice'])} | {_pct(sc['pooled_ap'])} | {tau:.3f} | "
+                f"{'-' if eps is None else f'{eps:.4g}'} | {_pct(vd)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["model"] for r in report["models"]]
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.4 * len(names) + 2), 3.6), constrained_layout=True)
+    ib = report["intensity_baseline"]["test"]
+    for ax, key, title in ((axes[0], "dice", "Dice (per image, test)"), (axes[1], "ap", "AP (per image, test)")):
+        for off, part, label, colour in ((-0.2, "base", "base", "#9aa5b1"), (0.2, "mg", "+MG", "#d1495b")):
+            m = [100 * r[part][f"{key}_mean"] for r in report["models"]]
+            sd = [100 * r[part][f"{key}_std"] for r in report["models"]]
+            ax.bar(x + off, m, 0.4, yerr=sd, capsize=2, label=label, color=colour)
+        ax.axhline(100 * ib[f"{key}_mean"], color="#2e86ab", ls="--", lw=1, label="intensity threshold")
+        ax.set_xticks(x, names, rotation=30, ha="right")
+        ax.set_title(title)
+        ax.set_ylim(0, 100)
+    axes[0].legend(fontsize=8)
+    from app.nets.checkpoint import _atomic_write
+
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120))
+    plt.close(fig)
+    return path
+
+
+def write_outputs(report: dict[str, Any], out: Path, command: str = "") -> dict[str, Path]:
+    from app.nets.checkpoint import _atomic_write
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "quality.json", "md": out / "quality.md", "png": out / "quality.png"}
+    text = json.dumps({**report, "command": command}, indent=2, default=float) + "\n"
+    _atomic_write(paths["json"], lambda tmp: Path(tmp).write_text(text))
+    md = (
+        f"# bench quality on {report['data']}\n\n"
+        + (f"Command: `{command}`\n\n" if command else "")
+        + f"Test: {report['n_test']} slices ({report['n_test_abnormal']} abnormal); validation: "
+        f"{report['n_val_abnormal']} abnormal slices. Dice/AP in %, per-image mean ± std over abnormal test "
+        "slices; tau (and eps for +MG) chosen on validation by mean Dice. ↑: +MG beats its base model.\n\n"
+        + table_markdown(report)
+    )
+    _atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(md))
+    plot(report, paths["png"])
+    return paths

@@ -1,0 +1,483 @@
+"""``bench speed``: is MatchGen fast enough to use interactively? Every figure is measured in one run on one
+machine, so ratios compare like with like.
+
+Figures (see ``docs/benchmarks.md`` for the goals):
+
+* ``slice_converge_s``: median wall time of encode + MatchGen to convergence on one 128x128 slice (default
+  model, the project's fastest solver, one slice at a time).
+* ``volume_s_per_slice``: wall time per slice of :meth:`Detector.run` on >= 100 slices in batches.
+* ``speedup_vs_reference``: the paper-faithful reference (one image at a time, penalty method, Adam lr 1e-3, float32,
+  the stock memory layout) divided by the fastest solver on the *same* slices, both run to their own stopping
+  rule. "Same final loss" is checked, not assumed: the fast solver's loss must be no worse than the reference's
+  by more than :data:`SAME_LOSS_RTOL` (relative) on every slice; the report states whether it was.
+* ``flops_fraction``: decoder FLOPs executed in the batched solve per second, divided by the measured matmul rate
+  of the same precision on the same threads (FLOPs counted by ``torch.utils.flop_counter``).
+* ``tau_update_ms``, ``gui_max_stall_ms``: see :mod:`app.bench.gui_latency`.
+* ``peak_rss_mb``: the maximum resident memory of a ``detect`` subprocess on a 256x256x155 volume.
+
+"Before" (the stock solver: penalty, float32, batched, no layout change) is measured beside "after" in the same
+run, together with the Dice on the given slices, so a speed gain that costs quality shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.core.detector import Detector
+from app.core.matchgen import FAST, SolverOptions, optimize
+from app.core.metrics import evaluate
+
+#: the fast solver's loss may exceed the reference's by at most this fraction on any slice ("same final loss")
+SAME_LOSS_RTOL = 1e-3
+
+GOALS: dict[str, tuple[str, float]] = {
+    "tau_update_ms": ("<=", 16),
+    "slice_converge_s": ("<=", 1.0),
+    "volume_s_per_slice": ("<=", 0.2),
+    "speedup_vs_reference": (">=", 10),
+    "flops_fraction": (">=", 0.6),
+    "gui_max_stall_ms": ("<=", 50),
+    "peak_rss_mb": ("<=", 2000),
+}
+
+Log = Callable[[str], None]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --- hardware reference ----------------------------------------------------------------------------------------
+def matmul_rate(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", sizes=(1024, 2048)) -> float:
+    """The best measured square-matmul rate in FLOP/s (best of several repeats per size)."""
+    dev = torch.device(device)
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n, device=dev).to(dtype)
+        b = torch.randn(n, n, device=dev).to(dtype)
+        for _ in range(2):
+            a @ b
+        _sync(dev)
+        for _ in range(5):
+            t = time.perf_counter()
+            a @ b
+            _sync(dev)
+            best = max(best, 2 * n**3 / (time.perf_counter() - t))
+    return best
+
+
+def decoder_flops(model, x1: torch.Tensor) -> tuple[float, float]:
+    """FLOPs of one image's decoder forward, and of forward + backward to z (what a solver step costs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad():
+        z = model.encode(x1)
+    with FlopCounterMode(display=False) as fc:
+        with torch.no_grad():
+            model.decode(z)
+    fwd = fc.get_total_flops()
+    zz = z.clone().requires_grad_(True)
+    with FlopCounterMode(display=False) as fc:
+        (model.decode(zz) - x1).abs().mean().backward()
+    return float(fwd), float(fc.get_total_flops())
+
+
+class CountingDecode:
+    """Wraps a decoder and counts decoded images with and without a backward pass."""
+
+    def __init__(self, decode):
+        self.decode = decode
+        self.with_grad = 0
+        self.no_grad = 0
+
+    def __call__(self, z):
+        if torch.is_grad_enabled() and z.requires_grad:
+            self.with_grad += z.shape[0]
+        else:
+            self.no_grad += z.shape[0]
+        return self.decode(z)
+
+
+# --- solver timings --------------------------------------------------------------------------------------------
+@dataclass
+class SolveTiming:
+    seconds: float
+    steps: np.ndarray
+    loss: np.ndarray
+    s: np.ndarray
+    decoded_grad: int
+    decoded_nograd: int
+
+
+def timed_solve(detector: Detector, x: torch.Tensor, eps: float, options: SolverOptions) -> SolveTiming:
+    """encode + optimize on one batch, timed, with the decoder's work counted."""
+    dec = CountingDecode(detector.model.decode)
+    _sync(detector.device)
+    t = time.perf_counter()
+    with torch.no_grad():
+        z0 = detector.model.encode(x)
+    r = optimize(dec, x, z0, eps, options=options)
+    _sync(detector.device)
+    sec = time.perf_counter() - t
+    return SolveTiming(sec, r.steps.cpu().numpy(), r.loss.cpu().numpy(), r.s.cpu().numpy(), dec.with_grad, dec.no_grad)
+
+
+def one_at_a_time(detector: Detector, x: torch.Tensor, eps: float, options: SolverOptions) -> list[SolveTiming]:
+    return [timed_solve(detector, x[i : i + 1], eps, options) for i in range(x.shape[0])]
+
+
+def batched(detector: Detector, x: torch.Tensor, eps: float, options: SolverOptions) -> list[SolveTiming]:
+    return [
+        timed_solve(detector, x[i : i + detector.batch_size], eps, options)
+        for i in range(0, x.shape[0], detector.batch_size)
+    ]
+
+
+def _total(ts: list[SolveTiming]) -> dict[str, Any]:
+    return {
+        "seconds": float(sum(t.seconds for t in ts)),
+        "steps": np.concatenate([t.steps for t in ts]),
+        "loss": np.concatenate([t.loss for t in ts]),
+        "s": np.concatenate([t.s for t in ts]),
+        "decoded_grad": sum(t.decoded_grad for t in ts),
+        "decoded_nograd": sum(t.decoded_nograd for t in ts),
+    }
+
+
+# --- slices ----------------------------------------------------------------------------------------------------
+def phantom_slices(n: int, size: int = 128, seed: int = 0, lesions: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Brain-like synthetic slices (an ellipse with smooth texture) with round lesions brighter or darker than
+    the tissue, for timing when no benchmark data is given. Deterministic."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
+    imgs = np.zeros((n, 1, size, size), np.float32)
+    masks = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        a, b = 0.30 + 0.08 * np.sin(i / 9), 0.38 + 0.06 * np.cos(i / 11)
+        r = (xx / a) ** 2 + (yy / b) ** 2
+        brain = r < 1
+        tex = ndimage.gaussian_filter(rng.standard_normal((size, size)), 3) * 3
+        img = np.where(brain, 0.55 + 0.15 * np.cos(r * 10) + 0.08 * tex + 0.2 * (r < 0.15), 0.0)
+        if lesions and i % 4 != 3:
+            k = rng.integers(size // 32, size // 8)
+            c = rng.integers(int(size * 0.35), int(size * 0.65), 2)
+            m = ((np.arange(size)[:, None] - c[0]) ** 2 + (np.arange(size)[None, :] - c[1]) ** 2 < k * k) & brain
+            img = np.where(m, img + rng.choice([-0.3, 0.3]), img)
+            masks[i] = m
+        imgs[i, 0] = np.clip(img, 0, 1)
+    return imgs, masks
+
+
+def load_slices(data: str | os.PathLike | None, n: int, size: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """n test slices of a benchmark directory (abnormal ones first, at evenly spaced positions), or phantoms."""
+    if data is None:
+        imgs, masks = phantom_slices(n, size)
+        return imgs, masks, f"synthetic phantom ({n} slices, {size}x{size})"
+    from app.data import load_split
+
+    ss = load_split(data, "test")
+    if ss.images.shape[-1] != size:
+        from app.errors import OptionError
+
+        raise OptionError(f"{data} has {ss.images.shape[-1]}px slices; the model expects {size}")
+    masks = ss.masks if ss.masks is not None else np.zeros((len(ss), size, size), np.uint8)
+    abn = np.flatnonzero(masks.reshape(len(ss), -1).any(axis=1))
+    rest = np.setdiff1d(np.arange(len(ss)), abn)
+    order = np.concatenate([abn, rest])
+    if n < order.size:
+        order = np.sort(order[np.round(np.linspace(0, order.size - 1, n)).astype(int)])
+    while order.size < n:  # a small split: repeat it
+        order = np.concatenate([order, order])[:n]
+    return ss.images[order].astype(np.float32), masks[order], f"{data} test split ({n} slices)"
+
+
+# --- peak memory of detect -------------------------------------------------------------------------------------
+def write_phantom_volume(path: Path, shape=(256, 256, 155), seed: int = 0) -> Path:
+    """A 256x256x155 (BraTS-sized) float32 NIfTI phantom for the memory measurement."""
+    import nibabel as nib
+
+    n = shape[2]
+    imgs, _ = phantom_slices(n, shape[0], seed)
+    vol = np.ascontiguousarray(np.transpose(imgs[:, 0], (1, 2, 0)) * 1000.0, dtype=np.float32)
+    nib.save(nib.Nifti1Image(vol, np.diag([1.0, 1.0, 1.0, 1.0])), str(path))
+    return path
+
+
+_RSS_CHILD = r"""
+import resource, subprocess, sys, time
+t = time.perf_counter()
+r = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sec = time.perf_counter() - t
+kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(f"RSS {kb} {r.returncode} {sec}")
+sys.stderr.write(r.stderr[-2000:])
+"""
+
+
+def peak_rss_detect(model: str, device: str, workdir: Path, extra: list[str] | None = None) -> dict[str, Any]:
+    """Run ``python main.py detect`` on the phantom volume in a fresh process tree and report the maximum
+    resident set size (``resource.getrusage(RUSAGE_CHILDREN)`` of a small wrapper, so nothing else counts)."""
+    vol = write_phantom_volume(workdir / "phantom_256x256x155.nii.gz")
+    out = workdir / "phantom_mask.nii.gz"
+    main = Path(__file__).resolve().parents[2] / "main.py"
+    cmd = [sys.executable, str(main), "detect", str(vol), "--model", model, "--out", str(out), "--device", device]
+    cmd += extra or []
+    r = subprocess.run([sys.executable, "-c", _RSS_CHILD, *cmd], capture_output=True, text=True)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RSS ")), None)
+    if line is None:
+        return {"peak_rss_mb": None, "error": (r.stderr or r.stdout)[-500:]}
+    kb, rc, sec = line.split()[1:]
+    res: dict[str, Any] = {
+        "peak_rss_mb": round(int(kb) / 1024, 1),
+        "detect_exit_code": int(rc),
+        "detect_seconds": round(float(sec), 2),
+        "command": " ".join(["python", "main.py", *cmd[2:]]),
+    }
+    if int(rc) != 0:
+        res["error"] = r.stderr[-500:]
+    return res
+
+
+# --- the whole benchmark ---------------------------------------------------------------------------------------
+def _dice_mean(s: np.ndarray, x: np.ndarray, masks: np.ndarray, detector: Detector, tau: float) -> float:
+    d, _ = detector.maps(torch.from_numpy(x), torch.from_numpy(s))
+    return evaluate(list(d), list(masks.astype(bool)), tau).dice_mean
+
+
+def model_eps_tau(card: dict[str, Any]) -> tuple[float, float, str]:
+    """The eps and tau a model's card chose on validation, else documented fallbacks."""
+    chosen = card.get("chosen") or {}
+    if "eps" in chosen and "tau" in chosen:
+        return float(chosen["eps"]), float(chosen["tau"]), "chosen on validation (model card)"
+    rng = card.get("eps_range") or {}
+    eps_max = rng.get("eps_max") if isinstance(rng, dict) else None
+    if eps_max:
+        return float(eps_max) / 2, 0.1, "half the calibrated eps_max (no choice in the card), tau 0.1"
+    return 0.3, 0.1, "fallback eps 0.3, tau 0.1 (the card has neither a choice nor an eps range)"
+
+
+def run_speed(
+    model_name: str | None = None,
+    device: str = "cpu",
+    data: str | None = None,
+    *,
+    n_converge: int = 5,
+    n_volume: int = 128,
+    n_reference: int = 3,
+    batch_size: int = 16,
+    gui: bool = True,
+    rss: bool = True,
+    workdir: Path | None = None,
+    log: Log = print,
+) -> dict[str, Any]:
+    from app.core.device import describe_device, resolve_device
+    from app.nets.checkpoint import load_checkpoint
+    from app.nets.zoo import DEFAULT_MODEL, resolve_model
+
+    dev = resolve_device(device)
+    name = model_name or DEFAULT_MODEL
+    load_before = os.getloadavg()
+    stem = resolve_model(name)
+    model_plain, card = load_checkpoint(stem, dev)
+    model_fast, _ = load_checkpoint(stem, dev)
+    size = model_plain.config.image_size
+    eps, tau, eps_rule = model_eps_tau(card)
+    fast_opts = FAST
+    ref_opts = SolverOptions()  # the paper's: penalty, Adam lr 1e-3, float32
+    det_fast = Detector(model_fast, dev, solver=fast_opts, batch_size=batch_size, channels_last=True)
+    det_ref = Detector(model_plain, dev, solver=ref_opts, batch_size=batch_size, channels_last=False)
+
+    n_total = max(n_volume, n_converge, n_reference)
+    images, masks, source = load_slices(data, n_total, size)
+    x_all = torch.from_numpy(images).to(dev)
+    res: dict[str, Any] = {
+        "model": stem.name,
+        "model_family": model_plain.config.family,
+        "eps": eps,
+        "tau": tau,
+        "eps_rule": eps_rule,
+        "slices": source,
+        "device": str(dev),
+        "device_name": describe_device(dev),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "solver_fast": fast_opts.__dict__,
+        "solver_reference": ref_opts.__dict__,
+        "same_loss_rtol": SAME_LOSS_RTOL,
+    }
+
+    # warm up both paths (first calls allocate and pick kernels)
+    timed_solve(det_fast, x_all[:batch_size], eps, replace(fast_opts, max_steps=3))
+    timed_solve(det_ref, x_all[:1], eps, replace(ref_opts, max_steps=3))
+
+    log("slice_converge_s: fast solver, one slice at a time ...")
+    conv = one_at_a_time(det_fast, x_all[:n_converge], eps, fast_opts)
+    res["slice_converge_s"] = statistics.median(t.seconds for t in conv)
+    res["slice_converge_steps_median"] = float(np.median([t.steps[0] for t in conv]))
+
+    log(f"speedup_vs_reference: reference on {n_reference} slices one at a time ...")
+    ref = _total(one_at_a_time(det_ref, x_all[:n_reference], eps, ref_opts))
+    fast_one = _total(one_at_a_time(det_fast, x_all[:n_reference], eps, fast_opts))
+    fast_bat = _total(batched(det_fast, x_all[:n_reference], eps, fast_opts))
+    rel = (fast_bat["loss"] - ref["loss"]) / np.maximum(ref["loss"], 1e-12)
+    res["reference"] = {
+        "seconds_per_slice": ref["seconds"] / n_reference,
+        "steps": ref["steps"].tolist(),
+        "loss": ref["loss"].tolist(),
+    }
+    res["fast_one_at_a_time"] = {
+        "seconds_per_slice": fast_one["seconds"] / n_reference,
+        "steps": fast_one["steps"].tolist(),
+        "loss": fast_one["loss"].tolist(),
+    }
+    res["fast_batched"] = {
+        "seconds_per_slice": fast_bat["seconds"] / n_reference,
+        "steps": fast_bat["steps"].tolist(),
+        "loss": fast_bat["loss"].tolist(),
+    }
+    res["speedup_vs_reference"] = ref["seconds"] / fast_bat["seconds"]
+    res["speedup_one_at_a_time"] = ref["seconds"] / fast_one["seconds"]
+    res["loss_rel_diff_max"] = float(rel.max())
+    res["same_final_loss"] = bool((rel <= SAME_LOSS_RTOL).all())
+
+    log(f"volume_s_per_slice: Detector.run on {n_volume} slices, batches of {batch_size} ...")
+    t = time.perf_counter()
+    out = det_fast.run(images[:n_volume], eps)
+    _sync(dev)
+    vol_sec = time.perf_counter() - t
+    res["volume_s_per_slice"] = vol_sec / n_volume
+    res["volume_steps_mean"] = float(out.steps.mean())
+
+    log("flops_fraction: counted decoder FLOPs in the batched solve vs matmul rate ...")
+    f_fwd, f_step = decoder_flops(model_plain, x_all[:1])
+    bat = _total(batched(det_fast, x_all[:n_volume], eps, fast_opts))
+    flops = bat["decoded_grad"] * f_step + bat["decoded_nograd"] * f_fwd
+    rate = flops / bat["seconds"]
+    mm_dtype = torch.bfloat16 if fast_opts.precision == "bf16" else torch.float32
+    peak = matmul_rate(mm_dtype, dev)
+    peak32 = matmul_rate(torch.float32, dev) if mm_dtype != torch.float32 else peak
+    res["decoder_gflop_per_step"] = f_step / 1e9
+    res["decoder_gflops_achieved"] = rate / 1e9
+    res["matmul_gflops"] = {"dtype": str(mm_dtype).replace("torch.", ""), "rate": peak / 1e9, "fp32": peak32 / 1e9}
+    res["flops_fraction"] = rate / peak
+    res["flops_fraction_vs_fp32_matmul"] = rate / peak32
+
+    log("before/after: stock solver (penalty, float32, batched) vs fast, with Dice on the same slices ...")
+    n_ba = min(n_volume, 32)
+    before = _total(batched(det_ref, x_all[:n_ba], eps, ref_opts))
+    after = _total(batched(det_fast, x_all[:n_ba], eps, fast_opts))
+    res["before_after"] = {
+        "slices": n_ba,
+        "before_s_per_slice": before["seconds"] / n_ba,
+        "after_s_per_slice": after["seconds"] / n_ba,
+        "before_steps_mean": float(before["steps"].mean()),
+        "after_steps_mean": float(after["steps"].mean()),
+        "before_loss_mean": float(before["loss"].mean()),
+        "after_loss_mean": float(after["loss"].mean()),
+        "before_dice": _dice_mean(before["s"], images[:n_ba], masks[:n_ba], det_ref, tau),
+        "after_dice": _dice_mean(after["s"], images[:n_ba], masks[:n_ba], det_fast, tau),
+    }
+
+    if gui:
+        from app.bench.gui_latency import measure_gui
+
+        log("tau_update_ms and gui_max_stall_ms: driving the GUI offscreen ...")
+        res.update(measure_gui(det_fast, images, masks, eps, tau))
+    if rss:
+        log("peak_rss_mb: detect on a 256x256x155 volume in a subprocess ...")
+        with tempfile.TemporaryDirectory(dir=workdir) as td:
+            res["detect_memory"] = peak_rss_detect(str(stem), str(dev), Path(td))
+        res["peak_rss_mb"] = res["detect_memory"].get("peak_rss_mb")
+    res["loadavg_before"] = [round(v, 2) for v in load_before]
+    res["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
+    return res
+
+
+def summary_markdown(res: dict[str, Any]) -> str:
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "n/a"
+        if isinstance(v, float):
+            return f"{v:.3g}"
+        return str(v)
+
+    lines = [
+        f"# bench speed: {res['model']} ({res['model_family']}) on {res['device_name']}",
+        "",
+        f"torch {res['torch']}, {res['threads']} threads, {res['cpu_count']} CPUs; load average before "
+        f"{res['loadavg_before']}, after {res['loadavg_after']}; slices: {res['slices']}; eps {res['eps']:.4g} "
+        f"({res['eps_rule']}), tau {res['tau']:.4g}.",
+        "",
+        "| figure | measured | goal | met |",
+        "|---|---|---|---|",
+    ]
+    for key, (op, goal) in GOALS.items():
+        v = res.get(key)
+        met = "" if v is None else ("yes" if (v <= goal if op == "<=" else v >= goal) else "**no**")
+        lines.append(f"| {key} | {fmt(v)} | {op} {goal} | {met} |")
+    ba = res.get("before_after", {})
+    ref, fo, fb = res.get("reference", {}), res.get("fast_one_at_a_time", {}), res.get("fast_batched", {})
+    lines += [
+        "",
+        "Reference (penalty, Adam lr 1e-3, fp32, one at a time) vs fast solver "
+        f"({res['solver_fast']['method']}, {res['solver_fast']['precision']}, channels_last):",
+        f"- reference: {fmt(ref.get('seconds_per_slice'))} s/slice, steps {ref.get('steps')}, loss "
+        f"{[round(v, 5) for v in ref.get('loss', [])]}",
+        f"- fast, one at a time: {fmt(fo.get('seconds_per_slice'))} s/slice, steps {fo.get('steps')}",
+        f"- fast, batched: {fmt(fb.get('seconds_per_slice'))} s/slice, steps {fb.get('steps')}, loss "
+        f"{[round(v, 5) for v in fb.get('loss', [])]}",
+        f"- same final loss (fast <= reference x (1 + {res['same_loss_rtol']})) on every slice: "
+        f"{res.get('same_final_loss')} (max relative difference {fmt(res.get('loss_rel_diff_max'))})",
+        "",
+        f"Before/after on {ba.get('slices')} slices, batched: stock solver {fmt(ba.get('before_s_per_slice'))} "
+        f"s/slice ({fmt(ba.get('before_steps_mean'))} steps, mean loss {fmt(ba.get('before_loss_mean'))}, Dice "
+        f"{fmt(ba.get('before_dice'))}) -> fast {fmt(ba.get('after_s_per_slice'))} s/slice "
+        f"({fmt(ba.get('after_steps_mean'))} steps, mean loss {fmt(ba.get('after_loss_mean'))}, Dice "
+        f"{fmt(ba.get('after_dice'))}).",
+        "",
+        f"Decoder: {fmt(res.get('decoder_gflop_per_step'))} GFLOP per image-step (forward + backward to z); "
+        f"achieved {fmt(res.get('decoder_gflops_achieved'))} GFLOP/s; matmul "
+        f"{res.get('matmul_gflops', {}).get('dtype')} {fmt(res.get('matmul_gflops', {}).get('rate'))} GFLOP/s "
+        f"(fp32 {fmt(res.get('matmul_gflops', {}).get('fp32'))}); fraction vs fp32 matmul "
+        f"{fmt(res.get('flops_fraction_vs_fp32_matmul'))}.",
+    ]
+    if "gui_path" in res:
+        lines.append(f"GUI figures measured through: {res['gui_path']}.")
+    mem = res.get("detect_memory")
+    if mem:
+        lines.append(
+            f"Memory: `{mem.get('command', '')}` -> {fmt(mem.get('peak_rss_mb'))} MB peak RSS"
+            + (f" (error: {mem['error'][-200:]})" if mem.get("error") else "")
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(res: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    from app.nets.checkpoint import _atomic_write
+
+    out.mkdir(parents=True, exist_ok=True)
+    js, md = out / "speed.json", out / "speed.md"
+    text = json.dumps(res, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)) + "\n"
+    _atomic_write(js, lambda tmp: Path(tmp).write_text(text))
+    summ = summary_markdown(res)
+    _atomic_write(md, lambda tmp: Path(tmp).write_text(summ))
+    return js, md

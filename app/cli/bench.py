@@ -1,0 +1,113 @@
+"""``bench``: the two questions users ask -- does MatchGen help (``bench quality``) and is it fast enough to use
+interactively (``bench speed``)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "benchmarks: 'quality' (Table 2 protocol on a benchmark directory) and 'speed' (latency figures)"
+
+
+def _positive(v: str) -> int:
+    n = int(v)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return n
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="bench", metavar="WHAT", required=True)
+    q = sub.add_parser(
+        "quality",
+        help="per model: base and +MG, tau/eps chosen on validation, Dice and AP on test; markdown, JSON, plot",
+    )
+    q.add_argument(
+        "--data",
+        required=True,
+        help="benchmark directory (val/ and test/ with masks), e.g. from 'python main.py data brain-proxy'",
+    )
+    q.add_argument("--models", required=True, help="comma-separated model names or checkpoint paths")
+    q.add_argument("--out", default="bench-quality", help="output directory (default: bench-quality)")
+    q.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    q.add_argument(
+        "--val-subset",
+        type=_positive,
+        default=64,
+        help="abnormal validation slices used for the choice (default 64; evenly spaced)",
+    )
+    q.add_argument("--test-subset", type=_positive, default=None, help="test slices (default: all)")
+    q.add_argument("--max-steps", type=_positive, default=None, help="cap on solver steps per eps")
+    q.add_argument(
+        "--solver",
+        choices=("fast", "paper"),
+        default="fast",
+        help="fast: spg + bfloat16 (default); paper: penalty, Adam lr 1e-3, float32",
+    )
+    q.add_argument("--recalibrate", action="store_true", help="calibrate the eps range even if the card has one")
+    q.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("speed", help="latency figures measured in one run: speed.json and speed.md")
+    s.add_argument("--out", default="bench-speed", help="output directory (default: bench-speed)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    s.add_argument("--model", default=None, help="model (default: the default model)")
+    s.add_argument(
+        "--data", default=None, help="benchmark directory whose test slices are timed (default: synthetic phantoms)"
+    )
+    s.add_argument("--volume-slices", type=_positive, default=128, help="slices in the volume run (default 128)")
+    s.add_argument(
+        "--reference-slices", type=_positive, default=3, help="slices for the reference comparison (default 3)"
+    )
+    s.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
+    s.add_argument("--no-gui", action="store_true", help="skip the GUI figures")
+    s.add_argument("--no-rss", action="store_true", help="skip the detect memory figure")
+
+
+def run(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.bench == "speed":
+        from app.bench.speed import run_speed, summary_markdown, write_outputs
+
+        if args.volume_slices < 100:
+            print(f"note: {args.volume_slices} volume slices (the issue asks for >= 100)", file=sys.stderr)
+        res = run_speed(
+            args.model,
+            args.device,
+            args.data,
+            n_volume=args.volume_slices,
+            n_reference=args.reference_slices,
+            gui=not args.no_gui,
+            rss=not args.no_rss,
+            log=lambda m: print(m, file=sys.stderr, flush=True),
+        )
+        res["command"] = "python main.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        js, md = write_outputs(res, Path(args.out))
+        print(summary_markdown(res))
+        print(f"wrote {js} and {md}")
+        return 0
+
+    from app.bench.quality import QualitySettings, run_quality, table_markdown, write_outputs
+    from app.core.matchgen import FAST, SolverOptions
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    settings = QualitySettings(
+        val_subset=args.val_subset,
+        test_subset=args.test_subset,
+        max_steps=args.max_steps,
+        solver=FAST if args.solver == "fast" else SolverOptions(),
+        channels_last=args.solver == "fast",
+        recalibrate=args.recalibrate,
+    )
+    report = run_quality(args.data, models, settings, args.device, progress_bar=not args.no_progress)
+    command = "python main.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    paths = write_outputs(report, Path(args.out), command)
+    print(table_markdown(report))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
