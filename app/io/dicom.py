@@ -85,7 +85,9 @@ def _pixels(ds, path_name: str) -> np.ndarray:
     tsuid = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
     try:
         arr = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - decoding raises RuntimeError, NotImplementedError, ValueError ...
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - decoders raise anything, even a Rust panic (a BaseException)
         msg = one_line(exc)
         hint = CODEC_HINTS.get(tsuid)
         if hint and not _decoder_available(tsuid):

@@ -213,3 +213,16 @@ def test_pydicom_data_multiframe_if_installed():
         pytest.skip("pydicom-data is not installed (optional)")
     s = load_study(p)
     assert s.shape[2] == 10 and s.modality == "MR"
+
+
+def test_decoder_panic_becomes_study_error(monkeypatch):
+    """Rust decoders (pylibjpeg-rle) panic with a BaseException on some damaged files (found by the fuzz test)."""
+    from app.io import dicom
+
+    class Panic(BaseException):
+        pass
+
+    ds = pydicom.dcmread(TEST_FILES / "MR_small_RLE.dcm")
+    monkeypatch.setattr(type(ds), "pixel_array", property(lambda self: (_ for _ in ()).throw(Panic("index out"))))
+    with pytest.raises(StudyError, match="cannot be decoded"):
+        dicom._pixels(ds, "x.dcm")
