@@ -84,8 +84,11 @@ def load_study_raw_grid(path: str | os.PathLike):
     if is_nifti_path(p):
         import nibabel as nib
 
+        from app.io.nifti import quiet_nibabel
+
         try:
-            img = nib.load(str(p))
+            with quiet_nibabel():
+                img = nib.load(str(p))
             data = np.asarray(img.dataobj, dtype=np.float32)
         except Exception as exc:  # noqa: BLE001
             raise StudyError(f"{p.name}: not a readable mask image ({one_line(exc)})") from None

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from collections import defaultdict
 from pathlib import Path
 
@@ -32,8 +33,9 @@ CODEC_HINTS = {
     "1.2.840.10008.1.2.4.81": "pylibjpeg pylibjpeg-libjpeg (or pyjpegls)",
     "1.2.840.10008.1.2.4.90": "pylibjpeg pylibjpeg-openjpeg (or pillow)",
     "1.2.840.10008.1.2.4.91": "pylibjpeg pylibjpeg-openjpeg (or pillow)",
-    "1.2.840.10008.1.2.5": "pylibjpeg pylibjpeg-rle (numpy alone also works)",
 }
+
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 
 MAX_FILES = 20000
 
@@ -83,6 +85,9 @@ def _floats(ds, name, n):
 
 def _pixels(ds, path_name: str) -> np.ndarray:
     tsuid = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if tsuid == RLE_LOSSLESS and hasattr(ds, "pixel_array_options"):
+        # pydicom's own numpy RLE decoder: pylibjpeg-rle, if installed, panics (uncatchable noise) on damaged data
+        ds.pixel_array_options(decoding_plugin="pydicom")
     try:
         arr = ds.pixel_array
     except (KeyboardInterrupt, SystemExit):
@@ -329,7 +334,27 @@ def _scan_folder(folder: Path) -> dict[str, list[Path]]:
 
 
 def load_dicom(path: str | os.PathLike) -> Study:
-    path = Path(path)
+    """A DICOM file or folder -> Study (see the module docstring)."""
+    try:
+        return _load_dicom(Path(path))
+    except StudyError:
+        raise
+    except (
+        NotImplementedError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        LookupError,
+        OverflowError,
+        struct.error,
+    ) as exc:
+        # pydicom parses elements lazily: a damaged header can fail on first access to any attribute
+        raise StudyError(f"{Path(path).name}: damaged DICOM header ({type(exc).__name__}: {one_line(exc)})") from None
+
+
+def _load_dicom(path: Path) -> Study:
     warnings: list[str] = []
     if path.is_file():
         ds = _read(path, header_only=False)

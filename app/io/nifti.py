@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,26 @@ def _guess_modality(data: np.ndarray, header) -> str:
     return "CT" if lo < -500 and float(data.min()) >= -3100 else "MR"
 
 
+@contextmanager
+def quiet_nibabel():
+    """nibabel logs each header repair to stderr (its global logger); the CLI must print one line only.
+    (nibabel's own LoggingOutputSuppressor leaves Python's last-resort handler printing.)"""
+    from nibabel.imageglobals import logger
+
+    old = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = old
+
+
 def load_nifti(path: Path, modality: str | None = None) -> Study:
+    with quiet_nibabel():
+        return _load_nifti(path, modality)
+
+
+def _load_nifti(path: Path, modality: str | None = None) -> Study:
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
 
@@ -58,6 +78,8 @@ def load_nifti(path: Path, modality: str | None = None) -> Study:
         ) from None
     if getattr(img, "affine", None) is None and not hasattr(img, "affine"):
         raise StudyError(f"{path.name}: a {type(img).__name__} is not a volume image")
+    if data.size == 0:
+        raise StudyError(f"{path.name}: the image is empty (shape {data.shape})")
     if np.iscomplexobj(data):
         raise StudyError(f"{path.name}: complex-valued images are not supported")
     if data.dtype.names is not None:  # RGB NIfTI (rgb24)

@@ -102,9 +102,12 @@ def make_study(
         warnings.append(f"{bad} NaN/infinite voxels set to the image minimum")
     if float(data.max()) == float(data.min()):
         raise StudyError(f"{source}: the image is constant ({float(data.min()):g} everywhere); nothing to analyse")
-    ornt = ornt_mod.io_orientation(affine)
-    canon = np.ascontiguousarray(ornt_mod.apply_orientation(data, ornt))
-    canon_affine = affine @ ornt_mod.inv_ornt_aff(ornt, data.shape[:3])
+    try:
+        ornt = ornt_mod.io_orientation(affine)
+        canon = np.ascontiguousarray(ornt_mod.apply_orientation(data, ornt))
+        canon_affine = affine @ ornt_mod.inv_ornt_aff(ornt, data.shape[:3])
+    except (ornt_mod.OrientationError, ValueError, np.linalg.LinAlgError) as exc:
+        raise StudyError(f"{source}: no usable orientation in the voxel-to-world transform ({one_line(exc)})") from None
     return Study(
         data=canon,
         affine=canon_affine,

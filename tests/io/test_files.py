@@ -1,5 +1,6 @@
 """Pictures and the real NIfTI/MGZ files shipped inside nibabel."""
 
+import gzip
 from pathlib import Path
 
 import nibabel as nib
@@ -94,4 +95,15 @@ def test_header_claiming_a_huge_volume_is_refused(tmp_path):
     p = tmp_path / "huge.nii"
     p.write_bytes(hdr.binaryblock + b"\0" * 4 + b"\0" * 1024)
     with pytest.raises(StudyError, match="voxels"):
+        load_study(p)
+
+
+def test_zero_sized_4d_header_is_refused(tmp_path):
+    """Found by the fuzz test: a header with a zero dimension in a 4D NIfTI-2 file."""
+    raw = gzip.decompress((NIB_DATA / "example_nifti2.nii.gz").read_bytes())
+    b = bytearray(raw)
+    b[32] = 0  # dim[2] low byte of NIfTI-2 (int64 dims start at offset 16)
+    p = tmp_path / "zero.nii"
+    p.write_bytes(bytes(b))
+    with pytest.raises(StudyError):
         load_study(p)
