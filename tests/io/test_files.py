@@ -107,3 +107,18 @@ def test_zero_sized_4d_header_is_refused(tmp_path):
     p.write_bytes(bytes(b))
     with pytest.raises(StudyError):
         load_study(p)
+
+
+def test_header_repairs_print_nothing(tmp_path, capfd):
+    """nibabel logs repairs of a damaged header to stderr; the CLI's single error line must stay alone."""
+    raw = bytearray(gzip.decompress((NIB_DATA / "standard.nii.gz").read_bytes()))
+    raw[0] = 0x10  # sizeof_hdr != 348: nibabel repairs it and logs the repair
+    raw[254] = 0x7F  # an invalid qform_code
+    p = tmp_path / "repaired.nii"
+    p.write_bytes(bytes(raw))
+    try:
+        load_study(p)
+    except StudyError:
+        pass
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
