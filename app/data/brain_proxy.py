@@ -66,7 +66,8 @@ def training_brains(log=print):
     return out
 
 
-def test_subject(log=print):
+def held_out_subject(log=print):
+    """The val/test subject (ITK KmeansTest T1, skull-stripped) and its brain mask."""
     return _load_brain(TEST_T1[0], TEST_T1[1], TEST_MASK[1], log=log)
 
 
@@ -129,7 +130,7 @@ def build(out: str | Path, seed: int = 0, n_aug: int = 10, val_real: int = 4, te
     save_split(out, "train", train, None, names)
     log(f"train: {len(train)} slices")
     # ---- val / test
-    study, brain = test_subject(log)
+    study, brain = held_out_subject(log)
     prep, brain_z = _slices_of(study)
     val_z, test_z = split_blocks(brain_z)
     counts: dict = {"train": int(len(train))}

@@ -24,13 +24,13 @@ N_LESIONS = 6
 
 def make_demo(out_dir: str | os.PathLike | None = None, log=print) -> tuple[Path, Path]:
     """Write the demo study and its mask (uint8 on the subject's original LSA grid and affine)."""
-    from app.data.brain_proxy import test_subject
+    from app.data.brain_proxy import held_out_subject
     from app.data.lesions import insert_lesions
     from app.io import atomic_save_nifti
 
     out = Path(out_dir or DEMO_DIR)
     out.mkdir(parents=True, exist_ok=True)
-    study, brain = test_subject(log)
+    study, brain = held_out_subject(log)
     rng = np.random.default_rng(DEMO_SEED)
     vol, mask, recs = insert_lesions(study.data, brain, study.spacing, rng, n_lesions=N_LESIONS, radius_mm=(3.0, 14.0))
     vol_u8 = np.clip(np.rint(vol), 0, 255).astype(np.uint8)

@@ -57,7 +57,7 @@ def test_build_runs_the_detect_path_on_every_split(tmp_path, monkeypatch):
     p, _ = _phantom_file(src, "held", (32, 36, 40), (2.0, 3.0, 2.0), "LSA", 9)
     held = load_study(p)
     monkeypatch.setattr(brain_proxy, "training_brains", lambda log=print: train)
-    monkeypatch.setattr(brain_proxy, "test_subject", lambda log=print: (held, held.data > 0))
+    monkeypatch.setattr(brain_proxy, "held_out_subject", lambda log=print: (held, held.data > 0))
     monkeypatch.setattr(brain_proxy, "SIZE", 32)
     meta = brain_proxy.build(tmp_path / "out", seed=1, n_aug=1, val_real=2, test_real=2, log=lambda *a: None)
     out = tmp_path / "out"
