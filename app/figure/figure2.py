@@ -5,7 +5,6 @@ per (model, base or +MG); Dice under each detection. Detection is coloured TP re
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,17 +135,11 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     suffix = p.suffix.lower()
     if suffix not in FORMATS:
         raise OptionError(f"{p.name}: figure format must be one of {', '.join(FORMATS)}")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=suffix, dir=p.parent)
-    os.close(fd)
-    try:
-        import matplotlib
+    import matplotlib
 
+    from app.figure.output import atomic_output
+
+    with atomic_output(p) as tmp, matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):
         # text stays text in vector files (editable, searchable)
-        with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):
-            fig.savefig(tmp, format=suffix[1:], bbox_inches="tight")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fig.savefig(tmp, format=suffix[1:], bbox_inches="tight")
     return p

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 ICON = Path(__file__).resolve().parents[2] / "resources" / "icons" / "matchgen.png"
@@ -14,16 +13,12 @@ ICON = Path(__file__).resolve().parents[2] / "resources" / "icons" / "matchgen.p
 
 def save_screenshot(widget, path: str | os.PathLike) -> Path:
     """The widget as PNG, written to a temporary file and renamed."""
+    from app.figure.output import atomic_output
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".png", dir=p.parent)
-    os.close(fd)
-    try:
+    with atomic_output(p) as tmp:
         if not widget.grab().save(tmp, "PNG"):
             raise OSError(f"cannot write {p}")
-        os.replace(tmp, p)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return p
 
 
@@ -69,7 +64,7 @@ def run_viewer(
                 try:
                     out = save_screenshot(win, screenshot)
                     print(f"wrote {out}")
-                except OSError as exc:
+                except (OSError, MatchGenError) as exc:
                     sys.stderr.write(f"matchgen view: error: {exc}\n")
                     win.exit_code = 2
                 win.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -591,7 +590,7 @@ class MainWindow(QMainWindow):
         if path:
             try:
                 self.export_view(path)
-            except MatchGenError as exc:
+            except (MatchGenError, OSError) as exc:
                 self.show_error("Cannot export", str(exc))
 
     def export_view(self, path: str) -> Path:
@@ -600,17 +599,14 @@ class MainWindow(QMainWindow):
         suffix = p.suffix.lower()
         if suffix not in (".png", ".svg", ".pdf"):
             raise OptionError(f"{p.name}: export as .png, .svg or .pdf")
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=suffix, dir=p.parent)
-        os.close(fd)
-        try:
+        from app.figure.output import atomic_output
+
+        with atomic_output(p) as tmp:
             if suffix == ".png":
                 if not self.panels.grab().save(tmp, "PNG"):
                     raise OptionError(f"cannot write {p}")
             else:
                 self._render_vector(tmp, suffix)
-            os.replace(tmp, p)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
         self.statusBar().showMessage(f"exported {p}", 8000)
         return p
 

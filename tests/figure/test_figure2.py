@@ -1,5 +1,7 @@
 """Figure-2 export: panels, colours, Dice labels, formats, the figure command."""
 
+import os
+
 import numpy as np
 import pytest
 from viewer_study import write_model, write_study
@@ -69,6 +71,9 @@ def test_figure_command_svg_keeps_rows_and_dice_as_text(case, capsys):
     for row in ("Pseudo-normal", "Input", "Difference", "Detection", "Ground truth", "tiny2 +MG"):
         assert row in text
     assert not list(out.parent.glob(".fig*"))  # no temporary leftovers
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain open() would make it
 
 
 def test_figure_command_pdf_and_png(case):
