@@ -474,10 +474,12 @@ class MainWindow(QMainWindow):
         n = int(np.count_nonzero(rgba[..., 3]))
         if d is None:
             self.panels.set_title(3, f"Detection (tau={self.state.tau:.3f})")
-            self.controls.dice_label.setText("Dice: no ground truth")
+            self.controls.dice_label.setText("Dice: n/a")
+            self.controls.dice_label.setToolTip("no ground truth loaded (File > Load ground truth)")
         else:
             self.panels.set_title(3, f"Detection - Dice {d:.3f} (tau={self.state.tau:.3f}; TP red, FP blue, FN green)")
             self.controls.dice_label.setText(f"Dice: {d:.3f}")
+            self.controls.dice_label.setToolTip("Dice of this slice against the ground truth")
         self.panels.set_title(2, f"Difference |x - s| (max {float(self.shown.d.max()):.3f})")
         self._overlay_pixels = n
         self.detection_updated.emit(d)
