@@ -60,6 +60,8 @@ SHORTCUTS = (
 )
 
 MAX_RECENT = 8
+#: slices per batch in the whole-volume run: small enough for a progress bar that moves, big enough to batch
+VOLUME_BATCH = 16
 
 
 def settings() -> QSettings:
@@ -443,6 +445,7 @@ class MainWindow(QMainWindow):
             self.controls.info_label.setText(f"{what}\n{note}")
             return
         self.panels.set_title(1, f"Pseudo-normal - {what}")
+        self.panels.set_title(2, f"Difference |x - s| (max {float(r.d.max()):.3f})")
         self._update_detection()
         elapsed = time.perf_counter() - self._t_request if self._t_request else r.seconds
         self.timing_label.setText(f"solve {r.seconds:.2f} s, {r.steps} steps | shown after {elapsed:.2f} s")
@@ -471,7 +474,6 @@ class MainWindow(QMainWindow):
         self.panels.set_overlay(rgba)
         if rgba is None or not titles:
             return
-        n = int(np.count_nonzero(rgba[..., 3]))
         if d is None:
             self.panels.set_title(3, f"Detection (tau={self.state.tau:.3f})")
             self.controls.dice_label.setText("Dice: n/a")
@@ -480,8 +482,6 @@ class MainWindow(QMainWindow):
             self.panels.set_title(3, f"Detection - Dice {d:.3f} (tau={self.state.tau:.3f}; TP red, FP blue, FN green)")
             self.controls.dice_label.setText(f"Dice: {d:.3f}")
             self.controls.dice_label.setToolTip("Dice of this slice against the ground truth")
-        self.panels.set_title(2, f"Difference |x - s| (max {float(self.shown.d.max()):.3f})")
-        self._overlay_pixels = n
         self.detection_updated.emit(d)
 
     def _on_hover(self, x: int, y: int) -> None:
@@ -517,6 +517,7 @@ class MainWindow(QMainWindow):
                 base_only=not mg,
                 progress=lambda done, total: ctx.emit("progress", (done, total)),
                 should_stop=ctx.should_stop,
+                batch_size=VOLUME_BATCH,
             )
             ctx.emit("volume", (sess.name, eps, d, time.perf_counter() - t0))
 

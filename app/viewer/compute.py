@@ -181,10 +181,18 @@ class ModelSession:
         base_only: bool = False,
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        batch_size: int | None = None,
     ) -> np.ndarray:
-        """Anomaly maps of every slice on the study's canonical grid (X, Y, Z)."""
+        """Anomaly maps of every slice on the study's canonical grid (X, Y, Z). ``batch_size`` (default: the
+        detector's) trades speed for finer progress reports."""
         x = self.slices.model_slices()
-        out = self.detector.run(x, eps, base_only=base_only, progress=progress, should_stop=should_stop)
+        det = self.detector
+        if batch_size is not None and batch_size != det.batch_size:
+            import copy
+
+            det = copy.copy(det)  # same model, options and device; only the batch size differs
+            det.batch_size = int(batch_size)
+        out = det.run(x, eps, base_only=base_only, progress=progress, should_stop=should_stop)
         return self.slices.volume_to_grid(out.d)
 
 
