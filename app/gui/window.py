@@ -122,9 +122,10 @@ class MainWindow(QMainWindow):
         self.vworker.report.connect(self._on_volume_report)
         self.vworker.failed.connect(self._on_volume_failed)
         self.vworker.start()
-        import qasync
+        from concurrent.futures import ThreadPoolExecutor
 
-        self._executor = qasync.QThreadExecutor(1)
+        # a plain thread (not a QThread): one still reading a study at exit is joined, not aborted
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="study-loader")
 
         ev = self.state.events
         ev.study.connect(self._on_study)
@@ -725,7 +726,7 @@ class MainWindow(QMainWindow):
             t.cancel()
         self.worker.stop(3000)
         self.vworker.stop(3000)
-        self._executor.shutdown(wait=False)
+        self._executor.shutdown(wait=False, cancel_futures=True)
         super().closeEvent(ev)
 
 
