@@ -128,3 +128,31 @@ def test_screenshot_with_missing_model_exits_2(tmp_path):
     assert p.returncode == 2
     assert "error" in p.stderr and "not found" in p.stderr
     assert not out.exists()
+
+
+def test_closing_while_a_study_loads_exits_cleanly(tmp_path):
+    """The window closes at once while the loader thread still reads; the process then ends with code 0."""
+    study, _ = write_study(tmp_path / "s", shape=(64, 64, 40))
+    code = f"""
+import asyncio, sys, time
+import qasync
+from PySide6.QtWidgets import QApplication
+from app.gui.window import MainWindow
+from app.gui.probe import process_until
+app = QApplication([])
+asyncio.set_event_loop(qasync.QEventLoop(app))
+win = MainWindow(device="cpu")
+win.show()
+win.open_path({str(study)!r})
+process_until(lambda: False, 0.05)  # the loader thread is reading now
+t0 = time.perf_counter()
+win.close()
+assert time.perf_counter() - t0 < 1.0
+process_until(lambda: False, 0.2)
+print("closed")
+"""
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "MATCHGEN_MODELS": str(tmp_path / "none")}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "cfg")
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert "closed" in p.stdout and "Destroyed while thread" not in p.stderr
