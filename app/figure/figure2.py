@@ -124,7 +124,7 @@ def figure2(slices: StudySlices, k: int, columns: list[Column], title: str | Non
         axes[i, 0].set_ylabel(name, fontsize=9)
     if diff_im is not None:
         cax = axes[2, -1].inset_axes([1.04, 0.0, 0.06, 1.0])
-        fig.colorbar(diff_im, cax=cax, label="|x - s|")
+        fig.colorbar(diff_im, cax=cax, label="D")
     fig.suptitle(title or f"{slices.name}, axial slice {k}", fontsize=10)
     return fig
 

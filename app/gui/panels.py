@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QGraphicsSimpleTextItem
 
 from app.viewer.slices import ORIENTATION_LETTERS, from_pyqtgraph_xy, to_pyqtgraph
 
-PANEL_NAMES = ("Input", "Pseudo-normal", "Difference |x - s|", "Detection")
+PANEL_NAMES = ("Input", "Pseudo-normal", "Difference map D", "Detection")
 DIFF_COLORMAP = "inferno"
 
 

@@ -446,7 +446,7 @@ class MainWindow(QMainWindow):
             self.controls.info_label.setText(f"{what}\n{note}")
             return
         self.panels.set_title(1, f"Pseudo-normal - {what}")
-        self.panels.set_title(2, f"Difference |x - s| (max {float(r.d.max()):.3f})")
+        self.panels.set_title(2, f"Difference map D (max {float(r.d.max()):.3f})")
         self._update_detection()
         elapsed = time.perf_counter() - self._t_request if self._t_request else r.seconds
         self.timing_label.setText(f"solve {r.seconds:.2f} s, {r.steps} steps | shown after {elapsed:.2f} s")

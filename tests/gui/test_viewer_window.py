@@ -347,3 +347,16 @@ def test_file_open_action_and_recent_menu(window, qtbot, env, monkeypatch):
     assert recent[:2] == [str(study2), str(env["study"])]
     window.recent_menu.actions()[1].trigger()  # back to the first study through the Recent menu
     qtbot.waitUntil(lambda: window.state.study.slice_shape == (40, 48), timeout=30000)
+
+
+def test_model_picker_switches_model_and_takes_its_card(window, qtbot):
+    box = window.controls.model_box
+    assert [box.itemText(i) for i in range(box.count())] == ["tiny", "tiny2"]
+    shown = []
+    window.result_shown.connect(shown.append)
+    box.setCurrentIndex(1)
+    box.activated.emit(1)
+    assert window.session.name == "tiny2" and window.state.model_name == "tiny2"
+    assert window.state.eps_max == 0.5 and window.state.tau == pytest.approx(0.15)
+    qtbot.waitUntil(lambda: bool(shown) and shown[-1].model == "tiny2" and window.worker.is_idle(), timeout=30000)
+    assert window.shown.model == "tiny2"
