@@ -133,6 +133,12 @@ class FourPanels(pg.GraphicsLayoutWidget):
             it.setTransform(QTransform.fromScale(sx, sy))
         self._shape = None  # zoom to the new extent with the next image
 
+    def set_letters_visible(self, visible: bool) -> None:
+        """Orientation letters mean something for anatomical slices only (not for photographs)."""
+        for items in self._letters:
+            for t in items:
+                t.setVisible(visible)
+
     def set_input(self, raw: np.ndarray, levels: tuple[float, float]) -> None:
         """The study slice (X, Y[, 3]) in raw units; shown in the input and under the detection."""
         img = to_pyqtgraph(raw)

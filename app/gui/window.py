@@ -312,6 +312,7 @@ class MainWindow(QMainWindow):
         self.state.window = slices.default_window()
         sp = getattr(slices.study, "spacing", (1.0, 1.0, 1.0))
         self.panels.set_spacing(sp[0], sp[1])
+        self.panels.set_letters_visible(slices.modality in ("MR", "CT"))
         self.setWindowTitle(f"MatchGen Viewer - {slices.name}")
         if self.session is not None:
             try:

@@ -30,6 +30,8 @@ def test_open_study_shows_all_four_panels(window, env):
     assert "Dice" in window.panels.titles[3].text
     assert env["study"].name in window.windowTitle()
     assert str(env["study"]) in window.recent_files()
+    letters = [t.text() for t in window.panels._letters[0] if t.isVisible()]
+    assert letters == ["R", "L", "A", "P"]  # an MR study: radiological orientation letters
 
 
 def test_tau_rethresholds_at_once_and_dice_follows(window, qtbot):
