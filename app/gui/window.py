@@ -383,19 +383,17 @@ class MainWindow(QMainWindow):
             self._show(hit, final=True)
         elif base is not None:
             self._show(base, final=False, note="+MG running...")
-        warm = self.cache.nearest_below(sess.name, k, eps)
         have = {round(r.eps, 4) for r in [self.cache.get(sess.name, k, e) for e in self._grid()] if r is not None}
         grid = [e for e in self._grid() if round(e, 4) not in have] if (mg and self.precompute_eps_path) else []
         need_base, need_mg = base is None, hit is None and eps > 0
-        warm_z = warm.z if (warm is not None and warm.eps > 0) else None
 
         def job(ctx: JobContext) -> None:
             if need_base:
                 ctx.emit("final", sess.solve_slice(k, 0.0, should_stop=ctx.should_stop))
             if need_mg:
-                r = sess.solve_slice(
-                    k, eps, z_init=warm_z, should_stop=ctx.should_stop, on_progress=lambda p: ctx.emit("partial", p)
-                )
+                # a cold start, as `detect` solves it: what the slider shows for a value it asked for is what the
+                # whole-volume run and the command line give
+                r = sess.solve_slice(k, eps, should_stop=ctx.should_stop, on_progress=lambda p: ctx.emit("partial", p))
                 ctx.emit("final", r)
             if grid:
                 ctx.follow_up.append(
@@ -451,7 +449,8 @@ class MainWindow(QMainWindow):
         self._update_detection()
         elapsed = time.perf_counter() - self._t_request if self._t_request else r.seconds
         self.timing_label.setText(f"solve {r.seconds:.2f} s, {r.steps} steps | shown after {elapsed:.2f} s")
-        self.controls.info_label.setText(f"{what}\nL1 loss {r.loss:.4f}, {r.steps} steps, {r.seconds:.2f} s")
+        how = " (precomputed along the eps path)" if r.warm_start else ""
+        self.controls.info_label.setText(f"{what}{how}\nL1 loss {r.loss:.4f}, {r.steps} steps, {r.seconds:.2f} s")
         self.result_shown.emit(r)
 
     def detection_overlay(self) -> tuple[np.ndarray | None, float | None]:

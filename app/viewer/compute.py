@@ -37,6 +37,7 @@ class SliceResult:
     seconds: float = 0.0
     final: bool = True
     z: Any = None  # the solution's latent (torch tensor), for warm starts along the eps path
+    warm_start: bool = False  # solved along the eps path from a neighbour's solution (not a cold start)
 
     def mask(self, tau: float) -> np.ndarray:
         return self.d > tau
@@ -171,6 +172,7 @@ class ModelSession:
         prev = start.z if start is not None else None
         for e in sorted(eps_values):
             r = self.solve_slice(k, e, z_init=prev, should_stop=should_stop)
+            r.warm_start = True
             on_result(r)
             prev = r.z
 
@@ -220,14 +222,6 @@ class ResultCache:
         self._d.move_to_end(key)
         while len(self._d) > self.capacity:
             self._d.popitem(last=False)
-
-    def nearest_below(self, model: str, k: int, eps: float) -> SliceResult | None:
-        """The cached result with the largest eps <= eps (a warm start that is feasible for the new ball)."""
-        best = None
-        for (m, kk, e), r in self._d.items():
-            if m == model and kk == k and e <= eps + 1e-9 and (best is None or e > best.eps):
-                best = r
-        return best
 
     def clear(self) -> None:
         self._d.clear()

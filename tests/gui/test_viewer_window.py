@@ -296,7 +296,14 @@ def test_eps_path_precomputed_so_the_slider_answers_at_once(window, qtbot):
     gen = window.worker.generation
     assert grid == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
     window.controls.eps.slider.setValue(4)
-    assert window.shown.eps == pytest.approx(0.4) and window.shown.final
+    assert window.shown.eps == pytest.approx(0.4) and window.shown.final and window.shown.warm_start
+    assert "eps path" in window.controls.info_label.text()
+    # a value off the grid is solved from a cold start, exactly as `detect` would solve it
+    window.controls.eps.spin.setValue(0.33)
+    qtbot.waitUntil(lambda: window.shown.eps == pytest.approx(0.33) and window.shown.final, timeout=60000)
+    cold = window.session.solve_slice(k, 0.33)
+    assert not window.shown.warm_start
+    np.testing.assert_allclose(window.shown.d, cold.d, atol=1e-6)
     assert window.worker.generation == gen or window.worker.is_idle()  # nothing to compute
 
 
