@@ -12,6 +12,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset folder with an annotated val/ split")
     p.add_argument("--subset", type=int, default=32, help="abnormal validation slices used (default 32)")
     p.add_argument("--max-steps", type=int, default=100, help="solver steps per eps (default 100)")
+    p.add_argument(
+        "--calibrate-steps", type=int, default=200, help="steps of the unconstrained solve for the eps range (200)"
+    )
     p.add_argument("--solver", choices=("fast", "paper"), default="fast", help="as in `bench quality`")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -27,9 +30,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(max(1, args.threads))
-    if args.subset < 1 or args.max_steps < 1:
-        raise OptionError("--subset and --max-steps must be >= 1")
-    st = CalibrationSettings(subset=args.subset, max_steps=args.max_steps, solver=args.solver)
+    if min(args.subset, args.max_steps, args.calibrate_steps) < 1:
+        raise OptionError("--subset, --max-steps and --calibrate-steps must be >= 1")
+    st = CalibrationSettings(
+        subset=args.subset, max_steps=args.max_steps, calibrate_max_steps=args.calibrate_steps, solver=args.solver
+    )
     card = calibrate(resolve_model(args.model), args.data, st, resolve_device(args.device))
     print(f"chosen on validation: {card['chosen']}")
     return 0
