@@ -385,7 +385,7 @@ class MainWindow(QMainWindow):
             self._show(base, final=False, note="+MG running...")
         have = {round(r.eps, 4) for r in [self.cache.get(sess.name, k, e) for e in self._grid()] if r is not None}
         grid = [e for e in self._grid() if round(e, 4) not in have] if (mg and self.precompute_eps_path) else []
-        need_base, need_mg = base is None, hit is None and eps > 0
+        need_base, need_mg = base is None and hit is None, hit is None and eps > 0
 
         def job(ctx: JobContext) -> None:
             if need_base:
@@ -513,14 +513,16 @@ class MainWindow(QMainWindow):
 
         def job(ctx: JobContext) -> None:
             t0 = time.perf_counter()
+            results: list[SliceResult] = []
             d = sess.run_volume(
                 eps,
                 base_only=not mg,
                 progress=lambda done, total: ctx.emit("progress", (done, total)),
                 should_stop=ctx.should_stop,
                 batch_size=VOLUME_BATCH,
+                results=results,
             )
-            ctx.emit("volume", (sess.name, eps, d, time.perf_counter() - t0))
+            ctx.emit("volume", (sess.name, eps, d, time.perf_counter() - t0, results))
 
         self.controls.set_volume_running(True)
         self.controls.progress.setValue(0)
@@ -540,8 +542,12 @@ class MainWindow(QMainWindow):
             done, total = payload
             self.controls.progress.setValue(int(100 * done / max(total, 1)))
         elif kind == "volume":
-            name, eps, d, secs = payload
+            name, eps, d, secs, results = payload
             self.volume = (name, eps, d)
+            if self.session is not None and name == self.session.name:
+                self.cache.capacity = max(self.cache.capacity, 2 * len(results) + 64)
+                for r in results:  # browsing the volume at this eps is now instant
+                    self.cache.put(r)
             self.controls.set_volume_running(False)
             self.controls.progress.setValue(100)
             n = d.shape[2]

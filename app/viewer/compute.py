@@ -184,9 +184,11 @@ class ModelSession:
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         batch_size: int | None = None,
+        results: list[SliceResult] | None = None,
     ) -> np.ndarray:
         """Anomaly maps of every slice on the study's canonical grid (X, Y, Z). ``batch_size`` (default: the
-        detector's) trades speed for finer progress reports."""
+        detector's) trades speed for finer progress reports. Pass a list as ``results`` to also get every slice's
+        :class:`SliceResult` (the viewer caches them, so browsing the volume afterwards needs no solver)."""
         x = self.slices.model_slices()
         det = self.detector
         if batch_size is not None and batch_size != det.batch_size:
@@ -195,7 +197,14 @@ class ModelSession:
             det = copy.copy(det)  # same model, options and device; only the batch size differs
             det.batch_size = int(batch_size)
         out = det.run(x, eps, base_only=base_only, progress=progress, should_stop=should_stop)
-        return self.slices.volume_to_grid(out.d)
+        d = self.slices.volume_to_grid(out.d)
+        if results is not None:
+            for k in range(out.s.shape[0]):
+                s_k = self.slices.to_slice_grid(out.s[k])
+                results.append(
+                    SliceResult(self.name, k, out.eps, s_k, d[:, :, k], float(out.loss[k]), int(out.steps[k]))
+                )
+        return d
 
 
 class ResultCache:

@@ -199,6 +199,14 @@ def test_whole_volume_run_and_save_mask(window, qtbot, env):
     assert eps == pytest.approx(window.state.eps)
     expected = window.state.study.study.to_original(d > window.state.tau)
     np.testing.assert_array_equal(np.asarray(img.dataobj) > 0, expected)
+    # every slice of the run is cached: browsing the volume needs no solver
+    submitted = []
+    window.worker.submit = lambda job: submitted.append(job)
+    for k in range(6):
+        window.state.slice_index = k
+        assert window.shown.slice_index == k and window.shown.eps == pytest.approx(eps)
+        np.testing.assert_allclose(window.shown.d, d[:, :, k])
+    assert submitted == []
 
 
 def test_cancel_volume_run(window, qtbot):
