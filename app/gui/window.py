@@ -136,6 +136,7 @@ class MainWindow(QMainWindow):
         ev.tau.connect(lambda _t: self._update_detection())
         ev.overlay_opacity.connect(lambda _o: self._update_detection())
         ev.window.connect(lambda _w: self.panels.set_levels(self.state.levels))
+        ev.busy.connect(lambda b: self.busy_label.setText("working..." if b else ""))
         self.panels.slice_step.connect(self.step_slice)
         self.panels.window_drag.connect(self.state.drag_window)
         self.panels.hovered.connect(self._on_hover)
@@ -157,7 +158,10 @@ class MainWindow(QMainWindow):
         except MatchGenError as exc:
             dev = f"device: {exc}"
         self.device_label = QLabel(dev)
+        self.busy_label = QLabel("")
+        self.busy_label.setStyleSheet("color: #c07000; font-weight: bold;")
         sb.addWidget(self.readout, 1)
+        sb.addPermanentWidget(self.busy_label)
         sb.addPermanentWidget(self.timing_label)
         sb.addPermanentWidget(self.device_label)
 

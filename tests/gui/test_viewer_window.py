@@ -82,6 +82,7 @@ def test_fifty_quick_eps_moves_show_only_the_last(window, qtbot, errors):
     assert window.shown.eps == pytest.approx(last)
     assert not errors
     assert window.worker.is_idle() and window.worker.isRunning()
+    qtbot.waitUntil(lambda: window.busy_label.text() == "" and not window.state.busy, timeout=3000)
 
 
 def test_plus_mg_toggle_switches_base_and_matchgen(window, qtbot):
@@ -152,6 +153,7 @@ def test_close_during_optimisation_is_quick(window, qtbot):
     window.session.detector.solver = SolverOptions(max_steps=10**6, patience=10**6, rtol=0.0)
     window.state.eps = 0.35
     qtbot.waitUntil(lambda: not window.worker.is_idle(), timeout=5000)
+    qtbot.waitUntil(lambda: window.busy_label.text() == "working...", timeout=5000)
     time.sleep(0.3)
     assert not window.worker.is_idle()
     t0 = time.perf_counter()
