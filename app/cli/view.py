@@ -22,9 +22,20 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
+    import sys
 
-    if args.screenshot and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from app.errors import OptionError
+
+    headless = sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")
+    )
+    if headless:
+        if not args.screenshot:
+            raise OptionError(
+                "no display (DISPLAY/WAYLAND_DISPLAY unset): run it on a desktop, or render headless with "
+                "--screenshot PNG (or QT_QPA_PLATFORM=offscreen)"
+            )
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
     from app.gui.app import run_viewer
 
     return run_viewer(args.study, args.mask, args.model, args.screenshot, args.device)

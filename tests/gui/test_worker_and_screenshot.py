@@ -156,3 +156,12 @@ print("closed")
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert "closed" in p.stdout and "Destroyed while thread" not in p.stderr
+
+
+def test_no_display_is_a_clear_error_not_a_crash(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    p = subprocess.run([sys.executable, str(ROOT / "main.py")], env=env, capture_output=True, text=True, timeout=60)
+    if not sys.platform.startswith("linux"):
+        pytest.skip("display detection is for Linux")
+    assert p.returncode == 2
+    assert p.stderr.startswith("matchgen view: error: no display") and len(p.stderr.strip().splitlines()) == 1
