@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || bash scripts/setup.sh
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt "pyinstaller>=6.10"
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[bundle]"
 .venv/bin/pyinstaller --noconfirm --clean --log-level WARN \
     --distpath dist --workpath build/pyinstaller packaging/matchgen-viewer.spec
 echo "bundle: dist/matchgen-viewer ($(du -sh dist/matchgen-viewer | cut -f1))"
