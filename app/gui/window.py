@@ -26,13 +26,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.maps import confusion_rgb
-from app.core.metrics import dice
 from app.errors import MatchGenError, OptionError
 from app.gui.controls import ControlPanel
 from app.gui.panels import FourPanels
 from app.gui.worker import JobContext, SolveWorker
 from app.viewer.compute import ModelSession, ResultCache, SliceResult
+from app.viewer.overlay import detection_overlay
 from app.viewer.slices import StudySlices
 from app.viewer.state import ViewerState
 
@@ -462,17 +461,8 @@ class MainWindow(QMainWindow):
         r, sl = self.shown, self.state.study
         if r is None or sl is None:
             return None, None
-        pred = r.d > self.state.tau
         gt = sl.gt_slice(self.state.slice_index)
-        a = int(round(255 * self.state.overlay_opacity))
-        rgba = np.zeros((*pred.shape, 4), np.uint8)
-        if gt is not None:
-            rgba[..., :3] = confusion_rgb(pred, gt)
-            rgba[..., 3] = np.where(pred | gt, a, 0)
-            return rgba, float(dice(pred, gt))
-        rgba[..., 0] = 255
-        rgba[..., 3] = np.where(pred, a, 0)
-        return rgba, None
+        return detection_overlay(r.d, self.state.tau, gt, self.state.overlay_opacity)
 
     def _update_detection(self, titles: bool = True) -> None:
         rgba, d = self.detection_overlay()

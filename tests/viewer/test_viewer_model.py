@@ -43,7 +43,8 @@ def test_state_presets_and_levels():
 
 def test_state_imports_no_qt():
     code = (
-        "import sys, app.viewer.state, app.viewer.compute, app.viewer.slices, app.viewer.loading, app.figure; "
+        "import sys, app.viewer.state, app.viewer.compute, app.viewer.slices, app.viewer.loading, app.viewer.overlay, "
+        "app.figure; "
         "assert not any(m.startswith(('PySide6', 'pyqtgraph', 'qasync')) for m in sys.modules), 'Qt imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -151,3 +152,18 @@ def test_result_cache_is_lru():
     c.get("m", 1, 0.0)
     c.put(SliceResult("m", 1, 0.3, z, z))  # drops the least recently used (0.1)
     assert c.get("m", 1, 0.1) is None and c.get("m", 1, 0.0) is not None and len(c) == 3
+
+
+def test_detection_overlay_colours_and_dice():
+    from app.viewer.overlay import detection_overlay
+
+    d = np.array([[0.9, 0.9], [0.1, 0.1]])
+    gt = np.array([[True, False], [True, False]])
+    rgba, dsc = detection_overlay(d, 0.5, gt, 0.5)
+    assert dsc == pytest.approx(0.5)  # 2*1 / (2 + 2)
+    assert rgba[0, 0].tolist() == [255, 0, 0, 128]  # TP red
+    assert rgba[0, 1].tolist() == [0, 0, 255, 128]  # FP blue
+    assert rgba[1, 0].tolist() == [0, 255, 0, 128]  # FN green
+    assert rgba[1, 1].tolist() == [0, 0, 0, 0]  # TN transparent
+    rgba, dsc = detection_overlay(d, 0.5, None, 1.0)
+    assert dsc is None and rgba[..., 3].tolist() == [[255, 255], [0, 0]] and rgba[0, 0, 0] == 255
