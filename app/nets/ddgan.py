@@ -48,6 +48,11 @@ class DDGAN(AnomalyModel):
         self.t_start = int(e.get("t_start", max(1, self.steps // 2)))
         if not 1 <= self.t_start <= self.steps:
             raise ValueError(f"t_start must be in 1..{self.steps}")
+        #: training draws t from 1..train_t_max (default T). Detection only ever runs the chain from t_start, so
+        #: train_t_max = t_start spends a short training budget on the steps that are used.
+        self.train_t_max = int(e.get("train_t_max", self.steps))
+        if not self.t_start <= self.train_t_max <= self.steps:
+            raise ValueError(f"train_t_max must be in {self.t_start}..{self.steps}")
         self.nz = int(c.latent_dim)
         depth = int(e.get("depth", unet_depth(c.image_size)))
         self.gen = UNet(c.channels, c.image_size, c.width, depth, cond_dim=2 * EMB)
@@ -105,11 +110,11 @@ class DDGAN(AnomalyModel):
 
     # --- training -------------------------------------------------------------------------------------------
     def training_batch(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """One DDGAN training sample per image: t ~ U{1..T}, the true pair (x_{t-1}, x_t), the generated x_{t-1}
-        and the predicted x_0."""
+        """One DDGAN training sample per image: t ~ U{1..train_t_max}, the true pair (x_{t-1}, x_t), the
+        generated x_{t-1} and the predicted x_0."""
         b = x.shape[0]
         x0 = 2 * x - 1
-        t = torch.randint(1, self.steps + 1, (b,), generator=generator).to(x.device)
+        t = torch.randint(1, self.train_t_max + 1, (b,), generator=generator).to(x.device)
         n1 = torch.randn(x.shape, generator=generator).to(x)
         n2 = torch.randn(x.shape, generator=generator).to(x)
         n3 = torch.randn(x.shape, generator=generator).to(x)

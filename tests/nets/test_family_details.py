@@ -130,3 +130,18 @@ def test_ddgan_chain_is_deterministic_and_its_noise_is_stored():
     t1 = torch.ones(2, dtype=torch.long)
     torch.testing.assert_close(m.posterior(x, z, t1, torch.randn_like(x)), x)
     assert float(m.alpha_bar[0]) == 1.0 and all(m.alpha_bar[1:] < m.alpha_bar[:-1])
+
+
+def test_ddgan_training_steps_stay_within_train_t_max():
+    m = tiny("ddgan", steps=4, t_start=2, train_t_max=2)
+    ts = torch.cat(
+        [m.training_batch(torch.rand(8, 1, 32, 32), torch.Generator().manual_seed(i))["t"] for i in range(5)]
+    )
+    assert set(ts.tolist()) == {1, 2}
+    full = tiny("ddgan", steps=4, t_start=2)
+    ts = torch.cat(
+        [full.training_batch(torch.rand(8, 1, 32, 32), torch.Generator().manual_seed(i))["t"] for i in range(5)]
+    )
+    assert set(ts.tolist()) == {1, 2, 3, 4}
+    with pytest.raises(ValueError, match="train_t_max"):
+        tiny("ddgan", steps=4, t_start=3, train_t_max=2)
