@@ -209,14 +209,16 @@ def load_slices(data: str | os.PathLike | None, n: int, size: int) -> tuple[np.n
 
 
 # --- peak memory of detect -------------------------------------------------------------------------------------
-def write_phantom_volume(path: Path, shape=(256, 256, 155), seed: int = 0) -> Path:
-    """A 256x256x155 (BraTS-sized) float32 NIfTI phantom for the memory measurement."""
+def write_phantom_volume(path: Path, shape=(256, 256, 155), seed: int = 0, mask_path: Path | None = None) -> Path:
+    """A float32 NIfTI phantom (default 256x256x155, BraTS-sized; 1 mm, RAS) and optionally its lesion mask."""
     import nibabel as nib
 
-    n = shape[2]
-    imgs, _ = phantom_slices(n, shape[0], seed)
+    imgs, masks = phantom_slices(shape[2], shape[0], seed)
     vol = np.ascontiguousarray(np.transpose(imgs[:, 0], (1, 2, 0)) * 1000.0, dtype=np.float32)
-    nib.save(nib.Nifti1Image(vol, np.diag([1.0, 1.0, 1.0, 1.0])), str(path))
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(path))
+    if mask_path is not None:
+        m = np.ascontiguousarray(np.transpose(masks, (1, 2, 0)), dtype=np.uint8)
+        nib.save(nib.Nifti1Image(m, np.eye(4)), str(mask_path))
     return path
 
 
@@ -285,6 +287,7 @@ def run_speed(
     gui: bool = True,
     rss: bool = True,
     workdir: Path | None = None,
+    reference_options: SolverOptions | None = None,
     log: Log = print,
 ) -> dict[str, Any]:
     from app.core.device import describe_device, resolve_device
@@ -300,7 +303,7 @@ def run_speed(
     size = model_plain.config.image_size
     eps, tau, eps_rule = model_eps_tau(card)
     fast_opts = FAST
-    ref_opts = SolverOptions()  # the paper's: penalty, Adam lr 1e-3, float32
+    ref_opts = reference_options or SolverOptions()  # the paper's: penalty, Adam lr 1e-3, float32
     det_fast = Detector(model_fast, dev, solver=fast_opts, batch_size=batch_size, channels_last=True)
     det_ref = Detector(model_plain, dev, solver=ref_opts, batch_size=batch_size, channels_last=False)
 
@@ -400,8 +403,10 @@ def run_speed(
     if gui:
         from app.bench.gui_latency import measure_gui
 
-        log("tau_update_ms and gui_max_stall_ms: driving the GUI offscreen ...")
-        res.update(measure_gui(det_fast, images, masks, eps, tau))
+        log("tau_update_ms and gui_max_stall_ms: driving the viewer offscreen ...")
+        with tempfile.TemporaryDirectory(dir=workdir) as td:
+            gui_res = measure_gui(det_fast, images, masks, eps, tau, model=str(stem), device=str(dev), workdir=Path(td))
+        res.update(gui_res)
     if rss:
         log("peak_rss_mb: detect on a 256x256x155 volume in a subprocess ...")
         with tempfile.TemporaryDirectory(dir=workdir) as td:

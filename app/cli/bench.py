@@ -63,8 +63,20 @@ def configure(p: argparse.ArgumentParser) -> None:
     s.add_argument("--no-rss", action="store_true", help="skip the detect memory figure")
 
 
-def run(args: argparse.Namespace) -> int:
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this run (for the reports)."""
     import shlex
+
+    parts = ["python", "main.py", "bench", args.bench]
+    for key, val in sorted(vars(args).items()):
+        if key in ("bench", "command", "_run") or val in (None, False):
+            continue
+        flag = "--" + key.replace("_", "-")
+        parts += [flag] if val is True else [flag, str(val)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
@@ -87,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             rss=not args.no_rss,
             log=lambda m: print(m, file=sys.stderr, flush=True),
         )
-        res["command"] = "python main.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        res["command"] = command_line(args)
         js, md = write_outputs(res, Path(args.out))
         print(summary_markdown(res))
         print(f"wrote {js} and {md}")
@@ -106,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         recalibrate=args.recalibrate,
     )
     report = run_quality(args.data, models, settings, args.device, progress_bar=not args.no_progress)
-    command = "python main.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = command_line(args)
     paths = write_outputs(report, Path(args.out), command)
     print(table_markdown(report))
     print("wrote " + ", ".join(str(p) for p in paths.values()))

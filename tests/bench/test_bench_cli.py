@@ -1,0 +1,116 @@
+"""``bench quality`` and ``bench speed`` end to end on a tiny model and a tiny benchmark directory."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from app.bench.protocol import choose_intensity_baseline, evaluate_intensity_baseline
+from app.bench.speed import SAME_LOSS_RTOL, model_eps_tau, phantom_slices, run_speed, summary_markdown, write_outputs
+from app.cli import main
+from app.core.matchgen import SolverOptions
+from app.data.splits import load_split, save_split
+from app.nets import ModelConfig, create_model
+from app.nets.checkpoint import save_checkpoint
+
+S = 32
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    torch.manual_seed(0)
+    m = create_model(ModelConfig("ae-l1", image_size=S, latent_dim=8, width=4)).freeze()
+    return save_checkpoint(m, tmp_path / "models" / "tiny", {"chosen": {"eps": 0.5, "tau": 0.2}})
+
+
+def make_bench(root, seed=0, test_seed=1):
+    for split, n, sd in (("val", 8, seed), ("test", 10, test_seed)):
+        imgs, masks = phantom_slices(n, S, seed=sd)
+        save_split(root, split, imgs, masks, [f"{split}{i}" for i in range(n)])
+    imgs, _ = phantom_slices(6, S, seed=9, lesions=False)
+    save_split(root, "train", imgs, None, [f"t{i}" for i in range(6)])
+    return root
+
+
+def quality(data, model, out, *extra):
+    args = ["bench", "quality", "--data", str(data), "--models", str(model), "--out", str(out)]
+    return main([*args, "--max-steps", "5", "--val-subset", "4", "--no-progress", *extra])
+
+
+def test_quality_report_has_the_table_json_and_plot(tmp_path, tiny_model, capsys):
+    data = make_bench(tmp_path / "bench")
+    assert quality(data, tiny_model, tmp_path / "out") == 0
+    rep = json.loads((tmp_path / "out" / "quality.json").read_text())
+    md = (tmp_path / "out" / "quality.md").read_text()
+    assert (tmp_path / "out" / "quality.png").stat().st_size > 1000
+    assert "| tiny |" in md and "| tiny + MG |" in md and "| intensity threshold |" in md
+    row = rep["models"][0]
+    assert row["eps_source"] == "calibrated here on validation"  # the card has no eps_range
+    assert row["choice"]["eps"] in row["eps_grid"] and row["choice"]["eps"] > 0
+    assert row["mg"]["n_images"] == rep["n_test_abnormal"] == row["base"]["n_images"]
+    # the baseline in the report is exactly the protocol's, computed directly
+    val, test = load_split(data, "val"), load_split(data, "test")
+    ch = choose_intensity_baseline(val, subset=4)
+    sc = evaluate_intensity_baseline(test, ch.tau)
+    assert rep["intensity_baseline"]["choice"]["tau"] == ch.tau
+    assert rep["intensity_baseline"]["test"]["dice_mean"] == pytest.approx(sc.dice_mean)
+    assert "bench quality" in rep["command"] and "tiny + MG" in capsys.readouterr().out
+
+
+def test_quality_never_chooses_on_test(tmp_path, tiny_model):
+    a = make_bench(tmp_path / "a", test_seed=1)
+    b = make_bench(tmp_path / "b", test_seed=2)  # same validation, different test split
+    assert quality(a, tiny_model, tmp_path / "oa") == 0
+    assert quality(b, tiny_model, tmp_path / "ob") == 0
+    ra = json.loads((tmp_path / "oa" / "quality.json").read_text())
+    rb = json.loads((tmp_path / "ob" / "quality.json").read_text())
+    for key in ("eps", "tau", "base_tau", "dice"):
+        assert ra["models"][0]["choice"][key] == rb["models"][0]["choice"][key]
+    assert ra["intensity_baseline"]["choice"] == rb["intensity_baseline"]["choice"]
+    assert ra["models"][0]["mg"] != rb["models"][0]["mg"]  # the test scores do differ
+
+
+def test_quality_errors_are_one_line(tmp_path, tiny_model, capsys):
+    assert quality(tmp_path / "missing", tiny_model, tmp_path / "o") == 2
+    data = make_bench(tmp_path / "bench")
+    assert quality(data, tmp_path / "nope", tmp_path / "o") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(e.startswith("matchgen bench: error:") for e in err)
+    assert not (tmp_path / "o" / "quality.json").exists()
+
+
+def test_speed_figures_and_summary(tmp_path, tiny_model):
+    res = run_speed(
+        str(tiny_model),
+        "cpu",
+        None,
+        n_converge=2,
+        n_volume=8,
+        n_reference=2,
+        batch_size=4,
+        gui=False,
+        rss=False,
+        reference_options=SolverOptions(max_steps=100),
+        log=lambda m: None,
+    )
+    for key in ("slice_converge_s", "volume_s_per_slice", "speedup_vs_reference", "flops_fraction"):
+        assert res[key] > 0, key
+    assert res["eps"] == 0.5 and res["tau"] == 0.2  # from the card's choice
+    assert len(res["reference"]["loss"]) == 2 and len(res["fast_batched"]["loss"]) == 2
+    rel = (np.array(res["fast_batched"]["loss"]) - res["reference"]["loss"]) / np.array(res["reference"]["loss"])
+    assert res["same_final_loss"] == bool((rel <= SAME_LOSS_RTOL).all())
+    assert res["solver_reference"]["method"] == "penalty" and res["solver_reference"]["lr"] == 1e-3
+    assert res["solver_fast"]["method"] == "spg" and sum(res["fast_batched"]["steps"]) > 0
+    js, md = write_outputs(res, tmp_path / "speed")
+    assert json.loads(js.read_text())["threads"] == torch.get_num_threads()
+    text = md.read_text()
+    assert "| slice_converge_s |" in text and "| peak_rss_mb | n/a |" in text
+    assert summary_markdown(res) == text
+
+
+def test_eps_tau_fallbacks_are_stated():
+    assert model_eps_tau({"chosen": {"eps": 1.5, "tau": 0.1}})[:2] == (1.5, 0.1)
+    eps, tau, rule = model_eps_tau({"eps_range": {"eps_max": 4.0}})
+    assert eps == 2.0 and "half" in rule
+    assert "fallback" in model_eps_tau({})[2]
