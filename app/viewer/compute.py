@@ -46,22 +46,39 @@ class SliceResult:
         return None if gt is None else float(dice(self.mask(tau), gt))
 
 
-def card_choices(card: dict) -> dict[str, float]:
-    """eps range and (eps, tau) chosen on validation from a model card, with documented fallbacks."""
+def _eps_range(card: dict) -> tuple[float, float]:
+    """The card's calibrated eps range: ``[lo, hi]`` or ``{"eps_max": hi[, "eps_min": lo, "grid": [...]]}``."""
     chosen = card.get("chosen") or {}
-    rng = card.get("eps_range") or chosen.get("eps_range") or FALLBACK_EPS_RANGE
+    rng = card.get("eps_range") or chosen.get("eps_range")
     try:
-        lo, hi = float(rng[0]), float(rng[1])
+        if isinstance(rng, dict):
+            grid = [float(v) for v in rng.get("grid") or []]
+            hi = float(rng.get("eps_max", max(grid) if grid else FALLBACK_EPS_RANGE[1]))
+            lo = float(rng.get("eps_min", min(grid) if grid else 0.0))
+        elif rng is not None:
+            lo, hi = float(rng[0]), float(rng[1])
+        else:
+            lo, hi = FALLBACK_EPS_RANGE
     except (TypeError, ValueError, IndexError, KeyError):
         lo, hi = FALLBACK_EPS_RANGE
-    hi = hi if hi > 0 else FALLBACK_EPS_RANGE[1]
+    if not (hi > 0 and hi == hi and hi != float("inf")):
+        lo, hi = FALLBACK_EPS_RANGE
+    return max(min(lo, hi), 0.0), hi
+
+
+def card_choices(card: dict) -> dict[str, float]:
+    """eps range and (eps, tau) chosen on validation from a model card, with documented fallbacks (range
+    [0, 0.6], eps 0.1, tau 0.2). The chosen eps is clamped into the range. ``detect`` uses this too."""
+    chosen = card.get("chosen") or {}
+    lo, hi = _eps_range(card)
 
     def num(key: str, default: float) -> float:
         v = chosen.get(key, card.get(key, default))
         try:
-            return float(v)
+            v = float(v)
         except (TypeError, ValueError):
             return default
+        return v if v == v else default
 
     eps = min(max(num("eps", FALLBACK_EPS), 0.0), hi)
     tau = num("tau", FALLBACK_TAU)

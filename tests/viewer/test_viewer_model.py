@@ -112,6 +112,17 @@ def test_card_choices_and_fallbacks():
     assert c == {"eps_min": 0.0, "eps_max": 0.4, "eps": 0.4, "tau": 0.12, "tau_base": 0.12}
     c = card_choices({})
     assert c["eps_max"] == FALLBACK_EPS_RANGE[1] and c["eps"] == 0.1 and c["tau"] == 0.2
+    # the zoo's calibrated cards: a dict with eps_max and the grid searched on validation
+    card = {
+        "eps_range": {"eps_max": 100.0, "grid": [0.0, 50.0, 100.0], "rule": "..."},
+        "chosen": {"eps": 66.666667, "tau": 0.225, "tau_base": 0.195},
+    }
+    c = card_choices(card)
+    assert c == {"eps_min": 0.0, "eps_max": 100.0, "eps": 66.666667, "tau": 0.225, "tau_base": 0.195}
+    assert card_choices({"eps_range": {"grid": [0.0, 2.0, 4.0]}})["eps_max"] == 4.0
+    for bad in ({"eps_range": "wide"}, {"eps_range": {"eps_max": -1}}, {"eps_range": [0, float("nan")]}):
+        assert card_choices(bad)["eps_max"] == FALLBACK_EPS_RANGE[1]
+    assert card_choices({"chosen": {"tau": "high"}})["tau"] == 0.2
 
 
 def test_session_solves_like_the_detector(slices, tmp_path):
