@@ -13,5 +13,7 @@ echo "bundle: dist/matchgen-viewer ($(du -sh dist/matchgen-viewer | cut -f1))"
 if [ "${1:-}" != "--no-smoke" ]; then
     QT_QPA_PLATFORM=offscreen dist/matchgen-viewer/matchgen-viewer --version
     QT_QPA_PLATFORM=offscreen dist/matchgen-viewer/matchgen-viewer view --device cpu --screenshot dist/bundle-smoke.png
-    echo "smoke test passed: dist/bundle-smoke.png"
+    dist/matchgen-viewer/matchgen-viewer figure resources/demo/demo_t1.nii.gz --mask resources/demo/demo_t1_mask.nii.gz \
+        --device cpu --out dist/bundle-smoke.pdf
+    echo "smoke test passed: dist/bundle-smoke.png, dist/bundle-smoke.pdf"
 fi
