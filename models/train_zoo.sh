@@ -19,7 +19,7 @@ declare -A ARGS=(
   [vae-grad]="vae-grad --width 8 --latent-dim 128 --set kl_weight=1e-5 --set grad_sigma=2"
   [dae]="dae --width 8 --set noise_std=0.2 --set noise_res=16"
   [ganomaly]="ganomaly --width 8 --latent-dim 128"
-  [ddgan]="ddgan --width 8 --latent-dim 32 --set steps=4 --set t_start=2 --set train_t_max=2 --set w_rec=10 --set noise_seed=0"
+  [ddgan]="ddgan --width 8 --latent-dim 32 --lr 1e-3 --set steps=4 --set t_start=2 --set train_t_max=2 --set w_rec=50 --set noise_seed=0"
 )
 NAMES=("$@")
 [ ${#NAMES[@]} -eq 0 ] && NAMES=(ae-l1 ce-ae vae vae-grad dae ganomaly ddgan)
