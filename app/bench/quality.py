@@ -42,6 +42,9 @@ class QualitySettings:
     batch_size: int = 16
     calibrate_subset: int | None = 32
     recalibrate: bool = False
+    #: "val": choose tau/eps on validation here; "card": take the choice the model card records (made on
+    #: validation by ``python main.py calibrate`` with this module's protocol), which skips the validation solves
+    choice: str = "val"
 
 
 def _eps_grid_from_card(card: dict[str, Any]) -> list[float] | None:
@@ -75,6 +78,8 @@ def evaluate_model(
 
     t0 = time.perf_counter()
     grid = None if settings.recalibrate else _eps_grid_from_card(card)
+    if settings.choice == "card" and grid is None:
+        raise OptionError(f"model {stem.name}: its card has no calibrated eps range (run 'main.py calibrate')")
     eps_source = "model card"
     calib = None
     if grid is None:
@@ -83,21 +88,38 @@ def evaluate_model(
         )
         grid = calib.grid
         eps_source = "calibrated here on validation"
-    choice = choose_on_validation(
-        det,
-        val,
-        grid,
-        DEFAULT_TAUS,
-        subset=settings.val_subset,
-        max_steps=settings.max_steps,
-        progress=prog("validation"),
+    chosen = card.get("chosen") or {}
+    if settings.choice == "card":
+        if not all(k in chosen for k in ("eps", "tau", "tau_base")):
+            raise OptionError(f"model {stem.name}: its card records no validation choice (run 'main.py calibrate')")
+        choice_d = {
+            "eps": float(chosen["eps"]),
+            "tau": float(chosen["tau"]),
+            "base_tau": float(chosen["tau_base"]),
+            "dice": float(chosen.get("val_dice", math.nan)),
+            "base_dice": float(chosen.get("val_dice_base", math.nan)),
+            "source": "model card (chosen on validation by 'main.py calibrate')",
+            "calibration_settings": card.get("calibration"),
+        }
+    else:
+        choice = choose_on_validation(
+            det,
+            val,
+            grid,
+            DEFAULT_TAUS,
+            subset=settings.val_subset,
+            max_steps=settings.max_steps,
+            progress=prog("validation"),
+        )
+        choice_d = {**choice.as_dict(), "source": "chosen on validation here"}
+    base = evaluate_on_test(
+        det, test, 0.0, choice_d["base_tau"], subset=settings.test_subset, progress=prog("test base")
     )
-    base = evaluate_on_test(det, test, 0.0, choice.base_tau, subset=settings.test_subset, progress=prog("test base"))
     mg = evaluate_on_test(
         det,
         test,
-        choice.eps,
-        choice.tau,
+        choice_d["eps"],
+        choice_d["tau"],
         subset=settings.test_subset,
         max_steps=settings.max_steps,
         progress=prog("test +MG"),
@@ -110,7 +132,7 @@ def evaluate_model(
         "eps_grid": grid,
         "eps_source": eps_source,
         "calibration": calib.as_dict() if calib else card.get("eps_range"),
-        "choice": choice.as_dict(),
+        "choice": choice_d,
         "base": base.as_dict(),
         "mg": mg.as_dict(),
         "seconds": time.perf_counter() - t0,

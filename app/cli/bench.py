@@ -43,6 +43,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         default="fast",
         help="fast: spg + bfloat16 (default); paper: penalty, Adam lr 1e-3, float32",
     )
+    q.add_argument(
+        "--choice",
+        choices=("val", "card"),
+        default="val",
+        help="val: choose tau/eps on validation here (default); card: use the validation choice in the model card",
+    )
     q.add_argument("--recalibrate", action="store_true", help="calibrate the eps range even if the card has one")
     q.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -116,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         solver=FAST if args.solver == "fast" else SolverOptions(),
         channels_last=args.solver == "fast",
         recalibrate=args.recalibrate,
+        choice=args.choice,
     )
     report = run_quality(args.data, models, settings, args.device, progress_bar=not args.no_progress)
     command = command_line(args)

@@ -114,3 +114,21 @@ def test_eps_tau_fallbacks_are_stated():
     eps, tau, rule = model_eps_tau({"eps_range": {"eps_max": 4.0}})
     assert eps == 2.0 and "half" in rule
     assert "fallback" in model_eps_tau({})[2]
+
+
+def test_quality_can_take_the_cards_validation_choice(tmp_path, capsys):
+    torch.manual_seed(0)
+    m = create_model(ModelConfig("ae-l1", image_size=S, latent_dim=8, width=4)).freeze()
+    card = {
+        "eps_range": {"eps_max": 0.6, "grid": [0.0, 0.3, 0.6]},
+        "chosen": {"eps": 0.3, "tau": 0.15, "tau_base": 0.2, "val_dice": 0.4, "val_dice_base": 0.3},
+    }
+    stem = save_checkpoint(m, tmp_path / "models" / "carded", card)
+    data = make_bench(tmp_path / "bench")
+    assert quality(data, stem, tmp_path / "o", "--choice", "card") == 0
+    row = json.loads((tmp_path / "o" / "quality.json").read_text())["models"][0]
+    assert (row["choice"]["eps"], row["choice"]["tau"], row["choice"]["base_tau"]) == (0.3, 0.15, 0.2)
+    assert row["eps_grid"] == [0.0, 0.3, 0.6] and "card" in row["choice"]["source"]
+    no_range = save_checkpoint(m, tmp_path / "models" / "bare", {"chosen": card["chosen"]})
+    assert quality(data, no_range, tmp_path / "o2", "--choice", "card") == 2
+    assert "eps range" in capsys.readouterr().err
