@@ -1,0 +1,74 @@
+"""The trained models shipped in models/: every one of the seven loads, its card says what it was trained on
+and what validation chose, it runs through the shared Detector (base and +MG), and ``detect`` works with and
+without --base-only."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from app.cli import main
+from app.core.detector import Detector
+from app.data.phantom import brain_phantom
+from app.nets.checkpoint import load_checkpoint, read_card
+from app.nets.zoo import DEFAULT_MODEL, MODELS_DIR, list_models
+
+ZOO = ["ae-l1", "ce-ae", "vae", "vae-grad", "dae", "ganomaly", "ddgan"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    vol, _ = brain_phantom((40, 44, 4), seed=3)
+    p = tmp_path_factory.mktemp("study") / "phantom.nii.gz"
+    nib.save(nib.Nifti1Image(vol, np.diag([2.0, 2.0, 3.0, 1.0])), p)
+    return p
+
+
+def test_all_seven_are_shipped_and_the_default_is_one_of_them():
+    assert set(ZOO) <= set(list_models(MODELS_DIR))
+    assert DEFAULT_MODEL in ZOO
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_card_records_training_and_validation_choice(name):
+    card = read_card(MODELS_DIR / name)
+    assert card["family"] == name and card["status"] == "trained"
+    assert card["config"]["image_size"] == 128 and card["config"]["channels"] == 1
+    tr = card["training"]
+    assert tr["training_time_s"] > 0 and tr["epochs"] > 0 and tr["command"].startswith("python main.py train")
+    assert tr["data_meta"]["sources"]["train"] and card["final_val_loss"] > 0
+    rng, ch = card["eps_range"], card["chosen"]
+    assert rng["eps_max"] > 0 and ch["eps"] in rng["grid"] and 0 <= ch["tau"] <= 1 and 0 <= ch["tau_base"] <= 1
+    assert 0 <= ch["val_dice_base"] <= 1 and 0 <= ch["val_dice"] <= 1
+    assert (MODELS_DIR / f"{name}.safetensors").stat().st_size < 10_000_000  # a few MB each
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_shipped_model_runs_base_and_matchgen(name):
+    model, card = load_checkpoint(MODELS_DIR / name)
+    x = torch.from_numpy(brain_phantom((128, 128, 2), seed=1)[0].transpose(2, 0, 1)[:, None] / 100.0).clamp(0, 1)
+    det = Detector(model, "cpu")
+    base = det.run(x, 0.0)
+    assert base.s.shape == (2, 1, 128, 128) and base.d.shape == (2, 128, 128)
+    np.testing.assert_array_equal(base.s, model.pseudo_normal(x.float()).numpy())
+    mg = det.run(x, card["chosen"]["eps"], max_steps=3, method="projected")
+    assert mg.s.shape == base.s.shape and (mg.loss <= base.loss + 1e-6).all()
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_detect_with_and_without_base_only(name, study, tmp_path, capsys):
+    for extra in ([], ["--base-only"]):
+        out = tmp_path / f"mask{len(extra)}.nii.gz"
+        code = main(["detect", str(study), "--model", name, "--out", str(out), "--max-steps", "3", "--device",
+                     "cpu", *extra])  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        m = nib.load(out)
+        assert m.shape == (40, 44, 4) and set(np.unique(np.asarray(m.dataobj))) <= {0, 1}
