@@ -27,7 +27,9 @@ def _kv(text: str) -> tuple[str, object]:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("family", help="model family (see `models --families`), e.g. ae-l1, ce-ae, vae, dae, ...")
+    p.add_argument(
+        "family", help="model family: ae-l1, ce-ae, vae, vae-grad, dae, ganomaly, ddgan, or a plug-in's family"
+    )
     p.add_argument("--data", required=True, help="dataset folder with train/ and val/ (e.g. from `data brain-proxy`)")
     p.add_argument("--out", required=True, help="checkpoint to write, e.g. models/NAME")
     p.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
