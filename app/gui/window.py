@@ -410,7 +410,14 @@ class MainWindow(QMainWindow):
         return self.worker.submit(job)
 
     def _grid(self) -> list[float]:
-        return [e for e in self.controls.eps.grid() if e > 0]
+        """eps values to precompute: the card's calibration grid where it has one (a few values that the slider
+        reaches: its 30 steps are a multiple of the zoo's 6), else every slider position."""
+        card_grid = self.session.eps_grid if self.session is not None else []
+        slider = self.controls.eps.grid()
+        if card_grid:
+            on_slider = [min(slider, key=lambda v, e=e: abs(v - e)) for e in card_grid]
+            return [v for v in on_slider if v > 0]
+        return [e for e in slider if e > 0]
 
     def _on_report(self, gen: int, kind: str, r) -> None:
         if not isinstance(r, SliceResult) or self.session is None or r.model != self.session.name:

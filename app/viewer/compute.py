@@ -86,6 +86,17 @@ def card_choices(card: dict) -> dict[str, float]:
     return {"eps_min": lo, "eps_max": hi, "eps": eps, "tau": tau, "tau_base": tau_base}
 
 
+def card_eps_grid(card: dict) -> list[float]:
+    """The eps values the card's calibration searched (``eps_range.grid``), inside the range; [] if none."""
+    rng = card.get("eps_range")
+    lo, hi = _eps_range(card)
+    try:
+        grid = [float(v) for v in (rng.get("grid") or [])] if isinstance(rng, dict) else []
+    except (TypeError, ValueError):
+        return []
+    return sorted(v for v in grid if lo <= v <= hi)
+
+
 class ModelSession:
     """A loaded model (by zoo name or checkpoint path) bound to a study's slices."""
 
@@ -95,6 +106,7 @@ class ModelSession:
         self.name = name
         self.card = card
         self.choices = card_choices(card)
+        self.eps_grid = card_eps_grid(card)
         self.detector = Detector(model, device)
         self.input = ModelInput.of(model)
         self.slices: StudySlices | None = None

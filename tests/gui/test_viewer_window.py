@@ -379,3 +379,16 @@ def test_model_picker_switches_model_and_takes_its_card(window, qtbot):
     assert window.state.eps_max == 0.5 and window.state.tau == pytest.approx(0.15)
     qtbot.waitUntil(lambda: bool(shown) and shown[-1].model == "tiny2" and window.worker.is_idle(), timeout=30000)
     assert window.shown.model == "tiny2"
+
+
+def test_eps_path_precomputes_the_cards_grid(window, qtbot):
+    window.precompute_eps_path = True
+    window.session.eps_grid = [0.0, 0.25, 0.5]  # as a calibrated card names it
+    window.cache.clear()
+    window.request()
+    k = window.state.slice_index
+    qtbot.waitUntil(window.worker.is_idle, timeout=120000)
+    cached = sorted(e for (m, kk, e) in window.cache._d if kk == k and e > 0)
+    assert cached == [0.2, 0.25, 0.5]  # the shown value and the card's grid, not all 30 slider positions
+    window.controls.eps.slider.setValue(15)  # 15 / 30 * 0.5 = 0.25: answered from the cache
+    assert window.shown.eps == pytest.approx(0.25) and window.shown.warm_start

@@ -123,6 +123,10 @@ def test_card_choices_and_fallbacks():
     for bad in ({"eps_range": "wide"}, {"eps_range": {"eps_max": -1}}, {"eps_range": [0, float("nan")]}):
         assert card_choices(bad)["eps_max"] == FALLBACK_EPS_RANGE[1]
     assert card_choices({"chosen": {"tau": "high"}})["tau"] == 0.2
+    from app.viewer.compute import card_eps_grid
+
+    assert card_eps_grid(card) == [0.0, 50.0, 100.0]
+    assert card_eps_grid({"eps_range": [0, 1]}) == [] and card_eps_grid({}) == []
 
 
 def test_session_solves_like_the_detector(slices, tmp_path):
