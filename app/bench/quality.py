@@ -270,11 +270,22 @@ def write_outputs(report: dict[str, Any], out: Path, command: str = "") -> dict[
     md = (
         f"# bench quality on {report['data']}\n\n"
         + (f"Command: `{command}`\n\n" if command else "")
-        + f"Test: {report['n_test']} slices ({report['n_test_abnormal']} abnormal); validation: "
-        f"{report['n_val_abnormal']} abnormal slices. Dice/AP in %, per-image mean ± std over abnormal test "
+        + f"Test: {report['n_test']} slices ({report['n_test_abnormal']} abnormal)"
+        + (f", of which {ts} evenly spaced slices were used" if (ts := report["settings"].get("test_subset")) else "")
+        + f"; validation: {report['n_val_abnormal']} abnormal slices"
+        + (
+            f" ({vs} evenly spaced used for the choice)"
+            if (vs := report["settings"].get("val_subset")) and report["settings"].get("choice") == "val"
+            else " (the choice recorded in each model card by `main.py calibrate`)"
+            if report["settings"].get("choice") == "card"
+            else ""
+        )
+        + ". Dice/AP in %, per-image mean ± std over abnormal test "
         "slices; tau (and eps for +MG) chosen on validation by mean Dice. ↑: +MG beats its base model.\n\n"
         + table_markdown(report)
     )
     _atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(md))
     plot(report, paths["png"])
+    for p in paths.values():
+        p.chmod(0o644)  # the atomic temporary file was private
     return paths
