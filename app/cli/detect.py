@@ -28,6 +28,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask", metavar="GT", default=None, help="ground-truth mask on the study's grid: print the Dice")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     p.add_argument("--batch-size", type=int, default=32, help="slices per solver batch (default 32)")
+    p.add_argument(
+        "--solver",
+        choices=("card", "paper", "fast"),
+        default="card",
+        help="card: the solver the card's eps/tau were chosen with (default); paper: penalty method, Adam lr 1e-3; "
+        "fast: spectral projected gradient with bfloat16 search steps",
+    )
     p.add_argument("--max-steps", type=int, default=None, help="cap on solver steps per slice (default: the solver's)")
 
 
@@ -46,7 +53,7 @@ def _check_out(path) -> None:
 def choose_parameters(card: dict, eps: float | None, tau: float | None, base_only: bool) -> tuple[float, float, str]:
     """(eps, tau, note) from the options, else the card's validation choice, else the documented fallbacks."""
     from app.errors import OptionError
-    from app.viewer.compute import card_choices
+    from app.nets.card import card_choices
 
     ch = card_choices(card)
     chosen = card.get("chosen") or {}
@@ -114,9 +121,12 @@ def run(args: argparse.Namespace) -> int:
 
         from tqdm import tqdm
 
-        from app.core.matchgen import SolverOptions
+        from app.core.matchgen import FAST, SolverOptions
+        from app.nets.card import card_solver
 
-        solver = SolverOptions() if args.max_steps is None else replace(SolverOptions(), max_steps=args.max_steps)
+        solver = {"card": card_solver(card), "paper": SolverOptions(), "fast": FAST}[args.solver]
+        if args.max_steps is not None:
+            solver = replace(solver, max_steps=args.max_steps)
         detector = Detector(model, device, solver=solver, batch_size=args.batch_size)
         mode = "base model" if args.base_only else f"MatchGen eps={eps:g}"
         with tqdm(total=int(idx.size), unit="slice", desc=mode, disable=not sys.stderr.isatty()) as bar:

@@ -17,12 +17,8 @@ from typing import Any
 import numpy as np
 
 from app.core.metrics import dice
+from app.nets.card import card_choices, card_eps_grid, card_solver
 from app.viewer.slices import ModelInput, StudySlices
-
-#: eps range and (eps, tau) used when a model card does not name them (DESIGN.md: eps in [0, 0.6])
-FALLBACK_EPS_RANGE = (0.0, 0.6)
-FALLBACK_EPS = 0.1
-FALLBACK_TAU = 0.2
 
 
 @dataclass
@@ -46,57 +42,6 @@ class SliceResult:
         return None if gt is None else float(dice(self.mask(tau), gt))
 
 
-def _eps_range(card: dict) -> tuple[float, float]:
-    """The card's calibrated eps range: ``[lo, hi]`` or ``{"eps_max": hi[, "eps_min": lo, "grid": [...]]}``."""
-    chosen = card.get("chosen") or {}
-    rng = card.get("eps_range") or chosen.get("eps_range")
-    try:
-        if isinstance(rng, dict):
-            grid = [float(v) for v in rng.get("grid") or []]
-            hi = float(rng.get("eps_max", max(grid) if grid else FALLBACK_EPS_RANGE[1]))
-            lo = float(rng.get("eps_min", min(grid) if grid else 0.0))
-        elif rng is not None:
-            lo, hi = float(rng[0]), float(rng[1])
-        else:
-            lo, hi = FALLBACK_EPS_RANGE
-    except (TypeError, ValueError, IndexError, KeyError):
-        lo, hi = FALLBACK_EPS_RANGE
-    if not (hi > 0 and hi == hi and hi != float("inf")):
-        lo, hi = FALLBACK_EPS_RANGE
-    return max(min(lo, hi), 0.0), hi
-
-
-def card_choices(card: dict) -> dict[str, float]:
-    """eps range and (eps, tau) chosen on validation from a model card, with documented fallbacks (range
-    [0, 0.6], eps 0.1, tau 0.2). The chosen eps is clamped into the range. ``detect`` uses this too."""
-    chosen = card.get("chosen") or {}
-    lo, hi = _eps_range(card)
-
-    def num(key: str, default: float) -> float:
-        v = chosen.get(key, card.get(key, default))
-        try:
-            v = float(v)
-        except (TypeError, ValueError):
-            return default
-        return v if v == v else default
-
-    eps = min(max(num("eps", FALLBACK_EPS), 0.0), hi)
-    tau = num("tau", FALLBACK_TAU)
-    tau_base = num("tau_base", tau)
-    return {"eps_min": lo, "eps_max": hi, "eps": eps, "tau": tau, "tau_base": tau_base}
-
-
-def card_eps_grid(card: dict) -> list[float]:
-    """The eps values the card's calibration searched (``eps_range.grid``), inside the range; [] if none."""
-    rng = card.get("eps_range")
-    lo, hi = _eps_range(card)
-    try:
-        grid = [float(v) for v in (rng.get("grid") or [])] if isinstance(rng, dict) else []
-    except (TypeError, ValueError):
-        return []
-    return sorted(v for v in grid if lo <= v <= hi)
-
-
 class ModelSession:
     """A loaded model (by zoo name or checkpoint path) bound to a study's slices."""
 
@@ -107,7 +52,8 @@ class ModelSession:
         self.card = card
         self.choices = card_choices(card)
         self.eps_grid = card_eps_grid(card)
-        self.detector = Detector(model, device)
+        self.solver = card_solver(card)
+        self.detector = Detector(model, device, solver=self.solver)
         self.input = ModelInput.of(model)
         self.slices: StudySlices | None = None
         if slices is not None:

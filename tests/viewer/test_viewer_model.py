@@ -106,7 +106,7 @@ def test_demo_paths_finds_study_and_mask(tmp_path):
 
 
 def test_card_choices_and_fallbacks():
-    from app.viewer.compute import FALLBACK_EPS_RANGE, card_choices
+    from app.nets.card import FALLBACK_EPS_RANGE, card_choices
 
     c = card_choices({"eps_range": [0.0, 0.4], "chosen": {"eps": 0.9, "tau": 0.12}})
     assert c == {"eps_min": 0.0, "eps_max": 0.4, "eps": 0.4, "tau": 0.12, "tau_base": 0.12}
@@ -123,7 +123,7 @@ def test_card_choices_and_fallbacks():
     for bad in ({"eps_range": "wide"}, {"eps_range": {"eps_max": -1}}, {"eps_range": [0, float("nan")]}):
         assert card_choices(bad)["eps_max"] == FALLBACK_EPS_RANGE[1]
     assert card_choices({"chosen": {"tau": "high"}})["tau"] == 0.2
-    from app.viewer.compute import card_eps_grid
+    from app.nets.card import card_eps_grid
 
     assert card_eps_grid(card) == [0.0, 50.0, 100.0]
     assert card_eps_grid({"eps_range": [0, 1]}) == [] and card_eps_grid({}) == []
@@ -182,3 +182,20 @@ def test_detection_overlay_colours_and_dice():
     assert rgba[1, 1].tolist() == [0, 0, 0, 0]  # TN transparent
     rgba, dsc = detection_overlay(d, 0.5, None, 1.0)
     assert dsc is None and rgba[..., 3].tolist() == [[255, 255], [0, 0]] and rgba[0, 0, 0] == 255
+
+
+def test_session_uses_the_solver_the_card_was_calibrated_with(slices, tmp_path):
+    """A validation choice is applied with the solver (and step budget) it was made with."""
+    import json
+
+    from app.viewer.compute import ModelSession
+
+    write_model(tmp_path / "m", "tiny")
+    card_path = tmp_path / "m" / "tiny.json"
+    card = json.loads(card_path.read_text())
+    card["calibration"] = {"settings": {"max_steps": 7, "solver_options": {"method": "spg", "precision": "fp32"}}}
+    card_path.write_text(json.dumps(card))
+    sess = ModelSession.load(str(tmp_path / "m" / "tiny"), slices, "cpu")
+    assert sess.detector.solver.method == "spg" and sess.detector.solver.max_steps == 7
+    r = sess.solve_slice(3, 0.5)
+    assert r.steps <= 7

@@ -1,0 +1,48 @@
+"""Model cards: the validation choice is applied with the solver it was made with."""
+
+from app.core.matchgen import FAST, SolverOptions
+from app.nets.card import FALLBACK_EPS_RANGE, card_choices, card_solver
+
+
+def calibrated_card(**solver_overrides):
+    opts = {**FAST.__dict__, **solver_overrides}
+    return {
+        "eps_range": {"eps_max": 60.0, "grid": [0.0, 30.0, 60.0]},
+        "chosen": {"eps": 30.0, "tau": 0.25, "tau_base": 0.2},
+        "calibration": {"settings": {"max_steps": 100, "solver_options": opts}},
+    }
+
+
+def test_card_solver_is_the_calibration_solver_with_its_step_budget():
+    s = card_solver(calibrated_card())
+    assert s.method == "spg" and s.precision == "bf16" and s.patience == FAST.patience
+    assert s.max_steps == 100  # the per-eps budget the choice was made with, not the options' default
+
+
+def test_card_without_calibration_uses_the_paper_solver_and_fallbacks():
+    assert card_solver({}) == SolverOptions()
+    ch = card_choices({})
+    assert (ch["eps_min"], ch["eps_max"]) == FALLBACK_EPS_RANGE
+
+
+def test_damaged_calibration_falls_back_without_crashing():
+    assert card_solver(calibrated_card(method="newton")) == SolverOptions()
+    assert card_solver({"calibration": {"settings": {"solver_options": "spg"}}}) == SolverOptions()
+    s = card_solver(calibrated_card(unknown_option=3, lr=[1, 2]))  # unknown keys and wrong types are ignored
+    assert s.method == "spg"
+
+
+def test_chosen_values_come_from_the_card():
+    ch = card_choices(calibrated_card())
+    assert ch["eps"] == 30.0 and ch["tau"] == 0.25 and ch["tau_base"] == 0.2 and ch["eps_max"] == 60.0
+
+
+def test_shipped_default_model_card_names_its_solver():
+    from app.nets.checkpoint import read_card
+    from app.nets.zoo import DEFAULT_MODEL, resolve_model
+
+    card = read_card(resolve_model(DEFAULT_MODEL))
+    solver = card_solver(card)
+    settings = card["calibration"]["settings"]
+    assert solver.method == settings["solver_options"]["method"]
+    assert solver.max_steps == settings["max_steps"]
