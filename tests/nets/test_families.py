@@ -15,15 +15,6 @@ from app.train.steps import make_step
 FAMILIES = ["ae-l1", "ce-ae", "vae", "vae-grad", "dae", "ganomaly", "ddgan"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, above all on a loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(family, size=32, channels=1, seed=0, **extra):
     torch.manual_seed(seed)
     return create_model(ModelConfig(family, image_size=size, channels=channels, latent_dim=8, width=4, extra=extra))

@@ -9,14 +9,6 @@ from app.nets.context_ae import erase_random_squares
 from app.nets.dae import coarse_noise
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(family, **extra):
     torch.manual_seed(0)
     return create_model(ModelConfig(family, image_size=32, latent_dim=8, width=4, extra=extra))

@@ -16,14 +16,6 @@ from app.train.steps import PlainStep, make_step
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "plugin"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def plugin(tmp_path, monkeypatch):
     tomllib = pytest.importorskip("tomllib")

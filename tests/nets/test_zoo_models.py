@@ -16,14 +16,6 @@ from app.nets.zoo import DEFAULT_MODEL, MODELS_DIR, list_models
 ZOO = ["ae-l1", "ce-ae", "vae", "vae-grad", "dae", "ganomaly", "ddgan"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     vol, _ = brain_phantom((40, 44, 4), seed=3)

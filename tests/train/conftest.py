@@ -4,17 +4,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from app.data.splits import save_split
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture
