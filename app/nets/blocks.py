@@ -5,6 +5,7 @@ the feature map is ``bottom`` pixels wide (128 -> 8: four stages)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -20,19 +21,26 @@ def _chans(width: int, i: int, cap: int = 8) -> int:
     return width * min(2**i, cap)
 
 
+def downsampling_stack(
+    channels: int, image_size: int, width: int, bottom: int, norm: Callable[[int], nn.Module]
+) -> tuple[nn.Sequential, int]:
+    """A 3x3 stem, then stride-2 stages (conv, ``norm(c)``, LeakyReLU) down to ``bottom`` pixels; returns the
+    stack and its output channels. Shared by the encoders and the critic (same layer order, same state keys)."""
+    layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.2)]
+    c = width
+    for i in range(n_stages(image_size, bottom)):
+        c2 = _chans(width, i + 1)
+        layers += [nn.Conv2d(c, c2, 4, stride=2, padding=1), norm(c2), nn.LeakyReLU(0.2)]
+        c = c2
+    return nn.Sequential(*layers), c
+
+
 class ConvEncoder(nn.Module):
     """x (B, C, S, S) -> vector (B, out_dim)."""
 
     def __init__(self, channels: int, image_size: int, width: int, out_dim: int, bottom: int = 8):
         super().__init__()
-        k = n_stages(image_size, bottom)
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.2)]
-        c = width
-        for i in range(k):
-            c2 = _chans(width, i + 1)
-            layers += [nn.Conv2d(c, c2, 4, stride=2, padding=1), nn.BatchNorm2d(c2), nn.LeakyReLU(0.2)]
-            c = c2
-        self.features = nn.Sequential(*layers)
+        self.features, c = downsampling_stack(channels, image_size, width, bottom, nn.BatchNorm2d)
         self.fc = nn.Linear(c * bottom * bottom, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,18 +161,9 @@ class Discriminator(nn.Module):
 
     def __init__(self, channels: int, image_size: int, width: int, bottom: int = 8, cond_dim: int = 0):
         super().__init__()
-        k = n_stages(image_size, bottom)
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.2)]
-        c = width
-        for i in range(k):
-            c2 = _chans(width, i + 1)
-            layers += [
-                nn.Conv2d(c, c2, 4, stride=2, padding=1),
-                nn.GroupNorm(_groups(c2), c2),
-                nn.LeakyReLU(0.2),
-            ]
-            c = c2
-        self.features = nn.Sequential(*layers)
+        self.features, c = downsampling_stack(
+            channels, image_size, width, bottom, lambda c2: nn.GroupNorm(_groups(c2), c2)
+        )
         self.cond = nn.Linear(cond_dim, c) if cond_dim > 0 else None
         self.head = nn.Linear(c * bottom * bottom, 1)
 
