@@ -13,7 +13,8 @@ NAMES=("$@")
 for name in "${NAMES[@]}"; do
   # the U-Net decoders (dae, ddgan) cost ~10x more per solver step: fewer slices and steps for them
   case $name in
-    dae|ddgan) COST=(--subset 16 --max-steps 40 --calibrate-steps 80) ;;
+    dae) COST=(--subset 32 --max-steps 40 --calibrate-steps 80) ;;
+    ddgan) COST=(--subset 16 --max-steps 40 --calibrate-steps 80) ;;
     *) COST=(--subset 32 --max-steps 100 --calibrate-steps 200) ;;
   esac
   echo "$(date -u +%FT%TZ) calibrate $name" | tee -a "$LOGS/zoo.log"

@@ -14,8 +14,10 @@ Data: anything with ``images`` (N, C, S, S) in [0, 1] and ``masks`` (N, S, S) (a
 positions -- among the *abnormal* slices for validation (only they enter the mean per-image Dice), among all
 slices for test (so the pooled scores still see normal tissue). ``max_steps`` caps the solver per eps.
 
-The eps grid is solved as an eps path: per batch, eps values in increasing order, each warm-started from the
-previous solution (feasible for the larger ball), which saves steps without changing what is optimised.
+Every eps is solved from a cold start (z_o), exactly as ``detect``, the viewer and :func:`evaluate_on_test` apply
+the chosen eps: a warm-started eps path would choose eps on a different operator whenever the step budget stops
+the solver short of convergence. The (slice, eps) pairs are solved together in batches with one eps per image,
+which costs no more than the path and keeps every solve independent.
 """
 
 from __future__ import annotations
@@ -84,10 +86,10 @@ def _need_masks(masks: np.ndarray | None, what: str) -> np.ndarray:
     return masks
 
 
-# --- maps along an eps path ------------------------------------------------------------------------------------
+# --- maps for a grid of eps ------------------------------------------------------------------------------------
 @dataclass
 class PathMaps:
-    """Post-processed anomaly maps for each eps, plus what the solver did."""
+    """Post-processed anomaly maps for each eps, plus what the solver did (each eps a cold start)."""
 
     maps: dict[float, np.ndarray]  # eps -> (N, S, S)
     steps: dict[float, np.ndarray]  # eps -> (N,) solver steps
@@ -106,8 +108,10 @@ def compute_maps(
     should_stop: Callable[[], bool] | None = None,
     **overrides,
 ) -> PathMaps:
-    """Maps of ``images`` (N, C, S, S) at every eps (eps = 0 is the base model), solved per batch as an eps
-    path with warm starts. ``progress(done, total)`` counts (slice, eps) pairs."""
+    """Maps of ``images`` (N, C, S, S) at every eps (eps = 0 is the base model). Each (slice, eps) pair is a cold
+    start from z_o; pairs are batched ``detector.batch_size`` at a time with per-image eps (the solver keeps
+    per-image state, so a pair's answer does not depend on its batch mates). ``progress(done, total)`` counts
+    pairs."""
     eps_sorted = sorted({float(e) for e in eps_values})
     if not eps_sorted:
         raise OptionError("no eps values given")
@@ -116,27 +120,38 @@ def compute_maps(
     if max_steps is not None:
         overrides["max_steps"] = int(max_steps)
     x_all, _ = _arrays((images, None))
-    n = x_all.shape[0]
-    parts: dict[str, dict[float, list[np.ndarray]]] = {k: {e: [] for e in eps_sorted} for k in ("m", "s", "l", "d")}
-    total, done = n * len(eps_sorted), 0
+    n, n_eps = x_all.shape[0], len(eps_sorted)
+    S = x_all.shape[2:]
+    maps = np.zeros((n_eps, n, *S), np.float32)
+    steps = np.zeros((n_eps, n), np.int64)
+    loss = np.zeros((n_eps, n), np.float32)
+    dist = np.zeros((n_eps, n), np.float32)
+    # pairs image-major, so a batch holds whole eps rows of a few images (one encoder pass per image's x)
+    img_of = np.repeat(np.arange(n), n_eps)
+    eps_of = np.tile(np.arange(n_eps), n)
+    eps_arr = np.asarray(eps_sorted, np.float32)
+    total = img_of.size
     t0 = time.perf_counter()
-    for start in range(0, n, detector.batch_size):
-        xb = torch.from_numpy(x_all[start : start + detector.batch_size]).to(detector.device)
+    for start in range(0, total, detector.batch_size):
+        ii, ee = img_of[start : start + detector.batch_size], eps_of[start : start + detector.batch_size]
+        xb = torch.from_numpy(x_all[ii]).to(detector.device)
         detector.model.check_input(xb)
-        prev: torch.Tensor | None = None
-        for e in eps_sorted:
-            _, res = detector.solve_batch(xb, e, z_init=prev, should_stop=should_stop, **overrides)
-            d, _ = detector.maps(xb, res.s)
-            parts["m"][e].append(d)
-            parts["s"][e].append(res.steps.cpu().numpy())
-            parts["l"][e].append(res.loss.cpu().numpy())
-            parts["d"][e].append(res.distance.cpu().numpy())
-            prev = res.z
-            done += xb.shape[0]
-            if progress is not None:
-                progress(done, total)
-    cat = {k: {e: np.concatenate(v[e]) for e in eps_sorted} for k, v in parts.items()}
-    return PathMaps(cat["m"], cat["s"], cat["l"], cat["d"], time.perf_counter() - t0)
+        _, res = detector.solve_batch(xb, torch.from_numpy(eps_arr[ee]), should_stop=should_stop, **overrides)
+        d, _ = detector.maps(xb, res.s)
+        maps[ee, ii] = d
+        steps[ee, ii] = res.steps.cpu().numpy()
+        loss[ee, ii] = res.loss.cpu().numpy()
+        dist[ee, ii] = res.distance.cpu().numpy()
+        if progress is not None:
+            progress(start + len(ii), total)
+    row = {e: i for i, e in enumerate(eps_sorted)}
+    return PathMaps(
+        {e: maps[i] for e, i in row.items()},
+        {e: steps[i] for e, i in row.items()},
+        {e: loss[i] for e, i in row.items()},
+        {e: dist[i] for e, i in row.items()},
+        time.perf_counter() - t0,
+    )
 
 
 # --- eps range -------------------------------------------------------------------------------------------------
@@ -162,7 +177,8 @@ CALIBRATION_RULE = (
     "eps_max = the {q:.0%} quantile over abnormal validation slices of ||z_free - z_o||, where z_free is the "
     "solver's unconstrained optimum (eps = inf) within its step budget; beyond it the constraint stops binding "
     "for most slices, so larger eps only re-admits the anomaly. Grid: {n} evenly spaced values in [0, eps_max], "
-    "eps_max rounded to 2 significant digits."
+    "eps_max rounded to 2 significant digits, plus {fine} halvings of the first step (a finer look near 0, where "
+    "models whose decoder can copy a lesion need their eps)."
 )
 
 
@@ -172,6 +188,13 @@ def _round_sig(v: float, digits: int = 2) -> float:
     return float(round(v, digits - 1 - int(math.floor(math.log10(v)))))
 
 
+def eps_grid(eps_max: float, n_grid: int = 7, n_fine: int = 3) -> list[float]:
+    """0, ``n_grid - 1`` even steps up to ``eps_max``, and ``n_fine`` halvings of the first step, sorted."""
+    step = eps_max / (n_grid - 1)
+    vals = {*np.linspace(0.0, eps_max, n_grid), *(step / 2**k for k in range(1, n_fine + 1))}
+    return sorted({float(v) for v in np.round(sorted(vals), 6)})
+
+
 def calibrate_eps_range(
     detector: Detector,
     val_set: Any,
@@ -179,13 +202,14 @@ def calibrate_eps_range(
     subset: int | None = 32,
     quantile: float = 0.9,
     n_grid: int = 7,
+    n_fine: int = 3,
     max_steps: int | None = None,
     progress: Progress | None = None,
     **overrides,
 ) -> EpsRange:
     """Derive a model's eps range from validation slices (see :data:`CALIBRATION_RULE`)."""
-    if not (0 < quantile <= 1) or n_grid < 2:
-        raise OptionError("quantile must be in (0, 1] and n_grid >= 2")
+    if not (0 < quantile <= 1) or n_grid < 2 or n_fine < 0:
+        raise OptionError("quantile must be in (0, 1], n_grid >= 2 and n_fine >= 0")
     images, masks = _arrays(val_set)
     idx = subset_indices(masks, subset, images.shape[0], abnormal_only=True)
     x = images[idx]
@@ -207,11 +231,11 @@ def calibrate_eps_range(
             "eps calibration failed: the unconstrained solver did not move away from z_o on any validation slice "
             "(max_steps too small, or a decoder that ignores z)"
         )
-    grid = [float(v) for v in np.round(np.linspace(0.0, eps_max, n_grid), 6)]
+    grid = eps_grid(eps_max, n_grid, n_fine)
     return EpsRange(
         eps_max=eps_max,
         grid=grid,
-        rule=CALIBRATION_RULE.format(q=quantile, n=n_grid),
+        rule=CALIBRATION_RULE.format(q=quantile, n=n_grid, fine=n_fine),
         quantile=quantile,
         distances=dist.tolist(),
         z0_spread=spread,

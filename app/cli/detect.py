@@ -122,12 +122,14 @@ def run(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         from app.core.matchgen import FAST, SolverOptions
-        from app.nets.card import card_solver
+        from app.nets.card import card_channels_last, card_solver
 
         solver = {"card": card_solver(card), "paper": SolverOptions(), "fast": FAST}[args.solver]
         if args.max_steps is not None:
             solver = replace(solver, max_steps=args.max_steps)
-        detector = Detector(model, device, solver=solver, batch_size=args.batch_size)
+        detector = Detector(
+            model, device, solver=solver, batch_size=args.batch_size, channels_last=card_channels_last(card)
+        )
         mode = "base model" if args.base_only else f"MatchGen eps={eps:g}"
         with tqdm(total=int(idx.size), unit="slice", desc=mode, disable=not sys.stderr.isatty()) as bar:
             last = [0]

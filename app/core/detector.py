@@ -79,14 +79,15 @@ class Detector:
     def solve_batch(
         self,
         x: torch.Tensor,
-        eps: float,
+        eps: float | torch.Tensor,
         *,
         z_init: torch.Tensor | None = None,
         callback: Callable[[Progress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         **overrides,
     ) -> tuple[torch.Tensor, MatchGenResult]:
-        """One batch: z0 = encode(x), then MatchGen (eps = 0 gives the base model). Returns (z0, result)."""
+        """One batch: z0 = encode(x), then MatchGen (eps = 0 gives the base model; a tensor gives one eps per
+        image). Returns (z0, result)."""
         with torch.no_grad():
             z0 = self.model.encode(x)
         res = optimize(

@@ -60,7 +60,7 @@ class FloatSlider(QWidget):
         return self._step_size
 
     def grid(self) -> list[float]:
-        """The values the slider can take (the eps path precomputes these)."""
+        """The values the slider can take (precomputed when the card names no grid)."""
         return [self._lo + i * self._step_size for i in range(self._steps + 1)]
 
     def set_value(self, v: float) -> None:

@@ -116,7 +116,7 @@ def open_viewer(study: str, mask: str | None = None, model: str | None = None, d
         loop = None
     if not isinstance(loop, qasync.QEventLoop):
         asyncio.set_event_loop(qasync.QEventLoop(app))
-    win = MainWindow(device=device, precompute_eps_path=False)
+    win = MainWindow(device=device, precompute_eps_grid=False)
     win.show()
     shown = []
     win.result_shown.connect(shown.append)

@@ -80,13 +80,13 @@ class MainWindow(QMainWindow):
         state: ViewerState | None = None,
         *,
         device: str = "auto",
-        precompute_eps_path: bool = True,
+        precompute_eps_grid: bool = True,
         exit_on_error: bool = False,
     ):
         super().__init__()
         self.state = state or ViewerState()
         self.device = device
-        self.precompute_eps_path = precompute_eps_path
+        self.precompute_eps_grid = precompute_eps_grid
         self.exit_on_error = exit_on_error  # headless (--screenshot): an error ends the app with code 2
         self.exit_code = 0
         self.cache = ResultCache()
@@ -387,7 +387,7 @@ class MainWindow(QMainWindow):
         elif base is not None:
             self._show(base, final=False, note="+MG running...")
         have = {round(r.eps, 4) for r in [self.cache.get(sess.name, k, e) for e in self._grid()] if r is not None}
-        grid = [e for e in self._grid() if round(e, 4) not in have] if (mg and self.precompute_eps_path) else []
+        grid = [e for e in self._grid() if round(e, 4) not in have] if (mg and self.precompute_eps_grid) else []
         need_base, need_mg = base is None and hit is None, hit is None and eps > 0
 
         def job(ctx: JobContext) -> None:
@@ -400,7 +400,7 @@ class MainWindow(QMainWindow):
                 ctx.emit("final", r)
             if grid:
                 ctx.follow_up.append(
-                    lambda c: sess.eps_path(k, grid, lambda r: c.emit("cached", r), should_stop=c.should_stop)
+                    lambda c: sess.precompute(k, grid, lambda r: c.emit("cached", r), should_stop=c.should_stop)
                 )
 
         if not (need_base or need_mg or grid):
@@ -459,7 +459,7 @@ class MainWindow(QMainWindow):
         self._update_detection()
         elapsed = time.perf_counter() - self._t_request if self._t_request else r.seconds
         self.timing_label.setText(f"solve {r.seconds:.2f} s, {r.steps} steps | shown after {elapsed:.2f} s")
-        how = " (precomputed along the eps path)" if r.warm_start else ""
+        how = " (precomputed with the eps grid)" if r.precomputed else ""
         self.controls.info_label.setText(f"{what}{how}\nL1 loss {r.loss:.4f}, {r.steps} steps, {r.seconds:.2f} s")
         self.result_shown.emit(r)
 

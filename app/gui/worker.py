@@ -4,7 +4,7 @@ Requests carry a generation number. Submitting a new request bumps the generatio
 job's ``should_stop()`` return True at the solver's next step (it then raises Cancelled and is dropped), and
 replaces any request still waiting. Jobs report through ``emit(kind, payload)``; the signal carries the
 generation so the GUI shows only what belongs to its newest request. A job may queue a *background* follow-up
-(e.g. precomputing the eps path), which runs only while nothing newer is waiting and is cancelled the same way.
+(e.g. precomputing the eps grid), which runs only while nothing newer is waiting and is cancelled the same way.
 
 Jobs are plain callables ``job(ctx)`` from :mod:`app.viewer`-level code; this module only moves them to a thread.
 """

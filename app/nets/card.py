@@ -88,3 +88,12 @@ def card_solver(card: dict) -> SolverOptions:
         return replace(SolverOptions(), **kwargs).validate()
     except (TypeError, ValueError, OptionError):  # a damaged card: the faithful default, never a crash
         return SolverOptions()
+
+
+def card_channels_last(card: dict) -> bool:
+    """Whether the card's choices were made with the model in channels_last layout (``calibration.settings``;
+    calibrations with the fast solver use it). Applying the choice in the same layout gives the same rounding,
+    and on CPUs the faster convolution kernels."""
+    settings = (card.get("calibration") or {}).get("settings") or {}
+    value = settings.get("channels_last", settings.get("solver") == "fast")
+    return value is True

@@ -4,8 +4,8 @@ by mean per-image Dice on the validation split (:func:`app.bench.protocol.choose
 shared Detector, so ``detect``, the viewer and the benchmarks start from these values. Never uses test data.
 
 Kept cheap for a 2-core CPU: a subset of abnormal validation slices, the benchmark's fast solver (spectral
-projected gradient, bfloat16 search steps), an eps path with warm starts and a cap on solver steps; the settings
-go into the card under ``calibration``.
+projected gradient, bfloat16 search steps) and a cap on solver steps; every eps is a cold start from z_o, as
+``detect`` and the viewer apply it. The settings go into the card under ``calibration``.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from app.nets.checkpoint import _atomic_write, load_checkpoint, read_card, stem_
 @dataclass
 class CalibrationSettings:
     subset: int = 32  # abnormal validation slices (evenly spaced) for both the eps range and the choice
-    max_steps: int = 100  # solver steps per eps (the eps path warm-starts each eps from the previous one)
+    max_steps: int = 100  # solver steps per eps (each eps a cold start from z_o, as detect applies it)
     calibrate_max_steps: int = 200  # steps of the unconstrained solve that sets the eps range
     quantile: float = 0.9
     n_grid: int = 7
+    n_fine: int = 3  # halvings of the first grid step (a finer look near 0)
     solver: str = "fast"  # "fast" (the benchmark's default) or "paper" (penalty, Adam lr 1e-3)
     batch_size: int = 16
 
@@ -51,10 +52,17 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
     model, card = load_checkpoint(stem, device)
     val = load_split(data_dir, "val")
     solver = replace(FAST) if st.solver == "fast" else SolverOptions()
-    det = Detector(model, device, solver=solver, batch_size=st.batch_size, channels_last=st.solver == "fast")
+    channels_last = st.solver == "fast"
+    det = Detector(model, device, solver=solver, batch_size=st.batch_size, channels_last=channels_last)
     t0 = time.perf_counter()
     rng = calibrate_eps_range(
-        det, val, subset=st.subset, quantile=st.quantile, n_grid=st.n_grid, max_steps=st.calibrate_max_steps
+        det,
+        val,
+        subset=st.subset,
+        quantile=st.quantile,
+        n_grid=st.n_grid,
+        n_fine=st.n_fine,
+        max_steps=st.calibrate_max_steps,
     )
     t1 = time.perf_counter()
     log(f"{stem.name}: eps_max={rng.eps_max} (z0 spread {rng.z0_spread:.3g}) in {t1 - t0:.0f} s")
@@ -80,7 +88,7 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
                 "data_dir": str(data_dir),
                 "split": "val",
                 "n_images": choice.n_images,
-                "settings": {**st.__dict__, "solver_options": solver.__dict__},
+                "settings": {**st.__dict__, "channels_last": channels_last, "solver_options": solver.__dict__},
                 "best_val_dice_per_eps": best_per_eps,
                 "mean_steps_per_eps": {str(k): round(v, 1) for k, v in choice.mean_steps.items()},
                 "seconds": {"eps_range": round(t1 - t0, 1), "choice": round(t2 - t1, 1)},

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from app.core.metrics import dice
-from app.nets.card import card_choices, card_eps_grid, card_solver
+from app.nets.card import card_channels_last, card_choices, card_eps_grid, card_solver
 from app.viewer.slices import ModelInput, StudySlices
 
 
@@ -32,8 +32,8 @@ class SliceResult:
     steps: int = 0
     seconds: float = 0.0
     final: bool = True
-    z: Any = None  # the solution's latent (torch tensor), for warm starts along the eps path
-    warm_start: bool = False  # solved along the eps path from a neighbour's solution (not a cold start)
+    z: Any = None  # the solution's latent (torch tensor)
+    precomputed: bool = False  # solved ahead of the slider, with the rest of the eps grid
 
     def mask(self, tau: float) -> np.ndarray:
         return self.d > tau
@@ -53,7 +53,7 @@ class ModelSession:
         self.choices = card_choices(card)
         self.eps_grid = card_eps_grid(card)
         self.solver = card_solver(card)
-        self.detector = Detector(model, device, solver=self.solver)
+        self.detector = Detector(model, device, solver=self.solver, channels_last=card_channels_last(card))
         self.input = ModelInput.of(model)
         self.slices: StudySlices | None = None
         if slices is not None:
@@ -135,21 +135,31 @@ class ModelSession:
             final=final,
         )
 
-    def eps_path(
+    def precompute(
         self,
         k: int,
         eps_values: list[float],
         on_result: Callable[[SliceResult], None],
         should_stop: Callable[[], bool] | None = None,
-        start: SliceResult | None = None,
     ) -> None:
-        """Solutions for increasing eps, each warm-started from the previous (precomputing the slider)."""
-        prev = start.z if start is not None else None
-        for e in sorted(eps_values):
-            r = self.solve_slice(k, e, z_init=prev, should_stop=should_stop)
-            r.warm_start = True
+        """Slice k at every eps of the grid in one batched solve (one copy of the slice per eps), each a cold
+        start from z_o: the same answer the slider would get by asking for that eps alone, and what ``detect``
+        gives for it."""
+        import torch
+
+        eps = sorted({float(e) for e in eps_values if e > 0})
+        if not eps:
+            return
+        t0 = time.perf_counter()
+        det = self.detector
+        x = torch.from_numpy(self.slices.model_slice(k)[None]).to(det.device).expand(len(eps), -1, -1, -1)
+        _, res = det.solve_batch(x.contiguous(), torch.tensor(eps), should_stop=should_stop)
+        d, _ = det.maps(x, res.s)
+        seconds = time.perf_counter() - t0
+        for i, e in enumerate(eps):
+            r = self._result(k, e, res.s[i], d[i], float(res.loss[i]), int(res.steps[i]), seconds, final=True)
+            r.z, r.precomputed = res.z[i : i + 1].detach(), True
             on_result(r)
-            prev = r.z
 
     def run_volume(
         self,

@@ -15,6 +15,7 @@ from app.bench.protocol import (
     choose_intensity_baseline,
     choose_on_validation,
     compute_maps,
+    eps_grid,
     evaluate_intensity_baseline,
     evaluate_on_test,
     intensity_maps,
@@ -57,7 +58,7 @@ def detector():
     return Detector(FlatModel(ModelConfig("test-flat", image_size=S)), "cpu", solver=opts, batch_size=4)
 
 
-def test_maps_along_the_eps_path_have_the_closed_form(detector):
+def test_maps_for_an_eps_grid_have_the_closed_form(detector):
     imgs, masks = slices()
     pm = compute_maps(detector, imgs, [0.6, 0.0, 0.25])
     assert sorted(pm.maps) == [0.0, 0.25, 0.6]
@@ -71,6 +72,30 @@ def test_maps_along_the_eps_path_have_the_closed_form(detector):
     assert np.allclose(pm.maps[0.6][:-1][abn], 0.5, atol=2e-3)
     assert np.allclose(pm.distance[0.6][:-1], 0.5, atol=2e-3)
     assert (pm.steps[0.0] == 0).all() and (pm.steps[0.6] > 0).all()
+
+
+def test_grid_maps_are_the_cold_starts_that_detect_applies(detector):
+    # a step budget too small to converge: a warm-started eps path would reach further than a cold start, so
+    # validation would choose on maps that `detect` (cold, same budget) never produces
+    imgs, _ = slices(n=7)
+    grid = [0.0, 0.1, 0.3, 0.6]
+    pm = compute_maps(detector, imgs, grid, max_steps=8)
+    for e in grid:
+        out = detector.run(imgs, e, max_steps=8)
+        np.testing.assert_allclose(pm.maps[e], out.d, atol=1e-6)
+        np.testing.assert_array_equal(pm.steps[e], out.steps)
+    assert (pm.distance[0.6] < 0.45).all()  # 8 steps of lr 0.02 from z_o cannot reach the median
+    # ... while a warm start from the eps = 0.3 solution gets further: the two operators differ here
+    x = torch.from_numpy(imgs)
+    _, r3 = detector.solve_batch(x, 0.3, max_steps=8)
+    _, warm = detector.solve_batch(x, 0.6, z_init=r3.z, max_steps=8)
+    assert (warm.distance > torch.from_numpy(pm.distance[0.6]) + 0.05)[:-1].all()
+
+
+def test_eps_grid_is_even_plus_halvings_near_zero():
+    assert eps_grid(0.6, 7, 0) == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    assert eps_grid(0.6, 7, 2) == pytest.approx([0.0, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    assert eps_grid(60.0, 4, 1) == pytest.approx([0.0, 10.0, 20.0, 40.0, 60.0])
 
 
 def test_choice_on_validation_picks_the_eps_that_recovers_the_tissue(detector):
@@ -112,11 +137,11 @@ def test_evaluate_on_test_reports_perfect_and_base_scores(detector):
 def test_calibrated_eps_range_is_the_distance_to_the_free_optimum(detector):
     # lesions of intensity 0.9: z_o = 0.9, the free optimum is the median 0.5, distance 0.4 on every slice
     val = slices(n=9, seed=3, lesion=0.9)
-    rng = calibrate_eps_range(detector, val, quantile=0.9, n_grid=5)
+    rng = calibrate_eps_range(detector, val, quantile=0.9, n_grid=5, n_fine=2)
     assert rng.n_images == 8
     assert np.allclose(rng.distances, 0.4, atol=3e-3)
     assert rng.eps_max == pytest.approx(0.4)
-    assert rng.grid == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert rng.grid == pytest.approx([0.0, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4])
     assert "quantile" in rng.rule
 
 

@@ -49,7 +49,7 @@ def window(qtbot, qloop, env, errors):
     """The main window with the synthetic study, its mask and the tiny model, first +MG result shown."""
     from app.gui.window import MainWindow
 
-    win = MainWindow(device="cpu", precompute_eps_path=False)
+    win = MainWindow(device="cpu", precompute_eps_grid=False)
     qtbot.addWidget(win)
     win.show()
     assert win.set_model("tiny")

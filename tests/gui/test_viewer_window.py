@@ -292,8 +292,8 @@ def test_worker_failure_is_a_dialog_and_the_window_lives_on(window, qtbot, error
     assert window.shown.eps == pytest.approx(0.2)
 
 
-def test_eps_path_precomputed_so_the_slider_answers_at_once(window, qtbot):
-    window.precompute_eps_path = True
+def test_eps_grid_precomputed_so_the_slider_answers_at_once(window, qtbot):
+    window.precompute_eps_grid = True
     window.controls.eps._steps = 5  # a coarse slider keeps the test short: eps grid 0.1, 0.2, ..., 0.5
     window.controls.eps.set_range(0.0, window.state.eps_max)
     window.cache.clear()
@@ -306,13 +306,15 @@ def test_eps_path_precomputed_so_the_slider_answers_at_once(window, qtbot):
     gen = window.worker.generation
     assert grid == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
     window.controls.eps.slider.setValue(4)
-    assert window.shown.eps == pytest.approx(0.4) and window.shown.final and window.shown.warm_start
-    assert "eps path" in window.controls.info_label.text()
+    assert window.shown.eps == pytest.approx(0.4) and window.shown.final and window.shown.precomputed
+    assert "precomputed" in window.controls.info_label.text()
+    # the precomputed value is the cold start that asking for 0.4 alone gives (what `detect` gives)
+    np.testing.assert_allclose(window.shown.d, window.session.solve_slice(k, 0.4).d, atol=1e-5)
     # a value off the grid is solved from a cold start, exactly as `detect` would solve it
     window.controls.eps.spin.setValue(0.33)
     qtbot.waitUntil(lambda: window.shown.eps == pytest.approx(0.33) and window.shown.final, timeout=60000)
     cold = window.session.solve_slice(k, 0.33)
-    assert not window.shown.warm_start
+    assert not window.shown.precomputed
     np.testing.assert_allclose(window.shown.d, cold.d, atol=1e-6)
     assert window.worker.generation == gen or window.worker.is_idle()  # nothing to compute
 
@@ -381,8 +383,8 @@ def test_model_picker_switches_model_and_takes_its_card(window, qtbot):
     assert window.shown.model == "tiny2"
 
 
-def test_eps_path_precomputes_the_cards_grid(window, qtbot):
-    window.precompute_eps_path = True
+def test_precompute_covers_the_cards_grid(window, qtbot):
+    window.precompute_eps_grid = True
     window.session.eps_grid = [0.0, 0.25, 0.5]  # as a calibrated card names it
     window.cache.clear()
     window.request()
@@ -391,4 +393,4 @@ def test_eps_path_precomputes_the_cards_grid(window, qtbot):
     cached = sorted(e for (m, kk, e) in window.cache._d if kk == k and e > 0)
     assert cached == [0.2, 0.25, 0.5]  # the shown value and the card's grid, not all 30 slider positions
     window.controls.eps.slider.setValue(15)  # 15 / 30 * 0.5 = 0.25: answered from the cache
-    assert window.shown.eps == pytest.approx(0.25) and window.shown.warm_start
+    assert window.shown.eps == pytest.approx(0.25) and window.shown.precomputed

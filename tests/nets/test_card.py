@@ -46,3 +46,27 @@ def test_shipped_default_model_card_names_its_solver():
     settings = card["calibration"]["settings"]
     assert solver.method == settings["solver_options"]["method"]
     assert solver.max_steps == settings["max_steps"]
+
+
+def test_channels_last_follows_the_calibration_layout():
+    from app.nets.card import card_channels_last
+
+    assert card_channels_last({"calibration": {"settings": {"solver": "fast"}}})  # older cards: fast implies it
+    assert not card_channels_last({"calibration": {"settings": {"solver": "paper"}}})
+    assert not card_channels_last({"calibration": {"settings": {"solver": "fast", "channels_last": False}}})
+    assert not card_channels_last({"calibration": {"settings": {"channels_last": "yes"}}})  # damaged: stock layout
+    assert not card_channels_last({})
+
+
+def test_viewer_uses_the_cards_layout(tmp_path):
+    import torch
+
+    from app.nets.checkpoint import load_checkpoint
+    from app.nets.zoo import DEFAULT_MODEL, resolve_model
+    from app.viewer.compute import ModelSession
+
+    model, card = load_checkpoint(resolve_model(DEFAULT_MODEL), "cpu")
+    sess = ModelSession(DEFAULT_MODEL, model, card)
+    assert sess.detector.channels_last
+    conv = next(m for m in sess.detector.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)

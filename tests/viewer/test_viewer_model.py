@@ -151,10 +151,13 @@ def test_session_solves_like_the_detector(slices, tmp_path):
     with torch.no_grad():
         s0 = sess.detector.model.pseudo_normal(torch.from_numpy(sess.slices.model_slices([3])))
     np.testing.assert_allclose(base.s, sess.slices.to_slice_grid(s0[0].numpy()), atol=1e-5)
-    # eps path: warm-started, increasing, each feasible-sized step cached by the caller
+    # the grid in one batched solve: every value is the cold start that asking for it alone gives
     got = []
-    sess.eps_path(3, [0.3, 0.1], got.append, start=r)
-    assert [g.eps for g in got] == [0.1, 0.3]
+    sess.precompute(3, [0.3, 0.0, 0.2], got.append)
+    assert [g.eps for g in got] == [0.2, 0.3] and all(g.precomputed and g.final for g in got)
+    np.testing.assert_allclose(got[0].d, r.d, atol=1e-5)
+    assert got[0].steps == r.steps
+    np.testing.assert_allclose(got[1].d, sess.solve_slice(3, 0.3).d, atol=1e-5)
 
 
 def test_result_cache_is_lru():
