@@ -305,7 +305,9 @@ def run_speed(
     fast_opts = FAST
     ref_opts = reference_options or SolverOptions()  # the paper's: penalty, Adam lr 1e-3, float32
     det_fast = Detector(model_fast, dev, solver=fast_opts, batch_size=batch_size, channels_last=True)
-    det_ref = Detector(model_plain, dev, solver=ref_opts, batch_size=batch_size, channels_last=False)
+    det_ref = Detector(
+        model_plain, dev, solver=ref_opts, batch_size=batch_size, channels_last=False, fold_batchnorm=False
+    )
 
     n_total = max(n_volume, n_converge, n_reference)
     images, masks, source = load_slices(data, n_total, size)

@@ -119,7 +119,7 @@ def test_matchgen_eps_zero_is_the_base_model(family):
     zero = det.run(x.numpy(), eps=0.0)
     np.testing.assert_array_equal(zero.s, base.s)
     np.testing.assert_array_equal(zero.d, base.d)
-    np.testing.assert_array_equal(base.s, m.pseudo_normal(x).numpy())
+    np.testing.assert_allclose(base.s, m.pseudo_normal(x).numpy(), atol=1e-6)  # BatchNorm folded: rounding only
     mg = det.run(x.numpy(), eps=0.5, max_steps=5)
     assert (mg.loss <= base.loss + 1e-6).all()  # MatchGen never matches the input worse than the base model
     assert (mg.steps > 0).all()

@@ -50,7 +50,7 @@ def test_shipped_model_runs_base_and_matchgen(name):
     det = Detector(model, "cpu")
     base = det.run(x, 0.0)
     assert base.s.shape == (2, 1, 128, 128) and base.d.shape == (2, 128, 128)
-    np.testing.assert_array_equal(base.s, model.pseudo_normal(x.float()).numpy())
+    np.testing.assert_allclose(base.s, model.pseudo_normal(x.float()).numpy(), atol=1e-6)  # folded BatchNorm
     mg = det.run(x, card["chosen"]["eps"], max_steps=3, method="projected")
     assert mg.s.shape == base.s.shape and (mg.loss <= base.loss + 1e-6).all()
 
