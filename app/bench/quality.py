@@ -30,6 +30,7 @@ from app.bench.protocol import (
 from app.core.detector import Detector
 from app.core.matchgen import FAST, SolverOptions
 from app.errors import OptionError
+from app.nets.card import card_channels_last, card_solver
 
 
 @dataclass
@@ -69,9 +70,12 @@ def evaluate_model(
 
     stem = resolve_model(name)
     model, card = load_checkpoint(stem, device)
-    det = Detector(
-        model, device, solver=settings.solver, batch_size=settings.batch_size, channels_last=settings.channels_last
-    )
+    solver, channels_last = settings.solver, settings.channels_last
+    if settings.choice == "card":
+        # apply the card's choice the way it was made (and the way detect and the viewer apply it): the card's
+        # solver, step budget and layout; --max-steps still overrides the budget
+        solver, channels_last = card_solver(card), card_channels_last(card)
+    det = Detector(model, device, solver=solver, batch_size=settings.batch_size, channels_last=channels_last)
 
     def prog(phase):
         return None if progress is None else (lambda d, t: progress(phase, d, t))
@@ -135,6 +139,7 @@ def evaluate_model(
         "choice": choice_d,
         "base": base.as_dict(),
         "mg": mg.as_dict(),
+        "solver": {**solver.__dict__, "channels_last": channels_last},
         "seconds": time.perf_counter() - t0,
         "training": {k: card.get(k) for k in ("epochs", "train_seconds", "data", "val_loss") if k in card},
     }

@@ -122,6 +122,7 @@ def test_quality_can_take_the_cards_validation_choice(tmp_path, capsys):
     card = {
         "eps_range": {"eps_max": 0.6, "grid": [0.0, 0.3, 0.6]},
         "chosen": {"eps": 0.3, "tau": 0.15, "tau_base": 0.2, "val_dice": 0.4, "val_dice_base": 0.3},
+        "calibration": {"settings": {"max_steps": 7, "solver": "fast", "solver_options": {"method": "spg"}}},
     }
     stem = save_checkpoint(m, tmp_path / "models" / "carded", card)
     data = make_bench(tmp_path / "bench")
@@ -129,6 +130,8 @@ def test_quality_can_take_the_cards_validation_choice(tmp_path, capsys):
     row = json.loads((tmp_path / "o" / "quality.json").read_text())["models"][0]
     assert (row["choice"]["eps"], row["choice"]["tau"], row["choice"]["base_tau"]) == (0.3, 0.15, 0.2)
     assert row["eps_grid"] == [0.0, 0.3, 0.6] and "card" in row["choice"]["source"]
+    # applied with the card's solver, budget and layout (as detect and the viewer apply it)
+    assert row["solver"]["method"] == "spg" and row["solver"]["max_steps"] == 7 and row["solver"]["channels_last"]
     no_range = save_checkpoint(m, tmp_path / "models" / "bare", {"chosen": card["chosen"]})
     assert quality(data, no_range, tmp_path / "o2", "--choice", "card") == 2
     assert "eps range" in capsys.readouterr().err
