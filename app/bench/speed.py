@@ -22,6 +22,7 @@ run, together with the Dice on the given slices, so a speed gain that costs qual
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -95,6 +96,31 @@ def decoder_flops(model, x1: torch.Tensor) -> tuple[float, float]:
     with FlopCounterMode(display=False) as fc:
         (model.decode(zz) - x1).abs().mean().backward()
     return float(fwd), float(fc.get_total_flops())
+
+
+def decoder_step_seconds(detector: Detector, x: torch.Tensor, precision: str, repeats: int = 10) -> float:
+    """Seconds of one solver step's decoder work alone (forward + backward to z, the search precision) on the
+    batch ``x``: what the solve would cost with no solver bookkeeping at all. Best of ``repeats``."""
+    with torch.no_grad():
+        z0 = detector.model.encode(x)
+    dt = torch.bfloat16 if precision == "bf16" else None
+
+    def step() -> None:
+        z = z0.clone().requires_grad_(True)
+        with torch.autocast(device_type=detector.device.type, dtype=dt, enabled=dt is not None):
+            s = detector.model.decode(z)
+        torch.autograd.grad((s.float() - x).abs().flatten(1).mean(1).sum(), z)
+
+    for _ in range(2):
+        step()
+    best = math.inf
+    for _ in range(repeats):
+        _sync(detector.device)
+        t = time.perf_counter()
+        step()
+        _sync(detector.device)
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
 class CountingDecode:
@@ -385,6 +411,12 @@ def run_speed(
     res["matmul_gflops"] = {"dtype": str(mm_dtype).replace("torch.", ""), "rate": peak / 1e9, "fp32": peak32 / 1e9}
     res["flops_fraction"] = rate / peak
     res["flops_fraction_vs_fp32_matmul"] = rate / peak32
+    # where the gap is: the decoder's own kernels (no solver around them) on one full batch
+    dec_s = decoder_step_seconds(det_fast, x_all[:batch_size], fast_opts.precision)
+    dec_rate = f_step * min(batch_size, n_volume) / dec_s
+    res["decoder_only_gflops"] = dec_rate / 1e9
+    res["decoder_only_fraction"] = dec_rate / peak
+    res["solve_time_in_decoder"] = min(1.0, bat["decoded_grad"] * dec_s / min(batch_size, n_volume) / bat["seconds"])
 
     log("before/after: stock solver (penalty, float32, batched) vs fast, with Dice on the same slices ...")
     n_ba = min(n_volume, 16)
@@ -467,7 +499,9 @@ def summary_markdown(res: dict[str, Any]) -> str:
         f"achieved {fmt(res.get('decoder_gflops_achieved'))} GFLOP/s; matmul "
         f"{res.get('matmul_gflops', {}).get('dtype')} {fmt(res.get('matmul_gflops', {}).get('rate'))} GFLOP/s "
         f"(fp32 {fmt(res.get('matmul_gflops', {}).get('fp32'))}); fraction vs fp32 matmul "
-        f"{fmt(res.get('flops_fraction_vs_fp32_matmul'))}.",
+        f"{fmt(res.get('flops_fraction_vs_fp32_matmul'))}. The decoder alone (forward + backward, one batch, no "
+        f"solver): {fmt(res.get('decoder_only_gflops'))} GFLOP/s, fraction {fmt(res.get('decoder_only_fraction'))}; "
+        f"share of the solve spent in decoder kernels ~{fmt(res.get('solve_time_in_decoder'))}.",
     ]
     if "gui_path" in res:
         lines.append(f"GUI figures measured through: {res['gui_path']}.")

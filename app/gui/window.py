@@ -410,13 +410,14 @@ class MainWindow(QMainWindow):
         return self.worker.submit(job)
 
     def _grid(self) -> list[float]:
-        """eps values to precompute: the card's calibration grid where it has one (a few values that the slider
-        reaches: its 30 steps are a multiple of the zoo's 6), else every slider position."""
+        """eps values to precompute: the card's calibration grid snapped to slider positions where it has one (its
+        even steps are slider positions: the slider's 30 steps are a multiple of the zoo's 6), else every slider
+        position."""
         card_grid = self.session.eps_grid if self.session is not None else []
         slider = self.controls.eps.grid()
         if card_grid:
             on_slider = [min(slider, key=lambda v, e=e: abs(v - e)) for e in card_grid]
-            return [v for v in on_slider if v > 0]
+            return sorted({v for v in on_slider if v > 0})  # the grid's fine values near 0 share a position
         return [e for e in slider if e > 0]
 
     def _on_report(self, gen: int, kind: str, r) -> None:

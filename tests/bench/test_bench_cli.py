@@ -96,6 +96,9 @@ def test_speed_figures_and_summary(tmp_path, tiny_model):
     )
     for key in ("slice_converge_s", "volume_s_per_slice", "speedup_vs_reference", "flops_fraction"):
         assert res[key] > 0, key
+    # the decoder alone is at least as fast as the decoder inside the solve
+    assert res["decoder_only_gflops"] >= res["decoder_gflops_achieved"] * 0.5
+    assert 0 < res["solve_time_in_decoder"] <= 1
     assert res["eps"] == 0.5 and res["tau"] == 0.2  # from the card's choice
     assert len(res["reference"]["loss"]) == 2 and len(res["fast_batched"]["loss"]) == 2
     rel = (np.array(res["fast_batched"]["loss"]) - res["reference"]["loss"]) / np.array(res["reference"]["loss"])

@@ -394,3 +394,11 @@ def test_precompute_covers_the_cards_grid(window, qtbot):
     assert cached == [0.2, 0.25, 0.5]  # the shown value and the card's grid, not all 30 slider positions
     window.controls.eps.slider.setValue(15)  # 15 / 30 * 0.5 = 0.25: answered from the cache
     assert window.shown.eps == pytest.approx(0.25) and window.shown.precomputed
+
+
+def test_fine_grid_values_near_zero_snap_to_distinct_slider_positions(window):
+    step = window.controls.eps.step_size
+    window.session.eps_grid = [0.0, step / 4, step / 2, step, 5 * step]  # halvings of a grid step, as calibrate adds
+    grid = window._grid()
+    assert grid == sorted(set(grid)) and all(e > 0 for e in grid)
+    assert grid == pytest.approx([step, 5 * step])
