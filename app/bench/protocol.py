@@ -331,15 +331,39 @@ def evaluate_on_test(
     subset: int | None = None,
     max_steps: int | None = None,
     progress: Progress | None = None,
+    residuals: dict[str, float] | None = None,
     **overrides,
 ) -> Scores:
     """Scores at the (eps, tau) chosen on validation (eps = 0: the base model): per-image Dice and AP as mean
-    and std over abnormal test slices, and pooled Dice/AP over all selected slices."""
+    and std over abnormal test slices, and pooled Dice/AP over all selected slices. A dict passed as
+    ``residuals`` receives :func:`residual_means` of the same maps."""
     images, masks = _arrays(test_set)
     masks = _need_masks(masks, "evaluating")
     idx = subset_indices(masks, subset, images.shape[0], abnormal_only=False)
     pm = compute_maps(detector, images[idx], [eps], max_steps=max_steps, progress=progress, **overrides)
-    return evaluate(list(pm.maps[float(eps)]), list(masks[idx]), float(tau))
+    maps = pm.maps[float(eps)]
+    scores = evaluate(list(maps), list(masks[idx]), float(tau))
+    if residuals is not None:
+        fg = foreground_mask(images[idx].mean(axis=1), detector.post.foreground_threshold)
+        residuals.update(residual_means(maps, masks[idx], fg))
+    return scores
+
+
+def residual_means(maps: np.ndarray, masks: np.ndarray, foreground: np.ndarray) -> dict[str, float]:
+    """Why +MG helps or not, in one number pair: the mean anomaly-map value on lesion pixels and on the normal
+    foreground (pooled over the abnormal slices), and their ratio. MatchGen helps detection when it lowers the
+    tissue residual more than the lesion residual (the ratio grows); a decoder that can also copy the lesion
+    lowers both alike."""
+    abn = masks.reshape(len(masks), -1).any(axis=1)
+    m, g, fg = maps[abn], masks[abn].astype(bool), foreground[abn].astype(bool)
+    lesion = float(m[g].mean()) if g.any() else float("nan")
+    tissue_px = fg & ~g
+    tissue = float(m[tissue_px].mean()) if tissue_px.any() else float("nan")
+    return {
+        "lesion_residual": lesion,
+        "tissue_residual": tissue,
+        "contrast": lesion / tissue if tissue > 0 else math.nan,
+    }
 
 
 # --- intensity-threshold baseline ------------------------------------------------------------------------------

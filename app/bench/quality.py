@@ -116,8 +116,16 @@ def evaluate_model(
             progress=prog("validation"),
         )
         choice_d = {**choice.as_dict(), "source": "chosen on validation here"}
+    res_base: dict[str, float] = {}
+    res_mg: dict[str, float] = {}
     base = evaluate_on_test(
-        det, test, 0.0, choice_d["base_tau"], subset=settings.test_subset, progress=prog("test base")
+        det,
+        test,
+        0.0,
+        choice_d["base_tau"],
+        subset=settings.test_subset,
+        progress=prog("test base"),
+        residuals=res_base,
     )
     mg = evaluate_on_test(
         det,
@@ -127,6 +135,7 @@ def evaluate_model(
         subset=settings.test_subset,
         max_steps=settings.max_steps,
         progress=prog("test +MG"),
+        residuals=res_mg,
     )
     return {
         "model": stem.name,
@@ -139,6 +148,7 @@ def evaluate_model(
         "choice": choice_d,
         "base": base.as_dict(),
         "mg": mg.as_dict(),
+        "residuals": {"base": res_base, "mg": res_mg},
         "solver": {**solver.__dict__, "channels_last": channels_last},
         "seconds": time.perf_counter() - t0,
         "training": {k: card.get(k) for k in ("epochs", "train_seconds", "data", "val_loss") if k in card},
@@ -238,6 +248,27 @@ def table_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def residual_markdown(report: dict[str, Any]) -> str:
+    """Why +MG helps or not: mean anomaly-map value on lesion pixels and on normal foreground of the abnormal test
+    slices, base -> +MG, and their ratio (see :func:`app.bench.protocol.residual_means`)."""
+    lines = [
+        "Residuals on the abnormal test slices (mean map value; base -> +MG). +MG helps when the tissue residual "
+        "falls faster than the lesion residual, i.e. when the lesion/tissue ratio grows.",
+        "",
+        "| model | eps | lesion | normal tissue | lesion / tissue |",
+        "|---|---|---|---|---|",
+    ]
+
+    def f(v) -> str:
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+    for r in report["models"]:
+        rb, rm = (r.get("residuals") or {}).get("base") or {}, (r.get("residuals") or {}).get("mg") or {}
+        cells = [f"{f(rb.get(k))} -> {f(rm.get(k))}" for k in ("lesion_residual", "tissue_residual", "contrast")]
+        lines.append(f"| {r['model']} | {r['choice']['eps']:.4g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(report: dict[str, Any], path: Path) -> Path:
     import matplotlib
 
@@ -288,6 +319,8 @@ def write_outputs(report: dict[str, Any], out: Path, command: str = "") -> dict[
         + ". Dice/AP in %, per-image mean ± std over abnormal test "
         "slices; tau (and eps for +MG) chosen on validation by mean Dice. ↑: +MG beats its base model.\n\n"
         + table_markdown(report)
+        + "\n"
+        + residual_markdown(report)
     )
     _atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(md))
     plot(report, paths["png"])

@@ -133,6 +133,8 @@ def test_quality_can_take_the_cards_validation_choice(tmp_path, capsys):
     row = json.loads((tmp_path / "o" / "quality.json").read_text())["models"][0]
     assert (row["choice"]["eps"], row["choice"]["tau"], row["choice"]["base_tau"]) == (0.3, 0.15, 0.2)
     assert row["eps_grid"] == [0.0, 0.3, 0.6] and "card" in row["choice"]["source"]
+    assert set(row["residuals"]["mg"]) == {"lesion_residual", "tissue_residual", "contrast"}
+    assert "| lesion / tissue |" in (tmp_path / "o" / "quality.md").read_text()
     # applied with the card's solver, budget and layout (as detect and the viewer apply it)
     assert row["solver"]["method"] == "spg" and row["solver"]["max_steps"] == 7 and row["solver"]["channels_last"]
     no_range = save_checkpoint(m, tmp_path / "models" / "bare", {"chosen": card["chosen"]})

@@ -134,6 +134,18 @@ def test_evaluate_on_test_reports_perfect_and_base_scores(detector):
     assert base.dice_mean == pytest.approx(0.0)
 
 
+def test_residuals_show_why_matchgen_helps(detector):
+    test = slices(n=8, seed=2)
+    base, mg = {}, {}
+    evaluate_on_test(detector, test, 0.0, 0.25, residuals=base)
+    evaluate_on_test(detector, test, 0.6, 0.25, residuals=mg)
+    # base: s = the lesion intensity -> 0 on the lesion, 0.5 on tissue; +MG: s = the tissue -> the reverse
+    assert base["lesion_residual"] == pytest.approx(0.0, abs=1e-6) and base["tissue_residual"] == pytest.approx(0.5)
+    assert base["contrast"] == pytest.approx(0.0, abs=1e-5)
+    assert mg["lesion_residual"] == pytest.approx(0.5, abs=3e-3) and mg["tissue_residual"] < 3e-3
+    assert mg["contrast"] > 100
+
+
 def test_calibrated_eps_range_is_the_distance_to_the_free_optimum(detector):
     # lesions of intensity 0.9: z_o = 0.9, the free optimum is the median 0.5, distance 0.4 on every slice
     val = slices(n=9, seed=3, lesion=0.9)
