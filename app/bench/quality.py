@@ -29,6 +29,7 @@ from app.bench.protocol import (
 )
 from app.core.detector import Detector
 from app.core.matchgen import FAST, SolverOptions
+from app.core.metrics import paired_difference
 from app.errors import OptionError
 from app.nets.card import card_channels_last, card_solver
 
@@ -149,6 +150,10 @@ def evaluate_model(
         "base": base.as_dict(),
         "mg": mg.as_dict(),
         "residuals": {"base": res_base, "mg": res_mg},
+        "paired": {
+            "dice": paired_difference(base.dice_per_image, mg.dice_per_image),
+            "ap": paired_difference(base.ap_per_image, mg.ap_per_image),
+        },
         "solver": {**solver.__dict__, "channels_last": channels_last},
         "seconds": time.perf_counter() - t0,
         "training": {k: card.get(k) for k in ("epochs", "train_seconds", "data", "val_loss") if k in card},
@@ -252,12 +257,20 @@ def residual_markdown(report: dict[str, Any]) -> str:
     """Why +MG helps or not: mean anomaly-map value on lesion pixels and on normal foreground of the abnormal test
     slices, base -> +MG, and their ratio (see :func:`app.bench.protocol.residual_means`)."""
     lines = [
-        "Residuals on the abnormal test slices (mean map value; base -> +MG). +MG helps when the tissue residual "
-        "falls faster than the lesion residual, i.e. when the lesion/tissue ratio grows.",
+        "Paired per-image differences (+MG - base, abnormal test slices, percentage points; 95 % bootstrap "
+        "interval) and residuals (mean map value, base -> +MG). +MG helps when the tissue residual falls faster "
+        "than the lesion residual, i.e. when the lesion/tissue ratio grows.",
         "",
-        "| model | eps | lesion | normal tissue | lesion / tissue |",
-        "|---|---|---|---|---|",
+        "| model | eps | Δ Dice [95 % CI] | +MG better / worse / same | Δ AP [95 % CI] | lesion | normal tissue "
+        "| lesion / tissue |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+
+    def delta(p: dict | None) -> str:
+        if not p or p.get("n", 0) == 0:
+            return "n/a"
+        lo, hi = p["ci95"]
+        return f"{100 * p['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
     def f(v) -> str:
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
@@ -265,7 +278,13 @@ def residual_markdown(report: dict[str, Any]) -> str:
     for r in report["models"]:
         rb, rm = (r.get("residuals") or {}).get("base") or {}, (r.get("residuals") or {}).get("mg") or {}
         cells = [f"{f(rb.get(k))} -> {f(rm.get(k))}" for k in ("lesion_residual", "tissue_residual", "contrast")]
-        lines.append(f"| {r['model']} | {r['choice']['eps']:.4g} | " + " | ".join(cells) + " |")
+        pd, pa = (r.get("paired") or {}).get("dice"), (r.get("paired") or {}).get("ap")
+        wl = f"{pd['wins']} / {pd['losses']} / {pd['ties']}" if pd else "n/a"
+        lines.append(
+            f"| {r['model']} | {r['choice']['eps']:.4g} | {delta(pd)} | {wl} | {delta(pa)} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -280,14 +299,17 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.4 * len(names) + 2), 3.6), constrained_layout=True)
     ib = report["intensity_baseline"]["test"]
     for ax, key, title in ((axes[0], "dice", "Dice (per image, test)"), (axes[1], "ap", "AP (per image, test)")):
+        top = 100 * ib[f"{key}_mean"]
         for off, part, label, colour in ((-0.2, "base", "base", "#9aa5b1"), (0.2, "mg", "+MG", "#d1495b")):
             m = [100 * r[part][f"{key}_mean"] for r in report["models"]]
             sd = [100 * r[part][f"{key}_std"] for r in report["models"]]
             ax.bar(x + off, m, 0.4, yerr=sd, capsize=2, label=label, color=colour)
+            top = max([top, *(a + b for a, b in zip(m, sd, strict=True) if np.isfinite(a + b))])
         ax.axhline(100 * ib[f"{key}_mean"], color="#2e86ab", ls="--", lw=1, label="intensity threshold")
         ax.set_xticks(x, names, rotation=30, ha="right")
         ax.set_title(title)
-        ax.set_ylim(0, 100)
+        ax.set_ylabel("%")
+        ax.set_ylim(0, min(100.0, 1.1 * top) if np.isfinite(top) and top > 0 else 100.0)  # small scores stay readable
     axes[0].legend(fontsize=8)
     from app.nets.checkpoint import _atomic_write
 

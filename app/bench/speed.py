@@ -123,6 +123,38 @@ def decoder_step_seconds(detector: Detector, x: torch.Tensor, precision: str, re
     return best
 
 
+def decoder_profile(detector: Detector, x: torch.Tensor, precision: str, steps: int = 5, top: int = 8) -> list[dict]:
+    """Where a decoder step's time goes: the ``top`` operators (by self time, grouped by input shapes) of
+    forward + backward over ``steps`` steps on the batch ``x``, from ``torch.profiler``; ms per step each."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad():
+        z0 = detector.model.encode(x)
+    dt = torch.bfloat16 if precision == "bf16" else None
+
+    def step() -> None:
+        z = z0.clone().requires_grad_(True)
+        with torch.autocast(device_type=detector.device.type, dtype=dt, enabled=dt is not None):
+            s = detector.model.decode(z)
+        torch.autograd.grad((s.float() - x).abs().flatten(1).mean(1).sum(), z)
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(steps):
+            step()
+    rows = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in rows) or 1.0
+    return [
+        {
+            "op": e.key,
+            "input_shapes": str(e.input_shapes)[:120],
+            "ms_per_step": round(e.self_cpu_time_total / 1e3 / steps, 3),
+            "share": round(e.self_cpu_time_total / total, 3),
+        }
+        for e in rows[:top]
+    ]
+
+
 class CountingDecode:
     """Wraps a decoder and counts decoded images with and without a backward pass."""
 
@@ -314,6 +346,7 @@ def run_speed(
     rss: bool = True,
     workdir: Path | None = None,
     reference_options: SolverOptions | None = None,
+    profile_decoder: bool = True,
     log: Log = print,
 ) -> dict[str, Any]:
     from app.core.device import describe_device, resolve_device
@@ -417,6 +450,8 @@ def run_speed(
     res["decoder_only_gflops"] = dec_rate / 1e9
     res["decoder_only_fraction"] = dec_rate / peak
     res["solve_time_in_decoder"] = min(1.0, bat["decoded_grad"] * dec_s / min(batch_size, n_volume) / bat["seconds"])
+    if profile_decoder:
+        res["decoder_profile"] = decoder_profile(det_fast, x_all[:batch_size], fast_opts.precision)
 
     log("before/after: stock solver (penalty, float32, batched) vs fast, with Dice on the same slices ...")
     n_ba = min(n_volume, 16)
@@ -503,6 +538,12 @@ def summary_markdown(res: dict[str, Any]) -> str:
         f"solver): {fmt(res.get('decoder_only_gflops'))} GFLOP/s, fraction {fmt(res.get('decoder_only_fraction'))}; "
         f"share of the solve spent in decoder kernels ~{fmt(res.get('solve_time_in_decoder'))}.",
     ]
+    prof = res.get("decoder_profile") or []
+    if prof:
+        lines += ["", "Decoder step profile (forward + backward, one batch; top operators by self time):", ""]
+        lines += ["| operator | input shapes | ms per step | share |", "|---|---|---|---|"]
+        lines += [f"| {p['op']} | `{p['input_shapes']}` | {p['ms_per_step']} | {p['share']:.0%} |" for p in prof]
+        lines.append("")
     if "gui_path" in res:
         lines.append(f"GUI figures measured through: {res['gui_path']}.")
     mem = res.get("detect_memory")

@@ -99,6 +99,9 @@ def test_speed_figures_and_summary(tmp_path, tiny_model):
     # the decoder alone is at least as fast as the decoder inside the solve
     assert res["decoder_only_gflops"] >= res["decoder_gflops_achieved"] * 0.5
     assert 0 < res["solve_time_in_decoder"] <= 1
+    prof = res["decoder_profile"]
+    assert prof and all(p["ms_per_step"] >= 0 for p in prof) and sum(p["share"] for p in prof) <= 1.001
+    assert any("conv" in p["op"] for p in prof)  # a conv decoder's step is dominated by its convolutions
     assert res["eps"] == 0.5 and res["tau"] == 0.2  # from the card's choice
     assert len(res["reference"]["loss"]) == 2 and len(res["fast_batched"]["loss"]) == 2
     rel = (np.array(res["fast_batched"]["loss"]) - res["reference"]["loss"]) / np.array(res["reference"]["loss"])

@@ -4,7 +4,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score
 
-from app.core.metrics import average_precision, dice, dice_per_tau, evaluate, grid_search, mean_dice_per_tau
+from app.core.metrics import (
+    average_precision,
+    dice,
+    dice_per_tau,
+    evaluate,
+    grid_search,
+    mean_dice_per_tau,
+    paired_difference,
+)
 
 
 def test_dice_golden_values():
@@ -79,3 +87,29 @@ def test_grid_search_picks_best_validation_pair():
     assert choice.dice == 1.0
     assert choice.table.shape == (3, 3)
     np.testing.assert_allclose(mean_dice_per_tau([good], [g], [0.5]), [1.0])
+
+
+def test_paired_difference_golden_values():
+    p = paired_difference([0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0])
+    assert p["mean"] == 1.0 and p["ci95"] == [1.0, 1.0] and (p["wins"], p["losses"], p["ties"], p["n"]) == (4, 0, 0, 4)
+    p = paired_difference([0.1, 0.2, 0.3], [0.2, 0.2, 0.1])
+    assert p["mean"] == pytest.approx(-0.1 / 3) and (p["wins"], p["losses"], p["ties"]) == (1, 1, 1)
+    lo, hi = p["ci95"]
+    assert -0.2 - 1e-12 <= lo <= p["mean"] <= hi <= 0.1 + 1e-12  # within the range of the differences
+    assert paired_difference([0.1, 0.2, 0.3], [0.2, 0.2, 0.1]) == p  # seeded: reproducible
+    with pytest.raises(ValueError):
+        paired_difference([0.1], [0.1, 0.2])
+
+
+def test_paired_difference_interval_covers_a_known_shift():
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0, 1, 400)
+    p = paired_difference(a, a + 0.05 + rng.normal(0, 0.1, 400))
+    assert p["ci95"][0] < 0.05 < p["ci95"][1] and p["ci95"][0] > 0  # the true shift inside, zero outside
+
+
+def test_evaluate_keeps_per_image_scores_of_abnormal_images_in_order():
+    gts = [np.zeros((4, 4), bool), np.eye(4, dtype=bool), np.ones((4, 4), bool)]
+    maps = [np.zeros((4, 4)), np.eye(4), np.full((4, 4), 0.4)]
+    s = evaluate(maps, gts, 0.5)
+    assert s.dice_per_image == [1.0, 0.0] and s.ap_per_image == [1.0, 1.0] and s.n_images == 2
