@@ -347,6 +347,7 @@ def run_speed(
     workdir: Path | None = None,
     reference_options: SolverOptions | None = None,
     profile_decoder: bool = True,
+    ablation: bool = True,
     log: Log = print,
 ) -> dict[str, Any]:
     from app.core.device import describe_device, resolve_device
@@ -430,6 +431,29 @@ def run_speed(
     vol_sec = time.perf_counter() - t
     res["volume_s_per_slice"] = vol_sec / n_volume
     res["volume_steps_mean"] = float(out.steps.mean())
+    has_masks = bool(masks[:n_volume].any())
+    res["volume_dice"] = (
+        evaluate(list(out.d), list(masks[:n_volume].astype(bool)), tau).dice_mean if has_masks else None
+    )
+    if ablation:
+        # what each inference choice is worth, on the same slices in the same run, with the Dice beside it
+        res["volume_ablation"] = {}
+        for label, kw in (
+            ("no BatchNorm folding", {"fold_batchnorm": False}),
+            ("stock layout", {"channels_last": False}),
+        ):
+            model_a, _ = load_checkpoint(stem, dev)
+            det_a = Detector(model_a, dev, solver=fast_opts, batch_size=batch_size, **{"channels_last": True, **kw})
+            det_a.run(images[:batch_size], eps, max_steps=3)  # warm-up
+            t = time.perf_counter()
+            out_a = det_a.run(images[:n_volume], eps)
+            _sync(dev)
+            res["volume_ablation"][label] = {
+                "volume_s_per_slice": (time.perf_counter() - t) / n_volume,
+                "dice": evaluate(list(out_a.d), list(masks[:n_volume].astype(bool)), tau).dice_mean
+                if has_masks
+                else None,
+            }
 
     log("flops_fraction: counted decoder FLOPs in the batched solve vs matmul rate ...")
     f_fwd, f_step = decoder_flops(model_plain, x_all[:1])
@@ -538,6 +562,15 @@ def summary_markdown(res: dict[str, Any]) -> str:
         f"solver): {fmt(res.get('decoder_only_gflops'))} GFLOP/s, fraction {fmt(res.get('decoder_only_fraction'))}; "
         f"share of the solve spent in decoder kernels ~{fmt(res.get('solve_time_in_decoder'))}.",
     ]
+    abl = res.get("volume_ablation") or {}
+    if abl:
+        lines += [
+            "",
+            f"Volume ablation ({res.get('volume_s_per_slice', 0):.3g} s/slice, Dice {fmt(res.get('volume_dice'))} "
+            "with everything on): "
+            + "; ".join(f"{k}: {fmt(v['volume_s_per_slice'])} s/slice, Dice {fmt(v['dice'])}" for k, v in abl.items())
+            + ".",
+        ]
     prof = res.get("decoder_profile") or []
     if prof:
         lines += ["", "Decoder step profile (forward + backward, one batch; top operators by self time):", ""]

@@ -99,6 +99,10 @@ def test_speed_figures_and_summary(tmp_path, tiny_model):
     # the decoder alone is at least as fast as the decoder inside the solve
     assert res["decoder_only_gflops"] >= res["decoder_gflops_achieved"] * 0.5
     assert 0 < res["solve_time_in_decoder"] <= 1
+    abl = res["volume_ablation"]
+    assert set(abl) == {"no BatchNorm folding", "stock layout"}
+    for v in abl.values():  # the inference choices change rounding only: same detections on these slices
+        assert v["volume_s_per_slice"] > 0 and v["dice"] == pytest.approx(res["volume_dice"], abs=0.02)
     prof = res["decoder_profile"]
     assert prof and all(p["ms_per_step"] >= 0 for p in prof) and sum(p["share"] for p in prof) <= 1.001
     assert any("conv" in p["op"] for p in prof)  # a conv decoder's step is dominated by its convolutions
