@@ -348,6 +348,7 @@ def run_speed(
     reference_options: SolverOptions | None = None,
     profile_decoder: bool = True,
     ablation: bool = True,
+    compile_decoder: bool = False,
     log: Log = print,
 ) -> dict[str, Any]:
     from app.core.device import describe_device, resolve_device
@@ -438,22 +439,31 @@ def run_speed(
     if ablation:
         # what each inference choice is worth, on the same slices in the same run, with the Dice beside it
         res["volume_ablation"] = {}
-        for label, kw in (
+        variants: list[tuple[str, dict]] = [
             ("no BatchNorm folding", {"fold_batchnorm": False}),
             ("stock layout", {"channels_last": False}),
-        ):
+        ]
+        if compile_decoder:
+            variants.append(("torch.compile(decode)", {"compile": True}))
+        for label, kw in variants:
             model_a, _ = load_checkpoint(stem, dev)
+            compiled = kw.pop("compile", False)
             det_a = Detector(model_a, dev, solver=fast_opts, batch_size=batch_size, **{"channels_last": True, **kw})
+            entry: dict[str, Any] = {}
+            if compiled:
+                det_a.model.decode = torch.compile(det_a.model.decode)
+                t = time.perf_counter()
+                det_a.run(images[:n_volume], eps, max_steps=2)  # compiles every batch shape of the run
+                entry["compile_s"] = time.perf_counter() - t
             det_a.run(images[:batch_size], eps, max_steps=3)  # warm-up
             t = time.perf_counter()
             out_a = det_a.run(images[:n_volume], eps)
             _sync(dev)
-            res["volume_ablation"][label] = {
-                "volume_s_per_slice": (time.perf_counter() - t) / n_volume,
-                "dice": evaluate(list(out_a.d), list(masks[:n_volume].astype(bool)), tau).dice_mean
-                if has_masks
-                else None,
-            }
+            entry["volume_s_per_slice"] = (time.perf_counter() - t) / n_volume
+            entry["dice"] = (
+                evaluate(list(out_a.d), list(masks[:n_volume].astype(bool)), tau).dice_mean if has_masks else None
+            )
+            res["volume_ablation"][label] = entry
 
     log("flops_fraction: counted decoder FLOPs in the batched solve vs matmul rate ...")
     f_fwd, f_step = decoder_flops(model_plain, x_all[:1])

@@ -67,6 +67,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     s.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
     s.add_argument("--no-gui", action="store_true", help="skip the GUI figures")
     s.add_argument("--no-rss", action="store_true", help="skip the detect memory figure")
+    s.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the volume with torch.compile(decode) (needs a C++ compiler; compiling takes a minute)",
+    )
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -103,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
             n_reference=args.reference_slices,
             gui=not args.no_gui,
             rss=not args.no_rss,
+            compile_decoder=args.compile,
             log=lambda m: print(m, file=sys.stderr, flush=True),
         )
         res["command"] = command_line(args)

@@ -147,3 +147,22 @@ def test_quality_can_take_the_cards_validation_choice(tmp_path, capsys):
     no_range = save_checkpoint(m, tmp_path / "models" / "bare", {"chosen": card["chosen"]})
     assert quality(data, no_range, tmp_path / "o2", "--choice", "card") == 2
     assert "eps range" in capsys.readouterr().err
+
+
+def test_speed_compile_ablation_is_opt_in_and_reported(tmp_path, tiny_model, monkeypatch):
+    compiled = []
+
+    def fake_compile(fn, **kw):  # the plumbing, without a minute of C++ compilation
+        compiled.append(fn)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    common = dict(n_converge=1, n_volume=4, n_reference=1, batch_size=4, gui=False, rss=False, log=lambda m: None)
+    common["reference_options"] = SolverOptions(max_steps=20)
+    res = run_speed(str(tiny_model), "cpu", None, profile_decoder=False, **common)
+    assert "torch.compile(decode)" not in res["volume_ablation"] and not compiled
+    res = run_speed(str(tiny_model), "cpu", None, profile_decoder=False, compile_decoder=True, **common)
+    entry = res["volume_ablation"]["torch.compile(decode)"]
+    assert len(compiled) == 1 and entry["compile_s"] >= 0 and entry["volume_s_per_slice"] > 0
+    assert entry["dice"] == pytest.approx(res["volume_dice"], abs=0.02)
+    assert "torch.compile(decode)" in summary_markdown(res)
