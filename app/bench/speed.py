@@ -98,9 +98,9 @@ def decoder_flops(model, x1: torch.Tensor) -> tuple[float, float]:
     return float(fwd), float(fc.get_total_flops())
 
 
-def decoder_step_seconds(detector: Detector, x: torch.Tensor, precision: str, repeats: int = 10) -> float:
-    """Seconds of one solver step's decoder work alone (forward + backward to z, the search precision) on the
-    batch ``x``: what the solve would cost with no solver bookkeeping at all. Best of ``repeats``."""
+def decoder_step(detector: Detector, x: torch.Tensor, precision: str) -> Callable[[], None]:
+    """One solver step's decoder work alone on the batch ``x``: forward in the search precision and backward to z,
+    with none of the solver's bookkeeping around it."""
     with torch.no_grad():
         z0 = detector.model.encode(x)
     dt = torch.bfloat16 if precision == "bf16" else None
@@ -111,6 +111,13 @@ def decoder_step_seconds(detector: Detector, x: torch.Tensor, precision: str, re
             s = detector.model.decode(z)
         torch.autograd.grad((s.float() - x).abs().flatten(1).mean(1).sum(), z)
 
+    return step
+
+
+def decoder_step_seconds(detector: Detector, x: torch.Tensor, precision: str, repeats: int = 10) -> float:
+    """Seconds of :func:`decoder_step`: what the solve would cost per step with no bookkeeping. Best of
+    ``repeats``."""
+    step = decoder_step(detector, x, precision)
     for _ in range(2):
         step()
     best = math.inf
@@ -125,19 +132,10 @@ def decoder_step_seconds(detector: Detector, x: torch.Tensor, precision: str, re
 
 def decoder_profile(detector: Detector, x: torch.Tensor, precision: str, steps: int = 5, top: int = 8) -> list[dict]:
     """Where a decoder step's time goes: the ``top`` operators (by self time, grouped by input shapes) of
-    forward + backward over ``steps`` steps on the batch ``x``, from ``torch.profiler``; ms per step each."""
+    :func:`decoder_step` over ``steps`` steps, from ``torch.profiler``; ms per step each."""
     from torch.profiler import ProfilerActivity, profile
 
-    with torch.no_grad():
-        z0 = detector.model.encode(x)
-    dt = torch.bfloat16 if precision == "bf16" else None
-
-    def step() -> None:
-        z = z0.clone().requires_grad_(True)
-        with torch.autocast(device_type=detector.device.type, dtype=dt, enabled=dt is not None):
-            s = detector.model.decode(z)
-        torch.autograd.grad((s.float() - x).abs().flatten(1).mean(1).sum(), z)
-
+    step = decoder_step(detector, x, precision)
     step()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(steps):
