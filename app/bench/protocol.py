@@ -126,7 +126,7 @@ def compute_maps(
     steps = np.zeros((n_eps, n), np.int64)
     loss = np.zeros((n_eps, n), np.float32)
     dist = np.zeros((n_eps, n), np.float32)
-    # pairs image-major, so a batch holds whole eps rows of a few images (one encoder pass per image's x)
+    # pairs image-major: a batch holds the eps rows of a few images
     img_of = np.repeat(np.arange(n), n_eps)
     eps_of = np.tile(np.arange(n_eps), n)
     eps_arr = np.asarray(eps_sorted, np.float32)
