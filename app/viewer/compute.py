@@ -45,6 +45,9 @@ class SliceResult:
 class ModelSession:
     """A loaded model (by zoo name or checkpoint path) bound to a study's slices."""
 
+    #: seconds between intermediate results while a slice converges (each costs the GUI thread a repaint)
+    progress_interval_s: float = 0.05
+
     def __init__(self, name: str, model, card: dict, slices: StudySlices | None = None, device: str = "cpu"):
         from app.core.detector import Detector
 
@@ -90,11 +93,14 @@ class ModelSession:
         z_init=None,
         on_progress: Callable[[SliceResult], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
-        progress_interval_s: float = 0.05,
+        progress_interval_s: float | None = None,
     ) -> SliceResult:
         """MatchGen (or the base model for eps = 0) on slice k; ``on_progress`` receives intermediate results
-        (at most every ``progress_interval_s``) while the solver converges."""
+        (at most every ``progress_interval_s``, default :attr:`progress_interval_s`) while the solver converges."""
         import torch
+
+        if progress_interval_s is None:
+            progress_interval_s = self.progress_interval_s
 
         t0 = time.perf_counter()
         det = self.detector
