@@ -9,9 +9,8 @@ from app.errors import CheckpointError
 
 MODELS_DIR = Path(os.environ.get("MATCHGEN_MODELS", Path(__file__).resolve().parents[2] / "models"))
 
-#: the model ``python main.py`` and ``detect`` use when none is named: the best +MG validation Dice (8.1 % on the
-#: brain proxy) among the models fast enough to be interactive (ddgan: 8.4 % on 16 slices, ~10x the cost per step;
-#: all seven in docs/models.md)
+#: the model ``python main.py`` and ``detect`` use when none is named: the zoo's best +MG validation Dice (8.1 % on
+#: the brain proxy; all seven in docs/models.md)
 DEFAULT_MODEL = "ae-l1"
 
 
