@@ -131,23 +131,32 @@ def decoder_step_seconds(detector: Detector, x: torch.Tensor, precision: str, re
 
 
 def decoder_profile(detector: Detector, x: torch.Tensor, precision: str, steps: int = 5, top: int = 8) -> list[dict]:
-    """Where a decoder step's time goes: the ``top`` operators (by self time, grouped by input shapes) of
-    :func:`decoder_step` over ``steps`` steps, from ``torch.profiler``; ms per step each."""
+    """Where a decoder step's time goes: the ``top`` operators (by self time on the device that computes -- the
+    CPU, or the GPU's kernel time -- grouped by input shapes) of :func:`decoder_step` over ``steps`` steps, from
+    ``torch.profiler``; ms per step each."""
     from torch.profiler import ProfilerActivity, profile
 
+    on_gpu = detector.device.type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_gpu else [])]
     step = decoder_step(detector, x, precision)
     step()
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+    _sync(detector.device)
+    with profile(activities=activities, record_shapes=True) as prof:
         for _ in range(steps):
             step()
-    rows = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in rows) or 1.0
+        _sync(detector.device)
+
+    def self_us(e) -> float:
+        return float(getattr(e, "self_device_time_total", 0.0) if on_gpu else e.self_cpu_time_total)
+
+    rows = sorted(prof.key_averages(group_by_input_shape=True), key=self_us, reverse=True)
+    total = sum(self_us(e) for e in rows) or 1.0
     return [
         {
             "op": e.key,
             "input_shapes": str(e.input_shapes)[:120],
-            "ms_per_step": round(e.self_cpu_time_total / 1e3 / steps, 3),
-            "share": round(e.self_cpu_time_total / total, 3),
+            "ms_per_step": round(self_us(e) / 1e3 / steps, 3),
+            "share": round(self_us(e) / total, 3),
         }
         for e in rows[:top]
     ]
