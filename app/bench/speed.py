@@ -446,16 +446,16 @@ def run_speed(
     if ablation:
         # what each inference choice is worth, on the same slices in the same run, with the Dice beside it
         res["volume_ablation"] = {}
-        variants: list[tuple[str, dict]] = [
-            ("no BatchNorm folding", {"fold_batchnorm": False}),
-            ("stock layout", {"channels_last": False}),
+        # (label, Detector options, torch.compile the decoder)
+        variants: list[tuple[str, dict, bool]] = [
+            ("no BatchNorm folding", {"channels_last": True, "fold_batchnorm": False}, False),
+            ("stock layout", {"channels_last": False}, False),
         ]
         if compile_decoder:
-            variants.append(("torch.compile(decode)", {"compile": True}))
-        for label, kw in variants:
+            variants.append(("torch.compile(decode)", {"channels_last": True}, True))
+        for label, kw, compiled in variants:
             model_a, _ = load_checkpoint(stem, dev)
-            compiled = kw.pop("compile", False)
-            det_a = Detector(model_a, dev, solver=fast_opts, batch_size=batch_size, **{"channels_last": True, **kw})
+            det_a = Detector(model_a, dev, solver=fast_opts, batch_size=batch_size, **kw)
             entry: dict[str, Any] = {}
             if compiled:
                 det_a.model.decode = torch.compile(det_a.model.decode)

@@ -12,7 +12,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -32,7 +31,6 @@ class SliceResult:
     steps: int = 0
     seconds: float = 0.0
     final: bool = True
-    z: Any = None  # the solution's latent (torch tensor)
     precomputed: bool = False  # solved ahead of the slider, with the rest of the eps grid
 
     def mask(self, tau: float) -> np.ndarray:
@@ -90,7 +88,6 @@ class ModelSession:
         k: int,
         eps: float,
         *,
-        z_init=None,
         on_progress: Callable[[SliceResult], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         progress_interval_s: float | None = None,
@@ -115,17 +112,11 @@ class ModelSession:
             d, _ = det.maps(x, p.s)
             on_progress(self._result(k, eps, p.s[0], d[0], float(p.loss[0]), p.step, now - t0, final=False))
 
-        if z_init is not None:
-            z_init = z_init.to(det.device)
-        _, res = det.solve_batch(
-            x, eps, z_init=z_init, callback=callback if on_progress else None, should_stop=should_stop
-        )
+        _, res = det.solve_batch(x, eps, callback=callback if on_progress else None, should_stop=should_stop)
         d, _ = det.maps(x, res.s)
-        out = self._result(
+        return self._result(
             k, eps, res.s[0], d[0], float(res.loss[0]), int(res.steps[0]), time.perf_counter() - t0, final=True
         )
-        out.z = res.z.detach()
-        return out
 
     def _result(self, k, eps, s, d, loss, steps, seconds, final) -> SliceResult:
         s_np = s.detach().cpu().numpy() if hasattr(s, "detach") else np.asarray(s)
@@ -158,13 +149,13 @@ class ModelSession:
             return
         t0 = time.perf_counter()
         det = self.detector
-        x = torch.from_numpy(self.slices.model_slice(k)[None]).to(det.device).expand(len(eps), -1, -1, -1)
-        _, res = det.solve_batch(x.contiguous(), torch.tensor(eps), should_stop=should_stop)
+        x = torch.from_numpy(self.slices.model_slice(k)[None]).to(det.device).expand(len(eps), -1, -1, -1).contiguous()
+        _, res = det.solve_batch(x, torch.tensor(eps), should_stop=should_stop)
         d, _ = det.maps(x, res.s)
         seconds = time.perf_counter() - t0
         for i, e in enumerate(eps):
             r = self._result(k, e, res.s[i], d[i], float(res.loss[i]), int(res.steps[i]), seconds, final=True)
-            r.z, r.precomputed = res.z[i : i + 1].detach(), True
+            r.precomputed = True
             on_result(r)
 
     def run_volume(
