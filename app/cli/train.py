@@ -47,6 +47,19 @@ def configure(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds of training")
     p.add_argument("--no-augment", action="store_true", help="no random left-right flips")
+    p.add_argument(
+        "--domain-augment", type=float, default=1.0, metavar="S",
+        help="strength of on-the-fly scanner variation (blur, gamma, gain, bias field, noise; default 1, 0 = off)",
+    )  # fmt: skip
+    p.add_argument(
+        "--patience", type=int, default=None,
+        help="stop after this many epochs without a better --select metric on validation (keeps the best epoch)",
+    )  # fmt: skip
+    p.add_argument(
+        "--select", choices=("val_ap", "val_loss"), default="val_ap",
+        help="validation metric that picks the kept epoch: pooled pixel AP of the map on validation lesions "
+        "(default) or the validation loss",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -80,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
         extra=dict(args.extra),
         time_limit=args.time_limit,
         augment=not args.no_augment,
+        domain_augment=args.domain_augment,
+        patience=args.patience,
+        select=args.select,
         command=cmd,
     )
     card = train(opts, progress=not args.quiet)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from app.core.maps import foreground_mask, postprocess
+from app.core.maps import detection_mask, foreground_mask, postprocess
 from app.core.matchgen import MatchGenResult, Progress, SolverOptions, optimize
 from app.errors import Cancelled, OptionError
 from app.nets.base import AnomalyModel
@@ -22,10 +22,30 @@ from app.nets.fuse import fold_batchnorm as fold
 
 @dataclass
 class PostProcessing:
-    """Applied identically to base and +MG maps."""
+    """Applied identically to base and +MG maps: D median-filtered in-plane (``median_size`` px, 0 = off),
+    zeroed outside the foreground eroded by ``erode_px``; the detection D > tau without in-plane components
+    smaller than ``min_component_px``. A model card's ``postprocess`` holds the values chosen on validation."""
 
     foreground_threshold: float = 0.01
     median_size: int = 0
+    erode_px: int = 0
+    min_component_px: int = 0
+
+    def __post_init__(self):
+        for name in ("median_size", "erode_px", "min_component_px"):
+            v = getattr(self, name)
+            if int(v) != v or v < 0:
+                raise OptionError(f"post-processing {name} must be a whole number >= 0, not {v!r}")
+            setattr(self, name, int(v))
+
+    def apply(self, d: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+        return postprocess(d, foreground, self.median_size, self.erode_px)
+
+    def mask(self, d: np.ndarray, tau: float) -> np.ndarray:
+        return detection_mask(d, tau, self.min_component_px)
+
+    def as_dict(self) -> dict:
+        return {"median_size": self.median_size, "erode_px": self.erode_px, "min_component_px": self.min_component_px}
 
 
 @dataclass
@@ -36,9 +56,10 @@ class DetectionOutput:
     eps: float
     steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # solver steps per slice
     loss: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    post: PostProcessing = field(default_factory=PostProcessing)
 
     def mask(self, tau: float) -> np.ndarray:
-        return self.d > tau
+        return self.post.mask(self.d, tau)
 
 
 class Detector:
@@ -115,7 +136,7 @@ class Detector:
         amap = self.model.anomaly_map(x, s).mean(dim=1).detach().cpu().numpy()
         xs = x.mean(dim=1).detach().cpu().numpy()
         fg = foreground_mask(xs, self.post.foreground_threshold)
-        return postprocess(amap, fg, self.post.median_size), fg
+        return self.post.apply(amap, fg), fg
 
     def run(
         self,
@@ -153,4 +174,5 @@ class Detector:
             eps=eps,
             steps=np.concatenate(steps),
             loss=np.concatenate(losses),
+            post=self.post,
         )

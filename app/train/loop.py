@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from app.core.device import resolve_device
+from app.data.augment import augment_slices
 from app.errors import CheckpointError, OptionError
 from app.nets.base import AnomalyModel, ModelConfig
 from app.nets.checkpoint import load_checkpoint, read_card, save_checkpoint, stem_of
@@ -58,6 +59,9 @@ class TrainOptions:
     time_limit: float | None = None  # seconds of training (all sessions together); stops mid-epoch
     val_subset: int = 256
     augment: bool = True  # random left-right flips
+    domain_augment: float = 1.0  # strength of app.data.augment.augment_slices on the fly (0 = off)
+    patience: int | None = None  # stop after this many epochs without a better selection metric
+    select: str = "val_ap"  # "val_ap" (pooled pixel AP of the base map on validation lesions) or "val_loss"
     command: str = ""
 
 
@@ -150,8 +154,48 @@ def validation_loss(model: AnomalyModel, images: np.ndarray, masks: np.ndarray |
     return total / max(count, 1.0)
 
 
+@torch.no_grad()
+def validation_ap(model: AnomalyModel, images: np.ndarray, masks: np.ndarray | None, device, batch: int = 32):
+    """Threshold-free separability of the base model's map on validation: average precision of the anomaly
+    map over all foreground pixels of the validation slices, pooled (lesion pixels positive). None without
+    masks or lesions. The map is the family's own (VAE-Grad's needs gradients, so they are enabled)."""
+    from sklearn.metrics import average_precision_score
+
+    from app.core.maps import foreground_mask
+
+    if masks is None or not masks.any():
+        return None
+    was_training = model.training
+    model.eval()
+    scores, labels = [], []
+    for i in range(0, images.shape[0], batch):
+        xb = images[i : i + batch]
+        with torch.enable_grad():
+            d = model.anomaly_map(torch.from_numpy(xb).to(device))[:, 0].detach().cpu().numpy()
+        fg = foreground_mask(xb.mean(axis=1))
+        scores.append(d[fg])
+        labels.append(masks[i : i + batch][fg])
+    model.train(was_training)
+    y = np.concatenate(labels)
+    return float(average_precision_score(y, np.concatenate(scores))) if y.any() else None
+
+
+def _better(select: str, new, best) -> bool:
+    if new is None:
+        return False
+    if best is None:
+        return True
+    return new > best if select == "val_ap" else new < best
+
+
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 100_003 + int(epoch))
+
+
+def best_stem(out: str | Path) -> Path:
+    """Where the best epoch's weights wait while training runs (removed when it finishes)."""
+    stem = stem_of(out)
+    return stem.with_name(stem.name + "_training_best")
 
 
 def state_path(out: str | Path) -> Path:
@@ -166,6 +210,10 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     get_family(opts.family)  # unknown family -> CheckpointError with the known ones
     if opts.epochs < 1 or opts.batch_size < 1:
         raise OptionError("--epochs and --batch-size must be >= 1")
+    if opts.select not in ("val_ap", "val_loss"):
+        raise OptionError(f"--select must be val_ap or val_loss, not {opts.select!r}")
+    if opts.patience is not None and opts.patience < 1:
+        raise OptionError("--patience must be >= 1")
     device = resolve_device(opts.device)
     out = stem_of(opts.out)
     data = load_data(opts.data, opts.size, opts.val_subset)
@@ -206,8 +254,10 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             f"{channels}x{size}^2"
         )
     step = make_step(model, opts.lr)
+    best: dict[str, Any] = {"value": None, "epoch": None, "since": 0}
     if opts.resume:
         info = load_train_state(state_path(out), step.optimizers)
+        best = dict(info.get("best", best))
         start_epoch = int(info["epochs_done"])
         elapsed = float(info["elapsed_s"])
         if info.get("finished_by_time_limit"):
@@ -234,6 +284,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             if opts.augment:
                 flip = torch.rand(x.shape[0], generator=gen) < 0.5
                 x = torch.where(flip.to(device)[:, None, None, None], x.flip(-1), x)
+            if opts.domain_augment > 0:
+                x = augment_slices(x, gen, opts.domain_augment)
             losses = step(x, gen)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -246,25 +298,53 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
         elapsed += time.perf_counter() - t_epoch
         train_losses = {k: v / max(done_steps, 1) for k, v in sums.items()}
         val = validation_loss(model, data.val, data.val_masks, device)
+        model.eval()  # statistics the map needs (VAE-Grad's gradient scale), from this epoch's weights
+        sample = data.train[np.round(np.linspace(0, n - 1, min(n, 64))).astype(int)]
+        model.after_training(torch.from_numpy(sample).to(device))
+        ap = validation_ap(model, data.val, data.val_masks, device)
         epochs_float = epoch + done_steps / steps_per_epoch
         history.append(
             {
                 "epoch": round(epochs_float, 3),
                 "train": {k: round(v, 6) for k, v in train_losses.items()},
                 "val_loss": round(val, 6),
+                "val_ap": None if ap is None else round(ap, 5),
                 "elapsed_s": round(elapsed, 1),
             }
         )
+        metric = val if opts.select == "val_loss" else ap
+        if _better(opts.select, metric, best["value"]):
+            best = {"value": metric, "epoch": round(epochs_float, 3), "since": 0}
+            save_checkpoint(model, best_stem(out), {})
+        else:
+            best["since"] = int(best["since"]) + 1
+        ap_text = "n/a" if ap is None else f"{ap:.4f}"
         log(
             f"epoch {epochs_float:.2f}: train {step.main_loss}={train_losses.get(step.main_loss, float('nan')):.5f} "
-            f"val_loss={val:.5f} ({elapsed:.0f} s)"
+            f"val_loss={val:.5f} val_ap={ap_text} (best {opts.select} at epoch {best['epoch']}; {elapsed:.0f} s)"
         )
-        finished = stopped_by_time or epoch + 1 == opts.epochs
+        early = opts.patience is not None and best["since"] >= opts.patience
+        finished = stopped_by_time or early or epoch + 1 == opts.epochs
+        keep_best = opts.patience is not None  # early-stopping mode: the best epoch is what ships
+        if finished and keep_best and best["since"] > 0 and best_stem(out).with_suffix(".safetensors").is_file():
+            best_model, _ = load_checkpoint(best_stem(out), device="cpu")
+            model.load_state_dict(best_model.state_dict())
         if finished:
             model.eval()
-            sample = data.train[np.round(np.linspace(0, n - 1, min(n, 64))).astype(int)]
             model.after_training(torch.from_numpy(sample).to(device))
         card = _card(opts, model, data, history, elapsed, commands, finished, stopped_by_time, epochs_float, device)
+        card["training"]["selection"] = {
+            "metric": opts.select,
+            "patience": opts.patience,
+            "best_epoch": best["epoch"],
+            "best_value": best["value"],
+            "stopped_early": bool(early),
+            "rule": "with a patience, the shipped weights are those of the epoch with the best selection metric on "
+            "validation; without one, the last epoch's",
+        }
+        if finished and keep_best and best["epoch"] is not None:
+            kept = next((h for h in history if h["epoch"] == best["epoch"]), history[-1])
+            card["final_val_loss"] = card["val_loss"] = kept["val_loss"]
         save_checkpoint(model, out, card)
         save_train_state(
             state_path(out),
@@ -274,8 +354,15 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
                 "epochs_float": epochs_float,
                 "elapsed_s": elapsed,
                 "finished_by_time_limit": stopped_by_time,
+                "best": best,
             },
         )
+        if finished:
+            for suffix in (".safetensors", ".json"):
+                best_stem(out).with_suffix(suffix).unlink(missing_ok=True)
+        if early:
+            log(f"no better {opts.select} for {opts.patience} epochs: stopped; kept epoch {best['epoch']}")
+            break
         if stopped_by_time:
             log(f"time limit of {opts.time_limit:.0f} s reached after {epochs_float:.2f} epochs")
             break
@@ -316,7 +403,7 @@ def _card(opts, model, data, history, elapsed, commands, finished, by_time, epoc
             "batch_size": opts.batch_size,
             "lr": opts.lr or (step_cls.default_lr if step_cls else 1e-3),
             "seed": opts.seed,
-            "augmentation": "random left-right flip (p=0.5)" if opts.augment else "none",
+            "augmentation": _augmentation_text(opts),
             "device": str(device),
             "torch": torch.__version__,
             "machine": f"{platform.machine()} {platform.processor() or ''} ({torch.get_num_threads()} threads)".strip(),
@@ -334,6 +421,15 @@ def _card(opts, model, data, history, elapsed, commands, finished, by_time, epoc
         "history": history,
     }
     return card
+
+
+def _augmentation_text(opts: TrainOptions) -> str:
+    parts = ["random left-right flip (p=0.5)"] if opts.augment else []
+    if opts.domain_augment > 0:
+        parts.append(
+            f"app.data.augment.augment_slices strength {opts.domain_augment:g} (blur, gamma, gain, bias field, noise)"
+        )
+    return "; ".join(parts) or "none"
 
 
 def options_dict(opts: TrainOptions) -> dict[str, Any]:

@@ -74,3 +74,21 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(OptionError, match="CUDA"):
             resolve_device("cuda")
+
+
+def test_detector_applies_the_cards_post_processing_to_maps_and_masks(tiny_ae):
+    from app.core.detector import Detector, PostProcessing
+    from app.core.maps import erode_foreground, remove_small_components
+
+    rng = np.random.default_rng(3)
+    x = (rng.random((2, 1, 32, 32)) * 0.8 + 0.1).astype(np.float32)
+    x[:, :, :4] = 0  # a background band
+    plain = Detector(tiny_ae).run(x, 0.0)
+    post = PostProcessing(erode_px=2, min_component_px=5)
+    out = Detector(tiny_ae, post=post).run(x, 0.0)
+    fg = erode_foreground(out.foreground, 2)
+    assert np.allclose(out.d, plain.d * fg)  # the same map, zeroed on the eroded rim
+    tau = float(np.quantile(out.d[fg], 0.9))
+    assert np.array_equal(out.mask(tau), remove_small_components(out.d > tau, 5))
+    with pytest.raises(OptionError):
+        PostProcessing(median_size=-1)

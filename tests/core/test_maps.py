@@ -56,3 +56,40 @@ def test_confusion_colours_follow_figure_2():
     assert detection_mask(np.array([0.2, 0.5, 0.7]), 0.5).tolist() == [False, False, True]
     with pytest.raises(ValueError):
         confusion_rgb(pred, gt[:1])
+
+
+def test_erode_foreground_shrinks_a_square_by_the_radius_on_every_side():
+    from app.core.maps import erode_foreground
+
+    fg = np.zeros((2, 21, 21), bool)
+    fg[:, 5:16, 5:16] = True  # 11 x 11
+    out = erode_foreground(fg, 2)
+    expect = np.zeros_like(fg)
+    expect[:, 7:14, 7:14] = True  # 7 x 7, in each slice separately
+    assert np.array_equal(out, expect)
+    assert np.array_equal(erode_foreground(fg, 0), fg)
+
+
+def test_remove_small_components_keeps_8_connected_blobs_at_the_size_limit():
+    from app.core.maps import detection_mask, remove_small_components
+
+    m = np.zeros((12, 12), bool)
+    m[1, 1] = m[2, 2] = m[3, 3] = True  # 3 px, diagonal: one 8-connected component
+    m[6:8, 6:11] = True  # 10 px
+    assert np.array_equal(remove_small_components(m, 3), m)  # both reach 3
+    kept = remove_small_components(m, 4)
+    assert kept.sum() == 10 and kept[6:8, 6:11].all()
+    d = m.astype(np.float32) * 0.5
+    assert np.array_equal(detection_mask(d, 0.4, 4), kept)
+    assert np.array_equal(detection_mask(d, 0.5, 0), np.zeros_like(m))  # strictly greater than tau
+
+
+def test_postprocess_erosion_zeroes_the_rim_and_keeps_the_inside():
+    from app.core.maps import postprocess
+
+    d = np.ones((15, 15), np.float32)
+    fg = np.zeros((15, 15), bool)
+    fg[2:13, 2:13] = True
+    out = postprocess(d, fg, median_size=0, erode_px=3)
+    assert out[2:5, :].sum() == 0 and out[:, 10:13].sum() == 0
+    assert np.all(out[5:10, 5:10] == 1)
