@@ -33,7 +33,7 @@ import torch
 
 from app.core.detector import Detector, PostProcessing
 from app.core.maps import foreground_mask, postprocess
-from app.core.metrics import Scores, evaluate, mean_dice_per_tau
+from app.core.metrics import Scores, average_precision, dice, dice_table, evaluate, mean_dice_per_tau
 from app.errors import OptionError
 
 #: the default tau grid: [0, 1] in steps of 0.005 (difference maps of trained models sit mostly below 0.3)
@@ -96,6 +96,7 @@ class PathMaps:
     loss: dict[float, np.ndarray]  # eps -> (N,) final mean |x - s|
     distance: dict[float, np.ndarray]  # eps -> (N,) ||z - z0||
     seconds: float = 0.0
+    foreground: np.ndarray | None = None  # (N, S, S); with ``raw=True`` the maps are not post-processed
 
 
 def compute_maps(
@@ -106,12 +107,14 @@ def compute_maps(
     max_steps: int | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    raw: bool = False,
     **overrides,
 ) -> PathMaps:
     """Maps of ``images`` (N, C, S, S) at every eps (eps = 0 is the base model). Each (slice, eps) pair is a cold
     start from z_o; pairs are batched ``detector.batch_size`` at a time with per-image eps (the solver keeps
     per-image state, so a pair's answer does not depend on its batch mates). ``progress(done, total)`` counts
-    pairs."""
+    pairs. ``raw=True`` keeps the model's maps before post-processing (and returns the foreground), so that
+    post-processing variants can be compared on the same solves."""
     eps_sorted = sorted({float(e) for e in eps_values})
     if not eps_sorted:
         raise OptionError("no eps values given")
@@ -126,6 +129,7 @@ def compute_maps(
     steps = np.zeros((n_eps, n), np.int64)
     loss = np.zeros((n_eps, n), np.float32)
     dist = np.zeros((n_eps, n), np.float32)
+    fg_all = np.zeros((n, *S), bool)
     # pairs image-major: a batch holds the eps rows of a few images
     img_of = np.repeat(np.arange(n), n_eps)
     eps_of = np.tile(np.arange(n_eps), n)
@@ -137,8 +141,9 @@ def compute_maps(
         xb = torch.from_numpy(x_all[ii]).to(detector.device)
         detector.model.check_input(xb)
         _, res = detector.solve_batch(xb, torch.from_numpy(eps_arr[ee]), should_stop=should_stop, **overrides)
-        d, _ = detector.maps(xb, res.s)
+        d, fg = detector.raw_maps(xb, res.s) if raw else detector.maps(xb, res.s)
         maps[ee, ii] = d
+        fg_all[ii] = fg
         steps[ee, ii] = res.steps.cpu().numpy()
         loss[ee, ii] = res.loss.cpu().numpy()
         dist[ee, ii] = res.distance.cpu().numpy()
@@ -151,6 +156,7 @@ def compute_maps(
         {e: loss[i] for e, i in row.items()},
         {e: dist[i] for e, i in row.items()},
         time.perf_counter() - t0,
+        fg_all,
     )
 
 
@@ -261,11 +267,61 @@ class Choice:
     n_images: int
     mean_steps: dict[float, float] = field(default_factory=dict)
     seconds: float = 0.0
+    #: post-processing chosen on the base model's validation maps and applied to base and +MG alike
+    post: dict[str, int] = field(default_factory=dict)
+    #: best base-model validation Dice per post-processing variant ("median/erode/min_component")
+    post_table: dict[str, float] = field(default_factory=dict)
+    #: per eps: fraction of images whose solution lies on the eps-sphere (the constraint binds) and fraction
+    #: that used up the step budget
+    binding_fraction: dict[float, float] = field(default_factory=dict)
+    step_cap_fraction: dict[float, float] = field(default_factory=dict)
+    #: False when +MG's best eps is the largest of the (extended) grid: the curve did not peak inside it
+    peak_inside_grid: bool = True
+    grid_extended: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        d["mean_steps"] = {str(k): v for k, v in self.mean_steps.items()}
+        for k in ("mean_steps", "binding_fraction", "step_cap_fraction"):
+            d[k] = {str(e): v for e, v in getattr(self, k).items()}
         return d
+
+
+#: post-processing variants searched on validation: median filter size, foreground erosion (px), minimum
+#: component size (px) -- the choices of Kascenas et al. 2022 and Baur et al. 2021, at 128 x 128
+POST_GRID: dict[str, tuple[int, ...]] = {
+    "median_size": (0, 3, 5),
+    "erode_px": (0, 2, 4),
+    "min_component_px": (0, 10, 30),
+}
+
+
+def _post_key(p: PostProcessing) -> str:
+    return f"{p.median_size}/{p.erode_px}/{p.min_component_px}"
+
+
+def choose_postprocessing(
+    raw_maps: np.ndarray,
+    foreground: np.ndarray,
+    gts: Sequence[np.ndarray],
+    taus: np.ndarray,
+    grid: dict[str, Sequence[int]] = POST_GRID,
+    foreground_threshold: float = 0.01,
+) -> tuple[PostProcessing, dict[str, float]]:
+    """The post-processing with the best mean per-image Dice (at its best tau) of the *base* model's raw maps on
+    abnormal validation slices. Ties go to the simpler variant (smaller values, in grid order)."""
+    best: tuple[float, PostProcessing] | None = None
+    table: dict[str, float] = {}
+    for med in sorted(grid.get("median_size", (0,))):
+        for ero in sorted(grid.get("erode_px", (0,))):
+            maps = PostProcessing(foreground_threshold, med, ero).apply(raw_maps, foreground)
+            for mc in sorted(grid.get("min_component_px", (0,))):
+                post = PostProcessing(foreground_threshold, med, ero, mc)
+                _, dsc = _best(dice_table(list(maps), list(gts), taus, mc), taus)
+                table[_post_key(post)] = round(float(dsc), 6)
+                if best is None or np.nan_to_num(dsc, nan=-1.0) > best[0]:
+                    best = (float(np.nan_to_num(dsc, nan=-1.0)), post)
+    assert best is not None
+    return best[1], table
 
 
 def _best(row: np.ndarray, taus: np.ndarray) -> tuple[float, float]:
@@ -284,10 +340,17 @@ def choose_on_validation(
     subset: int | None = None,
     max_steps: int | None = None,
     progress: Progress | None = None,
+    post_grid: dict[str, Sequence[int]] | None = None,
+    extend: int = 0,
     **overrides,
 ) -> Choice:
     """tau for the base model and (eps, tau) for +MG by mean per-image Dice over abnormal validation slices.
-    Ties go to the smaller eps, then the smaller tau."""
+    Ties go to the smaller eps, then the smaller tau.
+
+    ``post_grid`` (e.g. :data:`POST_GRID`): first choose the post-processing on the base model's maps
+    (:func:`choose_postprocessing`), then hold it fixed for every eps, so base and +MG are post-processed alike;
+    without it the detector's own post-processing is used. ``extend``: while +MG's best eps is the largest of the
+    grid, add 1.5x, 2x and 3x that value (at most ``extend`` times), so the validation curve can peak inside."""
     images, masks = _arrays(val_set)
     masks = _need_masks(masks, "choosing eps and tau")
     idx = subset_indices(masks, subset, images.shape[0], abnormal_only=True)
@@ -297,28 +360,188 @@ def choose_on_validation(
     taus = np.asarray(sorted(float(t) for t in tau_grid), dtype=np.float64)
     if taus.size == 0:
         raise OptionError("empty tau grid")
-    pm = compute_maps(detector, images[idx], eps_all, max_steps=max_steps, progress=progress, **overrides)
     gts = list(masks[idx])
-    table = np.stack([mean_dice_per_tau(list(pm.maps[e]), gts, taus) for e in eps_all])
+    x = images[idx]
+    pm = compute_maps(detector, x, eps_all, max_steps=max_steps, progress=progress, raw=True, **overrides)
+    if post_grid:
+        post, post_table = choose_postprocessing(
+            pm.maps[0.0], pm.foreground, gts, taus, post_grid, detector.post.foreground_threshold
+        )
+    else:
+        post, post_table = detector.post, {}
+    cap = int(max_steps or overrides.get("max_steps") or detector.solver.max_steps)
+    rows: dict[float, np.ndarray] = {}
+    binding: dict[float, float] = {}
+    capped: dict[float, float] = {}
+    steps: dict[float, float] = {}
+
+    def score(pmaps: PathMaps, values) -> None:
+        for e in values:
+            maps = post.apply(pmaps.maps[e], pmaps.foreground)
+            rows[e] = dice_table(list(maps), gts, taus, post.min_component_px)
+            binding[e] = float((pmaps.distance[e] >= 0.99 * e).mean()) if e > 0 else 1.0
+            capped[e] = float((pmaps.steps[e] >= cap).mean()) if e > 0 else 0.0
+            steps[e] = float(pmaps.steps[e].mean())
+
+    score(pm, eps_all)
+    seconds = pm.seconds
+    extended = 0
+
+    def best_mg() -> tuple[float, float, float]:
+        best = (-2.0, 0.0, 0.0)
+        for e in sorted(rows)[1:]:
+            t, dsc = _best(rows[e], taus)
+            if np.nan_to_num(dsc, nan=-1.0) > best[0]:
+                best = (float(dsc), e, t)
+        return best
+
+    best = best_mg()
+    while extend and extended < extend and best[1] == max(rows):
+        top = max(rows)
+        more = [_round_sig(top * f, 3) for f in (1.5, 2.0, 3.0)]
+        pm2 = compute_maps(detector, x, more, max_steps=max_steps, progress=progress, raw=True, **overrides)
+        score(pm2, more)
+        seconds += pm2.seconds
+        extended += 1
+        best = best_mg()
+    eps_final = sorted(rows)
+    table = np.stack([rows[e] for e in eps_final])
     base_tau, base_dice = _best(table[0], taus)
-    best = (-2.0, 0.0, 0.0)
-    for i, e in enumerate(eps_all[1:], start=1):
-        t, dsc = _best(table[i], taus)
-        if np.nan_to_num(dsc, nan=-1.0) > best[0]:
-            best = (dsc, e, t)
     return Choice(
         eps=best[1],
         tau=best[2],
         dice=best[0],
         base_tau=base_tau,
         base_dice=base_dice,
-        eps_grid=eps_all,
+        eps_grid=eps_final,
         tau_grid=taus.tolist(),
         table=table.tolist(),
         n_images=len(idx),
-        mean_steps={e: float(pm.steps[e].mean()) for e in eps_all},
+        mean_steps=steps,
+        seconds=seconds,
+        post=post.as_dict(),
+        post_table=post_table,
+        binding_fraction=binding,
+        step_cap_fraction=capped,
+        peak_inside_grid=best[1] != max(eps_final),
+        grid_extended=extended,
+    )
+
+
+# --- whole volumes ---------------------------------------------------------------------------------------------
+def _volume_arrays(volumes: Any) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(volumes, tuple | list) and len(volumes) == 2:
+        images, masks = volumes
+    else:
+        images, masks = getattr(volumes, "images", None), getattr(volumes, "masks", None)
+    images = np.asarray(images, dtype=np.float32)
+    masks = np.asarray(masks).astype(bool)
+    if images.ndim == 4:
+        images = images[:, :, None]
+    if images.ndim != 5 or masks.shape != (images.shape[0], images.shape[1], *images.shape[3:]):
+        raise OptionError(f"volumes must be (R, Z, C, S, S) with masks (R, Z, S, S); got {images.shape}, {masks.shape}")
+    return images, masks
+
+
+@dataclass
+class VolumeChoice:
+    """(eps, tau) for whole volumes: the mean over validation volumes of each volume's Dice (all its slices
+    pooled, normal ones included, so false positives on normal slices count), with a fixed post-processing."""
+
+    eps: float
+    tau: float
+    dice: float
+    base_tau: float
+    base_dice: float
+    eps_grid: list[float]
+    table: list[list[float]]
+    n_volumes: int
+    post: dict[str, int]
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def choose_on_volumes(
+    detector: Detector,
+    volumes: Any,
+    eps_grid: Sequence[float],
+    tau_grid: Sequence[float] = DEFAULT_TAUS,
+    *,
+    max_steps: int | None = None,
+    progress: Progress | None = None,
+    **overrides,
+) -> VolumeChoice:
+    """tau (base) and (eps, tau) (+MG) by mean whole-volume Dice over validation volumes ``(images (R, Z, C, S,
+    S), masks (R, Z, S, S))``; the detector's post-processing is applied (choose it first with
+    :func:`choose_on_validation`)."""
+    images, masks = _volume_arrays(volumes)
+    r, z = images.shape[:2]
+    eps_all = sorted({0.0, *(float(e) for e in eps_grid)})
+    taus = np.asarray(sorted(float(t) for t in tau_grid), dtype=np.float64)
+    flat = images.reshape(r * z, *images.shape[2:])
+    pm = compute_maps(detector, flat, eps_all, max_steps=max_steps, progress=progress, **overrides)
+    post = detector.post
+    table = np.stack(
+        [
+            dice_table(list(pm.maps[e].reshape(r, z, *flat.shape[2:])), list(masks), taus, post.min_component_px)
+            for e in eps_all
+        ]
+    )
+    base_tau, base_dice = _best(table[0], taus)
+    best = (-2.0, 0.0, 0.0)
+    for i, e in enumerate(eps_all[1:], start=1):
+        t, dsc = _best(table[i], taus)
+        if np.nan_to_num(dsc, nan=-1.0) > best[0]:
+            best = (float(dsc), e, t)
+    return VolumeChoice(
+        eps=best[1],
+        tau=best[2],
+        dice=best[0],
+        base_tau=base_tau,
+        base_dice=base_dice,
+        eps_grid=eps_all,
+        table=np.round(table, 6).tolist(),
+        n_volumes=r,
+        post=post.as_dict(),
         seconds=pm.seconds,
     )
+
+
+def evaluate_volumes(
+    detector: Detector,
+    volumes: Any,
+    eps: float,
+    tau: float,
+    *,
+    max_steps: int | None = None,
+    progress: Progress | None = None,
+    **overrides,
+) -> dict[str, Any]:
+    """Whole-volume scores at (eps, tau): per volume the Dice of all its slices pooled, false-positive pixels
+    per normal slice (slices without lesion), and the pooled AP of the map over the volume's foreground."""
+    images, masks = _volume_arrays(volumes)
+    r, z = images.shape[:2]
+    flat = images.reshape(r * z, *images.shape[2:])
+    pm = compute_maps(detector, flat, [eps], max_steps=max_steps, progress=progress, **overrides)
+    maps = pm.maps[float(eps)].reshape(r, z, *flat.shape[2:])
+    fg = pm.foreground.reshape(maps.shape)
+    dices, fps, aps = [], [], []
+    for v in range(r):
+        pred = detector.post.mask(maps[v], tau)
+        dices.append(dice(pred, masks[v]))
+        normal = ~masks[v].reshape(z, -1).any(axis=1)
+        fps.append(float(pred[normal].sum() / max(1, normal.sum())))
+        aps.append(average_precision(maps[v][fg[v]], masks[v][fg[v]]))
+    return {
+        "volume_dice_mean": float(np.mean(dices)),
+        "volume_dice": [round(float(d), 6) for d in dices],
+        "fp_pixels_per_normal_slice": float(np.mean(fps)),
+        "volume_ap_mean": float(np.nanmean(aps)),
+        "n_volumes": int(r),
+        "slices_per_volume": int(z),
+    }
 
 
 # --- test ------------------------------------------------------------------------------------------------------
@@ -332,21 +555,43 @@ def evaluate_on_test(
     max_steps: int | None = None,
     progress: Progress | None = None,
     residuals: dict[str, float] | None = None,
+    keep: dict[str, Any] | None = None,
     **overrides,
 ) -> Scores:
     """Scores at the (eps, tau) chosen on validation (eps = 0: the base model): per-image Dice and AP as mean
-    and std over abnormal test slices, and pooled Dice/AP over all selected slices. A dict passed as
-    ``residuals`` receives :func:`residual_means` of the same maps."""
+    and std over abnormal test slices, and pooled Dice/AP over all selected slices, with the detector's
+    post-processing (its minimum component size included). A dict passed as ``residuals`` receives
+    :func:`residual_means` of the same maps; one passed as ``keep`` receives the maps, foreground and indices."""
     images, masks = _arrays(test_set)
     masks = _need_masks(masks, "evaluating")
     idx = subset_indices(masks, subset, images.shape[0], abnormal_only=False)
     pm = compute_maps(detector, images[idx], [eps], max_steps=max_steps, progress=progress, **overrides)
     maps = pm.maps[float(eps)]
-    scores = evaluate(list(maps), list(masks[idx]), float(tau))
+    scores = evaluate(list(maps), list(masks[idx]), float(tau), detector.post.min_component_px)
     if residuals is not None:
-        fg = foreground_mask(images[idx].mean(axis=1), detector.post.foreground_threshold)
-        residuals.update(residual_means(maps, masks[idx], fg))
+        residuals.update(residual_means(maps, masks[idx], pm.foreground))
+    if keep is not None:
+        keep.update(maps=maps, foreground=pm.foreground, idx=idx)
     return scores
+
+
+def per_kind_ap(
+    maps: np.ndarray, masks: np.ndarray, kinds: np.ndarray, foreground: np.ndarray, names: Sequence[str]
+) -> dict[str, float | None]:
+    """Pooled pixel AP of the maps for each lesion kind: positives are the foreground pixels of that kind
+    (``kinds`` == k, 1-based in ``names`` order), negatives every normal foreground pixel; other kinds' pixels
+    are left out. None for a kind with no pixels."""
+    fg = np.asarray(foreground, bool)
+    normal = fg & ~np.asarray(masks, bool)
+    out: dict[str, float | None] = {}
+    for k, name in enumerate(names, start=1):
+        pos = fg & (kinds == k)
+        if not pos.any():
+            out[name] = None
+            continue
+        sel = normal | pos
+        out[name] = average_precision(maps[sel], pos[sel])
+    return out
 
 
 def residual_means(maps: np.ndarray, masks: np.ndarray, foreground: np.ndarray) -> dict[str, float]:

@@ -81,11 +81,12 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from app.core.detector import Detector
+    from app.core.detector import Detector, PostProcessing
     from app.core.device import resolve_device
-    from app.data.pipeline import prepare_study, to_study_grid
+    from app.data.pipeline import prepare_study, study_detection_mask, to_study_grid
     from app.errors import OptionError
     from app.io import load_study, save_mask, save_on_study_grid
+    from app.nets.card import card_postprocess
     from app.nets.checkpoint import load_checkpoint
     from app.nets.zoo import resolve_model
 
@@ -114,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     has_fg = (prep.x.mean(axis=1) > 0.01).reshape(len(prep.x), -1).any(axis=1)
     idx = np.flatnonzero(has_fg)
     n, size = len(prep.x), cfg.image_size
+    post = PostProcessing(**card_postprocess(card))
     d = np.zeros((n, size, size), np.float32)
     s = np.zeros_like(prep.x)
     if idx.size:
@@ -128,7 +130,12 @@ def run(args: argparse.Namespace) -> int:
         if args.max_steps is not None:
             solver = replace(solver, max_steps=args.max_steps)
         detector = Detector(
-            model, device, solver=solver, batch_size=args.batch_size, channels_last=card_channels_last(card)
+            model,
+            device,
+            solver=solver,
+            post=post,
+            batch_size=args.batch_size,
+            channels_last=card_channels_last(card),
         )
         mode = "base model" if args.base_only else f"MatchGen eps={eps:g}"
         with tqdm(total=int(idx.size), unit="slice", desc=mode, disable=not sys.stderr.isatty()) as bar:
@@ -142,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         d[idx] = out.d
         s[idx] = out.s
     d_vol = to_study_grid(d, prep.geometry, "map")
-    mask = d_vol > tau
+    mask = study_detection_mask(d_vol, tau, prep.geometry, post.min_component_px)
     maps_dir = Path(args.maps) if args.maps else None
     if maps_dir is not None:
         maps_dir.mkdir(parents=True, exist_ok=True)

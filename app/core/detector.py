@@ -131,11 +131,15 @@ class Detector:
         )
         return z0, res
 
-    def maps(self, x: torch.Tensor, s: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Post-processed anomaly maps (N, S, S) and the foreground (N, S, S) for slices x and pseudo-normals s."""
+    def raw_maps(self, x: torch.Tensor, s: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The model's anomaly maps (N, S, S) before post-processing, and the foreground (N, S, S)."""
         amap = self.model.anomaly_map(x, s).mean(dim=1).detach().cpu().numpy()
         xs = x.mean(dim=1).detach().cpu().numpy()
-        fg = foreground_mask(xs, self.post.foreground_threshold)
+        return amap, foreground_mask(xs, self.post.foreground_threshold)
+
+    def maps(self, x: torch.Tensor, s: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Post-processed anomaly maps (N, S, S) and the foreground (N, S, S) for slices x and pseudo-normals s."""
+        amap, fg = self.raw_maps(x, s)
         return self.post.apply(amap, fg), fg
 
     def run(

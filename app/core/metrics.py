@@ -109,17 +109,24 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, n_boot: int = 2
     }
 
 
-def evaluate(maps: Sequence[np.ndarray], gts: Sequence[np.ndarray], tau: float) -> Scores:
-    """Scores of difference maps thresholded at tau; means over images with a non-empty ground truth."""
+def evaluate(
+    maps: Sequence[np.ndarray], gts: Sequence[np.ndarray], tau: float, min_component_px: int = 0
+) -> Scores:
+    """Scores of difference maps thresholded at tau (without in-plane components smaller than
+    ``min_component_px``); means over images with a non-empty ground truth."""
+    from app.core.maps import detection_mask
+
     if len(maps) != len(gts):
         raise ValueError("maps and ground truths differ in number")
+    preds = [detection_mask(m, tau, min_component_px) for m in maps]
     dices, aps = [], []
-    for m, g in zip(maps, gts, strict=True):
+    for m, p, g in zip(maps, preds, gts, strict=True):
         if not np.any(g):
             continue
-        dices.append(dice(m > tau, g))
+        dices.append(dice(p, g))
         aps.append(average_precision(m, g))
     all_m = np.concatenate([np.ravel(m) for m in maps]) if maps else np.zeros(0)
+    all_p = np.concatenate([np.ravel(p) for p in preds]) if preds else np.zeros(0, bool)
     all_g = np.concatenate([np.ravel(g) for g in gts]) if gts else np.zeros(0, bool)
     pooled_ap = average_precision(all_m, all_g) if all_g.any() else float("nan")
     return Scores(
@@ -127,7 +134,7 @@ def evaluate(maps: Sequence[np.ndarray], gts: Sequence[np.ndarray], tau: float) 
         dice_std=float(np.std(dices)) if dices else float("nan"),
         ap_mean=float(np.mean(aps)) if aps else float("nan"),
         ap_std=float(np.std(aps)) if aps else float("nan"),
-        pooled_dice=dice(all_m > tau, all_g),
+        pooled_dice=dice(all_p, all_g),
         pooled_ap=pooled_ap,
         n_images=len(dices),
         dice_per_image=[float(v) for v in dices],
@@ -141,6 +148,36 @@ def mean_dice_per_tau(maps: Iterable[np.ndarray], gts: Iterable[np.ndarray], tau
     if not rows:
         return np.full(len(taus), np.nan)
     return np.mean(rows, axis=0)
+
+
+def dice_table(
+    maps: Sequence[np.ndarray],
+    gts: Sequence[np.ndarray],
+    taus: np.ndarray,
+    min_component_px: int = 0,
+    abnormal_only: bool = True,
+) -> np.ndarray:
+    """Mean Dice over the given maps (images, or whole volumes stacked as (Z, S, S)) for every tau, with the
+    detection D > tau cleaned of in-plane components smaller than ``min_component_px``. ``abnormal_only``
+    averages over items with a non-empty ground truth (the paper's per-image mean). Without a component rule
+    this is :func:`mean_dice_per_tau` (one sort per item); with one, each tau is thresholded and labelled."""
+    from app.core.maps import detection_mask
+
+    taus = np.asarray(taus, dtype=np.float64)
+    pairs = [(m, g) for m, g in zip(maps, gts, strict=True) if np.any(g) or not abnormal_only]
+    if not pairs:
+        return np.full(len(taus), np.nan)
+    if not min_component_px:
+        return np.mean([dice_per_tau(m, g, taus) for m, g in pairs], axis=0)
+    out = np.zeros((len(pairs), len(taus)))
+    for i, (m, g) in enumerate(pairs):
+        lo = float(np.min(m))
+        for j, t in enumerate(taus):
+            if t < lo:  # everything is detected: components do not matter
+                out[i, j] = dice(np.ones_like(g, dtype=bool), g)
+                continue
+            out[i, j] = dice(detection_mask(m, t, min_component_px), g)
+    return out.mean(axis=0)
 
 
 @dataclass

@@ -59,3 +59,18 @@ def to_study_grid(maps: np.ndarray, geometry: SliceGeometry, kind: str = "map") 
 
 def study_mask_to_model(mask: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
     return mask_to_model_slices(mask, geometry)
+
+
+def study_detection_mask(d_volume: np.ndarray, tau: float, geometry: SliceGeometry, min_component_px: int = 0):
+    """The binary detection on the study grid: D > tau, without in-plane (axial) components smaller than
+    ``min_component_px`` *model* pixels (converted to study voxels by the pixel areas, so the rule means the
+    same area in mm^2 at any resolution)."""
+    from app.core.maps import remove_small_components
+
+    mask = np.asarray(d_volume) > tau
+    if not min_component_px:
+        return mask
+    area = geometry.pixel_mm**2 / (geometry.spacing[0] * geometry.spacing[1])
+    min_vox = max(1, int(round(min_component_px * area)))
+    # axial slices are the last axis of the canonical grid; label each (X, Y) plane
+    return np.moveaxis(remove_small_components(np.moveaxis(mask, 2, 0), min_vox), 0, 2)

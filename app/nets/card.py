@@ -39,10 +39,16 @@ def eps_range(card: dict) -> tuple[float, float]:
     return max(min(lo, hi), 0.0), hi
 
 
-def card_choices(card: dict) -> dict[str, float]:
+def card_choices(card: dict, target: str = "volume") -> dict[str, float]:
     """eps range and (eps, tau) chosen on validation, with the fallbacks above; the chosen eps is clamped into
-    the range."""
+    the range. ``target="volume"`` (what ``detect`` and the viewer apply): the choice made on whole validation
+    volumes (``chosen_volume``) where the card has one, else the per-slice choice; ``target="slices"``: the
+    paper's per-image choice (``chosen``), for Table-2-style reports."""
+    if target not in ("volume", "slices"):
+        raise OptionError(f"unknown choice target {target!r}")
     chosen = card.get("chosen") or {}
+    if target == "volume" and isinstance(card.get("chosen_volume"), dict):
+        chosen = card["chosen_volume"]
     lo, hi = eps_range(card)
 
     def num(key: str, default: float) -> float:
@@ -97,3 +103,18 @@ def card_channels_last(card: dict) -> bool:
     settings = (card.get("calibration") or {}).get("settings") or {}
     value = settings.get("channels_last", settings.get("solver") == "fast")
     return value is True
+
+
+#: the post-processing keys a card's ``postprocess`` may set (app.core.detector.PostProcessing)
+POSTPROCESS_KEYS = ("median_size", "erode_px", "min_component_px")
+
+
+def card_postprocess(card: dict) -> dict[str, int]:
+    """The post-processing chosen on validation (``postprocess``), applied to base and +MG alike; missing or
+    invalid entries are 0 (off)."""
+    raw = card.get("postprocess") or {}
+    out = {}
+    for k in POSTPROCESS_KEYS:
+        v = raw.get(k, 0) if isinstance(raw, dict) else 0
+        out[k] = int(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
+    return out

@@ -29,6 +29,9 @@ class CalibrationSettings:
     n_fine: int = 3  # halvings of the first grid step (a finer look near 0)
     solver: str = "fast"  # "fast" (the benchmark's default) or "paper" (penalty, Adam lr 1e-3)
     batch_size: int = 16
+    postprocess: bool = True  # choose median / erosion / minimum component on the base model's validation maps
+    extend: int = 2  # times the eps grid may grow (1.5x, 2x, 3x its top) while +MG's best eps is its largest
+    volumes: bool = True  # also choose (eps, tau) for whole volumes on the validation volumes, when present
 
 
 def update_card(path, updates: dict[str, Any]) -> dict[str, Any]:
@@ -42,8 +45,14 @@ def update_card(path, updates: dict[str, Any]) -> dict[str, Any]:
 
 
 def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, device="cpu", log=print) -> dict:
-    from app.bench.protocol import DEFAULT_TAUS, calibrate_eps_range, choose_on_validation
-    from app.core.detector import Detector
+    from app.bench.protocol import (
+        DEFAULT_TAUS,
+        POST_GRID,
+        calibrate_eps_range,
+        choose_on_validation,
+        choose_on_volumes,
+    )
+    from app.core.detector import Detector, PostProcessing
     from app.core.matchgen import FAST, SolverOptions
     from app.data.splits import load_split
 
@@ -66,23 +75,71 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
     )
     t1 = time.perf_counter()
     log(f"{stem.name}: eps_max={rng.eps_max} (z0 spread {rng.z0_spread:.3g}) in {t1 - t0:.0f} s")
-    choice = choose_on_validation(det, val, rng.grid, DEFAULT_TAUS, subset=st.subset, max_steps=st.max_steps)
+    choice = choose_on_validation(
+        det,
+        val,
+        rng.grid,
+        DEFAULT_TAUS,
+        subset=st.subset,
+        max_steps=st.max_steps,
+        post_grid=POST_GRID if st.postprocess else None,
+        extend=st.extend,
+    )
     t2 = time.perf_counter()
     log(
-        f"{stem.name}: val Dice base {choice.base_dice:.4f} (tau {choice.base_tau}), +MG {choice.dice:.4f} "
-        f"(eps {choice.eps}, tau {choice.tau}) in {t2 - t1:.0f} s"
+        f"{stem.name}: post-processing {choice.post}; val Dice base {choice.base_dice:.4f} (tau {choice.base_tau}), "
+        f"+MG {choice.dice:.4f} (eps {choice.eps}, tau {choice.tau}) in {t2 - t1:.0f} s"
+        + ("" if choice.peak_inside_grid else " -- the best eps is the top of the grid")
     )
+    det.post = PostProcessing(det.post.foreground_threshold, **choice.post)
+    grid = choice.eps_grid
+    updates: dict[str, Any] = {}
+    volume_seconds = None
+    if st.volumes:
+        vols = _validation_volumes(data_dir, log)
+        if vols is not None:
+            vc = choose_on_volumes(det, vols, grid, DEFAULT_TAUS, max_steps=st.max_steps)
+            volume_seconds = round(time.perf_counter() - t2, 1)
+            log(
+                f"{stem.name}: validation volumes ({vc.n_volumes}): Dice base {vc.base_dice:.4f} (tau {vc.base_tau}), "
+                f"+MG {vc.dice:.4f} (eps {vc.eps}, tau {vc.tau}) in {volume_seconds:.0f} s"
+            )
+            updates["chosen_volume"] = {
+                "eps": vc.eps,
+                "tau": vc.tau,
+                "tau_base": vc.base_tau,
+                "val_volume_dice": round(vc.dice, 6),
+                "val_volume_dice_base": round(vc.base_dice, 6),
+                "n_volumes": vc.n_volumes,
+                "best_val_volume_dice_per_eps": {
+                    str(e): round(max(row), 6) for e, row in zip(vc.eps_grid, vc.table, strict=True)
+                },
+                "rule": "mean over validation volumes of each volume's Dice (all slices of its block pooled, "
+                "normal slices included), with the post-processing above; detect and the viewer apply these",
+            }
     best_per_eps = {str(e): round(max(row), 6) for e, row in zip(choice.eps_grid, choice.table, strict=True)}
+    if rng.grid != grid:
+        rng.grid = grid
     return update_card(
         stem,
         {
+            **updates,
             "eps_range": rng.as_dict(),
+            "postprocess": {
+                **choice.post,
+                "chosen_on": "base model (eps = 0), mean per-image Dice on abnormal validation slices",
+                "val_dice_per_variant": choice.post_table,
+            },
             "chosen": {
                 "eps": choice.eps,
                 "tau": choice.tau,
                 "tau_base": choice.base_tau,
                 "val_dice": round(choice.dice, 6),
                 "val_dice_base": round(choice.base_dice, 6),
+                "peak_inside_grid": choice.peak_inside_grid,
+                "binding_fraction": round(choice.binding_fraction.get(choice.eps, float("nan")), 4),
+                "step_cap_fraction": round(choice.step_cap_fraction.get(choice.eps, float("nan")), 4),
+                "mean_steps": round(choice.mean_steps.get(choice.eps, float("nan")), 1),
             },
             "calibration": {
                 "data_dir": str(data_dir),
@@ -91,8 +148,30 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
                 "settings": {**st.__dict__, "channels_last": channels_last, "solver_options": solver.__dict__},
                 "best_val_dice_per_eps": best_per_eps,
                 "mean_steps_per_eps": {str(k): round(v, 1) for k, v in choice.mean_steps.items()},
-                "seconds": {"eps_range": round(t1 - t0, 1), "choice": round(t2 - t1, 1)},
+                "binding_fraction_per_eps": {str(k): round(v, 4) for k, v in choice.binding_fraction.items()},
+                "step_cap_fraction_per_eps": {str(k): round(v, 4) for k, v in choice.step_cap_fraction.items()},
+                "grid_extended": choice.grid_extended,
+                "seconds": {
+                    "eps_range": round(t1 - t0, 1),
+                    "choice": round(t2 - t1, 1),
+                    "volumes": volume_seconds,
+                },
                 "rule": "tau_base: best mean per-image Dice at eps = 0; (eps, tau): best over eps > 0",
             },
         },
     )
+
+
+def _validation_volumes(data_dir, log):
+    """The validation split's whole volumes (``data brain-proxy`` builds them), or None with a note."""
+    from app.errors import MatchGenError
+
+    try:
+        from app.data.splits import load_volumes
+    except ImportError:  # pragma: no cover - an older tree
+        return None
+    try:
+        return load_volumes(data_dir, "val")
+    except MatchGenError as exc:
+        log(f"no whole-volume choice: {exc}")
+        return None

@@ -201,3 +201,63 @@ def test_step_limit_is_passed_to_the_solver(detector):
     pm = compute_maps(detector, imgs, [0.6], max_steps=3)
     assert pm.steps[0.6].max() == 3
     assert torch.is_tensor(torch.as_tensor(pm.loss[0.6]))
+
+
+def test_choose_postprocessing_finds_the_rule_that_removes_salt_and_rim():
+    """Raw maps: the lesion at 1, isolated salt pixels at 1, and a bright 1-px rim on the foreground's edge.
+    Only a minimum component size removes the salt without a median (which would also erode small lesions'
+    corners), and erosion removes the rim: the chosen variant must reach Dice 1."""
+    from app.bench.protocol import DEFAULT_TAUS, choose_postprocessing
+
+    rng = np.random.default_rng(1)
+    n, s = 4, 40
+    raw = np.zeros((n, s, s), np.float32)
+    fg = np.zeros((n, s, s), bool)
+    fg[:, 4:36, 4:36] = True
+    gts = np.zeros((n, s, s), bool)
+    for i in range(n):
+        gts[i, 12:20, 14 + i : 22 + i] = True  # 64 px lesions, well inside
+        raw[i][gts[i]] = 1.0
+        for r, c in rng.integers(8, 32, size=(3, 2)):
+            if not gts[i, r - 1 : r + 2, c - 1 : c + 2].any():
+                raw[i, r, c] = 1.0  # salt
+    raw[:, 4, 4:36] = raw[:, 35, 4:36] = 1.0  # rim
+    post, table = choose_postprocessing(raw, fg, list(gts), np.asarray(DEFAULT_TAUS))
+    assert post.erode_px >= 2 and post.min_component_px >= 10
+    assert table[f"{post.median_size}/{post.erode_px}/{post.min_component_px}"] == pytest.approx(1.0)
+    assert table["0/0/0"] < 0.9
+
+
+def test_choose_on_validation_extends_the_grid_until_the_curve_peaks_inside(detector):
+    """Lesions at 0.6 ... 1.0 need eps up to 0.5 (the L1 optimum is the tissue, 0.5; z_o = max): a grid that stops
+    at 0.12 has its best at the top. Extended (1.5x, 2x, 3x of the top, twice) it reaches 0.54, where every slice
+    is separated (Dice 1), and the larger values tie, so the curve peaks inside the grid."""
+    imgs, masks = slices(6, with_normal=False)
+    for i, level in enumerate([0.6, 0.7, 0.8, 0.9, 1.0, 1.0]):
+        imgs[i, 0][masks[i] == 1] = level
+    short = choose_on_validation(detector, (imgs, masks), [0.06, 0.12])
+    assert short.eps == 0.12 and not short.peak_inside_grid and short.dice < 0.5 and short.grid_extended == 0
+    ch = choose_on_validation(detector, (imgs, masks), [0.06, 0.12], extend=2)
+    assert ch.grid_extended == 2 and ch.eps_grid[-3:] == [0.54, 0.72, 1.08]
+    assert ch.eps == 0.54 and ch.dice == pytest.approx(1.0) and ch.peak_inside_grid
+    assert ch.binding_fraction[0.06] == pytest.approx(1.0)  # far from the optimum the ball binds on every slice
+    assert ch.binding_fraction[1.08] == pytest.approx(0.0)  # beyond every slice's need it never does
+
+
+def test_volume_choice_and_scores_count_false_positives_on_normal_slices(detector):
+    """Two volumes of 4 slices (two abnormal, two normal). At eps 0.6 the map is exactly the lesion (+0.5) so the
+    volume Dice is 1 and no normal slice has a false positive; the base model (z_o = max) flags nothing on
+    abnormal slices but nothing either on normal ones -> Dice 0; eps 0.1 cannot separate (it needs > 0.25)."""
+    from app.bench.protocol import choose_on_volumes, evaluate_volumes
+
+    imgs, masks = slices(8, with_normal=False)
+    imgs = imgs.reshape(2, 4, 1, S, S).copy()
+    masks = masks.reshape(2, 4, S, S).copy()
+    imgs[:, 2:] = 0.5
+    masks[:, 2:] = 0
+    vc = choose_on_volumes(detector, (imgs, masks), [0.1, 0.6])
+    assert vc.eps == 0.6 and vc.dice == pytest.approx(1.0) and vc.base_dice == pytest.approx(0.0)
+    scores = evaluate_volumes(detector, (imgs, masks), 0.6, vc.tau)
+    assert scores["volume_dice"] == [1.0, 1.0] and scores["fp_pixels_per_normal_slice"] == 0.0
+    low = evaluate_volumes(detector, (imgs, masks), 0.6, -1.0)  # everything flagged
+    assert low["fp_pixels_per_normal_slice"] == pytest.approx(S * S)

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from app.cli import main
-from app.core.detector import Detector
+from app.core.detector import Detector, PostProcessing
 from app.core.metrics import dice
 from app.data.splits import load_split
+from app.nets.card import card_postprocess
 from app.nets.checkpoint import load_checkpoint, read_card
 
 
@@ -20,16 +21,22 @@ def test_calibrate_fills_card_with_reproducible_choice(dataset, tmp_path):
     card = read_card(out)
     assert card["history"] == before["history"]  # training record untouched
     rng, ch = card["eps_range"], card["chosen"]
-    assert rng["eps_max"] > 0 and rng["grid"][0] == 0.0 and rng["grid"][-1] == pytest.approx(rng["eps_max"])
-    assert set(ch) == {"eps", "tau", "tau_base", "val_dice", "val_dice_base"}
+    assert rng["eps_max"] > 0 and rng["grid"][0] == 0.0 and rng["eps_max"] in rng["grid"]
+    assert rng["grid"][-1] >= rng["eps_max"]  # extended while the best eps was at the top
+    assert {"eps", "tau", "tau_base", "val_dice", "val_dice_base", "peak_inside_grid", "binding_fraction"} <= set(ch)
+    assert 0 <= ch["binding_fraction"] <= 1 and 0 <= ch["step_cap_fraction"] <= 1
+    post = card_postprocess(card)
+    assert set(card["postprocess"]["val_dice_per_variant"]) == {
+        f"{m}/{e}/{c}" for m in (0, 3, 5) for e in (0, 2, 4) for c in (0, 10, 30)
+    }
     assert ch["eps"] in rng["grid"][1:] and 0 <= ch["tau"] <= 1 and 0 <= ch["tau_base"] <= 1
     assert card["calibration"]["n_images"] == 3 and card["calibration"]["split"] == "val"
     # the base model's validation Dice is what the shared pipeline gives at tau_base
     model, _ = load_checkpoint(out)
     val = load_split(dataset, "val")
     idx = np.flatnonzero(val.masks.reshape(len(val.masks), -1).any(1))
-    d = Detector(model, "cpu").run(val.images[idx], 0.0, base_only=True).d
-    expect = np.mean([dice(m > ch["tau_base"], g) for m, g in zip(d, val.masks[idx], strict=True)])
+    out = Detector(model, "cpu", post=PostProcessing(**post)).run(val.images[idx], 0.0, base_only=True)
+    expect = np.mean([dice(m, g) for m, g in zip(out.mask(ch["tau_base"]), val.masks[idx], strict=True)])
     assert ch["val_dice_base"] == pytest.approx(expect, abs=1e-5)
     assert ch["val_dice"] == pytest.approx(max(card["calibration"]["best_val_dice_per_eps"][str(e)]
                                                    for e in rng["grid"][1:]), abs=1e-6)  # fmt: skip
