@@ -21,17 +21,67 @@ import numpy as np
 
 from app.bench.protocol import (
     DEFAULT_TAUS,
+    POST_GRID,
     calibrate_eps_range,
     choose_intensity_baseline,
     choose_on_validation,
+    choose_on_volumes,
     evaluate_intensity_baseline,
     evaluate_on_test,
+    evaluate_volumes,
+    intensity_maps,
+    per_kind_ap,
 )
-from app.core.detector import Detector
+from app.core.detector import Detector, PostProcessing
 from app.core.matchgen import FAST, SolverOptions
 from app.core.metrics import paired_difference
 from app.errors import OptionError
-from app.nets.card import card_channels_last, card_solver
+from app.nets.card import card_channels_last, card_postprocess, card_solver
+
+#: lesion kinds of ``kinds.npy`` (1-based), as app.data.lesions.KINDS
+KIND_NAMES = ("bright", "dark", "cavity", "foreign", "mirror")
+
+
+@dataclass
+class Benchmark:
+    """What a benchmark folder holds: the annotated val and test slice splits, and where built, per-pixel lesion
+    kinds, the second lesion style's test split (``test_b``) and whole volumes of each split."""
+
+    val: Any
+    test: Any
+    kinds: dict[str, np.ndarray]  # split -> (N, S, S) uint8
+    extra_tests: dict[str, Any]  # e.g. {"test_b": SliceSet}
+    volumes: dict[str, Any]  # split -> volumes (images (R, Z, C, S, S), masks (R, Z, S, S))
+
+
+def load_benchmark(data: str) -> Benchmark:
+    from app.data import load_split
+    from app.errors import MatchGenError
+
+    val, test = load_split(data, "val"), load_split(data, "test")
+    for split, ss in (("val", val), ("test", test)):
+        if ss.masks is None:
+            raise OptionError(f"{data}/{split} has no masks.npy: the protocol needs annotated val and test splits")
+    extra: dict[str, Any] = {}
+    if (Path(data) / "test_b" / "images.npy").is_file():
+        extra["test_b"] = load_split(data, "test_b")
+    kinds: dict[str, np.ndarray] = {}
+    for split in ("val", "test", *extra):
+        p = Path(data) / split / "kinds.npy"
+        if p.is_file():
+            kinds[split] = np.load(p, allow_pickle=False)
+    volumes: dict[str, Any] = {}
+    try:
+        from app.data.splits import load_volumes
+    except ImportError:  # pragma: no cover - a tree without volume support
+        load_volumes = None
+    if load_volumes is not None:
+        for split in ("val", "test", *extra):
+            try:
+                volumes[split] = load_volumes(data, split)
+            except MatchGenError:
+                pass
+    return Benchmark(val, test, kinds, extra, volumes)
 
 
 @dataclass
@@ -64,8 +114,10 @@ def evaluate_model(
     device,
     *,
     progress: Callable[[str, int, int], None] | None = None,
+    bench: Benchmark | None = None,
 ) -> dict[str, Any]:
-    """The protocol for one model; returns a JSON-ready dict."""
+    """The protocol for one model; returns a JSON-ready dict. With a :class:`Benchmark`, also the second lesion
+    style, the per-kind AP and whole-volume scores, at the same validation choices."""
     from app.nets.checkpoint import load_checkpoint
     from app.nets.zoo import resolve_model
 
@@ -76,7 +128,10 @@ def evaluate_model(
         # apply the card's choice the way it was made (and the way detect and the viewer apply it): the card's
         # solver, step budget and layout; --max-steps still overrides the budget
         solver, channels_last = card_solver(card), card_channels_last(card)
-    det = Detector(model, device, solver=solver, batch_size=settings.batch_size, channels_last=channels_last)
+    post = PostProcessing(**card_postprocess(card)) if settings.choice == "card" else None
+    det = Detector(
+        model, device, solver=solver, post=post, batch_size=settings.batch_size, channels_last=channels_last
+    )
 
     def prog(phase):
         return None if progress is None else (lambda d, t: progress(phase, d, t))
@@ -115,10 +170,15 @@ def evaluate_model(
             subset=settings.val_subset,
             max_steps=settings.max_steps,
             progress=prog("validation"),
+            post_grid=POST_GRID,
+            extend=2,
         )
         choice_d = {**choice.as_dict(), "source": "chosen on validation here"}
+        det.post = PostProcessing(det.post.foreground_threshold, **choice.post)
     res_base: dict[str, float] = {}
     res_mg: dict[str, float] = {}
+    keep_base: dict[str, Any] = {}
+    keep_mg: dict[str, Any] = {}
     base = evaluate_on_test(
         det,
         test,
@@ -127,6 +187,7 @@ def evaluate_model(
         subset=settings.test_subset,
         progress=prog("test base"),
         residuals=res_base,
+        keep=keep_base,
     )
     mg = evaluate_on_test(
         det,
@@ -137,8 +198,12 @@ def evaluate_model(
         max_steps=settings.max_steps,
         progress=prog("test +MG"),
         residuals=res_mg,
+        keep=keep_mg,
     )
+    extra = _extra_evaluations(det, bench, card, choice_d, settings, base, mg, keep_base, keep_mg, prog)
     return {
+        **extra,
+        "postprocess": det.post.as_dict(),
         "model": stem.name,
         "family": model.config.family,
         "latent": model.latent_description,
@@ -160,6 +225,99 @@ def evaluate_model(
     }
 
 
+def _kind_breakdown(bench: Benchmark, split: str, test_set, keep: dict[str, Any]) -> dict[str, float | None] | None:
+    kinds = bench.kinds.get(split)
+    if kinds is None or not keep:
+        return None
+    idx = keep["idx"]
+    return per_kind_ap(keep["maps"], np.asarray(test_set.masks)[idx], kinds[idx], keep["foreground"], KIND_NAMES)
+
+
+def _extra_evaluations(det, bench, card, choice_d, settings, base, mg, keep_base, keep_mg, prog) -> dict[str, Any]:
+    """Second lesion style, per-kind AP and whole volumes, at the choices made on validation (never on test)."""
+    if bench is None:
+        return {}
+    out: dict[str, Any] = {"per_kind_ap": {}, "styles": {}, "volumes": {}}
+    out["per_kind_ap"]["test"] = {
+        "base": _kind_breakdown(bench, "test", bench.test, keep_base),
+        "mg": _kind_breakdown(bench, "test", bench.test, keep_mg),
+    }
+    for split, ss in bench.extra_tests.items():
+        kb: dict[str, Any] = {}
+        km: dict[str, Any] = {}
+        sb = evaluate_on_test(det, ss, 0.0, choice_d["base_tau"], subset=settings.test_subset, keep=kb)
+        sm = evaluate_on_test(
+            det, ss, choice_d["eps"], choice_d["tau"], subset=settings.test_subset, max_steps=settings.max_steps,
+            keep=km, progress=prog(f"{split} +MG"),
+        )  # fmt: skip
+        out["styles"][split] = {"base": sb.as_dict(), "mg": sm.as_dict()}
+        out["per_kind_ap"][split] = {
+            "base": _kind_breakdown(bench, split, ss, kb),
+            "mg": _kind_breakdown(bench, split, ss, km),
+        }
+    if "val" in bench.volumes:
+        vchosen = card.get("chosen_volume") if settings.choice == "card" else None
+        if isinstance(vchosen, dict) and all(k in vchosen for k in ("eps", "tau", "tau_base")):
+            vc = {k: float(vchosen[k]) for k in ("eps", "tau", "tau_base")}
+            vc["source"] = "model card (chosen on validation volumes by 'main.py calibrate')"
+        else:
+            grid = sorted(set(choice_d.get("eps_grid") or [0.0, choice_d["eps"]]))
+            c = choose_on_volumes(det, bench.volumes["val"], grid, max_steps=settings.max_steps)
+            vc = {"eps": c.eps, "tau": c.tau, "tau_base": c.base_tau, "source": "chosen on validation volumes here"}
+        out["volume_choice"] = vc
+        for split, vols in bench.volumes.items():
+            if split == "val":
+                continue
+            out["volumes"][split] = {
+                "base": evaluate_volumes(det, vols, 0.0, vc["tau_base"]),
+                "mg": evaluate_volumes(det, vols, vc["eps"], vc["tau"], max_steps=settings.max_steps),
+            }
+    return out
+
+
+def baseline_extras(bench: Benchmark, tau: float, settings: QualitySettings) -> dict[str, Any]:
+    """The intensity threshold on the second style, per kind, and on whole volumes (its volume tau chosen on the
+    validation volumes), for the same comparison as the models."""
+    from app.core.maps import foreground_mask
+    from app.core.metrics import dice, dice_table
+
+    out: dict[str, Any] = {"styles": {}, "per_kind_ap": {}, "volumes": {}}
+    for split, ss in {"test": bench.test, **bench.extra_tests}.items():
+        if split != "test":
+            out["styles"][split] = evaluate_intensity_baseline(ss, tau, subset=settings.test_subset).as_dict()
+        if split in bench.kinds:
+            x = np.asarray(ss.images, np.float32)
+            maps = intensity_maps(x)
+            fg = foreground_mask(x.mean(axis=1))
+            out["per_kind_ap"][split] = per_kind_ap(maps, np.asarray(ss.masks), bench.kinds[split], fg, KIND_NAMES)
+    if "val" in bench.volumes:
+
+        def vol_maps(vols):
+            imgs = np.asarray(vols.images, np.float32)
+            r, z = imgs.shape[:2]
+            return intensity_maps(imgs.reshape(r * z, *imgs.shape[2:])).reshape(r, z, *imgs.shape[3:])
+
+        taus = np.asarray(DEFAULT_TAUS)
+        row = dice_table(list(vol_maps(bench.volumes["val"])), list(np.asarray(bench.volumes["val"].masks)), taus)
+        vtau = float(taus[int(np.argmax(np.nan_to_num(row, nan=-1)))])
+        out["volume_tau"] = vtau
+        for split, vols in bench.volumes.items():
+            if split == "val":
+                continue
+            maps, masks = vol_maps(vols), np.asarray(vols.masks)
+            dices = [dice(m > vtau, g) for m, g in zip(maps, masks, strict=True)]
+            fps = []
+            for m, g in zip(maps, masks, strict=True):
+                normal = ~g.reshape(len(g), -1).any(axis=1)
+                fps.append(float((m[normal] > vtau).sum() / max(1, normal.sum())))
+            out["volumes"][split] = {
+                "volume_dice_mean": float(np.mean(dices)),
+                "volume_dice": [round(float(d), 6) for d in dices],
+                "fp_pixels_per_normal_slice": float(np.mean(fps)),
+            }
+    return out
+
+
 def run_quality(
     data: str,
     models: list[str],
@@ -170,15 +328,12 @@ def run_quality(
     progress_bar: bool = True,
 ) -> dict[str, Any]:
     from app.core.device import describe_device, resolve_device
-    from app.data import load_split
 
     if not models:
         raise OptionError("no models given (--models A,B,...)")
     dev = resolve_device(device)
-    val, test = load_split(data, "val"), load_split(data, "test")
-    for split, ss in (("val", val), ("test", test)):
-        if ss.masks is None:
-            raise OptionError(f"{data}/{split} has no masks.npy: the protocol needs annotated val and test splits")
+    bench = load_benchmark(data)
+    val, test = bench.val, bench.test
     bar = None
     if progress_bar:
         from tqdm import tqdm
@@ -196,7 +351,7 @@ def run_quality(
     for name in models:
         if bar is not None:
             bar.set_description(name)
-        rows.append(evaluate_model(name, val, test, settings, dev, progress=progress))
+        rows.append(evaluate_model(name, val, test, settings, dev, progress=progress, bench=bench))
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -208,7 +363,11 @@ def run_quality(
         "n_val_abnormal": int(val.masks.reshape(len(val), -1).any(axis=1).sum()),
         "n_test": len(test),
         "n_test_abnormal": int(test.masks.reshape(len(test), -1).any(axis=1).sum()),
-        "intensity_baseline": {"choice": base_choice.as_dict(), "test": base_scores.as_dict()},
+        "intensity_baseline": {
+            "choice": base_choice.as_dict(),
+            "test": base_scores.as_dict(),
+            **baseline_extras(bench, base_choice.tau, settings),
+        },
         "models": rows,
     }
 
@@ -288,6 +447,87 @@ def residual_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def extras_markdown(report: dict[str, Any]) -> str:
+    """The second lesion style, per-kind AP and whole-volume scores (base -> +MG), beside the intensity
+    threshold; empty when the benchmark folder has none of them."""
+    ib = report["intensity_baseline"]
+    rows = report["models"]
+    parts: list[str] = []
+    styles = sorted({k for r in rows for k in (r.get("styles") or {})})
+    for split in styles:
+        b = (ib.get("styles") or {}).get(split) or {}
+        lines = [
+            f"### Second lesion style ({split}: generated differently from the validation lesions; same choices)",
+            "",
+            "| method | Dice (per image) | pooled Dice | pooled AP |",
+            "|---|---|---|---|",
+            f"| intensity threshold | {_pm(b.get('dice_mean'), b.get('dice_std'))} | {_pct(b.get('pooled_dice'))} "
+            f"| {_pct(b.get('pooled_ap'))} |",
+        ]
+        for r in rows:
+            st = (r.get("styles") or {}).get(split)
+            if not st:
+                continue
+            for label, sc in ((r["model"], st["base"]), (f"{r['model']} + MG", st["mg"])):
+                lines.append(
+                    f"| {label} | {_pm(sc['dice_mean'], sc['dice_std'])} | {_pct(sc['pooled_dice'])} | "
+                    f"{_pct(sc['pooled_ap'])} |"
+                )
+        parts.append("\n".join(lines) + "\n")
+    kind_splits = sorted({k for r in rows for k in (r.get("per_kind_ap") or {})})
+    for split in kind_splits:
+        base_k = (ib.get("per_kind_ap") or {}).get(split) or {}
+        lines = [
+            f"### Pooled pixel AP per lesion kind ({split}; positives: that kind's pixels, negatives: normal tissue)",
+            "",
+            "| method | " + " | ".join(KIND_NAMES) + " |",
+            "|---|" + "---|" * len(KIND_NAMES),
+            "| image brightness | " + " | ".join(_pct(base_k.get(k)) for k in KIND_NAMES) + " |",
+        ]
+        for r in rows:
+            pk = (r.get("per_kind_ap") or {}).get(split) or {}
+            for label, part in ((r["model"], "base"), (f"{r['model']} + MG", "mg")):
+                vals = pk.get(part) or {}
+                lines.append(f"| {label} | " + " | ".join(_pct(vals.get(k)) for k in KIND_NAMES) + " |")
+        parts.append("\n".join(lines) + "\n")
+    vol_splits = sorted({k for r in rows for k in (r.get("volumes") or {})})
+    for split in vol_splits:
+        bv = (ib.get("volumes") or {}).get(split) or {}
+        lines = [
+            f"### Whole volumes ({split}: every slice of each lesion realisation's block, normal slices included; "
+            "tau and eps chosen on the validation volumes)",
+            "",
+            "| method | volume Dice (mean) | per volume | false-positive pixels per normal slice | tau | eps |",
+            "|---|---|---|---|---|---|",
+            f"| intensity threshold | {_pct(bv.get('volume_dice_mean'))} | "
+            f"{', '.join(_pct(v) for v in bv.get('volume_dice', []))} | "
+            f"{bv.get('fp_pixels_per_normal_slice', float('nan')):.1f} | "
+            f"{ib.get('volume_tau', float('nan')):.3f} | - |",
+        ]
+        for r in rows:
+            v = (r.get("volumes") or {}).get(split)
+            if not v:
+                continue
+            vc = r.get("volume_choice") or {}
+            for label, part, tau, eps in (
+                (r["model"], "base", vc.get("tau_base"), None),
+                (f"{r['model']} + MG", "mg", vc.get("tau"), vc.get("eps")),
+            ):
+                sc = v[part]
+                lines.append(
+                    f"| {label} | {_pct(sc['volume_dice_mean'])} | {', '.join(_pct(x) for x in sc['volume_dice'])} | "
+                    f"{sc['fp_pixels_per_normal_slice']:.1f} | {tau:.3f} | {'-' if eps is None else f'{eps:.4g}'} |"
+                )
+        parts.append("\n".join(lines) + "\n")
+    post = [f"{r['model']}: {r.get('postprocess')}" for r in rows if r.get("postprocess")]
+    if post:
+        parts.append(
+            "Post-processing (median filter size / foreground erosion px / minimum component px), chosen on the "
+            "base model's validation maps and applied to base and +MG alike: " + "; ".join(post) + ".\n"
+        )
+    return "\n".join(parts)
+
+
 def plot(report: dict[str, Any], path: Path) -> Path:
     import matplotlib
 
@@ -343,6 +583,8 @@ def write_outputs(report: dict[str, Any], out: Path, command: str = "") -> dict[
         + table_markdown(report)
         + "\n"
         + residual_markdown(report)
+        + "\n"
+        + extras_markdown(report)
     )
     _atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(md))
     plot(report, paths["png"])
