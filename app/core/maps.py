@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from app.foreground import FOREGROUND_THRESHOLD
+
 #: Figure 2 of the paper: true positive red, false positive blue, false negative green, true negative black.
 CONFUSION_COLOURS = {
     "tp": (255, 0, 0),
@@ -26,7 +28,7 @@ def difference_map(x: np.ndarray, s: np.ndarray, channel_axis: int | None = None
     return d
 
 
-def foreground_mask(x: np.ndarray, threshold: float = 0.01, fill_holes: bool = True) -> np.ndarray:
+def foreground_mask(x: np.ndarray, threshold: float = FOREGROUND_THRESHOLD, fill_holes: bool = True) -> np.ndarray:
     """Body/brain mask of a normalised image (H, W) or stack (N, H, W): intensity above ``threshold``, holes
     filled per slice, so that dark lesions inside the brain stay in the mask while the background is dropped."""
     x = np.asarray(x)
@@ -91,6 +93,19 @@ def detection_mask(d: np.ndarray, tau: float, min_component_px: int = 0) -> np.n
     return remove_small_components(np.asarray(d) > tau, min_component_px)
 
 
+def study_detection_mask(d_volume: np.ndarray, tau: float, geometry, min_component_px: int = 0) -> np.ndarray:
+    """The binary detection on the study grid: D > tau, without in-plane (axial) components smaller than
+    ``min_component_px`` *model* pixels (converted to study voxels by the pixel areas, so the rule means the
+    same area in mm^2 at any resolution). ``geometry``: the study's :class:`app.data.slices.SliceGeometry`."""
+    mask = np.asarray(d_volume) > tau
+    if not min_component_px:
+        return mask
+    area = geometry.pixel_mm**2 / (geometry.spacing[0] * geometry.spacing[1])
+    min_vox = max(1, int(round(min_component_px * area)))
+    # axial slices are the last axis of the canonical grid; label each (X, Y) plane
+    return np.moveaxis(remove_small_components(np.moveaxis(mask, 2, 0), min_vox), 0, 2)
+
+
 def confusion_rgb(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """An (H, W, 3) uint8 image coloured as in Figure 2 (TP red, FP blue, FN green, TN black)."""
     pred = np.asarray(pred, dtype=bool)
@@ -105,6 +120,7 @@ def confusion_rgb(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def confusion_counts(pred: np.ndarray, gt: np.ndarray) -> dict[str, int]:
+    """Pixel/voxel counts of the four Figure-2 classes (``detect --mask`` prints them beside the Dice)."""
     pred = np.asarray(pred, dtype=bool)
     gt = np.asarray(gt, dtype=bool)
     return {

@@ -1,6 +1,6 @@
 """Validation calibration of a trained model, written into its card: the eps range
-(:func:`app.bench.protocol.calibrate_eps_range`) and ``chosen = {eps, tau, tau_base, val_dice, val_dice_base}``
-by mean per-image Dice on the validation split (:func:`app.bench.protocol.choose_on_validation`), through the
+(:func:`app.core.protocol.calibrate_eps_range`) and ``chosen = {eps, tau, tau_base, val_dice, val_dice_base}``
+by mean per-image Dice on the validation split (:func:`app.core.protocol.choose_on_validation`), through the
 shared Detector, so ``detect``, the viewer and the benchmarks start from these values. Never uses test data.
 
 Kept cheap for a 2-core CPU: a subset of abnormal validation slices, the benchmark's fast solver (spectral
@@ -10,13 +10,11 @@ projected gradient, bfloat16 search steps) and a cap on solver steps; every eps 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from app.nets.checkpoint import _atomic_write, load_checkpoint, read_card, stem_of
+from app.nets.checkpoint import load_checkpoint, read_card, stem_of, write_card
 
 
 @dataclass
@@ -39,21 +37,20 @@ def update_card(path, updates: dict[str, Any]) -> dict[str, Any]:
     stem = stem_of(path)
     card = read_card(stem)
     card.update(updates)
-    text = json.dumps(card, indent=2, default=str) + "\n"
-    _atomic_write(stem.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+    write_card(stem, card)
     return card
 
 
 def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, device="cpu", log=print) -> dict:
-    from app.bench.protocol import (
+    from app.core.detector import Detector, PostProcessing
+    from app.core.matchgen import FAST, SolverOptions
+    from app.core.protocol import (
         DEFAULT_TAUS,
         POST_GRID,
         calibrate_eps_range,
         choose_on_validation,
         choose_on_volumes,
     )
-    from app.core.detector import Detector, PostProcessing
-    from app.core.matchgen import FAST, SolverOptions
     from app.data.splits import load_split
 
     st = settings or CalibrationSettings()
@@ -125,11 +122,7 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
         {
             **updates,
             "eps_range": rng.as_dict(),
-            "postprocess": {
-                **choice.post,
-                "chosen_on": "base model (eps = 0), mean per-image Dice on abnormal validation slices",
-                "val_dice_per_variant": choice.post_table,
-            },
+            "postprocess": dict(choice.post),
             "chosen": {
                 "eps": choice.eps,
                 "tau": choice.tau,
@@ -151,6 +144,12 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
                 "binding_fraction_per_eps": {str(k): round(v, 4) for k, v in choice.binding_fraction.items()},
                 "step_cap_fraction_per_eps": {str(k): round(v, 4) for k, v in choice.step_cap_fraction.items()},
                 "grid_extended": choice.grid_extended,
+                "postprocess_choice": {
+                    "rule": "chosen on the base model (eps = 0) by mean per-image Dice on abnormal validation "
+                    "slices, then held fixed for every eps (base and +MG alike)",
+                    "grid": {k: list(v) for k, v in POST_GRID.items()} if st.postprocess else None,
+                    "val_dice_per_variant": choice.post_table,
+                },
                 "seconds": {
                     "eps_range": round(t1 - t0, 1),
                     "choice": round(t2 - t1, 1),

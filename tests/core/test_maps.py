@@ -93,3 +93,20 @@ def test_postprocess_erosion_zeroes_the_rim_and_keeps_the_inside():
     out = postprocess(d, fg, median_size=0, erode_px=3)
     assert out[2:5, :].sum() == 0 and out[:, 10:13].sum() == 0
     assert np.all(out[5:10, 5:10] == 1)
+
+
+def test_study_detection_mask_scales_the_component_rule_to_the_study_pixels():
+    """A rule of 8 model pixels at 2 mm/px is 32 mm^2: on a 1 mm study grid that is 32 voxels, so an 8-voxel
+    blob goes and a 40-voxel blob stays; each axial plane is labelled on its own."""
+    from types import SimpleNamespace
+
+    from app.core.maps import study_detection_mask
+
+    geometry = SimpleNamespace(pixel_mm=2.0, spacing=(1.0, 1.0, 3.0))
+    d = np.zeros((30, 30, 2), np.float32)
+    d[2:4, 2:6, 0] = 1.0  # 8 voxels
+    d[10:15, 10:18, 0] = 1.0  # 40 voxels
+    d[2:4, 2:6, 1] = 1.0
+    out = study_detection_mask(d, 0.5, geometry, 8)
+    assert out[..., 0].sum() == 40 and out[..., 1].sum() == 0
+    assert np.array_equal(study_detection_mask(d, 0.5, geometry, 0), d > 0.5)
