@@ -480,7 +480,14 @@ def extras_markdown(report: dict[str, Any]) -> str:
                     f"{_pct(sc['pooled_ap'])} |"
                 )
         parts.append("\n".join(lines) + "\n")
-    kind_splits = sorted({k for r in rows for k in (r.get("per_kind_ap") or {})})
+    kind_splits = sorted(
+        {
+            k
+            for r in rows
+            for k, v in (r.get("per_kind_ap") or {}).items()
+            if any(x is not None for part in v.values() for x in (part or {}).values())
+        }
+    )
     for split in kind_splits:
         base_k = (ib.get("per_kind_ap") or {}).get(split) or {}
         lines = [

@@ -281,9 +281,9 @@ class Choice:
 #: post-processing variants searched on validation: median filter size, foreground erosion (px), minimum
 #: component size (px) -- the choices of Kascenas et al. 2022 and Baur et al. 2021, at 128 x 128
 POST_GRID: dict[str, tuple[int, ...]] = {
-    "median_size": (0, 3, 5),
-    "erode_px": (0, 2, 4),
-    "min_component_px": (0, 10, 30),
+    "median_size": (0, 3, 5, 7),
+    "erode_px": (0, 2, 4, 6, 8),
+    "min_component_px": (0, 10, 30, 60, 100),
 }
 
 

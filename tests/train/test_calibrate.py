@@ -27,7 +27,7 @@ def test_calibrate_fills_card_with_reproducible_choice(dataset, tmp_path):
     assert 0 <= ch["binding_fraction"] <= 1 and 0 <= ch["step_cap_fraction"] <= 1
     post = card_postprocess(card)
     assert set(card["calibration"]["postprocess_choice"]["val_dice_per_variant"]) == {
-        f"{m}/{e}/{c}" for m in (0, 3, 5) for e in (0, 2, 4) for c in (0, 10, 30)
+        f"{m}/{e}/{c}" for m in (0, 3, 5, 7) for e in (0, 2, 4, 6, 8) for c in (0, 10, 30, 60, 100)
     }
     assert ch["eps"] in rng["grid"][1:] and 0 <= ch["tau"] <= 1 and 0 <= ch["tau_base"] <= 1
     assert card["calibration"]["n_images"] == 3 and card["calibration"]["split"] == "val"
