@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    if args.threads:
+    if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     if args.bench == "batch":
         import json
