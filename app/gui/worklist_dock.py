@@ -14,6 +14,19 @@ from app.viewer.worklist import Worklist, WorklistEntry
 HEADERS = ("rank", "study", "score (ml)", "findings", "flagged (ml)", "peak slice", "status")
 
 
+class _Table(QTableWidget):
+    """Enter opens the current row (not ``activated``: on single-click desktops that fires on a plain click)."""
+
+    enter_pressed = Signal()
+
+    def keyPressEvent(self, ev):  # noqa: N802 - Qt naming
+        if ev.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            self.enter_pressed.emit()
+            ev.accept()
+            return
+        super().keyPressEvent(ev)
+
+
 class WorklistDock(QDockWidget):
     #: a study the user wants to open (a WorklistEntry)
     open_requested = Signal(object)
@@ -22,7 +35,7 @@ class WorklistDock(QDockWidget):
         super().__init__("Worklist", parent)
         self.setObjectName("worklist-dock")
         self.worklist: Worklist | None = None
-        self.table = QTableWidget(0, len(HEADERS))
+        self.table = _Table(0, len(HEADERS))
         self.table.setHorizontalHeaderLabels(HEADERS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -30,7 +43,7 @@ class WorklistDock(QDockWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.cellDoubleClicked.connect(lambda row, _col: self.open_row(row))
-        self.table.activated.connect(lambda idx: self.open_row(idx.row()))
+        self.table.enter_pressed.connect(lambda: self.open_row(self.table.currentRow()))
         self.setWidget(self.table)
 
     def set_worklist(self, wl: Worklist) -> None:
