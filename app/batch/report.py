@@ -82,7 +82,7 @@ def report_html(folder: str | Path, results: list[dict], meta: dict | None = Non
 
 
 def write_report(folder: str | Path, results: list[dict], meta: dict | None = None) -> Path:
-    from app.batch.task import atomic_write_bytes
+    from app.atomic import atomic_write_bytes
 
     path = Path(folder) / "report.html"
     atomic_write_bytes(path, report_html(folder, results, meta).encode("utf-8"))

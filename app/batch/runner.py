@@ -62,7 +62,7 @@ class BatchSummary:
         return 60.0 * self.done / self.wall_s if self.wall_s > 0 else float("nan")
 
 
-class Progress:
+class BatchProgress:
     """Progress over studies with rate and ETA: a tqdm bar on a terminal, one line per study otherwise."""
 
     def __init__(self, total: int, stream=None, enabled: bool = True):
@@ -152,7 +152,7 @@ def run_batch(
         print(f"{summary.skipped} of {len(refs)} studies already done with these settings: skipped", file=stream)
     nthreads = sum(client.nthreads().values()) or 1
     window = max(1, int(window or 2 * nthreads))
-    bar = Progress(len(todo), stream, progress)
+    bar = BatchProgress(len(todo), stream, progress)
     pending = iter(todo)
     inflight: dict = {}  # future key -> (future, study)
     ac = as_completed()

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.atomic import atomic_write_bytes
 from app.batch.inputs import StudyRef
 
 RESULT = "result.json"
@@ -105,10 +106,10 @@ def get_detector(settings: BatchSettings):
             return hit
         import torch
 
-        from app.core.detector import Detector
+        from app.core.detector import Detector, PostProcessing
         from app.core.device import resolve_device
         from app.errors import CheckpointError
-        from app.nets.card import card_channels_last
+        from app.nets.card import card_channels_last, card_postprocess, solver_for
         from app.nets.checkpoint import load_checkpoint
 
         if settings.threads and settings.threads > 0:
@@ -126,31 +127,20 @@ def get_detector(settings: BatchSettings):
             )
         device = resolve_device(settings.device)
         model, card = load_checkpoint(stem, device)
-        solver = solver_options(card, settings.solver, settings.max_steps)
+        solver, _warning = solver_for(card, settings.solver, settings.max_steps)
+        post = PostProcessing(median_size=card_postprocess(card).get("median_size", 0))
         det = Detector(
-            model, device, solver=solver, batch_size=settings.batch_size, channels_last=card_channels_last(card)
+            model,
+            device,
+            solver=solver,
+            post=post,
+            batch_size=settings.batch_size,
+            channels_last=card_channels_last(card),
         )
         _LOADS["count"] += 1
         _DETECTORS.clear()  # one model per worker: a new model replaces the old one
         _DETECTORS[key] = (det, model, card, device)
         return _DETECTORS[key]
-
-
-def solver_options(card: dict, solver: str, max_steps: int | None):
-    """The solver ``detect --solver`` means (card / paper / fast), capped at ``max_steps``."""
-    from dataclasses import replace
-
-    from app.core.matchgen import FAST, SolverOptions
-    from app.errors import OptionError
-    from app.nets.card import card_solver
-
-    table = {"card": lambda: card_solver(card), "paper": SolverOptions, "fast": lambda: FAST}
-    if solver not in table:
-        raise OptionError(f"unknown solver {solver!r} (card, paper or fast)")
-    opts = table[solver]()
-    if max_steps is not None:
-        opts = replace(opts, max_steps=int(max_steps))
-    return opts
 
 
 try:  # the plugin base class; without distributed the task still runs in-process (tests, detect-equivalence)
@@ -177,58 +167,37 @@ class ModelPreload(_WorkerPlugin):  # type: ignore[misc,valid-type]
 
 # ---- the pipeline (same as detect) ----------------------------------------------------------------------------
 @dataclass
-class VolumeResult:
+class StudyMaps:
     d: np.ndarray  # canonical (X, Y, Z) difference map
-    s: np.ndarray  # canonical pseudo-normal (X, Y, Z[, C])
+    s: np.ndarray  # canonical pseudo-normal (X, Y, Z[, C]); 0 on slices without foreground (as detect writes it)
     mask: np.ndarray  # canonical bool
-    foreground: np.ndarray  # canonical bool: the normalised study above the crop threshold
+    foreground: np.ndarray  # canonical bool: the normalised study above the foreground threshold
     slices_analysed: int
     solver_steps: float  # mean steps per analysed slice
     solve_s: float
 
 
-def detect_volume(study, detector, model, eps: float, tau: float, base_only: bool, progress=None) -> VolumeResult:
-    """A whole study through the model, as ``detect`` does it: empty slices (no foreground) are skipped."""
-    from app.data.pipeline import CROP_THRESHOLD, prepare_study, to_study_grid
+def detect_volume(study, detector, model, eps: float, tau: float, base_only: bool, progress=None) -> StudyMaps:
+    """A whole study through the model exactly as ``detect`` does it (``Detector.run`` skips slices without
+    foreground; the mask is D > tau on the study grid)."""
+    from app.data.pipeline import prepare_study, to_study_grid
+    from app.foreground import FOREGROUND_THRESHOLD
 
     cfg = model.config
     prep = prepare_study(study, cfg.image_size, cfg.channels, cfg.normalization)
-    has_fg = (prep.x.mean(axis=1) > 0.01).reshape(len(prep.x), -1).any(axis=1)
-    idx = np.flatnonzero(has_fg)
-    n, size = len(prep.x), cfg.image_size
-    d = np.zeros((n, size, size), np.float32)
-    s = np.zeros_like(prep.x)
     t0 = time.perf_counter()
-    steps = 0.0
-    if idx.size:
-        out = detector.run(prep.x[idx], eps, base_only=base_only, progress=progress)
-        d[idx] = out.d
-        s[idx] = out.s
-        steps = float(np.mean(out.steps)) if out.steps.size else 0.0
+    out = detector.run(prep.x, eps, base_only=base_only, progress=progress)
     solve_s = time.perf_counter() - t0
-    d_vol = to_study_grid(d, prep.geometry, "map")
+    d_vol = to_study_grid(out.d, prep.geometry, "map")
+    s = np.where(out.analysed[:, None, None, None], out.s, 0.0).astype(np.float32)
     s_vol = to_study_grid(s if s.shape[1] > 1 else s[:, 0], prep.geometry, "map")
     grey = prep.volume if prep.volume.ndim == 3 else prep.volume.mean(axis=3)
-    return VolumeResult(d_vol, s_vol, d_vol > tau, grey > CROP_THRESHOLD, int(idx.size), steps, solve_s)
+    n = int(out.analysed.sum())
+    steps = float(out.steps[out.analysed].mean()) if n else 0.0
+    return StudyMaps(d_vol, s_vol, d_vol > tau, grey > FOREGROUND_THRESHOLD, n, steps, solve_s)
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, obj: dict) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, allow_nan=False, default=_json_default) + "\n").encode())
 

@@ -114,13 +114,13 @@ def run_batch_bench(model: str | None, n_studies: int = 8, slices: int = 16, max
 
     from app.batch.inputs import expand_inputs
     from app.batch.task import BatchSettings, file_sha256
-    from app.cli.detect import choose_parameters
-    from app.nets.checkpoint import read_card
+    from app.nets.card import card_choices, read_card
     from app.nets.zoo import resolve_model
 
     stem = resolve_model(model).resolve()
     card = read_card(stem)
-    eps, tau, _ = choose_parameters(card, None, None, False)
+    ch = card_choices(card)
+    eps, tau = ch["eps"], ch["tau"]
     settings = BatchSettings(
         model=str(stem),
         model_name=stem.name,

@@ -109,8 +109,7 @@ def run_triage(
     from app.batch.inputs import expand_inputs
     from app.batch.runner import run_batch
     from app.batch.task import BatchSettings, ModelPreload, file_sha256
-    from app.cli.detect import choose_parameters
-    from app.nets.checkpoint import read_card
+    from app.nets.card import card_choices, read_card
     from app.nets.zoo import resolve_model
 
     out = Path(out)
@@ -136,7 +135,8 @@ def run_triage(
             card = read_card(stem)
             entry = {}
             for mode, base_only in (("base", True), ("mg", False)):
-                eps, tau, _ = choose_parameters(card, None, None, base_only)
+                ch = card_choices(card)
+                eps, tau = (0.0, ch["tau_base"]) if base_only else (ch["eps"], ch["tau"])
                 settings = BatchSettings(
                     model=str(stem),
                     model_name=stem.name,

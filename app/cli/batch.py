@@ -55,7 +55,7 @@ def make_settings(args):
     from app.batch.task import BatchSettings, file_sha256
     from app.cli.detect import choose_parameters
     from app.errors import OptionError
-    from app.nets.checkpoint import read_card
+    from app.nets.card import read_card, solver_for
     from app.nets.zoo import resolve_model
 
     if args.max_steps is not None and args.max_steps < 0:
@@ -69,6 +69,9 @@ def make_settings(args):
     eps, tau, note = choose_parameters(card, args.eps, args.tau, args.base_only)
     if note:
         print(f"note: {note}", file=sys.stderr)
+    _solver, warning = solver_for(card, args.solver, args.max_steps)
+    if warning and not args.base_only:
+        print(f"warning: {warning}", file=sys.stderr)
     return BatchSettings(
         model=str(stem),
         model_name=stem.name,

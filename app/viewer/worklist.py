@@ -13,10 +13,10 @@ import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.atomic import atomic_write_text
 from app.errors import StudyError
 
 WORKLIST_JSON = "worklist.json"
@@ -85,20 +85,6 @@ def _row(r: dict, rank_no: int | None) -> dict:
     }
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_worklist(out_dir: str | os.PathLike, results: list[dict], meta: dict | None = None) -> tuple[Path, Path]:
     """``worklist.csv`` (ranked rows, then the failures with rank empty) and ``worklist.json``
     (``{"studies": [...ranked], "failures": [...], ...meta}``), both atomically."""
@@ -112,7 +98,7 @@ def write_worklist(out_dir: str | os.PathLike, results: list[dict], meta: dict |
     for r in failed:
         w.writerow(_row(r, None))
     csv_path, json_path = out / WORKLIST_CSV, out / WORKLIST_JSON
-    _atomic_text(csv_path, buf.getvalue())
+    atomic_write_text(csv_path, buf.getvalue())
 
     def entry(r: dict, i: int | None) -> dict:
         e = {k: v for k, v in _row(r, i).items() if v != ""}
@@ -131,7 +117,7 @@ def write_worklist(out_dir: str | os.PathLike, results: list[dict], meta: dict |
         "studies": [entry(r, i) for i, r in enumerate(ranked, 1)],
         "failures": [entry(r, None) for r in failed],
     }
-    _atomic_text(json_path, json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(json_path, json.dumps(doc, indent=1) + "\n")
     return csv_path, json_path
 
 
