@@ -5,20 +5,22 @@ the selection are :class:`app.viewer.findings.FindingsList`'s."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QAbstractItemView, QDockWidget, QHeaderView, QTableWidget, QTableWidgetItem
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from app.viewer.findings import FindingsList
 
 HEADERS = ("#", "volume (ml)", "extent (mm)", "mean D", "slices")
 
 
-class FindingsDock(QDockWidget):
+class FindingsPanel(QWidget):
     #: index of the finding the user chose (into FindingsList.findings)
     finding_chosen = Signal(int)
 
+    #: the title for the dock around this panel
+    title_changed = Signal(str)
+
     def __init__(self, parent=None):
-        super().__init__("Findings", parent)
-        self.setObjectName("findings-dock")
+        super().__init__(parent)
         self.findings: FindingsList | None = None
         self.table = QTableWidget(0, len(HEADERS))
         self.table.setHorizontalHeaderLabels(HEADERS)
@@ -28,7 +30,9 @@ class FindingsDock(QDockWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.cellClicked.connect(lambda row, _c: self.finding_chosen.emit(row))
-        self.setWidget(self.table)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.table)
 
     def set_findings(self, fl: FindingsList | None) -> None:
         self.findings = fl
@@ -42,4 +46,8 @@ class FindingsDock(QDockWidget):
                 self.table.setItem(i, j, item)
         n = len(rows)
         src = f", from the {fl.source}" if fl is not None and fl.source else ""
-        self.setWindowTitle(f"Findings ({n}{src})" if fl is not None else "Findings (run the whole volume)")
+        self._title(f"Findings ({n}{src})" if fl is not None else "Findings (run the whole volume)")
+
+    def _title(self, text: str) -> None:
+        self.title = text
+        self.title_changed.emit(text)

@@ -30,6 +30,7 @@ class OrthoViews(pg.GraphicsLayoutWidget):
         super().__init__(parent)
         self.setBackground("k")
         self.raw: np.ndarray | None = None
+        self.source: np.ndarray | None = None
         self.d: np.ndarray | None = None
         self.mask: np.ndarray | None = None
         self.spacing = (1.0, 1.0, 1.0)
@@ -111,6 +112,7 @@ class OrthoViews(pg.GraphicsLayoutWidget):
     ) -> None:
         """The study (X, Y, Z[, 3]) in raw units, its difference map and detection on the same grid (None when
         there is no volume result yet)."""
+        self.source = raw  # what was given (the views compare it to know whether the study changed)
         self.raw = None if raw is None else (raw.mean(axis=3) if raw.ndim == 4 else raw)
         self.d, self.mask = d, mask
         self.spacing = tuple(float(s) or 1.0 for s in spacing)
@@ -138,6 +140,18 @@ class OrthoViews(pg.GraphicsLayoutWidget):
         else:
             for img in list(self.images.values()) + list(self.under.values()):
                 img.clear()
+
+    def set_maps(self, d: np.ndarray | None, mask: np.ndarray | None) -> None:
+        """New D / detection for the same study (a volume run finished, tau moved)."""
+        self.d, self.mask = d, mask
+        self.dmax = max(float(d.max()), 1e-6) if d is not None and d.size else 1.0
+        for c, col in enumerate(COLS):
+            missing = (c == 1 and d is None) or (c == 2 and mask is None)
+            for name in ROWS:
+                self.titles[(name, c)].setText(
+                    f"{col} - {name}" + (" (run the whole volume, Ctrl+R)" if missing else "")
+                )
+        self._render()
 
     def set_levels(self, levels: tuple[float, float]) -> None:
         self.levels = levels

@@ -1,13 +1,13 @@
 """The worklist dock: a batch output folder's studies ranked by their study-level score (failures last, greyed,
 with their error as tooltip). Double-click (or Enter) on a study asks the window to open it with its saved
-results; :meth:`WorklistDock.step` moves to the next/previous study. Only display: the ranking and the cursor are
+results; :meth:`WorklistPanel.step` moves to the next/previous study. Only display: the ranking and the cursor are
 :class:`app.viewer.worklist.Worklist`'s."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QAbstractItemView, QDockWidget, QHeaderView, QTableWidget, QTableWidgetItem
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from app.viewer.worklist import Worklist, WorklistEntry
 
@@ -27,13 +27,15 @@ class _Table(QTableWidget):
         super().keyPressEvent(ev)
 
 
-class WorklistDock(QDockWidget):
+class WorklistPanel(QWidget):
     #: a study the user wants to open (a WorklistEntry)
     open_requested = Signal(object)
 
+    #: the title for the dock around this panel
+    title_changed = Signal(str)
+
     def __init__(self, parent=None):
-        super().__init__("Worklist", parent)
-        self.setObjectName("worklist-dock")
+        super().__init__(parent)
         self.worklist: Worklist | None = None
         self.table = _Table(0, len(HEADERS))
         self.table.setHorizontalHeaderLabels(HEADERS)
@@ -44,7 +46,9 @@ class WorklistDock(QDockWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.cellDoubleClicked.connect(lambda row, _col: self.open_row(row))
         self.table.enter_pressed.connect(lambda: self.open_row(self.table.currentRow()))
-        self.setWidget(self.table)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.table)
 
     def set_worklist(self, wl: Worklist) -> None:
         self.worklist = wl
@@ -70,7 +74,7 @@ class WorklistDock(QDockWidget):
                 else:
                     item.setToolTip(e.source)
                 t.setItem(i, j, item)
-        self.setWindowTitle(f"Worklist - {wl.folder.name} ({sum(e.ok for e in wl.entries)} studies)")
+        self._title(f"Worklist - {wl.folder.name} ({sum(e.ok for e in wl.entries)} studies)")
 
     def open_row(self, row: int) -> WorklistEntry | None:
         if self.worklist is None or not 0 <= row < len(self.worklist.entries):
@@ -92,3 +96,7 @@ class WorklistDock(QDockWidget):
         self.table.selectRow(self.worklist.current)
         self.open_requested.emit(e)
         return e
+
+    def _title(self, text: str) -> None:
+        self.title = text
+        self.title_changed.emit(text)

@@ -113,11 +113,11 @@ def _results(folder):
 
 
 def test_worklist_dock_double_click(qtbot, tmp_path):
-    from app.gui.worklist_dock import WorklistDock
+    from app.gui.worklist_dock import WorklistPanel
     from app.viewer.worklist import Worklist
 
     _results(tmp_path)
-    dock = WorklistDock()
+    dock = WorklistPanel()
     qtbot.addWidget(dock)
     dock.show()
     qtbot.waitExposed(dock)
@@ -148,14 +148,14 @@ def test_worklist_dock_double_click(qtbot, tmp_path):
 
 
 def test_findings_dock_click(qtbot):
-    from app.gui.findings_dock import FindingsDock
+    from app.gui.findings_dock import FindingsPanel
     from app.viewer.findings import FindingsList
 
     d = np.zeros((10, 10, 6), np.float32)
     d[1:4, 1:4, 1:3] = 0.9  # 18 voxels
     d[7:9, 7:9, 4] = 0.6  # 4 voxels
     fl = FindingsList.from_volume(d, 0.5, np.eye(4))
-    dock = FindingsDock()
+    dock = FindingsPanel()
     qtbot.addWidget(dock)
     dock.show()
     dock.set_findings(fl)
