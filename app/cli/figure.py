@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Figure-2-style figure of one slice: pseudo-normal, input, difference, detection, ground truth"
+HELP = "the paper's Figure 2 for one slice: input and ground truth, then base and +MG columns per model"
 DESCRIPTION = (
-    "Rows: pseudo-normal, input, difference map, detection (TP red, FP blue, FN green, TN black), ground truth; "
-    "columns: base model and +MG for each model; Dice under each. PNG, PDF or SVG by the --out suffix."
+    "Column 1: the input and its ground truth. Then two columns per model (base, +MG) with rows pseudo-normal, "
+    "difference map and detection (TP red, FP blue, FN green, TN black), each detection's Dice boxed, and a "
+    "legend of the detection colours. PNG, PDF or SVG by the --out suffix."
 )
 
 
