@@ -2,6 +2,8 @@
 eps and tau (the card's solver, empty slices skipped, the same post-processing and the same way back to the study's
 grid), although the viewer solves in batches of 16 for its progress bar and ``detect`` in batches of 32."""
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -18,8 +20,14 @@ def case(tmp_path):
     affine = np.array([[-1.5, 0, 0, 20], [0, 1.5, 0, -10], [0, 0, 2.5, 5], [0, 0, 0, 1]])  # not RAS-canonical
     study = tmp_path / "vol.nii.gz"
     nib.save(nib.Nifti1Image(vol, affine), str(study))
-    model = write_model(tmp_path / "models", "tiny")
-    return {"study": study, "model": str(tmp_path / "models" / "tiny"), "tmp": tmp_path, "stem": model}
+    write_model(tmp_path / "models", "tiny")
+    # a calibrated card: its choices were made with the spectral projected gradient solver and a step budget,
+    # which both must apply (the paper's penalty method would give other masks)
+    card_path = tmp_path / "models" / "tiny.json"
+    card = json.loads(card_path.read_text())
+    card["calibration"] = {"settings": {"max_steps": 30, "solver_options": {"method": "spg"}}}
+    card_path.write_text(json.dumps(card))
+    return {"study": study, "model": str(tmp_path / "models" / "tiny"), "tmp": tmp_path}
 
 
 def viewer_mask(case, out, use_mg=True, eps=None, tau=None):
@@ -68,5 +76,6 @@ def test_viewer_whole_volume_mask_is_identical_to_detect(case, use_mg, eps, tau,
     m = same_nifti(ours, theirs)
     assert 0 < np.count_nonzero(m) < m.size  # a mask with something in it, not trivially equal
     assert ctl.volume.d.shape[2] == 40 > 32 > VOLUME_BATCH  # the batches differ, the answer does not
+    assert ctl.session.detector.solver.method == "spg" and ctl.session.detector.solver.max_steps == 30
     if use_mg and eps is None:
         assert ctl.state.eps == pytest.approx(0.2) and ctl.state.tau == pytest.approx(0.15)  # the card's
