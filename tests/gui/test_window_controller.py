@@ -142,4 +142,3 @@ def test_extension_points_menu_and_dock(window):
     window.state.tau = 0.3  # a re-threshold is no new result
     window.state.slice_index = 0
     assert window.ctl.want.key[1] == 0
-

@@ -26,6 +26,7 @@ def case(tmp_path):
     card_path = tmp_path / "models" / "tiny.json"
     card = json.loads(card_path.read_text())
     card["calibration"] = {"settings": {"max_steps": 30, "solver_options": {"method": "spg"}}}
+    card["postprocess"] = {"median_size": 3}  # and its post-processing
     card_path.write_text(json.dumps(card))
     return {"study": study, "model": str(tmp_path / "models" / "tiny"), "tmp": tmp_path}
 
@@ -76,6 +77,7 @@ def test_viewer_whole_volume_mask_is_identical_to_detect(case, use_mg, eps, tau,
     m = same_nifti(ours, theirs)
     assert 0 < np.count_nonzero(m) < m.size  # a mask with something in it, not trivially equal
     assert ctl.volume.d.shape[2] == 40 > 32 > VOLUME_BATCH  # the batches differ, the answer does not
-    assert ctl.session.detector.solver.method == "spg" and ctl.session.detector.solver.max_steps == 30
+    det = ctl.session.detector
+    assert det.solver.method == "spg" and det.solver.max_steps == 30 and det.post.median_size == 3
     if use_mg and eps is None:
         assert ctl.state.eps == pytest.approx(0.2) and ctl.state.tau == pytest.approx(0.15)  # the card's
