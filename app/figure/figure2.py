@@ -164,6 +164,23 @@ def figure2(slices: StudySlices, k: int, columns: list[Column], title: str | Non
     return fig
 
 
+def write_figure2(
+    slices: StudySlices,
+    k: int,
+    models: list[str | None],
+    path: str | os.PathLike,
+    device: str = "auto",
+    eps: float | None = None,
+    tau: float | None = None,
+) -> tuple[Path, list[Column]]:
+    """Figure 2 of slice k for ``models`` (zoo names or checkpoint paths; each with its card's eps/tau unless
+    given), written to ``path``: what ``python main.py figure`` and the viewer's export do."""
+    sessions = [ModelSession.load(n, slices, device) for n in models or [None]]
+    cols = case_columns(sessions, k, eps=eps, tau=tau)
+    fig = figure2(sessions[0].slices, k, cols)
+    return save_figure(fig, path), cols
+
+
 def save_figure(fig, path: str | os.PathLike) -> Path:
     """PNG, PDF or SVG by suffix; written to a temporary file beside the target, then renamed."""
     p = Path(path)

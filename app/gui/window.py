@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.errors import MatchGenError
+from app.figure import write_figure2
 from app.gui.controls import ControlPanel
 from app.gui.panels import FourPanels
 from app.gui.worker import Invoker, SolveWorker
@@ -120,6 +121,7 @@ class MainWindow(QMainWindow):
             device=device,
             recent_store=QSettingsStore(),
             precompute_eps_grid=precompute_eps_grid,
+            figure_writer=write_figure2,
         )
 
         self.panels = FourPanels()

@@ -164,11 +164,14 @@ class ViewerController:
         precompute_eps_grid: bool = True,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         clock: Callable[[], float] = time.perf_counter,
+        figure_writer: Callable | None = None,
     ):
         self.state = state or ViewerState()
         self.device = device
         self.precompute_eps_grid = precompute_eps_grid
         self.clock = clock
+        # app.figure.write_figure2, given by the layer above (app.figure builds on app.viewer, not the reverse)
+        self.figure_writer = figure_writer
         self.eps_steps = EPS_STEPS
         self.cache = ResultCache(cache_bytes)
         self.recent = RecentFiles(recent_store if recent_store is not None else MemoryStore())
@@ -570,16 +573,15 @@ class ViewerController:
         if sess is None or sl is None:
             self._error("Nothing to export", "open a study and choose a model first")
             return None
+        if self.figure_writer is None:
+            self._error("Figure export failed", "no figure writer configured (app.figure.write_figure2)")
+            return None
         names = [n for n in (models or []) if n] or [sess.name]
-        k, device = self.state.slice_index, self.device
+        k, device, write = self.state.slice_index, self.device, self.figure_writer
 
         def job(ctx: JobContext) -> None:
-            from app.figure import case_columns, figure2, save_figure
-
-            sessions = [ModelSession.load(n, sl, device) for n in names]
-            cols = case_columns(sessions, k, eps=eps, tau=tau)
-            fig = figure2(sessions[0].slices, k, cols)
-            ctx.emit("figure", save_figure(fig, path))
+            out, _cols = write(sl, k, names, path, device, eps=eps, tau=tau)
+            ctx.emit("figure", out)
 
         gen = self.lanes["export"].submit(job)
         self.export_job = ExportJob(gen, str(path), names)

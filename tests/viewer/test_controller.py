@@ -38,7 +38,15 @@ def zoo(tmp_path, monkeypatch):
 def make(zoo, **kw):
     """A controller with manual lanes and a record of every event; the study is loaded, the model chosen."""
     lanes = {n: ManualLane(n) for n in ("slice", "volume", "export", "load")}
-    ctl = ViewerController(lanes=lanes, device="cpu", precompute_eps_grid=kw.pop("precompute", False), **kw)
+    from app.figure import write_figure2
+
+    ctl = ViewerController(
+        lanes=lanes,
+        device="cpu",
+        precompute_eps_grid=kw.pop("precompute", False),
+        figure_writer=write_figure2,
+        **kw,
+    )
     seen = defaultdict(list)
     for name in ("result", "timing", "error", "status", "saved", "export_done", "volume_running", "recent", "info"):
         getattr(ctl.events, name).connect(seen[name].append)
