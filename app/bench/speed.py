@@ -644,11 +644,12 @@ def summary_markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {key} | {fmt(v)} | {op} {goal} | {met} |")
     ba = res.get("before_after", {})
     ref, fo, fb = res.get("reference", {}), res.get("fast_one_at_a_time", {}), res.get("fast_batched", {})
+    sref = res.get("solver_reference") or {}
     lines += [
         "",
         "Reference (penalty, Adam lr 1e-3, fp32, one at a time, run to convergence: "
-        f"patience {res['solver_reference']['patience']}, rtol {res['solver_reference']['rtol']}, at most "
-        f"{res['solver_reference']['max_steps']} steps) vs fast solver "
+        f"patience {sref.get('patience')}, rtol {sref.get('rtol')}, at most {sref.get('max_steps')} steps) vs fast "
+        "solver "
         f"({res['solver_fast']['method']}, {res['solver_fast']['precision']}, channels_last), compared at "
         f"{res.get('speedup_compared_at', 'their own stopping rules')}:",
         f"- reference: {fmt(ref.get('seconds_per_slice'))} s/slice, steps {ref.get('steps')}, loss "
