@@ -354,7 +354,7 @@ class MainWindow(QMainWindow):
             parts.append("working...")
         if self.ctl.export_job is not None:
             parts.append("exporting...")
-        if not self.loader.is_idle():
+        if self.ctl.loading is not None:
             parts.append("loading...")
         self.busy_label.setText(" ".join(parts))
 
