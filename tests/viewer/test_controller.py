@@ -389,3 +389,32 @@ def test_manual_lane_newest_wins_and_follow_ups():
     lane.submit(lambda ctx: (_ for _ in ()).throw(ValueError("boom")))
     lane.run()
     assert got[0][1] == "failed" and "ValueError: boom" in got[0][2]
+
+
+def test_executor_lane_runs_on_its_own_thread_and_hands_reports_over():
+    import threading
+
+    from app.viewer.jobs import ExecutorLane
+
+    posted, got, ran_on = [], [], []
+    lane = ExecutorLane("test", posted.append)  # the "GUI thread" runs what was posted when it likes
+    lane.listen(lambda g, k, p: got.append((g, k, p)), lambda g, m: got.append((g, "failed", m)))
+    done = threading.Event()
+
+    def job(ctx):
+        ran_on.append(threading.current_thread())
+        ctx.emit("study", 42)
+        done.set()
+
+    g = lane.submit(job)
+    assert done.wait(10)
+    for _ in range(100):
+        if lane.is_idle():
+            break
+        threading.Event().wait(0.01)
+    assert ran_on[0] is not threading.main_thread() and got == []  # nothing delivered behind the GUI's back
+    for fn in posted:
+        fn()
+    assert got == [(g, "study", 42)]
+    lane.stop()
+    assert lane.generation > g
