@@ -61,6 +61,7 @@ EVENTS = {
     "export_done": "Path: the written figure",
     "saved": "Path: a written mask",
     "recent": "list[str]: recent studies, newest first",
+    "cursor": "(x, y, k) voxel under the mouse on the study grid, or None when it left the images",
 }
 
 #: eps slider positions between 0 and the card's eps_max (the zoo's calibration grids have 6 even steps)
@@ -476,6 +477,13 @@ class ViewerController:
             return None, None
         gt = sl.gt_slice(self.state.slice_index)
         return detection_overlay(r.d, self.state.tau, gt, self.state.overlay_opacity)
+
+    def hover(self, x: int, y: int) -> str:
+        """The mouse is over voxel (x, y) of the current slice (x < 0: it left the images): tells the views
+        (``events.cursor``, e.g. orthogonal views following the crosshair) and returns the status-bar line."""
+        inside = x >= 0 and self.state.study is not None
+        self.events.cursor.emit((int(x), int(y), self.state.slice_index) if inside else None)
+        return self.readout(x, y)
 
     def readout(self, x: int, y: int) -> str:
         """The status-bar line for voxel (x, y) of the current slice ('' outside)."""

@@ -350,6 +350,10 @@ def test_readout_and_detection_follow_the_shown_result(zoo):
     text = ctl.readout(10, 20)
     assert text.startswith("voxel (10, 20, 2)") and f"D {r.d[10, 20]:.3f}" in text and "GT " in text
     assert ctl.readout(-1, -1) == ""
+    cursor = []
+    ctl.events.cursor.connect(cursor.append)
+    assert ctl.hover(10, 20) == text and ctl.hover(-1, -1) == ""
+    assert cursor == [(10, 20, 2), None]
     rgba, dsc = ctl.detection()
     gt = ctl.state.study.gt_slice(2)
     from app.core.metrics import dice
