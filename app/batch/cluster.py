@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 
 from app.errors import OptionError
@@ -59,12 +60,15 @@ def open_client(
         if n < 1:
             raise OptionError("--workers must be >= 1")
         kw: dict = {"dashboard_address": ":8787" if dashboard else None, "silence_logs": logging.ERROR}
-        if processes:
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, **kw)
-            kind = "local-processes"
-        else:
-            cluster = LocalCluster(n_workers=1, threads_per_worker=n, processes=False, **kw)
-            kind = "local-threads"
+        with warnings.catch_warnings():
+            # "Port 8787 is already in use ... hosting on port N": the link printed below names the real port
+            warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+            if processes:
+                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, **kw)
+                kind = "local-processes"
+            else:
+                cluster = LocalCluster(n_workers=1, threads_per_worker=n, processes=False, **kw)
+                kind = "local-threads"
         client = Client(cluster)
     nthreads = client.nthreads()
     link = client.dashboard_link if dashboard or scheduler else None
