@@ -140,3 +140,19 @@ def test_resume_after_interrupted_client(tmp_path, studies, tiny_model):
     assert (summary.skipped, summary.done, summary.failed, summary.pending) == (1, 2, 0, 0)
     assert sorted(p.parent.name for p in out.glob("*/result.json")) == ["a", "b", "c"]
     assert json.loads((out / "batch.json").read_text())["complete"] is True
+
+
+def test_bad_command_lines_exit_2_with_one_line(tmp_path, studies, tiny_model, capsys):
+    out = tmp_path / "never"
+    cases = [
+        [str(tmp_path / "missing.nii.gz"), "--model", str(tiny_model)],
+        [str(tmp_path / "*.nothing"), "--model", str(tiny_model)],
+        [str(studies), "--model", "no-such-model"],
+        [str(studies), "--model", str(tiny_model), "--tau", "2"],
+    ]
+    for extra in cases:
+        code = main(["batch", *extra, "--out", str(out), "--local-threads", "--no-dashboard"])
+        _, err = capsys.readouterr()
+        assert code == 2, (extra, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (extra, err)
+        assert not out.exists(), extra
