@@ -18,8 +18,10 @@ How a style B lesion is made (every number drawn from the ``numpy.random.Generat
   intensities (initialised at the 5th/40th/85th percentiles) gives the CSF, grey-matter and white-matter levels
   of a T1 image (classes in increasing intensity; Delta = WM - GM).
 
-  - ``bright``: WM + 0.4-1.5 Delta; in 40 % of those >= 8 mm across, a ring: a bright rim (WM + 0.6-1.6 Delta,
-    1-2.5 mm thick) around a darker core between CSF and GM (necrosis-like).
+  - ``bright``: WM + 0.3-0.9 Delta; in 40 % of those >= 8 mm across, a ring: a bright rim (WM + 0.5-1.0 Delta,
+    1-2.5 mm thick) around a darker core between CSF and GM (necrosis-like). Both at most the 99.5th
+    percentile + 0.3 Delta: the app's MRI normalisation maps the 99.5th percentile to 1 and clips above, so a
+    brighter lesion would be a flat white patch without noise.
   - ``dark``: between CSF and GM (CSF + 0.15-0.75 (GM - CSF)): a T1 hypointensity.
   - ``cavity``: fluid: between the 1st percentile and the CSF class (CSF - 0.2-0.6 (CSF - p1): the CSF class
     centre is raised by partial volume), a sharp edge and a thin brighter rim (GM + 0.4-1.0 Delta, about one
@@ -34,7 +36,7 @@ How a style B lesion is made (every number drawn from the ``numpy.random.Generat
 
   Synthetic values (every kind but mirror) get a smooth heterogeneity (8 % of Delta) and **noise matched to the
   subject**: the high-pass residual (image minus its 1-voxel Gaussian blur) in homogeneous tissue (white matter
-  at least a voxel from its boundary) gives the noise level as a robust std (1.4826 MAD), locally (in the
+  two voxels or more from its boundary) gives the noise level as a robust std (1.4826 MAD), locally (in the
   lesion's box, when >= 50 such voxels are there; kept within 0.5-2x the global level) or globally, and its lag-1
   autocorrelation per axis gives the noise texture: white noise smoothed per axis so that its own high-pass
   residual has the same autocorrelation, scaled to the same residual std. If the input holds only integers
@@ -200,7 +202,8 @@ def estimate_noise(
     volume: np.ndarray, brain: np.ndarray, spacing, levels: TissueLevels | None = None
 ) -> tuple[NoiseModel, _Residual]:
     """The subject's noise (level and texture) from the high-pass residual in homogeneous tissue: white matter
-    (smoothed intensity above the GM/WM midpoint) at least one voxel from its boundary and two from the brain's;
+    (smoothed intensity above the GM/WM midpoint) two voxels from its boundary (one if too few are left) and two
+    from the brain's;
     level = robust std (1.4826 MAD), texture = lag-1 autocorrelation per axis. Falls back to the whole eroded
     brain where the white matter is too small (< 200 voxels)."""
     vol = np.asarray(volume, dtype=np.float32)
@@ -211,7 +214,9 @@ def estimate_noise(
     if inner.sum() < 200:
         inner = brain
     wm = inner & (ndimage.gaussian_filter(vol, 1.0) > 0.5 * (levels.gm + levels.wm))
-    hom = ndimage.binary_erosion(wm, iterations=1)
+    hom = ndimage.binary_erosion(wm, iterations=2)  # >= 2 voxels from any edge: the high-pass sees no boundary
+    if hom.sum() < 500:
+        hom = ndimage.binary_erosion(wm, iterations=1)
     if hom.sum() < 200:
         hom = inner
     sigma = _robust_std(r[hom])
@@ -285,12 +290,15 @@ def _lobed_region(bshape, centre_in_box, radius_mm, spacing, rng) -> np.ndarray:
     f = g + float(rng.uniform(0.6, 1.4)) * (1.0 - rho**2)
     keep = float(rng.uniform(0.35, 0.6))
     t = np.quantile(f[ball], 1.0 - keep)
-    region = ball & (f > t)
+    return ndimage.binary_fill_holes(_largest_piece(ball & (f > t)))
+
+
+def _largest_piece(region: np.ndarray) -> np.ndarray:
     lab, n = ndimage.label(region, structure=ndimage.generate_binary_structure(region.ndim, region.ndim))
-    if n > 1:
-        sizes = ndimage.sum_labels(region, lab, index=np.arange(1, n + 1))
-        region = lab == (1 + int(np.argmax(sizes)))
-    return ndimage.binary_fill_holes(region)
+    if n <= 1:
+        return region
+    sizes = ndimage.sum_labels(region, lab, index=np.arange(1, n + 1))
+    return lab == (1 + int(np.argmax(sizes)))
 
 
 def _signed_distance(region: np.ndarray, spacing) -> np.ndarray:
@@ -367,6 +375,8 @@ def insert_lesions_b(
     integer = bool(np.all(vol[brain] == np.round(vol[brain])))
     rng_range = max(levels.p99 - levels.p1, 1e-6)
     delta = levels.delta
+    # brighter than this saturates in the app's MRI normalisation (its 99.5th percentile is 1.0)
+    cap = max(levels.p995 + 0.3 * delta, levels.wm + 0.3 * delta)
     depth = ndimage.distance_transform_edt(brain, sampling=spacing)
     xmm = (np.arange(vol.shape[0], dtype=np.float32) - mid) * spacing[0]  # signed distance to the midline
     allowed = brain if centre_region is None else brain & np.asarray(centre_region, dtype=bool)
@@ -408,7 +418,7 @@ def insert_lesions_b(
                 src_brain = brain[(sx, *box[1:])]
                 src_lesion = mask[(sx, *box[1:])]
                 src_centre = (int(round(2 * mid)) - centre[0], *centre[1:])
-            region &= bbrain
+            region = _largest_piece(region & bbrain)  # one piece, whatever the clipping did
             if region.sum() < 2:
                 continue
             if src is not None and (src_lesion[region].any() or src_brain[region].mean() < 0.95):
@@ -428,14 +438,14 @@ def insert_lesions_b(
             else:
                 thick = float(sd[region].max()) if region.any() else 0.0
                 if kind == "bright":
-                    level = levels.wm + float(rng.uniform(0.4, 1.5)) * delta
+                    level = min(levels.wm + float(rng.uniform(0.3, 0.9)) * delta, cap)
                     target = np.full(bshape, level, dtype=np.float32)
                     if diam >= 8 and rng.random() < 0.4:
                         rw = max(float(rng.uniform(1.0, 2.5)), min(spacing))
                         if thick >= 2 * rw:
                             rim = "ring"
                             core = levels.csf + float(rng.uniform(0.3, 0.9)) * (levels.gm - levels.csf)
-                            rim_level = levels.wm + float(rng.uniform(0.6, 1.6)) * delta
+                            rim_level = min(levels.wm + float(rng.uniform(0.5, 1.0)) * delta, cap)
                             target = np.where(sd <= rw, rim_level, core).astype(np.float32)
                             level = rim_level
                 elif kind == "dark":
