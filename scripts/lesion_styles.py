@@ -61,7 +61,10 @@ def figure(data: str, out: str) -> None:
             bot.contour(kn == col + 1, [0.5], colors="r", linewidths=0.6)
             top.set_title(f"{label.split()[0]}: {kind}", fontsize=7)
             bot.set_xlabel(ss.names[i], fontsize=5)
-    fig.suptitle("style A (val/test) vs style B (test_b only); lower rows: outline of the kind (red), other kinds (cyan)", fontsize=7)
+    fig.suptitle(
+        "style A (val/test) vs style B (test_b only); lower rows: the kind's outline (red), other kinds (cyan)",
+        fontsize=7,
+    )
     fig.tight_layout(pad=0.3)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
@@ -76,8 +79,10 @@ def shape_stats(n: int) -> None:
     from app.data.lesions_b import insert_lesions_b, solidity
 
     study, brain = held_out_subject(log=lambda *a: None)
-    print("| style | lesions | solidity of the main piece, median (IQR) | pieces per lesion, mean (share > 1) |"
-          " equivalent diameter mm, median (range) |")
+    print(
+        "| style | lesions | solidity of the main piece, median (IQR) | pieces per lesion, mean (share > 1) |"
+        " equivalent diameter mm, median (range) |"
+    )
     print("|---|---|---|---|---|")
     for style, insert in (("A", insert_lesions), ("B", insert_lesions_b)):
         sol, pieces, diam = [], [], []

@@ -139,7 +139,6 @@ def test_noise_estimate_known_answer(true_smooth):
         assert abs(ra - rb) < 0.06
 
 
-
 def test_replaced_values_carry_the_local_noise(head):
     vol, brain = head
     nm, resid = estimate_noise(vol, brain, SP)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from app.data import brain_proxy
-from app.data.phantom import brain_phantom
 from app.data.lesions import KINDS
+from app.data.phantom import brain_phantom
 from app.data.splits import KIND_NAMES, LESION_SPLITS, load_split, load_volumes, save_split
 from app.errors import StudyError
 from app.io import load_study
@@ -87,7 +87,6 @@ def test_build_runs_the_detect_path_on_every_split(tmp_path, monkeypatch):
 def _check_lesion_splits_and_volumes(out, meta, tr):
     """kinds, test_b and the whole-volume folders of a build: shapes, agreement with the slice splits, meta."""
     S = tr.images.shape[-1]
-    te = load_split(out, "test", require_kinds=True)
     tb = load_split(out, "test_b", require_kinds=True)
     assert tb.images.shape[1:] == (1, S, S) and tb.masks.shape == tb.kinds.shape == (len(tb), S, S)
     assert np.load(out / "test_b" / "kinds.npy").dtype == np.uint8
