@@ -28,13 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
+from app.atomic import atomic_write_text
 from app.data.augment import augment_volume
 from app.data.lesions import KINDS, insert_lesions
 from app.data.lesions_b import estimate_noise, insert_lesions_b, midsagittal_plane, tissue_levels
 from app.data.pipeline import prepare_study, study_mask_to_model
 from app.data.slices import SliceGeometry, to_model_slices
 from app.data.sources import PACKAGES, fetch
-from app.data.splits import KIND_NAMES, atomic_write_text, save_split, save_volumes, volumes_dir
+from app.data.splits import KIND_NAMES, save_split, save_volumes, volumes_dir
+from app.foreground import FOREGROUND_THRESHOLD
 from app.io import load_study
 from app.io.study import make_study
 
@@ -81,7 +83,7 @@ def held_out_subject(log=print):
 
 def _brain_slices(x: np.ndarray) -> np.ndarray:
     """Indices of model slices whose foreground area is >= MIN_AREA of the largest."""
-    area = (x.mean(axis=1) > 0.01).reshape(len(x), -1).sum(axis=1)
+    area = (x.mean(axis=1) > FOREGROUND_THRESHOLD).reshape(len(x), -1).sum(axis=1)
     return np.flatnonzero(area >= MIN_AREA * max(1, area.max()))
 
 

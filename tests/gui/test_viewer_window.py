@@ -246,7 +246,7 @@ def test_help_lists_shortcuts(window):
 
 
 def test_probe_measures_tau_updates_and_stalls(window, qtbot):
-    from app.gui.probe import StallMeter, measure_worker_stall, process_until, time_tau_updates
+    from app.bench.gui_probe import StallMeter, measure_worker_stall, process_until, time_tau_updates
 
     ms = time_tau_updates(window, np.linspace(0.05, 0.5, 10))
     assert len(ms) == 10 and all(0 < m < 1000 for m in ms)
