@@ -13,7 +13,8 @@
 - per lesion split (val, test, test_b): ``kinds.npy``, the lesion kind of every mask pixel (0 = none,
   1..5 = ``KINDS``), and ``SPLIT_volumes/``: every model slice of the block for every realisation, normal slices
   included, for whole-volume scores (:func:`app.data.splits.load_volumes`). A realisation's abnormal slices in
-  ``SPLIT_volumes`` are the very arrays of the slice split.
+  ``SPLIT_volumes`` are the very arrays of the slice split; ``clean.npy`` there holds the block's slices without
+  lesions (normal slices for false-positive counts: the lesion realisations leave few slices normal).
 
 All slices go through :func:`app.data.pipeline.prepare_study`, the same path ``detect`` uses on a study.
 """
@@ -176,7 +177,8 @@ def _lesion_split(out: Path, study, brain, split: str, block, seeds, style: str,
         "z": [int(z) for z in block],
         "lesions": [r["lesions"] for r in recs_all],
     }
-    save_volumes(out, split, vx, vm, vk, v_names, info)
+    clean = prepare_study(study, SIZE, slices=block).x  # the block without lesions: normal slices for FP counts
+    save_volumes(out, split, vx, vm, vk, v_names, info, clean=clean)
     n_abn = int(y.reshape(len(y), -1).any(axis=1).sum())
     kind_counts = {
         "lesions": {kd: sum(1 for r in recs_all for les in r["lesions"] if les["kind"] == kd) for kd in KINDS},

@@ -20,7 +20,7 @@ How a style B lesion is made (every number drawn from the ``numpy.random.Generat
 
   - ``bright``: WM + 0.3-0.9 Delta; in 40 % of those >= 8 mm across, a ring: a bright rim (WM + 0.5-1.0 Delta,
     1-2.5 mm thick) around a darker core between CSF and GM (necrosis-like). Both at most the 99.5th
-    percentile + 0.3 Delta: the app's MRI normalisation maps the 99.5th percentile to 1 and clips above, so a
+    percentile + 0.1 Delta: the app's MRI normalisation maps the 99.5th percentile to 1 and clips above, so a
     brighter lesion would be a flat white patch without noise.
   - ``dark``: between CSF and GM (CSF + 0.15-0.75 (GM - CSF)): a T1 hypointensity.
   - ``cavity``: fluid: between the 1st percentile and the CSF class (CSF - 0.2-0.6 (CSF - p1): the CSF class
@@ -376,7 +376,7 @@ def insert_lesions_b(
     rng_range = max(levels.p99 - levels.p1, 1e-6)
     delta = levels.delta
     # brighter than this saturates in the app's MRI normalisation (its 99.5th percentile is 1.0)
-    cap = max(levels.p995 + 0.3 * delta, levels.wm + 0.3 * delta)
+    cap = max(levels.p995 + 0.1 * delta, levels.wm + 0.3 * delta)
     depth = ndimage.distance_transform_edt(brain, sampling=spacing)
     xmm = (np.arange(vol.shape[0], dtype=np.float32) - mid) * spacing[0]  # signed distance to the midline
     allowed = brain if centre_region is None else brain & np.asarray(centre_region, dtype=bool)

@@ -6,8 +6,9 @@ slice) and ``DIR/meta.json``.
 Whole volumes (``DIR/SPLIT_volumes/``, written by ``data brain-proxy`` for val, test and test_b): per lesion
 realisation R, every model slice Z of the split's block in order, normal ones included: ``images.npy``
 (R, Z, C, S, S) float32, ``masks.npy`` (R, Z, S, S) bool, ``kinds.npy`` (R, Z, S, S) uint8, ``names.json``
-(R lists of Z slice ids) and ``volumes.json`` (split, lesion style, seeds, slice indices z, kind names, the
-lesion records of each realisation).
+(R lists of Z slice ids), ``clean.npy`` (Z, C, S, S) float32 (the same slices of the subject without lesions:
+normal slices for false-positive counts) and ``volumes.json`` (split, lesion style, seeds, slice indices z,
+kind names, the lesion records of each realisation).
 
 Plain .npy (never pickles) so any tool can read them."""
 
@@ -161,6 +162,7 @@ class VolumeSet:
     split: str = ""
     style: str = ""  # lesion generator: "A" (app.data.lesions) or "B" (app.data.lesions_b)
     lesions: list[list[dict]] = field(default_factory=list)  # the lesion records of each realisation
+    clean: np.ndarray | None = None  # (Z, C, S, S): the same slices without lesions (None in builds without it)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -186,9 +188,10 @@ def save_volumes(
     kinds: np.ndarray,
     names: list[list[str]],
     info: dict,
+    clean: np.ndarray | None = None,
 ) -> Path:
     """Write ``DIR/SPLIT_volumes/``; ``info`` (JSON-able) must hold ``seeds`` and ``z`` (and may hold ``style``,
-    ``lesions``)."""
+    ``lesions``); ``clean`` (Z, C, S, S): the block without lesions."""
     images = np.ascontiguousarray(images, dtype=np.float32)
     if images.ndim != 5:
         raise ValueError(f"images must be (R, Z, C, S, S), got {images.shape}")
@@ -203,9 +206,15 @@ def save_volumes(
         raise ValueError("names must be R lists of Z ids")
     if len(info.get("seeds", ())) != R or len(info.get("z", ())) != Z:
         raise ValueError("info needs one seed per realisation and one z per slice")
+    if clean is not None:
+        clean = np.ascontiguousarray(clean, dtype=np.float32)
+        if clean.shape != images.shape[1:]:
+            raise ValueError(f"clean {clean.shape} does not match one volume {images.shape[1:]}")
     d = volumes_dir(root, split)
     d.mkdir(parents=True, exist_ok=True)
     _atomic_npy(d / "images.npy", images)
+    if clean is not None:
+        _atomic_npy(d / "clean.npy", clean)
     _atomic_npy(d / "masks.npy", masks)
     _atomic_npy(d / "kinds.npy", kinds)
     atomic_write_text(d / "names.json", json.dumps([[str(x) for x in n] for n in names]) + "\n")
@@ -234,6 +243,7 @@ def load_volumes(root: str | os.PathLike, split: str, mmap: bool = False) -> Vol
         kinds = np.load(need[2], allow_pickle=False)
         names = json.loads(need[3].read_text())
         info = json.loads(need[4].read_text())
+        clean = np.load(d / "clean.npy", allow_pickle=False) if (d / "clean.npy").is_file() else None
     except (OSError, ValueError) as exc:
         raise StudyError(f"{d}: cannot read the volumes ({one_line(exc)})") from None
     if images.ndim != 5 or masks.shape != (*images.shape[:2], *images.shape[3:]):
@@ -241,6 +251,8 @@ def load_volumes(root: str | os.PathLike, split: str, mmap: bool = False) -> Vol
     if (why := _check_kinds(kinds, masks)) is not None:
         raise StudyError(f"{d}: {why}")
     R, Z = images.shape[:2]
+    if clean is not None and clean.shape != images.shape[1:]:
+        raise StudyError(f"{d}: clean {clean.shape} does not match one volume {images.shape[1:]}")
     seeds, z = list(info.get("seeds", [])), list(info.get("z", []))
     if len(seeds) != R or len(z) != Z or len(names) != R:
         raise StudyError(f"{d}: volumes.json/names.json do not match {R} realisations of {Z} slices")
@@ -254,4 +266,5 @@ def load_volumes(root: str | os.PathLike, split: str, mmap: bool = False) -> Vol
         split=split,
         style=str(info.get("style", "")),
         lesions=list(info.get("lesions", [])),
+        clean=None if clean is None else clean.astype(np.float32, copy=False),
     )

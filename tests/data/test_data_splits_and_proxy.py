@@ -81,10 +81,10 @@ def test_build_runs_the_detect_path_on_every_split(tmp_path, monkeypatch):
     z = int(va.names[i].rsplit("z", 1)[1])
     diff = np.abs(va.images[i, 0] - clean.x[z, 0])
     assert diff[va.masks[i]].mean() > 3 * diff[~va.masks[i]].mean()
-    _check_lesion_splits_and_volumes(out, on_disk, tr)
+    _check_lesion_splits_and_volumes(out, on_disk, tr, held)
 
 
-def _check_lesion_splits_and_volumes(out, meta, tr):
+def _check_lesion_splits_and_volumes(out, meta, tr, held):
     """kinds, test_b and the whole-volume folders of a build: shapes, agreement with the slice splits, meta."""
     S = tr.images.shape[-1]
     tb = load_split(out, "test_b", require_kinds=True)
@@ -139,7 +139,12 @@ def _check_lesion_splits_and_volumes(out, meta, tr):
                 z = int(n.rsplit("z", 1)[1])
                 r = next(r for r in range(R) if not vs.masks[r, vs.z.index(z)].any())
                 np.testing.assert_array_equal(vs.images[r, vs.z.index(z)], ss.images[i])
-        # normal slices of the volumes are many: whole-volume scores see them
+        # the clean block: the lesion-free subject's slices of the block, through the same pipeline
+        assert vs.clean.shape == vs.images.shape[1:]
+        from app.data.pipeline import prepare_study
+
+        np.testing.assert_array_equal(vs.clean, prepare_study(held, S, slices=vs.z).x)
+        # the normal slices of the volumes are counted in meta
         assert meta["volumes"][split]["normal_slices"] == int((~vs.masks.reshape(R, Z, -1).any(axis=2)).sum())
 
 
