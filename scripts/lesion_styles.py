@@ -1,7 +1,9 @@
 """Figure of the two lesion styles of a ``data brain-proxy`` build, as the models see them (model slices): for each
 kind, the test slice (style A) and the test_b slice (style B) with the most pixels of that kind, without and with
-the mask's outline. With ``--shape-stats N`` it also draws N single lesions of each style on the held-out subject
-and prints their shape statistics (solidity of the main piece, pieces per lesion, size).
+the mask's outline. It prints the texture check (high-pass std of the model slices inside each kind's mask, its
+edge pixels excluded, beside that of normal tissue). With ``--shape-stats N`` it also draws N single lesions of
+each style on the held-out subject and prints their shape statistics (solidity of the main piece, pieces per
+lesion, size).
 
     python scripts/lesion_styles.py DATA_DIR docs/lesion_styles.png [--shape-stats 40]
 """
@@ -71,6 +73,25 @@ def figure(data: str, out: str) -> None:
     print(f"wrote {out}")
 
 
+def texture(data: str) -> None:
+    from scipy import ndimage
+
+    plus = ndimage.generate_binary_structure(2, 1)[None] * np.array([0, 1, 0])[:, None, None]
+    print("| split | normal tissue | " + " | ".join(KINDS) + " |")
+    print("|---|---|" + "---|" * len(KINDS))
+    for split in ("test", "test_b"):
+        ss = load_split(data, split, require_kinds=True)
+        x = ss.images[:, 0]
+        hp = x - ndimage.gaussian_filter(x, (0, 1, 1))
+        inner = ndimage.binary_erosion(x > 0.05, structure=plus, iterations=3)
+        normal = ~ndimage.binary_dilation(ss.masks, structure=plus, iterations=2) & inner & (x > 0.6)
+        cells = []
+        for k in range(1, len(KINDS) + 1):
+            core = ndimage.binary_erosion(ss.kinds == k, structure=plus)
+            cells.append(f"{hp[core].std():.4f} ({int(core.sum())} px)")
+        print(f"| {split} | {hp[normal].std():.4f} | " + " | ".join(cells) + " |")
+
+
 def shape_stats(n: int) -> None:
     from scipy import ndimage
 
@@ -109,5 +130,6 @@ if __name__ == "__main__":
     ap.add_argument("--shape-stats", type=int, default=0, metavar="N")
     a = ap.parse_args()
     figure(a.data, a.out)
+    texture(a.data)
     if a.shape_stats:
         shape_stats(a.shape_stats)
