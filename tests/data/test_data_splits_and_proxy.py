@@ -190,3 +190,18 @@ def test_missing_package_message_says_what_to_run(tmp_path, monkeypatch):
     monkeypatch.setattr(sources.shutil, "which", lambda name: None)
     with pytest.raises(sources.SourceError, match=r"apt-get download mricron-data && dpkg -x"):
         sources.fetch("mricron-data", log=lambda *a: None)
+
+
+def test_cli_passes_test_b_realisations_and_refuses_zero(tmp_path, monkeypatch, capsys):
+    from app.cli import main
+
+    seen = {}
+    monkeypatch.setattr(brain_proxy, "build", lambda out, **kw: seen.update(kw) or {"counts": {}})
+    assert main(["data", "brain-proxy", "--out", str(tmp_path), "--test-b-realisations", "3"]) == 0
+    assert seen["test_b_real"] == 3 and seen["test_real"] == 5
+    assert main(["data", "brain-proxy", "--out", str(tmp_path)]) == 0
+    assert seen["test_b_real"] is None  # build() then uses --test-realisations
+    capsys.readouterr()
+    assert main(["data", "brain-proxy", "--out", str(tmp_path), "--test-b-realisations", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "realisation" in err[0]
