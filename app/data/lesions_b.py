@@ -43,7 +43,7 @@ How a style B lesion is made (every number drawn from the ``numpy.random.Generat
   (8-bit scans), the replaced values are rounded too.
 - **Mass effect** (bright/dark/foreign, >= 10 mm across, probability ``mass_effect_prob``): tissue pushed away
   from the lesion's own shape (not radially): displacement along the gradient of the shape blurred at half its
-  radius, at most 10-30 % of the radius.
+  radius, at most 10-30 % of the radius, tapered to zero at the faces of the lesion's box (no seam).
 - **Floor**: a lesion whose mean |change| over its mask is below ``MIN_CHANGE`` (8 %) of the brain's 1-99th
   percentile range is redrawn elsewhere (as in style A), so every mask marks a visible change.
 
@@ -319,7 +319,12 @@ def _push_away(patch, region, radius_mm, strength_mm, spacing) -> np.ndarray:
     if gmax <= 0:
         return patch.copy()
     idx = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in patch.shape], indexing="ij")
-    u = [strength_mm * g / gmax for g in grad]
+    # taper to zero towards the patch's faces (no seam where the patch meets the untouched image)
+    taper = np.ones(patch.shape, dtype=np.float32)
+    for i, n in zip(idx, patch.shape, strict=True):
+        ramp = max(2.0, n / 4.0)
+        taper *= np.clip(np.minimum(i, n - 1 - i) / ramp, 0.0, 1.0)
+    u = [strength_mm * taper * g / gmax for g in grad]
     small = np.sqrt(sum((ui / s) ** 2 for ui, s in zip(u, spacing, strict=True))) < 0.05
     coords = [np.where(small, i, i + ui / s) for i, ui, s in zip(idx, u, spacing, strict=True)]
     return ndimage.map_coordinates(patch, coords, order=1, mode="nearest").astype(np.float32)
