@@ -18,6 +18,17 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--solver", choices=("fast", "paper"), default="fast", help="as in `bench quality`")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument(
+        "--no-postprocess", action="store_true",
+        help="keep the maps as they are instead of choosing median filter, erosion and minimum component size",
+    )  # fmt: skip
+    p.add_argument(
+        "--extend", type=int, default=2,
+        help="times the eps grid may grow while +MG's best eps is its top (default 2, 0 = never)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-volumes", action="store_true", help="skip the whole-volume choice on the validation volumes"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,9 +43,19 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(max(1, args.threads))
     if min(args.subset, args.max_steps, args.calibrate_steps) < 1:
         raise OptionError("--subset, --max-steps and --calibrate-steps must be >= 1")
+    if args.extend < 0:
+        raise OptionError("--extend must be >= 0")
     st = CalibrationSettings(
-        subset=args.subset, max_steps=args.max_steps, calibrate_max_steps=args.calibrate_steps, solver=args.solver
+        subset=args.subset,
+        max_steps=args.max_steps,
+        calibrate_max_steps=args.calibrate_steps,
+        solver=args.solver,
+        postprocess=not args.no_postprocess,
+        extend=args.extend,
+        volumes=not args.no_volumes,
     )
     card = calibrate(resolve_model(args.model), args.data, st, resolve_device(args.device))
     print(f"chosen on validation: {card['chosen']}")
+    if "chosen_volume" in card:
+        print(f"chosen on validation volumes (what detect and the viewer apply): {card['chosen_volume']}")
     return 0

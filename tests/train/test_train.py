@@ -122,3 +122,46 @@ def test_user_errors_exit_2_with_one_line(dataset, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("matchgen train: error:") for line in err)
     assert "unknown model family" in err[1] and "nothing to resume" in err[2]
+
+
+def test_patience_stops_and_ships_the_best_epoch_by_validation(dataset, tmp_path):
+    """With --patience the run stops once the selection metric has not improved for that many epochs, and the
+    shipped weights are the best epoch's: recomputing the metric on them gives the card's best value; the
+    temporary best-epoch files are gone. Without a patience the last epoch ships (the other tests)."""
+    from app.train.loop import best_stem, load_data, validation_ap
+
+    out = tmp_path / "p"
+    assert main(train_args("ae-l1", dataset, out, 8, "--patience", "1", "--select", "val_loss")) == 0
+    card = read_card(out)
+    sel = card["training"]["selection"]
+    hist = card["history"]
+    losses = [h["val_loss"] for h in hist]
+    best = min(losses)
+    assert sel["metric"] == "val_loss" and sel["best_value"] == pytest.approx(best, abs=1e-6)
+    assert hist[losses.index(best)]["epoch"] == sel["best_epoch"]
+    if sel["stopped_early"]:
+        assert len(hist) < 8 and losses[-1] >= best
+    model, _ = load_checkpoint(out)
+    data = load_data(str(dataset), None, 256)
+    assert validation_loss(model, data.val, data.val_masks, "cpu") == pytest.approx(best, abs=1e-5)
+    assert card["final_val_loss"] == pytest.approx(best, abs=1e-6)
+    assert all(h["val_ap"] is not None and 0 <= h["val_ap"] <= 1 for h in hist)
+    assert validation_ap(model, data.val, data.val_masks, "cpu") is not None
+    assert not best_stem(out).with_suffix(".safetensors").exists()
+
+
+def test_augment_slices_varies_the_foreground_only_and_is_seeded():
+    from app.data.augment import augment_slices
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[-1:1:48j, -1:1:48j]
+    disc = (xx**2 + yy**2 < 0.6).astype(np.float32)
+    x = torch.from_numpy((disc * (0.3 + 0.5 * rng.random((6, 1, 48, 48)))).astype(np.float32))
+    a = augment_slices(x, torch.Generator().manual_seed(3))
+    b = augment_slices(x, torch.Generator().manual_seed(3))
+    c = augment_slices(x, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    bg = torch.from_numpy(disc == 0).expand_as(x)
+    assert torch.all(a[bg] == 0) and a.min() >= 0 and a.max() <= 1
+    assert (a - x).abs()[~bg].mean() > 0.01  # the brain really changes
+    assert torch.equal(augment_slices(x, torch.Generator().manual_seed(3), 0.0), x)
