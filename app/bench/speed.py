@@ -582,6 +582,13 @@ def run_speed(
     res["decoder_only_gflops"] = dec_rate / 1e9
     res["decoder_only_fraction"] = dec_rate / peak
     res["solve_time_in_decoder"] = min(1.0, bat["decoded_grad"] * dec_s / min(batch_size, n_volume) / bat["seconds"])
+    # the solver's own time per step on the same batch (a fixed number of steps: no early stop), against the
+    # decoder's forward + backward alone: the solver's bookkeeping is the difference (goal: within 1.2x)
+    fixed = replace(fast_opts, max_steps=20, rtol=0.0, patience=10**6)
+    ts = timed_solve(det_fast, x_all[:batch_size], eps, fixed)
+    res["solver_step_seconds"] = ts.seconds / max(1, int(ts.steps.max()))
+    res["decoder_step_seconds"] = dec_s
+    res["solver_step_over_decoder"] = res["solver_step_seconds"] / dec_s
     if profile_decoder:
         res["decoder_profile"] = decoder_profile(det_fast, x_all[:batch_size], fast_opts.precision)
 
@@ -675,7 +682,10 @@ def summary_markdown(res: dict[str, Any]) -> str:
         f"(fp32 {fmt(res.get('matmul_gflops', {}).get('fp32'))}); fraction vs fp32 matmul "
         f"{fmt(res.get('flops_fraction_vs_fp32_matmul'))}. The decoder alone (forward + backward, one batch, no "
         f"solver): {fmt(res.get('decoder_only_gflops'))} GFLOP/s, fraction {fmt(res.get('decoder_only_fraction'))}; "
-        f"share of the solve spent in decoder kernels ~{fmt(res.get('solve_time_in_decoder'))}.",
+        f"share of the solve spent in decoder kernels ~{fmt(res.get('solve_time_in_decoder'))}. "
+        f"One solver step on the same batch: {fmt(res.get('solver_step_seconds'))} s against the decoder's own "
+        f"forward + backward {fmt(res.get('decoder_step_seconds'))} s, ratio "
+        f"{fmt(res.get('solver_step_over_decoder'))} (goal <= 1.2).",
     ]
     abl = res.get("volume_ablation") or {}
     if abl:

@@ -98,6 +98,9 @@ def test_speed_figures_and_summary(tmp_path, tiny_model):
     # the decoder alone is at least as fast as the decoder inside the solve
     assert res["decoder_only_gflops"] >= res["decoder_gflops_achieved"] * 0.5
     assert 0 < res["solve_time_in_decoder"] <= 1
+    # the solver step and the decoder step were timed on the same batch; their ratio is what is reported
+    assert res["solver_step_seconds"] > 0 and res["decoder_step_seconds"] > 0
+    assert res["solver_step_over_decoder"] == pytest.approx(res["solver_step_seconds"] / res["decoder_step_seconds"])
     abl = res["volume_ablation"]
     assert set(abl) == {"no BatchNorm folding", "stock layout"}
     for v in abl.values():  # the inference choices change rounding only: same detections on these slices
@@ -127,6 +130,7 @@ def test_speed_figures_and_summary(tmp_path, tiny_model):
     assert json.loads(js.read_text())["threads"] == torch.get_num_threads()
     text = md.read_text()
     assert "| slice_converge_s |" in text and "| peak_rss_mb | n/a |" in text
+    assert "One solver step on the same batch" in text
     assert summary_markdown(res) == text
 
 
