@@ -100,7 +100,8 @@ def retrieve_series(
             raise PacsError(f"series {chosen.series_uid}: the server sent no images")
         if chosen.n_instances is not None and n < chosen.n_instances:
             raise PacsError(
-                f"series {chosen.series_uid}: the server sent {n} of {chosen.n_instances} images; nothing was kept"
+                f"series {chosen.series_uid}: the transfer broke off after {n} of {chosen.n_instances} images "
+                "(timeout or connection closed); nothing was kept"
             )
     folder = cache.series_dir(study_uid, chosen.series_uid)
     if folder is None:

@@ -15,6 +15,8 @@ from app.pacs.model import Query, SeriesInfo, StudyInfo
 #: instances per STOW-RS request, and the most bytes per request
 STOW_BATCH = 16
 STOW_BATCH_BYTES = 64 * 2**20
+#: bytes read at a time from a WADO-RS stream (instances reach the cache as they arrive, memory stays bounded)
+STREAM_CHUNK = 64 * 1024
 
 STUDY_FIELDS = [
     "PatientName",
@@ -93,7 +95,9 @@ class DicomWebClient(PacsClient):
         session.verify = config.ca_file or True
         session.trust_env = False  # no proxy from the environment for a hospital-internal server
         self._session = session
-        self._client = DICOMwebClient(url=config.url, session=session, timeout=config.timeout)
+        self._client = DICOMwebClient(
+            url=config.url, session=session, timeout=config.timeout, chunk_size=STREAM_CHUNK
+        )
         self._client.set_http_retry_params(retry=False)
 
     def close(self) -> None:
@@ -228,8 +232,8 @@ class DicomWebClient(PacsClient):
                     close()
         except (self._requests.exceptions.RequestException, ValueError, OSError) as exc:
             raise self._error(exc, action) from None
-        except Exception as exc:  # urllib3 errors escape requests while streaming a body
-            if type(exc).__module__.startswith(("urllib3", "http.client")):
+        except Exception as exc:  # urllib3/pydicom errors escape while streaming a body that broke off
+            if type(exc).__module__.startswith(("urllib3", "http.client", "pydicom")):
                 raise self._error(self._requests.exceptions.ConnectionError(str(exc)), action) from None
             raise
         return n
@@ -247,15 +251,21 @@ class DicomWebClient(PacsClient):
             if not batch:
                 return
             resp = self._call("sending (STOW-RS)", self._client.store_instances, datasets=[d for _, d in batch])
-            failed = resp.get("FailedSOPSequence") if resp is not None else None
-            if failed:
-                item = failed[0]
-                reason = item.get("FailureReason")
-                name = next((p.name for p, d in batch if d.SOPInstanceUID == item.get("ReferencedSOPInstanceUID")),
-                            batch[0][0].name)
+            sent = {str(d.SOPInstanceUID): p for p, d in batch}
+            failed = list(resp.get("FailedSOPSequence") or []) if resp is not None else []
+            stored = {str(i.get("ReferencedSOPInstanceUID", "")) for i in (resp.get("ReferencedSOPSequence") or [])}
+            # a server may also drop an instance without listing it as failed: only what it lists as stored counts
+            missing = [uid for uid in sent if uid not in stored] if resp is not None and len(resp) else []
+            if failed or missing:
+                item = failed[0] if failed else None
+                uid = str(item.get("ReferencedSOPInstanceUID", "")) if item is not None else missing[0]
+                reason = item.get("FailureReason") if item is not None else None
+                name = sent[uid].name if uid in sent else batch[0][0].name
+                n_bad = len({str(i.get("ReferencedSOPInstanceUID", "")) for i in failed} | set(missing))
                 raise PacsError(
-                    f"sending (STOW-RS): {self.config.describe()} rejected {len(failed)} of {len(batch)} instance(s), "
+                    f"sending (STOW-RS): {self.config.describe()} rejected {n_bad} of {len(batch)} instance(s), "
                     f"e.g. {name}" + (f" (failure reason 0x{int(reason):04X})" if reason is not None else "")
+                    + (f"; {done} instance(s) were stored before" if done else "")
                 )
             done += len(batch)
             progress(done, len(paths))

@@ -70,11 +70,23 @@ class DimseClient(PacsClient):
         return ae
 
     def _associate(self, ae, action: str, **kwargs):
+        from pynetdicom import evt
+
         c = self.config
-        self._reachable(action)
-        assoc = ae.associate(c.host, int(c.port), ae_title=c.called_ae, **kwargs)
+
+        def on_open(event):
+            # pynetdicom reads a PDU with a blocking recv(): a server that stops mid-PDU would hang it (and its
+            # timeouts) forever; a socket timeout turns that into a closed connection
+            sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+            if sock is not None:
+                sock.settimeout(c.timeout)
+
+        handlers = [*kwargs.pop("evt_handlers", []), (evt.EVT_CONN_OPEN, on_open)]
+        assoc = ae.associate(c.host, int(c.port), ae_title=c.called_ae, evt_handlers=handlers, **kwargs)
         if assoc.is_established:
             return assoc
+        if not assoc.is_rejected:
+            self._reachable(action)  # only now: why there is no association (refused, unreachable, no answer)
         if assoc.is_rejected:
             raise PacsError(
                 f"{action}: {c.host}:{c.port} rejected the association: check the called AE title "
@@ -87,10 +99,9 @@ class DimseClient(PacsClient):
 
     def _lost(self, assoc, action: str) -> PacsError:
         c = self.config
-        if assoc.is_aborted:
-            return PacsError(f"{action}: {c.host}:{c.port} aborted the association")
         return PacsError(
-            f"{action}: {c.host}:{c.port} stopped answering (timeout after {c.timeout:g} s) or closed the connection"
+            f"{action}: the association with {c.host}:{c.port} broke off: no answer within {c.timeout:g} s "
+            "(timeout) or the server aborted it"
         )
 
     # -- operations ----------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import orthanc as orthanc_mod  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "resources" / "demo" / "demo_t1.nii.gz"
+BIG = 60  # instances in the "huge" series (progress, cancel, timeout mid-transfer)
 
 
 def need_orthanc() -> None:
@@ -143,8 +144,8 @@ def seed(server: orthanc_mod.Orthanc, folder: Path) -> Seeded:
     server.upload([write_sr(folder / "empty", empty_study, ("MG^Empty", "mg-empty"))])
     s.studies["empty"] = empty_study
     add("reject", vol[:, :, :3], aff, ("MG^Reject", orthanc_mod.REJECT_PATIENT), {"StudyDate": "20220101"})
-    big = np.repeat(vol[::2, ::2, :1], 40, axis=2)
-    add("big", big, aff @ np.diag([2, 2, 1, 1.0]), ("MG^Big", "mg-big"), {"StudyDate": "20210101"})
+    big = np.repeat(vol[:, :, :1], BIG, axis=2)  # ~2 KB per instance, ~130 KB in all
+    add("big", big, aff, ("MG^Big", "mg-big"), {"StudyDate": "20210101"})
     return s
 
 

@@ -3,7 +3,8 @@ temporary storage folder, a JSON config, basic-auth users and two Lua filters th
 refuses some things:
 
 - user ``viewer`` may only read (any other HTTP method: 403 Forbidden),
-- instances of modality SEG for patient ``matchgen-reject`` are refused (STOW-RS and C-STORE fail).
+- instances of modality SEG for patient ``matchgen-reject`` are refused (the filter raises an error, so C-STORE
+  answers 0xA700 and STOW-RS leaves them out of its stored list; a filter returning false would report success).
 
 Also used by hand (docs/pacs.md): ``python tests/pacs/orthanc.py DIR`` writes DIR/orthanc.json and prints
 the command that starts it.
@@ -37,7 +38,7 @@ end
 
 function ReceivedInstanceFilter(dicom, origin, info)
   if dicom.PatientID == '{REJECT_PATIENT}' and dicom.Modality == 'SEG' then
-    return false
+    error('MatchGen test server: SEG instances of this patient are refused')
   end
   return true
 end
@@ -84,7 +85,7 @@ def write_config(folder: Path, http_port: int, dicom_port: int, ssl_pem: str | N
         "DicomAlwaysAllowFind": True,
         "DicomAlwaysAllowGet": True,
         "DicomAlwaysAllowMove": True,
-        "DicomScpTimeout": 30,
+        "DicomScpTimeout": 5,
         "LuaScripts": [str(folder / "filters.lua")],
         "Plugins": [plugin] if plugin else [],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False, "Ssl": bool(ssl_pem)},
