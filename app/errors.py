@@ -24,3 +24,7 @@ class OptionError(MatchGenError):
 
 class Cancelled(MatchGenError):
     """Work was cancelled by the caller (a newer GUI request, the user's cancel button)."""
+
+
+class OutputError(MatchGenError):
+    """An output file cannot be written (missing folder, no permission, disk full)."""

@@ -41,6 +41,7 @@ import torch
 from app.core.detector import Detector
 from app.core.matchgen import FAST, SolverOptions, optimize
 from app.core.metrics import evaluate
+from app.nets.card import card_choices, choice_sources
 
 #: the fast solver's loss may exceed the reference's by at most this fraction on any slice ("same final loss")
 SAME_LOSS_RTOL = 1e-3
@@ -303,8 +304,8 @@ def peak_rss_detect(model: str, device: str, workdir: Path, extra: list[str] | N
     resident set size (``resource.getrusage(RUSAGE_CHILDREN)`` of a small wrapper, so nothing else counts)."""
     vol = write_phantom_volume(workdir / "phantom_256x256x155.nii.gz")
     out = workdir / "phantom_mask.nii.gz"
-    main = Path(__file__).resolve().parents[2] / "main.py"
-    cmd = [sys.executable, str(main), "detect", str(vol), "--model", model, "--out", str(out), "--device", device]
+    # the installed package's command line (``python -m app.cli``), not a path into a source tree
+    cmd = [sys.executable, "-m", "app.cli", "detect", str(vol), "--model", model, "--out", str(out), "--device", device]
     cmd += extra or []
     r = subprocess.run([sys.executable, "-c", _RSS_CHILD, *cmd], capture_output=True, text=True)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RSS ")), None)
@@ -315,7 +316,7 @@ def peak_rss_detect(model: str, device: str, workdir: Path, extra: list[str] | N
         "peak_rss_mb": round(int(kb) / 1024, 1),
         "detect_exit_code": int(rc),
         "detect_seconds": round(float(sec), 2),
-        "command": " ".join(["python", "main.py", *cmd[2:]]),
+        "command": " ".join(["matchgen", *cmd[3:]]),
     }
     if int(rc) != 0:
         res["error"] = r.stderr[-500:]
@@ -329,15 +330,12 @@ def _dice_mean(s: np.ndarray, x: np.ndarray, masks: np.ndarray, detector: Detect
 
 
 def model_eps_tau(card: dict[str, Any]) -> tuple[float, float, str]:
-    """The eps and tau a model's card chose on validation, else documented fallbacks."""
-    chosen = card.get("chosen") or {}
-    if "eps" in chosen and "tau" in chosen:
-        return float(chosen["eps"]), float(chosen["tau"]), "chosen on validation (model card)"
-    rng = card.get("eps_range") or {}
-    eps_max = rng.get("eps_max") if isinstance(rng, dict) else None
-    if eps_max:
-        return float(eps_max) / 2, 0.1, "half the calibrated eps_max (no choice in the card), tau 0.1"
-    return 0.3, 0.1, "fallback eps 0.3, tau 0.1 (the card has neither a choice nor an eps range)"
+    """The eps and tau a model's card chose on validation, else the fallbacks every reader uses
+    (:func:`app.nets.card.card_choices`, the same as ``detect`` and the viewer)."""
+    ch, src = card_choices(card), choice_sources(card)
+    if src["eps"] == "card" and src["tau"] == "card":
+        return ch["eps"], ch["tau"], "chosen on validation (model card)"
+    return ch["eps"], ch["tau"], "; ".join(s for s in (src["eps"], src["tau"]) if s != "card")
 
 
 def run_speed(
@@ -606,14 +604,11 @@ def summary_markdown(res: dict[str, Any]) -> str:
 
 
 def write_outputs(res: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    from app.nets.checkpoint import _atomic_write
+    from app.atomic import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     js, md = out / "speed.json", out / "speed.md"
     text = json.dumps(res, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)) + "\n"
-    _atomic_write(js, lambda tmp: Path(tmp).write_text(text))
-    summ = summary_markdown(res)
-    _atomic_write(md, lambda tmp: Path(tmp).write_text(summ))
-    for p in (js, md):
-        p.chmod(0o644)  # the atomic temporary file was private
+    atomic_write_text(js, text)
+    atomic_write_text(md, summary_markdown(res))
     return js, md

@@ -47,71 +47,23 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from app.errors import Cancelled, OptionError
+from app.solver_options import FAST, METHODS, PRECISIONS, SolverOptions
+
+__all__ = [
+    "FAST",
+    "METHODS",
+    "PRECISIONS",
+    "MatchGenResult",
+    "Progress",
+    "SolverOptions",
+    "optimize",
+    "project_to_ball",
+]
 
 Decode = Callable[[torch.Tensor], torch.Tensor]
 
-METHODS = ("penalty", "projected", "spg")
-PRECISIONS = ("fp32", "bf16")
-
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 _FEAS_REL = 1e-6  # the tolerance the *returned* z satisfies: ||z - z0|| <= eps * (1 + 1e-6)
-
-
-@dataclass(frozen=True)
-class SolverOptions:
-    """Constants of the solver. The defaults follow the paper where it says something (Adam, lr 1e-3,
-    lambda starting at 1) and were chosen for a 128x128 slice and a 16-64 dimensional latent otherwise."""
-
-    method: str = "penalty"
-    lr: float = 1e-3
-    max_steps: int = 1000
-    #: a step "improves" an image when its best feasible loss drops by more than this fraction
-    rtol: float = 1e-4
-    #: steps without improvement (constraint holding) before an image stops; projected: before lr is halved
-    patience: int = 25
-    lambda0: float = 1.0
-    #: lambda *= lambda_growth on each step where the image is outside the ball by more than feas_tol
-    lambda_growth: float = 1.2
-    lambda_max: float = 1e8
-    #: absolute slack in z units within which the constraint counts as holding *for the stopping rule*
-    feas_tol: float = 1e-3
-    #: projected method: lr is multiplied by this on each stall, and the image stops below lr * min_lr_ratio
-    lr_decay: float = 0.5
-    min_lr_ratio: float = 1e-2
-    #: the progress callback fires every this many steps (and once at the end)
-    callback_every: int = 10
-    #: "bf16": the search steps run the decoder under bfloat16 autocast (CPUs with AMX/AVX512-BF16 and GPUs do
-    #: this several times faster); the returned z is re-evaluated in float32, so ``loss`` and ``s`` are exact
-    precision: str = "fp32"
-    #: spg: the non-monotone line search accepts a step no worse than the maximum of this many recent losses
-    spg_memory: int = 10
-    #: spg: Armijo constant of the line search
-    spg_armijo: float = 1e-4
-
-    def validate(self) -> SolverOptions:
-        if self.method not in METHODS:
-            raise OptionError(f"unknown solver method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise OptionError(f"learning rate must be positive, got {self.lr}")
-        if self.max_steps < 0 or self.patience < 1 or self.callback_every < 1:
-            raise OptionError("max_steps must be >= 0, patience and callback_every >= 1")
-        if self.lambda0 <= 0 or self.lambda_growth < 1:
-            raise OptionError("lambda0 must be > 0 and lambda_growth >= 1")
-        if not (0 < self.lr_decay < 1) or not (0 < self.min_lr_ratio <= 1):
-            raise OptionError("lr_decay must be in (0, 1) and min_lr_ratio in (0, 1]")
-        if self.precision not in PRECISIONS:
-            raise OptionError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if self.spg_memory < 1 or not (0 < self.spg_armijo < 1):
-            raise OptionError("spg_memory must be >= 1 and spg_armijo in (0, 1)")
-        return self
-
-
-#: the fastest configuration measured on the project's models (``python main.py bench speed``, docs/benchmarks.md):
-#: the spectral projected gradient method with bfloat16 search steps and a budget of 100 steps per image. Within
-#: that budget it gets below the loss the paper-faithful solver (penalty, Adam lr 1e-3) reaches in 1000 steps; at
-#: the large eps values chosen for some models the loss still creeps down after 100 steps, but the validation
-#: Dice no longer changes, and the models' eps/tau were chosen on validation with these same maps.
-FAST = SolverOptions(method="spg", precision="bf16", patience=10, max_steps=100)
 
 
 @dataclass
@@ -280,7 +232,6 @@ def optimize(
     z0: torch.Tensor,
     eps: float | Sequence[float] | torch.Tensor,
     *,
-    z_init: torch.Tensor | None = None,
     callback: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     options: SolverOptions | None = None,
@@ -289,8 +240,8 @@ def optimize(
     """Solve MatchGen for a batch of images.
 
     ``decode`` maps z (B, ...) to images (B, C, H, W) and must treat batch elements independently (eval mode).
-    ``x`` is (B, C, H, W); ``z0 = phi(x)`` is (B, ...); ``eps`` is a float or one value per image. ``z_init``
-    warm-starts the search (e.g. the solution for a smaller eps; it is projected onto the ball first).
+    ``x`` is (B, C, H, W); ``z0 = phi(x)`` is (B, ...); ``eps`` is a float or one value per image. The
+    search starts at ``z0`` (a cold start, the way every caller applies an eps chosen on validation).
     ``callback(Progress)`` fires every ``callback_every`` steps; ``should_stop()`` is checked before every step
     and raises :class:`~app.errors.Cancelled` when it returns True. Keyword ``overrides`` set fields of
     :class:`SolverOptions` (``lr``, ``max_steps``, ``method``, ...).
@@ -309,7 +260,7 @@ def optimize(
     z0 = z0.detach()
     eps_t = _as_eps(eps, B, z0)
 
-    z = z0.clone() if z_init is None else project_to_ball(z_init.detach().to(z0), z0, eps_t)
+    z = z0.clone()
     m = torch.zeros_like(z)
     v = torch.zeros_like(z)
     t = torch.zeros(B, dtype=torch.long, device=z.device)  # per-image Adam step count
@@ -445,20 +396,3 @@ def optimize(
         distance=dist_out,
         lam=lam,
     )
-
-
-def eps_path(
-    decode: Decode,
-    x: torch.Tensor,
-    z0: torch.Tensor,
-    eps_values: Sequence[float],
-    **options,
-) -> list[MatchGenResult]:
-    """Solutions for increasing eps, each warm-started from the previous one (feasible for the next ball)."""
-    results: list[MatchGenResult] = []
-    prev: torch.Tensor | None = None
-    for e in sorted(float(v) for v in eps_values):
-        r = optimize(decode, x, z0, e, z_init=prev, **options)
-        results.append(r)
-        prev = r.z
-    return results

@@ -2,14 +2,14 @@
 offline brain benchmark and readers of the paper's public dataset layouts. No Qt."""
 
 from app.data.normalize import CT_WINDOWS, default_method, normalize_study
-from app.data.pipeline import ModelInput, prepare_study, study_mask_to_model, to_study_grid
+from app.data.pipeline import PreparedStudy, prepare_study, study_mask_to_model, to_study_grid
 from app.data.slices import SliceGeometry, axial_image, from_model_slices, make_geometry, to_model_slices
 from app.data.splits import SPLITS, SliceSet, load_split, save_split
 
 __all__ = [
     "CT_WINDOWS",
     "SPLITS",
-    "ModelInput",
+    "PreparedStudy",
     "SliceGeometry",
     "SliceSet",
     "axial_image",

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from app.atomic import atomic_write_text
 from app.data.augment import augment_volume
 from app.data.lesions import insert_lesions
 from app.data.pipeline import prepare_study, study_mask_to_model
 from app.data.sources import PACKAGES, fetch
-from app.data.splits import atomic_write_text, save_split
+from app.data.splits import save_split
+from app.foreground import FOREGROUND_THRESHOLD
 from app.io import load_study
 from app.io.study import make_study
 
@@ -73,7 +75,7 @@ def held_out_subject(log=print):
 
 def _brain_slices(x: np.ndarray) -> np.ndarray:
     """Indices of model slices whose foreground area is >= MIN_AREA of the largest."""
-    area = (x.mean(axis=1) > 0.01).reshape(len(x), -1).sum(axis=1)
+    area = (x.mean(axis=1) > FOREGROUND_THRESHOLD).reshape(len(x), -1).sum(axis=1)
     return np.flatnonzero(area >= MIN_AREA * max(1, area.max()))
 
 

@@ -125,8 +125,8 @@ def write_dicom_series(
 
 def build_head_ct(out, log=print) -> dict:
     """DIR/head_ct.nii.gz, DIR/dicom/CT0001.dcm ..., DIR/SOURCE.txt from the cached Debian package."""
+    from app.atomic import atomic_write_text
     from app.data.sources import PACKAGES, fetch
-    from app.data.splits import atomic_write_text
     from app.io import atomic_save_nifti
 
     out = Path(out)

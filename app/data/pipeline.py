@@ -18,14 +18,19 @@ from app.data.slices import (
     to_model_slices,
 )
 from app.errors import StudyError
+from app.foreground import FOREGROUND_THRESHOLD
 from app.io.study import Study
 
-#: voxels of the normalised volume above this are "foreground" for cropping (same as the detector's default)
-CROP_THRESHOLD = 0.01
+#: voxels of the normalised volume above this are "foreground" for cropping (the one foreground threshold)
+CROP_THRESHOLD = FOREGROUND_THRESHOLD
 
 
 @dataclass
-class ModelInput:
+class PreparedStudy:
+    """A study made ready for a model (what :func:`prepare_study` returns): model-sized slices and the geometry
+    that maps them back to the study's grid. (``app.viewer.slices.ModelInput`` is the other thing: what input a
+    model wants -- size, channels, normalisation.)"""
+
     x: np.ndarray  # (N, C, S, S) float32 in [0, 1]
     geometry: SliceGeometry
     volume: np.ndarray  # the normalised study (X, Y, Z[, C]) in [0, 1]
@@ -39,7 +44,7 @@ def prepare_study(
     method: str | None = None,
     slices=None,
     crop: bool = True,
-) -> ModelInput:
+) -> PreparedStudy:
     """Normalise ``study`` with ``method`` (default: by modality) and cut it into model slices."""
     if study.channels != channels:
         what = "an RGB" if study.channels == 3 else "a single-channel"
@@ -49,7 +54,7 @@ def prepare_study(
     grey = vol if vol.ndim == 3 else vol.mean(axis=3)
     box = foreground_crop(grey > CROP_THRESHOLD, study.spacing) if crop else None
     g = make_geometry(vol.shape, study.spacing, size, slices=slices, crop=box)
-    return ModelInput(to_model_slices(vol, g), g, vol, method)
+    return PreparedStudy(to_model_slices(vol, g), g, vol, method)
 
 
 def to_study_grid(maps: np.ndarray, geometry: SliceGeometry, kind: str = "map") -> np.ndarray:

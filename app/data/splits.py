@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from app.atomic import atomic_write, atomic_write_text
 from app.errors import StudyError
 from app.io.study import one_line
 
@@ -36,35 +36,8 @@ class SliceSet:
         return np.flatnonzero(self.masks.reshape(len(self), -1).any(axis=1))
 
 
-def _public(path) -> None:
-    """mkstemp makes 0600 files; give outputs the permissions a plain open() would (umask applied)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
 def _atomic_npy(path: Path, arr: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
-    os.close(fd)
-    try:
-        np.save(tmp, arr, allow_pickle=False)
-        _public(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        Path(tmp).write_text(text)
-        _public(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: np.save(tmp, arr, allow_pickle=False))
 
 
 def save_split(root: str | os.PathLike, split: str, images: np.ndarray, masks: np.ndarray | None, names) -> None:

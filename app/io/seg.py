@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,23 +111,13 @@ def _frames(study: Study, volume: np.ndarray) -> np.ndarray:
 
 
 def _atomic_save(ds, path: Path) -> Path:
-    from app.io.save import _public
+    from app.atomic import atomic_write
+    from app.errors import OutputError
 
-    if not path.parent.is_dir():
-        raise StudyError(f"{path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
     try:
-        ds.save_as(tmp, enforce_file_format=True)
-        _public(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise StudyError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        return atomic_write(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True), mkdir=False)
+    except OutputError as exc:
+        raise StudyError(str(exc)) from None
 
 
 def _algorithm(algo: AlgorithmInfo):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from app.bench.protocol import choose_intensity_baseline, evaluate_intensity_baseline
 from app.bench.speed import SAME_LOSS_RTOL, model_eps_tau, phantom_slices, run_speed, summary_markdown, write_outputs
 from app.cli import main
 from app.core.matchgen import SolverOptions
+from app.core.protocol import choose_intensity_baseline, evaluate_intensity_baseline
 from app.data.splits import load_split, save_split
 from app.nets import ModelConfig, create_model
 from app.nets.checkpoint import save_checkpoint
@@ -119,11 +119,22 @@ def test_speed_figures_and_summary(tmp_path, tiny_model):
     assert summary_markdown(res) == text
 
 
-def test_eps_tau_fallbacks_are_stated():
-    assert model_eps_tau({"chosen": {"eps": 1.5, "tau": 0.1}})[:2] == (1.5, 0.1)
-    eps, tau, rule = model_eps_tau({"eps_range": {"eps_max": 4.0}})
-    assert eps == 2.0 and "half" in rule
-    assert "fallback" in model_eps_tau({})[2]
+def test_eps_tau_fallbacks_are_stated_and_shared_with_detect():
+    from app.cli.detect import choose_parameters
+
+    cards = [
+        {"eps_range": [0.0, 2.0], "chosen": {"eps": 1.5, "tau": 0.1}},
+        {"eps_range": {"eps_max": 4.0}},
+        {"chosen": {"eps": 1.5, "tau": 0.1}},  # no range: the eps is clamped into the fallback [0, 0.6]
+        {},
+    ]
+    expected = [(1.5, 0.1), (0.1, 0.2), (0.6, 0.1), (0.1, 0.2)]
+    for card, want in zip(cards, expected, strict=True):
+        eps, tau, rule = model_eps_tau(card)
+        assert (eps, tau) == want
+        assert choose_parameters(card, None, None, False)[:2] == want  # bench speed and detect agree
+    assert model_eps_tau(cards[0])[2] == "chosen on validation (model card)"
+    assert "fallback eps=0.1" in model_eps_tau(cards[1])[2] and "fallback tau=0.2" in model_eps_tau({})[2]
 
 
 def test_quality_can_take_the_cards_validation_choice(tmp_path, capsys):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from app.core.matchgen import SolverOptions, eps_path, optimize, project_to_ball
+from app.core.matchgen import SolverOptions, optimize, project_to_ball
 from app.errors import Cancelled, OptionError
 
 METHODS = ["penalty", "projected", "spg"]
@@ -169,12 +169,12 @@ def test_penalty_lambda_grows_only_when_violated():
     assert (r.lam == 1.0).all()  # target inside the ball: the constraint never binds
 
 
-def test_warm_start_and_eps_path():
+def test_a_larger_ball_never_does_worse():
     dec, x, z0, _ = problem(dist_factor=3.0, eps=0.3)
-    path = eps_path(dec, x, z0, [0.2, 0.0, 0.1], method="projected")
-    losses = torch.stack([r.loss for r in path])  # eps sorted: 0, 0.1, 0.2
+    path = [optimize(dec, x, z0, e, method="projected") for e in (0.0, 0.1, 0.2)]
+    losses = torch.stack([r.loss for r in path])
     assert torch.equal(path[0].z, z0)
-    assert (losses[1:] <= losses[:-1] + 1e-6).all()  # a larger ball never does worse
+    assert (losses[1:] < losses[:-1]).all()  # the target lies outside every ball: each larger one gets closer
     for r, e in zip(path, [0.0, 0.1, 0.2], strict=True):
         assert ((r.z - z0).norm(dim=1) <= e * (1 + 1e-6)).all()
 
@@ -223,17 +223,13 @@ def test_spg_matches_the_penalty_optimum_in_far_fewer_steps():
     assert spg.max_steps_taken * 5 < int(ref.steps.min()), (spg.steps, ref.steps)
 
 
-def test_spg_iterates_stay_feasible_and_warm_start_does_not_hurt():
+def test_spg_iterates_stay_feasible_and_the_best_loss_never_rises():
     dec, x, z0, _ = problem(dist_factor=3.0, eps=0.3)
     seen = []
     optimize(dec, x, z0, 0.3, method="spg", callback=lambda p: seen.append(p.loss.clone()), callback_every=1)
     # the best loss is tracked over feasible iterates only and never rises
     losses = torch.stack(seen)
     assert (losses[1:] <= losses[:-1]).all()
-    cold = optimize(dec, x, z0, 0.3, method="spg")
-    warm = optimize(dec, x, z0, 0.3, method="spg", z_init=cold.z)
-    assert (warm.loss <= cold.loss + 1e-6).all()
-    assert warm.max_steps_taken <= cold.max_steps_taken
 
 
 @pytest.mark.parametrize("method", ["projected", "spg"])

@@ -105,8 +105,9 @@ def test_server_down(kind):
 
 def test_wrong_called_ae_title(orthanc):
     text = orthanc.dimse.replace("ORTHANC@", "NOTORTHANC@")
-    with connect(parse_server(text, timeout=5)) as c, pytest.raises(PacsError, match="rejected the association.*NOTORTHANC"):
-        c.echo()
+    with connect(parse_server(text, timeout=5)) as c:
+        with pytest.raises(PacsError, match="rejected the association.*NOTORTHANC"):
+            c.echo()
 
 
 def test_http_401_403_404(orthanc, tmp_path):
