@@ -286,3 +286,4 @@ def read_seg(path: str | os.PathLike, study: Study) -> np.ndarray:
     if tuple(orig.shape) != tuple(study.original_shape):
         raise StudyError(f"{path.name}: frames of {frames.shape[1:]} pixels do not fit the study's images")
     return study.from_original(orig)
+
