@@ -163,14 +163,6 @@ class ProgressLine:
             sys.stderr.write("\n")
 
 
-def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
 # -- the actions -----------------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
     return {
@@ -289,15 +281,17 @@ def _servers(args) -> int:
 
 
 def _cache(args) -> int:
+    from app.pacs.cache import human_size
+
     cache = cache_from_args(args)
     if args.cache_command == "clear":
         freed = cache.clear()
-        print(f"cleared {cache.root} ({_human(freed)} freed)")
+        print(f"cleared {cache.root} ({human_size(freed)} freed)")
         return 0
     entries = cache.entries()
-    print(f"cache folder: {cache.root} ({_human(cache.size_bytes())})")
+    print(f"cache folder: {cache.root} ({human_size(cache.size_bytes())})")
     for e in entries:
-        print(f"  {e.study_uid}/{e.series_uid}: {e.files} file(s), {_human(e.bytes)}")
+        print(f"  {e.study_uid}/{e.series_uid}: {e.files} file(s), {human_size(e.bytes)}")
     if not entries:
         print("  (empty)")
     return 0
