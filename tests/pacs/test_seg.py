@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import demo_volume, oblique, reversed_slices
+from pacs_helpers import demo_volume, oblique, reversed_slices
 
 from app.cli import main
 from app.data.head_ct import write_dicom_series
