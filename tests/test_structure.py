@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-QT_FREE = ["app.core", "app.nets", "app.io", "app.data", "app.train", "app.bench", "app.pacs"]
+QT_FREE = ["app.core", "app.nets", "app.io", "app.data", "app.train", "app.bench", "app.batch", "app.pacs"]
 
 
 def _modules(pkg: str) -> list[str]:
@@ -69,8 +69,9 @@ ALLOWED = {
     "viewer": {"io", "data", "nets", "core"},
     "figure": {"io", "data", "nets", "core", "viewer"},
     "gui": {"io", "data", "nets", "core", "viewer", "figure", "pacs"},
-    "bench": {"io", "data", "nets", "core", "train", "viewer", "figure", "gui"},
-    "cli": {"io", "data", "nets", "core", "train", "viewer", "figure", "gui", "bench", "pacs"},
+    "batch": {"io", "data", "nets", "core", "viewer"},  # batch detection on Dask: the pipeline, no GUI
+    "bench": {"io", "data", "nets", "core", "train", "viewer", "figure", "gui", "batch"},
+    "cli": {"io", "data", "nets", "core", "train", "viewer", "figure", "gui", "bench", "batch", "pacs"},
 }
 
 

@@ -138,6 +138,9 @@ class MainWindow(QMainWindow):
         self._build_status()
         self._build_menus()
         self._connect()
+        from app.gui.batch_views import install as install_batch_views
+
+        self.batch_views = install_batch_views(self)  # worklist, findings, orthogonal views (docs/batch.md)
         for w in (self.worker, self.vworker, self.eworker):
             w.start()
         self.refresh_model_list()
@@ -286,7 +289,7 @@ class MainWindow(QMainWindow):
         self.worker.busy_changed.connect(lambda b: setattr(self.state, "busy", b))
         self.panels.slice_step.connect(self.step_slice)
         self.panels.window_drag.connect(self.state.drag_window)
-        self.panels.hovered.connect(lambda x, y: self.readout.setText(self.ctl.readout(x, y)))
+        self.panels.hovered.connect(lambda x, y: self.readout.setText(self.ctl.hover(x, y)))
         self.controls.model_chosen.connect(self.set_model)
         self.controls.run_volume.connect(self.run_volume)
         self.controls.cancel_volume.connect(self.cancel_volume)
@@ -356,7 +359,7 @@ class MainWindow(QMainWindow):
             parts.append("working...")
         if self.ctl.export_job is not None:
             parts.append("exporting...")
-        if not self.loader.is_idle():
+        if self.ctl.loading is not None:
             parts.append("loading...")
         self.busy_label.setText(" ".join(parts))
 

@@ -169,10 +169,12 @@ class ModelSession:
         should_stop: Callable[[], bool] | None = None,
         batch_size: int | None = None,
         results: list[SliceResult] | None = None,
+        result_slices: list[int] | None = None,
     ) -> np.ndarray:
         """Anomaly maps of every slice on the study's canonical grid (X, Y, Z). ``batch_size`` (default: the
-        detector's) trades speed for finer progress reports. Pass a list as ``results`` to also get every slice's
-        :class:`SliceResult` (the viewer caches them, so browsing the volume afterwards needs no solver)."""
+        detector's) trades speed for finer progress reports. Pass a list as ``results`` to also get the
+        :class:`SliceResult` of the slices ``result_slices`` (default all), in that order (the viewer caches
+        them, so browsing the volume afterwards needs no solver)."""
         x = self.slices.model_slices()
         det = self.detector
         if batch_size is not None and batch_size != det.batch_size:
@@ -183,7 +185,7 @@ class ModelSession:
         out = det.run(x, eps, base_only=base_only, progress=progress, should_stop=should_stop)
         d = self.slices.volume_to_grid(out.d)
         if results is not None:
-            for k in range(out.s.shape[0]):
+            for k in range(out.s.shape[0]) if result_slices is None else result_slices:
                 s_k = self.slices.to_slice_grid(out.s[k])
                 results.append(
                     SliceResult(self.name, k, out.eps, s_k, d[:, :, k], float(out.loss[k]), int(out.steps[k]))

@@ -61,6 +61,7 @@ EVENTS = {
     "export_done": "Path: the written figure",
     "saved": "Path: a written mask",
     "recent": "list[str]: recent studies, newest first",
+    "cursor": "(x, y, k) voxel under the mouse on the study grid, or None when it left the images",
 }
 
 #: eps slider positions between 0 and the card's eps_max (the zoo's calibration grids have 6 even steps)
@@ -188,16 +189,25 @@ class ViewerController:
         self.volume: VolumeResult | None = None
         self.volume_run: VolumeRun | None = None
         self.export_job: ExportJob | None = None
+        #: a saved batch result (app.viewer.findings.SavedResult) answering slice requests instead of the model,
+        #: set and cleared by app.viewer.worklist_session (a new study clears it)
+        self.saved = None
         self.timing = ""
+        self.loading: str | None = None  # the study being read
         self._floor = 0  # slice-lane reports at or below this generation belong to an earlier study or model
         self._load_gen = 0
         self._hold = 0
+        # tau follows the card (its tau with +MG, tau_base without, as `detect` and Figure 2 apply them) until
+        # the user sets a tau of their own
+        self.tau_from_card = True
+        self._setting_tau = False
         self._held = False
         ev = self.state.events
         ev.study.connect(self._on_study)
         ev.slice_index.connect(lambda _k: self.request())
         ev.eps.connect(lambda _e: self.request())
-        ev.use_mg.connect(lambda _b: self.request())
+        ev.use_mg.connect(self._on_use_mg)
+        ev.tau.connect(self._on_tau)
 
     # --- helpers ------------------------------------------------------------------------------------------------
     def _error(self, title: str, message: str) -> None:
@@ -234,9 +244,10 @@ class ViewerController:
                 raise StudyError(f"{Path(path).name}: {type(exc).__name__}: {exc}") from exc
             ctx.emit("study", (slices, str(path), time.perf_counter() - t0))
 
-        self.events.loading.emit(str(path))
-        self.events.status.emit(f"Loading {Path(path).name}...")
         self._load_gen = self.lanes["load"].submit(job)
+        self.loading = str(path)
+        self.events.loading.emit(self.loading)
+        self.events.status.emit(f"Loading {Path(path).name}...")
         return self._load_gen
 
     def set_study(self, slices: StudySlices, path: str | None = None, seconds: float | None = None) -> None:
@@ -278,6 +289,7 @@ class ViewerController:
 
     def _on_study(self, slices: StudySlices | None) -> None:
         self._new_epoch()
+        self.saved = None
         self.volume = None
         if self.volume_run is not None:  # a run (and its pending save) for the previous study
             self.cancel_volume(quiet=True)
@@ -309,11 +321,38 @@ class ViewerController:
             ch = sess.choices
             self.state.eps_max = ch["eps_max"]
             self.state.eps = ch["eps"]
-            self.state.tau = ch["tau"]
+            self._set_card_tau()
+            self.tau_from_card = True
             self.state.model_name = name
             self.events.session.emit(sess)
             self._held = True
         return True
+
+    def card_tau(self) -> float | None:
+        """The card's tau for the current mode: ``tau`` with +MG, ``tau_base`` for the base model alone."""
+        if self.session is None:
+            return None
+        return self.session.choices["tau" if self.state.use_mg else "tau_base"]
+
+    def _set_card_tau(self) -> None:
+        tau = self.card_tau()
+        if tau is None:
+            return
+        self._setting_tau = True
+        try:
+            self.state.tau = tau
+        finally:
+            self._setting_tau = False
+
+    def _on_tau(self, _tau: float) -> None:
+        if not self._setting_tau:
+            self.tau_from_card = False  # the user's own threshold: kept from now on
+
+    def _on_use_mg(self, _mg: bool) -> None:
+        with self._one_request():
+            if self.tau_from_card:
+                self._set_card_tau()
+            self._held = True
 
     # --- eps positions and the precomputed grid -----------------------------------------------------------------
     @property
@@ -348,6 +387,8 @@ class ViewerController:
             self._held = True
             return None
         sess, sl = self.session, self.state.study
+        if self.saved is not None and sl is not None:
+            return self._show_saved()
         if sess is None or sess.slices is None or sl is None:
             return None
         lane = self.lanes["slice"]
@@ -391,6 +432,20 @@ class ViewerController:
 
         want.gen = lane.submit(job)
         return want.gen
+
+    def _show_saved(self) -> None:
+        """The current slice of the saved batch result: nothing is computed."""
+        self.lanes["slice"].cancel()
+        self.want = None
+        name = self.session.name if self.session is not None else self.saved.model
+        r = self.saved.slice_result(self.state.slice_index, name)
+        self.shown = r
+        self.events.result.emit(Shown(r, True, "saved batch result", cached=True))
+        self.timing = "saved batch result (no computation)"
+        self.events.timing.emit(self.timing)
+        maps = "mask and maps" if self.saved.d is not None else "mask only (batch without --maps)"
+        self.events.info.emit(f"{describe(r)} - saved by batch: {maps}")
+        return None
 
     def _on_slice_report(self, gen: int, kind: str, r: Any) -> None:
         if gen <= self._floor or self.session is None:
@@ -443,6 +498,13 @@ class ViewerController:
         gt = sl.gt_slice(self.state.slice_index)
         return detection_overlay(r.d, self.state.tau, gt, self.state.overlay_opacity)
 
+    def hover(self, x: int, y: int) -> str:
+        """The mouse is over voxel (x, y) of the current slice (x < 0: it left the images): tells the views
+        (``events.cursor``, e.g. orthogonal views following the crosshair) and returns the status-bar line."""
+        inside = x >= 0 and self.state.study is not None
+        self.events.cursor.emit((int(x), int(y), self.state.slice_index) if inside else None)
+        return self.readout(x, y)
+
     def readout(self, x: int, y: int) -> str:
         """The status-bar line for voxel (x, y) of the current slice ('' outside)."""
         sl = self.state.study
@@ -472,6 +534,7 @@ class ViewerController:
         mg = self.state.use_mg
         eps = self.wanted_eps()
         slices = sess.slices
+        keep = self._slices_to_keep(sl)
 
         def job(ctx: JobContext) -> None:
             t0 = time.perf_counter()
@@ -484,6 +547,7 @@ class ViewerController:
                 should_stop=ctx.should_stop,
                 batch_size=VOLUME_BATCH,
                 results=results,
+                result_slices=keep,
             )
             ctx.emit("volume", (VolumeResult(sess.name, eps, d, time.perf_counter() - t0, sl), results))
 
@@ -493,6 +557,17 @@ class ViewerController:
         self.events.volume_running.emit(True)
         self.events.volume_progress.emit(0.0)
         return gen
+
+    def _slices_to_keep(self, sl: StudySlices) -> list[int]:
+        """The slices of a volume run whose results fit the cache's budget: those nearest the current slice,
+        farthest first (so the nearest end up most recently used and are dropped last)."""
+        x, y = sl.slice_shape
+        channels = 1 if self.session is None else self.session.input.channels
+        per = x * y * 4 * (channels + 1)  # float32 pseudo-normal and difference map
+        n = max(1, min(sl.n_slices, self.cache.max_bytes // max(per, 1)))
+        k0 = self.state.slice_index
+        near = sorted(range(sl.n_slices), key=lambda k: (abs(k - k0), k))[:n]
+        return sorted(near, key=lambda k: (-abs(k - k0), -k))
 
     def cancel_volume(self, quiet: bool = False) -> None:
         """Stop the whole-volume run; a save waiting for it is dropped with it."""
@@ -613,6 +688,7 @@ class ViewerController:
         elif lane == "export":
             self._on_export_report(gen, kind, payload)
         elif lane == "load" and kind == "study" and gen == self._load_gen:
+            self.loading = None
             self.events.loading.emit(None)
             slices, path, seconds = payload
             self.set_study(slices, path, seconds)
@@ -632,6 +708,7 @@ class ViewerController:
                 self.events.export_running.emit(False)
                 self._error("Figure export failed", message)
         elif lane == "load" and gen == self._load_gen:
+            self.loading = None
             self.events.loading.emit(None)
             self._error("Cannot open study", message)
 

@@ -225,9 +225,13 @@ class ExecutorLane:
                 self._q,
                 gen,
                 job,
-                lambda g, k, p: self._post(lambda: self._on_report(g, k, p)),
-                lambda g, m: self._post(lambda: self._on_failed(g, m)),
+                lambda g, k, p: self._hand_over(lambda: self._on_report(g, k, p)),
+                lambda g, m: self._hand_over(lambda: self._on_failed(g, m)),
             )
+
+    def _hand_over(self, fn) -> None:
+        if not self._q.quit:  # after stop() the listener may be gone (a closed window)
+            self._post(fn)
 
     def stop(self) -> None:
         """Drop what waits; a running job finishes in the background (its reports are stale)."""

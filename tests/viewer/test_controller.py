@@ -215,6 +215,18 @@ def test_figure_export_has_its_own_lane_state_and_error_title(zoo, monkeypatch):
     assert not any(t == "Whole-volume run failed" for t, _ in seen["error"])
 
 
+def test_a_new_study_cancels_the_volume_run_and_its_save(zoo):
+    ctl, lanes, seen = make(zoo)
+    out = zoo["tmp"] / "m.nii.gz"
+    ctl.save_mask(str(out))
+    lanes["volume"].step()  # the run finished; its report is still queued
+    other, _ = write_study(zoo["tmp"] / "other", shape=(40, 48, 6))
+    ctl.open_study(other)
+    lanes["load"].run()
+    lanes["volume"].deliver()
+    assert not out.exists() and ctl.volume is None and ctl.volume_run is None
+
+
 def test_volume_failure_is_titled_as_such(zoo, monkeypatch):
     ctl, lanes, seen = make(zoo)
     from app.errors import CheckpointError
@@ -236,14 +248,19 @@ def test_volume_results_fill_the_cache_within_its_budget(zoo):
     lanes["slice"].run()
     one = result_nbytes(ctl.shown)
     ctl.cache.max_bytes = 3 * one  # room for three slices' results
+    assert ctl.state.slice_index == 2
+    assert ctl._slices_to_keep(ctl.state.study) == [3, 1, 2]  # the nearest three, the current one last
     ctl.run_volume()
     lanes["volume"].run()
     assert ctl.cache.nbytes <= 3 * one and len(ctl.cache) == 3
-    # the newest slices of the run are kept: browsing them needs no solver
+    # the slices around the current one are kept: browsing them needs no solver
     before = lanes["slice"].submitted
-    ctl.state.slice_index = 5
-    assert ctl.shown.slice_index == 5 and lanes["slice"].submitted == before
-    np.testing.assert_array_equal(ctl.shown.d, ctl.volume.d[:, :, 5])
+    for k in (1, 3, 2):
+        ctl.state.slice_index = k
+        assert ctl.shown.slice_index == k and lanes["slice"].submitted == before
+        np.testing.assert_array_equal(ctl.shown.d, ctl.volume.d[:, :, k])
+    ctl.state.slice_index = 5  # not kept: solved again
+    assert lanes["slice"].submitted == before + 1
 
 
 def test_eps_positions_grid_snapping_and_nudging(zoo):
@@ -279,10 +296,25 @@ def test_model_switch_takes_the_card_and_asks_once(zoo):
     before = lanes["slice"].submitted
     assert ctl.set_model("tiny2")
     assert lanes["slice"].submitted == before + 1  # eps_max, eps and tau changed: one request
-    assert (ctl.state.eps_max, ctl.state.eps, ctl.state.tau) == (0.5, 0.2, 0.15)
+    assert (ctl.state.eps_max, ctl.state.eps, ctl.state.tau) == (0.5, 0.2, 0.15)  # the user's 0.7 replaced
     assert ctl.session.name == "tiny2" and len(ctl.cache) == 0
     assert not ctl.set_model("no-such-model")
     assert seen["error"][-1][0] == "Cannot use model" and ctl.session.name == "tiny2"
+
+
+def test_tau_follows_the_card_per_mode_until_the_user_sets_one(zoo):
+    ctl, lanes, seen = make(zoo)
+    lanes["slice"].run()
+    assert ctl.state.tau == pytest.approx(0.15) and ctl.tau_from_card  # the card's tau for +MG
+    ctl.state.use_mg = False
+    assert ctl.state.tau == pytest.approx(0.2) and ctl.tau_from_card  # the card's tau_base, as detect --base-only
+    ctl.state.use_mg = True
+    assert ctl.state.tau == pytest.approx(0.15)
+    ctl.state.tau = 0.33  # the user's own
+    ctl.state.use_mg = False
+    assert ctl.state.tau == pytest.approx(0.33) and not ctl.tau_from_card
+    assert ctl.set_model("tiny2")  # a new model: its card again
+    assert ctl.state.tau == pytest.approx(0.2) and ctl.tau_from_card  # +MG is off: tau_base
 
 
 def test_recent_files_newest_first_without_duplicates(zoo):
@@ -318,6 +350,10 @@ def test_readout_and_detection_follow_the_shown_result(zoo):
     text = ctl.readout(10, 20)
     assert text.startswith("voxel (10, 20, 2)") and f"D {r.d[10, 20]:.3f}" in text and "GT " in text
     assert ctl.readout(-1, -1) == ""
+    cursor = []
+    ctl.events.cursor.connect(cursor.append)
+    assert ctl.hover(10, 20) == text and ctl.hover(-1, -1) == ""
+    assert cursor == [(10, 20, 2), None]
     rgba, dsc = ctl.detection()
     gt = ctl.state.study.gt_slice(2)
     from app.core.metrics import dice
@@ -357,3 +393,32 @@ def test_manual_lane_newest_wins_and_follow_ups():
     lane.submit(lambda ctx: (_ for _ in ()).throw(ValueError("boom")))
     lane.run()
     assert got[0][1] == "failed" and "ValueError: boom" in got[0][2]
+
+
+def test_executor_lane_runs_on_its_own_thread_and_hands_reports_over():
+    import threading
+
+    from app.viewer.jobs import ExecutorLane
+
+    posted, got, ran_on = [], [], []
+    lane = ExecutorLane("test", posted.append)  # the "GUI thread" runs what was posted when it likes
+    lane.listen(lambda g, k, p: got.append((g, k, p)), lambda g, m: got.append((g, "failed", m)))
+    done = threading.Event()
+
+    def job(ctx):
+        ran_on.append(threading.current_thread())
+        ctx.emit("study", 42)
+        done.set()
+
+    g = lane.submit(job)
+    assert done.wait(10)
+    for _ in range(100):
+        if lane.is_idle():
+            break
+        threading.Event().wait(0.01)
+    assert ran_on[0] is not threading.main_thread() and got == []  # nothing delivered behind the GUI's back
+    for fn in posted:
+        fn()
+    assert got == [(g, "study", 42)]
+    lane.stop()
+    assert lane.generation > g
