@@ -78,7 +78,7 @@ def _brain_slices(x: np.ndarray) -> np.ndarray:
 
 
 def _slices_of(study, brain_z: np.ndarray | None = None):
-    prep = prepare_study(study, SIZE)
+    prep = prepare_study(study, SIZE, skull_strip=False)  # skull-stripped by construction (its own masks)
     keep = _brain_slices(prep.x) if brain_z is None else brain_z
     return prep, keep
 
@@ -140,7 +140,7 @@ def build(out: str | Path, seed: int = 0, n_aug: int = 10, val_real: int = 4, te
         imgs, msks, nms, recs_all = [], [], [], []
         normal_taken = set()
         for sd, s2, mask, recs in lesion_realisations(study, brain, block, seeds):
-            p2 = prepare_study(s2, SIZE, slices=block)
+            p2 = prepare_study(s2, SIZE, slices=block, skull_strip=False)
             m = study_mask_to_model(mask, p2.geometry)
             for i, z in enumerate(block):
                 if m[i].any():
