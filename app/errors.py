@@ -28,3 +28,11 @@ class Cancelled(MatchGenError):
 
 class OutputError(MatchGenError):
     """An output file cannot be written (missing folder, no permission, disk full)."""
+
+
+class SolverError(MatchGenError):
+    """The model cannot be solved on this input: its decoder returns NaN or infinite values at z_o itself."""
+
+
+class DesktopError(MatchGenError):
+    """The desktop lacks something the viewer needs (a display, system libraries of Qt's platform plugin)."""

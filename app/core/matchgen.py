@@ -24,6 +24,13 @@ Decisions the paper leaves open, and the defaults chosen here (see :class:`Solve
   lower loss. The returned ``z`` satisfies ``||z - z0|| <= eps`` up to float rounding (relative 1e-6). Because
   ``z0`` itself is feasible, the result is never worse than the base model on the objective.
 * ``eps == 0`` returns ``z0`` itself, so ``s`` is exactly the base model's pseudo-normal image.
+* A decoder that returns NaN or inf: if it does so at ``z0`` itself (the base model's own output), there is no
+  sensible answer and :class:`~app.errors.SolverError` is raised (the CLI prints it as one line, the viewer as a
+  dialog). If it only does so away from ``z0`` (e.g. a bfloat16 overflow far out in the ball), the image stops
+  searching, keeps its best finite feasible iterate (at worst ``z0``, the base model) and a ``RuntimeWarning``
+  names it. ``s`` is never uninitialised memory: every returned image is checked finite.
+* ``precision="bf16"`` works with every method and with a progress callback; the callback always receives
+  float32 images.
 
 Two methods:
 
@@ -41,12 +48,13 @@ Two methods:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
 
-from app.errors import Cancelled, OptionError
+from app.errors import Cancelled, OptionError, SolverError
 from app.solver_options import FAST, METHODS, PRECISIONS, SolverOptions
 
 __all__ = [
@@ -139,7 +147,9 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).flatten(1).sum(dim=1)
 
 
-def _spg_loop(search, x, z0, eps_t, z, t, done, best_loss, best_z, best_s, opts, callback, should_stop, s_buf):
+def _spg_loop(
+    search, x, z0, eps_t, z, t, done, best_loss, best_z, best_s, opts, callback, should_stop, s_buf, nonfinite
+):
     """Spectral projected gradient (Birgin, Martinez & Raydan 2000) per image, on the ball: the step length is
     the Barzilai-Borwein ratio <s,s>/<s,y> of the last two accepted points, the direction P(z - alpha g) - z,
     and a non-monotone Armijo line search (against the worst of the last ``spg_memory`` accepted losses) with
@@ -175,6 +185,8 @@ def _spg_loop(search, x, z0, eps_t, z, t, done, best_loss, best_z, best_s, opts,
             (g,) = torch.autograd.grad(f.sum(), zt)
         zt, f, g, sa = zt.detach(), f.detach().to(dt), g.to(dt), sa.detach()
         t[idx] += 1
+        bad = ~torch.isfinite(f) | ~torch.isfinite(g).flatten(1).all(dim=1)
+        nonfinite[idx] |= bad
         if s_buf is not None:
             s_buf[idx] = sa.to(s_buf.dtype)
 
@@ -219,7 +231,7 @@ def _spg_loop(search, x, z0, eps_t, z, t, done, best_loss, best_z, best_s, opts,
 
         step_len = ls[idx] * _flat_norm(d[idx])
         vanished = step_len <= 1e-9 * (1 + _flat_norm(zc[idx] - z0i))
-        done[idx] = (st >= opts.patience) | vanished | (t[idx] >= opts.max_steps)
+        done[idx] = (st >= opts.patience) | vanished | (t[idx] >= opts.max_steps) | bad
         step += 1
         if callback is not None and (step % opts.callback_every == 0 or bool(done.all())):
             callback(Progress(step=step, s=s_buf, loss=best_loss.clone(), done=done.clone()))
@@ -272,6 +284,7 @@ def optimize(
     best_s: torch.Tensor | None = None
     stall = torch.zeros(B, dtype=torch.long, device=z.device)
     done = (eps_t == 0) | (opts.max_steps == 0)
+    nonfinite = torch.zeros(B, dtype=torch.bool, device=z.device)  # the decoder gave NaN/inf on this image
     s_buf: torch.Tensor | None = None
     if callback is not None:
         with torch.no_grad():
@@ -279,8 +292,10 @@ def optimize(
 
     search = _search_decode(decode, opts.precision, x.device)
     if opts.method == "spg":
-        best_s = torch.empty_like(x)
-        z = _spg_loop(search, x, z0, eps_t, z, t, done, best_loss, best_z, best_s, opts, callback, should_stop, s_buf)
+        best_s = torch.full_like(x, math.nan)  # never returned unfilled: checked at the end
+        z = _spg_loop(
+            search, x, z0, eps_t, z, t, done, best_loss, best_z, best_s, opts, callback, should_stop, s_buf, nonfinite
+        )
 
     step = 0
     while not bool(done.all()):
@@ -294,10 +309,12 @@ def optimize(
             (grad,) = torch.autograd.grad(l1.sum(), za)
         sa = sa.detach()
         l1 = l1.detach()
+        bad = ~torch.isfinite(l1) | ~torch.isfinite(grad).flatten(1).all(dim=1)
+        nonfinite[idx] |= bad
         if best_s is None:
-            best_s = torch.empty((B, *sa.shape[1:]), dtype=x.dtype, device=sa.device)
+            best_s = torch.full((B, *sa.shape[1:]), math.nan, dtype=x.dtype, device=sa.device)
         if s_buf is not None:
-            s_buf[idx] = sa
+            s_buf[idx] = sa.to(s_buf.dtype)  # the search may run in bfloat16; the callback sees float32
 
         d = za.detach() - z0[idx]
         dist = _flat_norm(d)
@@ -352,7 +369,8 @@ def optimize(
         stall[idx] = st
         # an image that stops keeps the iterate it was evaluated at, not the untested next one
         z[idx] = torch.where(_bcast(finished, znew), za.detach(), znew)
-        finished = finished | (t[idx] >= opts.max_steps)
+        # an image whose decoder output went non-finite stops: it keeps its best finite feasible iterate
+        finished = finished | (t[idx] >= opts.max_steps) | bad
         done[idx] = finished
         step += 1
         if callback is not None and (step % opts.callback_every == 0 or bool(done.all())):
@@ -370,7 +388,7 @@ def optimize(
     z_last = project_to_ball(z, z0, eps_t)
     need = (eps_t == 0) | ~torch.isfinite(best_loss) | (_flat_norm(z - z0) > eps_t * (1 + _FEAS_REL))
     if best_s is None:
-        best_s = torch.empty_like(x)
+        best_s = torch.full_like(x, math.nan)
     z_out, s_out, loss_out = best_z.clone(), best_s, best_loss.clone()
     if bool(need.any()):
         ni = need.nonzero(as_tuple=True)[0]
@@ -386,6 +404,30 @@ def optimize(
     zero = eps_t == 0
     if bool(zero.any()):
         z_out[zero] = z0[zero]
+    lost = ~torch.isfinite(loss_out)  # no finite candidate at all (every decoded iterate was NaN/inf)
+    if bool(lost.any()):
+        li = lost.nonzero(as_tuple=True)[0]
+        with torch.no_grad():
+            s0 = decode(z0[li]).detach()
+        l0 = _l1(s0, x[li])
+        broken = ~torch.isfinite(l0) | ~torch.isfinite(s0).flatten(1).all(dim=1)
+        if bool(broken.any()):
+            which = ", ".join(str(int(i)) for i in li[broken][:8])
+            raise SolverError(
+                f"the model's decoder returns NaN or infinite values at z_o (the base model's own output) for "
+                f"image(s) {which} of the batch: the model cannot be applied to this input (a damaged checkpoint, "
+                "or an input far outside what it was trained on)"
+            )
+        z_out[li], s_out[li], loss_out[li] = z0[li], s0.to(s_out.dtype), l0.to(loss_out.dtype)
+    if bool(nonfinite.any()):
+        which = nonfinite.nonzero(as_tuple=True)[0]
+        warnings.warn(
+            f"MatchGen: the decoder returned NaN or infinite values during the search for {which.numel()} of {B} "
+            f"image(s) (batch positions {', '.join(str(int(i)) for i in which[:8])}); each keeps its best finite "
+            "feasible iterate, at worst the base model's g(z_o)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     dist_out = _flat_norm(z_out - z0)
     return MatchGenResult(
         z=z_out.detach(),

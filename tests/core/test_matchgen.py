@@ -248,3 +248,64 @@ def test_bad_precision_is_a_clear_error():
     dec, x, z0, _ = problem()
     with pytest.raises(OptionError, match="precision"):
         optimize(dec, x, z0, 0.3, precision="fp8")
+
+
+@pytest.mark.parametrize("with_callback", [False, True])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_precision_and_callback_combination(method, precision, with_callback):
+    """The viewer always passes a callback, and a card may name any method and precision: every combination
+    runs, reports float32 images to the callback, and lands near the known constrained optimum."""
+    dec, x, z0, z_true = problem(dist_factor=2.0, eps=0.4)
+    seen = []
+    cb = (lambda p: seen.append((p.s.dtype, p.s.shape, p.step))) if with_callback else None
+    r = optimize(dec, x, z0, 0.4, method=method, precision=precision, callback=cb, callback_every=5, max_steps=3000)
+    assert r.s.dtype == torch.float32 and r.feasible.all()
+    assert torch.allclose(r.s, dec(r.z).detach(), atol=1e-6)  # s is g(z), exactly, in float32
+    if with_callback:
+        assert seen and all(dt == torch.float32 and shape == x.shape for dt, shape, _ in seen)
+    # the known answer: no worse than the projection of the true latent onto the ball (a feasible point);
+    # bfloat16 search steps on 36 pixels are coarse (Adam's per-coordinate steps most), hence slack there
+    bound = l1(dec, project_to_ball(z_true, z0, torch.full((3,), 0.4)), x)
+    slack = {"fp32": 1.0, "bf16": 1.03 if method == "penalty" else 1.01}[precision]
+    assert (r.loss <= bound * slack + 2e-3).all(), (r.loss, bound)
+
+
+class NonFiniteDecoder(torch.nn.Module):
+    """A linear decoder that returns NaN (or inf) where ``bad(z)`` holds, per image."""
+
+    def __init__(self, bad, value=math.nan):
+        super().__init__()
+        self.lin = LinearDecoder()
+        self.bad, self.value = bad, value
+
+    def forward(self, z):
+        s = self.lin(z)
+        mask = self.bad(z).view(-1, 1, 1, 1)
+        return torch.where(mask, torch.full_like(s, self.value), s)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+@pytest.mark.parametrize("method", METHODS)
+def test_decoder_nonfinite_at_z0_fails_loudly(method, value):
+    from app.errors import SolverError
+
+    _, x, z0, _ = problem()
+    assert ((z0 - z0[1]).norm(dim=1)[[0, 2]] > 0.8).all()
+    dec = NonFiniteDecoder(lambda z: (z - z0[1]).norm(dim=1) < 0.45, value)  # image 1's whole ball is non-finite
+    for eps in (0.0, 0.3):
+        with pytest.raises(SolverError, match="NaN or infinite"):
+            optimize(dec, x, z0, eps, method=method, max_steps=20)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_decoder_nonfinite_away_from_z0_falls_back_to_the_best_finite_iterate(method):
+    """NaN only far from z_o (as a bfloat16 overflow would give): the result is the best finite feasible iterate,
+    at worst the base model g(z_o), never uninitialised memory, and a warning says so."""
+    dec_ok, x, z0, _ = problem(dist_factor=3.0, eps=0.3)
+    dec = NonFiniteDecoder(lambda z: (z - z0[: z.shape[0]]).norm(dim=1) > 0.0)  # everything but z0 itself is NaN
+    with pytest.warns(RuntimeWarning, match="NaN or infinite"):
+        r = optimize(dec, x, z0, 0.3, method=method, max_steps=20)
+    assert torch.isfinite(r.s).all() and torch.isfinite(r.loss).all()
+    assert torch.equal(r.z, z0) and torch.equal(r.s, dec_ok(z0).detach())  # the base model's answer
+    assert torch.allclose(r.loss, l1(dec_ok, z0, x))
