@@ -24,3 +24,15 @@ class OptionError(MatchGenError):
 
 class Cancelled(MatchGenError):
     """Work was cancelled by the caller (a newer GUI request, the user's cancel button)."""
+
+
+class OutputError(MatchGenError):
+    """An output file cannot be written (missing folder, no permission, disk full)."""
+
+
+class SolverError(MatchGenError):
+    """The model cannot be solved on this input: its decoder returns NaN or infinite values at z_o itself."""
+
+
+class DesktopError(MatchGenError):
+    """The desktop lacks something the viewer needs (a display, system libraries of Qt's platform plugin)."""

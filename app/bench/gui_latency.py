@@ -122,7 +122,7 @@ def stall_minimal(det, x: np.ndarray, eps: float, timer_ms: int = 2) -> dict[str
 
 
 def measure_viewer(model: str, device: str, workdir, eps: float, repeats: int = 60) -> dict[str, Any]:
-    """Both figures through the real viewer (``app.gui.probe``): a 256x256x24 phantom study with its mask
+    """Both figures through the real viewer (``app.bench.gui_probe``): a 256x256x24 phantom study with its mask
     opened in ``MainWindow``; tau changes timed to the repainted detection panel; then eps changed so that
     the viewer's worker optimises the slice while a 5 ms timer measures the event loop's longest stall."""
     from pathlib import Path
@@ -130,7 +130,7 @@ def measure_viewer(model: str, device: str, workdir, eps: float, repeats: int = 
     from app.bench.speed import write_phantom_volume
 
     _qapp()
-    from app.gui.probe import measure_worker_stall, open_viewer, time_tau_updates
+    from app.bench.gui_probe import measure_worker_stall, open_viewer, time_tau_updates
 
     wd = Path(workdir)
     study = write_phantom_volume(wd / "study.nii.gz", (256, 256, 24), mask_path=wd / "mask.nii.gz")
@@ -142,7 +142,7 @@ def measure_viewer(model: str, device: str, workdir, eps: float, repeats: int = 
     finally:
         win.close()
     return {
-        "gui_path": "the viewer (app.gui.window.MainWindow via app.gui.probe), 256x256 phantom study, its own "
+        "gui_path": "the viewer (app.gui.window.MainWindow via app.bench.gui_probe), 256x256 phantom study, its own "
         f"worker and solver ({solver.method}, {solver.precision})",
         "tau_update_ms": statistics.median(ms),
         "tau_update_ms_max": max(ms),
@@ -159,7 +159,7 @@ def measure_gui(det, images, masks, eps: float, tau: float, *, model=None, devic
     the minimal pyqtgraph path, stated in ``gui_path``."""
     if model is not None and workdir is not None:
         try:
-            import app.gui.probe  # noqa: F401
+            import app.bench.gui_probe  # noqa: F401
         except ImportError:
             pass
         else:

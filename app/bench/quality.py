@@ -1,7 +1,7 @@
 """``bench quality``: does MatchGen help? The paper's Table 2 on a benchmark directory, for several models.
 
 Per model: the eps range (from the model card if it has a calibrated one, else calibrated here on validation,
-see :func:`app.bench.protocol.calibrate_eps_range`); tau for the base model and (eps, tau) for +MG chosen on the
+see :func:`app.core.protocol.calibrate_eps_range`); tau for the base model and (eps, tau) for +MG chosen on the
 validation split by mean per-image Dice; then per-image Dice and pixel AP (mean and std over abnormal test
 slices) and pooled Dice/AP on the test split. Beside the models: the intensity-threshold baseline, its tau chosen
 on validation too. Nothing is chosen on test.
@@ -19,7 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from app.bench.protocol import (
+from app.core.detector import Detector
+from app.core.matchgen import FAST, SolverOptions
+from app.core.metrics import paired_difference
+from app.core.protocol import (
     DEFAULT_TAUS,
     calibrate_eps_range,
     choose_intensity_baseline,
@@ -27,11 +30,16 @@ from app.bench.protocol import (
     evaluate_intensity_baseline,
     evaluate_on_test,
 )
-from app.core.detector import Detector
-from app.core.matchgen import FAST, SolverOptions
-from app.core.metrics import paired_difference
 from app.errors import OptionError
-from app.nets.card import card_channels_last, card_solver
+from app.nets.card import (
+    card_channels_last,
+    card_choices,
+    card_eps_grid,
+    card_solver,
+    card_training,
+    card_validation_dice,
+    has_choice,
+)
 
 
 @dataclass
@@ -50,10 +58,8 @@ class QualitySettings:
 
 
 def _eps_grid_from_card(card: dict[str, Any]) -> list[float] | None:
-    rng = card.get("eps_range")
-    if isinstance(rng, dict) and isinstance(rng.get("grid"), list) and len(rng["grid"]) >= 2:
-        return [float(v) for v in rng["grid"]]
-    return None
+    grid = card_eps_grid(card)
+    return grid if len(grid) >= 2 else None
 
 
 def evaluate_model(
@@ -93,16 +99,16 @@ def evaluate_model(
         )
         grid = calib.grid
         eps_source = "calibrated here on validation"
-    chosen = card.get("chosen") or {}
     if settings.choice == "card":
-        if not all(k in chosen for k in ("eps", "tau", "tau_base")):
+        if not has_choice(card):
             raise OptionError(f"model {stem.name}: its card records no validation choice (run 'main.py calibrate')")
+        ch = card_choices(card)
         choice_d = {
-            "eps": float(chosen["eps"]),
-            "tau": float(chosen["tau"]),
-            "base_tau": float(chosen["tau_base"]),
-            "dice": float(chosen.get("val_dice", math.nan)),
-            "base_dice": float(chosen.get("val_dice_base", math.nan)),
+            "eps": ch["eps"],
+            "tau": ch["tau"],
+            "base_tau": ch["tau_base"],
+            "dice": card_validation_dice(card)[0],
+            "base_dice": card_validation_dice(card)[1],
             "source": "model card (chosen on validation by 'main.py calibrate')",
             "calibration_settings": card.get("calibration"),
         }
@@ -156,7 +162,7 @@ def evaluate_model(
         },
         "solver": {**solver.__dict__, "channels_last": channels_last},
         "seconds": time.perf_counter() - t0,
-        "training": {k: card.get(k) for k in ("epochs", "train_seconds", "data", "val_loss") if k in card},
+        "training": card_training(card),
     }
 
 
@@ -255,7 +261,7 @@ def table_markdown(report: dict[str, Any]) -> str:
 
 def residual_markdown(report: dict[str, Any]) -> str:
     """Why +MG helps or not: mean anomaly-map value on lesion pixels and on normal foreground of the abnormal test
-    slices, base -> +MG, and their ratio (see :func:`app.bench.protocol.residual_means`)."""
+    slices, base -> +MG, and their ratio (see :func:`app.core.protocol.residual_means`)."""
     lines = [
         "Paired per-image differences (+MG - base, abnormal test slices, percentage points; 95 % bootstrap "
         "interval) and residuals (mean map value, base -> +MG). +MG helps when the tissue residual falls faster "
@@ -311,20 +317,20 @@ def plot(report: dict[str, Any], path: Path) -> Path:
         ax.set_ylabel("%")
         ax.set_ylim(0, min(100.0, 1.1 * top) if np.isfinite(top) and top > 0 else 100.0)  # small scores stay readable
     axes[0].legend(fontsize=8)
-    from app.nets.checkpoint import _atomic_write
+    from app.atomic import atomic_write
 
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120))
     plt.close(fig)
     return path
 
 
 def write_outputs(report: dict[str, Any], out: Path, command: str = "") -> dict[str, Path]:
-    from app.nets.checkpoint import _atomic_write
+    from app.atomic import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "quality.json", "md": out / "quality.md", "png": out / "quality.png"}
     text = json.dumps({**report, "command": command}, indent=2, default=float) + "\n"
-    _atomic_write(paths["json"], lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(paths["json"], text)
     md = (
         f"# bench quality on {report['data']}\n\n"
         + (f"Command: `{command}`\n\n" if command else "")
@@ -344,8 +350,6 @@ def write_outputs(report: dict[str, Any], out: Path, command: str = "") -> dict[
         + "\n"
         + residual_markdown(report)
     )
-    _atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(md))
+    atomic_write_text(paths["md"], md)
     plot(report, paths["png"])
-    for p in paths.values():
-        p.chmod(0o644)  # the atomic temporary file was private
     return paths

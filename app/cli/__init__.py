@@ -20,11 +20,13 @@ COMMANDS: dict[str, str] = {
     "models": "app.cli.models",
     "data": "app.cli.data",
     "detect": "app.cli.detect",
+    "batch": "app.cli.batch",
     "train": "app.cli.train",
     "calibrate": "app.cli.calibrate",
     "view": "app.cli.view",
     "figure": "app.cli.figure",
     "bench": "app.cli.bench",
+    "pacs": "app.cli.pacs",
 }
 
 #: what ``python main.py`` with no subcommand runs, if that subcommand exists

@@ -12,15 +12,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from app.cli import detect_dicom
+
 HELP = "detect anomalies in a study and write the mask (NIfTI on the study's grid)"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study", metavar="STUDY", help="NIfTI/MGZ file, DICOM file or folder, or PNG/JPEG/TIFF picture")
+    p.add_argument(
+        "study", metavar="STUDY", nargs="?", help="NIfTI/MGZ file, DICOM file or folder, or PNG/JPEG/TIFF picture"
+    )
     p.add_argument(
         "--model", default=None, help="model name in models/ or a checkpoint path (default: the default model)"
     )
-    p.add_argument("--out", required=True, metavar="MASK.nii.gz", help="where to write the binary mask")
+    p.add_argument(
+        "--out", metavar="MASK.nii.gz|SEG.dcm", help="where to write the binary mask (.dcm: DICOM SEG, DICOM studies)"
+    )
     p.add_argument("--eps", type=float, default=None, help="MatchGen radius (default: the model card's choice)")
     p.add_argument("--tau", type=float, default=None, help="threshold on the difference map (default: the card's)")
     p.add_argument("--base-only", action="store_true", help="the base model alone (eps = 0), with its own tau")
@@ -35,7 +41,23 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="card: the solver the card's eps/tau were chosen with (default); paper: penalty method, Adam lr 1e-3; "
         "fast: spectral projected gradient with bfloat16 search steps",
     )
-    p.add_argument("--max-steps", type=int, default=None, help="cap on solver steps per slice (default: the solver's)")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="solver steps per slice (default: the card's budget); another budget than the card's warns",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice, all cores)"
+    )
+    p.add_argument(
+        "--median",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="median filter of the difference map, PX x PX in-plane (default: the card's postprocess, else none)",
+    )
+    detect_dicom.configure(p)  # --seg, --server/--study-uid/--series-uid/--send (app/cli/detect_dicom.py)
 
 
 def _check_out(path) -> None:
@@ -51,26 +73,26 @@ def _check_out(path) -> None:
 
 
 def choose_parameters(card: dict, eps: float | None, tau: float | None, base_only: bool) -> tuple[float, float, str]:
-    """(eps, tau, note) from the options, else the card's validation choice, else the documented fallbacks."""
+    """(eps, tau, note) from the options, else the card's validation choice, else the documented fallbacks
+    (:func:`app.nets.card.card_choices`; the note names any fallback used)."""
     from app.errors import OptionError
-    from app.nets.card import card_choices
+    from app.nets.card import card_choices, choice_sources
 
-    ch = card_choices(card)
-    chosen = card.get("chosen") or {}
+    ch, src = card_choices(card), choice_sources(card)
     notes = []
     if eps is None:
         eps = 0.0 if base_only else ch["eps"]
-        if not base_only and "eps" not in chosen:
-            notes.append(f"eps={eps:g} (fallback: the card names none)")
+        if not base_only and src["eps"] != "card":
+            notes.append(src["eps"])
     if tau is None:
         key = "tau_base" if base_only else "tau"
         tau = ch[key]
-        if key not in chosen and "tau" not in chosen:
-            notes.append(f"tau={tau:g} (fallback: the card names none)")
+        if src["tau"] != "card":
+            notes.append(src["tau"])
     if base_only:
         eps = 0.0
-    if not (eps >= 0 and eps == eps):
-        raise OptionError(f"--eps must be >= 0, got {eps}")
+    if not (eps >= 0 and eps == eps and eps != float("inf")):
+        raise OptionError(f"--eps must be a finite number >= 0, got {eps}")
     if not (0.0 <= tau <= 1.0):
         raise OptionError(f"--tau must be in [0, 1], got {tau}")
     return float(eps), float(tau), "; ".join(notes)
@@ -80,27 +102,41 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import numpy as np
+    from tqdm import tqdm
 
-    from app.core.detector import Detector
+    from app.core.detector import Detector, PostProcessing, has_foreground
     from app.core.device import resolve_device
     from app.data.pipeline import prepare_study, to_study_grid
     from app.errors import OptionError
     from app.io import load_study, save_mask, save_on_study_grid
+    from app.nets.card import card_channels_last, card_postprocess, solver_for
     from app.nets.checkpoint import load_checkpoint
     from app.nets.zoo import resolve_model
 
-    _check_out(args.out)
+    detect_dicom.check(args)
     if args.batch_size < 1:
         raise OptionError("--batch-size must be >= 1")
     if args.max_steps is not None and args.max_steps < 0:
         raise OptionError("--max-steps must be >= 0")
+    if args.median is not None and args.median < 0:
+        raise OptionError("--median must be >= 0")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise OptionError("--threads must be >= 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     stem = resolve_model(args.model)
     model, card = load_checkpoint(stem, device)
     eps, tau, note = choose_parameters(card, args.eps, args.tau, args.base_only)
     if note:
         print(f"note: {note}", file=sys.stderr)
-    study = load_study(args.study)
+    solver, solver_warning = solver_for(card, args.solver, args.max_steps)
+    if solver_warning and not args.base_only:
+        print(f"warning: {solver_warning}", file=sys.stderr)
+    study = load_study(detect_dicom.input_path(args))
+    detect_dicom.require_dicom_input(args, study)
     for w in study.warnings:
         print(f"warning: {w}", file=sys.stderr)
     gt = None
@@ -110,54 +146,48 @@ def run(args: argparse.Namespace) -> int:
         gt = load_mask(args.mask, study)
     cfg = model.config
     prep = prepare_study(study, cfg.image_size, cfg.channels, cfg.normalization)
-    # empty slices (no foreground) cannot hold a detection: skip them
-    has_fg = (prep.x.mean(axis=1) > 0.01).reshape(len(prep.x), -1).any(axis=1)
-    idx = np.flatnonzero(has_fg)
-    n, size = len(prep.x), cfg.image_size
-    d = np.zeros((n, size, size), np.float32)
-    s = np.zeros_like(prep.x)
-    if idx.size:
-        from dataclasses import replace
+    post = PostProcessing(
+        median_size=card_postprocess(card).get("median_size", 0) if args.median is None else args.median
+    )
+    detector = Detector(
+        model, device, solver=solver, post=post, batch_size=args.batch_size, channels_last=card_channels_last(card)
+    )
+    n_todo = int(has_foreground(prep.x, post.foreground_threshold).sum())
+    mode = "base model" if args.base_only else f"MatchGen eps={eps:g}"
+    with tqdm(total=n_todo, unit="slice", desc=mode, disable=not sys.stderr.isatty()) as bar:
+        last = [0]
 
-        from tqdm import tqdm
+        def progress(done, total):
+            bar.update(done - last[0])
+            last[0] = done
 
-        from app.core.matchgen import FAST, SolverOptions
-        from app.nets.card import card_channels_last, card_solver
-
-        solver = {"card": card_solver(card), "paper": SolverOptions(), "fast": FAST}[args.solver]
-        if args.max_steps is not None:
-            solver = replace(solver, max_steps=args.max_steps)
-        detector = Detector(
-            model, device, solver=solver, batch_size=args.batch_size, channels_last=card_channels_last(card)
-        )
-        mode = "base model" if args.base_only else f"MatchGen eps={eps:g}"
-        with tqdm(total=int(idx.size), unit="slice", desc=mode, disable=not sys.stderr.isatty()) as bar:
-            last = [0]
-
-            def progress(done, total):
-                bar.update(done - last[0])
-                last[0] = done
-
-            out = detector.run(prep.x[idx], eps, base_only=args.base_only, progress=progress)
-        d[idx] = out.d
-        s[idx] = out.s
-    d_vol = to_study_grid(d, prep.geometry, "map")
+        out = detector.run(prep.x, eps, base_only=args.base_only, progress=progress)
+    d_vol = to_study_grid(out.d, prep.geometry, "map")
     mask = d_vol > tau
     maps_dir = Path(args.maps) if args.maps else None
     if maps_dir is not None:
         maps_dir.mkdir(parents=True, exist_ok=True)
-    save_mask(study, mask, args.out)
+    if args.out and not detect_dicom.is_dcm(args.out):
+        save_mask(study, mask, args.out)
+    detect_dicom.write_outputs(args, study, mask, d_vol, detect_dicom.algorithm(stem, model, eps, tau, args.base_only))
     if maps_dir is not None:
+        s = np.where(out.analysed[:, None, None, None], out.s, 0.0).astype(np.float32)  # empty slices: 0
         s_vol = to_study_grid(s if s.shape[1] > 1 else s[:, 0], prep.geometry, "map")
         save_on_study_grid(study, s_vol, maps_dir / "pseudo_normal.nii.gz")
         save_on_study_grid(study, d_vol, maps_dir / "difference.nii.gz")
     if gt is not None:
+        from app.core.maps import confusion_counts
         from app.core.metrics import dice
 
-        print(f"Dice vs {Path(args.mask).name}: {dice(mask, gt):.4f}")
+        c = confusion_counts(mask, gt)
+        print(
+            f"Dice vs {Path(args.mask).name}: {dice(mask, gt):.4f} "
+            f"(voxels: {c['tp']} true positive, {c['fp']} false positive, {c['fn']} false negative)"
+        )
     flagged = int(mask.sum())
     print(
-        f"wrote {args.out}: {flagged} voxels flagged in {int(mask.any(axis=(0, 1)).sum())} of {mask.shape[2]} "
-        f"axial slices (model {stem.name}, eps={eps:g}, tau={tau:g}, {idx.size} slices analysed)"
+        f"wrote {args.out or 'the mask'}: {flagged} voxels flagged in {int(mask.any(axis=(0, 1)).sum())} of "
+        f"{mask.shape[2]} axial slices (model {stem.name}, eps={eps:g}, tau={tau:g}, "
+        f"{int(out.analysed.sum())} slices analysed)"
     )
     return 0

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Figure-2-style figure of one slice: pseudo-normal, input, difference, detection, ground truth"
+HELP = "the paper's Figure 2 for one slice: input and ground truth, then base and +MG columns per model"
 DESCRIPTION = (
-    "Rows: pseudo-normal, input, difference map, detection (TP red, FP blue, FN green, TN black), ground truth; "
-    "columns: base model and +MG for each model; Dice under each. PNG, PDF or SVG by the --out suffix."
+    "Column 1: the input and its ground truth. Then two columns per model (base, +MG) with rows pseudo-normal, "
+    "difference map and detection (TP red, FP blue, FN green, TN black), each detection's Dice boxed, and a "
+    "legend of the detection colours. PNG, PDF or SVG by the --out suffix."
 )
 
 
@@ -24,9 +25,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from app.errors import OptionError
-    from app.figure import case_columns, figure2, save_figure
+    from app.figure import write_figure2
     from app.figure.figure2 import FORMATS
-    from app.viewer.compute import ModelSession
     from app.viewer.loading import open_study
 
     if not args.out.lower().endswith(FORMATS):
@@ -38,10 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= k < slices.n_slices:
         raise OptionError(f"--slice {k} is outside the study (0..{slices.n_slices - 1})")
     names = [n.strip() for n in (args.models or "").split(",") if n.strip()] or [None]
-    sessions = [ModelSession.load(n, slices, args.device) for n in names]
-    cols = case_columns(sessions, k, eps=args.eps, tau=args.tau)
-    fig = figure2(sessions[0].slices, k, cols)
-    out = save_figure(fig, args.out)
+    out, cols = write_figure2(slices, k, names, args.out, args.device, eps=args.eps, tau=args.tau)
     for c in cols:
         dice = "n/a" if c.dice is None else f"{c.dice:.3f}"
         print(f"{c.title:<24} eps={c.result.eps:.3g} tau={c.tau:.3g} dice={dice} steps={c.result.steps}")

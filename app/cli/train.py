@@ -14,6 +14,19 @@ DESCRIPTION = (
 )
 
 
+#: epochs when neither --epochs nor --time-limit is given
+DEFAULT_EPOCHS = 10
+#: the epoch bound when only --time-limit is given: the time limit stops training long before it
+UNTIL_TIME_LIMIT = 1_000_000
+
+
+def resolve_epochs(epochs: int | None, time_limit: float | None) -> int:
+    """--epochs if given; else until the time limit if one is given; else :data:`DEFAULT_EPOCHS`."""
+    if epochs is not None:
+        return epochs
+    return UNTIL_TIME_LIMIT if time_limit is not None else DEFAULT_EPOCHS
+
+
 def _kv(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -32,7 +45,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data", required=True, help="dataset folder with train/ and val/ (e.g. from `data brain-proxy`)")
     p.add_argument("--out", required=True, help="checkpoint to write, e.g. models/NAME")
-    p.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"epochs (default {DEFAULT_EPOCHS}; with --time-limit and no --epochs: until the time limit)",
+    )
     p.add_argument("--size", type=int, default=None, help="image size (default: the data's slice size)")
     p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the family's, 1e-3 or 2e-4)")
@@ -45,7 +63,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--set", dest="extra", action="append", type=_kv, default=[], metavar="KEY=VALUE",
         help="family setting stored in config.extra (e.g. kl_weight=1e-3, noise_std=0.2, steps=4)",
     )  # fmt: skip
-    p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds of training")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="stop after this many seconds of training (alone: train until then, however many epochs that is)",
+    )
     p.add_argument("--no-augment", action="store_true", help="no random left-right flips")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -58,17 +81,24 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(max(1, args.threads))
+    if args.time_limit is not None and not args.time_limit >= 0:
+        from app.errors import OptionError
+
+        raise OptionError(f"--time-limit must be >= 0 seconds, got {args.time_limit:g}")
+    epochs = resolve_epochs(args.epochs, args.time_limit)
 
     if len(sys.argv) > 2 and sys.argv[1] == "train":
         cmd = "python main.py train " + shlex.join(sys.argv[2:])
     else:  # called as a function (tests): the equivalent command line
-        cmd = f"python main.py train {args.family} --data {args.data} --out {args.out} --epochs {args.epochs}"
+        cmd = f"python main.py train {args.family} --data {args.data} --out {args.out}"
+        cmd += f" --epochs {args.epochs}" if args.epochs is not None else ""
+        cmd += f" --time-limit {args.time_limit:g}" if args.time_limit is not None else ""
         cmd += " --resume" if args.resume else ""
     opts = TrainOptions(
         family=args.family,
         data=args.data,
         out=args.out,
-        epochs=args.epochs,
+        epochs=epochs,
         size=args.size,
         batch_size=args.batch_size,
         lr=args.lr,

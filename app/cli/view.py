@@ -36,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
                 "--screenshot PNG (or QT_QPA_PLATFORM=offscreen)"
             )
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from app.cli.qtcheck import check_desktop
+
+    check_desktop()  # Qt's xcb plugin aborts the process when its system libraries are missing: say so first
     from app.gui.app import run_viewer
 
     return run_viewer(args.study, args.mask, args.model, args.screenshot, args.device)

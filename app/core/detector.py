@@ -7,7 +7,7 @@ Slices are solved in batches (the solver treats each image independently, so bat
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,29 +16,41 @@ import torch
 from app.core.maps import foreground_mask, postprocess
 from app.core.matchgen import MatchGenResult, Progress, SolverOptions, optimize
 from app.errors import Cancelled, OptionError
+from app.foreground import FOREGROUND_THRESHOLD
 from app.nets.base import AnomalyModel
 from app.nets.fuse import fold_batchnorm as fold
 
 
 @dataclass
 class PostProcessing:
-    """Applied identically to base and +MG maps."""
+    """Applied identically to base and +MG maps: D is median-filtered in-plane (``median_size`` > 1) and zeroed
+    outside the foreground (intensity above ``foreground_threshold``, holes filled)."""
 
-    foreground_threshold: float = 0.01
+    foreground_threshold: float = FOREGROUND_THRESHOLD
     median_size: int = 0
 
 
 @dataclass
 class DetectionOutput:
-    s: np.ndarray  # (N, C, S, S) pseudo-normal images
-    d: np.ndarray  # (N, S, S) post-processed anomaly maps
+    s: np.ndarray  # (N, C, S, S) pseudo-normal images (= x on skipped empty slices)
+    d: np.ndarray  # (N, S, S) post-processed anomaly maps (0 on skipped slices)
     foreground: np.ndarray  # (N, S, S) bool
-    eps: float
+    eps: float | np.ndarray  # the eps applied: one number, or one per image when per-image eps were given
     steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # solver steps per slice
-    loss: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    loss: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # mean |x - s| per slice
+    distance: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # ||z - z0|| per slice
+    analysed: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # False: empty slice, skipped
 
     def mask(self, tau: float) -> np.ndarray:
         return self.d > tau
+
+
+def has_foreground(x: np.ndarray, threshold: float = FOREGROUND_THRESHOLD) -> np.ndarray:
+    """(N,) bool: which slices (N, [C,] S, S) have any pixel above the foreground threshold. Slices without
+    foreground cannot hold a detection (their map is zeroed outside the foreground), so the pipeline skips them."""
+    x = np.asarray(x)
+    xs = x.mean(axis=1) if x.ndim == 4 else x
+    return (xs > threshold).reshape(len(xs), -1).any(axis=1)
 
 
 class Detector:
@@ -88,7 +100,6 @@ class Detector:
         x: torch.Tensor,
         eps: float | torch.Tensor,
         *,
-        z_init: torch.Tensor | None = None,
         callback: Callable[[Progress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         **overrides,
@@ -102,7 +113,6 @@ class Detector:
             x,
             z0,
             eps,
-            z_init=z_init,
             callback=callback,
             should_stop=should_stop,
             options=self.solver,
@@ -120,37 +130,68 @@ class Detector:
     def run(
         self,
         x: np.ndarray | torch.Tensor,
-        eps: float,
+        eps: float | np.ndarray | Sequence[float],
         *,
         base_only: bool = False,
+        skip_empty: bool = True,
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         **overrides,
     ) -> DetectionOutput:
-        """All slices (N, [C,] S, S) in batches. ``progress(done, total)`` after each batch; ``should_stop`` is
-        checked between solver steps and raises Cancelled."""
+        """The batch loop every caller shares (``detect``, the viewer's whole-volume run, the validation protocol,
+        ``bench speed``): all slices (N, [C,] S, S) in batches of ``batch_size``, each a cold start from z_o.
+
+        ``eps`` is one number or one value per slice (the protocol solves (slice, eps) pairs this way); the solver
+        keeps per-image state, so a slice's answer does not depend on its batch mates. ``base_only`` means
+        eps = 0 everywhere. With ``skip_empty`` (default) slices without foreground (:func:`has_foreground`) are
+        not solved: their ``s`` is the input, ``d`` is 0, ``steps`` 0, ``analysed`` False. ``progress(done,
+        total)`` after each batch counts the slices to solve; ``should_stop`` is checked between solver steps
+        and raises Cancelled."""
         xt = self._to_tensor(x)
         n = xt.shape[0]
-        eps = 0.0 if base_only else float(eps)
-        s_parts, d_parts, fg_parts, steps, losses = [], [], [], [], []
-        for start in range(0, n, self.batch_size):
+        per_image = not base_only and np.ndim(eps) > 0
+        if base_only:
+            eps_arr = np.zeros(n, np.float32)
+        else:
+            eps_arr = np.broadcast_to(np.asarray(eps, np.float64), (n,)).astype(np.float32) if n else np.zeros(0)
+            if np.ndim(eps) > 0 and np.shape(eps) != (n,):
+                raise OptionError(f"eps must be a number or have one value per slice ({n}), got shape {np.shape(eps)}")
+            if not (np.isfinite(eps_arr).all() and (eps_arr >= 0).all()):
+                raise OptionError("eps must be finite and >= 0")
+        x_np = xt.detach().cpu().numpy()
+        todo = np.flatnonzero(has_foreground(x_np, self.post.foreground_threshold)) if skip_empty else np.arange(n)
+        S = tuple(xt.shape[2:])
+        s_out = x_np.copy()
+        d_out = np.zeros((n, *S), np.float32)
+        fg_out = np.zeros((n, *S), bool)
+        steps = np.zeros(n, np.int64)
+        loss = np.zeros(n, np.float32)
+        dist = np.zeros(n, np.float32)
+        analysed = np.zeros(n, bool)
+        analysed[todo] = True
+        for start in range(0, todo.size, self.batch_size):
             if should_stop is not None and should_stop():
                 raise Cancelled("detection cancelled")
-            xb = xt[start : start + self.batch_size]
-            _, res = self.solve_batch(xb, eps, should_stop=should_stop, **overrides)
+            ii = todo[start : start + self.batch_size]
+            xb = xt[torch.from_numpy(ii).to(xt.device)] if ii.size < n else xt
+            eb = torch.from_numpy(eps_arr[ii].copy()) if per_image else float(eps_arr[0]) if n else 0.0
+            _, res = self.solve_batch(xb, eb, should_stop=should_stop, **overrides)
             d, fg = self.maps(xb, res.s)
-            s_parts.append(res.s.cpu().numpy())
-            d_parts.append(d)
-            fg_parts.append(fg)
-            steps.append(res.steps.cpu().numpy())
-            losses.append(res.loss.cpu().numpy())
+            s_out[ii] = res.s.detach().cpu().numpy()
+            d_out[ii] = d
+            fg_out[ii] = fg
+            steps[ii] = res.steps.cpu().numpy()
+            loss[ii] = res.loss.cpu().numpy()
+            dist[ii] = res.distance.cpu().numpy()
             if progress is not None:
-                progress(min(start + self.batch_size, n), n)
+                progress(min(start + self.batch_size, todo.size), int(todo.size))
         return DetectionOutput(
-            s=np.concatenate(s_parts),
-            d=np.concatenate(d_parts),
-            foreground=np.concatenate(fg_parts),
-            eps=eps,
-            steps=np.concatenate(steps),
-            loss=np.concatenate(losses),
+            s=s_out,
+            d=d_out,
+            foreground=fg_out,
+            eps=eps_arr.copy() if per_image else (float(eps_arr[0]) if n else 0.0),
+            steps=steps,
+            loss=loss,
+            distance=dist,
+            analysed=analysed,
         )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from app.foreground import FOREGROUND_THRESHOLD
+
 #: Figure 2 of the paper: true positive red, false positive blue, false negative green, true negative black.
 CONFUSION_COLOURS = {
     "tp": (255, 0, 0),
@@ -26,7 +28,7 @@ def difference_map(x: np.ndarray, s: np.ndarray, channel_axis: int | None = None
     return d
 
 
-def foreground_mask(x: np.ndarray, threshold: float = 0.01, fill_holes: bool = True) -> np.ndarray:
+def foreground_mask(x: np.ndarray, threshold: float = FOREGROUND_THRESHOLD, fill_holes: bool = True) -> np.ndarray:
     """Body/brain mask of a normalised image (H, W) or stack (N, H, W): intensity above ``threshold``, holes
     filled per slice, so that dark lesions inside the brain stay in the mask while the background is dropped."""
     x = np.asarray(x)
@@ -70,6 +72,7 @@ def confusion_rgb(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def confusion_counts(pred: np.ndarray, gt: np.ndarray) -> dict[str, int]:
+    """Pixel/voxel counts of the four Figure-2 classes (``detect --mask`` prints them beside the Dice)."""
     pred = np.asarray(pred, dtype=bool)
     gt = np.asarray(gt, dtype=bool)
     return {

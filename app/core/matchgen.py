@@ -24,6 +24,13 @@ Decisions the paper leaves open, and the defaults chosen here (see :class:`Solve
   lower loss. The returned ``z`` satisfies ``||z - z0|| <= eps`` up to float rounding (relative 1e-6). Because
   ``z0`` itself is feasible, the result is never worse than the base model on the objective.
 * ``eps == 0`` returns ``z0`` itself, so ``s`` is exactly the base model's pseudo-normal image.
+* A decoder that returns NaN or inf: if it does so at ``z0`` itself (the base model's own output), there is no
+  sensible answer and :class:`~app.errors.SolverError` is raised (the CLI prints it as one line, the viewer as a
+  dialog). If it only does so away from ``z0`` (e.g. a bfloat16 overflow far out in the ball), the image stops
+  searching, keeps its best finite feasible iterate (at worst ``z0``, the base model) and a ``RuntimeWarning``
+  names it. ``s`` is never uninitialised memory: every returned image is checked finite.
+* ``precision="bf16"`` works with every method and with a progress callback; the callback always receives
+  float32 images.
 
 Two methods:
 
@@ -41,77 +48,30 @@ Two methods:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
 
-from app.errors import Cancelled, OptionError
+from app.errors import Cancelled, OptionError, SolverError
+from app.solver_options import FAST, METHODS, PRECISIONS, SolverOptions
+
+__all__ = [
+    "FAST",
+    "METHODS",
+    "PRECISIONS",
+    "MatchGenResult",
+    "Progress",
+    "SolverOptions",
+    "optimize",
+    "project_to_ball",
+]
 
 Decode = Callable[[torch.Tensor], torch.Tensor]
 
-METHODS = ("penalty", "projected", "spg")
-PRECISIONS = ("fp32", "bf16")
-
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 _FEAS_REL = 1e-6  # the tolerance the *returned* z satisfies: ||z - z0|| <= eps * (1 + 1e-6)
-
-
-@dataclass(frozen=True)
-class SolverOptions:
-    """Constants of the solver. The defaults follow the paper where it says something (Adam, lr 1e-3,
-    lambda starting at 1) and were chosen for a 128x128 slice and a 16-64 dimensional latent otherwise."""
-
-    method: str = "penalty"
-    lr: float = 1e-3
-    max_steps: int = 1000
-    #: a step "improves" an image when its best feasible loss drops by more than this fraction
-    rtol: float = 1e-4
-    #: steps without improvement (constraint holding) before an image stops; projected: before lr is halved
-    patience: int = 25
-    lambda0: float = 1.0
-    #: lambda *= lambda_growth on each step where the image is outside the ball by more than feas_tol
-    lambda_growth: float = 1.2
-    lambda_max: float = 1e8
-    #: absolute slack in z units within which the constraint counts as holding *for the stopping rule*
-    feas_tol: float = 1e-3
-    #: projected method: lr is multiplied by this on each stall, and the image stops below lr * min_lr_ratio
-    lr_decay: float = 0.5
-    min_lr_ratio: float = 1e-2
-    #: the progress callback fires every this many steps (and once at the end)
-    callback_every: int = 10
-    #: "bf16": the search steps run the decoder under bfloat16 autocast (CPUs with AMX/AVX512-BF16 and GPUs do
-    #: this several times faster); the returned z is re-evaluated in float32, so ``loss`` and ``s`` are exact
-    precision: str = "fp32"
-    #: spg: the non-monotone line search accepts a step no worse than the maximum of this many recent losses
-    spg_memory: int = 10
-    #: spg: Armijo constant of the line search
-    spg_armijo: float = 1e-4
-
-    def validate(self) -> SolverOptions:
-        if self.method not in METHODS:
-            raise OptionError(f"unknown solver method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise OptionError(f"learning rate must be positive, got {self.lr}")
-        if self.max_steps < 0 or self.patience < 1 or self.callback_every < 1:
-            raise OptionError("max_steps must be >= 0, patience and callback_every >= 1")
-        if self.lambda0 <= 0 or self.lambda_growth < 1:
-            raise OptionError("lambda0 must be > 0 and lambda_growth >= 1")
-        if not (0 < self.lr_decay < 1) or not (0 < self.min_lr_ratio <= 1):
-            raise OptionError("lr_decay must be in (0, 1) and min_lr_ratio in (0, 1]")
-        if self.precision not in PRECISIONS:
-            raise OptionError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if self.spg_memory < 1 or not (0 < self.spg_armijo < 1):
-            raise OptionError("spg_memory must be >= 1 and spg_armijo in (0, 1)")
-        return self
-
-
-#: the fastest configuration measured on the project's models (``python main.py bench speed``, docs/benchmarks.md):
-#: the spectral projected gradient method with bfloat16 search steps and a budget of 100 steps per image. Within
-#: that budget it gets below the loss the paper-faithful solver (penalty, Adam lr 1e-3) reaches in 1000 steps; at
-#: the large eps values chosen for some models the loss still creeps down after 100 steps, but the validation
-#: Dice no longer changes, and the models' eps/tau were chosen on validation with these same maps.
-FAST = SolverOptions(method="spg", precision="bf16", patience=10, max_steps=100)
 
 
 @dataclass
@@ -187,7 +147,9 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).flatten(1).sum(dim=1)
 
 
-def _spg_loop(search, x, z0, eps_t, z, t, done, best_loss, best_z, best_s, opts, callback, should_stop, s_buf):
+def _spg_loop(
+    search, x, z0, eps_t, z, t, done, best_loss, best_z, best_s, opts, callback, should_stop, s_buf, nonfinite
+):
     """Spectral projected gradient (Birgin, Martinez & Raydan 2000) per image, on the ball: the step length is
     the Barzilai-Borwein ratio <s,s>/<s,y> of the last two accepted points, the direction P(z - alpha g) - z,
     and a non-monotone Armijo line search (against the worst of the last ``spg_memory`` accepted losses) with
@@ -223,6 +185,8 @@ def _spg_loop(search, x, z0, eps_t, z, t, done, best_loss, best_z, best_s, opts,
             (g,) = torch.autograd.grad(f.sum(), zt)
         zt, f, g, sa = zt.detach(), f.detach().to(dt), g.to(dt), sa.detach()
         t[idx] += 1
+        bad = ~torch.isfinite(f) | ~torch.isfinite(g).flatten(1).all(dim=1)
+        nonfinite[idx] |= bad
         if s_buf is not None:
             s_buf[idx] = sa.to(s_buf.dtype)
 
@@ -267,7 +231,7 @@ def _spg_loop(search, x, z0, eps_t, z, t, done, best_loss, best_z, best_s, opts,
 
         step_len = ls[idx] * _flat_norm(d[idx])
         vanished = step_len <= 1e-9 * (1 + _flat_norm(zc[idx] - z0i))
-        done[idx] = (st >= opts.patience) | vanished | (t[idx] >= opts.max_steps)
+        done[idx] = (st >= opts.patience) | vanished | (t[idx] >= opts.max_steps) | bad
         step += 1
         if callback is not None and (step % opts.callback_every == 0 or bool(done.all())):
             callback(Progress(step=step, s=s_buf, loss=best_loss.clone(), done=done.clone()))
@@ -280,7 +244,6 @@ def optimize(
     z0: torch.Tensor,
     eps: float | Sequence[float] | torch.Tensor,
     *,
-    z_init: torch.Tensor | None = None,
     callback: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     options: SolverOptions | None = None,
@@ -289,8 +252,8 @@ def optimize(
     """Solve MatchGen for a batch of images.
 
     ``decode`` maps z (B, ...) to images (B, C, H, W) and must treat batch elements independently (eval mode).
-    ``x`` is (B, C, H, W); ``z0 = phi(x)`` is (B, ...); ``eps`` is a float or one value per image. ``z_init``
-    warm-starts the search (e.g. the solution for a smaller eps; it is projected onto the ball first).
+    ``x`` is (B, C, H, W); ``z0 = phi(x)`` is (B, ...); ``eps`` is a float or one value per image. The
+    search starts at ``z0`` (a cold start, the way every caller applies an eps chosen on validation).
     ``callback(Progress)`` fires every ``callback_every`` steps; ``should_stop()`` is checked before every step
     and raises :class:`~app.errors.Cancelled` when it returns True. Keyword ``overrides`` set fields of
     :class:`SolverOptions` (``lr``, ``max_steps``, ``method``, ...).
@@ -309,7 +272,7 @@ def optimize(
     z0 = z0.detach()
     eps_t = _as_eps(eps, B, z0)
 
-    z = z0.clone() if z_init is None else project_to_ball(z_init.detach().to(z0), z0, eps_t)
+    z = z0.clone()
     m = torch.zeros_like(z)
     v = torch.zeros_like(z)
     t = torch.zeros(B, dtype=torch.long, device=z.device)  # per-image Adam step count
@@ -321,6 +284,7 @@ def optimize(
     best_s: torch.Tensor | None = None
     stall = torch.zeros(B, dtype=torch.long, device=z.device)
     done = (eps_t == 0) | (opts.max_steps == 0)
+    nonfinite = torch.zeros(B, dtype=torch.bool, device=z.device)  # the decoder gave NaN/inf on this image
     s_buf: torch.Tensor | None = None
     if callback is not None:
         with torch.no_grad():
@@ -328,8 +292,10 @@ def optimize(
 
     search = _search_decode(decode, opts.precision, x.device)
     if opts.method == "spg":
-        best_s = torch.empty_like(x)
-        z = _spg_loop(search, x, z0, eps_t, z, t, done, best_loss, best_z, best_s, opts, callback, should_stop, s_buf)
+        best_s = torch.full_like(x, math.nan)  # never returned unfilled: checked at the end
+        z = _spg_loop(
+            search, x, z0, eps_t, z, t, done, best_loss, best_z, best_s, opts, callback, should_stop, s_buf, nonfinite
+        )
 
     step = 0
     while not bool(done.all()):
@@ -343,10 +309,12 @@ def optimize(
             (grad,) = torch.autograd.grad(l1.sum(), za)
         sa = sa.detach()
         l1 = l1.detach()
+        bad = ~torch.isfinite(l1) | ~torch.isfinite(grad).flatten(1).all(dim=1)
+        nonfinite[idx] |= bad
         if best_s is None:
-            best_s = torch.empty((B, *sa.shape[1:]), dtype=x.dtype, device=sa.device)
+            best_s = torch.full((B, *sa.shape[1:]), math.nan, dtype=x.dtype, device=sa.device)
         if s_buf is not None:
-            s_buf[idx] = sa
+            s_buf[idx] = sa.to(s_buf.dtype)  # the search may run in bfloat16; the callback sees float32
 
         d = za.detach() - z0[idx]
         dist = _flat_norm(d)
@@ -401,7 +369,8 @@ def optimize(
         stall[idx] = st
         # an image that stops keeps the iterate it was evaluated at, not the untested next one
         z[idx] = torch.where(_bcast(finished, znew), za.detach(), znew)
-        finished = finished | (t[idx] >= opts.max_steps)
+        # an image whose decoder output went non-finite stops: it keeps its best finite feasible iterate
+        finished = finished | (t[idx] >= opts.max_steps) | bad
         done[idx] = finished
         step += 1
         if callback is not None and (step % opts.callback_every == 0 or bool(done.all())):
@@ -419,7 +388,7 @@ def optimize(
     z_last = project_to_ball(z, z0, eps_t)
     need = (eps_t == 0) | ~torch.isfinite(best_loss) | (_flat_norm(z - z0) > eps_t * (1 + _FEAS_REL))
     if best_s is None:
-        best_s = torch.empty_like(x)
+        best_s = torch.full_like(x, math.nan)
     z_out, s_out, loss_out = best_z.clone(), best_s, best_loss.clone()
     if bool(need.any()):
         ni = need.nonzero(as_tuple=True)[0]
@@ -435,6 +404,30 @@ def optimize(
     zero = eps_t == 0
     if bool(zero.any()):
         z_out[zero] = z0[zero]
+    lost = ~torch.isfinite(loss_out)  # no finite candidate at all (every decoded iterate was NaN/inf)
+    if bool(lost.any()):
+        li = lost.nonzero(as_tuple=True)[0]
+        with torch.no_grad():
+            s0 = decode(z0[li]).detach()
+        l0 = _l1(s0, x[li])
+        broken = ~torch.isfinite(l0) | ~torch.isfinite(s0).flatten(1).all(dim=1)
+        if bool(broken.any()):
+            which = ", ".join(str(int(i)) for i in li[broken][:8])
+            raise SolverError(
+                f"the model's decoder returns NaN or infinite values at z_o (the base model's own output) for "
+                f"image(s) {which} of the batch: the model cannot be applied to this input (a damaged checkpoint, "
+                "or an input far outside what it was trained on)"
+            )
+        z_out[li], s_out[li], loss_out[li] = z0[li], s0.to(s_out.dtype), l0.to(loss_out.dtype)
+    if bool(nonfinite.any()):
+        which = nonfinite.nonzero(as_tuple=True)[0]
+        warnings.warn(
+            f"MatchGen: the decoder returned NaN or infinite values during the search for {which.numel()} of {B} "
+            f"image(s) (batch positions {', '.join(str(int(i)) for i in which[:8])}); each keeps its best finite "
+            "feasible iterate, at worst the base model's g(z_o)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     dist_out = _flat_norm(z_out - z0)
     return MatchGenResult(
         z=z_out.detach(),
@@ -445,20 +438,3 @@ def optimize(
         distance=dist_out,
         lam=lam,
     )
-
-
-def eps_path(
-    decode: Decode,
-    x: torch.Tensor,
-    z0: torch.Tensor,
-    eps_values: Sequence[float],
-    **options,
-) -> list[MatchGenResult]:
-    """Solutions for increasing eps, each warm-started from the previous one (feasible for the next ball)."""
-    results: list[MatchGenResult] = []
-    prev: torch.Tensor | None = None
-    for e in sorted(float(v) for v in eps_values):
-        r = optimize(decode, x, z0, e, z_init=prev, **options)
-        results.append(r)
-        prev = r.z
-    return results

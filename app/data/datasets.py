@@ -27,6 +27,7 @@ import numpy as np
 from app.data.pipeline import prepare_study, study_mask_to_model
 from app.data.splits import SliceSet
 from app.errors import StudyError
+from app.foreground import FOREGROUND_THRESHOLD
 from app.io import load_study
 from app.io.study import Study
 
@@ -165,7 +166,7 @@ def cases_to_slices(
     for case in cases:
         study, mask = load_case(case)
         prep = prepare_study(study, size, channels, normalization)
-        area = (prep.x.mean(axis=1) > 0.01).reshape(len(prep.x), -1).sum(axis=1)
+        area = (prep.x.mean(axis=1) > FOREGROUND_THRESHOLD).reshape(len(prep.x), -1).sum(axis=1)
         ok = area >= min_area * max(1, area.max())
         m = study_mask_to_model(mask, prep.geometry) if mask is not None else None
         have_masks &= m is not None
@@ -195,7 +196,8 @@ def write_dataset(out, splits: dict[str, SliceSet], meta: dict) -> dict:
     """Save the splits in the project's layout with a meta.json (counts added)."""
     import json
 
-    from app.data.splits import atomic_write_text, save_split
+    from app.atomic import atomic_write_text
+    from app.data.splits import save_split
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 benchmark builder: brain extraction and bias correction for skull-on brain MRI (:mod:`app.data.preprocess`),
 normalise (:mod:`app.data.normalize`), crop to the foreground, slice axially and resample to the model size
 (:mod:`app.data.slices`). Results come back with :func:`to_study_grid`; detections are kept inside
-:attr:`ModelInput.brain` (:func:`restrict_to_brain`), so the scalp is never flagged."""
+:attr:`PreparedStudy.brain` (:func:`restrict_to_brain`), so the scalp is never flagged."""
 
 from __future__ import annotations
 
@@ -20,14 +20,20 @@ from app.data.slices import (
     to_model_slices,
 )
 from app.errors import StudyError
+from app.foreground import FOREGROUND_THRESHOLD
 from app.io.study import Study
 
-#: voxels of the normalised volume above this are "foreground" for cropping (same as the detector's default)
-CROP_THRESHOLD = 0.01
+#: voxels of the normalised volume above this are "foreground" for cropping (the one foreground threshold)
+CROP_THRESHOLD = FOREGROUND_THRESHOLD
 
 
 @dataclass
-class ModelInput:
+class PreparedStudy:
+    """A study made ready for a model (what :func:`prepare_study` returns): model-sized slices and the geometry
+    that maps them back to the study's grid, the brain mask, what preprocessing did and the domain warnings.
+    (``app.viewer.slices.ModelInput`` is the other thing: what input a model wants -- size, channels,
+    normalisation.)"""
+
     x: np.ndarray  # (N, C, S, S) float32 in [0, 1]
     geometry: SliceGeometry
     volume: np.ndarray  # the normalised study (X, Y, Z[, C]) in [0, 1]
@@ -47,11 +53,11 @@ def prepare_study(
     skull_strip: bool = True,
     bias: bool = True,
     domain=None,
-) -> ModelInput:
+) -> PreparedStudy:
     """Preprocess ``study`` (skull-on brain MRI: N4 + brain extraction unless ``skull_strip`` is False; already
     skull-stripped input is left as it is), normalise it with ``method`` (default: by modality) and cut it into
     model slices. ``domain`` (:class:`app.data.domain.ModelDomain`): the model's training domain; every mismatch
-    becomes a line in :attr:`ModelInput.warnings`."""
+    becomes a line in :attr:`PreparedStudy.warnings`."""
     from app.data.domain import check_domain, study_contrast
     from app.data.preprocess import preprocess_study
 
@@ -73,10 +79,10 @@ def prepare_study(
     grey = vol if vol.ndim == 3 else vol.mean(axis=3)
     box = foreground_crop(grey > CROP_THRESHOLD, study.spacing) if crop else None
     g = make_geometry(vol.shape, study.spacing, size, slices=slices, crop=box)
-    return ModelInput(to_model_slices(vol, g), g, vol, method, pre.brain, record, warnings)
+    return PreparedStudy(to_model_slices(vol, g), g, vol, method, pre.brain, record, warnings)
 
 
-def restrict_to_brain(mask: np.ndarray, prep: ModelInput) -> np.ndarray:
+def restrict_to_brain(mask: np.ndarray, prep: PreparedStudy) -> np.ndarray:
     """A detection on the study grid kept inside the brain (unchanged where no brain mask was found)."""
     return mask if prep.brain is None else np.asarray(mask, bool) & prep.brain
 

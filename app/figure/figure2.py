@@ -1,6 +1,6 @@
-"""The Figure-2 layout of the paper: rows pseudo-normal, input, difference, detection, ground truth; one column
-per (model, base or +MG); Dice under each detection. Detection is coloured TP red, FP blue, FN green, TN black
-(:func:`app.core.maps.confusion_rgb`)."""
+"""Figure 2 of the paper: the input and its ground truth once, in the first column; then two columns per base
+model (base, +MG) with rows pseudo-normal, difference map and detection; each detection's Dice boxed; a legend of
+the detection colours (TP red, FP blue, FN green, TN black, :func:`app.core.maps.confusion_rgb`)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from app.core.maps import confusion_rgb
+from app.core.maps import CONFUSION_COLOURS, confusion_rgb
 from app.errors import OptionError
 from app.viewer.compute import ModelSession, SliceResult
 from app.viewer.slices import StudySlices, to_screen
 
-ROWS = ("Pseudo-normal", "Input", "Difference", "Detection", "Ground truth")
+ROWS = ("Pseudo-normal", "Difference", "Detection")
 FORMATS = (".png", ".pdf", ".svg")
 
 
@@ -65,10 +65,25 @@ def _grey(a: np.ndarray) -> np.ndarray:
     return np.clip(a, 0.0, 1.0)
 
 
+def _clean(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def figure2(slices: StudySlices, k: int, columns: list[Column], title: str | None = None):
-    """A matplotlib Figure (Agg canvas; no window needed)."""
+    """The paper's Figure 2 for slice k (a matplotlib Figure on an Agg canvas; no window needed).
+
+    Column 0 holds the input (top, beside the pseudo-normals) and the ground truth (bottom, beside the
+    detections) once; then two columns per base model (base, +MG) with rows pseudo-normal, difference map and
+    detection (TP red, FP blue, FN green, TN black), each detection's Dice in a green-edged box; a legend of the
+    four colours under the figure and one colour bar for all difference maps. Every axes carries a label
+    (``input``, ``ground truth``, ``pseudo-normal/j``, ``difference/j``, ``detection/j`` for column j of the
+    columns given) so tests and scripts find the panels."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     if not columns:
         raise OptionError("a figure needs at least one model")
@@ -82,51 +97,88 @@ def figure2(slices: StudySlices, k: int, columns: list[Column], title: str | Non
     x = x[box]
     gt = gt[box] if gt is not None else None
     ratio = x.shape[1] * aspect / x.shape[0]  # panel height / width on screen
-    w = 1.9
-    fig = Figure(figsize=(w * n + 1.0, (w * ratio + 0.45) * len(ROWS) + 0.5), dpi=150, layout="constrained")
+    w = 1.7
+    fig = Figure(figsize=(w * (n + 1.15) + 0.9, (w * ratio + 0.5) * len(ROWS) + 1.0), dpi=150, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(ROWS), n, squeeze=False)
+    # a narrow gap column between the input/ground-truth column and the model columns
+    gs = fig.add_gridspec(len(ROWS), n + 2, width_ratios=[1.0, 0.15, *([1.0] * n)])
+
+    def show(ax, img, cmap=None, lim=None):
+        _clean(ax)
+        return ax.imshow(
+            to_screen(img),
+            cmap=cmap,
+            vmin=lim[0] if lim else None,
+            vmax=lim[1] if lim else None,
+            interpolation="nearest",
+            aspect=aspect,
+        )
+
+    ax = fig.add_subplot(gs[0, 0], label="input")
+    show(ax, _grey(x), "gray", (0, 1))
+    ax.set_title("Input", fontsize=9)
+    ax = fig.add_subplot(gs[len(ROWS) - 1, 0], label="ground truth")
+    if gt is not None:
+        show(ax, gt.astype(float), "gray", (0, 1))
+    else:
+        _clean(ax)
+        ax.text(0.5, 0.5, "no ground truth", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+    ax.set_title("Ground truth", fontsize=9)
+
     diff_im = None
     for j, col in enumerate(columns):
         r = col.result
         pred = r.mask(col.tau)[box]
         det = confusion_rgb(pred, gt) if gt is not None else np.where(pred[..., None], 255, 0).astype(np.uint8)
-        panels = [
-            (_grey(r.s[box]), "gray", (0, 1)),
-            (_grey(x), "gray", (0, 1)),
-            (r.d[box], "inferno", (0, dmax)),
-            (det, None, None),
-            (gt.astype(float) if gt is not None else None, "gray", (0, 1)),
-        ]
-        for i, (img, cmap, lim) in enumerate(panels):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for sp in ax.spines.values():
-                sp.set_visible(False)
-            if img is None:
-                ax.text(0.5, 0.5, "no ground truth", ha="center", va="center", fontsize=7, transform=ax.transAxes)
-                continue
-            im = ax.imshow(
-                to_screen(img),
-                cmap=cmap,
-                vmin=lim[0] if lim else None,
-                vmax=lim[1] if lim else None,
-                interpolation="nearest",
-                aspect=aspect,
-            )
-            if i == 2:
-                diff_im = im
-        axes[0, j].set_title(col.title, fontsize=9)
-        label = f"Dice {col.dice:.3f}" if col.dice is not None else "Dice n/a (no ground truth)"
-        axes[3, j].set_xlabel(f"{label}\n\u03c4={col.tau:.3g}, \u03b5={col.result.eps:.3g}", fontsize=7)
-    for i, name in enumerate(ROWS):
-        axes[i, 0].set_ylabel(name, fontsize=9)
+        axes = [fig.add_subplot(gs[i, j + 2], label=f"{name.lower()}/{j}") for i, name in enumerate(ROWS)]
+        show(axes[0], _grey(r.s[box]), "gray", (0, 1))
+        diff_im, diff_ax = show(axes[1], r.d[box], "inferno", (0, dmax)), axes[1]
+        show(axes[2], det)
+        axes[0].set_title(col.title, fontsize=9)
+        label = f"Dice {col.dice:.3f}" if col.dice is not None else "Dice n/a"
+        axes[2].text(
+            0.04,
+            0.04,
+            label,
+            transform=axes[2].transAxes,
+            ha="left",
+            va="bottom",
+            fontsize=7,
+            color="black",
+            gid="dice",
+            bbox={"boxstyle": "square,pad=0.3", "facecolor": "white", "edgecolor": "#00a000", "linewidth": 1.2},
+        )
+        axes[2].set_xlabel(f"\u03c4={col.tau:.3g}, \u03b5={col.result.eps:.3g}", fontsize=7)
+        if j == 0:
+            for ax, name in zip(axes, ROWS, strict=True):
+                ax.set_ylabel(name, fontsize=9)
     if diff_im is not None:
-        cax = axes[2, -1].inset_axes([1.04, 0.0, 0.06, 1.0])
-        fig.colorbar(diff_im, cax=cax, label="D")
+        fig.colorbar(diff_im, ax=diff_ax, label="D", fraction=0.08, pad=0.03)
+    handles = [
+        Patch(facecolor=np.asarray(CONFUSION_COLOURS[key]) / 255.0, edgecolor="0.5", label=name)
+        for key, name in (("tp", "TP"), ("fp", "FP"), ("fn", "FN"), ("tn", "TN"))
+    ]
+    if gt is not None:
+        fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
     fig.suptitle(title or f"{slices.name}, axial slice {k}", fontsize=10)
     return fig
+
+
+def write_figure2(
+    slices: StudySlices,
+    k: int,
+    models: list[str | None],
+    path: str | os.PathLike,
+    device: str = "auto",
+    eps: float | None = None,
+    tau: float | None = None,
+) -> tuple[Path, list[Column]]:
+    """Figure 2 of slice k for ``models`` (zoo names or checkpoint paths; each with its card's eps/tau unless
+    given), written to ``path``: what ``python main.py figure`` and the viewer's export do."""
+    sessions = [ModelSession.load(n, slices, device) for n in models or [None]]
+    cols = case_columns(sessions, k, eps=eps, tau=tau)
+    fig = figure2(sessions[0].slices, k, cols)
+    return save_figure(fig, path), cols
 
 
 def save_figure(fig, path: str | os.PathLike) -> Path:

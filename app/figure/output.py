@@ -1,30 +1,7 @@
-"""Writing output files atomically: into a temporary file beside the target, then renamed, so a failure never
-leaves a half-written figure, screenshot or export; the result gets the permissions a plain open() would give."""
+"""Writing output files atomically: figures, screenshots and exports use the one helper of the project
+(:mod:`app.atomic`): a temporary file beside the target, then renamed, so a failure never leaves a half-written
+file; the result gets the permissions a plain open() would give."""
 
-from __future__ import annotations
+from app.atomic import atomic_output
 
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
-from app.errors import OptionError
-
-
-@contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[str]:
-    """``with atomic_output("fig.pdf") as tmp: write(tmp)``: ``tmp`` has the same suffix as the target."""
-    p = Path(path)
-    if not p.parent.is_dir():
-        raise OptionError(f"{p}: folder {p.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=p.suffix, dir=p.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, p)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+__all__ = ["atomic_output"]

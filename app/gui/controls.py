@@ -81,7 +81,7 @@ class ControlPanel(QWidget):
     save_mask = Signal()
     model_chosen = Signal(str)
 
-    def __init__(self, state: ViewerState, parent=None):
+    def __init__(self, state: ViewerState, parent=None, eps_steps: int = 30):
         super().__init__(parent)
         self.state = state
         self.setMinimumWidth(270)
@@ -96,7 +96,7 @@ class ControlPanel(QWidget):
         self.mg_check = QCheckBox("+MG (MatchGen)")
         self.mg_check.setToolTip("off: the base model alone; on: MatchGen's matched pseudo-normal (M)")
         f.addRow(self.mg_check)
-        self.eps = FloatSlider(0.0, state.eps_max, steps=30)
+        self.eps = FloatSlider(0.0, state.eps_max, steps=eps_steps)
         self.eps.setToolTip("eps: how far MatchGen may move the latent from the encoder's (, / .)")
         f.addRow("eps", self.eps)
         self.tau = FloatSlider(0.0, 1.0, steps=200)

@@ -14,20 +14,31 @@ from __future__ import annotations
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-from PySide6.QtCore import QThread, Signal
+from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from app.errors import Cancelled, MatchGenError
+from app.viewer.jobs import JobContext
+
+__all__ = ["Invoker", "JobContext", "SolveWorker"]
 
 
-@dataclass
-class JobContext:
-    gen: int
-    should_stop: Callable[[], bool]
-    emit: Callable[[str, Any], None]
-    follow_up: list = field(default_factory=list)  # background jobs to run after this one, in order
+class Invoker(QObject):
+    """Runs callables on the thread this object lives in (the GUI thread): ``post(fn)`` from any thread. The
+    :class:`app.viewer.jobs.ExecutorLane` of the window hands its reports over with it."""
+
+    _call = Signal(object)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._call.connect(self._run)
+
+    def post(self, fn) -> None:
+        self._call.emit(fn)
+
+    @Slot(object)
+    def _run(self, fn) -> None:
+        fn()
 
 
 class SolveWorker(QThread):
@@ -49,6 +60,21 @@ class SolveWorker(QThread):
         self._running_gen: int | None = None
 
     # --- called from the GUI thread --------------------------------------------------------------------------
+    def listen(self, on_report, on_failed) -> None:
+        """The lane protocol of :mod:`app.viewer.jobs`: reports and failures reach the callbacks on the GUI thread
+        (this object lives there, so the connections are queued)."""
+        self._listeners = (on_report, on_failed)
+        self.report.connect(self._deliver_report)
+        self.failed.connect(self._deliver_failed)
+
+    @Slot(int, str, object)
+    def _deliver_report(self, gen: int, kind: str, payload) -> None:
+        self._listeners[0](gen, kind, payload)
+
+    @Slot(int, str)
+    def _deliver_failed(self, gen: int, message: str) -> None:
+        self._listeners[1](gen, message)
+
     def submit(self, job: Callable[[JobContext], None]) -> int:
         """Queue ``job`` as the newest request (cancelling older ones); returns its generation."""
         with self._cond:

@@ -207,7 +207,9 @@ def _single(ds, path: Path, warnings: list[str]) -> Study:
             th = _floats(ds, "SliceThickness", 1)
             dz = float(sp[0]) if sp is not None and sp[0] > 0 else float(th[0]) if th is not None and th[0] > 0 else 1.0
         affine = _affine(rowcos, colcos, ps, ipp, normal, dz)
-    return make_study(data, affine, _modality(ds), str(path), warnings, meta=_meta(ds, 1))
+    meta = _meta(ds, 1)
+    meta["dicom_files"] = [str(path)]
+    return make_study(data, affine, _modality(ds), str(path), warnings, meta=meta)
 
 
 def _enhanced_geometry(ds, data, per_frame, warnings, name):
@@ -326,7 +328,9 @@ def _series(paths: list[Path], warnings: list[str], label: str) -> Study:
             raise StudyError(f"{label}: slices differ in size ({shape} vs {arr.shape})")
         frames.append(_rescale(_monochrome1(arr, ds), ds))
     data = _to_volume(frames)
-    return make_study(data, affine, _modality(ref), label, warnings, meta=_meta(ref, len(frames)))
+    meta = _meta(ref, len(frames))
+    meta["dicom_files"] = [str(p) for p, _ in items]  # slice k of the original grid (app/io/seg.py uses it)
+    return make_study(data, affine, _modality(ref), label, warnings, meta=meta)
 
 
 def _scan_folder(folder: Path) -> dict[str, list[Path]]:
@@ -409,3 +413,32 @@ def _describe(p: Path) -> str:
         return f"series {ds.get('SeriesNumber', '?')} '{ds.get('SeriesDescription', '')}'"
     except Exception:  # noqa: BLE001
         return p.name
+
+
+def load_dicom_series(files: list[str | os.PathLike], label: str) -> Study:
+    """One series given as its files (e.g. found by a batch scan of an archive) -> Study, sorted along the slice
+    normal as :func:`load_dicom` does for a folder."""
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise StudyError(f"{label}: no files in the series")
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise StudyError(f"{label}: {len(missing)} file(s) of the series are missing, e.g. {missing[0]}")
+    try:
+        if len(paths) == 1:
+            return _single(_read(paths[0], header_only=False), paths[0], [])
+        return _series(sorted(paths), [], label)
+    except StudyError:
+        raise
+    except (
+        NotImplementedError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        LookupError,
+        OverflowError,
+        struct.error,
+    ) as exc:
+        raise StudyError(f"{label}: damaged DICOM header ({type(exc).__name__}: {one_line(exc)})") from None

@@ -5,12 +5,12 @@ same folder, then rename), so a failure never leaves a half-written file."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from app.errors import StudyError
+from app.atomic import atomic_output
+from app.errors import OutputError, StudyError
 from app.io.study import Study
 
 
@@ -22,19 +22,12 @@ def _nifti_suffix(path: Path) -> str:
     raise StudyError(f"{path}: output must end in .nii, .nii.gz or .nrrd")
 
 
-def _public(path) -> None:
-    """mkstemp makes 0600 files; give outputs the permissions a plain open() would (umask applied)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
 def atomic_save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> Path:
     """Save ``array`` with ``affine`` to ``path`` via a temporary file and os.replace."""
     import nibabel as nib
 
     path = Path(path)
-    suffix = _nifti_suffix(path)
+    _nifti_suffix(path)
     if not path.parent.exists():
         raise StudyError(f"{path}: folder {path.parent} does not exist")
     arr = np.asarray(array)
@@ -44,18 +37,11 @@ def atomic_save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.Path
     img.header.set_xyzt_units("mm")
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
     try:
-        nib.save(img, tmp)
-        _public(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise StudyError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_output(path) as tmp:
+            nib.save(img, tmp)
+    except OutputError as exc:
+        raise StudyError(str(exc)) from None
     return path
 
 

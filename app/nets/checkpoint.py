@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +15,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from app.atomic import atomic_write, atomic_write_text
 from app.errors import CheckpointError
 from app.nets.base import AnomalyModel, ModelConfig
+from app.nets.card import CARD_VERSION, read_card, validate_card
 from app.nets.registry import create_model
-
-CARD_VERSION = 1
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def stem_of(path: str | os.PathLike) -> Path:
@@ -49,26 +36,20 @@ def save_checkpoint(model: AnomalyModel, path: str | os.PathLike, card: dict[str
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     cfg = model.config.to_dict()
     meta = {"family": model.config.family, "config": json.dumps(cfg), "card_version": str(CARD_VERSION)}
-    _atomic_write(stem.with_suffix(".safetensors"), lambda tmp: save_file(state, tmp, metadata=meta))
+    atomic_write(stem.with_suffix(".safetensors"), lambda tmp: save_file(state, tmp, metadata=meta))
     full_card = {"name": stem.name, "family": model.config.family, "config": cfg, **(card or {})}
-    full_card["card_version"] = CARD_VERSION
-    text = json.dumps(full_card, indent=2, sort_keys=False, default=str) + "\n"
-    _atomic_write(stem.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+    full_card["card_version"] = full_card.get("card_version", CARD_VERSION)
+    full_card = validate_card(json.loads(json.dumps(full_card, default=str)), f"model card {stem.name}")
+    write_card(stem, full_card)
     return stem
 
 
-def read_card(path: str | os.PathLike) -> dict[str, Any]:
-    stem = stem_of(path)
-    card_path = stem.with_suffix(".json")
-    if not card_path.is_file():
-        raise CheckpointError(f"model card {card_path} not found")
-    try:
-        card = json.loads(card_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"model card {card_path} is not valid JSON: {exc}") from None
-    if not isinstance(card, dict) or "config" not in card:
-        raise CheckpointError(f"model card {card_path} has no 'config'")
-    return card
+def write_card(path: str | os.PathLike, card: dict[str, Any]) -> Path:
+    """Write a (validated) card atomically as ``STEM.json``, with the umask's permissions."""
+    path = stem_of(path).with_suffix(".json")
+    text = json.dumps(validate_card(card, f"model card {path}"), indent=2, sort_keys=False, default=str) + "\n"
+    atomic_write_text(path, text)
+    return path
 
 
 def load_checkpoint(

@@ -22,13 +22,18 @@ import math
 import torch
 import torch.nn.functional as F
 
+from app.foreground import FOREGROUND_THRESHOLD
 from app.nets.base import AnomalyModel, ModelConfig
 from app.nets.blocks import UNet, unet_depth
 from app.nets.registry import register_family
 
 
 def coarse_noise(
-    x: torch.Tensor, std: float, res: int, generator: torch.Generator | None = None, fg_threshold: float = 0.01
+    x: torch.Tensor,
+    std: float,
+    res: int,
+    generator: torch.Generator | None = None,
+    fg_threshold: float = FOREGROUND_THRESHOLD,
 ) -> torch.Tensor:
     """Gaussian noise drawn at res x res, upsampled bilinearly to the image size, zero outside the foreground."""
     b, c, h, w = x.shape

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from app.foreground import FOREGROUND_THRESHOLD
 from app.nets.registry import register_family
 from app.nets.vae import VAE
 
@@ -62,7 +63,7 @@ class VAEGrad(VAE):
         return (d * self.gradient_factor(x)).detach().clamp(0.0, 1.0)
 
     @torch.no_grad()
-    def fit_grad_scale(self, x: torch.Tensor, foreground_threshold: float = 0.01) -> float:
+    def fit_grad_scale(self, x: torch.Tensor, foreground_threshold: float = FOREGROUND_THRESHOLD) -> float:
         """Set ``extra["grad_scale"]`` to the mean smoothed gradient over foreground pixels of normal images x
         (the trainer calls this once after training)."""
         self.config.extra["grad_scale"] = 1.0

@@ -1,6 +1,6 @@
 """Validation calibration of a trained model, written into its card: the eps range
-(:func:`app.bench.protocol.calibrate_eps_range`) and ``chosen = {eps, tau, tau_base, val_dice, val_dice_base}``
-by mean per-image Dice on the validation split (:func:`app.bench.protocol.choose_on_validation`), through the
+(:func:`app.core.protocol.calibrate_eps_range`) and ``chosen = {eps, tau, tau_base, val_dice, val_dice_base}``
+by mean per-image Dice on the validation split (:func:`app.core.protocol.choose_on_validation`), through the
 shared Detector, so ``detect``, the viewer and the benchmarks start from these values. Never uses test data.
 
 Kept cheap for a 2-core CPU: a subset of abnormal validation slices, the benchmark's fast solver (spectral
@@ -10,13 +10,11 @@ projected gradient, bfloat16 search steps) and a cap on solver steps; every eps 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from app.nets.checkpoint import _atomic_write, load_checkpoint, read_card, stem_of
+from app.nets.checkpoint import load_checkpoint, read_card, stem_of, write_card
 
 
 @dataclass
@@ -36,15 +34,14 @@ def update_card(path, updates: dict[str, Any]) -> dict[str, Any]:
     stem = stem_of(path)
     card = read_card(stem)
     card.update(updates)
-    text = json.dumps(card, indent=2, default=str) + "\n"
-    _atomic_write(stem.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+    write_card(stem, card)
     return card
 
 
 def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, device="cpu", log=print) -> dict:
-    from app.bench.protocol import DEFAULT_TAUS, calibrate_eps_range, choose_on_validation
     from app.core.detector import Detector
     from app.core.matchgen import FAST, SolverOptions
+    from app.core.protocol import DEFAULT_TAUS, calibrate_eps_range, choose_on_validation
     from app.data.splits import load_split
 
     st = settings or CalibrationSettings()

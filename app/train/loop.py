@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from app.core.device import resolve_device
 from app.errors import CheckpointError, OptionError
+from app.foreground import FOREGROUND_THRESHOLD
 from app.nets.base import AnomalyModel, ModelConfig
 from app.nets.checkpoint import load_checkpoint, read_card, save_checkpoint, stem_of
 from app.nets.registry import create_model, get_family
@@ -141,7 +142,7 @@ def validation_loss(model: AnomalyModel, images: np.ndarray, masks: np.ndarray |
     for i in range(0, images.shape[0], batch):
         x = torch.from_numpy(images[i : i + batch]).to(device)
         err = (model.pseudo_normal(x) - x).abs().mean(dim=1)
-        keep = x.mean(dim=1) > 0.01
+        keep = x.mean(dim=1) > FOREGROUND_THRESHOLD
         if masks is not None:
             keep &= ~torch.from_numpy(masks[i : i + batch]).to(device)
         total += float((err * keep).sum())

@@ -12,8 +12,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from app.atomic import atomic_write
 from app.errors import CheckpointError
-from app.nets.checkpoint import _atomic_write
 
 
 def _flatten(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -39,7 +39,7 @@ def save_train_state(path: str | os.PathLike, optimizers: dict[str, torch.optim.
         tensors.update(t)
         meta["optimizers"][name] = m
     text = json.dumps(meta, default=float)
-    _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"state": text}))
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"state": text}))
 
 
 def load_train_state(path: str | os.PathLike, optimizers: dict[str, torch.optim.Optimizer]) -> dict:

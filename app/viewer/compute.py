@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from app.core.metrics import dice
-from app.nets.card import card_channels_last, card_choices, card_eps_grid, card_solver
+from app.nets.card import card_channels_last, card_choices, card_eps_grid, card_postprocess, card_solver
 from app.viewer.slices import ModelInput, StudySlices
 
 
@@ -47,23 +47,25 @@ class ModelSession:
     progress_interval_s: float = 0.05
 
     def __init__(self, name: str, model, card: dict, slices: StudySlices | None = None, device: str = "cpu"):
-        from app.core.detector import Detector
+        from app.core.detector import Detector, PostProcessing
 
         self.name = name
         self.card = card
         self.choices = card_choices(card)
         self.eps_grid = card_eps_grid(card)
         self.solver = card_solver(card)
-        self.detector = Detector(model, device, solver=self.solver, channels_last=card_channels_last(card))
+        # the card's solver, layout and post-processing, as `detect` applies them: one pipeline
+        post = PostProcessing(median_size=card_postprocess(card).get("median_size", 0))
+        self.detector = Detector(model, device, solver=self.solver, post=post, channels_last=card_channels_last(card))
         self.input = ModelInput.of(model)
         self.slices: StudySlices | None = None
         if slices is not None:
             self.slices = self._check(slices)
 
     def _check(self, slices: StudySlices) -> StudySlices:
-        s = slices.with_model(self.input)
-        s.model_slices([0])  # normalises and slices now: a study that does not fit fails before anything shows
-        return s
+        """The study seen through this model's input format. Nothing is computed here: the normalised model
+        slices are prepared on first use (``slices.prepare()``, in a worker), once per input format."""
+        return slices.with_model(self.input)
 
     def bind(self, slices: StudySlices) -> ModelSession:
         """The same loaded model on another study."""
@@ -167,10 +169,12 @@ class ModelSession:
         should_stop: Callable[[], bool] | None = None,
         batch_size: int | None = None,
         results: list[SliceResult] | None = None,
+        result_slices: list[int] | None = None,
     ) -> np.ndarray:
         """Anomaly maps of every slice on the study's canonical grid (X, Y, Z). ``batch_size`` (default: the
-        detector's) trades speed for finer progress reports. Pass a list as ``results`` to also get every slice's
-        :class:`SliceResult` (the viewer caches them, so browsing the volume afterwards needs no solver)."""
+        detector's) trades speed for finer progress reports. Pass a list as ``results`` to also get the
+        :class:`SliceResult` of the slices ``result_slices`` (default all), in that order (the viewer caches
+        them, so browsing the volume afterwards needs no solver)."""
         x = self.slices.model_slices()
         det = self.detector
         if batch_size is not None and batch_size != det.batch_size:
@@ -181,7 +185,7 @@ class ModelSession:
         out = det.run(x, eps, base_only=base_only, progress=progress, should_stop=should_stop)
         d = self.slices.volume_to_grid(out.d)
         if results is not None:
-            for k in range(out.s.shape[0]):
+            for k in range(out.s.shape[0]) if result_slices is None else result_slices:
                 s_k = self.slices.to_slice_grid(out.s[k])
                 results.append(
                     SliceResult(self.name, k, out.eps, s_k, d[:, :, k], float(out.loss[k]), int(out.steps[k]))
@@ -189,11 +193,23 @@ class ModelSession:
         return d
 
 
-class ResultCache:
-    """Final results per (model, slice, eps), least recently used dropped first."""
+#: default memory budget of the viewer's result cache (pseudo-normal + difference map of every cached result)
+DEFAULT_CACHE_BYTES = 512 * 2**20
 
-    def __init__(self, capacity: int = 256):
-        self.capacity = capacity
+
+def result_nbytes(r: SliceResult) -> int:
+    return int(np.asarray(r.s).nbytes + np.asarray(r.d).nbytes)
+
+
+class ResultCache:
+    """Final results per (model, slice, eps), bounded by memory: the least recently used are dropped once the
+    results' arrays together exceed ``max_bytes`` (the newest result is always kept, however large)."""
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES):
+        if max_bytes <= 0:
+            raise ValueError("the cache budget must be positive")
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
         self._d: OrderedDict[tuple, SliceResult] = OrderedDict()
 
     @staticmethod
@@ -209,13 +225,24 @@ class ResultCache:
 
     def put(self, r: SliceResult) -> None:
         key = self.key(r.model, r.slice_index, r.eps)
+        old = self._d.pop(key, None)
+        if old is not None:
+            self.nbytes -= result_nbytes(old)
         self._d[key] = r
-        self._d.move_to_end(key)
-        while len(self._d) > self.capacity:
-            self._d.popitem(last=False)
+        self.nbytes += result_nbytes(r)
+        while self.nbytes > self.max_bytes and len(self._d) > 1:
+            _, dropped = self._d.popitem(last=False)
+            self.nbytes -= result_nbytes(dropped)
+
+    def keys(self) -> list[tuple]:
+        return list(self._d)
 
     def clear(self) -> None:
         self._d.clear()
+        self.nbytes = 0
+
+    def __contains__(self, key) -> bool:
+        return key in self._d
 
     def __len__(self) -> int:
         return len(self._d)

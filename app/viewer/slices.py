@@ -50,6 +50,38 @@ class ModelInput:
         return cls(int(c.image_size), int(c.channels), str(c.normalization))
 
 
+class PrepCache:
+    """Prepared model inputs of one study per :class:`ModelInput`, the ``max_items`` most recently used kept
+    (each holds a normalised copy of the volume). Thread-safe: a worker prepares while the GUI thread asks
+    whether it is done; two threads asking for the same input compute it once."""
+
+    def __init__(self, max_items: int = 3):
+        import threading
+        from collections import OrderedDict
+
+        self.max_items = max_items
+        self._d: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self.computed = 0  # how many times prepare_study ran (tests check the cache with it)
+
+    def __contains__(self, key) -> bool:
+        return key in self._d
+
+    def get(self, study, key: ModelInput):
+        with self._lock:
+            prep = self._d.get(key)
+            if prep is None:
+                from app.data.pipeline import prepare_study
+
+                prep = prepare_study(study, key.size, key.channels, method=key.normalization or None)
+                self.computed += 1
+                self._d[key] = prep
+                while len(self._d) > self.max_items:
+                    self._d.popitem(last=False)
+            self._d.move_to_end(key)
+            return prep
+
+
 class StudySlices:
     """Axial slices of a :class:`app.io.Study` in raw units and as model inputs; maps back to the slice grid."""
 
@@ -65,7 +97,8 @@ class StudySlices:
         if hi <= lo:
             lo, hi = float(self.raw.min()), float(self.raw.max())
         self.robust_range = (lo, hi)
-        self._prep = None
+        # prepared inputs per model input format, shared by every with_model() view of this study
+        self._preps = PrepCache()
 
     # --- facts ------------------------------------------------------------------------------------------------
     @property
@@ -111,7 +144,6 @@ class StudySlices:
         out = StudySlices.__new__(StudySlices)
         out.__dict__.update(self.__dict__)
         out.input = model_input
-        out._prep = None
         return out
 
     # --- slices -----------------------------------------------------------------------------------------------
@@ -122,16 +154,19 @@ class StudySlices:
         return None if self.gt is None else self.gt[:, :, k]
 
     def _prepared(self):
-        """Normalised volume, model slices and their geometry (:func:`app.data.prepare_study`), computed once."""
-        if self._prep is None:
-            if self.input is None:
-                raise StudyError("no model chosen")
-            from app.data.pipeline import prepare_study
+        """Normalised volume, model slices and their geometry (:func:`app.data.prepare_study`) for this view's
+        model input: computed once per input format (size, channels, normalisation) and kept for the others."""
+        if self.input is None:
+            raise StudyError("no model chosen")
+        return self._preps.get(self.study, self.input)
 
-            self._prep = prepare_study(
-                self.study, self.input.size, self.input.channels, method=self.input.normalization or None
-            )
-        return self._prep
+    def prepare(self) -> None:
+        """Prepare the model input now (slow for a large CT: call it off the GUI thread)."""
+        self._prepared()
+
+    @property
+    def is_prepared(self) -> bool:
+        return self.input is not None and self.input in self._preps
 
     def normalized(self) -> np.ndarray:
         """The whole volume in [0, 1] as the model was trained."""

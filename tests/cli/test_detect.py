@@ -225,3 +225,62 @@ def test_rgb_picture_with_rgb_model(tmp_path, tiny_model, capsys):
     assert nib.load(out).shape == (24, 30, 1)  # the picture's own pixel grid
     assert nib.load(tmp_path / "maps" / "pseudo_normal.nii.gz").shape == (24, 30, 1, 3)
     assert np.asarray(nib.load(out).dataobj)[0, 0, 0] == 0  # the black corner is never flagged
+
+
+@pytest.fixture(scope="module")
+def calibrated_model(tmp_path_factory):
+    from app.nets import ModelConfig, create_model
+    from app.nets.checkpoint import save_checkpoint
+    from app.solver_options import FAST
+
+    d = tmp_path_factory.mktemp("calibrated")
+    torch.manual_seed(0)
+    m = create_model(ModelConfig("ae-l1", image_size=16, latent_dim=4, width=4)).freeze()
+    card = {
+        "chosen": {"eps": 0.05, "tau": 0.25, "tau_base": 0.3},
+        "calibration": {"settings": {"max_steps": 15, "solver": "fast", "solver_options": FAST.__dict__}},
+    }
+    save_checkpoint(m, d / "cal", card)
+    return d / "cal"
+
+
+@pytest.mark.parametrize(
+    ("extra", "warned"),
+    [
+        ([], False),
+        (["--solver", "fast", "--max-steps", "15"], False),  # FAST at the card's budget: the card's operator
+        (["--solver", "fast"], True),  # FAST's own budget (100 steps) is not the card's 15
+        (["--solver", "paper", "--max-steps", "15"], True),
+        (["--max-steps", "7"], True),
+    ],
+)
+def test_another_solver_than_the_cards_warns_in_one_line(tmp_path, calibrated_model, study_file, capsys, extra, warned):
+    # the card's tau was chosen with spg/bf16 at 15 steps
+    argv = [study_file, "--model", calibrated_model, "--out", tmp_path / "m.nii.gz"]
+    code = main(["detect", *map(str, argv), *extra])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    lines = [ln for ln in err.splitlines() if "eps/tau were chosen" in ln]
+    assert len(lines) == (1 if warned else 0), err
+    if warned:
+        assert lines[0].startswith("warning: ") and "spg/bf16, 15 steps" in lines[0]
+
+
+def test_threads_and_median_options(tmp_path, tiny_model, study_file, capsys):
+    before = torch.get_num_threads()
+    try:
+        code, _, err = _run(capsys, study_file, "--model", tiny_model / "tiny", "--out", tmp_path / "a.nii.gz",
+                            "--threads", "1", "--maps", tmp_path / "a")  # fmt: skip
+        assert code == 0, err and torch.get_num_threads() == 1
+        code, _, err = _run(capsys, study_file, "--model", tiny_model / "tiny", "--out", tmp_path / "b.nii.gz",
+                            "--median", "3", "--maps", tmp_path / "b")  # fmt: skip
+        assert code == 0, err
+    finally:
+        torch.set_num_threads(before)
+    d_plain = np.asarray(nib.load(tmp_path / "a" / "difference.nii.gz").dataobj)
+    d_med = np.asarray(nib.load(tmp_path / "b" / "difference.nii.gz").dataobj)
+    assert not np.allclose(d_plain, d_med)  # the filter changed the map ...
+    assert d_med.max() <= d_plain.max() + 1e-6  # ... and a median never exceeds the largest value it sees
+    for bad in (["--threads", "0"], ["--median", "-1"]):
+        code, _, err = _run(capsys, study_file, "--model", tiny_model / "tiny", "--out", tmp_path / "c.nii.gz", *bad)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "c.nii.gz").exists()

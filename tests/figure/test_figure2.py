@@ -18,12 +18,15 @@ def case(tmp_path, monkeypatch):
     return {"study": study, "mask": mask, "tmp": tmp_path}
 
 
-def test_figure_has_rows_columns_and_dice_labels(case):
+def test_figure_layout_as_in_the_paper(case):
+    """Input and ground truth once in column 0; per model two columns (base, +MG) with rows pseudo-normal,
+    difference, detection; each detection's Dice in a box; a TP/FP/FN/TN legend; one colour bar."""
     from app.core.metrics import dice
     from app.figure import case_columns, figure2
-    from app.figure.figure2 import ROWS
+    from app.figure.figure2 import ROWS, _crop_box
     from app.viewer.compute import ModelSession
     from app.viewer.loading import open_study
+    from app.viewer.slices import to_screen
 
     sl = open_study(case["study"], case["mask"])
     sessions = [ModelSession.load(n, sl, "cpu") for n in ("tiny", "tiny2")]
@@ -35,25 +38,77 @@ def test_figure_has_rows_columns_and_dice_labels(case):
     for c in cols:
         assert c.dice == pytest.approx(dice(c.result.d > c.tau, gt))
     fig = figure2(sessions[0].slices, 3, cols)
-    axes = [a for a in fig.axes if a.get_label() != "<colorbar>"]
-    grid = [a for a in axes if a.get_images()]
-    assert len(grid) == len(ROWS) * 4
-    assert [fig.axes[i].get_ylabel() for i in range(0, 20, 4)] == list(ROWS)
-    labels = [a.get_xlabel() for a in fig.axes[12:16]]  # the detection row (row 3 of 5, 4 columns)
-    for c, lab in zip(cols, labels, strict=True):
-        assert lab.startswith(f"Dice {c.dice:.3f}")
-    # the detection panel is coloured as in Figure 2: TP red, FP blue, FN green, TN black
-    det = fig.axes[12].get_images()[0].get_array()
-    from app.figure.figure2 import _crop_box
-    from app.viewer.slices import to_screen
+    assert ROWS == ("Pseudo-normal", "Difference", "Detection")
+    panels = [a for a in fig.axes if a.get_label() != "<colorbar>"]
+    assert len(panels) == 2 + 3 * 4 and len(fig.axes) == len(panels) + 1  # input, truth, 3 rows x 4 columns, bar
+    by = {a.get_label(): a for a in panels}
 
+    def cell(ax):
+        ss = ax.get_subplotspec()
+        return ss.rowspan.start, ss.colspan.start
+
+    # column 0: the input beside the pseudo-normals (row 0), the ground truth beside the detections (row 2)
+    assert cell(by["input"]) == (0, 0) and cell(by["ground truth"]) == (2, 0)
+    assert by["input"].get_title() == "Input" and by["ground truth"].get_title() == "Ground truth"
+    assert not [a for a in panels if cell(a) == (1, 0)]  # nothing else in the first column
+    np.testing.assert_array_equal(
+        by["ground truth"].get_images()[0].get_array(),
+        to_screen(gt[_crop_box(sessions[0].slices.normalized()[:, :, 3], gt)]).astype(float),
+    )
+    model_cols = sorted({cell(a)[1] for a in panels if a.get_label() not in ("input", "ground truth")})
+    for j, c in enumerate(cols):
+        col = model_cols[j]
+        for i, row in enumerate(ROWS):
+            ax = by[f"{row.lower()}/{j}"]
+            assert cell(ax) == (i, col) and ax.get_images()
+        assert by[f"pseudo-normal/{j}"].get_title() == c.title
+        boxed = [t for t in by[f"detection/{j}"].texts if t.get_gid() == "dice"]
+        assert len(boxed) == 1 and boxed[0].get_text() == f"Dice {c.dice:.3f}"
+        assert boxed[0].get_bbox_patch() is not None  # boxed, as in the paper
+    assert [by[f"{r.lower()}/0"].get_ylabel() for r in ROWS] == list(ROWS)
+    assert model_cols == [2, 3, 4, 5]  # after the gap column, side by side
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["TP", "FP", "FN", "TN"]
+    colours = [tuple(np.round(np.asarray(h.get_facecolor()[:3]) * 255).astype(int)) for h in legend.legend_handles]
+    assert colours == [(255, 0, 0), (0, 0, 255), (0, 255, 0), (0, 0, 0)]
+    # the detection panel's pixels: TP red, FP blue, FN green, TN black
     box = _crop_box(sessions[0].slices.normalized()[:, :, 3], gt)
-    pred = to_screen((cols[0].result.d > cols[0].tau)[box])
-    g = to_screen(gt[box])
-    assert g.any() and pred.any()
-    assert (np.asarray(det)[pred & g] == [255, 0, 0]).all()
-    assert (np.asarray(det)[pred & ~g] == [0, 0, 255]).all()
-    assert (np.asarray(det)[~pred & ~g] == [0, 0, 0]).all()
+    for j, c in enumerate(cols):
+        det = np.asarray(by[f"detection/{j}"].get_images()[0].get_array())
+        pred = to_screen((c.result.d > c.tau)[box])
+        g = to_screen(gt[box])
+        assert (pred & g).any() and (pred & ~g).any() and (~pred & ~g).any()
+        assert (det[pred & g] == [255, 0, 0]).all()
+        assert (det[pred & ~g] == [0, 0, 255]).all()
+        assert (det[~pred & g] == [0, 255, 0]).all()
+        assert (det[~pred & ~g] == [0, 0, 0]).all()
+
+
+def test_figure_rendered_pixels_show_the_detection_colours(case):
+    """The rendered canvas itself: a detection panel holds red (TP), blue (FP) and black (TN) pixels; the grey
+    input panel holds none of them."""
+    from app.figure import case_columns, figure2
+    from app.viewer.compute import ModelSession
+    from app.viewer.loading import open_study
+
+    sl = open_study(case["study"], case["mask"])
+    sess = ModelSession.load("tiny", sl, "cpu")
+    cols = case_columns([sess], 3)
+    fig = figure2(sess.slices, 3, cols)
+    fig.canvas.draw()
+    buf = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+    h = buf.shape[0]
+
+    def pixels(label):
+        ax = next(a for a in fig.axes if a.get_label() == label)
+        x0, y0, x1, y1 = ax.get_window_extent().extents
+        return buf[int(h - y1) + 2 : int(h - y0) - 2, int(x0) + 2 : int(x1) - 2].reshape(-1, 3)
+
+    colours = {tuple(p) for p in pixels("detection/0")}
+    assert {(255, 0, 0), (0, 0, 255), (0, 0, 0)} <= colours
+    px = pixels("input")
+    grey = (np.abs(px[:, 0] - px[:, 1]) < 3) & (np.abs(px[:, 1] - px[:, 2]) < 3)
+    assert grey.all()
 
 
 def test_figure_command_svg_keeps_rows_and_dice_as_text(case, capsys):
@@ -68,7 +123,7 @@ def test_figure_command_svg_keeps_rows_and_dice_as_text(case, capsys):
     text = out.read_text()
     for d in dice_values:
         assert f"Dice {d}" in text  # text kept as text, with the printed values
-    for row in ("Pseudo-normal", "Input", "Difference", "Detection", "Ground truth", "tiny2 +MG"):
+    for row in ("Pseudo-normal", "Input", "Difference", "Detection", "Ground truth", "tiny2 +MG", "TP", "FN"):
         assert row in text
     assert not list(out.parent.glob(".fig*"))  # no temporary leftovers
     umask = os.umask(0)

@@ -197,7 +197,7 @@ def test_whole_volume_run_and_save_mask(window, qtbot, env):
     study_img = nib.load(str(env["study"]))
     assert img.shape == study_img.shape
     np.testing.assert_allclose(img.affine, study_img.affine)
-    name, eps, d = window.volume
+    eps, d = window.volume.eps, window.volume.d
     assert eps == pytest.approx(window.state.eps)
     expected = window.state.study.study.to_original(d > window.state.tau)
     np.testing.assert_array_equal(np.asarray(img.dataobj) > 0, expected)
@@ -246,7 +246,7 @@ def test_help_lists_shortcuts(window):
 
 
 def test_probe_measures_tau_updates_and_stalls(window, qtbot):
-    from app.gui.probe import StallMeter, measure_worker_stall, process_until, time_tau_updates
+    from app.bench.gui_probe import StallMeter, measure_worker_stall, process_until, time_tau_updates
 
     ms = time_tau_updates(window, np.linspace(0.05, 0.5, 10))
     assert len(ms) == 10 and all(0 < m < 1000 for m in ms)
@@ -296,11 +296,11 @@ def test_worker_failure_is_a_dialog_and_the_window_lives_on(window, qtbot, error
 
 def test_eps_grid_precomputed_so_the_slider_answers_at_once(window, qtbot):
     window.precompute_eps_grid = True
-    window.controls.eps._steps = 5  # a coarse slider keeps the test short: eps grid 0.1, 0.2, ..., 0.5
+    window.ctl.eps_steps = window.controls.eps._steps = 5  # a coarse slider keeps the test short: 0.1, ..., 0.5
     window.controls.eps.set_range(0.0, window.state.eps_max)
     window.cache.clear()
     window.request()
-    grid = window._grid()
+    grid = window.ctl.eps_grid()
     k = window.state.slice_index
     qtbot.waitUntil(
         lambda: window.worker.is_idle() and all(window.cache.get("tiny", k, e) for e in grid), timeout=120000
@@ -392,7 +392,7 @@ def test_precompute_covers_the_cards_grid(window, qtbot):
     window.request()
     k = window.state.slice_index
     qtbot.waitUntil(window.worker.is_idle, timeout=120000)
-    cached = sorted(e for (m, kk, e) in window.cache._d if kk == k and e > 0)
+    cached = sorted(e for (m, kk, e) in window.cache.keys() if kk == k and e > 0)
     assert cached == [0.2, 0.25, 0.5]  # the shown value and the card's grid, not all 30 slider positions
     window.controls.eps.slider.setValue(15)  # 15 / 30 * 0.5 = 0.25: answered from the cache
     assert window.shown.eps == pytest.approx(0.25) and window.shown.precomputed
@@ -400,7 +400,8 @@ def test_precompute_covers_the_cards_grid(window, qtbot):
 
 def test_fine_grid_values_near_zero_snap_to_distinct_slider_positions(window):
     step = window.controls.eps.step_size
+    assert step == pytest.approx(window.ctl.eps_step)
     window.session.eps_grid = [0.0, step / 4, step / 2, step, 5 * step]  # halvings of a grid step, as calibrate adds
-    grid = window._grid()
+    grid = window.ctl.eps_grid()
     assert grid == sorted(set(grid)) and all(e > 0 for e in grid)
     assert grid == pytest.approx([step, 5 * step])

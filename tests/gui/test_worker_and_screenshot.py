@@ -138,7 +138,7 @@ import asyncio, sys, time
 import qasync
 from PySide6.QtWidgets import QApplication
 from app.gui.window import MainWindow
-from app.gui.probe import process_until
+from app.bench.gui_probe import process_until
 app = QApplication([])
 asyncio.set_event_loop(qasync.QEventLoop(app))
 win = MainWindow(device="cpu")

@@ -13,7 +13,8 @@ def test_round_trip_gives_identical_outputs(tmp_path, tiny_ae):
     x = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
     stem = save_checkpoint(tiny_ae, tmp_path / "m", {"epochs": 2, "chosen": {"eps": 0.1, "tau": 0.2}})
     model, card = load_checkpoint(stem.with_suffix(".safetensors"))
-    assert card["family"] == "ae-l1" and card["epochs"] == 2 and card["config"]["latent_dim"] == 8
+    assert card["family"] == "ae-l1" and card["config"]["latent_dim"] == 8
+    assert card["training"]["epochs"] == 2 and card["card_version"] == 2  # a flat v1 field, migrated
     assert not model.training
     assert all(not p.requires_grad for p in model.parameters())
     assert torch.equal(model.pseudo_normal(x), tiny_ae.pseudo_normal(x))
@@ -43,7 +44,7 @@ def test_wrong_shape_and_family_are_clear_errors(tmp_path, tiny_ae):
     with pytest.raises(CheckpointError, match="not 'vae'"):
         save_checkpoint(tiny_ae, tmp_path / "n")
         load_checkpoint(tmp_path / "n", expect_family="vae")
-    card["config"]["family"] = "no-such-family"
+    card["family"] = card["config"]["family"] = "no-such-family"
     stem.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match="unknown model family"):
         load_checkpoint(stem)

@@ -133,11 +133,11 @@ def test_checkpoint_of_another_family_or_shape_is_a_clear_error(tmp_path, family
     with pytest.raises(CheckpointError, match=f"not '{other}'"):
         load_checkpoint(stem, expect_family=other)
     card = read_card(stem)
-    card["config"]["family"] = other  # weights of one family under another family's card
+    card["family"] = card["config"]["family"] = other  # weights of one family under another family's card
     stem.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match="do not fit"):
         load_checkpoint(stem)
-    card["config"]["family"] = family
+    card["family"] = card["config"]["family"] = family
     card["config"]["image_size"] = 64  # same family, another shape
     card["config"]["width"] = 8
     stem.with_suffix(".json").write_text(json.dumps(card))

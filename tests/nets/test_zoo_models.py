@@ -46,7 +46,9 @@ def test_card_records_training_and_validation_choice(name):
 @pytest.mark.parametrize("name", ZOO)
 def test_shipped_model_runs_base_and_matchgen(name):
     model, card = load_checkpoint(MODELS_DIR / name)
-    x = torch.from_numpy(brain_phantom((128, 128, 2), seed=1)[0].transpose(2, 0, 1)[:, None] / 100.0).clamp(0, 1)
+    vol = brain_phantom((128, 128, 4), seed=1)[0][:, :, 1:3]  # the two inner slices (the outer two are empty)
+    x = torch.from_numpy(vol.transpose(2, 0, 1)[:, None] / 100.0).clamp(0, 1)
+    assert (x.flatten(1) > 0.5).any(dim=1).all()
     det = Detector(model, "cpu")
     base = det.run(x, 0.0)
     assert base.s.shape == (2, 1, 128, 128) and base.d.shape == (2, 128, 128)

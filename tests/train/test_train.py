@@ -56,6 +56,25 @@ def test_adversarial_family_trains_and_vae_grad_fits_its_scale(dataset, tmp_path
     assert read_card(tmp_path / "g")["config"]["extra"]["grad_scale"] > 0
 
 
+def test_time_limit_alone_trains_until_the_limit(dataset, tmp_path):
+    # before: the default 10 epochs ended the run first (16 tiny slices: 10 epochs take well under a second)
+    args = ["train", "ae-l1", "--data", str(dataset), "--out", str(tmp_path / "t"), "--width", "4",
+            "--latent-dim", "8", "--batch-size", "8", "--quiet", "--time-limit", "1.5"]  # fmt: skip
+    assert main(args) == 0
+    tr = read_card(tmp_path / "t")["training"]
+    assert tr["stopped_by_time_limit"] and tr["epochs_requested"] > 10**5  # the limit, not an epoch count, ended it
+    assert tr["training_time_s"] >= 1.5
+    assert "--epochs" not in tr["command"] and "--time-limit 1.5" in tr["command"]
+
+
+def test_default_epochs_without_a_time_limit():
+    from app.cli.train import DEFAULT_EPOCHS, resolve_epochs
+
+    assert resolve_epochs(None, None) == DEFAULT_EPOCHS == 10
+    assert resolve_epochs(3, None) == resolve_epochs(3, 60.0) == 3  # an explicit --epochs still bounds a time limit
+    assert resolve_epochs(None, 60.0) > 10**5
+
+
 def test_time_limit_stops_early(dataset, tmp_path):
     assert main(train_args("ae-l1", dataset, tmp_path / "t", 50, "--time-limit", "0")) == 0
     tr = read_card(tmp_path / "t")["training"]

@@ -160,16 +160,32 @@ def test_session_solves_like_the_detector(slices, tmp_path):
     np.testing.assert_allclose(got[1].d, sess.solve_slice(3, 0.3).d, atol=1e-5)
 
 
-def test_result_cache_is_lru():
+def test_result_cache_is_bounded_by_memory_lru():
+    """The budget is bytes of the results' arrays: a volume's worth of 512x512 results cannot grow it."""
     from app.viewer.compute import ResultCache, SliceResult
 
-    c = ResultCache(capacity=3)
-    z = np.zeros((2, 2))
+    z = np.zeros((8, 8), np.float32)  # s + d = 512 bytes per result
+    c = ResultCache(max_bytes=3 * 512)
     for e in (0.0, 0.1, 0.2):
         c.put(SliceResult("m", 1, e, z, z))
+    assert len(c) == 3 and c.nbytes == 3 * 512
     c.get("m", 1, 0.0)
     c.put(SliceResult("m", 1, 0.3, z, z))  # drops the least recently used (0.1)
     assert c.get("m", 1, 0.1) is None and c.get("m", 1, 0.0) is not None and len(c) == 3
+    assert c.nbytes == 3 * 512
+    c.put(SliceResult("m", 1, 0.3, z, z))  # replacing an entry does not count it twice
+    assert c.nbytes == 3 * 512 and len(c) == 3
+    big = np.zeros((512, 512), np.float32)  # 2 MiB per result: one result is over the budget
+    for k in range(40):  # a whole-volume run's worth
+        c.put(SliceResult("m", k, 0.2, big, big))
+    assert len(c) == 1 and c.nbytes == 2 * big.nbytes  # only the newest is kept, however large
+    assert c.get("m", 39, 0.2) is not None
+    c = ResultCache(max_bytes=64 * 2**20)
+    for k in range(300):
+        c.put(SliceResult("m", k, 0.2, big, big))
+    assert c.nbytes <= 64 * 2**20 and len(c) == 32 and c.keys()[0] == ("m", 268, 0.2)
+    c.clear()
+    assert c.nbytes == 0 and len(c) == 0
 
 
 def test_detection_overlay_colours_and_dice():

@@ -38,8 +38,6 @@ from app.errors import OptionError
 
 #: the default tau grid: [0, 1] in steps of 0.005 (difference maps of trained models sit mostly below 0.3)
 DEFAULT_TAUS: tuple[float, ...] = tuple(float(t) for t in np.round(np.linspace(0.0, 1.0, 201), 4))
-#: the paper's eps grid for its models; use :func:`calibrate_eps_range` for others
-PAPER_EPS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 
 Progress = Callable[[int, int], None]
 
@@ -126,24 +124,16 @@ def compute_maps(
     steps = np.zeros((n_eps, n), np.int64)
     loss = np.zeros((n_eps, n), np.float32)
     dist = np.zeros((n_eps, n), np.float32)
-    # pairs image-major: a batch holds the eps rows of a few images
+    # pairs image-major: a batch holds the eps rows of a few images; one batch loop for everything (Detector.run)
     img_of = np.repeat(np.arange(n), n_eps)
     eps_of = np.tile(np.arange(n_eps), n)
     eps_arr = np.asarray(eps_sorted, np.float32)
-    total = img_of.size
     t0 = time.perf_counter()
-    for start in range(0, total, detector.batch_size):
-        ii, ee = img_of[start : start + detector.batch_size], eps_of[start : start + detector.batch_size]
-        xb = torch.from_numpy(x_all[ii]).to(detector.device)
-        detector.model.check_input(xb)
-        _, res = detector.solve_batch(xb, torch.from_numpy(eps_arr[ee]), should_stop=should_stop, **overrides)
-        d, _ = detector.maps(xb, res.s)
-        maps[ee, ii] = d
-        steps[ee, ii] = res.steps.cpu().numpy()
-        loss[ee, ii] = res.loss.cpu().numpy()
-        dist[ee, ii] = res.distance.cpu().numpy()
-        if progress is not None:
-            progress(start + len(ii), total)
+    out = detector.run(x_all[img_of], eps_arr[eps_of], progress=progress, should_stop=should_stop, **overrides)
+    maps[eps_of, img_of] = out.d
+    steps[eps_of, img_of] = out.steps
+    loss[eps_of, img_of] = out.loss
+    dist[eps_of, img_of] = out.distance
     row = {e: i for i, e in enumerate(eps_sorted)}
     return PathMaps(
         {e: maps[i] for e, i in row.items()},

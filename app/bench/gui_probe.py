@@ -6,9 +6,12 @@
   optimises. A timer ticks every ``interval_ms``; a tick that arrives late means the GUI thread could not run
   (e.g. the worker held the GIL, or the GUI did heavy work). ``max_stall_ms`` is the longest lateness.
 
+It lives with the benchmark, not in the shipped GUI package; Qt is imported inside the functions so that
+``app.bench`` stays importable without Qt.
+
 Usage (offscreen, QT_QPA_PLATFORM=offscreen)::
 
-    from app.gui.probe import open_viewer, time_tau_updates, measure_worker_stall
+    from app.bench.gui_probe import open_viewer, time_tau_updates, measure_worker_stall
     win = open_viewer(study_path, model="ae-l1")      # waits for the first result
     ms = time_tau_updates(win, np.linspace(0.05, 0.5, 50))
     stall = measure_worker_stall(win, eps=0.3)        # {"max_stall_ms", "seconds", "ticks"}
@@ -19,12 +22,11 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import QElapsedTimer, QTimer
-from PySide6.QtWidgets import QApplication
-
 
 class StallMeter:
     def __init__(self, interval_ms: int = 5):
+        from PySide6.QtCore import QElapsedTimer, QTimer
+
         self.interval_ms = interval_ms
         self._timer = QTimer()
         self._timer.setInterval(interval_ms)
@@ -55,6 +57,8 @@ class StallMeter:
 
 def process_until(predicate, timeout_s: float = 60.0, step_s: float = 0.002) -> bool:
     """Run the Qt event loop until ``predicate()`` holds or the timeout passes."""
+    from PySide6.QtWidgets import QApplication
+
     app = QApplication.instance()
     t_end = time.perf_counter() + timeout_s
     while time.perf_counter() < t_end:
@@ -105,6 +109,7 @@ def open_viewer(study: str, mask: str | None = None, model: str | None = None, d
     import asyncio
 
     import qasync
+    from PySide6.QtWidgets import QApplication
 
     from app.gui.window import MainWindow
     from app.nets.zoo import DEFAULT_MODEL

@@ -1,0 +1,83 @@
+"""One pipeline: the viewer's saved whole-volume mask is identical to ``python main.py detect``'s for the same model,
+eps and tau (the card's solver, empty slices skipped, the same post-processing and the same way back to the study's
+grid), although the viewer solves in batches of 16 for its progress bar and ``detect`` in batches of 32."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from viewer_study import make_volume, write_model
+
+from app.viewer.controller import VOLUME_BATCH, ViewerController
+from app.viewer.jobs import ManualLane
+
+
+@pytest.fixture
+def case(tmp_path):
+    vol, mask = make_volume((36, 40, 40))
+    vol[:, :, :3] = 0  # empty slices (air): skipped by both
+    affine = np.array([[-1.5, 0, 0, 20], [0, 1.5, 0, -10], [0, 0, 2.5, 5], [0, 0, 0, 1]])  # not RAS-canonical
+    study = tmp_path / "vol.nii.gz"
+    nib.save(nib.Nifti1Image(vol, affine), str(study))
+    write_model(tmp_path / "models", "tiny")
+    # a calibrated card: its choices were made with the spectral projected gradient solver and a step budget,
+    # which both must apply (the paper's penalty method would give other masks)
+    card_path = tmp_path / "models" / "tiny.json"
+    card = json.loads(card_path.read_text())
+    card["calibration"] = {"settings": {"max_steps": 30, "solver_options": {"method": "spg"}}}
+    card["postprocess"] = {"median_size": 3}  # and its post-processing
+    card_path.write_text(json.dumps(card))
+    return {"study": study, "model": str(tmp_path / "models" / "tiny"), "tmp": tmp_path}
+
+
+def viewer_mask(case, out, use_mg=True, eps=None, tau=None):
+    lanes = {n: ManualLane(n) for n in ("slice", "volume", "export", "load")}
+    ctl = ViewerController(lanes=lanes, device="cpu", precompute_eps_grid=False)
+    assert ctl.set_model(case["model"])
+    ctl.open_study(case["study"])
+    lanes["load"].run()
+    ctl.state.use_mg = use_mg
+    if eps is not None:
+        ctl.state.eps = eps
+    if tau is not None:
+        ctl.state.tau = tau
+    ctl.save_mask(str(out))
+    lanes["volume"].run()
+    assert out.exists(), ctl.state.message
+    return ctl
+
+
+def same_nifti(a, b):
+    ia, ib = nib.load(str(a)), nib.load(str(b))
+    assert ia.shape == ib.shape
+    np.testing.assert_array_equal(ia.affine, ib.affine)
+    assert ia.get_data_dtype() == ib.get_data_dtype()
+    da, db = np.asarray(ia.dataobj), np.asarray(ib.dataobj)
+    np.testing.assert_array_equal(da, db)
+    return da
+
+
+@pytest.mark.parametrize(
+    "use_mg, eps, tau, args",
+    [
+        (True, None, None, []),  # the card's eps and tau, as both read them
+        (False, None, None, ["--base-only"]),  # the base model with the card's tau_base, as both read it
+        (True, 0.35, 0.12, ["--eps", "0.35", "--tau", "0.12"]),
+    ],
+)
+def test_viewer_whole_volume_mask_is_identical_to_detect(case, use_mg, eps, tau, args, capsys):
+    from app.cli import main
+
+    ours = case["tmp"] / "viewer.nii.gz"
+    ctl = viewer_mask(case, ours, use_mg=use_mg, eps=eps, tau=tau)
+    theirs = case["tmp"] / "detect.nii.gz"
+    cmd = ["detect", str(case["study"]), "--model", case["model"], "--out", str(theirs), "--device", "cpu", *args]
+    assert main(cmd) == 0
+    m = same_nifti(ours, theirs)
+    assert 0 < np.count_nonzero(m) < m.size  # a mask with something in it, not trivially equal
+    assert ctl.volume.d.shape[2] == 40 > 32 > VOLUME_BATCH  # the batches differ, the answer does not
+    det = ctl.session.detector
+    assert det.solver.method == "spg" and det.solver.max_steps == 30 and det.post.median_size == 3
+    if eps is None:  # the card's
+        assert ctl.state.eps == pytest.approx(0.2) and ctl.state.tau == pytest.approx(0.15 if use_mg else 0.2)
