@@ -16,7 +16,6 @@ origin, gzip-encoded, atomically (temporary file + rename).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -163,7 +162,8 @@ def atomic_save_nrrd(array: np.ndarray, affine: np.ndarray, path: str | os.PathL
     """Save a 3D ``array`` (original grid order) with RAS ``affine`` as ``path`` (.nrrd), atomically."""
     import nrrd
 
-    from app.io.save import _public
+    from app.atomic import atomic_output
+    from app.errors import OutputError
 
     path = Path(path)
     if not path.name.lower().endswith(".nrrd"):
@@ -175,18 +175,11 @@ def atomic_save_nrrd(array: np.ndarray, affine: np.ndarray, path: str | os.PathL
         arr = arr.astype(np.uint8)
     if arr.ndim != 3:
         raise StudyError(f"{path}: only 3D arrays are written as NRRD, got shape {arr.shape}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".nrrd", dir=path.parent)
-    os.close(fd)
     try:
-        nrrd.write(tmp, arr, nrrd_header_for(affine, space), index_order="F")
-        _public(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise StudyError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_output(path, suffix=".nrrd") as tmp:
+            nrrd.write(tmp, arr, nrrd_header_for(affine, space), index_order="F")
+    except OutputError as exc:
+        raise StudyError(str(exc)) from None
     return path
 
 
