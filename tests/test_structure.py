@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-QT_FREE = ["app.core", "app.nets", "app.io", "app.data", "app.train", "app.bench"]
+QT_FREE = ["app.core", "app.nets", "app.io", "app.data", "app.train", "app.bench", "app.batch"]
 
 
 def _modules(pkg: str) -> list[str]:
@@ -68,8 +68,9 @@ ALLOWED = {
     "viewer": {"io", "data", "nets", "core"},
     "figure": {"io", "data", "nets", "core", "viewer"},
     "gui": {"io", "data", "nets", "core", "viewer", "figure"},
-    "bench": {"io", "data", "nets", "core", "train", "viewer", "figure", "gui"},
-    "cli": {"io", "data", "nets", "core", "train", "viewer", "figure", "gui", "bench"},
+    "batch": {"io", "data", "nets", "core", "viewer"},  # batch detection on Dask: the pipeline, no GUI
+    "bench": {"io", "data", "nets", "core", "train", "viewer", "figure", "gui", "batch"},
+    "cli": {"io", "data", "nets", "core", "train", "viewer", "figure", "gui", "bench", "batch"},
 }
 
 

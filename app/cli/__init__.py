@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "models": "app.cli.models",
     "data": "app.cli.data",
     "detect": "app.cli.detect",
+    "batch": "app.cli.batch",
     "train": "app.cli.train",
     "calibrate": "app.cli.calibrate",
     "view": "app.cli.view",

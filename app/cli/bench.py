@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "benchmarks: 'quality' (Table 2 protocol on a benchmark directory) and 'speed' (latency figures)"
+HELP = (
+    "benchmarks: 'quality' (Table 2 protocol), 'speed' (latency), 'batch' (batch throughput), 'triage' (study-level "
+    "score AUROC)"
+)
 
 
 def _positive(v: str) -> int:
@@ -73,6 +76,29 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="also time the volume with torch.compile(decode) (needs a C++ compiler; compiling takes a minute)",
     )
 
+    b = sub.add_parser(
+        "batch",
+        help="batch throughput: studies/min with 1 and 2 local workers and on a separately started dask scheduler",
+    )
+    b.add_argument("--out", default="bench-batch", help="output directory (default: bench-batch)")
+    b.add_argument("--model", default=None, help="model (default: the default model)")
+    b.add_argument("--studies", type=_positive, default=8, help="phantom studies per configuration (default 8)")
+    b.add_argument("--slices", type=_positive, default=16, help="axial slices per study (default 16)")
+    b.add_argument("--max-steps", type=_positive, default=None, help="cap on solver steps per slice")
+
+    t = sub.add_parser(
+        "triage",
+        help="AUROC and ranks of the study-level score, lesion vs normal studies of the held-out subject",
+    )
+    t.add_argument("--out", default="bench-triage", help="output directory (studies, batch outputs, triage.md)")
+    t.add_argument("--models", default=None, help="comma-separated models (default: the default model)")
+    t.add_argument("--normal", type=_positive, default=8, help="normal studies (default 8)")
+    t.add_argument("--loads", default="1,3,8", help="lesion counts of the abnormal studies (default 1,3,8)")
+    t.add_argument("--per-load", type=_positive, default=2, help="abnormal studies per lesion count (default 2)")
+    t.add_argument("--workers", type=_positive, default=2, help="local Dask worker processes (default 2)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the augmentations and lesions (default 0)")
+    t.add_argument("--max-steps", type=_positive, default=None, help="cap on solver steps per slice")
+
 
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run (for the reports)."""
@@ -93,8 +119,53 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    if args.threads:
+    if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
+    if args.bench == "batch":
+        import json
+
+        from app.bench.batch_speed import markdown, run_batch_bench
+
+        res = run_batch_bench(
+            args.model, args.studies, args.slices, args.max_steps, log=lambda m: print(m, file=sys.stderr, flush=True)
+        )
+        res["command"] = command_line(args)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "batch.json").write_text(json.dumps(res, indent=1) + "\n")
+        md = f"`{res['command']}`\n\n" + markdown(res)
+        (out / "batch.md").write_text(md)
+        print(md)
+        print(f"wrote {out / 'batch.json'} and {out / 'batch.md'}")
+        return 0
+    if args.bench == "triage":
+        from app.bench.triage import run_triage
+        from app.errors import OptionError
+
+        try:
+            loads = tuple(int(v) for v in args.loads.split(",") if v.strip())
+        except ValueError:
+            raise OptionError(f"--loads {args.loads!r}: comma-separated integers") from None
+        if not loads or min(loads) < 1:
+            raise OptionError("--loads: at least one lesion count, each >= 1")
+        models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else [None]
+        rep = run_triage(
+            models,
+            Path(args.out),
+            n_normal=args.normal,
+            loads=loads,
+            per_load=args.per_load,
+            workers=args.workers,
+            seed=args.seed,
+            max_steps=args.max_steps,
+            log=lambda m: print(m, file=sys.stderr, flush=True),
+        )
+        from app.bench.triage import markdown
+
+        md = f"`{command_line(args)}`\n\n" + markdown(rep)
+        (Path(args.out) / "triage.md").write_text(md)
+        print(md)
+        return 0
     if args.bench == "speed":
         from app.bench.speed import run_speed, summary_markdown, write_outputs
 

@@ -137,6 +137,9 @@ class MainWindow(QMainWindow):
         self._build_status()
         self._build_menus()
         self._connect()
+        from app.gui.batch_views import install as install_batch_views
+
+        self.batch_views = install_batch_views(self)  # worklist, findings, orthogonal views (docs/batch.md)
         for w in (self.worker, self.vworker, self.eworker):
             w.start()
         self.refresh_model_list()

@@ -389,3 +389,32 @@ def _describe(p: Path) -> str:
         return f"series {ds.get('SeriesNumber', '?')} '{ds.get('SeriesDescription', '')}'"
     except Exception:  # noqa: BLE001
         return p.name
+
+
+def load_dicom_series(files: list[str | os.PathLike], label: str) -> Study:
+    """One series given as its files (e.g. found by a batch scan of an archive) -> Study, sorted along the slice
+    normal as :func:`load_dicom` does for a folder."""
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise StudyError(f"{label}: no files in the series")
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise StudyError(f"{label}: {len(missing)} file(s) of the series are missing, e.g. {missing[0]}")
+    try:
+        if len(paths) == 1:
+            return _single(_read(paths[0], header_only=False), paths[0], [])
+        return _series(sorted(paths), [], label)
+    except StudyError:
+        raise
+    except (
+        NotImplementedError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        LookupError,
+        OverflowError,
+        struct.error,
+    ) as exc:
+        raise StudyError(f"{label}: damaged DICOM header ({type(exc).__name__}: {one_line(exc)})") from None

@@ -189,6 +189,9 @@ class ViewerController:
         self.volume: VolumeResult | None = None
         self.volume_run: VolumeRun | None = None
         self.export_job: ExportJob | None = None
+        #: a saved batch result (app.viewer.findings.SavedResult) answering slice requests instead of the model,
+        #: set and cleared by app.viewer.worklist_session (a new study clears it)
+        self.saved = None
         self.timing = ""
         self.loading: str | None = None  # the study being read
         self._floor = 0  # slice-lane reports at or below this generation belong to an earlier study or model
@@ -286,6 +289,7 @@ class ViewerController:
 
     def _on_study(self, slices: StudySlices | None) -> None:
         self._new_epoch()
+        self.saved = None
         self.volume = None
         if self.volume_run is not None:  # a run (and its pending save) for the previous study
             self.cancel_volume(quiet=True)
@@ -383,6 +387,8 @@ class ViewerController:
             self._held = True
             return None
         sess, sl = self.session, self.state.study
+        if self.saved is not None and sl is not None:
+            return self._show_saved()
         if sess is None or sess.slices is None or sl is None:
             return None
         lane = self.lanes["slice"]
@@ -426,6 +432,20 @@ class ViewerController:
 
         want.gen = lane.submit(job)
         return want.gen
+
+    def _show_saved(self) -> None:
+        """The current slice of the saved batch result: nothing is computed."""
+        self.lanes["slice"].cancel()
+        self.want = None
+        name = self.session.name if self.session is not None else self.saved.model
+        r = self.saved.slice_result(self.state.slice_index, name)
+        self.shown = r
+        self.events.result.emit(Shown(r, True, "saved batch result", cached=True))
+        self.timing = "saved batch result (no computation)"
+        self.events.timing.emit(self.timing)
+        maps = "mask and maps" if self.saved.d is not None else "mask only (batch without --maps)"
+        self.events.info.emit(f"{describe(r)} - saved by batch: {maps}")
+        return None
 
     def _on_slice_report(self, gen: int, kind: str, r: Any) -> None:
         if gen <= self._floor or self.session is None:

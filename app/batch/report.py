@@ -1,0 +1,89 @@
+"""``DIR/report.html``: one self-contained page (no external files, scripts or fonts; thumbnails inlined as base64
+PNG) listing the studies by study-level score, most abnormal first, each with its most abnormal slice and the
+detection overlaid, then the failures with their errors."""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+from pathlib import Path
+
+from app.viewer.worklist import rank
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+h1{font-size:1.4em} table{border-collapse:collapse} td,th{padding:4px 8px;border-bottom:1px solid #ddd;
+vertical-align:middle;text-align:left} th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
+img{display:block;image-rendering:auto;border:1px solid #999} .err{color:#a00} .meta{color:#555;font-size:.9em}
+"""
+
+
+def _thumb(folder: Path, r: dict) -> str:
+    name = (r.get("outputs") or {}).get("thumbnail")
+    p = folder / str(r.get("id")) / name if name else None
+    if p is None or not p.is_file():
+        return "<em>no thumbnail</em>"
+    b64 = base64.b64encode(p.read_bytes()).decode("ascii")
+    return f'<img alt="slice {r.get("peak_slice")}" src="data:image/png;base64,{b64}">'
+
+
+def report_html(folder: str | Path, results: list[dict], meta: dict | None = None) -> str:
+    folder = Path(folder)
+    ranked, failed = rank(results)
+    meta = meta or {}
+    e = html.escape
+    rows = []
+    for i, r in enumerate(ranked, 1):
+        biggest = (r.get("findings") or [{}])[0] if r.get("findings") else {}
+        centre = biggest.get("centre_mm")
+        where = (
+            f"{biggest.get('volume_ml', 0):.2f} ml at ({', '.join(f'{v:.0f}' for v in centre)}) mm" if centre else "-"
+        )
+        warn = "; ".join(r.get("warnings") or [])
+        rows.append(
+            "<tr>"
+            f'<td class="num">{i}</td><td>{_thumb(folder, r)}</td>'
+            f"<td><b>{e(str(r.get('id')))}</b><br><span class=meta>{e(str((r.get('input') or {}).get('source', '')))}"
+            f"</span>{'<br><span class=meta>' + e(warn) + '</span>' if warn else ''}</td>"
+            f'<td class="num">{float(r.get("score") or 0):.2f}</td>'
+            f'<td class="num">{r.get("peak_slice")}</td>'
+            f'<td class="num">{r.get("n_findings")}</td>'
+            f'<td class="num">{float(r.get("flagged_ml") or 0):.2f}</td>'
+            f"<td>{e(where)}</td>"
+            "</tr>"
+        )
+    fails = [
+        f"<tr><td>{e(str(r.get('id')))}</td><td>{e(str((r.get('input') or {}).get('source', '')))}</td>"
+        f"<td class=err>{e(str(r.get('error', '')))}</td></tr>"
+        for r in failed
+    ]
+    definition = next((r.get("score_definition") for r in ranked if r.get("score_definition")), "")
+    model = meta.get("model", "")
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    head = (
+        f"<p class=meta>model {e(str(model))}, eps {meta.get('eps', '')}, tau {meta.get('tau', '')}; "
+        f"{len(ranked)} studies analysed, {len(failed)} failed; written {stamp}"
+        f"<br>score: {e(definition)}. Research software, not a diagnostic device.</p>"
+    )
+    table = (
+        "<table><tr><th>rank</th><th>most abnormal slice</th><th>study</th><th>score (ml)</th><th>slice</th>"
+        "<th>findings</th><th>flagged (ml)</th><th>largest finding</th></tr>" + "".join(rows) + "</table>"
+    )
+    fail_html = (
+        "<h2>Failed studies</h2><table><tr><th>id</th><th>source</th><th>error</th></tr>" + "".join(fails) + "</table>"
+        if fails
+        else ""
+    )
+    return (
+        "<!DOCTYPE html><html><head><meta charset=utf-8><title>MatchGen worklist</title>"
+        f"<style>{CSS}</style></head><body><h1>MatchGen triage worklist</h1>{head}{table}{fail_html}</body></html>\n"
+    )
+
+
+def write_report(folder: str | Path, results: list[dict], meta: dict | None = None) -> Path:
+    from app.atomic import atomic_write_bytes
+
+    path = Path(folder) / "report.html"
+    atomic_write_bytes(path, report_html(folder, results, meta).encode("utf-8"))
+    return path

@@ -1,0 +1,141 @@
+"""``batch``: detection over many studies on a Dask cluster, a ranked triage worklist and an HTML report.
+
+See ``app/batch/`` and docs/batch.md. Exit code 0 when every study was analysed, 1 when some failed (they are
+listed in the worklist with their errors), 2 for a bad command line, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "detect over many studies on Dask (local or a scheduler); ranked worklist.csv/json and report.html"
+DESCRIPTION = (
+    "Run a model (+MatchGen) over every study named by INPUTS (files, folders searched recursively for NIfTI and "
+    "DICOM series, globs, or .txt/.csv lists) on a local Dask cluster or an existing scheduler. Per study: "
+    "DIR/<study-id>/mask.nii.gz and result.json; DIR/worklist.csv, worklist.json and report.html rank the studies "
+    "by their study-level score. A rerun skips studies already done with the same model, eps and tau."
+)
+
+
+def _positive(v: str) -> int:
+    n = int(v)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return n
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUTS", help="study files, folders, globs or .txt/.csv lists")
+    p.add_argument("--model", default=None, help="model name in models/ or a checkpoint path (default model if none)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; reused on a rerun)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="existing Dask scheduler, tcp://host:8786")
+    p.add_argument("--workers", type=_positive, default=None, help="local worker processes (default: one per core)")
+    p.add_argument("--threads", type=_positive, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--eps", type=float, default=None, help="MatchGen radius (default: the model card's choice)")
+    p.add_argument("--tau", type=float, default=None, help="threshold on the difference map (default: the card's)")
+    p.add_argument("--base-only", action="store_true", help="the base model alone (eps = 0), with its own tau")
+    p.add_argument("--maps", action="store_true", help="also write difference.nii.gz and pseudo_normal.nii.gz")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default), on each worker")
+    p.add_argument("--batch-size", type=_positive, default=32, help="slices per solver batch (default 32)")
+    p.add_argument("--solver", choices=("card", "paper", "fast"), default="card", help="as in detect (default card)")
+    p.add_argument("--max-steps", type=int, default=None, help="cap on solver steps per slice")
+    p.add_argument("--window", type=_positive, default=None, help="tasks in flight (default: 2 x worker threads)")
+    p.add_argument("--no-dashboard", action="store_true", help="do not serve the Dask dashboard (local cluster)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar / per-study lines")
+    p.add_argument(
+        "--local-threads",
+        action="store_true",
+        help="local workers as threads of this process instead of processes (debugging; no isolation)",
+    )
+
+
+def make_settings(args):
+    """The run's BatchSettings from the options and the model card (eps/tau as ``detect`` chooses them)."""
+    from app.batch.task import BatchSettings, file_sha256
+    from app.cli.detect import choose_parameters
+    from app.errors import OptionError
+    from app.nets.card import read_card, solver_for
+    from app.nets.zoo import resolve_model
+
+    if args.max_steps is not None and args.max_steps < 0:
+        raise OptionError("--max-steps must be >= 0")
+    stem = resolve_model(args.model).resolve()
+    card = read_card(stem)
+    if not stem.with_suffix(".safetensors").is_file():
+        from app.errors import CheckpointError
+
+        raise CheckpointError(f"weights {stem.with_suffix('.safetensors')} not found")
+    eps, tau, note = choose_parameters(card, args.eps, args.tau, args.base_only)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    _solver, warning = solver_for(card, args.solver, args.max_steps)
+    if warning and not args.base_only:
+        print(f"warning: {warning}", file=sys.stderr)
+    return BatchSettings(
+        model=str(stem),
+        model_name=stem.name,
+        card_sha256=file_sha256(stem.with_suffix(".json")),
+        weights_sha256=file_sha256(stem.with_suffix(".safetensors")),
+        eps=eps,
+        tau=tau,
+        base_only=bool(args.base_only),
+        solver=args.solver,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        device=args.device,
+        threads=args.threads,
+        maps=bool(args.maps),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    from app.batch.cluster import close, open_client
+    from app.batch.inputs import expand_inputs
+    from app.batch.runner import run_batch
+    from app.batch.task import ModelPreload
+    from app.errors import OptionError
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"--out {out}: exists and is not a folder")
+    settings = make_settings(args)
+    refs = expand_inputs(args.inputs)
+    print(
+        f"{len(refs)} studies; model {settings.model_name}, eps={settings.eps:g}, tau={settings.tau:g}", file=sys.stderr
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    client, cluster, info = open_client(
+        args.scheduler, args.workers, processes=not args.local_threads, dashboard=not args.no_dashboard
+    )
+    try:
+        print(
+            f"Dask {info.kind} at {info.address}: {info.workers} worker(s), {info.threads} thread(s)"
+            + (f"; dashboard {info.dashboard}" if info.dashboard else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+        client.register_plugin(ModelPreload(settings))
+        command = " ".join(shlex.quote(a) for a in ["python", "main.py", *sys.argv[1:]]) if sys.argv else ""
+        summary = run_batch(
+            refs,
+            settings,
+            out,
+            client,
+            window=args.window,
+            progress=not args.no_progress,
+            meta={"command": command, "cluster": info.kind, "workers": info.workers},
+        )
+    finally:
+        close(client, cluster)
+    rate = f" ({summary.rate_per_min:.2f} studies/min)" if summary.done else ""
+    print(
+        f"{summary.done} analysed, {summary.skipped} skipped (already done), {summary.failed} failed in "
+        f"{summary.wall_s:.1f} s{rate}"
+    )
+    if summary.worklist:
+        print(f"wrote {summary.worklist[0]}, {summary.worklist[1]} and {summary.report}")
+    return 1 if summary.failed else 0

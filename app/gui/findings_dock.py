@@ -1,0 +1,53 @@
+"""The findings dock: the current study's connected findings (volume in ml, extent in mm, mean D, slice range).
+A click on a row asks the window to jump to the finding's centre slice and outline it. Only display: the list and
+the selection are :class:`app.viewer.findings.FindingsList`'s."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+
+from app.viewer.findings import FindingsList
+
+HEADERS = ("#", "volume (ml)", "extent (mm)", "mean D", "slices")
+
+
+class FindingsPanel(QWidget):
+    #: index of the finding the user chose (into FindingsList.findings)
+    finding_chosen = Signal(int)
+
+    #: the title for the dock around this panel
+    title_changed = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.findings: FindingsList | None = None
+        self.table = QTableWidget(0, len(HEADERS))
+        self.table.setHorizontalHeaderLabels(HEADERS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.cellClicked.connect(lambda row, _c: self.finding_chosen.emit(row))
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.table)
+
+    def set_findings(self, fl: FindingsList | None) -> None:
+        self.findings = fl
+        rows = fl.rows() if fl is not None else []
+        self.table.setRowCount(len(rows))
+        for i, row in enumerate(rows):
+            for j, v in enumerate(row):
+                item = QTableWidgetItem(v)
+                if j != 2:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(i, j, item)
+        n = len(rows)
+        src = f", from the {fl.source}" if fl is not None and fl.source else ""
+        self._title(f"Findings ({n}{src})" if fl is not None else "Findings (run the whole volume)")
+
+    def _title(self, text: str) -> None:
+        self.title = text
+        self.title_changed.emit(text)

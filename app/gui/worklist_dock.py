@@ -1,0 +1,102 @@
+"""The worklist dock: a batch output folder's studies ranked by their study-level score (failures last, greyed,
+with their error as tooltip). Double-click (or Enter) on a study asks the window to open it with its saved
+results; :meth:`WorklistPanel.step` moves to the next/previous study. Only display: the ranking and the cursor are
+:class:`app.viewer.worklist.Worklist`'s."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+
+from app.viewer.worklist import Worklist, WorklistEntry
+
+HEADERS = ("rank", "study", "score (ml)", "findings", "flagged (ml)", "peak slice", "status")
+
+
+class _Table(QTableWidget):
+    """Enter opens the current row (not ``activated``: on single-click desktops that fires on a plain click)."""
+
+    enter_pressed = Signal()
+
+    def keyPressEvent(self, ev):  # noqa: N802 - Qt naming
+        if ev.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            self.enter_pressed.emit()
+            ev.accept()
+            return
+        super().keyPressEvent(ev)
+
+
+class WorklistPanel(QWidget):
+    #: a study the user wants to open (a WorklistEntry)
+    open_requested = Signal(object)
+
+    #: the title for the dock around this panel
+    title_changed = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.worklist: Worklist | None = None
+        self.table = _Table(0, len(HEADERS))
+        self.table.setHorizontalHeaderLabels(HEADERS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.cellDoubleClicked.connect(lambda row, _col: self.open_row(row))
+        self.table.enter_pressed.connect(lambda: self.open_row(self.table.currentRow()))
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.table)
+
+    def set_worklist(self, wl: Worklist) -> None:
+        self.worklist = wl
+        t = self.table
+        t.setRowCount(len(wl.entries))
+        for i, e in enumerate(wl.entries):
+            vals = (
+                "" if e.rank is None else str(e.rank),
+                e.id,
+                "" if e.score is None else f"{e.score:.2f}",
+                "" if e.n_findings is None else str(e.n_findings),
+                "" if e.flagged_ml is None else f"{e.flagged_ml:.2f}",
+                "" if e.peak_slice is None else str(e.peak_slice),
+                e.status if e.ok else f"failed: {e.error}",
+            )
+            for j, v in enumerate(vals):
+                item = QTableWidgetItem(v)
+                if j in (0, 2, 3, 4, 5):
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if not e.ok:
+                    item.setForeground(QColor(150, 150, 150))
+                    item.setToolTip(e.error)
+                else:
+                    item.setToolTip(e.source)
+                t.setItem(i, j, item)
+        self._title(f"Worklist - {wl.folder.name} ({sum(e.ok for e in wl.entries)} studies)")
+
+    def open_row(self, row: int) -> WorklistEntry | None:
+        if self.worklist is None or not 0 <= row < len(self.worklist.entries):
+            return None
+        e = self.worklist.select(row)
+        self.table.selectRow(row)
+        if not e.ok:
+            return None
+        self.open_requested.emit(e)
+        return e
+
+    def step(self, delta: int) -> WorklistEntry | None:
+        """Open the next (+1) or previous (-1) study of the worklist."""
+        if self.worklist is None:
+            return None
+        e = self.worklist.step(delta)
+        if e is None:
+            return None
+        self.table.selectRow(self.worklist.current)
+        self.open_requested.emit(e)
+        return e
+
+    def _title(self, text: str) -> None:
+        self.title = text
+        self.title_changed.emit(text)

@@ -1,0 +1,230 @@
+"""The triage worklist of a batch output folder (``python main.py batch ... --out DIR``), Qt-free.
+
+``DIR/<study-id>/result.json`` holds each study's outcome; :func:`rank` orders them (highest study-level score
+first; ties by more flagged volume, then by id, so the order is total and reproducible) and lists failures
+apart. :func:`write_worklist` writes ``worklist.csv`` and ``worklist.json``; :class:`Worklist` reads a folder
+back for the viewer (the table, next/previous study, the saved mask of each).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.atomic import atomic_write_text
+from app.errors import StudyError
+
+WORKLIST_JSON = "worklist.json"
+WORKLIST_CSV = "worklist.csv"
+RESULT = "result.json"
+
+CSV_COLUMNS = [
+    "rank",
+    "id",
+    "status",
+    "score_ml",
+    "peak_slice",
+    "n_findings",
+    "flagged_ml",
+    "d_q999",
+    "model",
+    "eps",
+    "tau",
+    "total_s",
+    "source",
+    "error",
+]
+
+
+def _num(v, default=float("nan")) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return default
+    return f
+
+
+def sort_key(r: dict):
+    score = _num(r.get("score"), -math.inf)
+    flagged = _num(r.get("flagged_ml"), -math.inf)
+    score = -math.inf if math.isnan(score) else score
+    flagged = -math.inf if math.isnan(flagged) else flagged
+    return (-score, -flagged, str(r.get("id", "")))
+
+
+def rank(results: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(ranked successful results, failures sorted by id)."""
+    ok = [r for r in results if r.get("status") == "ok"]
+    bad = [r for r in results if r.get("status") != "ok"]
+    return sorted(ok, key=sort_key), sorted(bad, key=lambda r: str(r.get("id", "")))
+
+
+def _row(r: dict, rank_no: int | None) -> dict:
+    st = r.get("settings") or {}
+    src = (r.get("input") or {}).get("source", "")
+    return {
+        "rank": "" if rank_no is None else rank_no,
+        "id": r.get("id", ""),
+        "status": r.get("status", "failed"),
+        "score_ml": "" if r.get("score") is None else f"{float(r['score']):.4f}",
+        "peak_slice": r.get("peak_slice", ""),
+        "n_findings": r.get("n_findings", ""),
+        "flagged_ml": "" if r.get("flagged_ml") is None else f"{float(r['flagged_ml']):.4f}",
+        "d_q999": "" if r.get("d_q999") is None else f"{float(r['d_q999']):.4f}",
+        "model": st.get("model", ""),
+        "eps": r.get("eps", ""),
+        "tau": r.get("tau", ""),
+        "total_s": (r.get("timings") or {}).get("total_s", ""),
+        "source": src,
+        "error": r.get("error", ""),
+    }
+
+
+def write_worklist(out_dir: str | os.PathLike, results: list[dict], meta: dict | None = None) -> tuple[Path, Path]:
+    """``worklist.csv`` (ranked rows, then the failures with rank empty) and ``worklist.json``
+    (``{"studies": [...ranked], "failures": [...], ...meta}``), both atomically."""
+    out = Path(out_dir)
+    ranked, failed = rank(results)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for i, r in enumerate(ranked, 1):
+        w.writerow(_row(r, i))
+    for r in failed:
+        w.writerow(_row(r, None))
+    csv_path, json_path = out / WORKLIST_CSV, out / WORKLIST_JSON
+    atomic_write_text(csv_path, buf.getvalue())
+
+    def entry(r: dict, i: int | None) -> dict:
+        e = {k: v for k, v in _row(r, i).items() if v != ""}
+        e["folder"] = r.get("id", "")
+        for k in ("score", "flagged_ml", "d_q999"):
+            if r.get(k) is not None:
+                e[k] = r[k]
+        e.pop("score_ml", None)
+        return e
+
+    doc = {
+        **(meta or {}),
+        "score_definition": next((r.get("score_definition") for r in ranked if r.get("score_definition")), ""),
+        "n_ok": len(ranked),
+        "n_failed": len(failed),
+        "studies": [entry(r, i) for i, r in enumerate(ranked, 1)],
+        "failures": [entry(r, None) for r in failed],
+    }
+    atomic_write_text(json_path, json.dumps(doc, indent=1) + "\n")
+    return csv_path, json_path
+
+
+def read_result(path: str | os.PathLike) -> dict | None:
+    """A study's result.json, or None when missing or unreadable (an interrupted write never leaves half a file,
+    but a user may have edited one)."""
+    try:
+        r = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return r if isinstance(r, dict) else None
+
+
+@dataclass
+class WorklistEntry:
+    id: str
+    rank: int | None  # None for failures
+    status: str
+    score: float | None
+    peak_slice: int | None
+    n_findings: int | None
+    flagged_ml: float | None
+    source: str
+    folder: Path
+    error: str = ""
+    result: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def mask_path(self) -> Path | None:
+        name = (self.result.get("outputs") or {}).get("mask")
+        return self.folder / name if name else None
+
+    @property
+    def difference_path(self) -> Path | None:
+        name = (self.result.get("outputs") or {}).get("difference")
+        return self.folder / name if name else None
+
+    def study_path(self) -> str:
+        """What to open: the NIfTI file, or the folder of a DICOM series."""
+        inp = self.result.get("input") or {}
+        files = inp.get("files") or []
+        return files[0] if inp.get("kind") == "file" and files else inp.get("source", self.source)
+
+
+class Worklist:
+    """A batch output folder read back: ranked entries (failures after them), and a cursor for next/previous."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise StudyError(f"{self.folder}: not a folder")
+        results = []
+        wl = self.folder / WORKLIST_JSON
+        ids: list[str] | None = None
+        if wl.is_file():
+            try:
+                doc = json.loads(wl.read_text())
+                ids = [e["folder"] for e in doc.get("studies", []) + doc.get("failures", [])]
+            except (OSError, ValueError, KeyError, TypeError):
+                ids = None
+        if ids is None:  # no (readable) worklist: every study folder with a result
+            ids = sorted(p.parent.name for p in self.folder.glob(f"*/{RESULT}"))
+        for sid in ids:
+            r = read_result(self.folder / sid / RESULT)
+            if r is not None:
+                results.append(r)
+        if not results:
+            raise StudyError(f"{self.folder}: no batch results here (expected {WORKLIST_JSON} and <study>/{RESULT})")
+        ranked, failed = rank(results)
+        self.entries: list[WorklistEntry] = []
+        for i, r in enumerate(ranked + failed):
+            self.entries.append(
+                WorklistEntry(
+                    id=str(r.get("id")),
+                    rank=i + 1 if i < len(ranked) else None,
+                    status=str(r.get("status", "failed")),
+                    score=None if r.get("score") is None else float(r["score"]),
+                    peak_slice=None if r.get("peak_slice") is None else int(r["peak_slice"]),
+                    n_findings=None if r.get("n_findings") is None else int(r["n_findings"]),
+                    flagged_ml=None if r.get("flagged_ml") is None else float(r["flagged_ml"]),
+                    source=str((r.get("input") or {}).get("source", "")),
+                    folder=self.folder / str(r.get("id")),
+                    error=str(r.get("error", "")),
+                    result=r,
+                )
+            )
+        self.current: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def select(self, i: int) -> WorklistEntry:
+        if not 0 <= i < len(self.entries):
+            raise IndexError(i)
+        self.current = i
+        return self.entries[i]
+
+    def step(self, delta: int) -> WorklistEntry | None:
+        """The next (+1) / previous (-1) study that can be opened (failures are skipped); None at either end."""
+        i = -1 if self.current is None and delta > 0 else (len(self.entries) if self.current is None else self.current)
+        j = i + delta
+        while 0 <= j < len(self.entries):
+            if self.entries[j].ok:
+                return self.select(j)
+            j += delta
+        return None

@@ -1,0 +1,153 @@
+"""From a batch worklist to the viewer, Qt-free: open a batch output folder, open its studies one after another at
+their most abnormal slice with their saved results (no model run), and keep the findings list of the current study
+(from the saved result, or from a whole-volume run at the current tau).
+
+It drives a :class:`app.viewer.controller.ViewerController` through its public calls and events, plus one
+attribute the controller honours: ``ctl.saved`` -- while set, the controller answers every slice request from the
+saved result instead of the model. It is set when a worklist study opens and cleared as soon as the user asks for
+something the batch did not compute (another eps, +MG toggled, another model, another study).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from app.errors import MatchGenError
+from app.viewer.findings import FindingsList, SavedResult
+from app.viewer.worklist import Worklist, WorklistEntry
+
+
+class WorklistSession:
+    def __init__(self, ctl):
+        self.ctl = ctl
+        self.state = ctl.state
+        self.worklist: Worklist | None = None
+        self.pending: WorklistEntry | None = None
+        self.current: WorklistEntry | None = None
+        self.saved: SavedResult | None = None
+        self.findings: FindingsList | None = None
+        #: callbacks (no Qt signals here): findings(FindingsList | None), opened(WorklistEntry), worklist(Worklist)
+        self.on_findings: list[Callable] = []
+        self.on_opened: list[Callable] = []
+        self._installing = False
+        ctl.events.study_opened.connect(self._study_opened)
+        ctl.events.volume_done.connect(self._volume_done)
+        ctl.events.session.connect(lambda _s: self._user_changed())
+        self.state.events.eps.connect(lambda _e: self._user_changed())
+        self.state.events.use_mg.connect(lambda _b: self._user_changed())
+        self.state.events.tau.connect(lambda _t: self._tau_changed())
+
+    # --- the worklist -------------------------------------------------------------------------------------------
+    def open_folder(self, folder: str | os.PathLike) -> Worklist:
+        self.worklist = Worklist(folder)
+        return self.worklist
+
+    def open_entry(self, entry: WorklistEntry) -> None:
+        """Load the entry's study; when it is on screen, show its saved result at its most abnormal slice."""
+        if not entry.ok:
+            raise MatchGenError(f"{entry.id}: the batch could not analyse this study ({entry.error})")
+        self.pending = entry
+        self.ctl.open_study(entry.study_path())
+
+    def step(self, delta: int) -> WorklistEntry | None:
+        if self.worklist is None:
+            return None
+        e = self.worklist.step(delta)
+        if e is not None:
+            self.open_entry(e)
+        return e
+
+    # --- events -------------------------------------------------------------------------------------------------
+    def _study_opened(self, slices) -> None:
+        entry, self.pending = self.pending, None
+        self._clear_saved()
+        if entry is None or Path(str(slices.study.source)).resolve() != Path(entry.study_path()).resolve():
+            self.current = None
+            self._set_findings(None)
+            return
+        try:
+            saved = SavedResult.load(entry, slices.study)
+        except MatchGenError as exc:
+            self.ctl.events.error.emit(("Cannot show the saved result", str(exc)))
+            return
+        self.current = entry
+        self._install(saved, slices)
+        for cb in self.on_opened:
+            cb(entry)
+
+    def _install(self, saved: SavedResult, slices) -> None:
+        from app.viewer.controller import VolumeResult
+
+        self._installing = True
+        try:
+            self.ctl.saved = saved
+            sess = self.ctl.session
+            if saved.model and (sess is None or sess.name != saved.model):
+                from app.nets.zoo import list_models
+
+                if saved.model in list_models():  # to compute on from here (another eps, another tau is free)
+                    self.ctl.set_model(saved.model)
+            st = self.state
+            if saved.eps > st.eps_max:
+                st.eps_max = saved.eps
+            st.use_mg = saved.eps > 0
+            st.eps = saved.eps
+            st.tau = saved.tau
+            self.ctl.volume = VolumeResult(saved.model, saved.eps, saved.d_volume(), 0.0, slices)
+            self.saved = saved
+            self._set_findings(saved.findings)
+            if st.slice_index != saved.peak_slice:
+                st.slice_index = saved.peak_slice
+            else:
+                self.ctl.request()
+            self.ctl.events.status.emit(
+                f"saved batch result: {saved.model} eps={saved.eps:g} tau={saved.tau:g}, score "
+                f"{float(saved.result.get('score') or 0):.2f} ml at slice {saved.peak_slice}"
+            )
+        finally:
+            self._installing = False
+
+    def _clear_saved(self) -> None:
+        self.saved = None
+        if getattr(self.ctl, "saved", None) is not None:
+            self.ctl.saved = None
+
+    def _user_changed(self) -> None:
+        if self._installing or self.saved is None:
+            return
+        self._clear_saved()  # the user asks for something the batch did not compute: the controller computes it
+        self.ctl.request()
+
+    def _volume_done(self, vol) -> None:
+        if self.state.study is None or vol.study is not self.state.study:
+            return
+        self._set_findings(FindingsList.from_volume(vol.d, self.state.tau, self.state.study.study.affine))
+
+    def _tau_changed(self) -> None:
+        if self._installing:
+            return
+        vol = self.ctl.volume
+        if self.saved is not None and self.saved.d is None:
+            return  # a mask-only result: its findings are the saved ones
+        if vol is not None and self.state.study is not None and vol.study is self.state.study:
+            src = "result.json, at the new tau" if self.saved is not None else "volume run"
+            self._set_findings(FindingsList.from_volume(vol.d, self.state.tau, self.state.study.study.affine, src))
+
+    def _set_findings(self, fl: FindingsList | None) -> None:
+        self.findings = fl
+        for cb in self.on_findings:
+            cb(fl)
+
+    # --- the findings list --------------------------------------------------------------------------------------
+    def choose_finding(self, i: int):
+        """Select finding ``i``: the view jumps to its centre slice (the outline is :meth:`outline`)."""
+        if self.findings is None:
+            return None
+        f = self.findings.select(i)
+        self.state.slice_index = f.centre_slice
+        return f
+
+    def outline(self, k: int):
+        return None if self.findings is None else self.findings.outline_on(k)

@@ -1,0 +1,158 @@
+"""``batch`` end to end on a local Dask cluster of threads (fast): per-study outputs equal ``detect``'s for the same
+study, a corrupt study is recorded and does not stop the batch, the worklist is ranked by the saved scores with
+the failure apart, the report is self-contained, and a rerun skips what is done and redoes what changed."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from batch_helpers import write_phantom
+
+from app.cli import main
+
+STEPS = ["--max-steps", "10"]
+
+
+def _batch(capsys, studies, out, model, *extra):
+    code = main(
+        [
+            "batch",
+            str(studies),
+            "--model",
+            str(model),
+            "--out",
+            str(out),
+            "--local-threads",
+            "--workers",
+            "2",
+            "--no-dashboard",
+            *STEPS,
+            *extra,
+        ]
+    )
+    o, e = capsys.readouterr()
+    return code, o, e
+
+
+def test_batch_outputs_equal_detect_and_corrupt_study_recorded(tmp_path, studies, tiny_model, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = _batch(capsys, studies, out, tiny_model, "--maps")
+    assert code == 1, err  # one study failed
+    assert "3 analysed, 0 skipped (already done), 1 failed" in stdout
+    wl = json.loads((out / "worklist.json").read_text())
+    assert [e["id"] for e in wl["failures"]] == ["corrupt"] and wl["failures"][0]["error"]
+    ranked = wl["studies"]
+    assert sorted(e["id"] for e in ranked) == ["a", "b", "c"]
+    scores = [e["score"] for e in ranked]
+    assert scores == sorted(scores, reverse=True) and [e["rank"] for e in ranked] == [1, 2, 3]
+    csv = (out / "worklist.csv").read_text().splitlines()
+    assert csv[0].startswith("rank,id,status,score_ml") and csv[-1].split(",")[:3] == ["", "corrupt", "failed"]
+    assert [line.split(",")[1] for line in csv[1:4]] == [e["id"] for e in ranked]
+    for sid in "abc":
+        r = json.loads((out / sid / "result.json").read_text())
+        assert r["status"] == "ok" and r["eps"] == 0.05 and r["tau"] == 0.2 and r["device"] == "cpu"
+        assert len(r["model_card_sha256"]) == 64 and {"load_s", "solve_s", "total_s"} <= set(r["timings"])
+        assert r["n_findings"] == len(r["findings"]) and r["score"] == (
+            r["findings"][0]["volume_ml"] if r["findings"] else 0.0
+        )
+        # the same study through detect: the identical mask, the identical difference map
+        det = tmp_path / f"detect-{sid}.nii.gz"
+        assert (
+            main(
+                [
+                    "detect",
+                    str(studies / f"{sid}.nii.gz"),
+                    "--model",
+                    str(tiny_model),
+                    "--out",
+                    str(det),
+                    "--maps",
+                    str(tmp_path / f"maps-{sid}"),
+                    *STEPS,
+                ]
+            )
+            == 0
+        )
+        capsys.readouterr()
+        np.testing.assert_array_equal(
+            np.asarray(nib.load(out / sid / "mask.nii.gz").dataobj), np.asarray(nib.load(det).dataobj)
+        )
+        np.testing.assert_array_equal(
+            np.asarray(nib.load(out / sid / "difference.nii.gz").dataobj),
+            np.asarray(nib.load(tmp_path / f"maps-{sid}" / "difference.nii.gz").dataobj),
+        )
+        # flagged volume in ml = mask voxels x 12 mm^3
+        assert r["flagged_ml"] == pytest.approx(np.asarray(nib.load(det).dataobj).sum() * 0.012)
+    bad = json.loads((out / "corrupt" / "result.json").read_text())
+    assert bad["status"] == "failed" and not (out / "corrupt" / "mask.nii.gz").exists()
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "corrupt" in html and 'src="http' not in html
+    assert [html.index(f"<b>{e['id']}</b>") for e in ranked] == sorted(html.index(f"<b>{e['id']}</b>") for e in ranked)
+    assert not list(out.rglob(".*.part"))  # no temporary files left
+
+    # rerun: everything done is skipped (files untouched), the failure is retried
+    mtimes = {sid: (out / sid / "mask.nii.gz").stat().st_mtime_ns for sid in "abc"}
+    code, stdout, _ = _batch(capsys, studies, out, tiny_model, "--maps")
+    assert code == 1 and "0 analysed, 3 skipped (already done), 1 failed" in stdout
+    assert mtimes == {sid: (out / sid / "mask.nii.gz").stat().st_mtime_ns for sid in "abc"}
+    # a changed input is redone, the others are not
+    write_phantom(studies / "c.nii.gz", 9)
+    (studies / "corrupt.nii.gz").unlink()
+    code, stdout, _ = _batch(capsys, studies, out, tiny_model, "--maps")
+    assert code == 0 and "1 analysed, 2 skipped" in stdout
+    # a changed tau redoes all
+    code, stdout, _ = _batch(capsys, studies, out, tiny_model, "--maps", "--tau", "0.3")
+    assert code == 0 and "3 analysed, 0 skipped" in stdout
+    assert json.loads((out / "a" / "result.json").read_text())["tau"] == 0.3
+
+
+def test_resume_after_interrupted_client(tmp_path, studies, tiny_model):
+    """Ctrl+C in the client after the first finished study: what was written is complete and kept, the rerun
+    does only the rest."""
+    from distributed import Client, LocalCluster
+
+    from app.batch.inputs import expand_inputs
+    from app.batch.runner import run_batch
+    from app.cli import build_parser
+    from app.cli.batch import make_settings
+
+    (studies / "corrupt.nii.gz").unlink()
+    args = build_parser().parse_args(["batch", str(studies), "--model", str(tiny_model), "--out", "x", *STEPS])
+    settings = make_settings(args)
+    refs = expand_inputs([str(studies)])
+    out = tmp_path / "out"
+
+    def interrupt(_r):
+        raise KeyboardInterrupt
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cl,
+        Client(cl) as client,
+    ):
+        with pytest.raises(KeyboardInterrupt):
+            run_batch(refs, settings, out, client, window=1, progress=False, on_result=interrupt)
+        done = sorted(p.parent.name for p in out.glob("*/result.json"))
+        assert len(done) == 1
+        wl = json.loads((out / "worklist.json").read_text())
+        assert wl["n_pending"] == 2 and [e["id"] for e in wl["studies"]] == done
+        summary = run_batch(refs, settings, out, client, progress=False)
+    assert (summary.skipped, summary.done, summary.failed, summary.pending) == (1, 2, 0, 0)
+    assert sorted(p.parent.name for p in out.glob("*/result.json")) == ["a", "b", "c"]
+    assert json.loads((out / "batch.json").read_text())["complete"] is True
+
+
+def test_bad_command_lines_exit_2_with_one_line(tmp_path, studies, tiny_model, capsys):
+    out = tmp_path / "never"
+    cases = [
+        [str(tmp_path / "missing.nii.gz"), "--model", str(tiny_model)],
+        [str(tmp_path / "*.nothing"), "--model", str(tiny_model)],
+        [str(studies), "--model", "no-such-model"],
+        [str(studies), "--model", str(tiny_model), "--tau", "2"],
+    ]
+    for extra in cases:
+        code = main(["batch", *extra, "--out", str(out), "--local-threads", "--no-dashboard"])
+        _, err = capsys.readouterr()
+        assert code == 2, (extra, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (extra, err)
+        assert not out.exists(), extra

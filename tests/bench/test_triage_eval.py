@@ -1,0 +1,34 @@
+"""``bench triage``'s scoring on known worklists: AUROC of each score, ranks of the abnormal studies, top-n
+fraction, AUROC per lesion load; failures are left out."""
+
+import pytest
+
+from app.bench.triage import evaluate, markdown
+
+
+def _r(sid, score, flagged, q):
+    return {"id": sid, "status": "ok", "score": score, "flagged_ml": flagged, "d_q999": q}
+
+
+TRUTH = [
+    {"id": "n1", "abnormal": "0", "lesions": "0"},
+    {"id": "n2", "abnormal": "0", "lesions": "0"},
+    {"id": "a1", "abnormal": "1", "lesions": "1"},
+    {"id": "a3", "abnormal": "1", "lesions": "3"},
+]
+
+
+def test_known_answers():
+    res = [_r("n1", 1.0, 5.0, 0.1), _r("n2", 3.0, 1.0, 0.2), _r("a1", 2.0, 4.0, 0.3), _r("a3", 4.0, 6.0, 0.4)]
+    res.append({"id": "broken", "status": "failed", "error": "x"})
+    ev = evaluate(res, TRUTH)
+    assert (ev["studies"], ev["abnormal"], ev["normal"]) == (4, 2, 2)
+    # score order a3 > n2 > a1 > n1: pairs (abnormal > normal) 3 of 4
+    assert ev["auroc_score"] == pytest.approx(0.75)
+    assert ev["auroc_flagged_ml"] == pytest.approx(0.75) and ev["auroc_d_q999"] == pytest.approx(1.0)
+    assert ev["abnormal_ranks"] == [1, 3] and ev["top_n_abnormal_fraction"] == pytest.approx(0.5)
+    assert ev["auroc_score_by_load"] == {"1": pytest.approx(0.5), "3": pytest.approx(1.0)}
+    rep = {"n_normal": 2, "loads": [1, 3], "per_load": 1, "seed": 0,
+           "models": {"m": {"base": {**ev, "eps": 0.0, "tau": 0.2}, "mg": {**ev, "eps": 1.0, "tau": 0.2}}}}  # fmt: skip
+    md = markdown(rep)
+    assert "| m | base | 0 | 0.2 | 0.750 | 0.750 | 1.000 | 50% | 1, 3 | 1: 0.50, 3: 1.00 |" in md

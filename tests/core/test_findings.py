@@ -1,0 +1,73 @@
+"""Findings against a mask with known components: volumes in ml from the voxel size, centres, extents, slice
+ranges, mean D, 26-connectivity, order by size, and the study-level score."""
+
+import numpy as np
+import pytest
+
+from app.core.findings import Finding, find_findings, label_findings, outline, study_score
+
+AFFINE = np.array([[2.0, 0, 0, -10], [0, 2.0, 0, 5], [0, 0, 3.0, 100], [0, 0, 0, 1]])  # 2x2x3 mm = 12 mm^3
+
+
+@pytest.fixture
+def known():
+    mask = np.zeros((20, 20, 10), bool)
+    d = np.zeros(mask.shape, np.float32)
+    mask[2:6, 3:6, 1:3] = True  # 4*3*2 = 24 voxels
+    d[2:6, 3:6, 1:3] = 0.5
+    mask[10:12, 10:12, 5:9] = True  # 2*2*4 = 16 voxels, D 0.25 and 0.75 in halves -> mean 0.5
+    d[10:12, 10:12, 5:7] = 0.25
+    d[10:12, 10:12, 7:9] = 0.75
+    mask[15, 15, 0] = True  # a single voxel ...
+    mask[16, 16, 1] = True  # ... touching this one by a corner only: one finding under 26-connectivity
+    d[15, 15, 0], d[16, 16, 1] = 0.3, 0.9
+    return mask, d
+
+
+def test_components_volumes_centres(known):
+    mask, d = known
+    fs = find_findings(mask, d, AFFINE)
+    assert [f.voxels for f in fs] == [24, 16, 2]  # largest first; the corner pair is one finding
+    assert [f.label for f in fs] == [1, 2, 3]
+    np.testing.assert_allclose([f.volume_ml for f in fs], [24 * 0.012, 16 * 0.012, 2 * 0.012])
+    a, b, c = fs
+    np.testing.assert_allclose(a.centre_voxel, (3.5, 4.0, 1.5))
+    np.testing.assert_allclose(a.centre_mm, (-10 + 7.0, 5 + 8.0, 100 + 4.5))
+    assert a.extent_mm == (8.0, 6.0, 6.0) and a.slices == (1, 2)
+    assert a.mean_d == pytest.approx(0.5) and a.max_d == pytest.approx(0.5)
+    assert b.slices == (5, 8) and b.centre_slice == 6  # centroid z = 6.5, rounded half to even
+    assert b.mean_d == pytest.approx(0.5) and b.max_d == pytest.approx(0.75)
+    assert c.slices == (0, 1) and c.mean_d == pytest.approx(0.6)
+    assert Finding.from_dict(a.to_dict()) == a
+
+
+def test_peak_slice_is_largest_cross_section():
+    mask = np.zeros((10, 10, 6), bool)
+    mask[2:4, 2:4, 1] = True  # 4 voxels
+    mask[1:6, 1:6, 2] = True  # 25 voxels: the peak
+    mask[2:3, 2:3, 3] = True
+    (f,) = find_findings(mask, None, np.eye(4))
+    assert f.peak_slice == 2 and f.voxels == 30 and np.isnan(f.mean_d)
+
+
+def test_labels_ordered_by_size_and_outline(known):
+    mask, _ = known
+    lab, n = label_findings(mask)
+    assert n == 3 and (lab == 1).sum() == 24 and (lab == 2).sum() == 16 and (lab == 3).sum() == 2
+    ring = outline(lab[:, :, 1], 1)
+    assert ring.sum() == 4 * 3 - 2 * 1  # a 4x3 rectangle's boundary: all but its 2x1 interior
+    assert not outline(lab[:, :, 1], 2).any()
+
+
+def test_study_score(known):
+    mask, d = known
+    fs = find_findings(mask, d, AFFINE)
+    sc = study_score(fs, mask, d, AFFINE)
+    assert sc.score == pytest.approx(24 * 0.012) and sc.peak_slice in (1, 2)
+    assert sc.flagged_ml == pytest.approx(42 * 0.012) and sc.n_findings == 3
+    empty = np.zeros_like(mask)
+    d2 = np.zeros_like(d)
+    d2[3, 3, 7] = 0.1
+    sc0 = study_score([], empty, d2, AFFINE)
+    assert sc0.score == 0.0 and sc0.peak_slice == 7 and sc0.n_findings == 0
+    assert find_findings(empty, d2, AFFINE) == []

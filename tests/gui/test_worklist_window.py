@@ -1,0 +1,136 @@
+"""The batch views in the main window, end to end: a real ``batch`` run on two studies, File > Open worklist,
+double-click: the study opens at its most abnormal slice with its saved result and nothing is computed; the
+findings list comes from result.json and a click jumps to the finding and outlines it (pixels); N opens the next
+study; the orthogonal views follow the axial crosshair and a click in them moves the axial slice."""
+
+import json
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPointF, Qt
+from viewer_study import write_study
+
+from app.cli import main
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def batch_out(env, capsys):
+    other, _ = write_study(env["tmp"] / "other", shape=(36, 40, 6))
+    out = env["tmp"] / "batch"
+    code = main(
+        ["batch", str(env["study"]), str(other), "--model", "tiny", "--out", str(out), "--maps", "--local-threads",
+         "--workers", "1", "--no-dashboard", "--no-progress", "--max-steps", "10"]
+    )  # fmt: skip
+    capsys.readouterr()
+    assert code == 0
+    return out
+
+
+@pytest.fixture
+def solves(monkeypatch):
+    """Every slice the model solves (the saved results must need none)."""
+    from app.viewer.compute import ModelSession
+
+    calls = []
+    real = ModelSession.solve_slice
+
+    def counting(self, k, eps, *a, **kw):
+        calls.append((k, eps))
+        return real(self, k, eps, *a, **kw)
+
+    monkeypatch.setattr(ModelSession, "solve_slice", counting)
+    return calls
+
+
+@pytest.fixture
+def win(qtbot, qloop, env, errors):
+    from app.gui.window import MainWindow
+
+    w = MainWindow(device="cpu", precompute_eps_grid=False)
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.close()
+
+
+def _open_first(win, qtbot, batch_out):
+    bv = win.batch_views
+    assert bv.open_worklist(batch_out) and bv.worklist_dock.isVisible()
+    t = bv.worklist.table
+    entry = bv.session.worklist.entries[0]
+    shown = []
+    win.result_shown.connect(shown.append)
+    pos = t.visualItemRect(t.item(0, 1)).center()
+    qtbot.mouseClick(t.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    qtbot.mouseDClick(t.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    qtbot.waitUntil(lambda: bv.session.current is entry and bool(shown), timeout=30000)
+    return bv, entry, shown
+
+
+def test_open_saved_study_findings_and_next(win, qtbot, batch_out, solves):
+    bv, entry, shown = _open_first(win, qtbot, batch_out)
+    r = json.loads((batch_out / entry.id / "result.json").read_text())
+    assert win.state.slice_index == r["peak_slice"]
+    saved = bv.session.saved
+    k = r["peak_slice"]
+    np.testing.assert_allclose(win.ctl.shown.d, saved.d[:, :, k])  # the saved D, on screen
+    assert win.ctl.timing.startswith("saved batch result") and solves == []  # nothing computed
+    assert (win.state.eps, win.state.tau) == (r["eps"], r["tau"])
+    # browsing the study shows saved slices, still without a model run
+    win.state.slice_index = (k + 1) % win.state.study.n_slices
+    assert win.ctl.shown.slice_index == win.state.slice_index and solves == []
+    # the findings list from result.json
+    ft = bv.findings.table
+    assert ft.rowCount() == min(r["n_findings"], 200) and bv.findings_dock.isVisible()
+    assert r["n_findings"] > 0  # the tiny untrained model flags plenty
+    if r["n_findings"]:
+        assert ft.item(0, 1).text() == f"{r['findings'][0]['volume_ml']:.3f}"
+        qtbot.mouseClick(ft.viewport(), Qt.MouseButton.LeftButton, pos=ft.visualItemRect(ft.item(0, 0)).center())
+        f = r["findings"][0]
+        assert win.state.slice_index == f["centre_slice"]
+        # the outline is drawn in cyan over the detection panel, on the finding's boundary
+        img = bv.outline_item.image
+        assert img is not None and (img[..., :3] == (0, 255, 255)).all(axis=-1).sum() > 0
+        vb = win.panels.views[3]
+        ring = bv.session.outline(f["centre_slice"])
+        x, y = np.argwhere(ring)[0]
+        sx, sy = win.state.study.study.spacing[:2]
+        ix = ring.shape[0] - 1 - x
+        p = win.panels.mapFromScene(vb.mapViewToScene(QPointF((ix + 0.5) * sx, (y + 0.5) * sy)))
+        c = win.panels.grab().toImage().pixelColor(int(p.x()), int(p.y()))
+        assert (c.red(), c.green(), c.blue()) == (0, 255, 255)
+    # asking for another eps leaves the saved result: the model computes it
+    win.state.eps = r["eps"] / 2
+    qtbot.waitUntil(lambda: bool(solves), timeout=10000)
+    assert bv.session.saved is None and win.ctl.saved is None
+    # N: the next study of the worklist, again saved
+    nxt = bv.session.worklist.entries[1]
+    qtbot.keyClick(win, Qt.Key.Key_N)
+    qtbot.waitUntil(lambda: bv.session.current is nxt, timeout=30000)
+    assert win.state.slice_index == nxt.peak_slice and win.ctl.saved is not None
+
+
+def test_orthogonal_views_follow_the_crosshair(win, qtbot, batch_out):
+    bv, entry, _ = _open_first(win, qtbot, batch_out)
+    qtbot.keyClick(win, Qt.Key.Key_O)
+    assert bv.ortho_dock.isVisible()
+    o = bv.ortho
+    sl = win.state.study
+    assert o.source is sl.raw and o.d is not None and o.mask is not None  # the saved volume result
+    k = win.state.slice_index
+    win.ctl.hover(5, 7)  # the mouse over axial voxel (5, 7)
+    assert o.cursor.as_tuple() == (5, 7, k)
+    np.testing.assert_array_equal(o.images[("coronal", 0)].image, sl.raw[:, 7, :][::-1])
+    np.testing.assert_array_equal(o.images[("sagittal", 2)].image[..., 3] > 0, (o.mask[5, :, :] > 0)[::-1])
+    # a click in the sagittal plane at (y=10, z=1): the axial view moves to slice 1, its crosshair to (5, 10)
+    sag = o.views[("sagittal", 0)]
+    ny = sl.raw.shape[1]
+    sp = sl.study.spacing
+    o.click_at("sagittal", QPointF((ny - 1 - 10 + 0.5) * sp[1], (1 + 0.5) * sp[2]))
+    assert win.state.slice_index == 1 and o.cursor.as_tuple() == (5, 10, 1)
+    v, h = win.panels.cross[0]
+    assert v.isVisible() and v.value() == pytest.approx((sl.slice_shape[0] - 1 - 5 + 0.5) * sp[0])
+    assert h.value() == pytest.approx((10 + 0.5) * sp[1])
+    assert sag is not None

@@ -1,0 +1,76 @@
+"""The worklist on known inputs: ranked by score (ties by flagged volume, then id), failures apart in both files,
+the folder read back in the same order, next/previous skipping failures."""
+
+import csv
+import json
+
+import pytest
+
+from app.errors import StudyError
+from app.viewer.worklist import Worklist, rank, write_worklist
+
+
+def _res(sid, score=None, flagged=None, status="ok", error=None):
+    r = {
+        "id": sid,
+        "status": status,
+        "input": {"source": f"/data/{sid}.nii.gz", "kind": "file", "files": [f"/data/{sid}.nii.gz"]},
+        "settings": {"model": "m"},
+    }
+    if status == "ok":
+        r.update(score=score, flagged_ml=flagged, peak_slice=3, n_findings=1, outputs={"mask": "mask.nii.gz"})
+    else:
+        r["error"] = error
+    return r
+
+
+KNOWN = [
+    _res("low", 0.5, 1.0),
+    _res("top", 9.0, 9.5),
+    _res("bad", status="failed", error="bad.nii.gz: not a readable NIfTI file"),
+    _res("tie-b", 2.0, 4.0),
+    _res("tie-a", 2.0, 4.0),
+    _res("tie-more", 2.0, 5.0),
+    _res("zero", 0.0, 0.0),
+]
+ORDER = ["top", "tie-more", "tie-a", "tie-b", "low", "zero"]
+
+
+def test_rank_known_inputs():
+    ranked, failed = rank(KNOWN)
+    assert [r["id"] for r in ranked] == ORDER
+    assert [r["id"] for r in failed] == ["bad"]
+
+
+def test_files_and_reading_back(tmp_path):
+    for r in KNOWN:
+        (tmp_path / r["id"]).mkdir()
+        (tmp_path / r["id"] / "result.json").write_text(json.dumps(r))
+    csv_path, json_path = write_worklist(tmp_path, KNOWN, {"model": "m"})
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [row["id"] for row in rows] == [*ORDER, "bad"]
+    assert [row["rank"] for row in rows] == ["1", "2", "3", "4", "5", "6", ""]
+    assert rows[-1]["status"] == "failed" and "not a readable" in rows[-1]["error"]
+    doc = json.loads(json_path.read_text())
+    assert [e["id"] for e in doc["studies"]] == ORDER and [e["id"] for e in doc["failures"]] == ["bad"]
+    assert doc["n_ok"] == 6 and doc["n_failed"] == 1 and doc["model"] == "m"
+    wl = Worklist(tmp_path)
+    assert [e.id for e in wl.entries] == [*ORDER, "bad"]
+    assert [e.rank for e in wl.entries][-2:] == [6, None]
+    assert (
+        wl.entries[0].study_path() == "/data/top.nii.gz" and wl.entries[0].mask_path == tmp_path / "top" / "mask.nii.gz"
+    )
+    # next/previous: from the start, through the list, never onto the failure
+    assert wl.step(1).id == "top" and wl.step(1).id == "tie-more"
+    assert wl.step(-1).id == "top" and wl.step(-1) is None
+    wl.select(5)
+    assert wl.step(1) is None and wl.current == 5
+
+
+def test_folder_without_worklist_and_empty_folder(tmp_path):
+    for r in KNOWN[:2]:
+        (tmp_path / r["id"]).mkdir()
+        (tmp_path / r["id"] / "result.json").write_text(json.dumps(r))
+    assert [e.id for e in Worklist(tmp_path).entries] == ["top", "low"]
+    with pytest.raises(StudyError, match="no batch results"):
+        Worklist(tmp_path / "top")
