@@ -12,15 +12,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from app.cli import detect_dicom
+
 HELP = "detect anomalies in a study and write the mask (NIfTI on the study's grid)"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study", metavar="STUDY", help="NIfTI/MGZ file, DICOM file or folder, or PNG/JPEG/TIFF picture")
+    p.add_argument(
+        "study", metavar="STUDY", nargs="?", help="NIfTI/MGZ file, DICOM file or folder, or PNG/JPEG/TIFF picture"
+    )
     p.add_argument(
         "--model", default=None, help="model name in models/ or a checkpoint path (default: the default model)"
     )
-    p.add_argument("--out", required=True, metavar="MASK.nii.gz", help="where to write the binary mask")
+    p.add_argument(
+        "--out", metavar="MASK.nii.gz|SEG.dcm", help="where to write the binary mask (.dcm: DICOM SEG, DICOM studies)"
+    )
     p.add_argument("--eps", type=float, default=None, help="MatchGen radius (default: the model card's choice)")
     p.add_argument("--tau", type=float, default=None, help="threshold on the difference map (default: the card's)")
     p.add_argument("--base-only", action="store_true", help="the base model alone (eps = 0), with its own tau")
@@ -51,6 +57,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         metavar="PX",
         help="median filter of the difference map, PX x PX in-plane (default: the card's postprocess, else none)",
     )
+    detect_dicom.configure(p)  # --seg, --server/--study-uid/--series-uid/--send (app/cli/detect_dicom.py)
 
 
 def _check_out(path) -> None:
@@ -105,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from app.nets.checkpoint import load_checkpoint
     from app.nets.zoo import resolve_model
 
-    _check_out(args.out)
+    detect_dicom.check(args)
     if args.batch_size < 1:
         raise OptionError("--batch-size must be >= 1")
     if args.max_steps is not None and args.max_steps < 0:
@@ -124,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     eps, tau, note = choose_parameters(card, args.eps, args.tau, args.base_only)
     if note:
         print(f"note: {note}", file=sys.stderr)
-    study = load_study(args.study)
+    study = load_study(detect_dicom.input_path(args))
+    detect_dicom.require_dicom_input(args, study)
     for w in study.warnings:
         print(f"warning: {w}", file=sys.stderr)
     gt = None
@@ -156,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
     maps_dir = Path(args.maps) if args.maps else None
     if maps_dir is not None:
         maps_dir.mkdir(parents=True, exist_ok=True)
-    save_mask(study, mask, args.out)
+    if args.out and not detect_dicom.is_dcm(args.out):
+        save_mask(study, mask, args.out)
+    detect_dicom.write_outputs(args, study, mask, d_vol, detect_dicom.algorithm(stem, model, eps, tau, args.base_only))
     if maps_dir is not None:
         s = np.where(out.analysed[:, None, None, None], out.s, 0.0).astype(np.float32)  # empty slices: 0
         s_vol = to_study_grid(s if s.shape[1] > 1 else s[:, 0], prep.geometry, "map")
@@ -173,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
         )
     flagged = int(mask.sum())
     print(
-        f"wrote {args.out}: {flagged} voxels flagged in {int(mask.any(axis=(0, 1)).sum())} of {mask.shape[2]} "
-        f"axial slices (model {stem.name}, eps={eps:g}, tau={tau:g}, {int(out.analysed.sum())} slices analysed)"
+        f"wrote {args.out or 'the mask'}: {flagged} voxels flagged in {int(mask.any(axis=(0, 1)).sum())} of "
+        f"{mask.shape[2]} axial slices (model {stem.name}, eps={eps:g}, tau={tau:g}, "
+        f"{int(out.analysed.sum())} slices analysed)"
     )
     return 0

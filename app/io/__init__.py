@@ -59,7 +59,12 @@ def _load(p: Path, modality: str | None) -> Study:
 
 def load_mask(path: str | os.PathLike, study: Study) -> np.ndarray:
     """A ground-truth mask file on the study's grid -> bool array in the study's canonical order. The mask must
-    have the study's original shape and (up to 1e-3 mm) affine."""
+    have the study's original shape and (up to 1e-3 mm) affine. A DICOM SEG file is read onto the DICOM series
+    it references (:func:`app.io.seg.read_seg`)."""
+    from app.io.seg import is_seg_file, read_seg
+
+    if is_seg_file(path):
+        return read_seg(path, study)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         data, affine = load_study_raw_grid(path)
