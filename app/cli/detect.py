@@ -106,12 +106,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from app.core.detector import Detector, PostProcessing, has_foreground
+    from app.core.detector import Detector, has_foreground
     from app.core.device import resolve_device
     from app.data.pipeline import prepare_study, to_study_grid
     from app.errors import OptionError
     from app.io import load_study, save_mask, save_on_study_grid
-    from app.nets.card import card_channels_last, card_postprocess, solver_for
     from app.nets.checkpoint import load_checkpoint
     from app.nets.zoo import resolve_model
 
@@ -134,9 +133,6 @@ def run(args: argparse.Namespace) -> int:
     eps, tau, note = choose_parameters(card, args.eps, args.tau, args.base_only)
     if note:
         print(f"note: {note}", file=sys.stderr)
-    solver, solver_warning = solver_for(card, args.solver, args.max_steps)
-    if solver_warning and not args.base_only:
-        print(f"warning: {solver_warning}", file=sys.stderr)
     study = load_study(detect_dicom.input_path(args))
     detect_dicom.require_dicom_input(args, study)
     for w in study.warnings:
@@ -159,12 +155,13 @@ def run(args: argparse.Namespace) -> int:
     )
     for w in prep.warnings:  # outside the model's domain (app/data/domain.py): never silent
         print(f"warning: {w}", file=sys.stderr)
-    post = PostProcessing(
-        median_size=card_postprocess(card).get("median_size", 0) if args.median is None else args.median
-    )
-    detector = Detector(
-        model, device, solver=solver, post=post, batch_size=args.batch_size, channels_last=card_channels_last(card)
-    )
+    detector = Detector.from_card(
+        model, card, device, solver=args.solver, max_steps=args.max_steps, median_size=args.median,
+        batch_size=args.batch_size,
+    )  # fmt: skip
+    if detector.solver_warning and not args.base_only:
+        print(f"warning: {detector.solver_warning}", file=sys.stderr)
+    post = detector.post
     n_todo = int(has_foreground(prep.x, post.foreground_threshold).sum())
     mode = "base model" if args.base_only else f"MatchGen eps={eps:g}"
     with tqdm(total=n_todo, unit="slice", desc=mode, disable=not sys.stderr.isatty()) as bar:
