@@ -173,9 +173,10 @@ def run(args: argparse.Namespace) -> int:
 
         out = detector.run(prep.x, eps, base_only=args.base_only, progress=progress)
     d_vol = to_study_grid(out.d, prep.geometry, "map")
-    from app.data.pipeline import restrict_to_brain
+    from app.data.pipeline import restrict_map_to_brain
 
-    mask = restrict_to_brain(d_vol > tau, prep)  # the scalp is never flagged
+    d_vol = restrict_map_to_brain(d_vol, prep)  # the scalp is never flagged (the viewer does the same)
+    mask = d_vol > tau
     if args.brain_mask and prep.brain is not None:
         save_mask(study, prep.brain, args.brain_mask)
     maps_dir = Path(args.maps) if args.maps else None

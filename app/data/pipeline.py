@@ -82,6 +82,11 @@ def prepare_study(
     return PreparedStudy(to_model_slices(vol, g), g, vol, method, pre.brain, record, warnings)
 
 
+def restrict_map_to_brain(d: np.ndarray, prep: PreparedStudy) -> np.ndarray:
+    """A difference map on the study grid set to 0 outside the brain (unchanged where no brain mask was found)."""
+    return d if prep.brain is None else np.where(prep.brain, d, np.float32(0)).astype(np.float32)
+
+
 def restrict_to_brain(mask: np.ndarray, prep: PreparedStudy) -> np.ndarray:
     """A detection on the study grid kept inside the brain (unchanged where no brain mask was found)."""
     return mask if prep.brain is None else np.asarray(mask, bool) & prep.brain

@@ -182,7 +182,7 @@ class ModelSession:
             det = copy.copy(det)  # same model, options and device; only the batch size differs
             det.batch_size = int(batch_size)
         out = det.run(x, eps, base_only=base_only, progress=progress, should_stop=should_stop)
-        d = self.slices.volume_to_grid(out.d)
+        d = self.slices.volume_map_to_grid(out.d)
         if results is not None:
             for k in range(out.s.shape[0]) if result_slices is None else result_slices:
                 s_k = self.slices.to_slice_grid(out.s[k])
