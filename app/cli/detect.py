@@ -57,6 +57,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         metavar="PX",
         help="median filter of the difference map, PX x PX in-plane (default: the card's postprocess, else none)",
     )
+    p.add_argument("--no-skull-strip", action="store_true", help="skull-on brain MRI: skip N4 + atlas brain extraction")
+    p.add_argument("--brain-mask", metavar="BRAIN.nii.gz|.nrrd", default=None, help="also write the brain mask used")
     detect_dicom.configure(p)  # --seg, --server/--study-uid/--series-uid/--send (app/cli/detect_dicom.py)
 
 
@@ -66,8 +68,8 @@ def _check_out(path) -> None:
     from app.errors import OptionError
 
     p = Path(path)
-    if not p.name.lower().endswith((".nii", ".nii.gz")):
-        raise OptionError(f"--out {p}: the mask is written as NIfTI; use a .nii or .nii.gz name")
+    if not p.name.lower().endswith((".nii", ".nii.gz", ".nrrd")):
+        raise OptionError(f"--out {p}: the mask is written as NIfTI or NRRD; use a .nii, .nii.gz or .nrrd name")
     if not p.parent.is_dir():
         raise OptionError(f"--out {p}: folder {p.parent} does not exist")
 
@@ -141,7 +143,18 @@ def run(args: argparse.Namespace) -> int:
 
         gt = load_mask(args.mask, study)
     cfg = model.config
-    prep = prepare_study(study, cfg.image_size, cfg.channels, cfg.normalization)
+    from app.data.domain import domain_from_card
+
+    prep = prepare_study(
+        study,
+        cfg.image_size,
+        cfg.channels,
+        cfg.normalization,
+        skull_strip=not args.no_skull_strip,
+        domain=domain_from_card(card),
+    )
+    for w in prep.warnings:  # outside the model's domain (app/data/domain.py): never silent
+        print(f"warning: {w}", file=sys.stderr)
     detector = Detector.from_card(
         model, card, device, solver=args.solver, max_steps=args.max_steps, median_size=args.median,
         batch_size=args.batch_size,
@@ -160,7 +173,11 @@ def run(args: argparse.Namespace) -> int:
 
         out = detector.run(prep.x, eps, base_only=args.base_only, progress=progress)
     d_vol = to_study_grid(out.d, prep.geometry, "map")
-    mask = d_vol > tau
+    from app.data.pipeline import restrict_to_brain
+
+    mask = restrict_to_brain(d_vol > tau, prep)  # the scalp is never flagged
+    if args.brain_mask and prep.brain is not None:
+        save_mask(study, prep.brain, args.brain_mask)
     maps_dir = Path(args.maps) if args.maps else None
     if maps_dir is not None:
         maps_dir.mkdir(parents=True, exist_ok=True)
