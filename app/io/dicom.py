@@ -243,18 +243,38 @@ def _enhanced_geometry(ds, data, per_frame, warnings, name):
 
 def _meta(ds, n_slices: int) -> dict:
     meta = {"format": "DICOM", "slices": n_slices}
-    for key in ("SeriesDescription", "Modality", "WindowCenter", "WindowWidth", "SeriesInstanceUID"):
+    for key in ("SeriesDescription", "Modality", "WindowCenter", "WindowWidth", "SeriesInstanceUID") + SEQUENCE_TAGS:
         v = ds.get(key)
         if v is not None:
             try:
                 meta[key] = (
                     float(v[0] if hasattr(v, "__len__") and not isinstance(v, str) else v)
-                    if key.startswith("Window")
-                    else str(v)
+                    if key.startswith("Window") or key in NUMERIC_TAGS
+                    else (
+                        " ".join(str(x) for x in v)
+                        if isinstance(v, list | tuple) or type(v).__name__ == "MultiValue"
+                        else str(v)
+                    )
                 )
             except (TypeError, ValueError):
                 pass
     return meta
+
+
+#: acquisition facts kept in ``Study.meta`` for the domain check (app/data/domain.py): contrast, enhancement, slices
+SEQUENCE_TAGS = (
+    "ProtocolName",
+    "SequenceName",
+    "ScanningSequence",
+    "SequenceVariant",
+    "ContrastBolusAgent",
+    "RepetitionTime",
+    "EchoTime",
+    "InversionTime",
+    "SliceThickness",
+    "ImageType",
+)
+NUMERIC_TAGS = ("RepetitionTime", "EchoTime", "InversionTime", "SliceThickness")
 
 
 def _series(paths: list[Path], warnings: list[str], label: str) -> Study:
