@@ -142,7 +142,7 @@ def seed(server: orthanc_mod.Orthanc, folder: Path) -> Seeded:
     empty_study = generate_uid()
     server.upload([write_sr(folder / "empty", empty_study, ("MG^Empty", "mg-empty"))])
     s.studies["empty"] = empty_study
-    add("reject", vol[:, :, :3], aff, ("MG^Reject", orthanc_mod.REJECT_PATIENT), {"StudyDate": "20220101"})
+    add("reject", vol, aff, ("MG^Reject", orthanc_mod.REJECT_PATIENT), {"StudyDate": "20220101"})
     big = np.repeat(vol[:, :, :1], BIG, axis=2)  # ~2 KB per instance, ~130 KB in all
     add("big", big, aff, ("MG^Big", "mg-big"), {"StudyDate": "20210101"})
     return s
