@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-QT_FREE = ["app.core", "app.nets", "app.io", "app.data", "app.train", "app.bench", "app.batch"]
+QT_FREE = ["app.core", "app.nets", "app.io", "app.data", "app.train", "app.bench", "app.batch", "app.pacs"]
 
 
 def _modules(pkg: str) -> list[str]:
@@ -65,12 +65,13 @@ ALLOWED = {
     "nets": set(),  # models know nothing of the solver or the pipeline: model cards name solvers as plain options
     "core": {"nets"},  # the solver, maps, metrics, the detection pipeline and the evaluation protocol
     "train": {"io", "data", "nets", "core"},  # not bench: the protocol that calibration shares lives in core
+    "pacs": {"io"},  # PACS clients, server settings and the retrieval cache (no Qt)
     "viewer": {"io", "data", "nets", "core"},
     "figure": {"io", "data", "nets", "core", "viewer"},
-    "gui": {"io", "data", "nets", "core", "viewer", "figure"},
+    "gui": {"io", "data", "nets", "core", "viewer", "figure", "pacs"},
     "batch": {"io", "data", "nets", "core", "viewer"},  # batch detection on Dask: the pipeline, no GUI
     "bench": {"io", "data", "nets", "core", "train", "viewer", "figure", "gui", "batch"},
-    "cli": {"io", "data", "nets", "core", "train", "viewer", "figure", "gui", "bench", "batch"},
+    "cli": {"io", "data", "nets", "core", "train", "viewer", "figure", "gui", "bench", "batch", "pacs"},
 }
 
 

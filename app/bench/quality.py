@@ -37,11 +37,8 @@ from app.core.protocol import (
 )
 from app.errors import OptionError
 from app.nets.card import (
-    card_channels_last,
     card_choices,
     card_eps_grid,
-    card_postprocess,
-    card_solver,
     card_training,
     card_validation_dice,
     has_choice,
@@ -130,15 +127,16 @@ def evaluate_model(
 
     stem = resolve_model(name)
     model, card = load_checkpoint(stem, device)
-    solver, channels_last = settings.solver, settings.channels_last
     if settings.choice == "card":
         # apply the card's choice the way it was made (and the way detect and the viewer apply it): the card's
-        # solver, step budget and layout; --max-steps still overrides the budget
-        solver, channels_last = card_solver(card), card_channels_last(card)
-    post = PostProcessing(**card_postprocess(card)) if settings.choice == "card" else None
-    det = Detector(
-        model, device, solver=solver, post=post, batch_size=settings.batch_size, channels_last=channels_last
-    )
+        # solver, step budget, layout and post-processing; --max-steps still overrides the budget
+        det = Detector.from_card(model, card, device, batch_size=settings.batch_size)
+    else:  # choose here with the benchmark's solver; the post-processing is chosen on validation below
+        post = PostProcessing()
+        det = Detector(
+            model, device, solver=settings.solver, post=post, batch_size=settings.batch_size,
+            channels_last=settings.channels_last,
+        )  # fmt: skip
 
     def prog(phase):
         return None if progress is None else (lambda d, t: progress(phase, d, t))
@@ -226,7 +224,7 @@ def evaluate_model(
             "dice": paired_difference(base.dice_per_image, mg.dice_per_image),
             "ap": paired_difference(base.ap_per_image, mg.ap_per_image),
         },
-        "solver": {**solver.__dict__, "channels_last": channels_last},
+        "solver": {**det.solver.__dict__, "channels_last": det.channels_last, "median_size": det.post.median_size},
         "seconds": time.perf_counter() - t0,
         "training": card_training(card),
     }

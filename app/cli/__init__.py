@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "view": "app.cli.view",
     "figure": "app.cli.figure",
     "bench": "app.cli.bench",
+    "pacs": "app.cli.pacs",
 }
 
 #: what ``python main.py`` with no subcommand runs, if that subcommand exists

@@ -12,15 +12,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from app.cli import detect_dicom
+
 HELP = "detect anomalies in a study and write the mask (NIfTI on the study's grid)"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study", metavar="STUDY", help="NIfTI/MGZ file, DICOM file or folder, or PNG/JPEG/TIFF picture")
+    p.add_argument(
+        "study", metavar="STUDY", nargs="?", help="NIfTI/MGZ file, DICOM file or folder, or PNG/JPEG/TIFF picture"
+    )
     p.add_argument(
         "--model", default=None, help="model name in models/ or a checkpoint path (default: the default model)"
     )
-    p.add_argument("--out", required=True, metavar="MASK.nii.gz", help="where to write the binary mask")
+    p.add_argument(
+        "--out", metavar="MASK.nii.gz|SEG.dcm", help="where to write the binary mask (.dcm: DICOM SEG, DICOM studies)"
+    )
     p.add_argument("--eps", type=float, default=None, help="MatchGen radius (default: the model card's choice)")
     p.add_argument("--tau", type=float, default=None, help="threshold on the difference map (default: the card's)")
     p.add_argument("--base-only", action="store_true", help="the base model alone (eps = 0), with its own tau")
@@ -51,6 +57,9 @@ def configure(p: argparse.ArgumentParser) -> None:
         metavar="PX",
         help="median filter of the difference map, PX x PX in-plane (default: the card's postprocess, else none)",
     )
+    p.add_argument("--no-skull-strip", action="store_true", help="skull-on brain MRI: skip N4 + atlas brain extraction")
+    p.add_argument("--brain-mask", metavar="BRAIN.nii.gz|.nrrd", default=None, help="also write the brain mask used")
+    detect_dicom.configure(p)  # --seg, --server/--study-uid/--series-uid/--send (app/cli/detect_dicom.py)
 
 
 def _check_out(path) -> None:
@@ -59,8 +68,8 @@ def _check_out(path) -> None:
     from app.errors import OptionError
 
     p = Path(path)
-    if not p.name.lower().endswith((".nii", ".nii.gz")):
-        raise OptionError(f"--out {p}: the mask is written as NIfTI; use a .nii or .nii.gz name")
+    if not p.name.lower().endswith((".nii", ".nii.gz", ".nrrd")):
+        raise OptionError(f"--out {p}: the mask is written as NIfTI or NRRD; use a .nii, .nii.gz or .nrrd name")
     if not p.parent.is_dir():
         raise OptionError(f"--out {p}: folder {p.parent} does not exist")
 
@@ -97,17 +106,16 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from app.core.detector import Detector, PostProcessing, has_foreground
+    from app.core.detector import Detector, has_foreground
     from app.core.device import resolve_device
     from app.core.maps import study_detection_mask
     from app.data.pipeline import prepare_study, to_study_grid
     from app.errors import OptionError
     from app.io import load_study, save_mask, save_on_study_grid
-    from app.nets.card import card_channels_last, card_postprocess, solver_for
     from app.nets.checkpoint import load_checkpoint
     from app.nets.zoo import resolve_model
 
-    _check_out(args.out)
+    detect_dicom.check(args)
     if args.batch_size < 1:
         raise OptionError("--batch-size must be >= 1")
     if args.max_steps is not None and args.max_steps < 0:
@@ -126,10 +134,8 @@ def run(args: argparse.Namespace) -> int:
     eps, tau, note = choose_parameters(card, args.eps, args.tau, args.base_only)
     if note:
         print(f"note: {note}", file=sys.stderr)
-    solver, solver_warning = solver_for(card, args.solver, args.max_steps)
-    if solver_warning and not args.base_only:
-        print(f"warning: {solver_warning}", file=sys.stderr)
-    study = load_study(args.study)
+    study = load_study(detect_dicom.input_path(args))
+    detect_dicom.require_dicom_input(args, study)
     for w in study.warnings:
         print(f"warning: {w}", file=sys.stderr)
     gt = None
@@ -138,14 +144,25 @@ def run(args: argparse.Namespace) -> int:
 
         gt = load_mask(args.mask, study)
     cfg = model.config
-    prep = prepare_study(study, cfg.image_size, cfg.channels, cfg.normalization)
-    chosen_post = card_postprocess(card)
-    if args.median is not None:
-        chosen_post["median_size"] = args.median
-    post = PostProcessing(**chosen_post)
-    detector = Detector(
-        model, device, solver=solver, post=post, batch_size=args.batch_size, channels_last=card_channels_last(card)
+    from app.data.domain import domain_from_card
+
+    prep = prepare_study(
+        study,
+        cfg.image_size,
+        cfg.channels,
+        cfg.normalization,
+        skull_strip=not args.no_skull_strip,
+        domain=domain_from_card(card),
     )
+    for w in prep.warnings:  # outside the model's domain (app/data/domain.py): never silent
+        print(f"warning: {w}", file=sys.stderr)
+    detector = Detector.from_card(
+        model, card, device, solver=args.solver, max_steps=args.max_steps, median_size=args.median,
+        batch_size=args.batch_size,
+    )  # fmt: skip
+    if detector.solver_warning and not args.base_only:
+        print(f"warning: {detector.solver_warning}", file=sys.stderr)
+    post = detector.post
     n_todo = int(has_foreground(prep.x, post.foreground_threshold).sum())
     mode = "base model" if args.base_only else f"MatchGen eps={eps:g}"
     with tqdm(total=n_todo, unit="slice", desc=mode, disable=not sys.stderr.isatty()) as bar:
@@ -157,11 +174,18 @@ def run(args: argparse.Namespace) -> int:
 
         out = detector.run(prep.x, eps, base_only=args.base_only, progress=progress)
     d_vol = to_study_grid(out.d, prep.geometry, "map")
+    from app.data.pipeline import restrict_map_to_brain
+
+    d_vol = restrict_map_to_brain(d_vol, prep)  # the scalp is never flagged (the viewer does the same)
     mask = study_detection_mask(d_vol, tau, prep.geometry, post.min_component_px)
+    if args.brain_mask and prep.brain is not None:
+        save_mask(study, prep.brain, args.brain_mask)
     maps_dir = Path(args.maps) if args.maps else None
     if maps_dir is not None:
         maps_dir.mkdir(parents=True, exist_ok=True)
-    save_mask(study, mask, args.out)
+    if args.out and not detect_dicom.is_dcm(args.out):
+        save_mask(study, mask, args.out)
+    detect_dicom.write_outputs(args, study, mask, d_vol, detect_dicom.algorithm(stem, model, eps, tau, args.base_only))
     if maps_dir is not None:
         s = np.where(out.analysed[:, None, None, None], out.s, 0.0).astype(np.float32)  # empty slices: 0
         s_vol = to_study_grid(s if s.shape[1] > 1 else s[:, 0], prep.geometry, "map")
@@ -178,7 +202,8 @@ def run(args: argparse.Namespace) -> int:
         )
     flagged = int(mask.sum())
     print(
-        f"wrote {args.out}: {flagged} voxels flagged in {int(mask.any(axis=(0, 1)).sum())} of {mask.shape[2]} "
-        f"axial slices (model {stem.name}, eps={eps:g}, tau={tau:g}, {int(out.analysed.sum())} slices analysed)"
+        f"wrote {args.out or 'the mask'}: {flagged} voxels flagged in {int(mask.any(axis=(0, 1)).sum())} of "
+        f"{mask.shape[2]} axial slices (model {stem.name}, eps={eps:g}, tau={tau:g}, "
+        f"{int(out.analysed.sum())} slices analysed)"
     )
     return 0

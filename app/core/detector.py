@@ -105,6 +105,45 @@ class Detector:
         if batch_size < 1:
             raise OptionError("batch size must be >= 1")
         self.batch_size = batch_size
+        #: set by :meth:`from_card` when the solver is not the one the card's eps/tau were chosen with
+        self.solver_warning: str | None = None
+
+    @classmethod
+    def from_card(
+        cls,
+        model: AnomalyModel,
+        card: dict,
+        device: torch.device | str = "cpu",
+        *,
+        solver: str = "card",
+        max_steps: int | None = None,
+        median_size: int | None = None,
+        batch_size: int = 64,
+        fold_batchnorm: bool = True,
+    ) -> Detector:
+        """The detector a model card asks for, built the same way everywhere (``detect``, the viewer, ``bench
+        quality --choice card``): the solver its eps/tau were chosen with (:func:`app.nets.card.solver_for`;
+        ``solver``/``max_steps`` override it), its memory layout and its post-processing (``median_size``
+        overrides the card's ``postprocess.median_size``; erosion and the minimum component size come from the
+        card as they are). ``solver_warning`` is the one-line warning when the
+        solver is not the card's (else None)."""
+        from app.nets.card import card_channels_last, card_postprocess, solver_for
+
+        options, warning = solver_for(card, solver, max_steps)
+        post = card_postprocess(card)
+        if median_size is not None:
+            post["median_size"] = int(median_size)
+        det = cls(
+            model,
+            device,
+            solver=options,
+            post=PostProcessing(**post),
+            batch_size=batch_size,
+            channels_last=card_channels_last(card),
+            fold_batchnorm=fold_batchnorm,
+        )
+        det.solver_warning = warning
+        return det
 
     def _to_tensor(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, torch.Tensor) else x)
@@ -179,9 +218,9 @@ class Detector:
         if base_only:
             eps_arr = np.zeros(n, np.float32)
         else:
-            eps_arr = np.broadcast_to(np.asarray(eps, np.float64), (n,)).astype(np.float32) if n else np.zeros(0)
             if np.ndim(eps) > 0 and np.shape(eps) != (n,):
                 raise OptionError(f"eps must be a number or have one value per slice ({n}), got shape {np.shape(eps)}")
+            eps_arr = np.broadcast_to(np.asarray(eps, np.float64), (n,)).astype(np.float32)
             if not (np.isfinite(eps_arr).all() and (eps_arr >= 0).all()):
                 raise OptionError("eps must be finite and >= 0")
         x_np = xt.detach().cpu().numpy()

@@ -89,7 +89,7 @@ def _brain_slices(x: np.ndarray) -> np.ndarray:
 
 
 def _slices_of(study, brain_z: np.ndarray | None = None):
-    prep = prepare_study(study, SIZE)
+    prep = prepare_study(study, SIZE, skull_strip=False)  # skull-stripped by construction (its own masks)
     keep = _brain_slices(prep.x) if brain_z is None else brain_z
     return prep, keep
 
@@ -146,7 +146,7 @@ def _lesion_split(out: Path, study, brain, split: str, block, seeds, style: str,
     normal_taken = set()
     tag = "itk-seed" if style == "A" else "itk-b-seed"
     for sd, s2, mask, recs, labels in lesion_realisations(study, brain, block, seeds, style=style):
-        p2 = prepare_study(s2, SIZE, slices=block)
+        p2 = prepare_study(s2, SIZE, slices=block, skull_strip=False)
         m = study_mask_to_model(mask, p2.geometry)
         k = kinds_to_model(labels, m, p2.geometry)
         v_img.append(p2.x)
@@ -177,7 +177,8 @@ def _lesion_split(out: Path, study, brain, split: str, block, seeds, style: str,
         "z": [int(z) for z in block],
         "lesions": [r["lesions"] for r in recs_all],
     }
-    clean = prepare_study(study, SIZE, slices=block).x  # the block without lesions: normal slices for FP counts
+    # the block without lesions: normal slices for FP counts
+    clean = prepare_study(study, SIZE, slices=block, skull_strip=False).x
     save_volumes(out, split, vx, vm, vk, v_names, info, clean=clean)
     n_abn = int(y.reshape(len(y), -1).any(axis=1).sum())
     kind_counts = {

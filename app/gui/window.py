@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from app.errors import MatchGenError
 from app.figure import write_figure2
+from app.gui import pacs_dialog
 from app.gui.controls import ControlPanel
 from app.gui.panels import FourPanels
 from app.gui.worker import Invoker, SolveWorker
@@ -239,6 +240,7 @@ class MainWindow(QMainWindow):
         act("&File", "&Save mask (NIfTI)...", self.save_mask_dialog, "Ctrl+S")
         act("&File", "&Export view...", self.export_view_dialog, "Ctrl+E")
         self.figure_action = act("&File", "Export &Figure 2...", self.export_figure_dialog, "Ctrl+F")
+        pacs_dialog.install(self)  # Open from PACS, Load segmentation, Save as DICOM SEG, Send result, servers
         self.menus["&File"].addSeparator()
         act("&File", "&Quit", self.close, "Ctrl+Q")
         act("&View", "Next slice", lambda: self.step_slice(1), "Up")

@@ -27,7 +27,7 @@ __all__ = [
 
 
 def load_study(path: str | os.PathLike, modality: str | None = None) -> Study:
-    """Read a study from a NIfTI/MGZ file, a DICOM file or folder, or a 2D picture."""
+    """Read a study from a NIfTI/MGZ or NRRD file, a DICOM file or folder, or a 2D picture."""
     p = Path(path)
     if not p.exists():
         raise StudyError(f"{p}: no such file or folder")
@@ -41,6 +41,7 @@ def _load(p: Path, modality: str | None) -> Study:
     from app.io.dicom import is_dicom_file, load_dicom
     from app.io.image2d import is_image_path, load_picture
     from app.io.nifti import is_nifti_path, load_nifti
+    from app.io.nrrd import is_nrrd_path, load_nrrd
 
     if p.is_dir():
         return load_dicom(p)
@@ -48,18 +49,26 @@ def _load(p: Path, modality: str | None) -> Study:
         raise StudyError(f"{p.name}: the file is empty")
     if is_nifti_path(p):
         return load_nifti(p, modality)
+    if is_nrrd_path(p):
+        return load_nrrd(p, modality)
     if is_image_path(p):
         return load_picture(p)
     if is_dicom_file(p) or p.suffix.lower() in (".dcm", ".dicom", ".ima"):
         return load_dicom(p)
     raise StudyError(
-        f"{p.name}: unknown file type (expected .nii/.nii.gz/.mgz, a DICOM file or folder, or PNG/JPEG/TIFF)"
+        f"{p.name}: unknown file type (expected .nii/.nii.gz/.mgz, .nrrd/.nhdr, a DICOM file or folder, "
+        "or PNG/JPEG/TIFF)"
     )
 
 
 def load_mask(path: str | os.PathLike, study: Study) -> np.ndarray:
     """A ground-truth mask file on the study's grid -> bool array in the study's canonical order. The mask must
-    have the study's original shape and (up to 1e-3 mm) affine."""
+    have the study's original shape and (up to 1e-3 mm) affine. A DICOM SEG file is read onto the DICOM series
+    it references (:func:`app.io.seg.read_seg`)."""
+    from app.io.seg import is_seg_file, read_seg
+
+    if is_seg_file(path):
+        return read_seg(path, study)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         data, affine = load_study_raw_grid(path)
@@ -80,7 +89,14 @@ def load_study_raw_grid(path: str | os.PathLike):
         raise StudyError(f"{p}: no such file")
     from app.io.image2d import PICTURE_AFFINE, is_image_path
     from app.io.nifti import is_nifti_path
+    from app.io.nrrd import is_nrrd_path, nrrd_grid
 
+    if is_nrrd_path(p):
+        data, affine, _, _ = nrrd_grid(p)
+        data = np.asarray(data, dtype=np.float32)
+        if data.ndim != 3:
+            raise StudyError(f"{p.name}: a mask must be a 3D volume, got shape {data.shape}")
+        return data, affine
     if is_nifti_path(p):
         import nibabel as nib
 
@@ -108,4 +124,4 @@ def load_study_raw_grid(path: str | os.PathLike):
         except Exception as exc:  # noqa: BLE001
             raise StudyError(f"{p.name}: not a readable mask image ({one_line(exc)})") from None
         return (data > 0).astype(np.float32)[:, :, None], PICTURE_AFFINE
-    raise StudyError(f"{p.name}: masks must be NIfTI (.nii/.nii.gz) or PNG")
+    raise StudyError(f"{p.name}: masks must be NIfTI (.nii/.nii.gz), NRRD (.nrrd/.nhdr) or PNG")

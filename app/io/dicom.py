@@ -207,7 +207,9 @@ def _single(ds, path: Path, warnings: list[str]) -> Study:
             th = _floats(ds, "SliceThickness", 1)
             dz = float(sp[0]) if sp is not None and sp[0] > 0 else float(th[0]) if th is not None and th[0] > 0 else 1.0
         affine = _affine(rowcos, colcos, ps, ipp, normal, dz)
-    return make_study(data, affine, _modality(ds), str(path), warnings, meta=_meta(ds, 1))
+    meta = _meta(ds, 1)
+    meta["dicom_files"] = [str(path)]
+    return make_study(data, affine, _modality(ds), str(path), warnings, meta=meta)
 
 
 def _enhanced_geometry(ds, data, per_frame, warnings, name):
@@ -241,18 +243,38 @@ def _enhanced_geometry(ds, data, per_frame, warnings, name):
 
 def _meta(ds, n_slices: int) -> dict:
     meta = {"format": "DICOM", "slices": n_slices}
-    for key in ("SeriesDescription", "Modality", "WindowCenter", "WindowWidth", "SeriesInstanceUID"):
+    for key in ("SeriesDescription", "Modality", "WindowCenter", "WindowWidth", "SeriesInstanceUID") + SEQUENCE_TAGS:
         v = ds.get(key)
         if v is not None:
             try:
                 meta[key] = (
                     float(v[0] if hasattr(v, "__len__") and not isinstance(v, str) else v)
-                    if key.startswith("Window")
-                    else str(v)
+                    if key.startswith("Window") or key in NUMERIC_TAGS
+                    else (
+                        " ".join(str(x) for x in v)
+                        if isinstance(v, list | tuple) or type(v).__name__ == "MultiValue"
+                        else str(v)
+                    )
                 )
             except (TypeError, ValueError):
                 pass
     return meta
+
+
+#: acquisition facts kept in ``Study.meta`` for the domain check (app/data/domain.py): contrast, enhancement, slices
+SEQUENCE_TAGS = (
+    "ProtocolName",
+    "SequenceName",
+    "ScanningSequence",
+    "SequenceVariant",
+    "ContrastBolusAgent",
+    "RepetitionTime",
+    "EchoTime",
+    "InversionTime",
+    "SliceThickness",
+    "ImageType",
+)
+NUMERIC_TAGS = ("RepetitionTime", "EchoTime", "InversionTime", "SliceThickness")
 
 
 def _series(paths: list[Path], warnings: list[str], label: str) -> Study:
@@ -306,7 +328,9 @@ def _series(paths: list[Path], warnings: list[str], label: str) -> Study:
             raise StudyError(f"{label}: slices differ in size ({shape} vs {arr.shape})")
         frames.append(_rescale(_monochrome1(arr, ds), ds))
     data = _to_volume(frames)
-    return make_study(data, affine, _modality(ref), label, warnings, meta=_meta(ref, len(frames)))
+    meta = _meta(ref, len(frames))
+    meta["dicom_files"] = [str(p) for p, _ in items]  # slice k of the original grid (app/io/seg.py uses it)
+    return make_study(data, affine, _modality(ref), label, warnings, meta=meta)
 
 
 def _scan_folder(folder: Path) -> dict[str, list[Path]]:

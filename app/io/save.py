@@ -1,4 +1,5 @@
-"""Writing masks and maps as NIfTI on the study's *original* grid and affine, atomically (temporary file in the
+"""Writing masks and maps as NIfTI (or NRRD: a ``.nrrd`` name, :mod:`app.io.nrrd`) on the study's *original*
+grid and affine, atomically (temporary file in the
 same folder, then rename), so a failure never leaves a half-written file."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ def _nifti_suffix(path: Path) -> str:
     for s in (".nii.gz", ".nii"):
         if name.endswith(s):
             return s
-    raise StudyError(f"{path}: output must end in .nii or .nii.gz")
+    raise StudyError(f"{path}: output must end in .nii, .nii.gz or .nrrd")
 
 
 def atomic_save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> Path:
@@ -54,6 +55,10 @@ def save_on_study_grid(study: Study, array: np.ndarray, path: str | os.PathLike,
         arr = arr.astype(np.float32)
     if dtype is not None:
         arr = arr.astype(dtype)
+    if str(path).lower().endswith(".nrrd"):  # NRRD out (e.g. for 3D Slicer), in the source NRRD's space
+        from app.io.nrrd import save_nrrd_on_study_grid
+
+        return save_nrrd_on_study_grid(study, arr, path)
     return atomic_save_nifti(study.to_original(arr), study.original_affine, path)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from app.core.metrics import dice
-from app.nets.card import card_channels_last, card_choices, card_eps_grid, card_postprocess, card_solver
+from app.nets.card import card_choices, card_eps_grid
 from app.viewer.slices import ModelInput, StudySlices
 
 
@@ -47,16 +47,15 @@ class ModelSession:
     progress_interval_s: float = 0.05
 
     def __init__(self, name: str, model, card: dict, slices: StudySlices | None = None, device: str = "cpu"):
-        from app.core.detector import Detector, PostProcessing
+        from app.core.detector import Detector
 
         self.name = name
         self.card = card
         self.choices = card_choices(card)
         self.eps_grid = card_eps_grid(card)
-        self.solver = card_solver(card)
-        # the card's solver, layout and post-processing, as `detect` applies them: one pipeline
-        post = PostProcessing(median_size=card_postprocess(card).get("median_size", 0))
-        self.detector = Detector(model, device, solver=self.solver, post=post, channels_last=card_channels_last(card))
+        # the card's solver, layout and post-processing, built as `detect` builds them: one pipeline
+        self.detector = Detector.from_card(model, card, device)
+        self.solver = self.detector.solver
         self.input = ModelInput.of(model)
         self.slices: StudySlices | None = None
         if slices is not None:
@@ -183,7 +182,7 @@ class ModelSession:
             det = copy.copy(det)  # same model, options and device; only the batch size differs
             det.batch_size = int(batch_size)
         out = det.run(x, eps, base_only=base_only, progress=progress, should_stop=should_stop)
-        d = self.slices.volume_to_grid(out.d)
+        d = self.slices.volume_map_to_grid(out.d)
         if results is not None:
             for k in range(out.s.shape[0]) if result_slices is None else result_slices:
                 s_k = self.slices.to_slice_grid(out.s[k])

@@ -630,7 +630,13 @@ class ViewerController:
 
         vol, sl = self.volume, self.state.study
         try:
-            out = save_mask(sl.study, vol.d > tau, path)
+            if str(path).lower().endswith(".dcm"):  # a DICOM SEG over the source series (DICOM studies only)
+                from app.io.seg import write_seg
+                from app.viewer.dicom_out import session_algorithm
+
+                out = write_seg(sl.study, vol.d > tau, path, session_algorithm(self.session, vol.eps, tau))
+            else:
+                out = save_mask(sl.study, vol.d > tau, path)
         except (MatchGenError, OSError) as exc:
             self._error("Cannot save mask", str(exc))
             return False

@@ -200,3 +200,10 @@ class StudySlices:
         from app.data.pipeline import to_study_grid
 
         return to_study_grid(maps, self._prepared().geometry)
+
+    def volume_map_to_grid(self, d: np.ndarray) -> np.ndarray:
+        """(N, S, S) difference maps -> (X, Y, Z), zero outside the brain mask where one was found (as ``detect``
+        does: the scalp is never flagged)."""
+        from app.data.pipeline import restrict_map_to_brain
+
+        return restrict_map_to_brain(self.volume_to_grid(d), self._prepared())

@@ -92,3 +92,39 @@ def test_detector_applies_the_cards_post_processing_to_maps_and_masks(tiny_ae):
     assert np.array_equal(out.mask(tau), remove_small_components(out.d > tau, 5))
     with pytest.raises(OptionError):
         PostProcessing(median_size=-1)
+
+
+def test_from_card_builds_what_the_card_names(tiny_ae):
+    from app.solver_options import FAST, PAPER
+
+    card = {
+        "postprocess": {"median_size": 3, "erode_px": 2, "min_component_px": 10},
+        "calibration": {"settings": {"max_steps": 30, "channels_last": True, "solver_options": FAST.__dict__}},
+    }
+    det = Detector.from_card(tiny_ae, card)
+    assert det.solver.method == "spg" and det.solver.max_steps == 30 and det.channels_last
+    assert det.post.median_size == 3 and det.solver_warning is None
+    assert det.post.erode_px == 2 and det.post.min_component_px == 10  # the whole post-processing, not a part
+    det = Detector.from_card(tiny_ae, card, solver="paper", median_size=0)
+    assert det.solver == PAPER and det.post.median_size == 0 and "spg/bf16, 30 steps" in det.solver_warning
+    bare = Detector.from_card(tiny_ae, {})
+    assert bare.solver == PAPER and not bare.channels_last and bare.post.median_size == 0 and not bare.solver_warning
+
+
+def test_run_skips_empty_slices_and_takes_one_eps_per_slice(tiny_ae, slices):
+    x = slices.clone()
+    x[2] = 0.0  # an empty slice: no foreground
+    det = Detector(tiny_ae, batch_size=2)
+    out = det.run(x, np.array([0.0, 0.5, 0.5, 0.3, 0.0], np.float32), max_steps=20)
+    assert out.analysed.tolist() == [True, True, False, True, True]
+    assert out.steps[2] == 0 and (out.d[2] == 0).all() and np.array_equal(out.s[2], x[2].numpy())
+    assert out.steps[0] == out.steps[4] == 0 and (out.steps[[1, 3]] > 0).all()  # eps 0: the base model, no steps
+    np.testing.assert_allclose(out.eps, [0.0, 0.5, 0.5, 0.3, 0.0], rtol=1e-7)
+    for k, e in ((1, 0.5), (3, 0.3)):  # the same answer as each slice alone at its eps
+        alone = det.run(x[k : k + 1], e, max_steps=20)
+        np.testing.assert_allclose(out.d[k], alone.d[0], atol=1e-6)
+        assert out.distance[k] <= e * (1 + 1e-6)
+    every = det.run(x, 0.5, skip_empty=False, max_steps=2)
+    assert every.analysed.all()
+    with pytest.raises(OptionError):
+        det.run(x, np.zeros(3), max_steps=2)

@@ -199,9 +199,9 @@ def test_step_limit_is_passed_to_the_solver(detector):
 
 
 def test_choose_postprocessing_finds_the_rule_that_removes_salt_and_rim():
-    """Raw maps: the lesion at 1, isolated salt pixels at 1, and a bright 1-px rim on the foreground's edge.
-    Only a minimum component size removes the salt without a median (which would also erode small lesions'
-    corners), and erosion removes the rim: the chosen variant must reach Dice 1."""
+    """Raw maps: the lesion at 1, isolated salt pixels at 1, and a bright closed 1-px rim on the foreground's edge
+    (one component larger than any lesion). A minimum component size removes the salt, and only erosion removes
+    the rim: the chosen variant must reach Dice 1."""
     from app.core.protocol import DEFAULT_TAUS, choose_postprocessing
 
     rng = np.random.default_rng(1)
@@ -216,7 +216,7 @@ def test_choose_postprocessing_finds_the_rule_that_removes_salt_and_rim():
         for r, c in rng.integers(8, 32, size=(3, 2)):
             if not gts[i, r - 1 : r + 2, c - 1 : c + 2].any():
                 raw[i, r, c] = 1.0  # salt
-    raw[:, 4, 4:36] = raw[:, 35, 4:36] = 1.0  # rim
+    raw[:, 4, 4:36] = raw[:, 35, 4:36] = raw[:, 4:36, 4] = raw[:, 4:36, 35] = 1.0  # a closed rim: 124 px
     post, table = choose_postprocessing(raw, fg, list(gts), np.asarray(DEFAULT_TAUS))
     assert post.erode_px >= 2 and post.min_component_px >= 10
     assert table[f"{post.median_size}/{post.erode_px}/{post.min_component_px}"] == pytest.approx(1.0)
