@@ -32,6 +32,12 @@ class Preprocessed:
     record: dict = field(default_factory=dict)
 
 
+#: below these a volume cannot be registered to the atlas (SimpleITK's smoothing needs >= 4 voxels per axis at the
+#: coarsest level) and cannot hold a head
+MIN_EXTRACTION_VOXELS = 8
+MIN_EXTRACTION_MM = 40.0
+
+
 def is_brain_mri(study) -> bool:
     return str(study.modality).upper() == "MR" and study.channels == 1 and min(study.shape) > 1
 
@@ -56,6 +62,17 @@ def preprocess_study(study, skull_strip: bool = True, bias: bool = True, deforma
         return Preprocessed(data, brain, rec)
     if not skull_strip:
         rec = {"skull_strip": {"status": "skipped", "detail": why, "skull_present": True}, "bias": None}
+        return Preprocessed(data, None, rec)
+    extent = np.asarray(study.shape[:3]) * np.asarray(study.spacing[:3])
+    if min(study.shape[:3]) < MIN_EXTRACTION_VOXELS or extent.min() < MIN_EXTRACTION_MM:
+        # too small a volume for the atlas registration (its 8 mm level needs several voxels per axis): say so
+        # instead of failing inside SimpleITK; the domain check then warns that extraction failed
+        detail = (
+            f"volume {tuple(int(n) for n in study.shape[:3])} voxels, {tuple(round(float(e)) for e in extent)} mm: "
+            f"too small for atlas brain extraction (needs >= {MIN_EXTRACTION_VOXELS} voxels and "
+            f">= {MIN_EXTRACTION_MM:.0f} mm along every axis)"
+        )
+        rec = {"skull_strip": {"status": "failed", "detail": detail, "skull_present": True}, "bias": None}
         return Preprocessed(data, None, rec)
     vol, bias_rec = n4_correct(data, study.affine) if bias else (data, None)
     ext = extract_brain(vol, study.affine, deformable=deformable)

@@ -496,7 +496,16 @@ class ViewerController:
         if r is None or sl is None:
             return None, None
         gt = sl.gt_slice(self.state.slice_index)
-        return detection_overlay(r.d, self.state.tau, gt, self.state.overlay_opacity)
+        pred = self._mask(r.d, self.state.tau)
+        return detection_overlay(r.d, self.state.tau, gt, self.state.overlay_opacity, pred)
+
+    def _mask(self, d: np.ndarray, tau: float) -> np.ndarray:
+        """The detection on the study grid as ``detect`` makes it: D > tau and the card's component rule."""
+        sess = self.session
+        min_px = sess.detector.post.min_component_px if sess is not None else 0
+        if not min_px or sess.slices is None:
+            return np.asarray(d) > tau
+        return sess.slices.detection_mask(d, tau, min_px)  # the session's slices know the model-grid geometry
 
     def hover(self, x: int, y: int) -> str:
         """The mouse is over voxel (x, y) of the current slice (x < 0: it left the images): tells the views
@@ -634,9 +643,9 @@ class ViewerController:
                 from app.io.seg import write_seg
                 from app.viewer.dicom_out import session_algorithm
 
-                out = write_seg(sl.study, vol.d > tau, path, session_algorithm(self.session, vol.eps, tau))
+                out = write_seg(sl.study, self._mask(vol.d, tau), path, session_algorithm(self.session, vol.eps, tau))
             else:
-                out = save_mask(sl.study, vol.d > tau, path)
+                out = save_mask(sl.study, self._mask(vol.d, tau), path)
         except (MatchGenError, OSError) as exc:
             self._error("Cannot save mask", str(exc))
             return False

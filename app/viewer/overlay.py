@@ -11,10 +11,11 @@ from app.core.metrics import dice
 
 
 def detection_overlay(
-    d: np.ndarray, tau: float, gt: np.ndarray | None, opacity: float
+    d: np.ndarray, tau: float, gt: np.ndarray | None, opacity: float, pred: np.ndarray | None = None
 ) -> tuple[np.ndarray, float | None]:
-    """RGBA uint8 (X, Y, 4) and the Dice of D > tau against ``gt`` (None without a ground truth)."""
-    pred = np.asarray(d) > tau
+    """RGBA uint8 (X, Y, 4) and the Dice of the detection against ``gt`` (None without a ground truth). The
+    detection is ``pred`` when given (the card's component rule applied), else D > tau."""
+    pred = np.asarray(d) > tau if pred is None else np.asarray(pred, bool)
     alpha = int(round(255 * min(max(opacity, 0.0), 1.0)))
     rgba = np.zeros((*pred.shape, 4), np.uint8)
     if gt is not None:

@@ -201,6 +201,20 @@ class StudySlices:
 
         return to_study_grid(maps, self._prepared().geometry)
 
+    def detection_mask(self, d: np.ndarray, tau: float, min_component_px: int = 0) -> np.ndarray:
+        """D > tau on the study grid -- a whole volume (X, Y, Z) or one axial slice (X, Y) -- without in-plane
+        components smaller than ``min_component_px`` model pixels: the rule ``detect`` applies
+        (:func:`app.core.maps.study_detection_mask`), so a slice shows what the saved mask holds there."""
+        from app.core.maps import study_detection_mask
+
+        if not min_component_px:
+            return np.asarray(d) > tau
+        g = self._prepared().geometry
+        d = np.asarray(d)
+        if d.ndim == 2:
+            return study_detection_mask(d[:, :, None], tau, g, min_component_px)[:, :, 0]
+        return study_detection_mask(d, tau, g, min_component_px)
+
     def volume_map_to_grid(self, d: np.ndarray) -> np.ndarray:
         """(N, S, S) difference maps -> (X, Y, Z), zero outside the brain mask where one was found (as ``detect``
         does: the scalp is never flagged)."""

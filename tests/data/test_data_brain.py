@@ -188,3 +188,18 @@ def test_contrast_rules_and_card_domain():
     card = {"domain": {"modality": "mr", "contrast": "flair", "max_slice_mm": 5}}
     assert domain_from_card(card) == ModelDomain("MR", "FLAIR", None, 5.0, None)
     assert domain_from_card({"config": {"normalization": "ct-window:brain"}}).modality == "CT"
+
+
+def test_a_volume_too_small_for_the_atlas_is_reported_not_crashed():
+    """Three slices cannot be registered (SimpleITK refused with a RuntimeError): extraction is reported as failed
+    with the reason, the data are left as they are, and the domain check turns that into a warning."""
+    from app.data.preprocess import preprocess_study
+    from app.io.study import make_study
+
+    rng = np.random.default_rng(0)
+    vol = (rng.random((30, 30, 3)) * 100 + 50).astype(np.float32)  # a noisy block: not skull-stripped
+    st = make_study(vol, np.diag([1.0, 1.0, 1.0, 1.0]), "MR", "tiny")
+    out = preprocess_study(st)
+    rec = out.record["skull_strip"]
+    assert rec["status"] == "failed" and "too small" in rec["detail"]
+    assert out.brain is None and np.array_equal(out.volume, st.data)

@@ -68,3 +68,16 @@ def test_detect_with_and_without_base_only(name, study, tmp_path, capsys):
         assert code == 0, capsys.readouterr().err
         m = nib.load(out)
         assert m.shape == (40, 44, 4) and set(np.unique(np.asarray(m.dataobj))) <= {0, 1}
+
+
+def test_the_default_model_is_the_zoos_best_on_the_validation_volumes():
+    """The rule in app/nets/zoo.py: of the cards with a whole-volume validation choice, the default has the best
+    +MG validation volume Dice (never a test score)."""
+    from app.nets.checkpoint import read_card
+
+    scores = {}
+    for name in ZOO:
+        cv = read_card(MODELS_DIR / name).get("chosen_volume")
+        if cv:
+            scores[name] = cv["val_volume_dice"]
+    assert scores and max(scores, key=scores.get) == DEFAULT_MODEL

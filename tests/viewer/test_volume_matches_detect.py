@@ -26,7 +26,7 @@ def case(tmp_path):
     card_path = tmp_path / "models" / "tiny.json"
     card = json.loads(card_path.read_text())
     card["calibration"] = {"settings": {"max_steps": 30, "solver_options": {"method": "spg"}}}
-    card["postprocess"] = {"median_size": 3}  # and its post-processing
+    card["postprocess"] = {"median_size": 3, "erode_px": 1, "min_component_px": 6}  # and its post-processing
     card_path.write_text(json.dumps(card))
     return {"study": study, "model": str(tmp_path / "models" / "tiny"), "tmp": tmp_path}
 
@@ -79,5 +79,6 @@ def test_viewer_whole_volume_mask_is_identical_to_detect(case, use_mg, eps, tau,
     assert ctl.volume.d.shape[2] == 40 > 32 > VOLUME_BATCH  # the batches differ, the answer does not
     det = ctl.session.detector
     assert det.solver.method == "spg" and det.solver.max_steps == 30 and det.post.median_size == 3
+    assert det.post.erode_px == 1 and det.post.min_component_px == 6
     if eps is None:  # the card's
         assert ctl.state.eps == pytest.approx(0.2) and ctl.state.tau == pytest.approx(0.15 if use_mg else 0.2)
