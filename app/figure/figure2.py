@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from app.core.maps import CONFUSION_COLOURS, confusion_rgb
+from app.core.metrics import dice
 from app.errors import OptionError
 from app.viewer.compute import ModelSession, SliceResult
 from app.viewer.slices import StudySlices, to_screen
@@ -25,6 +26,7 @@ class Column:
     result: SliceResult
     tau: float
     dice: float | None
+    pred: np.ndarray | None = None  # the detection as detect makes it (the card's component rule applied)
 
 
 def case_columns(
@@ -37,11 +39,13 @@ def case_columns(
         gt = sess.slices.gt_slice(k)
         base = sess.solve_slice(k, 0.0)
         t_base = ch["tau_base"] if tau is None else tau
-        cols.append(Column(sess.name, base, t_base, base.dice(t_base, gt)))
+        p = sess.detection(base.d, t_base)
+        cols.append(Column(sess.name, base, t_base, None if gt is None else float(dice(p, gt)), p))
         e = ch["eps"] if eps is None else eps
         mg = sess.solve_slice(k, e)
         t_mg = ch["tau"] if tau is None else tau
-        cols.append(Column(f"{sess.name} +MG", mg, t_mg, mg.dice(t_mg, gt)))
+        p = sess.detection(mg.d, t_mg)
+        cols.append(Column(f"{sess.name} +MG", mg, t_mg, None if gt is None else float(dice(p, gt)), p))
         if progress is not None:
             progress(sess.name)
     return cols
@@ -128,7 +132,7 @@ def figure2(slices: StudySlices, k: int, columns: list[Column], title: str | Non
     diff_im = None
     for j, col in enumerate(columns):
         r = col.result
-        pred = r.mask(col.tau)[box]
+        pred = (r.mask(col.tau) if col.pred is None else col.pred)[box]
         det = confusion_rgb(pred, gt) if gt is not None else np.where(pred[..., None], 255, 0).astype(np.uint8)
         axes = [fig.add_subplot(gs[i, j + 2], label=f"{name.lower()}/{j}") for i, name in enumerate(ROWS)]
         show(axes[0], _grey(r.s[box]), "gray", (0, 1))

@@ -43,6 +43,14 @@ class SliceResult:
 class ModelSession:
     """A loaded model (by zoo name or checkpoint path) bound to a study's slices."""
 
+    def detection(self, d: np.ndarray, tau: float) -> np.ndarray:
+        """The detection on the study grid (a slice (X, Y) or the volume) as ``detect`` makes it: D > tau
+        without the in-plane components the card's post-processing drops."""
+        min_px = self.detector.post.min_component_px
+        if not min_px or self.slices is None:
+            return np.asarray(d) > tau
+        return self.slices.detection_mask(d, tau, min_px)
+
     #: seconds between intermediate results while a slice converges (each costs the GUI thread a repaint)
     progress_interval_s: float = 0.05
 

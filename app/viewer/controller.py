@@ -501,11 +501,7 @@ class ViewerController:
 
     def _mask(self, d: np.ndarray, tau: float) -> np.ndarray:
         """The detection on the study grid as ``detect`` makes it: D > tau and the card's component rule."""
-        sess = self.session
-        min_px = sess.detector.post.min_component_px if sess is not None else 0
-        if not min_px or sess.slices is None:
-            return np.asarray(d) > tau
-        return sess.slices.detection_mask(d, tau, min_px)  # the session's slices know the model-grid geometry
+        return np.asarray(d) > tau if self.session is None else self.session.detection(d, tau)
 
     def hover(self, x: int, y: int) -> str:
         """The mouse is over voxel (x, y) of the current slice (x < 0: it left the images): tells the views
