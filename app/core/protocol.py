@@ -323,6 +323,18 @@ def _best(row: np.ndarray, taus: np.ndarray) -> tuple[float, float]:
     return float(taus[j]), float(row[j])
 
 
+def _best_mg(rows: dict[float, np.ndarray], taus: np.ndarray) -> tuple[float, float, float]:
+    """(Dice, eps, tau) of the best +MG row (eps > 0); ties go to the smaller eps, then the smaller tau."""
+    best = (-2.0, 0.0, 0.0)
+    for e in sorted(rows):
+        if e <= 0:
+            continue
+        t, dsc = _best(rows[e], taus)
+        if np.nan_to_num(dsc, nan=-1.0) > best[0]:
+            best = (float(dsc), e, t)
+    return best
+
+
 def choose_on_validation(
     detector: Detector,
     val_set: Any,
@@ -379,15 +391,7 @@ def choose_on_validation(
     seconds = pm.seconds
     extended = 0
 
-    def best_mg() -> tuple[float, float, float]:
-        best = (-2.0, 0.0, 0.0)
-        for e in sorted(rows)[1:]:
-            t, dsc = _best(rows[e], taus)
-            if np.nan_to_num(dsc, nan=-1.0) > best[0]:
-                best = (float(dsc), e, t)
-        return best
-
-    best = best_mg()
+    best = _best_mg(rows, taus)
     while extend and extended < extend and best[1] == max(rows):
         top = max(rows)
         more = [_round_sig(top * f, 3) for f in (1.5, 2.0, 3.0)]
@@ -395,7 +399,7 @@ def choose_on_validation(
         score(pm2, more)
         seconds += pm2.seconds
         extended += 1
-        best = best_mg()
+        best = _best_mg(rows, taus)
     eps_final = sorted(rows)
     table = np.stack([rows[e] for e in eps_final])
     base_tau, base_dice = _best(table[0], taus)
@@ -482,11 +486,7 @@ def choose_on_volumes(
         ]
     )
     base_tau, base_dice = _best(table[0], taus)
-    best = (-2.0, 0.0, 0.0)
-    for i, e in enumerate(eps_all[1:], start=1):
-        t, dsc = _best(table[i], taus)
-        if np.nan_to_num(dsc, nan=-1.0) > best[0]:
-            best = (float(dsc), e, t)
+    best = _best_mg(dict(zip(eps_all, table, strict=True)), taus)
     return VolumeChoice(
         eps=best[1],
         tau=best[2],
