@@ -68,8 +68,15 @@ def tau_update_minimal(d: np.ndarray, gt: np.ndarray, repeats: int = 60) -> dict
         overlay.setImage(rgba, autoLevels=False)
         win.viewport().repaint()
         times.append((time.perf_counter() - t) * 1e3)
+    shown = int(np.count_nonzero(np.asarray(overlay.image)[..., 3]))  # what the last repaint put on screen
     win.close()
-    return {"tau_update_ms": statistics.median(times), "tau_update_ms_max": max(times), "tau_repeats": repeats}
+    return {
+        "tau_update_ms": statistics.median(times),
+        "tau_update_ms_max": max(times),
+        "tau_repeats": repeats,
+        "last_tau": float(taus[-1]),
+        "overlay_coloured_px": shown,
+    }
 
 
 def stall_minimal(det, x: np.ndarray, eps: float, timer_ms: int = 2) -> dict[str, Any]:
