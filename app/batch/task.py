@@ -56,6 +56,21 @@ class BatchSettings:
     threads: int = 1  # torch threads per worker process
     maps: bool = False
 
+    @classmethod
+    def for_checkpoint(cls, stem: str | os.PathLike, eps: float, tau: float, **options) -> BatchSettings:
+        """Settings for the checkpoint ``stem`` (absolute path, no suffix): its name and the SHA-256 of its card
+        and weights filled in, the rest from ``options``."""
+        stem = Path(stem)
+        return cls(
+            model=str(stem),
+            model_name=stem.name,
+            card_sha256=file_sha256(stem.with_suffix(".json")),
+            weights_sha256=file_sha256(stem.with_suffix(".safetensors")),
+            eps=eps,
+            tau=tau,
+            **options,
+        )
+
     def key(self) -> dict:
         """What a finished study must have been computed with to be skipped on a rerun."""
         return {

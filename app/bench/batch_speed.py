@@ -113,7 +113,7 @@ def run_batch_bench(model: str | None, n_studies: int = 8, slices: int = 16, max
     from distributed import Client, LocalCluster
 
     from app.batch.inputs import expand_inputs
-    from app.batch.task import BatchSettings, file_sha256
+    from app.batch.task import BatchSettings
     from app.nets.card import card_choices, read_card
     from app.nets.zoo import resolve_model
 
@@ -121,13 +121,10 @@ def run_batch_bench(model: str | None, n_studies: int = 8, slices: int = 16, max
     card = read_card(stem)
     ch = card_choices(card)
     eps, tau = ch["eps"], ch["tau"]
-    settings = BatchSettings(
-        model=str(stem),
-        model_name=stem.name,
-        card_sha256=file_sha256(stem.with_suffix(".json")),
-        weights_sha256=file_sha256(stem.with_suffix(".safetensors")),
-        eps=eps,
-        tau=tau,
+    settings = BatchSettings.for_checkpoint(
+        stem,
+        eps,
+        tau,
         max_steps=max_steps,
         device="cpu",
         threads=1,

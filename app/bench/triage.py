@@ -108,7 +108,7 @@ def run_triage(
 
     from app.batch.inputs import expand_inputs
     from app.batch.runner import run_batch
-    from app.batch.task import BatchSettings, ModelPreload, file_sha256
+    from app.batch.task import BatchSettings, ModelPreload
     from app.nets.card import card_choices, read_card
     from app.nets.zoo import resolve_model
 
@@ -137,13 +137,10 @@ def run_triage(
             for mode, base_only in (("base", True), ("mg", False)):
                 ch = card_choices(card)
                 eps, tau = (0.0, ch["tau_base"]) if base_only else (ch["eps"], ch["tau"])
-                settings = BatchSettings(
-                    model=str(stem),
-                    model_name=stem.name,
-                    card_sha256=file_sha256(stem.with_suffix(".json")),
-                    weights_sha256=file_sha256(stem.with_suffix(".safetensors")),
-                    eps=eps,
-                    tau=tau,
+                settings = BatchSettings.for_checkpoint(
+                    stem,
+                    eps,
+                    tau,
                     base_only=base_only,
                     max_steps=max_steps,
                     device="cpu",

@@ -52,7 +52,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def make_settings(args):
     """The run's BatchSettings from the options and the model card (eps/tau as ``detect`` chooses them)."""
-    from app.batch.task import BatchSettings, file_sha256
+    from app.batch.task import BatchSettings
     from app.cli.detect import choose_parameters
     from app.errors import OptionError
     from app.nets.card import read_card, solver_for
@@ -72,13 +72,10 @@ def make_settings(args):
     _solver, warning = solver_for(card, args.solver, args.max_steps)
     if warning and not args.base_only:
         print(f"warning: {warning}", file=sys.stderr)
-    return BatchSettings(
-        model=str(stem),
-        model_name=stem.name,
-        card_sha256=file_sha256(stem.with_suffix(".json")),
-        weights_sha256=file_sha256(stem.with_suffix(".safetensors")),
-        eps=eps,
-        tau=tau,
+    return BatchSettings.for_checkpoint(
+        stem,
+        eps,
+        tau,
         base_only=bool(args.base_only),
         solver=args.solver,
         max_steps=args.max_steps,
