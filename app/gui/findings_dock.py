@@ -5,8 +5,9 @@ the selection are :class:`app.viewer.findings.FindingsList`'s."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from app.gui.worklist_dock import row_table
 from app.viewer.findings import FindingsList
 
 HEADERS = ("#", "volume (ml)", "extent (mm)", "mean D", "slices")
@@ -22,13 +23,7 @@ class FindingsPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.findings: FindingsList | None = None
-        self.table = QTableWidget(0, len(HEADERS))
-        self.table.setHorizontalHeaderLabels(HEADERS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table = row_table(QTableWidget(0, len(HEADERS)), HEADERS)
         self.table.cellClicked.connect(lambda row, _c: self.finding_chosen.emit(row))
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)

@@ -27,6 +27,18 @@ class _Table(QTableWidget):
         super().keyPressEvent(ev)
 
 
+def row_table(table, headers):
+    """``table`` (a QTableWidget) set up as the docks' read-only list: ``headers``, whole rows selected one at a
+    time, no editing, no row numbers, columns sized to their contents."""
+    table.setHorizontalHeaderLabels(headers)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.verticalHeader().setVisible(False)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    return table
+
+
 class WorklistPanel(QWidget):
     #: a study the user wants to open (a WorklistEntry)
     open_requested = Signal(object)
@@ -37,13 +49,7 @@ class WorklistPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.worklist: Worklist | None = None
-        self.table = _Table(0, len(HEADERS))
-        self.table.setHorizontalHeaderLabels(HEADERS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table = row_table(_Table(0, len(HEADERS)), HEADERS)
         self.table.cellDoubleClicked.connect(lambda row, _col: self.open_row(row))
         self.table.enter_pressed.connect(lambda: self.open_row(self.table.currentRow()))
         lay = QVBoxLayout(self)
