@@ -385,6 +385,7 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
             score=score.score,
             score_definition=SCORE_DEFINITION,
             peak_slice=score.peak_slice,
+            largest_ml=score.largest_ml,
             flagged_ml=score.flagged_ml,
             n_findings=score.n_findings,
             d_q999=score.d_q999,

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-#: the study-level scores compared: each result.json's ``score`` (the worklist's), its two recorded alternatives,
-#: and the peak D over the findings (``peak_d``: max over findings of their max D; 0 without findings). Fixed
-#: before any measurement; the choice among them is made on the validation split only (``--split val``).
-SCORES = ("score", "flagged_ml", "d_q999", "peak_d")
+#: the study-level scores compared: each result.json's ``score`` (the worklist's: the peak D since the triage
+#: measurement, the largest finding's volume before), and candidates computed the same way from any result.json:
+#: ``largest_ml`` (the largest finding's volume), ``flagged_ml``, ``d_q999`` and ``peak_d`` (max over findings of
+#: their max D; 0 without findings). Fixed before the measurement; the score was chosen among them on the
+#: validation split only (``--split val``, docs/batch.md).
+SCORES = ("score", "largest_ml", "flagged_ml", "d_q999", "peak_d")
 #: which slices of the held-out subject the studies are cut from: all of them, or only the validation block or
 #: only the test blocks of the benchmark's split (:func:`app.data.brain_proxy.split_blocks`, the slices the
 #: ``val_volumes`` and ``test_volumes`` are made of), so a score can be chosen on validation and tested apart
@@ -93,8 +95,11 @@ def build_studies(
 
 def score_of(result: dict, key: str) -> float:
     """One of :data:`SCORES` from a study's result.json content."""
+    findings = result.get("findings") or []
     if key == "peak_d":
-        return max((float(f.get("max_d") or 0.0) for f in result.get("findings") or []), default=0.0)
+        return max((float(f.get("max_d") or 0.0) for f in findings), default=0.0)
+    if key == "largest_ml":  # findings are listed largest first
+        return float(findings[0].get("volume_ml") or 0.0) if findings else 0.0
     return float(result.get(key) or 0.0)
 
 
@@ -193,9 +198,9 @@ def run_triage(
                 ev.update(eps=eps, tau=tau, wall_s=round(time.perf_counter() - t, 1), failed=summary.failed)
                 entry[mode] = ev
                 log(
-                    f"{stem.name} {mode}: AUROC {ev['auroc_score']:.3f} (flagged {ev['auroc_flagged_ml']:.3f}, "
-                    f"q99.9 {ev['auroc_d_q999']:.3f}, peak D {ev['auroc_peak_d']:.3f}); abnormal ranks "
-                    f"{ev['abnormal_ranks']}"
+                    f"{stem.name} {mode}: AUROC {ev['auroc_score']:.3f} (largest {ev['auroc_largest_ml']:.3f}, "
+                    f"flagged {ev['auroc_flagged_ml']:.3f}, q99.9 {ev['auroc_d_q999']:.3f}, peak D "
+                    f"{ev['auroc_peak_d']:.3f}); abnormal ranks {ev['abnormal_ranks']}"
                 )
             report["models"][stem.name] = entry
     name = "triage" if split == "all" else f"triage-{split}"
@@ -210,9 +215,9 @@ def markdown(rep: dict) -> str:
         f"{rep['n_normal']} normal and {n_abn} abnormal studies ({rep['per_load']} each with "
         f"{', '.join(map(str, rep['loads']))} lesions), seed {rep['seed']}, slices: {rep.get('split', 'all')}",
         "",
-        "| model | mode | eps | tau | AUROC score | AUROC flagged ml | AUROC q99.9 D | AUROC peak D | abnormal in top "
-        f"{n_abn} | ranks of the abnormal studies | AUROC by lesion load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | mode | eps | tau | AUROC score | AUROC largest ml | AUROC flagged ml | AUROC q99.9 D | AUROC peak D "
+        f"| abnormal in top {n_abn} | ranks of the abnormal studies | AUROC score by lesion load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in rep["models"].items():
         for mode in ("base", "mg"):
@@ -220,8 +225,8 @@ def markdown(rep: dict) -> str:
             by = ", ".join(f"{k}: {v:.2f}" for k, v in e["auroc_score_by_load"].items())
             lines.append(
                 f"| {name} | {'+MG' if mode == 'mg' else 'base'} | {e['eps']:g} | {e['tau']:g} | "
-                f"{e['auroc_score']:.3f} | {e['auroc_flagged_ml']:.3f} | {e['auroc_d_q999']:.3f} | "
-                f"{e.get('auroc_peak_d', float('nan')):.3f} | "
+                f"{e['auroc_score']:.3f} | {e.get('auroc_largest_ml', float('nan')):.3f} | "
+                f"{e['auroc_flagged_ml']:.3f} | {e['auroc_d_q999']:.3f} | {e.get('auroc_peak_d', float('nan')):.3f} | "
                 f"{e['top_n_abnormal_fraction']:.0%} | {', '.join(map(str, e['abnormal_ranks']))} | {by} |"
             )
     return "\n".join(lines) + "\n"

@@ -7,7 +7,7 @@ from app.bench.triage import evaluate, markdown
 
 
 def _r(sid, score, flagged, q, peaks=()):
-    findings = [{"max_d": v} for v in peaks]
+    findings = [{"max_d": v, "volume_ml": 10.0 - i} for i, v in enumerate(peaks)]
     return {"id": sid, "status": "ok", "score": score, "flagged_ml": flagged, "d_q999": q, "findings": findings}
 
 
@@ -30,12 +30,14 @@ def test_known_answers():
     assert ev["auroc_flagged_ml"] == pytest.approx(0.75) and ev["auroc_d_q999"] == pytest.approx(1.0)
     # peak D (max over findings, 0 without): n1 0.9, n2 0, a1 0.6, a3 0.95 -> pairs 3 of 4
     assert ev["auroc_peak_d"] == pytest.approx(0.75)
+    # largest finding (the first listed): n1 10, n2 0, a1 10, a3 10 -> ties count half: (0.5 + 1 + 0.5 + 1) / 4
+    assert ev["auroc_largest_ml"] == pytest.approx(0.75)
     assert ev["abnormal_ranks"] == [1, 3] and ev["top_n_abnormal_fraction"] == pytest.approx(0.5)
     assert ev["auroc_score_by_load"] == {"1": pytest.approx(0.5), "3": pytest.approx(1.0)}
     rep = {"n_normal": 2, "loads": [1, 3], "per_load": 1, "seed": 0,
            "models": {"m": {"base": {**ev, "eps": 0.0, "tau": 0.2}, "mg": {**ev, "eps": 1.0, "tau": 0.2}}}}  # fmt: skip
     md = markdown(rep)
-    assert "| m | base | 0 | 0.2 | 0.750 | 0.750 | 1.000 | 0.750 | 50% | 1, 3 | 1: 0.50, 3: 1.00 |" in md
+    assert "| m | base | 0 | 0.2 | 0.750 | 0.750 | 0.750 | 1.000 | 0.750 | 50% | 1, 3 | 1: 0.50, 3: 1.00 |" in md
 
 
 def test_split_blocks_are_the_benchmarks_and_apart():
