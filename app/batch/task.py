@@ -43,6 +43,9 @@ RESULT_VERSION = 1
 #: bumped when the detection itself changes (a rerun then redoes studies done before): 2 = detect's whole path
 #: (brain extraction, the card's erosion and component rule, D kept inside the brain)
 DETECTION_VERSION = 2
+#: bumped when the study-level score's definition changes (app.core.findings.SCORE_DEFINITION), so a rerun does
+#: not rank old scores beside new ones: 2 = the peak D of the detection (1: the largest finding's volume)
+SCORE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class BatchSettings:
             "max_steps": self.max_steps,
             "skull_strip": self.skull_strip,
             "detection": DETECTION_VERSION,
+            "score": SCORE_VERSION,
         }
 
     def to_dict(self) -> dict:
