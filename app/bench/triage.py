@@ -146,6 +146,7 @@ def run_triage(
     max_steps: int | None = None,
     log=print,
     split: str = "all",
+    modes: tuple[str, ...] = ("base", "mg"),
 ) -> dict:
     from distributed import Client, LocalCluster
 
@@ -178,7 +179,7 @@ def run_triage(
             stem = resolve_model(name).resolve()
             card = read_card(stem)
             entry = {}
-            for mode, base_only in (("base", True), ("mg", False)):
+            for mode, base_only in (m for m in (("base", True), ("mg", False)) if m[0] in modes):
                 ch = card_choices(card)
                 eps, tau = (0.0, ch["tau_base"]) if base_only else (ch["eps"], ch["tau"])
                 settings = BatchSettings.for_checkpoint(
@@ -221,6 +222,8 @@ def markdown(rep: dict) -> str:
     ]
     for name, entry in rep["models"].items():
         for mode in ("base", "mg"):
+            if mode not in entry:  # a run interrupted before this mode
+                continue
             e = entry[mode]
             by = ", ".join(f"{k}: {v:.2f}" for k, v in e["auroc_score_by_load"].items())
             lines.append(

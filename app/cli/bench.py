@@ -105,6 +105,9 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="cut the studies from all slices of the held-out subject (default), or only from the benchmark's "
         "validation block or test blocks (choose a score on val, report it on test)",
     )
+    t.add_argument(
+        "--modes", default="base,mg", help="base model and/or +MG (default base,mg; +MG costs the solver's steps)"
+    )
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -156,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
         if not loads or min(loads) < 1:
             raise OptionError("--loads: at least one lesion count, each >= 1")
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else [None]
+        modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+        if not modes or set(modes) - {"base", "mg"}:
+            raise OptionError(f"--modes {args.modes!r}: base, mg or base,mg")
         rep = run_triage(
             models,
             Path(args.out),
@@ -167,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             log=lambda m: print(m, file=sys.stderr, flush=True),
             split=args.split,
+            modes=modes,
         )
         from app.bench.triage import markdown
 
