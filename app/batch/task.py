@@ -8,7 +8,9 @@ batch mask of a study equals ``detect``'s (tested). The model is loaded once per
 replaces a killed one), never once per study.
 
 Outputs (each written atomically: temporary file + rename; ``result.json`` last, so its presence means the study
-is complete): ``mask.nii.gz`` on the study's original grid, optionally ``difference.nii.gz`` and
+is complete): ``mask.nii.gz`` on the study's original grid, beside it the brain mask used
+(``mask_brainmask.nii.gz``, when one was found) and the preprocessing record (``mask_preprocessing.json``, also
+inside ``result.json``: warnings, brain extraction and N4, timings), optionally ``difference.nii.gz`` and
 ``pseudo_normal.nii.gz``, ``thumbnail.png`` (the most abnormal slice with the detection overlaid) and
 ``result.json``. A study that cannot be read or analysed gets a ``result.json`` with ``status: failed`` and the
 error, and the batch goes on.
@@ -55,6 +57,7 @@ class BatchSettings:
     device: str = "cpu"
     threads: int = 1  # torch threads per worker process
     maps: bool = False
+    skull_strip: bool = True  # skull-on brain MRI: N4 + atlas brain extraction (as detect without --no-skull-strip)
 
     @classmethod
     def for_checkpoint(cls, stem: str | os.PathLike, eps: float, tau: float, **options) -> BatchSettings:
@@ -82,6 +85,7 @@ class BatchSettings:
             "base_only": self.base_only,
             "solver": self.solver,
             "max_steps": self.max_steps,
+            "skull_strip": self.skull_strip,
         }
 
     def to_dict(self) -> dict:
@@ -121,10 +125,9 @@ def get_detector(settings: BatchSettings):
             return hit
         import torch
 
-        from app.core.detector import Detector, PostProcessing
+        from app.core.detector import Detector
         from app.core.device import resolve_device
         from app.errors import CheckpointError
-        from app.nets.card import card_channels_last, card_postprocess, solver_for
         from app.nets.checkpoint import load_checkpoint
 
         if settings.threads and settings.threads > 0:
@@ -142,15 +145,9 @@ def get_detector(settings: BatchSettings):
             )
         device = resolve_device(settings.device)
         model, card = load_checkpoint(stem, device)
-        solver, _warning = solver_for(card, settings.solver, settings.max_steps)
-        post = PostProcessing(median_size=card_postprocess(card).get("median_size", 0))
-        det = Detector(
-            model,
-            device,
-            solver=solver,
-            post=post,
-            batch_size=settings.batch_size,
-            channels_last=card_channels_last(card),
+        # built as detect builds it: the card's solver, layout and whole post-processing
+        det = Detector.from_card(
+            model, card, device, solver=settings.solver, max_steps=settings.max_steps, batch_size=settings.batch_size
         )
         _LOADS["count"] += 1
         _DETECTORS.clear()  # one model per worker: a new model replaces the old one
@@ -183,33 +180,35 @@ class ModelPreload(_WorkerPlugin):  # type: ignore[misc,valid-type]
 # ---- the pipeline (same as detect) ----------------------------------------------------------------------------
 @dataclass
 class StudyMaps:
-    d: np.ndarray  # canonical (X, Y, Z) difference map
+    d: np.ndarray  # canonical (X, Y, Z) difference map, 0 outside the brain
     s: np.ndarray  # canonical pseudo-normal (X, Y, Z[, C]); 0 on slices without foreground (as detect writes it)
     mask: np.ndarray  # canonical bool
     foreground: np.ndarray  # canonical bool: the normalised study above the foreground threshold
     slices_analysed: int
     solver_steps: float  # mean steps per analysed slice
     solve_s: float
+    prep: object = None  # app.data.pipeline.PreparedStudy: brain mask, preprocessing record, domain warnings
+    timings: dict | None = None  # preprocess_s, solve_s
 
 
-def detect_volume(study, detector, model, eps: float, tau: float, base_only: bool, progress=None) -> StudyMaps:
-    """A whole study through the model exactly as ``detect`` does it (``Detector.run`` skips slices without
-    foreground; the mask is D > tau on the study grid)."""
-    from app.data.pipeline import prepare_study, to_study_grid
+def detect_volume(
+    study, detector, card, eps: float, tau: float, base_only: bool, progress=None, skull_strip: bool = True
+) -> StudyMaps:
+    """A whole study through the model exactly as ``detect`` does it (:func:`app.viewer.study_run.detect_study`:
+    brain extraction and N4 on skull-on MRI, the card's domain warnings, D cut to the brain, the card's
+    component rule)."""
     from app.foreground import FOREGROUND_THRESHOLD
+    from app.viewer.study_run import detect_study
 
-    cfg = model.config
-    prep = prepare_study(study, cfg.image_size, cfg.channels, cfg.normalization)
-    t0 = time.perf_counter()
-    out = detector.run(prep.x, eps, base_only=base_only, progress=progress)
-    solve_s = time.perf_counter() - t0
-    d_vol = to_study_grid(out.d, prep.geometry, "map")
-    s = np.where(out.analysed[:, None, None, None], out.s, 0.0).astype(np.float32)
-    s_vol = to_study_grid(s if s.shape[1] > 1 else s[:, 0], prep.geometry, "map")
+    res = detect_study(study, detector, card, eps, tau, base_only=base_only, skull_strip=skull_strip, progress=progress)
+    out, prep = res.out, res.prep
     grey = prep.volume if prep.volume.ndim == 3 else prep.volume.mean(axis=3)
     n = int(out.analysed.sum())
     steps = float(out.steps[out.analysed].mean()) if n else 0.0
-    return StudyMaps(d_vol, s_vol, d_vol > tau, grey > FOREGROUND_THRESHOLD, n, steps, solve_s)
+    return StudyMaps(
+        res.d, res.pseudo_normal(), res.mask, grey > FOREGROUND_THRESHOLD, n, steps, res.timings["solve_s"], prep,
+        res.timings,
+    )  # fmt: skip
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------
@@ -279,8 +278,12 @@ def _worker_name() -> str:
 
 
 def _clear_outputs(d: Path) -> None:
+    from app.viewer.study_run import beside_paths
+
     for name in (MASK, DIFFERENCE, PSEUDO_NORMAL, THUMBNAIL):
         (d / name).unlink(missing_ok=True)
+    for p in beside_paths(d / MASK):
+        p.unlink(missing_ok=True)
 
 
 def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
@@ -290,6 +293,7 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
     from app.errors import MatchGenError
     from app.io import save_mask, save_on_study_grid
     from app.io.study import one_line
+    from app.viewer.study_run import all_warnings, preprocessing_record, write_beside
 
     t_start = time.perf_counter()
     started = time.time()
@@ -319,9 +323,12 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
         study = _load(ref)
         timings["load_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        vol = detect_volume(study, det, model, settings.eps, settings.tau, settings.base_only)
+        vol = detect_volume(
+            study, det, card, settings.eps, settings.tau, settings.base_only, skull_strip=settings.skull_strip
+        )
         timings["solve_s"] = vol.solve_s
         timings["prepare_s"] = time.perf_counter() - t - vol.solve_s
+        timings["preprocess_s"] = vol.timings["preprocess_s"]
         t = time.perf_counter()
         labels, _ = label_findings(vol.mask)
         findings = find_findings(vol.mask, vol.d, study.affine, labels=labels)
@@ -335,6 +342,13 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
             save_on_study_grid(study, vol.d, folder / DIFFERENCE)
             save_on_study_grid(study, vol.s, folder / PSEUDO_NORMAL)
             outputs.update(difference=DIFFERENCE, pseudo_normal=PSEUDO_NORMAL)
+        # the brain mask and the preprocessing record, as detect writes them beside its mask (app/viewer/study_run.py)
+        info = {"name": settings.model_name, "card_sha256": settings.card_sha256}
+        record = preprocessing_record(study, vol.prep, info, settings.eps, settings.tau, base_only=settings.base_only)
+        brain_out, record_out = write_beside(study, vol.prep, folder / MASK, record)
+        if brain_out is not None:
+            outputs["brain_mask"] = brain_out.name
+        outputs["preprocessing"] = record_out.name
         k = score.peak_slice
         png = thumbnail_png(study.data[:, :, k], vol.mask[:, :, k], study.spacing[:2])
         atomic_write_bytes(folder / THUMBNAIL, png)
@@ -345,7 +359,8 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
         result.update(
             status="ok",
             outputs=outputs,
-            warnings=list(study.warnings),
+            warnings=all_warnings(study, vol.prep),
+            preprocessing={k2: v for k2, v in record.items() if k2 not in ("model", "eps", "tau", "study")},
             grid={
                 "shape": list(study.shape),
                 "spacing_mm": [round(v, 6) for v in spacing],

@@ -36,6 +36,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tau", type=float, default=None, help="threshold on the difference map (default: the card's)")
     p.add_argument("--base-only", action="store_true", help="the base model alone (eps = 0), with its own tau")
     p.add_argument("--maps", action="store_true", help="also write difference.nii.gz and pseudo_normal.nii.gz")
+    p.add_argument(
+        "--no-skull-strip", action="store_true", help="skull-on brain MRI: skip N4 + atlas brain extraction (as detect)"
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default), on each worker")
     p.add_argument("--batch-size", type=_positive, default=32, help="slices per solver batch (default 32)")
     p.add_argument("--solver", choices=("card", "paper", "fast"), default="card", help="as in detect (default card)")
@@ -83,6 +86,7 @@ def make_settings(args):
         device=args.device,
         threads=args.threads,
         maps=bool(args.maps),
+        skull_strip=not args.no_skull_strip,
     )
 
 

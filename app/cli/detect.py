@@ -103,17 +103,16 @@ def choose_parameters(card: dict, eps: float | None, tau: float | None, base_onl
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import numpy as np
     from tqdm import tqdm
 
-    from app.core.detector import Detector, has_foreground
+    from app.core.detector import Detector
     from app.core.device import resolve_device
-    from app.core.maps import study_detection_mask
-    from app.data.pipeline import prepare_study, to_study_grid
     from app.errors import OptionError
     from app.io import load_study, save_mask, save_on_study_grid
+    from app.io.seg import card_sha256
     from app.nets.checkpoint import load_checkpoint
     from app.nets.zoo import resolve_model
+    from app.viewer.study_run import detect_study, preprocessing_record, write_beside
 
     detect_dicom.check(args)
     if args.batch_size < 1:
@@ -143,41 +142,30 @@ def run(args: argparse.Namespace) -> int:
         from app.io import load_mask
 
         gt = load_mask(args.mask, study)
-    cfg = model.config
-    from app.data.domain import domain_from_card
-
-    prep = prepare_study(
-        study,
-        cfg.image_size,
-        cfg.channels,
-        cfg.normalization,
-        skull_strip=not args.no_skull_strip,
-        domain=domain_from_card(card),
-    )
-    for w in prep.warnings:  # outside the model's domain (app/data/domain.py): never silent
-        print(f"warning: {w}", file=sys.stderr)
     detector = Detector.from_card(
         model, card, device, solver=args.solver, max_steps=args.max_steps, median_size=args.median,
         batch_size=args.batch_size,
     )  # fmt: skip
     if detector.solver_warning and not args.base_only:
         print(f"warning: {detector.solver_warning}", file=sys.stderr)
-    post = detector.post
-    n_todo = int(has_foreground(prep.x, post.foreground_threshold).sum())
     mode = "base model" if args.base_only else f"MatchGen eps={eps:g}"
-    with tqdm(total=n_todo, unit="slice", desc=mode, disable=not sys.stderr.isatty()) as bar:
+    with tqdm(unit="slice", desc=mode, disable=not sys.stderr.isatty()) as bar:
         last = [0]
 
         def progress(done, total):
+            bar.total = total
             bar.update(done - last[0])
             last[0] = done
 
-        out = detector.run(prep.x, eps, base_only=args.base_only, progress=progress)
-    d_vol = to_study_grid(out.d, prep.geometry, "map")
-    from app.data.pipeline import restrict_map_to_brain
-
-    d_vol = restrict_map_to_brain(d_vol, prep)  # the scalp is never flagged (the viewer does the same)
-    mask = study_detection_mask(d_vol, tau, prep.geometry, post.min_component_px)
+        # one pipeline with batch and the viewer (app/viewer/study_run.py): N4 + brain extraction on skull-on MRI,
+        # the model card's domain checked, detections kept inside the brain, the card's component rule
+        res = detect_study(
+            study, detector, card, eps, tau, base_only=args.base_only, skull_strip=not args.no_skull_strip,
+            progress=progress,
+        )  # fmt: skip
+    prep, out, d_vol, mask = res.prep, res.out, res.d, res.mask
+    for w in prep.warnings:  # outside the model's domain (app/data/domain.py): never silent
+        print(f"warning: {w}", file=sys.stderr)
     if args.brain_mask and prep.brain is not None:
         save_mask(study, prep.brain, args.brain_mask)
     maps_dir = Path(args.maps) if args.maps else None
@@ -186,10 +174,14 @@ def run(args: argparse.Namespace) -> int:
     if args.out and not detect_dicom.is_dcm(args.out):
         save_mask(study, mask, args.out)
     detect_dicom.write_outputs(args, study, mask, d_vol, detect_dicom.algorithm(stem, model, eps, tau, args.base_only))
+    if args.out:  # the brain mask and the preprocessing record beside the mask (the viewer and batch do the same)
+        info = {"name": stem.name, "card_sha256": card_sha256(stem.with_suffix(".json"))}
+        extra = {"base_only": bool(args.base_only), "timings": res.timings}
+        record = preprocessing_record(study, prep, info, eps, tau, **extra)
+        brain_out, rec_out = write_beside(study, prep, args.out, record)
+        print(f"wrote {rec_out}" + (f" and the brain mask {brain_out}" if brain_out else " (no brain mask)"))
     if maps_dir is not None:
-        s = np.where(out.analysed[:, None, None, None], out.s, 0.0).astype(np.float32)  # empty slices: 0
-        s_vol = to_study_grid(s if s.shape[1] > 1 else s[:, 0], prep.geometry, "map")
-        save_on_study_grid(study, s_vol, maps_dir / "pseudo_normal.nii.gz")
+        save_on_study_grid(study, res.pseudo_normal(), maps_dir / "pseudo_normal.nii.gz")  # empty slices: 0
         save_on_study_grid(study, d_vol, maps_dir / "difference.nii.gz")
     if gt is not None:
         from app.core.maps import confusion_counts
