@@ -359,7 +359,7 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
         result.update(
             status="ok",
             outputs=outputs,
-            warnings=all_warnings(study, vol.prep),
+            warnings=all_warnings(study, vol.prep.warnings),
             preprocessing={k2: v for k2, v in record.items() if k2 not in ("model", "eps", "tau", "study")},
             grid={
                 "shape": list(study.shape),

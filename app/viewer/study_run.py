@@ -95,9 +95,10 @@ def beside_paths(mask_path) -> tuple[Path, Path]:
     return p.with_name(f"{stem}{BRAIN_SUFFIX}{brain_ext}"), p.with_name(f"{stem}{RECORD_SUFFIX}")
 
 
-def all_warnings(study, prep: PreparedStudy) -> list[str]:
-    """What the user must read about this study and model: reading warnings, then the domain warnings."""
-    return [*(getattr(study, "warnings", None) or []), *prep.warnings]
+def all_warnings(study, domain_warnings: list[str]) -> list[str]:
+    """What the user must read about this study and model, in the order the banner, stderr and records show it:
+    the reading warnings, then the domain warnings (:attr:`PreparedStudy.warnings`)."""
+    return [*(getattr(study, "warnings", None) or []), *domain_warnings]
 
 
 def preprocessing_record(study, prep: PreparedStudy, model: dict, eps: float, tau: float, **extra) -> dict:
@@ -110,7 +111,7 @@ def preprocessing_record(study, prep: PreparedStudy, model: dict, eps: float, ta
     return {
         "version": RECORD_VERSION,
         "study": str(getattr(study, "source", "")),
-        "warnings": all_warnings(study, prep),
+        "warnings": all_warnings(study, prep.warnings),
         "brain_extraction": {
             "ran": status in ("atlas", "failed") and "seconds" in skull,
             "status": status,
