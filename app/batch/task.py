@@ -1,9 +1,11 @@
 """One batch task: one study in, ``DIR/<study-id>/`` out. Runs on a Dask worker (any process, any machine that
 sees the inputs, the model and the output folder).
 
-The study goes through exactly the path ``detect`` takes (:func:`detect_volume`): ``app.io.load_study`` ->
-``app.data.prepare_study`` -> ``Detector.run`` on the slices with foreground -> ``to_study_grid`` -> D > tau, so the
-batch mask of a study equals ``detect``'s (tested). The model is loaded once per worker process
+The study goes through the path ``detect`` takes (:func:`detect_volume`, which ``detect`` calls):
+``app.io.load_study`` -> ``app.data.prepare_study`` (brain extraction, the card's normalisation and domain) ->
+``Detector.from_card(...).run`` on the slices with foreground (the card's solver and post-processing) ->
+``to_study_grid`` -> D inside the brain -> D > tau with the card's component rule, so the batch mask of a study
+equals ``detect``'s (tested). The model is loaded once per worker process
 (:func:`get_detector` caches it; :class:`ModelPreload` loads it when a worker starts, and again on a worker that
 replaces a killed one), never once per study.
 
@@ -11,9 +13,10 @@ Outputs (each written atomically: temporary file + rename; ``result.json`` last,
 is complete): ``mask.nii.gz`` on the study's original grid, beside it the brain mask used
 (``mask_brainmask.nii.gz``, when one was found) and the preprocessing record (``mask_preprocessing.json``, also
 inside ``result.json``: warnings, brain extraction and N4, timings), optionally ``difference.nii.gz`` and
-``pseudo_normal.nii.gz``, ``thumbnail.png`` (the most abnormal slice with the detection overlaid) and
-``result.json``. A study that cannot be read or analysed gets a ``result.json`` with ``status: failed`` and the
-error, and the batch goes on.
+``pseudo_normal.nii.gz``, for a DICOM study ``mask.seg.dcm`` (the mask as a DICOM SEG over the source series,
+written by :func:`app.io.seg.write_seg` as ``detect --seg`` writes it), ``thumbnail.png`` (the most abnormal
+slice with the detection overlaid) and ``result.json``. A study that cannot be read or analysed gets a
+``result.json`` with ``status: failed`` and the error, and the batch goes on.
 """
 
 from __future__ import annotations
@@ -37,7 +40,11 @@ MASK = "mask.nii.gz"
 DIFFERENCE = "difference.nii.gz"
 PSEUDO_NORMAL = "pseudo_normal.nii.gz"
 THUMBNAIL = "thumbnail.png"
+SEG = "mask.seg.dcm"  # DICOM input only: the mask as a DICOM SEG over the source series
 RESULT_VERSION = 1
+#: bumped when the detection itself changes (a rerun then redoes studies done before): 2 = detect's whole path
+#: (brain extraction, the card's erosion and component rule, D kept inside the brain)
+DETECTION_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,7 @@ class BatchSettings:
     device: str = "cpu"
     threads: int = 1  # torch threads per worker process
     maps: bool = False
-    skull_strip: bool = True  # skull-on brain MRI: N4 + atlas brain extraction (as detect without --no-skull-strip)
+    skull_strip: bool = True  # brain extraction of skull-on brain MRI (detect --no-skull-strip turns it off)
 
     @classmethod
     def for_checkpoint(cls, stem: str | os.PathLike, eps: float, tau: float, **options) -> BatchSettings:
@@ -86,6 +93,7 @@ class BatchSettings:
             "solver": self.solver,
             "max_steps": self.max_steps,
             "skull_strip": self.skull_strip,
+            "detection": DETECTION_VERSION,
         }
 
     def to_dict(self) -> dict:
@@ -145,7 +153,7 @@ def get_detector(settings: BatchSettings):
             )
         device = resolve_device(settings.device)
         model, card = load_checkpoint(stem, device)
-        # built as detect builds it: the card's solver, layout and whole post-processing
+        # the detector detect builds: the card's solver, memory layout and whole post-processing
         det = Detector.from_card(
             model, card, device, solver=settings.solver, max_steps=settings.max_steps, batch_size=settings.batch_size
         )
@@ -180,35 +188,49 @@ class ModelPreload(_WorkerPlugin):  # type: ignore[misc,valid-type]
 # ---- the pipeline (same as detect) ----------------------------------------------------------------------------
 @dataclass
 class StudyMaps:
-    d: np.ndarray  # canonical (X, Y, Z) difference map, 0 outside the brain
+    d: np.ndarray  # canonical (X, Y, Z) difference map, 0 outside the brain (as detect writes it)
     s: np.ndarray  # canonical pseudo-normal (X, Y, Z[, C]); 0 on slices without foreground (as detect writes it)
-    mask: np.ndarray  # canonical bool
+    mask: np.ndarray  # canonical bool: the detection (D > tau, the card's component rule)
     foreground: np.ndarray  # canonical bool: the normalised study above the foreground threshold
     slices_analysed: int
     solver_steps: float  # mean steps per analysed slice
     solve_s: float
-    prep: object = None  # app.data.pipeline.PreparedStudy: brain mask, preprocessing record, domain warnings
-    timings: dict | None = None  # preprocess_s, solve_s
+    prep: object = None  # the app.data.pipeline.PreparedStudy (brain mask, preprocessing record, domain warnings)
+    prepare_s: float = 0.0  # prepare_study: N4 + brain extraction (skull-on MRI), normalisation, slicing
 
 
 def detect_volume(
-    study, detector, card, eps: float, tau: float, base_only: bool, progress=None, skull_strip: bool = True
-) -> StudyMaps:
-    """A whole study through the model exactly as ``detect`` does it (:func:`app.viewer.study_run.detect_study`:
-    brain extraction and N4 on skull-on MRI, the card's domain warnings, D cut to the brain, the card's
-    component rule)."""
+    study, detector, model, card: dict | None, eps: float, tau: float, base_only: bool, *, skull_strip: bool = True,
+    progress=None,
+) -> StudyMaps:  # fmt: skip
+    """A whole study through the model: the one detection ``detect`` and ``batch`` share (``detect`` calls this).
+    ``app.data.prepare_study`` (brain extraction unless ``skull_strip`` is False, the card's normalisation and
+    domain checks) -> ``Detector.run`` on the slices with foreground (the detector from
+    :meth:`~app.core.detector.Detector.from_card`: the card's solver and post-processing) -> the study grid -> D
+    kept inside the brain -> the detection D > tau without components below the card's ``min_component_px``
+    (:func:`app.core.maps.study_detection_mask`)."""
+    from app.core.maps import study_detection_mask
+    from app.data.domain import domain_from_card
+    from app.data.pipeline import prepare_study, restrict_map_to_brain, to_study_grid
     from app.foreground import FOREGROUND_THRESHOLD
-    from app.viewer.study_run import detect_study
 
-    res = detect_study(study, detector, card, eps, tau, base_only=base_only, skull_strip=skull_strip, progress=progress)
-    out, prep = res.out, res.prep
+    cfg = model.config
+    t_prep = time.perf_counter()
+    prep = prepare_study(
+        study, cfg.image_size, cfg.channels, cfg.normalization, skull_strip=skull_strip, domain=domain_from_card(card)
+    )
+    t0 = time.perf_counter()
+    prepare_s = t0 - t_prep
+    out = detector.run(prep.x, eps, base_only=base_only, progress=progress)
+    solve_s = time.perf_counter() - t0
+    d_vol = restrict_map_to_brain(to_study_grid(out.d, prep.geometry, "map"), prep)  # the scalp is never flagged
+    mask = study_detection_mask(d_vol, tau, prep.geometry, detector.post.min_component_px)
+    s = np.where(out.analysed[:, None, None, None], out.s, 0.0).astype(np.float32)
+    s_vol = to_study_grid(s if s.shape[1] > 1 else s[:, 0], prep.geometry, "map")
     grey = prep.volume if prep.volume.ndim == 3 else prep.volume.mean(axis=3)
     n = int(out.analysed.sum())
     steps = float(out.steps[out.analysed].mean()) if n else 0.0
-    return StudyMaps(
-        res.d, res.pseudo_normal(), res.mask, grey > FOREGROUND_THRESHOLD, n, steps, res.timings["solve_s"], prep,
-        res.timings,
-    )  # fmt: skip
+    return StudyMaps(d_vol, s_vol, mask, grey > FOREGROUND_THRESHOLD, n, steps, solve_s, prep, prepare_s)
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------
@@ -280,7 +302,7 @@ def _worker_name() -> str:
 def _clear_outputs(d: Path) -> None:
     from app.viewer.study_run import beside_paths
 
-    for name in (MASK, DIFFERENCE, PSEUDO_NORMAL, THUMBNAIL):
+    for name in (MASK, SEG, DIFFERENCE, PSEUDO_NORMAL, THUMBNAIL):
         (d / name).unlink(missing_ok=True)
     for p in beside_paths(d / MASK):
         p.unlink(missing_ok=True)
@@ -292,6 +314,7 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
     from app.core.findings import SCORE_DEFINITION, find_findings, label_findings, study_score
     from app.errors import MatchGenError
     from app.io import save_mask, save_on_study_grid
+    from app.io.seg import AlgorithmInfo, is_dicom_study, write_seg
     from app.io.study import one_line
     from app.viewer.study_run import all_warnings, preprocessing_record, write_beside
 
@@ -300,6 +323,7 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
     folder = Path(out_dir) / ref.id
     folder.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
+    notes: list[str] = []
     result: dict = {
         "version": RESULT_VERSION,
         "id": ref.id,
@@ -324,11 +348,11 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
         timings["load_s"] = time.perf_counter() - t
         t = time.perf_counter()
         vol = detect_volume(
-            study, det, card, settings.eps, settings.tau, settings.base_only, skull_strip=settings.skull_strip
+            study, det, model, card, settings.eps, settings.tau, settings.base_only, skull_strip=settings.skull_strip
         )
         timings["solve_s"] = vol.solve_s
         timings["prepare_s"] = time.perf_counter() - t - vol.solve_s
-        timings["preprocess_s"] = vol.timings["preprocess_s"]
+        timings["preprocess_s"] = vol.prepare_s
         t = time.perf_counter()
         labels, _ = label_findings(vol.mask)
         findings = find_findings(vol.mask, vol.d, study.affine, labels=labels)
@@ -338,6 +362,15 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
         _clear_outputs(folder)
         save_mask(study, vol.mask, folder / MASK)
         outputs = {"mask": MASK}
+        if is_dicom_study(study):  # the writer detect --seg and the viewer use, over the source series
+            algo = AlgorithmInfo.for_checkpoint(
+                settings.model, model.config.family, settings.eps, settings.tau, settings.base_only
+            )
+            try:
+                write_seg(study, vol.mask, folder / SEG, algo)
+                outputs["seg"] = SEG
+            except MatchGenError as exc:  # e.g. a multi-frame image: the NIfTI mask stands, the reason is recorded
+                notes.append(f"no DICOM SEG: {one_line(exc)}")
         if settings.maps:
             save_on_study_grid(study, vol.d, folder / DIFFERENCE)
             save_on_study_grid(study, vol.s, folder / PSEUDO_NORMAL)
@@ -359,7 +392,7 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
         result.update(
             status="ok",
             outputs=outputs,
-            warnings=all_warnings(study, vol.prep.warnings),
+            warnings=all_warnings(study, vol.prep.warnings) + notes,
             preprocessing={k2: v for k2, v in record.items() if k2 not in ("model", "eps", "tau", "study")},
             grid={
                 "shape": list(study.shape),

@@ -1,9 +1,6 @@
-"""One study through the whole pipeline, and what is saved beside its mask -- shared by ``detect``, ``batch``
-and the viewer's Save mask (one path, no copies):
-
-:func:`detect_study`: ``prepare_study`` (skull-on brain MRI: N4 + atlas brain extraction; normalise, crop,
-slice; the model card's domain turned into warnings) -> ``Detector.run`` -> maps back on the study grid, cut to
-the brain -> the detection with the card's component rule.
+"""What is saved beside a study's mask -- shared by ``detect``, ``batch`` and the viewer's Save mask (one writer,
+no copies; the detection itself is ``app.batch.task.detect_volume`` for ``detect`` and ``batch`` and the same
+``prepare_study`` + ``Detector.run`` in the viewer):
 
 :func:`write_beside`: beside a written mask ``OUT`` (``X.nii.gz``, ``X.nrrd``, ``X.dcm``), the brain mask used
 (``X_brainmask.nii.gz`` / ``X_brainmask.nrrd``, same grid and format as the mask; a DICOM SEG mask gets a NIfTI
@@ -11,69 +8,23 @@ brain mask, the SEG writer holds one abnormality segment) and the preprocessing 
 (:func:`preprocessing_record`: the warnings, whether brain extraction and N4 ran, their method and seconds, the
 model, eps and tau). Both written atomically.
 
-It lives in ``app.viewer`` because that is the lowest layer that sees both the data pipeline and the detector
-(``app.core`` knows only the models); ``batch`` and the CLI build on it.
+It lives in ``app.viewer`` because the viewer, ``batch`` and the CLI all build on it (``batch`` and the CLI sit
+above the viewer).
 """
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from app.atomic import atomic_write_text
-from app.data.pipeline import PreparedStudy, prepare_study, restrict_map_to_brain, to_study_grid
+from app.data.pipeline import PreparedStudy
 
 RECORD_VERSION = 1
 BRAIN_SUFFIX = "_brainmask"
 RECORD_SUFFIX = "_preprocessing.json"
-
-
-@dataclass
-class StudyDetection:
-    prep: PreparedStudy
-    out: object  # app.core.detector.DetectionOutput (model-sized slices)
-    d: np.ndarray  # (X, Y, Z) difference map on the study grid, 0 outside the brain
-    mask: np.ndarray  # (X, Y, Z) bool: D > tau with the card's component rule
-    timings: dict = field(default_factory=dict)  # preprocess_s, solve_s
-
-    def pseudo_normal(self) -> np.ndarray:
-        """The pseudo-normal image on the study grid (0 on slices the model skipped, as ``detect`` writes it)."""
-        out = self.out
-        s = np.where(out.analysed[:, None, None, None], out.s, 0.0).astype(np.float32)
-        return to_study_grid(s if s.shape[1] > 1 else s[:, 0], self.prep.geometry, "map")
-
-
-def detect_study(
-    study,
-    detector,
-    card: dict | None,
-    eps: float,
-    tau: float,
-    *,
-    base_only: bool = False,
-    skull_strip: bool = True,
-    progress=None,
-) -> StudyDetection:
-    """``study`` (:class:`app.io.Study`) through ``detector`` (:meth:`app.core.detector.Detector.from_card`) as
-    ``detect`` runs it; see the module docstring."""
-    from app.core.maps import study_detection_mask
-    from app.data.domain import domain_from_card
-
-    cfg = detector.model.config
-    t0 = time.perf_counter()
-    prep = prepare_study(
-        study, cfg.image_size, cfg.channels, cfg.normalization, skull_strip=skull_strip, domain=domain_from_card(card)
-    )
-    t1 = time.perf_counter()
-    out = detector.run(prep.x, eps, base_only=base_only, progress=progress)
-    t2 = time.perf_counter()
-    d = restrict_map_to_brain(to_study_grid(out.d, prep.geometry, "map"), prep)  # the scalp is never flagged
-    mask = study_detection_mask(d, tau, prep.geometry, detector.post.min_component_px)
-    return StudyDetection(prep, out, d, mask, {"preprocess_s": round(t1 - t0, 3), "solve_s": round(t2 - t1, 3)})
 
 
 # --------------------------------------------------------------------------------------- beside the mask
