@@ -32,7 +32,8 @@ def variants(vol, affine):
     top = float(np.percentile(fa[fa > lo], 99.5))
     fixed = sitk.Clamp(sitk.ShiftScale(fixed, -lo, 1.0 / max(top - lo, 1e-6)), sitk.sitkFloat32, 0.0, 1.0)
     moving = B.to_sitk(t1, taff)
-    mmask = sitk.Cast(B.to_sitk(ndi.binary_dilation(brain, iterations=4).astype(np.float32), taff) > 0.5, sitk.sitkUInt8)
+    dil = ndi.binary_dilation(brain, iterations=4).astype(np.float32)
+    mmask = sitk.Cast(B.to_sitk(dil, taff) > 0.5, sitk.sitkUInt8)
     bimg = B.to_sitk(brain.astype(np.float32), taff)
 
     def carry(tx):
@@ -85,7 +86,8 @@ def main():
     v, _ = n4_correct(ch2.data, ch2.affine)
     for name, (m, s) in variants(v, ch2.affine).items():
         ml = m.sum() * np.prod(ch2.spacing) / 1000
-        print(f"Colin27 {name:<16} Dice {dice(m, ref):.4f}  volume {ml:.0f} ml (ch2bet {ref.sum() / 1000:.0f} ml)  {s:.1f} s")
+        ref_ml = ref.sum() / 1000
+        print(f"Colin27 {name:<16} Dice {dice(m, ref):.4f}  volume {ml:.0f} ml (ch2bet {ref_ml:.0f} ml)  {s:.1f} s")
     mean = load_study(path_of("pydeface", "pydeface/data/mean_reg2mean.nii.gz"))
     v, _ = n4_correct(mean.data, mean.affine)
     for name, (m, s) in variants(v, mean.affine).items():
