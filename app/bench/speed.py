@@ -430,7 +430,7 @@ def run_speed(
     profile_decoder: bool = True,
     ablation: bool = True,
     compile_decoder: bool = False,
-    preprocess: bool = True,
+    preprocess: bool = False,  # the CLI turns it on (--no-preprocess: off); tests of the solver figures skip it
     log: Log = print,
 ) -> dict[str, Any]:
     from app.core.device import describe_device, resolve_device
