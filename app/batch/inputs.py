@@ -42,6 +42,7 @@ class StudyRef:
     files: tuple[str, ...] = field(default=())  # every file the study is read from
     series_uid: str = ""
     description: str = ""
+    study_uid: str = ""  # set for series retrieved from a PACS (batch --server --query)
 
     def fingerprint(self) -> str:
         """A digest of the study's files' paths, sizes and modification times: changes when an input changes."""
@@ -62,6 +63,8 @@ class StudyRef:
             d["series_uid"] = self.series_uid
         if self.description:
             d["description"] = self.description
+        if self.study_uid:
+            d["study_uid"] = self.study_uid
         return d
 
 
@@ -224,6 +227,13 @@ def expand_inputs(inputs: list[str]) -> list[StudyRef]:
     found: list[dict] = []
     for item in inputs:
         _expand_one(str(item), found, None)
+    return refs_from_records(found)
+
+
+def refs_from_records(found: list[dict]) -> list[StudyRef]:
+    """Found studies (dicts: ``kind``, ``source``, ``files``, ``name``; optional ``uid``, ``desc``, ``study_uid``,
+    ``given``) -> StudyRefs with unique, stable ids, in order; the same files reached twice are dropped. Used for
+    the inputs above and for the series a PACS query retrieved."""
     seen: set[tuple[str, ...]] = set()
     unique = []
     for rec in found:
@@ -257,6 +267,7 @@ def expand_inputs(inputs: list[str]) -> list[StudyRef]:
                 files=tuple(os.path.abspath(f) for f in rec["files"]),
                 series_uid=rec.get("uid", ""),
                 description=rec.get("desc", ""),
+                study_uid=rec.get("study_uid", ""),
             )
         )
     return refs

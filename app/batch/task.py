@@ -1,17 +1,22 @@
 """One batch task: one study in, ``DIR/<study-id>/`` out. Runs on a Dask worker (any process, any machine that
 sees the inputs, the model and the output folder).
 
-The study goes through exactly the path ``detect`` takes (:func:`detect_volume`): ``app.io.load_study`` ->
-``app.data.prepare_study`` -> ``Detector.run`` on the slices with foreground -> ``to_study_grid`` -> D > tau, so the
-batch mask of a study equals ``detect``'s (tested). The model is loaded once per worker process
+The study goes through the path ``detect`` takes (:func:`detect_volume`, which ``detect`` calls):
+``app.io.load_study`` -> ``app.data.prepare_study`` (brain extraction, the card's normalisation and domain) ->
+``Detector.from_card(...).run`` on the slices with foreground (the card's solver and post-processing) ->
+``to_study_grid`` -> D inside the brain -> D > tau with the card's component rule, so the batch mask of a study
+equals ``detect``'s (tested). The model is loaded once per worker process
 (:func:`get_detector` caches it; :class:`ModelPreload` loads it when a worker starts, and again on a worker that
 replaces a killed one), never once per study.
 
 Outputs (each written atomically: temporary file + rename; ``result.json`` last, so its presence means the study
-is complete): ``mask.nii.gz`` on the study's original grid, optionally ``difference.nii.gz`` and
-``pseudo_normal.nii.gz``, ``thumbnail.png`` (the most abnormal slice with the detection overlaid) and
-``result.json``. A study that cannot be read or analysed gets a ``result.json`` with ``status: failed`` and the
-error, and the batch goes on.
+is complete): ``mask.nii.gz`` on the study's original grid, beside it the brain mask used
+(``mask_brainmask.nii.gz``, when one was found) and the preprocessing record (``mask_preprocessing.json``, also
+inside ``result.json``: warnings, brain extraction and N4, timings), optionally ``difference.nii.gz`` and
+``pseudo_normal.nii.gz``, for a DICOM study ``mask.seg.dcm`` (the mask as a DICOM SEG over the source series,
+written by :func:`app.io.seg.write_seg` as ``detect --seg`` writes it), ``thumbnail.png`` (the most abnormal
+slice with the detection overlaid) and ``result.json``. A study that cannot be read or analysed gets a
+``result.json`` with ``status: failed`` and the error, and the batch goes on.
 """
 
 from __future__ import annotations
@@ -35,7 +40,11 @@ MASK = "mask.nii.gz"
 DIFFERENCE = "difference.nii.gz"
 PSEUDO_NORMAL = "pseudo_normal.nii.gz"
 THUMBNAIL = "thumbnail.png"
+SEG = "mask.seg.dcm"  # DICOM input only: the mask as a DICOM SEG over the source series
 RESULT_VERSION = 1
+#: bumped when the detection itself changes (a rerun then redoes studies done before): 2 = detect's whole path
+#: (brain extraction, the card's erosion and component rule, D kept inside the brain)
+DETECTION_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,7 @@ class BatchSettings:
     device: str = "cpu"
     threads: int = 1  # torch threads per worker process
     maps: bool = False
+    skull_strip: bool = True  # brain extraction of skull-on brain MRI (detect --no-skull-strip turns it off)
 
     @classmethod
     def for_checkpoint(cls, stem: str | os.PathLike, eps: float, tau: float, **options) -> BatchSettings:
@@ -82,6 +92,8 @@ class BatchSettings:
             "base_only": self.base_only,
             "solver": self.solver,
             "max_steps": self.max_steps,
+            "skull_strip": self.skull_strip,
+            "detection": DETECTION_VERSION,
         }
 
     def to_dict(self) -> dict:
@@ -121,10 +133,9 @@ def get_detector(settings: BatchSettings):
             return hit
         import torch
 
-        from app.core.detector import Detector, PostProcessing
+        from app.core.detector import Detector
         from app.core.device import resolve_device
         from app.errors import CheckpointError
-        from app.nets.card import card_channels_last, card_postprocess, solver_for
         from app.nets.checkpoint import load_checkpoint
 
         if settings.threads and settings.threads > 0:
@@ -142,15 +153,9 @@ def get_detector(settings: BatchSettings):
             )
         device = resolve_device(settings.device)
         model, card = load_checkpoint(stem, device)
-        solver, _warning = solver_for(card, settings.solver, settings.max_steps)
-        post = PostProcessing(median_size=card_postprocess(card).get("median_size", 0))
-        det = Detector(
-            model,
-            device,
-            solver=solver,
-            post=post,
-            batch_size=settings.batch_size,
-            channels_last=card_channels_last(card),
+        # the detector detect builds: the card's solver, memory layout and whole post-processing
+        det = Detector.from_card(
+            model, card, device, solver=settings.solver, max_steps=settings.max_steps, batch_size=settings.batch_size
         )
         _LOADS["count"] += 1
         _DETECTORS.clear()  # one model per worker: a new model replaces the old one
@@ -183,33 +188,49 @@ class ModelPreload(_WorkerPlugin):  # type: ignore[misc,valid-type]
 # ---- the pipeline (same as detect) ----------------------------------------------------------------------------
 @dataclass
 class StudyMaps:
-    d: np.ndarray  # canonical (X, Y, Z) difference map
+    d: np.ndarray  # canonical (X, Y, Z) difference map, 0 outside the brain (as detect writes it)
     s: np.ndarray  # canonical pseudo-normal (X, Y, Z[, C]); 0 on slices without foreground (as detect writes it)
-    mask: np.ndarray  # canonical bool
+    mask: np.ndarray  # canonical bool: the detection (D > tau, the card's component rule)
     foreground: np.ndarray  # canonical bool: the normalised study above the foreground threshold
     slices_analysed: int
     solver_steps: float  # mean steps per analysed slice
     solve_s: float
+    prep: object = None  # the app.data.pipeline.PreparedStudy (brain mask, preprocessing record, domain warnings)
+    prepare_s: float = 0.0  # prepare_study: N4 + brain extraction (skull-on MRI), normalisation, slicing
 
 
-def detect_volume(study, detector, model, eps: float, tau: float, base_only: bool, progress=None) -> StudyMaps:
-    """A whole study through the model exactly as ``detect`` does it (``Detector.run`` skips slices without
-    foreground; the mask is D > tau on the study grid)."""
-    from app.data.pipeline import prepare_study, to_study_grid
+def detect_volume(
+    study, detector, model, card: dict | None, eps: float, tau: float, base_only: bool, *, skull_strip: bool = True,
+    progress=None,
+) -> StudyMaps:  # fmt: skip
+    """A whole study through the model: the one detection ``detect`` and ``batch`` share (``detect`` calls this).
+    ``app.data.prepare_study`` (brain extraction unless ``skull_strip`` is False, the card's normalisation and
+    domain checks) -> ``Detector.run`` on the slices with foreground (the detector from
+    :meth:`~app.core.detector.Detector.from_card`: the card's solver and post-processing) -> the study grid -> D
+    kept inside the brain -> the detection D > tau without components below the card's ``min_component_px``
+    (:func:`app.core.maps.study_detection_mask`)."""
+    from app.core.maps import study_detection_mask
+    from app.data.domain import domain_from_card
+    from app.data.pipeline import prepare_study, restrict_map_to_brain, to_study_grid
     from app.foreground import FOREGROUND_THRESHOLD
 
     cfg = model.config
-    prep = prepare_study(study, cfg.image_size, cfg.channels, cfg.normalization)
+    t_prep = time.perf_counter()
+    prep = prepare_study(
+        study, cfg.image_size, cfg.channels, cfg.normalization, skull_strip=skull_strip, domain=domain_from_card(card)
+    )
     t0 = time.perf_counter()
+    prepare_s = t0 - t_prep
     out = detector.run(prep.x, eps, base_only=base_only, progress=progress)
     solve_s = time.perf_counter() - t0
-    d_vol = to_study_grid(out.d, prep.geometry, "map")
+    d_vol = restrict_map_to_brain(to_study_grid(out.d, prep.geometry, "map"), prep)  # the scalp is never flagged
+    mask = study_detection_mask(d_vol, tau, prep.geometry, detector.post.min_component_px)
     s = np.where(out.analysed[:, None, None, None], out.s, 0.0).astype(np.float32)
     s_vol = to_study_grid(s if s.shape[1] > 1 else s[:, 0], prep.geometry, "map")
     grey = prep.volume if prep.volume.ndim == 3 else prep.volume.mean(axis=3)
     n = int(out.analysed.sum())
     steps = float(out.steps[out.analysed].mean()) if n else 0.0
-    return StudyMaps(d_vol, s_vol, d_vol > tau, grey > FOREGROUND_THRESHOLD, n, steps, solve_s)
+    return StudyMaps(d_vol, s_vol, mask, grey > FOREGROUND_THRESHOLD, n, steps, solve_s, prep, prepare_s)
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------
@@ -279,8 +300,12 @@ def _worker_name() -> str:
 
 
 def _clear_outputs(d: Path) -> None:
-    for name in (MASK, DIFFERENCE, PSEUDO_NORMAL, THUMBNAIL):
+    from app.viewer.study_run import beside_paths
+
+    for name in (MASK, SEG, DIFFERENCE, PSEUDO_NORMAL, THUMBNAIL):
         (d / name).unlink(missing_ok=True)
+    for p in beside_paths(d / MASK):
+        p.unlink(missing_ok=True)
 
 
 def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
@@ -289,13 +314,16 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
     from app.core.findings import SCORE_DEFINITION, find_findings, label_findings, study_score
     from app.errors import MatchGenError
     from app.io import save_mask, save_on_study_grid
+    from app.io.seg import AlgorithmInfo, is_dicom_study, write_seg
     from app.io.study import one_line
+    from app.viewer.study_run import all_warnings, preprocessing_record, write_beside
 
     t_start = time.perf_counter()
     started = time.time()
     folder = Path(out_dir) / ref.id
     folder.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
+    notes: list[str] = []
     result: dict = {
         "version": RESULT_VERSION,
         "id": ref.id,
@@ -319,9 +347,12 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
         study = _load(ref)
         timings["load_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        vol = detect_volume(study, det, model, settings.eps, settings.tau, settings.base_only)
+        vol = detect_volume(
+            study, det, model, card, settings.eps, settings.tau, settings.base_only, skull_strip=settings.skull_strip
+        )
         timings["solve_s"] = vol.solve_s
         timings["prepare_s"] = time.perf_counter() - t - vol.solve_s
+        timings["preprocess_s"] = vol.prepare_s
         t = time.perf_counter()
         labels, _ = label_findings(vol.mask)
         findings = find_findings(vol.mask, vol.d, study.affine, labels=labels)
@@ -331,10 +362,26 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
         _clear_outputs(folder)
         save_mask(study, vol.mask, folder / MASK)
         outputs = {"mask": MASK}
+        if is_dicom_study(study):  # the writer detect --seg and the viewer use, over the source series
+            algo = AlgorithmInfo.for_checkpoint(
+                settings.model, model.config.family, settings.eps, settings.tau, settings.base_only
+            )
+            try:
+                write_seg(study, vol.mask, folder / SEG, algo)
+                outputs["seg"] = SEG
+            except MatchGenError as exc:  # e.g. a multi-frame image: the NIfTI mask stands, the reason is recorded
+                notes.append(f"no DICOM SEG: {one_line(exc)}")
         if settings.maps:
             save_on_study_grid(study, vol.d, folder / DIFFERENCE)
             save_on_study_grid(study, vol.s, folder / PSEUDO_NORMAL)
             outputs.update(difference=DIFFERENCE, pseudo_normal=PSEUDO_NORMAL)
+        # the brain mask and the preprocessing record, as detect writes them beside its mask (app/viewer/study_run.py)
+        info = {"name": settings.model_name, "card_sha256": settings.card_sha256}
+        record = preprocessing_record(study, vol.prep, info, settings.eps, settings.tau, base_only=settings.base_only)
+        brain_out, record_out = write_beside(study, vol.prep, folder / MASK, record)
+        if brain_out is not None:
+            outputs["brain_mask"] = brain_out.name
+        outputs["preprocessing"] = record_out.name
         k = score.peak_slice
         png = thumbnail_png(study.data[:, :, k], vol.mask[:, :, k], study.spacing[:2])
         atomic_write_bytes(folder / THUMBNAIL, png)
@@ -345,7 +392,8 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
         result.update(
             status="ok",
             outputs=outputs,
-            warnings=list(study.warnings),
+            warnings=all_warnings(study, vol.prep.warnings) + notes,
+            preprocessing={k2: v for k2, v in record.items() if k2 not in ("model", "eps", "tau", "study")},
             grid={
                 "shape": list(study.shape),
                 "spacing_mm": [round(v, 6) for v in spacing],

@@ -61,8 +61,19 @@ def build_studies(folder: Path, n_normal: int, loads: list[int], per_load: int, 
     return rows
 
 
+def _roc_auc():
+    """scikit-learn's AUROC; scikit-learn is the ``bench`` extra, not a runtime dependency of the app."""
+    try:
+        from sklearn.metrics import roc_auc_score
+    except ImportError:
+        from app.errors import OptionError
+
+        raise OptionError("bench triage needs scikit-learn: pip install 'matchgen-viewer[bench]'") from None
+    return roc_auc_score
+
+
 def evaluate(results: list[dict], truth: list[dict]) -> dict:
-    from sklearn.metrics import roc_auc_score
+    roc_auc_score = _roc_auc()
 
     from app.viewer.worklist import rank
 
@@ -112,6 +123,7 @@ def run_triage(
     from app.nets.card import card_choices, read_card
     from app.nets.zoo import resolve_model
 
+    _roc_auc()  # before the studies are made and run, not after
     out = Path(out)
     studies = out / "studies"
     truth = build_studies(studies, n_normal, list(loads), per_load, seed, log)

@@ -9,12 +9,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from app.cli import batch_pacs
+
 HELP = "detect over many studies on Dask (local or a scheduler); ranked worklist.csv/json and report.html"
 DESCRIPTION = (
     "Run a model (+MatchGen) over every study named by INPUTS (files, folders searched recursively for NIfTI and "
     "DICOM series, globs, or .txt/.csv lists) on a local Dask cluster or an existing scheduler. Per study: "
     "DIR/<study-id>/mask.nii.gz and result.json; DIR/worklist.csv, worklist.json and report.html rank the studies "
-    "by their study-level score. A rerun skips studies already done with the same model, eps and tau."
+    "by their study-level score; for DICOM series also DIR/<study-id>/mask.seg.dcm (DICOM SEG). --server with "
+    "--query batches the series a PACS query finds (retrieved into the cache; --send sends the SEGs back). A rerun "
+    "skips studies already done with the same model, eps and tau."
 )
 
 
@@ -26,7 +30,9 @@ def _positive(v: str) -> int:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="INPUTS", help="study files, folders, globs or .txt/.csv lists")
+    p.add_argument(
+        "inputs", nargs="*", metavar="INPUTS", help="study files, folders, globs or .txt/.csv lists (or --server)"
+    )
     p.add_argument("--model", default=None, help="model name in models/ or a checkpoint path (default model if none)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; reused on a rerun)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="existing Dask scheduler, tcp://host:8786")
@@ -35,6 +41,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eps", type=float, default=None, help="MatchGen radius (default: the model card's choice)")
     p.add_argument("--tau", type=float, default=None, help="threshold on the difference map (default: the card's)")
     p.add_argument("--base-only", action="store_true", help="the base model alone (eps = 0), with its own tau")
+    p.add_argument(
+        "--no-skull-strip", action="store_true", help="skull-on brain MRI: skip N4 + atlas brain extraction (as detect)"
+    )
     p.add_argument("--maps", action="store_true", help="also write difference.nii.gz and pseudo_normal.nii.gz")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default), on each worker")
     p.add_argument("--batch-size", type=_positive, default=32, help="slices per solver batch (default 32)")
@@ -48,6 +57,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="local workers as threads of this process instead of processes (debugging; no isolation)",
     )
+    batch_pacs.configure(p)  # --server/--query/--send (app/cli/batch_pacs.py)
 
 
 def make_settings(args):
@@ -83,6 +93,7 @@ def make_settings(args):
         device=args.device,
         threads=args.threads,
         maps=bool(args.maps),
+        skull_strip=not args.no_skull_strip,
     )
 
 
@@ -96,11 +107,15 @@ def run(args: argparse.Namespace) -> int:
     from app.batch.task import ModelPreload
     from app.errors import OptionError
 
+    batch_pacs.check(args)
+    if args.inputs and args.server:
+        raise OptionError("give either INPUTS or --server with --query, not both")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise OptionError(f"--out {out}: exists and is not a folder")
     settings = make_settings(args)
-    refs = expand_inputs(args.inputs)
+    # a PACS query is answered and its series retrieved (into the cache) before anything is written into --out
+    refs = batch_pacs.retrieve(args) if args.server else expand_inputs(args.inputs)
     print(
         f"{len(refs)} studies; model {settings.model_name}, eps={settings.eps:g}, tau={settings.tau:g}", file=sys.stderr
     )
@@ -135,4 +150,6 @@ def run(args: argparse.Namespace) -> int:
     )
     if summary.worklist:
         print(f"wrote {summary.worklist[0]}, {summary.worklist[1]} and {summary.report}")
+    if args.send:
+        batch_pacs.send(args, summary.results, out)
     return 1 if summary.failed else 0

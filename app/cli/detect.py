@@ -3,8 +3,10 @@ own grid and affine (optionally the pseudo-normal and difference maps too).
 
 The study goes through the same path as the viewer and the benchmarks: ``app.io.load_study`` ->
 ``app.data.prepare_study`` (normalisation named by the model card, crop to the foreground, model-sized slices)
--> ``app.core.detector.Detector`` -> maps back with ``app.data.to_study_grid``; the mask is D > tau on the study
-grid (as the viewer thresholds it).
+-> ``app.core.detector.Detector`` (the card's solver and post-processing) -> maps back with
+``app.data.to_study_grid``, D kept inside the brain; the mask is D > tau without components below the card's
+``min_component_px`` on the study grid (as the viewer thresholds it). That path is
+:func:`app.batch.task.detect_volume`, which ``batch`` runs per study, so both give the same mask.
 """
 
 from __future__ import annotations
@@ -103,13 +105,10 @@ def choose_parameters(card: dict, eps: float | None, tau: float | None, base_onl
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import numpy as np
     from tqdm import tqdm
 
-    from app.core.detector import Detector, has_foreground
+    from app.core.detector import Detector
     from app.core.device import resolve_device
-    from app.core.maps import study_detection_mask
-    from app.data.pipeline import prepare_study, to_study_grid
     from app.errors import OptionError
     from app.io import load_study, save_mask, save_on_study_grid
     from app.nets.checkpoint import load_checkpoint
@@ -143,41 +142,34 @@ def run(args: argparse.Namespace) -> int:
         from app.io import load_mask
 
         gt = load_mask(args.mask, study)
-    cfg = model.config
-    from app.data.domain import domain_from_card
+    from app.batch.task import detect_volume
 
-    prep = prepare_study(
-        study,
-        cfg.image_size,
-        cfg.channels,
-        cfg.normalization,
-        skull_strip=not args.no_skull_strip,
-        domain=domain_from_card(card),
-    )
-    for w in prep.warnings:  # outside the model's domain (app/data/domain.py): never silent
-        print(f"warning: {w}", file=sys.stderr)
     detector = Detector.from_card(
         model, card, device, solver=args.solver, max_steps=args.max_steps, median_size=args.median,
         batch_size=args.batch_size,
     )  # fmt: skip
     if detector.solver_warning and not args.base_only:
         print(f"warning: {detector.solver_warning}", file=sys.stderr)
-    post = detector.post
-    n_todo = int(has_foreground(prep.x, post.foreground_threshold).sum())
     mode = "base model" if args.base_only else f"MatchGen eps={eps:g}"
-    with tqdm(total=n_todo, unit="slice", desc=mode, disable=not sys.stderr.isatty()) as bar:
-        last = [0]
+    bar = None
 
-        def progress(done, total):
-            bar.update(done - last[0])
-            last[0] = done
+    def progress(done, total):  # the bar opens at the first batch, when preprocessing has said how many slices
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="slice", desc=mode, disable=not sys.stderr.isatty())
+        bar.update(done - bar.n)
 
-        out = detector.run(prep.x, eps, base_only=args.base_only, progress=progress)
-    d_vol = to_study_grid(out.d, prep.geometry, "map")
-    from app.data.pipeline import restrict_map_to_brain
-
-    d_vol = restrict_map_to_brain(d_vol, prep)  # the scalp is never flagged (the viewer does the same)
-    mask = study_detection_mask(d_vol, tau, prep.geometry, post.min_component_px)
+    try:  # the one detection detect and batch share
+        vol = detect_volume(
+            study, detector, model, card, eps, tau, args.base_only, skull_strip=not args.no_skull_strip,
+            progress=progress,
+        )  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
+    prep, d_vol, mask = vol.prep, vol.d, vol.mask
+    for w in prep.warnings:  # outside the model's domain (app/data/domain.py): never silent
+        print(f"warning: {w}", file=sys.stderr)
     if args.brain_mask and prep.brain is not None:
         save_mask(study, prep.brain, args.brain_mask)
     maps_dir = Path(args.maps) if args.maps else None
@@ -186,10 +178,17 @@ def run(args: argparse.Namespace) -> int:
     if args.out and not detect_dicom.is_dcm(args.out):
         save_mask(study, mask, args.out)
     detect_dicom.write_outputs(args, study, mask, d_vol, detect_dicom.algorithm(stem, model, eps, tau, args.base_only))
+    if args.out:  # the brain mask and the preprocessing record beside the mask (the viewer and batch do the same)
+        from app.io.seg import card_sha256
+        from app.viewer.study_run import preprocessing_record, write_beside
+
+        info = {"name": stem.name, "card_sha256": card_sha256(stem.with_suffix(".json"))}
+        timings = {"preprocess_s": round(vol.prepare_s, 3), "solve_s": round(vol.solve_s, 3)}
+        record = preprocessing_record(study, prep, info, eps, tau, base_only=bool(args.base_only), timings=timings)
+        brain_out, rec_out = write_beside(study, prep, args.out, record)
+        print(f"wrote {rec_out}" + (f" and the brain mask {brain_out}" if brain_out else " (no brain mask)"))
     if maps_dir is not None:
-        s = np.where(out.analysed[:, None, None, None], out.s, 0.0).astype(np.float32)  # empty slices: 0
-        s_vol = to_study_grid(s if s.shape[1] > 1 else s[:, 0], prep.geometry, "map")
-        save_on_study_grid(study, s_vol, maps_dir / "pseudo_normal.nii.gz")
+        save_on_study_grid(study, vol.s, maps_dir / "pseudo_normal.nii.gz")  # empty slices: 0
         save_on_study_grid(study, d_vol, maps_dir / "difference.nii.gz")
     if gt is not None:
         from app.core.maps import confusion_counts
@@ -204,6 +203,6 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.out or 'the mask'}: {flagged} voxels flagged in {int(mask.any(axis=(0, 1)).sum())} of "
         f"{mask.shape[2]} axial slices (model {stem.name}, eps={eps:g}, tau={tau:g}, "
-        f"{int(out.analysed.sum())} slices analysed)"
+        f"{vol.slices_analysed} slices analysed)"
     )
     return 0

@@ -90,18 +90,9 @@ def require_dicom_input(args: argparse.Namespace, study) -> None:
 
 
 def algorithm(stem: Path, model, eps: float, tau: float, base_only: bool):
-    from app import __version__
-    from app.io.seg import AlgorithmInfo, card_sha256
+    from app.io.seg import AlgorithmInfo
 
-    return AlgorithmInfo(
-        model=Path(stem).name,
-        family=str(model.config.family),
-        card_sha256=card_sha256(Path(stem).with_suffix(".json")),
-        eps=float(eps),
-        tau=float(tau),
-        version=__version__,
-        base_only=bool(base_only),
-    )
+    return AlgorithmInfo.for_checkpoint(stem, model.config.family, eps, tau, base_only)
 
 
 def write_outputs(args: argparse.Namespace, study, mask, d_vol, algo) -> Path | None:

@@ -45,6 +45,25 @@ class AlgorithmInfo:
     version: str  # MatchGen Viewer's version
     base_only: bool = False
 
+    @classmethod
+    def for_checkpoint(
+        cls, stem: str | os.PathLike, family: str, eps: float, tau: float, base_only: bool = False
+    ) -> AlgorithmInfo:
+        """The identification of the checkpoint ``stem`` (no suffix; its card's hash) run with eps and tau
+        (``detect`` and ``batch`` both describe their SEGs this way)."""
+        from app import __version__
+
+        stem = Path(stem)
+        return cls(
+            model=stem.name,
+            family=str(family),
+            card_sha256=card_sha256(stem.with_suffix(".json")),
+            eps=float(eps),
+            tau=float(tau),
+            version=__version__,
+            base_only=bool(base_only),
+        )
+
     @property
     def name(self) -> str:
         return f"MatchGen {self.model}" + (" (base model)" if self.base_only else "")
@@ -286,4 +305,3 @@ def read_seg(path: str | os.PathLike, study: Study) -> np.ndarray:
     if tuple(orig.shape) != tuple(study.original_shape):
         raise StudyError(f"{path.name}: frames of {frames.shape[1:]} pixels do not fit the study's images")
     return study.from_original(orig)
-

@@ -49,6 +49,7 @@ def test_batch_outputs_equal_detect_and_corrupt_study_recorded(tmp_path, studies
     csv = (out / "worklist.csv").read_text().splitlines()
     assert csv[0].startswith("rank,id,status,score_ml") and csv[-1].split(",")[:3] == ["", "corrupt", "failed"]
     assert [line.split(",")[1] for line in csv[1:4]] == [e["id"] for e in ranked]
+    dropped = flagged = 0
     for sid in "abc":
         r = json.loads((out / sid / "result.json").read_text())
         assert r["status"] == "ok" and r["eps"] == 0.05 and r["tau"] == 0.2 and r["device"] == "cpu"
@@ -84,6 +85,13 @@ def test_batch_outputs_equal_detect_and_corrupt_study_recorded(tmp_path, studies
         )
         # flagged volume in ml = mask voxels x 12 mm^3
         assert r["flagged_ml"] == pytest.approx(np.asarray(nib.load(det).dataobj).sum() * 0.012)
+        d_saved = np.asarray(nib.load(out / sid / "difference.nii.gz").dataobj)
+        mask_saved = np.asarray(nib.load(out / sid / "mask.nii.gz").dataobj).astype(bool)
+        assert not (mask_saved & ~(d_saved > 0.2)).any()
+        dropped += int((d_saved > 0.2).sum() - mask_saved.sum())
+        flagged += int(mask_saved.sum())
+    # the card's component rule acted (components of D > tau below min_component_px are gone), and left findings
+    assert dropped > 0 and flagged > 0
     bad = json.loads((out / "corrupt" / "result.json").read_text())
     assert bad["status"] == "failed" and not (out / "corrupt" / "mask.nii.gz").exists()
     html = (out / "report.html").read_text()

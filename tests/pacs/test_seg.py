@@ -116,8 +116,9 @@ def test_detect_writes_seg_equal_to_its_mask_and_valid(tmp_path, tiny_model_dir,
     pm = hd.pm.ParametricMap.from_dataset(pydicom.dcmread(maps / "difference_map.dcm"))
     d = study.from_original(np.asarray(nib.load(maps / "difference.nii.gz").dataobj))
     frames = np.transpose(study.to_original(d), (2, 1, 0))
-    by_uid = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: k
-              for k, f in enumerate(study.meta["dicom_files"])}
+    by_uid = {
+        pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: k for k, f in enumerate(study.meta["dicom_files"])
+    }
     pm_frames = pm.pixel_array
     for i, item in enumerate(pm.PerFrameFunctionalGroupsSequence):
         uid = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
@@ -145,3 +146,50 @@ def test_seg_of_another_series_is_refused(tmp_path):
 
     with pytest.raises(StudyError, match="segments another series"):
         read_seg(out, b)
+
+
+def test_batch_writes_a_seg_per_dicom_series_equal_to_its_mask(tmp_path, tiny_model_dir, capsys):
+    """batch over a folder with two DICOM series (one reversed + oblique, shuffled names) and a NIfTI study: each
+    series gets DIR/<id>/mask.seg.dcm, listed in result.json, whose frames read back (highdicom) equal the NIfTI
+    mask on the source grid, and which dciodvfy passes; the NIfTI study gets no SEG."""
+    import json
+
+    import highdicom as hd
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    a = _series(archive, "plain")
+    b = _series(archive, "reversed-oblique")
+    vol, aff = demo_volume()
+    nib.save(nib.Nifti1Image(vol, aff), archive / "nifti.nii.gz")
+    out = tmp_path / "out"
+    args = ["batch", str(archive), "--model", str(tiny_model_dir / "tiny"), "--out", str(out), "--max-steps", "10"]
+    code = main([*args, "--local-threads", "--workers", "1", "--no-dashboard", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    results = {
+        json.loads(p.read_text())["input"]["source"]: json.loads(p.read_text()) for p in out.glob("*/result.json")
+    }
+    assert set(results) == {str(a), str(b), str(archive / "nifti.nii.gz")}
+    assert "seg" not in results[str(archive / "nifti.nii.gz")]["outputs"]
+    flagged = 0
+    for folder in (a, b):
+        r = results[str(folder)]
+        assert r["status"] == "ok" and r["outputs"]["seg"] == "mask.seg.dcm"
+        seg_path = out / r["id"] / "mask.seg.dcm"
+        study = load_study(folder)
+        mask = load_mask(out / r["id"] / "mask.nii.gz", study)
+        flagged += int(mask.sum())
+        np.testing.assert_array_equal(read_seg(seg_path, study), mask)
+        # independently of our reader: highdicom's frame per source image == the NIfTI mask on that image
+        seg = hd.seg.segread(seg_path)
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == r["input"]["series_uid"]
+        frames = np.transpose(study.to_original(mask), (2, 1, 0))
+        for k, f in enumerate(study.meta["dicom_files"]):
+            uid = pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID
+            px = seg.get_pixels_by_source_instance([uid], segment_numbers=[1])[0, :, :, 0]
+            np.testing.assert_array_equal(px > 0, frames[k])
+        alg = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+        assert alg.AlgorithmName == "MatchGen tiny" and f"eps={r['eps']:g}" in alg.AlgorithmParameters
+        report = _dciodvfy(seg_path)
+        assert "Error" not in report, report
+    assert flagged > 0  # the SEGs hold a detection, not only empty frames
