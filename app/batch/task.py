@@ -10,7 +10,9 @@ equals ``detect``'s (tested). The model is loaded once per worker process
 replaces a killed one), never once per study.
 
 Outputs (each written atomically: temporary file + rename; ``result.json`` last, so its presence means the study
-is complete): ``mask.nii.gz`` on the study's original grid, optionally ``difference.nii.gz`` and
+is complete): ``mask.nii.gz`` on the study's original grid, beside it the brain mask used
+(``mask_brainmask.nii.gz``, when one was found) and the preprocessing record (``mask_preprocessing.json``, also
+inside ``result.json``: warnings, brain extraction and N4, timings), optionally ``difference.nii.gz`` and
 ``pseudo_normal.nii.gz``, for a DICOM study ``mask.seg.dcm`` (the mask as a DICOM SEG over the source series,
 written by :func:`app.io.seg.write_seg` as ``detect --seg`` writes it), ``thumbnail.png`` (the most abnormal
 slice with the detection overlaid) and ``result.json``. A study that cannot be read or analysed gets a
@@ -198,6 +200,7 @@ class StudyMaps:
     solver_steps: float  # mean steps per analysed slice
     solve_s: float
     prep: object = None  # the app.data.pipeline.PreparedStudy (brain mask, preprocessing record, domain warnings)
+    prepare_s: float = 0.0  # prepare_study: N4 + brain extraction (skull-on MRI), normalisation, slicing
 
 
 def detect_volume(
@@ -216,10 +219,12 @@ def detect_volume(
     from app.foreground import FOREGROUND_THRESHOLD
 
     cfg = model.config
+    t_prep = time.perf_counter()
     prep = prepare_study(
         study, cfg.image_size, cfg.channels, cfg.normalization, skull_strip=skull_strip, domain=domain_from_card(card)
     )
     t0 = time.perf_counter()
+    prepare_s = t0 - t_prep
     out = detector.run(prep.x, eps, base_only=base_only, progress=progress)
     solve_s = time.perf_counter() - t0
     d_vol = restrict_map_to_brain(to_study_grid(out.d, prep.geometry, "map"), prep)  # the scalp is never flagged
@@ -229,7 +234,7 @@ def detect_volume(
     grey = prep.volume if prep.volume.ndim == 3 else prep.volume.mean(axis=3)
     n = int(out.analysed.sum())
     steps = float(out.steps[out.analysed].mean()) if n else 0.0
-    return StudyMaps(d_vol, s_vol, mask, grey > FOREGROUND_THRESHOLD, n, steps, solve_s, prep)
+    return StudyMaps(d_vol, s_vol, mask, grey > FOREGROUND_THRESHOLD, n, steps, solve_s, prep, prepare_s)
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------
@@ -299,8 +304,12 @@ def _worker_name() -> str:
 
 
 def _clear_outputs(d: Path) -> None:
+    from app.viewer.study_run import beside_paths
+
     for name in (MASK, SEG, DIFFERENCE, PSEUDO_NORMAL, THUMBNAIL):
         (d / name).unlink(missing_ok=True)
+    for p in beside_paths(d / MASK):
+        p.unlink(missing_ok=True)
 
 
 def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
@@ -311,6 +320,7 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
     from app.io import save_mask, save_on_study_grid
     from app.io.seg import AlgorithmInfo, is_dicom_study, write_seg
     from app.io.study import one_line
+    from app.viewer.study_run import all_warnings, preprocessing_record, write_beside
 
     t_start = time.perf_counter()
     started = time.time()
@@ -346,6 +356,7 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
         )
         timings["solve_s"] = vol.solve_s
         timings["prepare_s"] = time.perf_counter() - t - vol.solve_s
+        timings["preprocess_s"] = vol.prepare_s
         t = time.perf_counter()
         labels, _ = label_findings(vol.mask)
         findings = find_findings(vol.mask, vol.d, study.affine, labels=labels)
@@ -368,6 +379,13 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
             save_on_study_grid(study, vol.d, folder / DIFFERENCE)
             save_on_study_grid(study, vol.s, folder / PSEUDO_NORMAL)
             outputs.update(difference=DIFFERENCE, pseudo_normal=PSEUDO_NORMAL)
+        # the brain mask and the preprocessing record, as detect writes them beside its mask (app/viewer/study_run.py)
+        info = {"name": settings.model_name, "card_sha256": settings.card_sha256}
+        record = preprocessing_record(study, vol.prep, info, settings.eps, settings.tau, base_only=settings.base_only)
+        brain_out, record_out = write_beside(study, vol.prep, folder / MASK, record)
+        if brain_out is not None:
+            outputs["brain_mask"] = brain_out.name
+        outputs["preprocessing"] = record_out.name
         k = score.peak_slice
         png = thumbnail_png(study.data[:, :, k], vol.mask[:, :, k], study.spacing[:2])
         atomic_write_bytes(folder / THUMBNAIL, png)
@@ -378,7 +396,8 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
         result.update(
             status="ok",
             outputs=outputs,
-            warnings=list(study.warnings) + list(vol.prep.warnings) + notes,
+            warnings=all_warnings(study, vol.prep.warnings) + notes,
+            preprocessing={k2: v for k2, v in record.items() if k2 not in ("model", "eps", "tau", "study")},
             grid={
                 "shape": list(study.shape),
                 "spacing_mm": [round(v, 6) for v in spacing],

@@ -45,18 +45,18 @@ def _free_port() -> int:
 
 
 def _external_cluster(workers: int, log_dir: Path):
-    exe = Path(sys.executable).parent / "dask"
+    exe = [sys.executable, "-m", "dask"]  # the `dask` command of this interpreter, wherever it is installed
     port = _free_port()
     addr = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     sched = subprocess.Popen(
-        [str(exe), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        [*exe, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
         stdout=subprocess.DEVNULL,
         stderr=open(log_dir / "scheduler.log", "w"),  # noqa: SIM115 - kept open for the process's life
         env=env,
     )
     work = subprocess.Popen(
-        [str(exe), "worker", addr, "--nworkers", str(workers), "--nthreads", "1", "--no-dashboard"],
+        [*exe, "worker", addr, "--nworkers", str(workers), "--nthreads", "1", "--no-dashboard"],
         stdout=subprocess.DEVNULL,
         stderr=open(log_dir / "worker.log", "w"),  # noqa: SIM115
         env=env,

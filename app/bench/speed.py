@@ -18,6 +18,10 @@ Figures (see ``docs/benchmarks.md`` for the goals):
   of the same precision on the same threads (FLOPs counted by ``torch.utils.flop_counter``).
 * ``tau_update_ms``, ``gui_max_stall_ms``: see :mod:`app.bench.gui_latency`.
 * ``peak_rss_mb``: the maximum resident memory of a ``detect`` subprocess on a 256x256x155 volume.
+* ``preprocess_s_per_volume``: N4 and atlas brain extraction (:mod:`app.data.brain`, what ``prepare_study`` runs on
+  a skull-on MRI), each timed on its own, on Colin27's ``ch2`` (a real 1 mm 181x217x181 head from the sources
+  cache) with ITK on the bench's thread count; the extraction's Dice against ``ch2bet`` beside it
+  (:func:`preprocess_speed`).
 
 "Before" (the stock solver: penalty, float32, batched, no layout change) is measured beside "after" in the same
 run, together with the Dice on the given slices, so a speed gain that costs quality shows.
@@ -64,7 +68,12 @@ GOALS: dict[str, tuple[str, float]] = {
     "flops_fraction": (">=", 0.6),
     "gui_max_stall_ms": ("<=", 50),
     "peak_rss_mb": ("<=", 2000),
+    "preprocess_s_per_volume": ("<=", 5.0),  # "within a few seconds per volume on 2 cores" (issue 11)
 }
+
+#: the skull-on head and its skull-stripped brain (app.data.sources package mricron-data)
+CH2 = "usr/share/mricron/templates/ch2.nii.gz"
+CH2BET = "usr/share/mricron/templates/ch2bet.nii.gz"
 
 Log = Callable[[str], None]
 
@@ -421,6 +430,7 @@ def run_speed(
     profile_decoder: bool = True,
     ablation: bool = True,
     compile_decoder: bool = False,
+    preprocess: bool = False,  # the CLI turns it on (--no-preprocess: off); tests of the solver figures skip it
     log: Log = print,
 ) -> dict[str, Any]:
     from app.core.device import describe_device, resolve_device
@@ -622,9 +632,75 @@ def run_speed(
             # (every step holds the same batch working set)
             res["detect_memory"] = peak_rss_detect(str(stem), str(dev), Path(td), ["--max-steps", "10"])
         res["peak_rss_mb"] = res["detect_memory"].get("peak_rss_mb")
+    if preprocess:
+        log("preprocess_s_per_volume: N4 and brain extraction on a skull-on 1 mm head ...")
+        res["preprocess"] = preprocess_speed(log=log)
+        res["preprocess_s_per_volume"] = res["preprocess"]["total_s"]
     res["loadavg_before"] = [round(v, 2) for v in load_before]
     res["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
     return res
+
+
+def preprocess_speed(
+    repeats: int = 3, threads: int | None = None, volume=None, affine=None, reference=None, log: Log = print
+) -> dict[str, Any]:
+    """N4 and brain extraction timed separately (median of ``repeats`` wall times; ITK limited to ``threads``,
+    default torch's thread count), on ``volume``/``affine`` (default Colin27 ``ch2``, RAS canonical) with the
+    extraction's Dice against ``reference`` (default ``ch2bet`` > 0)."""
+    from app.core.metrics import dice
+    from app.data.brain import extract_brain, n4_correct, set_threads
+
+    if volume is None:
+        from app.data.sources import path_of
+        from app.io import load_study
+
+        head = load_study(path_of("mricron-data", CH2, log))
+        volume, affine = head.data, head.affine
+        reference = load_study(path_of("mricron-data", CH2BET, log)).data > 0
+    threads = int(threads or torch.get_num_threads())
+    set_threads(threads)
+    n4_s, ext_s, n4_cpu, ext_cpu, dices = [], [], [], [], []
+    for i in range(max(1, repeats)):
+        t0, c0 = time.perf_counter(), time.process_time()
+        corrected, _facts = n4_correct(volume, affine)
+        t1, c1 = time.perf_counter(), time.process_time()
+        ext = extract_brain(corrected, affine)
+        t2, c2 = time.perf_counter(), time.process_time()
+        n4_s.append(t1 - t0)
+        ext_s.append(t2 - t1)
+        n4_cpu.append(c1 - c0)  # CPU time of all threads: what the stage costs whatever else the machine runs
+        ext_cpu.append(c2 - c1)
+        if reference is not None:
+            dices.append(float(dice(ext.mask, reference)))
+        log(f"preprocess run {i + 1}: N4 {t1 - t0:.2f} s, brain extraction {t2 - t1:.2f} s ({ext.status})")
+    n4_med, ext_med = statistics.median(n4_s), statistics.median(ext_s)
+    return {
+        "volume_shape": [int(v) for v in np.asarray(volume).shape[:3]],
+        "voxel_mm": [round(float(v), 3) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))],
+        "itk_threads": threads,
+        "repeats": len(n4_s),
+        "n4_s": round(n4_med, 3),
+        "extraction_s": round(ext_med, 3),
+        "total_s": round(n4_med + ext_med, 3),
+        "n4_cpu_s": round(statistics.median(n4_cpu), 3),
+        "extraction_cpu_s": round(statistics.median(ext_cpu), 3),
+        "n4_s_all": [round(v, 3) for v in n4_s],
+        "extraction_s_all": [round(v, 3) for v in ext_s],
+        "extraction_status": ext.status,
+        "dice_vs_reference": [round(v, 4) for v in dices],
+        "loadavg": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+def preprocess_markdown(pre: dict[str, Any]) -> str:
+    return (
+        f"Preprocessing (skull-on {pre['volume_shape']} head at {pre['voxel_mm']} mm, ITK {pre['itk_threads']} "
+        f"threads, median of {pre['repeats']}): N4 {pre['n4_s']:.2f} s, brain extraction {pre['extraction_s']:.2f} s, "
+        f"together {pre['total_s']:.2f} s per volume wall time (runs: N4 {pre['n4_s_all']}, extraction "
+        f"{pre['extraction_s_all']}); CPU time (all threads) N4 {pre['n4_cpu_s']:.2f} s, extraction "
+        f"{pre['extraction_cpu_s']:.2f} s; extraction {pre['extraction_status']}, Dice vs the skull-stripped reference "
+        f"{pre['dice_vs_reference']}; load average {pre['loadavg']}."
+    )
 
 
 def summary_markdown(res: dict[str, Any]) -> str:
@@ -704,6 +780,8 @@ def summary_markdown(res: dict[str, Any]) -> str:
         lines.append("")
     if "gui_path" in res:
         lines.append(f"GUI figures measured through: {res['gui_path']}.")
+    if res.get("preprocess"):
+        lines += ["", preprocess_markdown(res["preprocess"])]
     mem = res.get("detect_memory")
     if mem:
         lines.append(

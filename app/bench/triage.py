@@ -103,8 +103,19 @@ def score_of(result: dict, key: str) -> float:
     return float(result.get(key) or 0.0)
 
 
+def _roc_auc():
+    """scikit-learn's AUROC; scikit-learn is the ``bench`` extra, not a runtime dependency of the app."""
+    try:
+        from sklearn.metrics import roc_auc_score
+    except ImportError:
+        from app.errors import OptionError
+
+        raise OptionError("bench triage needs scikit-learn: pip install 'matchgen-viewer[bench]'") from None
+    return roc_auc_score
+
+
 def evaluate(results: list[dict], truth: list[dict]) -> dict:
-    from sklearn.metrics import roc_auc_score
+    roc_auc_score = _roc_auc()
 
     from app.viewer.worklist import rank
 
@@ -156,6 +167,7 @@ def run_triage(
     from app.nets.card import card_choices, read_card
     from app.nets.zoo import resolve_model
 
+    _roc_auc()  # before the studies are made and run, not after
     out = Path(out)
     studies = out / ("studies" if split == "all" else f"studies-{split}")
     truth = build_studies(studies, n_normal, list(loads), per_load, seed, log, split)

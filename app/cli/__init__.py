@@ -3,6 +3,8 @@
 Each subcommand lives in its own module here with ``HELP``, ``configure(parser)`` and ``run(args) -> int``;
 the modules import heavy libraries (torch, Qt) inside ``run`` so that ``--help`` is instant. Errors the user
 can cause (:class:`app.errors.MatchGenError`) end with exit code 2 and one line on stderr, never a traceback.
+Python warnings (``warnings.warn``: a broken model plug-in, the solver's RuntimeWarnings, a library's) are one
+``warning: ...`` line on stderr each too, not Python's ``file:line: Category: message`` plus source line.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from app import __version__
@@ -57,7 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` for the command line: ``warning: MESSAGE`` on one line of stderr."""
+    text = " ".join(str(message).split()) or category.__name__
+    try:
+        (file or sys.stderr).write(f"warning: {text}\n")
+    except (OSError, ValueError):  # stderr closed: a warning is never worth a crash
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with warnings.catch_warnings():  # restores Python's own printer afterwards (main is also called in-process)
+        warnings.showwarning = _warning_line
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv and DEFAULT_COMMAND in COMMANDS:
         argv = [DEFAULT_COMMAND]

@@ -70,6 +70,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     s.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
     s.add_argument("--no-gui", action="store_true", help="skip the GUI figures")
     s.add_argument("--no-rss", action="store_true", help="skip the detect memory figure")
+    s.add_argument("--no-preprocess", action="store_true", help="skip N4 + brain extraction timing")
+    s.add_argument(
+        "--preprocess-only",
+        action="store_true",
+        help="only time N4 and brain extraction on the skull-on Colin27 head (speed-preprocess.json/.md)",
+    )
     s.add_argument(
         "--compile",
         action="store_true",
@@ -181,6 +187,20 @@ def run(args: argparse.Namespace) -> int:
         (Path(args.out) / ("triage.md" if args.split == "all" else f"triage-{args.split}.md")).write_text(md)
         print(md)
         return 0
+    if args.bench == "speed" and args.preprocess_only:
+        import json
+
+        from app.atomic import atomic_write_text
+        from app.bench.speed import preprocess_markdown, preprocess_speed
+
+        pre = preprocess_speed(log=lambda m: print(m, file=sys.stderr, flush=True))
+        pre["command"] = command_line(args)
+        md = f"`{pre['command']}`\n\n" + preprocess_markdown(pre) + "\n"
+        out = Path(args.out)
+        atomic_write_text(out / "speed-preprocess.json", json.dumps(pre, indent=1) + "\n")
+        atomic_write_text(out / "speed-preprocess.md", md)
+        print(md)
+        return 0
     if args.bench == "speed":
         from app.bench.speed import run_speed, summary_markdown, write_outputs
 
@@ -195,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
             gui=not args.no_gui,
             rss=not args.no_rss,
             compile_decoder=args.compile,
+            preprocess=not args.no_preprocess,
             log=lambda m: print(m, file=sys.stderr, flush=True),
         )
         res["command"] = command_line(args)

@@ -178,6 +178,15 @@ def run(args: argparse.Namespace) -> int:
     if args.out and not detect_dicom.is_dcm(args.out):
         save_mask(study, mask, args.out)
     detect_dicom.write_outputs(args, study, mask, d_vol, detect_dicom.algorithm(stem, model, eps, tau, args.base_only))
+    if args.out:  # the brain mask and the preprocessing record beside the mask (the viewer and batch do the same)
+        from app.io.seg import card_sha256
+        from app.viewer.study_run import preprocessing_record, write_beside
+
+        info = {"name": stem.name, "card_sha256": card_sha256(stem.with_suffix(".json"))}
+        timings = {"preprocess_s": round(vol.prepare_s, 3), "solve_s": round(vol.solve_s, 3)}
+        record = preprocessing_record(study, prep, info, eps, tau, base_only=bool(args.base_only), timings=timings)
+        brain_out, rec_out = write_beside(study, prep, args.out, record)
+        print(f"wrote {rec_out}" + (f" and the brain mask {brain_out}" if brain_out else " (no brain mask)"))
     if maps_dir is not None:
         save_on_study_grid(study, vol.s, maps_dir / "pseudo_normal.nii.gz")  # empty slices: 0
         save_on_study_grid(study, d_vol, maps_dir / "difference.nii.gz")

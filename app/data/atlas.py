@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from app.bundled import bundled_dir
 from app.errors import StudyError
 
-ATLAS_DIR = Path(os.environ.get("MATCHGEN_ATLAS", Path(__file__).resolve().parents[2] / "resources" / "atlas"))
+#: the atlas folder (MATCHGEN_ATLAS overrides it), found by :mod:`app.bundled`
+ATLAS_DIR = bundled_dir("atlas")
 ATLAS_T1 = "mni152_2009a_t1_2mm.nii.gz"
 ATLAS_MASK = "mni152_2009a_brainmask_2mm.nii.gz"
 NILEARN_T1 = "nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-DEMO_DIR = Path(os.environ.get("MATCHGEN_DEMO", Path(__file__).resolve().parents[2] / "resources" / "demo"))
+from app.bundled import bundled_dir
+
+#: the demo folder (MATCHGEN_DEMO overrides it), found by :mod:`app.bundled`
+DEMO_DIR = bundled_dir("demo")
 DEMO_STUDY = DEMO_DIR / "demo_t1.nii.gz"
 DEMO_MASK = DEMO_DIR / "demo_t1_mask.nii.gz"
 DEMO_SEED = 20260

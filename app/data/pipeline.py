@@ -58,7 +58,7 @@ def prepare_study(
     skull-stripped input is left as it is), normalise it with ``method`` (default: by modality) and cut it into
     model slices. ``domain`` (:class:`app.data.domain.ModelDomain`): the model's training domain; every mismatch
     becomes a line in :attr:`PreparedStudy.warnings`."""
-    from app.data.domain import check_domain, study_contrast
+    from app.data.domain import study_contrast
     from app.data.preprocess import preprocess_study
 
     if study.channels != channels:
@@ -72,14 +72,28 @@ def prepare_study(
     skull = record.get("skull_strip") or {}
     contrast = study_contrast(study, skull.get("tissue_contrast"), skull.get("tissue_levels"))
     record["contrast"] = contrast.as_dict()
-    warnings = check_domain(study, domain, record) if domain is not None else []
-    if domain is not None:
-        record["model_domain"] = domain.as_dict()
-    record["warnings"] = list(warnings)
     grey = vol if vol.ndim == 3 else vol.mean(axis=3)
     box = foreground_crop(grey > CROP_THRESHOLD, study.spacing) if crop else None
     g = make_geometry(vol.shape, study.spacing, size, slices=slices, crop=box)
-    return PreparedStudy(to_model_slices(vol, g), g, vol, method, pre.brain, record, warnings)
+    prep = PreparedStudy(to_model_slices(vol, g), g, vol, method, pre.brain, record, [])
+    return for_domain(prep, study, domain)
+
+
+def for_domain(prep: PreparedStudy, study: Study, domain) -> PreparedStudy:
+    """``prep`` (of ``study``) with the warnings for a model trained on ``domain``
+    (:class:`app.data.domain.ModelDomain`; None: none) and the domain in its record -- the one place they are
+    computed (:func:`prepare_study` and the viewer, whose prepared studies are shared by models with other
+    domains). The arrays are shared, not copied."""
+    from dataclasses import replace
+
+    from app.data.domain import check_domain
+
+    warnings = check_domain(study, domain, prep.preprocessing) if domain is not None else []
+    record = {k: v for k, v in prep.preprocessing.items() if k not in ("model_domain", "warnings")}
+    if domain is not None:
+        record["model_domain"] = domain.as_dict()
+    record["warnings"] = list(warnings)
+    return replace(prep, preprocessing=record, warnings=list(warnings))
 
 
 def restrict_map_to_brain(d: np.ndarray, prep: PreparedStudy) -> np.ndarray:
@@ -99,4 +113,3 @@ def to_study_grid(maps: np.ndarray, geometry: SliceGeometry, kind: str = "map") 
 
 def study_mask_to_model(mask: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
     return mask_to_model_slices(mask, geometry)
-

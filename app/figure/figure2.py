@@ -13,6 +13,7 @@ import numpy as np
 from app.core.maps import CONFUSION_COLOURS, confusion_rgb
 from app.core.metrics import dice
 from app.errors import OptionError
+from app.foreground import FOREGROUND_THRESHOLD
 from app.viewer.compute import ModelSession, SliceResult
 from app.viewer.slices import StudySlices, to_screen
 
@@ -52,8 +53,9 @@ def case_columns(
 
 
 def _crop_box(x: np.ndarray, gt: np.ndarray | None, margin: int = 3) -> tuple[slice, slice]:
-    """The slice's foreground (and lesion) bounding box plus a margin: figures show the anatomy, not the air."""
-    fg = x > 0.01
+    """The slice's foreground (and lesion) bounding box plus a margin: figures show the anatomy, not the air
+    (foreground: the app's one threshold, :data:`app.foreground.FOREGROUND_THRESHOLD`)."""
+    fg = x > FOREGROUND_THRESHOLD
     if gt is not None:
         fg = fg | gt
     if not fg.any():

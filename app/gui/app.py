@@ -8,7 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-ICON = Path(__file__).resolve().parents[2] / "resources" / "icons" / "matchgen.png"
+from app.bundled import bundled_dir
+
+ICON = bundled_dir("icons") / "matchgen.png"
 
 
 def save_screenshot(widget, path: str | os.PathLike) -> Path:

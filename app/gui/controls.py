@@ -114,6 +114,9 @@ class ControlPanel(QWidget):
         f.addRow("W/L", self.preset_box)
         self.wl_label = QLabel("-")
         f.addRow("", self.wl_label)
+        self.brain_check = QCheckBox("Brain mask outline")
+        self.brain_check.setToolTip("outline the brain mask the study was prepared with on every panel (B)")
+        f.addRow(self.brain_check)
         sl = QWidget()
         h = QHBoxLayout(sl)
         h.setContentsMargins(0, 0, 0, 0)
@@ -155,6 +158,7 @@ class ControlPanel(QWidget):
 
         # widgets -> state
         self.mg_check.toggled.connect(lambda b: setattr(state, "use_mg", b))
+        self.brain_check.toggled.connect(lambda b: setattr(state, "show_brain", b))
         self.eps.valueChanged.connect(lambda v: setattr(state, "eps", v))
         self.tau.valueChanged.connect(lambda v: setattr(state, "tau", v))
         self.opacity.valueChanged.connect(lambda v: setattr(state, "overlay_opacity", v))
@@ -168,6 +172,7 @@ class ControlPanel(QWidget):
         # state -> widgets
         ev = state.events
         ev.use_mg.connect(self._sync_mg)
+        ev.show_brain.connect(self._sync_brain)
         ev.eps.connect(self.eps.set_value)
         ev.eps_max.connect(lambda hi: (self.eps.set_range(0.0, hi), self.eps.set_value(state.eps)))
         ev.tau.connect(self.tau.set_value)
@@ -181,12 +186,18 @@ class ControlPanel(QWidget):
     def _sync_all(self) -> None:
         s = self.state
         self._sync_mg(s.use_mg)
+        self._sync_brain(s.show_brain)
         self.eps.set_range(0.0, s.eps_max)
         self.eps.set_value(s.eps)
         self.tau.set_value(s.tau)
         self.opacity.set_value(s.overlay_opacity)
         self._sync_slice(s.slice_index)
         self._sync_window(s.window)
+
+    def _sync_brain(self, b: bool) -> None:
+        self.brain_check.blockSignals(True)
+        self.brain_check.setChecked(b)
+        self.brain_check.blockSignals(False)
 
     def _sync_mg(self, b: bool) -> None:
         self.mg_check.blockSignals(True)

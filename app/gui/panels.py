@@ -76,6 +76,11 @@ class FourPanels(pg.GraphicsLayoutWidget):
         self.img_det_under = pg.ImageItem()
         self.img_det = pg.ImageItem()
         self.img_det.setZValue(10)
+        # the brain mask's outline, one layer per panel (above the images and the detection, below the crosshair)
+        self.img_brain = [pg.ImageItem() for _ in PANEL_NAMES]
+        for vb, it in zip(self.views, self.img_brain, strict=True):
+            it.setZValue(15)
+            vb.addItem(it)
         for vb, items in zip(
             self.views,
             ([self.img_input], [self.img_pseudo], [self.img_diff], [self.img_det_under, self.img_det]),
@@ -129,7 +134,7 @@ class FourPanels(pg.GraphicsLayoutWidget):
         """Pixel size in mm (the slice's in-plane voxel size) so that anisotropic slices keep their shape."""
         sx, sy = (float(sx) or 1.0), (float(sy) or 1.0)
         self._spacing = (sx, sy)
-        for it in (self.img_input, self.img_pseudo, self.img_diff, self.img_det_under, self.img_det):
+        for it in (self.img_input, self.img_pseudo, self.img_diff, self.img_det_under, self.img_det, *self.img_brain):
             it.setTransform(QTransform.fromScale(sx, sy))
         self._shape = None  # zoom to the new extent with the next image
 
@@ -175,6 +180,14 @@ class FourPanels(pg.GraphicsLayoutWidget):
             self.img_det.clear()
             return
         self.img_det.setImage(to_pyqtgraph(rgba), autoLevels=False, levels=(0, 255))
+
+    def set_brain(self, rgba: np.ndarray | None) -> None:
+        """RGBA uint8 (X, Y, 4) brain-mask outline drawn over every panel (None: hidden)."""
+        for it in self.img_brain:
+            if rgba is None:
+                it.clear()
+            else:
+                it.setImage(to_pyqtgraph(rgba), autoLevels=False, levels=(0, 255))
 
     def set_title(self, i: int, text: str) -> None:
         self.titles[i].setText(text)

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMenu,
     QMessageBox,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -51,6 +52,7 @@ SHORTCUTS = (
     ("Down / PgDown / wheel down", "previous slice"),
     ("Home / End", "first / last slice"),
     ("M", "toggle +MG (base model vs MatchGen)"),
+    ("B", "toggle the brain-mask outline"),
     (", / .", "eps down / up one step"),
     ("[ / ]", "tau down / up by 0.01"),
     ("R", "reset zoom"),
@@ -127,11 +129,20 @@ class MainWindow(QMainWindow):
 
         self.panels = FourPanels()
         self.controls = ControlPanel(self.state, eps_steps=self.ctl.eps_steps)
+        # the warning banner: one line per warning of the current study and model, hidden when there is none
+        self.banner = QLabel("")
+        self.banner.setObjectName("warning-banner")
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet("background: #7a5200; color: white; font-weight: bold; padding: 4px;")
+        self.banner.hide()
         central = QWidget()
-        lay = QHBoxLayout(central)
-        lay.setContentsMargins(2, 2, 2, 2)
+        outer = QVBoxLayout(central)
+        outer.setContentsMargins(2, 2, 2, 2)
+        outer.addWidget(self.banner)
+        lay = QHBoxLayout()
         lay.addWidget(self.panels, 1)
         lay.addWidget(self.controls)
+        outer.addLayout(lay, 1)
         self.setCentralWidget(central)
         self.menus: dict[str, QMenu] = {}
         self._extra_shortcuts: list[tuple[str, str]] = []
@@ -250,6 +261,7 @@ class MainWindow(QMainWindow):
         act("&View", "First slice", lambda: setattr(st, "slice_index", 0), "Home")
         act("&View", "Last slice", lambda: setattr(st, "slice_index", st.n_slices - 1), "End")
         act("&View", "Toggle +MG", lambda: setattr(st, "use_mg", not st.use_mg), "M")
+        act("&View", "Toggle brain mask outline", lambda: setattr(st, "show_brain", not st.show_brain), "B")
         act("&View", "eps down", lambda: ctl.nudge_eps(-1), ",")
         act("&View", "eps up", lambda: ctl.nudge_eps(1), ".")
         act("&View", "tau down", lambda: setattr(st, "tau", st.tau - 0.01), "[")
@@ -272,7 +284,9 @@ class MainWindow(QMainWindow):
         ev.info.connect(lambda text: self.controls.info_label.setText(text))
         ev.status.connect(lambda msg: self.statusBar().showMessage(msg, 8000))
         ev.error.connect(lambda te: self.show_error(*te))
-        ev.session.connect(lambda _s: self.refresh_model_list())
+        ev.session.connect(lambda _s: (self.refresh_model_list(), self._render_brain()))
+        ev.warnings.connect(self._render_warnings)
+        ev.prepared.connect(lambda _s: self._render_brain())
         ev.study_opened.connect(self.study_loaded.emit)
         ev.recent.connect(self._rebuild_recent)
         ev.loading.connect(lambda p: self._set_busy_text())
@@ -281,6 +295,8 @@ class MainWindow(QMainWindow):
         ev.export_running.connect(lambda running: (self.figure_action.setEnabled(not running), self._set_busy_text()))
         st.study.connect(self._render_study)
         st.slice_index.connect(self._render_input)
+        st.slice_index.connect(lambda _k: self._render_brain())
+        st.show_brain.connect(lambda _b: self._render_brain())
         st.gt.connect(lambda _g: self._render_detection())
         st.tau.connect(lambda _t: self._render_detection())
         st.overlay_opacity.connect(lambda _o: self._render_detection())
@@ -363,7 +379,16 @@ class MainWindow(QMainWindow):
             parts.append("loading...")
         self.busy_label.setText(" ".join(parts))
 
+    def _render_warnings(self, lines: list[str]) -> None:
+        self.banner.setText("\n".join(f"Warning: {w}" for w in lines))
+        self.banner.setToolTip("outside the model's domain or read with problems: results may be meaningless")
+        self.banner.setVisible(bool(lines))
+
+    def _render_brain(self) -> None:
+        self.panels.set_brain(self.ctl.brain_overlay())
+
     def _render_study(self, slices) -> None:
+        self.panels.set_brain(None)
         self.panels.set_pseudo(None)
         self.panels.set_diff(None, 1.0)
         self.panels.set_overlay(None)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from app.bundled import bundled_dir
 from app.errors import CheckpointError
 
-MODELS_DIR = Path(os.environ.get("MATCHGEN_MODELS", Path(__file__).resolve().parents[2] / "models"))
+#: the zoo folder (``models/``; MATCHGEN_MODELS overrides it), found by :mod:`app.bundled`
+MODELS_DIR = bundled_dir("models")
 
 #: the model ``python main.py`` and ``detect`` use when none is named: the zoo's best +MG Dice on the validation
 #: volumes (dae: 23.1 %, vae-grad 16.3 %, ae-l1 12.3 %; the other four were not recalibrated with the volume

@@ -160,9 +160,8 @@ def validation_ap(model: AnomalyModel, images: np.ndarray, masks: np.ndarray | N
     """Threshold-free separability of the base model's map on validation: average precision of the anomaly
     map over all foreground pixels of the validation slices, pooled (lesion pixels positive). None without
     masks or lesions. The map is the family's own (VAE-Grad's needs gradients, so they are enabled)."""
-    from sklearn.metrics import average_precision_score
-
     from app.core.maps import foreground_mask
+    from app.core.metrics import average_precision  # sklearn's definition (tests/core/test_metrics.py)
 
     if masks is None or not masks.any():
         return None
@@ -178,7 +177,7 @@ def validation_ap(model: AnomalyModel, images: np.ndarray, masks: np.ndarray | N
         labels.append(masks[i : i + batch][fg])
     model.train(was_training)
     y = np.concatenate(labels)
-    return float(average_precision_score(y, np.concatenate(scores))) if y.any() else None
+    return average_precision(np.concatenate(scores), y) if y.any() else None
 
 
 def _better(select: str, new, best) -> bool:

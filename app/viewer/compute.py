@@ -56,9 +56,13 @@ class ModelSession:
 
     def __init__(self, name: str, model, card: dict, slices: StudySlices | None = None, device: str = "cpu"):
         from app.core.detector import Detector
+        from app.data.domain import domain_from_card
 
         self.name = name
         self.card = card
+        self.path: Path | None = None  # the checkpoint stem, when loaded by name or path
+        #: what the model was trained on (the card's domain): a study outside it gets warnings
+        self.domain = domain_from_card(card)
         self.choices = card_choices(card)
         self.eps_grid = card_eps_grid(card)
         # the card's solver, layout and post-processing, built as `detect` builds them: one pipeline
@@ -90,7 +94,36 @@ class ModelSession:
         dev = resolve_device(device)
         stem = resolve_model(name or DEFAULT_MODEL)
         model, card = load_checkpoint(stem, dev)
-        return cls(Path(stem).name, model, card, slices, str(dev))
+        sess = cls(Path(stem).name, model, card, slices, str(dev))
+        sess.path = Path(stem)
+        return sess
+
+    def prepared(self):
+        """The bound study prepared for this model, with this model's domain warnings
+        (:func:`app.data.pipeline.for_domain`), or None before preparation."""
+        from app.data.pipeline import for_domain
+
+        prep = None if self.slices is None else self.slices.prepared()
+        return None if prep is None else for_domain(prep, self.slices.study, self.domain)
+
+    def warnings(self) -> list[str]:
+        """Every warning for the bound study and this model: reading warnings, then the domain warnings -- all of
+        them once the study is prepared, before that the ones its header settles (modality, slice thickness)."""
+        from app.data.domain import check_domain
+        from app.viewer.study_run import all_warnings
+
+        if self.slices is None:
+            return []
+        study = self.slices.study
+        prep = self.prepared()
+        return all_warnings(study, prep.warnings if prep is not None else check_domain(study, self.domain, {}))
+
+    def model_facts(self) -> dict:
+        """Name and card hash, for records of what was saved."""
+        from app.io.seg import card_sha256
+
+        card = None if self.path is None else self.path.with_suffix(".json")
+        return {"name": self.name, "card_sha256": card_sha256(card) if card is not None and card.is_file() else ""}
 
     def solve_slice(
         self,

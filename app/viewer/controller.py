@@ -15,6 +15,9 @@ keeps its behaviour in ``napari.components`` and FSLeyes keeps display options a
   :meth:`app.core.detector.Detector.run`; a pending save belongs to one run (its generation), so a cancelled or
   replaced run never saves to an old path;
 * **Figure-2 export** -- on its own *export* lane, with its own state and error title;
+* **warnings** -- every reading and domain warning of the current study and model (:attr:`warnings`, event
+  ``warnings``), never silent: the window shows them in a banner; the brain mask the study was prepared with is
+  outlined on the panels while ``state.show_brain`` is on (:meth:`brain_overlay`);
 * **studies** -- loaded on the *load* lane; **recent files** (a store the GUI backs with QSettings);
   **model switching** (the card sets the eps range, eps and tau).
 
@@ -60,6 +63,9 @@ EVENTS = {
     "export_running": "bool",
     "export_done": "Path: the written figure",
     "saved": "Path: a written mask",
+    "warnings": "list[str]: every warning for the current study and model (reading, domain: skull present but "
+    "extraction failed, other contrast, CT to an MR model, thick slices, ...); [] when none. The banner shows it",
+    "prepared": "StudySlices: the study was prepared for the model (brain mask and all warnings now known)",
     "recent": "list[str]: recent studies, newest first",
     "cursor": "(x, y, k) voxel under the mouse on the study grid, or None when it left the images",
 }
@@ -193,6 +199,8 @@ class ViewerController:
         #: set and cleared by app.viewer.worklist_session (a new study clears it)
         self.saved = None
         self.timing = ""
+        #: every warning for the current study and model (what the banner shows; see EVENTS["warnings"])
+        self.warnings: list[str] = []
         self.loading: str | None = None  # the study being read
         self._floor = 0  # slice-lane reports at or below this generation belong to an earlier study or model
         self._load_gen = 0
@@ -213,6 +221,34 @@ class ViewerController:
     def _error(self, title: str, message: str) -> None:
         self.state.message = message
         self.events.error.emit((title, message))
+
+    def _update_warnings(self) -> None:
+        """Recompute :attr:`warnings` (study and model changed, or the study was prepared) and tell the views."""
+        sl, sess = self.state.study, self.session
+        if sl is None:
+            new = []
+        elif sess is not None and sess.slices is not None:
+            new = sess.warnings()
+        else:
+            new = list(getattr(sl.study, "warnings", None) or [])
+        if new != self.warnings:
+            self.warnings = new
+            self.events.warnings.emit(list(new))
+
+    def _prepared_report(self) -> None:
+        self._update_warnings()
+        if self.state.study is not None:
+            self.events.prepared.emit(self.state.study)
+
+    def brain_overlay(self) -> np.ndarray | None:
+        """RGBA outline of the brain mask on the current slice while ``state.show_brain`` is on (None: off, no
+        model yet, not prepared yet, or no brain found -- the warnings say why)."""
+        from app.viewer.overlay import brain_outline
+
+        sess = self.session
+        if not self.state.show_brain or sess is None or sess.slices is None or self.state.study is None:
+            return None
+        return brain_outline(sess.slices.brain_slice(self.state.slice_index))
 
     @contextmanager
     def _one_request(self) -> Iterator[None]:
@@ -255,8 +291,7 @@ class ViewerController:
         if path is not None:
             self.events.recent.emit(self.recent.add(str(path)))
         self.state.study = slices
-        for w in getattr(slices.study, "warnings", None) or []:
-            self.events.status.emit(w)
+        self._update_warnings()
         if seconds is not None:
             self.timing = f"loaded in {seconds:.2f} s"
             self.events.timing.emit(self.timing)
@@ -302,6 +337,7 @@ class ViewerController:
                 self.session = self.session.bind(slices)
             elif self.state.model_name is not None:
                 self.set_model(self.state.model_name)
+            self._update_warnings()
 
     # --- models -------------------------------------------------------------------------------------------------
     def set_model(self, name: str) -> bool:
@@ -325,6 +361,7 @@ class ViewerController:
             self.tau_from_card = True
             self.state.model_name = name
             self.events.session.emit(sess)
+            self._update_warnings()
             self._held = True
         return True
 
@@ -413,11 +450,16 @@ class ViewerController:
             self.events.info.emit(f"preparing {sl.name} for {sess.name}...")
 
         def job(ctx: JobContext) -> None:
+            fresh = not sess.slices.is_prepared
             try:
-                sess.slices.prepare()  # normalise and slice: here, off the GUI thread, once per input format
+                # N4 + brain extraction (skull-on MRI), normalise and slice: here, off the GUI thread, once per
+                # input format
+                sess.slices.prepare()
             except MatchGenError as exc:
                 ctx.emit("unfit", str(exc))
                 return
+            if fresh:
+                ctx.emit("prepared", None)
             if need_base:
                 ctx.emit("final", sess.solve_slice(k, 0.0, should_stop=ctx.should_stop))
             if need_mg:
@@ -454,6 +496,9 @@ class ViewerController:
             self.session = None
             self.events.session.emit(None)
             self._error("Study does not fit the model", str(r))
+            return
+        if kind == "prepared":
+            self._prepared_report()
             return
         if not isinstance(r, SliceResult) or r.model != self.session.name:
             return
@@ -544,7 +589,9 @@ class ViewerController:
         def job(ctx: JobContext) -> None:
             t0 = time.perf_counter()
             results: list[SliceResult] = []
-            slices.prepare()
+            if not slices.is_prepared:
+                slices.prepare()  # off the GUI thread, as in the slice job
+                ctx.emit("prepared", None)
             d = sess.run_volume(
                 eps,
                 base_only=not mg,
@@ -590,6 +637,9 @@ class ViewerController:
         if kind == "progress":
             self.events.volume_progress.emit(float(payload))
             return
+        if kind == "prepared":
+            self._prepared_report()
+            return
         if kind != "volume":
             return
         vol, results = payload
@@ -632,6 +682,7 @@ class ViewerController:
 
     def _write_mask(self, path: str, tau: float) -> bool:
         from app.io import save_mask
+        from app.viewer.study_run import preprocessing_record, write_beside
 
         vol, sl = self.volume, self.state.study
         try:
@@ -642,10 +693,18 @@ class ViewerController:
                 out = write_seg(sl.study, self._mask(vol.d, tau), path, session_algorithm(self.session, vol.eps, tau))
             else:
                 out = save_mask(sl.study, self._mask(vol.d, tau), path)
+            # the brain mask and the preprocessing record beside it, as detect and batch write them
+            prep = self.session.prepared()
+            record = preprocessing_record(
+                sl.study, prep, self.session.model_facts(), vol.eps, tau, base_only=vol.eps == 0,
+                timings={"volume_s": round(vol.seconds, 3)},
+            )  # fmt: skip
+            brain, _rec = write_beside(sl.study, prep, path, record)
         except (MatchGenError, OSError) as exc:
             self._error("Cannot save mask", str(exc))
             return False
-        self.events.status.emit(f"saved {out}")
+        extra = f" and the brain mask {brain.name}" if brain is not None else ""
+        self.events.status.emit(f"saved {out}{extra}")
         self.events.saved.emit(Path(out))
         return True
 

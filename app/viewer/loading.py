@@ -1,16 +1,14 @@
-"""Opening studies and masks for the viewer and the figures (through :mod:`app.io`), and where the bundled
-demo study lives (named here, in one place)."""
+"""Opening studies and masks for the viewer and the figures (through :mod:`app.io`), and the bundled demo study
+(its folder is :data:`app.data.demo.DEMO_DIR`)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from app.data.demo import DEMO_DIR  # the bundled demo study folder (MATCHGEN_DEMO overrides it)
 from app.errors import StudyError
 from app.viewer.slices import StudySlices
-
-#: the bundled demo study folder (a small NIfTI and its ground-truth mask); MATCHGEN_DEMO overrides it
-DEMO_DIR = Path(os.environ.get("MATCHGEN_DEMO", Path(__file__).resolve().parents[2] / "resources" / "demo"))
 
 _MASK_WORDS = ("mask", "seg", "label", "gt", "truth", "lesion")
 _SUFFIXES = (".nii", ".nii.gz", ".mgz")

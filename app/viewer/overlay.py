@@ -1,5 +1,6 @@
-"""The detection overlay the viewer draws over the input: D > tau coloured as in Figure 2 when a ground truth is
-known (TP red, FP blue, FN green; TN transparent so the anatomy shows), plain red otherwise, with the slice's Dice.
+"""The overlays the viewer draws: the detection over the input (D > tau coloured as in Figure 2 when a ground truth
+is known: TP red, FP blue, FN green; TN transparent so the anatomy shows; plain red otherwise, with the slice's
+Dice), and the brain mask's outline (:func:`brain_outline`) over every panel.
 """
 
 from __future__ import annotations
@@ -25,3 +26,26 @@ def detection_overlay(
     rgba[..., :3] = CONFUSION_COLOURS["tp"]
     rgba[..., 3] = np.where(pred, alpha, 0)
     return rgba, None
+
+
+#: colour of the brain-mask outline (cyan: apart from the detection's red, blue and green)
+BRAIN_COLOUR = (0, 220, 255)
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The in-plane boundary of a 2D mask: its pixels with a 4-neighbour outside it (or on the image edge)."""
+    from scipy import ndimage as ndi
+
+    m = np.asarray(mask, bool)
+    return m & ~ndi.binary_erosion(m, border_value=0)
+
+
+def brain_outline(brain: np.ndarray | None) -> np.ndarray | None:
+    """RGBA uint8 (X, Y, 4): the outline of a slice's brain mask, opaque, transparent elsewhere (None: no mask)."""
+    if brain is None:
+        return None
+    edge = outline(brain)
+    rgba = np.zeros((*edge.shape, 4), np.uint8)
+    rgba[edge, :3] = BRAIN_COLOUR
+    rgba[edge, 3] = 255
+    return rgba

@@ -67,6 +67,11 @@ class PrepCache:
     def __contains__(self, key) -> bool:
         return key in self._d
 
+    def peek(self, key: ModelInput):
+        """The prepared input if it is there, else None; never waits for a preparation in progress (the GUI
+        thread asks this)."""
+        return self._d.get(key)
+
     def get(self, study, key: ModelInput):
         with self._lock:
             prep = self._d.get(key)
@@ -161,8 +166,19 @@ class StudySlices:
         return self._preps.get(self.study, self.input)
 
     def prepare(self) -> None:
-        """Prepare the model input now (slow for a large CT: call it off the GUI thread)."""
+        """Prepare the model input now (slow for a large CT or a skull-on MRI's brain extraction: call it off the
+        GUI thread)."""
         self._prepared()
+
+    def prepared(self):
+        """The :class:`app.data.pipeline.PreparedStudy` of this view's model input, or None before
+        :meth:`prepare` ran (never computed here: the GUI thread asks this)."""
+        return None if self.input is None else self._preps.peek(self.input)
+
+    def brain_slice(self, k: int) -> np.ndarray | None:
+        """The brain mask the study was prepared with, on slice k (None: not prepared yet, or no brain found)."""
+        prep = self.prepared()
+        return None if prep is None or prep.brain is None else prep.brain[:, :, k]
 
     @property
     def is_prepared(self) -> bool:

@@ -31,7 +31,8 @@ def _clamp(v: float, lo: float, hi: float) -> float:
 class ViewerState:
     """Observable fields (each has an emitter ``events.<name>``):
 
-    study, gt, slice_index, eps, eps_max, tau, window, model_name, use_mg, overlay_opacity, busy, message.
+    study, gt, slice_index, eps, eps_max, tau, window, model_name, use_mg, overlay_opacity, show_brain, busy,
+    message. ``show_brain``: outline the brain mask the study was prepared with on every panel.
     """
 
     _FIELDS = (
@@ -45,6 +46,7 @@ class ViewerState:
         "model_name",
         "use_mg",
         "overlay_opacity",
+        "show_brain",
         "busy",
         "message",
     )
@@ -63,6 +65,7 @@ class ViewerState:
             model_name=None,
             use_mg=True,
             overlay_opacity=0.6,
+            show_brain=False,
             busy=False,
             message="",
         )
@@ -91,7 +94,7 @@ class ViewerState:
             if not (math.isfinite(w) and math.isfinite(lvl)):
                 raise OptionError("window/level must be finite")
             return (max(w, 1e-6), lvl)
-        if name in ("use_mg", "busy"):
+        if name in ("use_mg", "busy", "show_brain"):
             return bool(value)
         return value
 

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,42 @@ def test_user_error_is_one_line_exit_2(capsys, tmp_path):
 def test_console_script_is_declared():
     text = (ROOT / "pyproject.toml").read_text()
     assert 'matchgen = "app.cli:main"' in text
+
+
+def test_python_warnings_are_one_line_on_stderr(tmp_path):
+    # a real warnings.warn through the real command line: a model plug-in whose entry point cannot be imported
+    # (app.nets.registry warns and goes on); the command then fails on its own bad option, as usual
+    dist = tmp_path / "broken_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[matchgen.models]\nbroken = no_such_module_xyz:Model\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "app.cli", "train", "nofamily", "--data", str(tmp_path), "--out", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert r.returncode == 2
+    lines = r.stderr.splitlines()
+    assert lines == [
+        "warning: model plug-in 'broken' failed to load: No module named 'no_such_module_xyz'",
+        "matchgen train: error: unknown model family 'nofamily'; known families: "
+        + lines[1].split("known families: ")[1],
+    ], r.stderr
+    assert "UserWarning" not in r.stderr and ".py:" not in r.stderr
+
+
+def test_runtime_warning_of_a_command_is_one_line(monkeypatch, capsys):
+    import warnings
+
+    import app.cli.models as models_cmd
+
+    def run(args):
+        warnings.warn("MatchGen: the decoder returned NaN\n  for 2 of 8 images", RuntimeWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(models_cmd, "run", run)
+    assert main(["models"]) == 0
+    assert capsys.readouterr().err == "warning: MatchGen: the decoder returned NaN for 2 of 8 images\n"
+    assert warnings.showwarning is not None and warnings.showwarning.__name__ == "showwarning"  # restored

@@ -160,3 +160,16 @@ def test_figure_bad_inputs_exit_2_without_output(case, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(e.startswith("matchgen figure: error:") for e in err)
     assert not out.exists()
+
+
+def test_crop_uses_the_one_foreground_threshold():
+    # just above the threshold is anatomy, just below is air; a literal of its own in figure2 would disagree
+    from app.figure.figure2 import _crop_box
+    from app.foreground import FOREGROUND_THRESHOLD
+
+    x = np.zeros((40, 40), np.float32)
+    x[10, 12] = FOREGROUND_THRESHOLD * 1.01
+    x[30, 35] = FOREGROUND_THRESHOLD * 0.99
+    assert _crop_box(x, None, margin=0) == (slice(10, 11), slice(12, 13))
+    x[30, 35] = FOREGROUND_THRESHOLD * 1.01
+    assert _crop_box(x, None, margin=0) == (slice(10, 31), slice(12, 36))
