@@ -46,7 +46,7 @@ def report_html(folder: str | Path, results: list[dict], meta: dict | None = Non
             f'<td class="num">{i}</td><td>{_thumb(folder, r)}</td>'
             f"<td><b>{e(str(r.get('id')))}</b><br><span class=meta>{e(str((r.get('input') or {}).get('source', '')))}"
             f"</span>{'<br><span class=meta>' + e(warn) + '</span>' if warn else ''}</td>"
-            f'<td class="num">{float(r.get("score") or 0):.2f}</td>'
+            f'<td class="num">{float(r.get("score") or 0):.3f}</td>'
             f'<td class="num">{r.get("peak_slice")}</td>'
             f'<td class="num">{r.get("n_findings")}</td>'
             f'<td class="num">{float(r.get("flagged_ml") or 0):.2f}</td>'
@@ -67,7 +67,7 @@ def report_html(folder: str | Path, results: list[dict], meta: dict | None = Non
         f"<br>score: {e(definition)}. Research software, not a diagnostic device.</p>"
     )
     table = (
-        "<table><tr><th>rank</th><th>most abnormal slice</th><th>study</th><th>score (ml)</th><th>slice</th>"
+        "<table><tr><th>rank</th><th>most abnormal slice</th><th>study</th><th>score (peak D)</th><th>slice</th>"
         "<th>findings</th><th>flagged (ml)</th><th>largest finding</th></tr>" + "".join(rows) + "</table>"
     )
     fail_html = (

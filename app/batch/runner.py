@@ -88,7 +88,7 @@ class BatchProgress:
         el = time.perf_counter() - self.t0
         rate = self.n / el * 60 if el > 0 else 0.0
         eta = (self.total - self.n) / (self.n / el) if self.n and el > 0 else math.inf
-        what = f"score {r['score']:.2f} ml" if r.get("status") == "ok" else f"FAILED: {r.get('error', '')}"
+        what = f"score {r['score']:.3f}" if r.get("status") == "ok" else f"FAILED: {r.get('error', '')}"
         eta_s = "?" if not math.isfinite(eta) else time.strftime("%H:%M:%S", time.gmtime(eta))
         print(
             f"[{self.n}/{self.total}] {r.get('id')}: {what} ({rate:.2f} studies/min, ETA {eta_s})",

@@ -45,6 +45,9 @@ RESULT_VERSION = 1
 #: bumped when the detection itself changes (a rerun then redoes studies done before): 2 = detect's whole path
 #: (brain extraction, the card's erosion and component rule, D kept inside the brain)
 DETECTION_VERSION = 2
+#: bumped when the study-level score's definition changes (app.core.findings.SCORE_DEFINITION), so a rerun does
+#: not rank old scores beside new ones: 2 = the peak D of the detection (1: the largest finding's volume)
+SCORE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class BatchSettings:
             "max_steps": self.max_steps,
             "skull_strip": self.skull_strip,
             "detection": DETECTION_VERSION,
+            "score": SCORE_VERSION,
         }
 
     def to_dict(self) -> dict:
@@ -404,6 +408,7 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
             score=score.score,
             score_definition=SCORE_DEFINITION,
             peak_slice=score.peak_slice,
+            largest_ml=score.largest_ml,
             flagged_ml=score.flagged_ml,
             n_findings=score.n_findings,
             d_q999=score.d_q999,

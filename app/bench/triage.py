@@ -20,11 +20,39 @@ from pathlib import Path
 
 import numpy as np
 
-SCORES = ("score", "flagged_ml", "d_q999")
+#: the study-level scores compared: each result.json's ``score`` (the worklist's: the peak D since the triage
+#: measurement, the largest finding's volume before), and candidates computed the same way from any result.json:
+#: ``largest_ml`` (the largest finding's volume), ``flagged_ml``, ``d_q999`` and ``peak_d`` (max over findings of
+#: their max D; 0 without findings). Fixed before the measurement; the score was chosen among them on the
+#: validation split only (``--split val``, docs/batch.md).
+SCORES = ("score", "largest_ml", "flagged_ml", "d_q999", "peak_d")
+#: which slices of the held-out subject the studies are cut from: all of them, or only the validation block or
+#: only the test blocks of the benchmark's split (:func:`app.data.brain_proxy.split_blocks`, the slices the
+#: ``val_volumes`` and ``test_volumes`` are made of), so a score can be chosen on validation and tested apart
+SPLITS = ("all", "val", "test")
 
 
-def build_studies(folder: Path, n_normal: int, loads: list[int], per_load: int, seed: int = 0, log=print) -> list:
-    """Write the studies (NIfTI) and their truth (``truth.csv``, lesion masks) into ``folder``; returns rows."""
+def split_blocks_of(study, split: str) -> list[tuple[int, int]]:
+    """(first, last) canonical axial slice of each block of the held-out ``study`` in ``split``."""
+    from app.data.brain_proxy import _slices_of, split_blocks
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    if split == "all":
+        return [(0, study.shape[2] - 1)]
+    _prep, brain_z = _slices_of(study)
+    val_z, test_z = split_blocks(brain_z)
+    z = np.sort(val_z if split == "val" else test_z)
+    runs = np.split(z, np.flatnonzero(np.diff(z) > 1) + 1)
+    return [(int(r[0]), int(r[-1])) for r in runs if r.size]
+
+
+def build_studies(
+    folder: Path, n_normal: int, loads: list[int], per_load: int, seed: int = 0, log=print, split: str = "all"
+) -> list:
+    """Write the studies (NIfTI) and their truth (``truth.csv``, lesion masks) into ``folder``; returns rows.
+    With ``split`` val or test each study is cut from that split's block of slices (test: its two blocks in
+    turn) before augmentation, so its lesions and its normal tissue come from those slices only."""
     import nibabel as nib
 
     from app.data.augment import augment_volume
@@ -40,10 +68,14 @@ def build_studies(folder: Path, n_normal: int, loads: list[int], per_load: int, 
             log(f"reusing the {len(rows)} studies in {folder}")
             return rows
     study, brain = held_out_subject(log)
+    blocks = split_blocks_of(study, split)
+    log(f"split {split}: axial slices {', '.join(f'{a}-{b}' for a, b in blocks)} of the held-out subject")
     rows = []
     for i, (kind, load) in enumerate(plan):
         rng = np.random.default_rng(seed * 100_000 + i)
-        vol, b, sp, _ = augment_volume(study.data, brain, study.spacing, rng)
+        z0, z1 = blocks[i % len(blocks)]
+        data, bmask = study.data[:, :, z0 : z1 + 1], brain[:, :, z0 : z1 + 1]
+        vol, b, sp, _ = augment_volume(data, bmask, study.spacing, rng)
         mask = np.zeros(vol.shape, bool)
         if load:
             vol, mask, _ = insert_lesions(vol, b, sp, rng, n_lesions=load)
@@ -59,6 +91,16 @@ def build_studies(folder: Path, n_normal: int, loads: list[int], per_load: int, 
         w.writeheader()
         w.writerows(rows)
     return rows
+
+
+def score_of(result: dict, key: str) -> float:
+    """One of :data:`SCORES` from a study's result.json content."""
+    findings = result.get("findings") or []
+    if key == "peak_d":
+        return max((float(f.get("max_d") or 0.0) for f in findings), default=0.0)
+    if key == "largest_ml":  # findings are listed largest first
+        return float(findings[0].get("volume_ml") or 0.0) if findings else 0.0
+    return float(result.get(key) or 0.0)
 
 
 def _roc_auc():
@@ -84,7 +126,7 @@ def evaluate(results: list[dict], truth: list[dict]) -> dict:
     y = np.array([lab[r["id"]] for r in ok])
     out: dict = {"studies": len(ok), "abnormal": int(y.sum()), "normal": int((1 - y).sum())}
     for key in SCORES:
-        s = np.array([float(r.get(key) or 0.0) for r in ok])
+        s = np.array([score_of(r, key) for r in ok])
         out[f"auroc_{key}"] = float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
     ranks = [i + 1 for i, r in enumerate(ranked) if lab[r["id"]]]
     n_abn = int(y.sum())
@@ -114,6 +156,8 @@ def run_triage(
     seed: int = 0,
     max_steps: int | None = None,
     log=print,
+    split: str = "all",
+    modes: tuple[str, ...] = ("base", "mg"),
 ) -> dict:
     from distributed import Client, LocalCluster
 
@@ -125,8 +169,8 @@ def run_triage(
 
     _roc_auc()  # before the studies are made and run, not after
     out = Path(out)
-    studies = out / "studies"
-    truth = build_studies(studies, n_normal, list(loads), per_load, seed, log)
+    studies = out / ("studies" if split == "all" else f"studies-{split}")
+    truth = build_studies(studies, n_normal, list(loads), per_load, seed, log, split)
     refs = expand_inputs([str(studies / f"{r['id']}.nii.gz") for r in truth])
     report: dict = {
         "held_out_subject": "ITK KmeansTest T1 (insighttoolkit5-examples), augmented per study",
@@ -134,6 +178,7 @@ def run_triage(
         "loads": list(loads),
         "per_load": per_load,
         "seed": seed,
+        "split": split,
         "models": {},
     }
     with (
@@ -146,7 +191,7 @@ def run_triage(
             stem = resolve_model(name).resolve()
             card = read_card(stem)
             entry = {}
-            for mode, base_only in (("base", True), ("mg", False)):
+            for mode, base_only in (m for m in (("base", True), ("mg", False)) if m[0] in modes):
                 ch = card_choices(card)
                 eps, tau = (0.0, ch["tau_base"]) if base_only else (ch["eps"], ch["tau"])
                 settings = BatchSettings.for_checkpoint(
@@ -160,17 +205,20 @@ def run_triage(
                 )
                 client.register_plugin(ModelPreload(settings))
                 t = time.perf_counter()
-                summary = run_batch(refs, settings, out / stem.name / mode, client, progress=True)
+                where = out / stem.name / (mode if split == "all" else f"{split}-{mode}")
+                summary = run_batch(refs, settings, where, client, progress=True)
                 ev = evaluate(summary.results, truth)
                 ev.update(eps=eps, tau=tau, wall_s=round(time.perf_counter() - t, 1), failed=summary.failed)
                 entry[mode] = ev
                 log(
-                    f"{stem.name} {mode}: AUROC {ev['auroc_score']:.3f} (flagged {ev['auroc_flagged_ml']:.3f}, "
-                    f"q99.9 {ev['auroc_d_q999']:.3f}); abnormal ranks {ev['abnormal_ranks']}"
+                    f"{stem.name} {mode}: AUROC {ev['auroc_score']:.3f} (largest {ev['auroc_largest_ml']:.3f}, "
+                    f"flagged {ev['auroc_flagged_ml']:.3f}, q99.9 {ev['auroc_d_q999']:.3f}, peak D "
+                    f"{ev['auroc_peak_d']:.3f}); abnormal ranks {ev['abnormal_ranks']}"
                 )
             report["models"][stem.name] = entry
-    (out / "triage.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "triage.md").write_text(markdown(report))
+    name = "triage" if split == "all" else f"triage-{split}"
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"{name}.md").write_text(markdown(report))
     return report
 
 
@@ -178,19 +226,22 @@ def markdown(rep: dict) -> str:
     n_abn = len(rep["loads"]) * rep["per_load"]
     lines = [
         f"{rep['n_normal']} normal and {n_abn} abnormal studies ({rep['per_load']} each with "
-        f"{', '.join(map(str, rep['loads']))} lesions), seed {rep['seed']}",
+        f"{', '.join(map(str, rep['loads']))} lesions), seed {rep['seed']}, slices: {rep.get('split', 'all')}",
         "",
-        "| model | mode | eps | tau | AUROC score | AUROC flagged ml | AUROC q99.9 D | abnormal in top "
-        f"{n_abn} | ranks of the abnormal studies | AUROC by lesion load |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | mode | eps | tau | AUROC score | AUROC largest ml | AUROC flagged ml | AUROC q99.9 D | AUROC peak D "
+        f"| abnormal in top {n_abn} | ranks of the abnormal studies | AUROC score by lesion load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in rep["models"].items():
         for mode in ("base", "mg"):
+            if mode not in entry:  # a run interrupted before this mode
+                continue
             e = entry[mode]
             by = ", ".join(f"{k}: {v:.2f}" for k, v in e["auroc_score_by_load"].items())
             lines.append(
                 f"| {name} | {'+MG' if mode == 'mg' else 'base'} | {e['eps']:g} | {e['tau']:g} | "
-                f"{e['auroc_score']:.3f} | {e['auroc_flagged_ml']:.3f} | {e['auroc_d_q999']:.3f} | "
+                f"{e['auroc_score']:.3f} | {e.get('auroc_largest_ml', float('nan')):.3f} | "
+                f"{e['auroc_flagged_ml']:.3f} | {e['auroc_d_q999']:.3f} | {e.get('auroc_peak_d', float('nan')):.3f} | "
                 f"{e['top_n_abnormal_fraction']:.0%} | {', '.join(map(str, e['abnormal_ranks']))} | {by} |"
             )
     return "\n".join(lines) + "\n"

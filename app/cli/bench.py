@@ -104,6 +104,16 @@ def configure(p: argparse.ArgumentParser) -> None:
     t.add_argument("--workers", type=_positive, default=2, help="local Dask worker processes (default 2)")
     t.add_argument("--seed", type=int, default=0, help="seed of the augmentations and lesions (default 0)")
     t.add_argument("--max-steps", type=_positive, default=None, help="cap on solver steps per slice")
+    t.add_argument(
+        "--split",
+        choices=("all", "val", "test"),
+        default="all",
+        help="cut the studies from all slices of the held-out subject (default), or only from the benchmark's "
+        "validation block or test blocks (choose a score on val, report it on test)",
+    )
+    t.add_argument(
+        "--modes", default="base,mg", help="base model and/or +MG (default base,mg; +MG costs the solver's steps)"
+    )
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -155,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
         if not loads or min(loads) < 1:
             raise OptionError("--loads: at least one lesion count, each >= 1")
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else [None]
+        modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+        if not modes or set(modes) - {"base", "mg"}:
+            raise OptionError(f"--modes {args.modes!r}: base, mg or base,mg")
         rep = run_triage(
             models,
             Path(args.out),
@@ -165,11 +178,13 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             max_steps=args.max_steps,
             log=lambda m: print(m, file=sys.stderr, flush=True),
+            split=args.split,
+            modes=modes,
         )
         from app.bench.triage import markdown
 
         md = f"`{command_line(args)}`\n\n" + markdown(rep)
-        (Path(args.out) / "triage.md").write_text(md)
+        (Path(args.out) / ("triage.md" if args.split == "all" else f"triage-{args.split}.md")).write_text(md)
         print(md)
         return 0
     if args.bench == "speed" and args.preprocess_only:

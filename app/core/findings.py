@@ -11,12 +11,15 @@ an edge or a corner belong together, as in ITK-SNAP's and FSLeyes' cluster tools
 - ``mean_d`` / ``max_d``: the difference map over the finding's voxels;
 - ``peak_slice``: the axial slice where the finding's cross-section is largest.
 
-**Study-level anomaly score** (:func:`study_score`): the volume in ml of the largest finding, 0 when nothing is
-flagged. It reads as "how much contiguous tissue the model could not explain", is in physical units (comparable
-across voxel sizes), and one large region outweighs scattered single-voxel noise. The slice where the score
-peaks is the largest finding's ``peak_slice``; without findings it is the slice with the highest D.
-Two alternatives are reported beside it (``flagged_ml``: all flagged voxels; ``d_q999``: the 99.9th percentile of
-D over the foreground), so triage can be judged on each (``bench triage``).
+**Study-level anomaly score** (:func:`study_score`): the peak D of the detection, i.e. the highest difference
+value inside any finding (the mask after the card's post-processing and component rule, as ``detect`` writes
+it), 0 when nothing is flagged. It reads as "how strongly the most abnormal flagged region deviates from the
+pseudo-normal". The slice where the score peaks is that finding's ``peak_slice`` (its largest cross-section);
+without findings it is the slice with the highest D. Until this version the score was the volume of the largest
+finding (``largest_ml``, still recorded); ``bench triage`` showed false-positive findings of normal studies
+(2-12 ml with the default model +MG) as large as the lesions' detected parts, and the peak D was chosen instead
+on the validation split only (docs/batch.md). Three alternatives are reported beside it (``largest_ml``;
+``flagged_ml``: all flagged voxels; ``d_q999``: the 99.9th percentile of D over the foreground).
 """
 
 from __future__ import annotations
@@ -145,8 +148,9 @@ def find_findings(
 
 @dataclass
 class StudyScore:
-    score: float  # ml of the largest finding
+    score: float  # peak D: the highest D inside any finding (0 without findings)
     peak_slice: int  # axial slice where it peaks
+    largest_ml: float  # ml of the largest finding (the score before the triage measurement)
     flagged_ml: float
     n_findings: int
     d_q999: float  # 99.9th percentile of D over the foreground (0 without foreground)
@@ -156,8 +160,9 @@ class StudyScore:
 
 
 SCORE_DEFINITION = (
-    "volume (ml) of the largest 26-connected component of D > tau; peak slice = the axial slice where that "
-    "component's cross-section is largest (without findings: the slice with the highest D)"
+    "peak D of the detection: the highest D inside any finding (26-connected component of the detection, D > tau "
+    "with the card's post-processing and component rule); peak slice = the axial slice where that finding's "
+    "cross-section is largest (without findings: 0, and the slice with the highest D)"
 )
 
 
@@ -170,8 +175,9 @@ def study_score(
     fg = np.asarray(foreground, dtype=bool) if foreground is not None else d > 0
     q = float(np.quantile(d[fg], 0.999)) if fg.any() else 0.0
     if findings:
-        big = findings[0]
-        score, peak = big.volume_ml, big.peak_slice
+        top = max(findings, key=lambda f: (f.max_d if np.isfinite(f.max_d) else -np.inf, f.voxels))
+        score = float(top.max_d) if np.isfinite(top.max_d) else 0.0
+        peak = top.peak_slice
     else:
         score = 0.0
         per_slice = d.reshape(-1, d.shape[2]).max(axis=0) if d.size else np.zeros(1)
@@ -179,6 +185,7 @@ def study_score(
     return StudyScore(
         score=float(score),
         peak_slice=int(peak),
+        largest_ml=float(findings[0].volume_ml) if findings else 0.0,
         flagged_ml=float(np.count_nonzero(mask) * vox_ml),
         n_findings=len(findings),
         d_q999=q,

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTab
 
 from app.viewer.worklist import Worklist, WorklistEntry
 
-HEADERS = ("rank", "study", "score (ml)", "findings", "flagged (ml)", "peak slice", "status")
+HEADERS = ("rank", "study", "score (peak D)", "findings", "flagged (ml)", "peak slice", "status")
 
 
 class _Table(QTableWidget):
@@ -64,7 +64,7 @@ class WorklistPanel(QWidget):
             vals = (
                 "" if e.rank is None else str(e.rank),
                 e.id,
-                "" if e.score is None else f"{e.score:.2f}",
+                "" if e.score is None else f"{e.score:.3f}",
                 "" if e.n_findings is None else str(e.n_findings),
                 "" if e.flagged_ml is None else f"{e.flagged_ml:.2f}",
                 "" if e.peak_slice is None else str(e.peak_slice),

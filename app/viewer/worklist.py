@@ -27,9 +27,10 @@ CSV_COLUMNS = [
     "rank",
     "id",
     "status",
-    "score_ml",
+    "score",
     "peak_slice",
     "n_findings",
+    "largest_ml",
     "flagged_ml",
     "d_q999",
     "model",
@@ -71,9 +72,10 @@ def _row(r: dict, rank_no: int | None) -> dict:
         "rank": "" if rank_no is None else rank_no,
         "id": r.get("id", ""),
         "status": r.get("status", "failed"),
-        "score_ml": "" if r.get("score") is None else f"{float(r['score']):.4f}",
+        "score": "" if r.get("score") is None else f"{float(r['score']):.4f}",
         "peak_slice": r.get("peak_slice", ""),
         "n_findings": r.get("n_findings", ""),
+        "largest_ml": "" if r.get("largest_ml") is None else f"{float(r['largest_ml']):.4f}",
         "flagged_ml": "" if r.get("flagged_ml") is None else f"{float(r['flagged_ml']):.4f}",
         "d_q999": "" if r.get("d_q999") is None else f"{float(r['d_q999']):.4f}",
         "model": st.get("model", ""),
@@ -103,10 +105,9 @@ def write_worklist(out_dir: str | os.PathLike, results: list[dict], meta: dict |
     def entry(r: dict, i: int | None) -> dict:
         e = {k: v for k, v in _row(r, i).items() if v != ""}
         e["folder"] = r.get("id", "")
-        for k in ("score", "flagged_ml", "d_q999"):
+        for k in ("score", "largest_ml", "flagged_ml", "d_q999"):
             if r.get(k) is not None:
                 e[k] = r[k]
-        e.pop("score_ml", None)
         return e
 
     doc = {

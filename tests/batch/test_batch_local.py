@@ -47,16 +47,18 @@ def test_batch_outputs_equal_detect_and_corrupt_study_recorded(tmp_path, studies
     scores = [e["score"] for e in ranked]
     assert scores == sorted(scores, reverse=True) and [e["rank"] for e in ranked] == [1, 2, 3]
     csv = (out / "worklist.csv").read_text().splitlines()
-    assert csv[0].startswith("rank,id,status,score_ml") and csv[-1].split(",")[:3] == ["", "corrupt", "failed"]
+    assert csv[0].startswith("rank,id,status,score,peak_slice,n_findings,largest_ml")
+    assert csv[-1].split(",")[:3] == ["", "corrupt", "failed"]
     assert [line.split(",")[1] for line in csv[1:4]] == [e["id"] for e in ranked]
     dropped = flagged = 0
     for sid in "abc":
         r = json.loads((out / sid / "result.json").read_text())
         assert r["status"] == "ok" and r["eps"] == 0.05 and r["tau"] == 0.2 and r["device"] == "cpu"
         assert len(r["model_card_sha256"]) == 64 and {"load_s", "solve_s", "total_s"} <= set(r["timings"])
-        assert r["n_findings"] == len(r["findings"]) and r["score"] == (
-            r["findings"][0]["volume_ml"] if r["findings"] else 0.0
-        )
+        assert r["n_findings"] == len(r["findings"]) and r["score"] == max(
+            (f["max_d"] for f in r["findings"]), default=0.0
+        )  # the peak D of the detection
+        assert r["largest_ml"] == (r["findings"][0]["volume_ml"] if r["findings"] else 0.0)
         # the same study through detect: the identical mask, the identical difference map
         det = tmp_path / f"detect-{sid}.nii.gz"
         assert (

@@ -6,8 +6,9 @@ import pytest
 from app.bench.triage import evaluate, markdown
 
 
-def _r(sid, score, flagged, q):
-    return {"id": sid, "status": "ok", "score": score, "flagged_ml": flagged, "d_q999": q}
+def _r(sid, score, flagged, q, peaks=()):
+    findings = [{"max_d": v, "volume_ml": 10.0 - i} for i, v in enumerate(peaks)]
+    return {"id": sid, "status": "ok", "score": score, "flagged_ml": flagged, "d_q999": q, "findings": findings}
 
 
 TRUTH = [
@@ -19,16 +20,39 @@ TRUTH = [
 
 
 def test_known_answers():
-    res = [_r("n1", 1.0, 5.0, 0.1), _r("n2", 3.0, 1.0, 0.2), _r("a1", 2.0, 4.0, 0.3), _r("a3", 4.0, 6.0, 0.4)]
+    res = [_r("n1", 1.0, 5.0, 0.1, [0.5, 0.9]), _r("n2", 3.0, 1.0, 0.2), _r("a1", 2.0, 4.0, 0.3, [0.6]),
+           _r("a3", 4.0, 6.0, 0.4, [0.2, 0.95])]  # fmt: skip
     res.append({"id": "broken", "status": "failed", "error": "x"})
     ev = evaluate(res, TRUTH)
     assert (ev["studies"], ev["abnormal"], ev["normal"]) == (4, 2, 2)
     # score order a3 > n2 > a1 > n1: pairs (abnormal > normal) 3 of 4
     assert ev["auroc_score"] == pytest.approx(0.75)
     assert ev["auroc_flagged_ml"] == pytest.approx(0.75) and ev["auroc_d_q999"] == pytest.approx(1.0)
+    # peak D (max over findings, 0 without): n1 0.9, n2 0, a1 0.6, a3 0.95 -> pairs 3 of 4
+    assert ev["auroc_peak_d"] == pytest.approx(0.75)
+    # largest finding (the first listed): n1 10, n2 0, a1 10, a3 10 -> ties count half: (0.5 + 1 + 0.5 + 1) / 4
+    assert ev["auroc_largest_ml"] == pytest.approx(0.75)
     assert ev["abnormal_ranks"] == [1, 3] and ev["top_n_abnormal_fraction"] == pytest.approx(0.5)
     assert ev["auroc_score_by_load"] == {"1": pytest.approx(0.5), "3": pytest.approx(1.0)}
     rep = {"n_normal": 2, "loads": [1, 3], "per_load": 1, "seed": 0,
            "models": {"m": {"base": {**ev, "eps": 0.0, "tau": 0.2}, "mg": {**ev, "eps": 1.0, "tau": 0.2}}}}  # fmt: skip
     md = markdown(rep)
-    assert "| m | base | 0 | 0.2 | 0.750 | 0.750 | 1.000 | 50% | 1, 3 | 1: 0.50, 3: 1.00 |" in md
+    assert "| m | base | 0 | 0.2 | 0.750 | 0.750 | 0.750 | 1.000 | 0.750 | 50% | 1, 3 | 1: 0.50, 3: 1.00 |" in md
+
+
+def test_split_blocks_are_the_benchmarks_and_apart():
+    """--split val/test cut the studies from the benchmark's validation block / test blocks: disjoint, at least
+    GAP slices apart, inside the slices with brain; all is the whole volume."""
+    import numpy as np
+
+    from app.bench.triage import split_blocks_of
+    from app.data.brain_proxy import GAP
+    from app.data.phantom import brain_phantom
+    from app.io.study import make_study
+
+    vol, _brain = brain_phantom((40, 48, 60), seed=1)
+    study = make_study(vol, np.diag([2.0, 2.0, 2.0, 1.0]), "MR", "phantom")
+    val, test = split_blocks_of(study, "val"), split_blocks_of(study, "test")
+    assert len(val) == 1 and len(test) == 2 and split_blocks_of(study, "all") == [(0, 59)]
+    (v0, v1), (a0, a1), (b0, b1) = val[0], *test
+    assert a1 + GAP < v0 and v1 + GAP < b0 and 0 <= a0 and b1 <= 59

@@ -63,11 +63,13 @@ def test_study_score(known):
     mask, d = known
     fs = find_findings(mask, d, AFFINE)
     sc = study_score(fs, mask, d, AFFINE)
-    assert sc.score == pytest.approx(24 * 0.012) and sc.peak_slice in (1, 2)
+    # the peak D: 0.9, in the two-voxel finding (its largest cross-section: one voxel on slice 0 or 1)
+    assert sc.score == pytest.approx(0.9) and sc.peak_slice in (0, 1)
+    assert sc.largest_ml == pytest.approx(24 * 0.012)
     assert sc.flagged_ml == pytest.approx(42 * 0.012) and sc.n_findings == 3
     empty = np.zeros_like(mask)
     d2 = np.zeros_like(d)
     d2[3, 3, 7] = 0.1
     sc0 = study_score([], empty, d2, AFFINE)
-    assert sc0.score == 0.0 and sc0.peak_slice == 7 and sc0.n_findings == 0
+    assert sc0.score == 0.0 and sc0.peak_slice == 7 and sc0.n_findings == 0 and sc0.largest_ml == 0.0
     assert find_findings(empty, d2, AFFINE) == []
