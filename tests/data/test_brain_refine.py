@@ -56,6 +56,31 @@ def test_refined_mask_hugs_the_brain_and_keeps_no_scalp():
     assert facts["removed_ml"] > 50 and facts["added_ml"] > 10
 
 
+def test_a_dark_lesion_at_the_brain_surface_stays_in_the_brain():
+    """A CSF-dark lesion (cavity, cyst) that opens onto the brain's surface is as dark as the band the refinement
+    removes; the dent it would leave is filled back (REFINE_FILL_MM): all of it deeper than 3 mm below the brain's
+    surface stays in the mask (without the fill part of that is cut away). Its outermost ~3 mm, where it opens
+    onto the CSF, cannot be told from CSF and is lost."""
+    import app.data.brain as brain_mod
+
+    vol, brain, atlas, scalp = _head(seed=4)
+    centre = [n * s / 2 for n, s in zip(SHAPE, SPACING, strict=True)]
+    lesion = _ellipsoid([centre[0], centre[1], centre[2] + 44.0], [9.0, 9.0, 9.0]) & brain  # top of the brain
+    vol[lesion] = 30.0 + np.random.default_rng(5).normal(0.0, 5.0, int(lesion.sum()))
+    deep = lesion & (_signed_distance(brain, SPACING) < -3.0)
+    assert deep.sum() > 100
+    refined, _ = refine_brain_mask(vol, atlas, SPACING)
+    assert refined[deep].all()
+    assert (refined & scalp).sum() == 0 and _dice(refined, brain) > 0.97
+    old = brain_mod.REFINE_FILL_MM
+    try:
+        brain_mod.REFINE_FILL_MM = 0.0
+        unfilled, _ = refine_brain_mask(vol, atlas, SPACING)
+    finally:
+        brain_mod.REFINE_FILL_MM = old
+    assert not unfilled[deep].all()
+
+
 def test_refinement_is_bounded_by_the_atlas_mask():
     """Whatever the intensities, the result stays between the atlas mask eroded by REFINE_SHRINK_MM and dilated by
     REFINE_GROW_MM: a refinement that goes wrong cannot be worse than that."""
