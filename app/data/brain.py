@@ -445,6 +445,23 @@ def _morph(op, mask: np.ndarray, structure: np.ndarray, where: np.ndarray) -> np
     return out[tuple(slice(k, k + n) for (k, _), n in zip(r, mask.shape, strict=True))]
 
 
+def _dents(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
+    """The voxels a closing with a ball of ``radius_mm`` adds to ``mask`` (its dents narrower than the ball),
+    found on a grid of about 2 mm (blocks half full are in; a ball this big is slow as a structuring element, so
+    the closing is done with distance maps) and returned on ``mask``'s grid."""
+    f = [max(1, int(round(2.0 / s))) for s in spacing]
+    shape = mask.shape
+    pad = [(0, (-n) % k) for n, k in zip(shape, f, strict=True)]
+    m = np.pad(mask, pad).astype(np.float32)
+    c = [n // k for n, k in zip(m.shape, f, strict=True)]
+    coarse = m.reshape(c[0], f[0], c[1], f[1], c[2], f[2]).mean(axis=(1, 3, 5)) >= 0.5
+    csp = [s * k for s, k in zip(spacing, f, strict=True)]
+    grown = _signed_distance(coarse, csp) <= radius_mm
+    added = (_signed_distance(grown, csp) < -radius_mm + 0.5 * min(csp)) & ~coarse
+    full = added.repeat(f[0], 0).repeat(f[1], 1).repeat(f[2], 2)
+    return full[: shape[0], : shape[1], : shape[2]]
+
+
 def refine_brain_mask(volume: np.ndarray, mask: np.ndarray, spacing) -> tuple[np.ndarray, dict]:
     """The atlas brain ``mask`` fitted to the study's own T1 intensities (``volume``: bias-corrected), in the
     spirit of FSL BET's intensity thresholds made simple. Returns (refined mask, facts).
@@ -457,9 +474,9 @@ def refine_brain_mask(volume: np.ndarray, mask: np.ndarray, spacing) -> tuple[np
        (the atlas mask eroded by :data:`REFINE_SHRINK_MM`) is kept, everything else dropped (the scalp beyond
        the dark skull band); a closing (:data:`REFINE_CLOSE_MM`) and hole filling take the sulci back in; dents
        narrower than 2 x :data:`REFINE_FILL_MM` are filled back inside the atlas mask (a CSF-dark lesion at the
-       brain's surface stays in: on Colin27 with style B lesions 92.4 % of the lesion voxels were kept without
-       the fill, 99.8 % with it; ``scripts/brain_refine_trial.py``). A dark lesion's outermost ~3 mm where it opens
-       onto the CSF cannot be told from CSF and is still lost.
+       brain's surface stays in: on Colin27 with style B lesions, three seeds, 95.9 % of the lesion voxels were
+       kept without the fill, 99.8 % with it; ``scripts/brain_refine_trial.py``). A dark lesion's outermost
+       ~3 mm where it opens onto the CSF cannot be told from CSF and is still lost.
     3. The result is bounded: never more than :data:`REFINE_GROW_MM` outside the atlas mask's surface, never
        less than its part deeper than :data:`REFINE_SHRINK_MM` -- a failed refinement cannot be worse than that.
     """
@@ -499,10 +516,8 @@ def refine_brain_mask(volume: np.ndarray, mask: np.ndarray, spacing) -> tuple[np
     tissue = (lab == keep[np.argmax(sizes[keep])]) | inner
     tissue = _morph(ndi.binary_closing, tissue, _ball(REFINE_CLOSE_MM, sp), where)
     tissue = (ndi.binary_fill_holes(tissue) & outer) | inner
-    if REFINE_FILL_MM > 0:  # a closing by distance maps (a ball this big is slow as a structuring element)
-        grown = _signed_distance(tissue, sp) <= REFINE_FILL_MM
-        closed = _signed_distance(grown, sp) < -REFINE_FILL_MM + 0.5 * min(sp)
-        tissue |= closed & mb
+    if REFINE_FILL_MM > 0:
+        tissue |= _dents(tissue, sp, REFINE_FILL_MM) & mb
     out = np.zeros_like(m)
     out[box] = tissue
     voxel_ml = float(np.prod(sp)) / 1000.0
