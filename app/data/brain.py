@@ -475,7 +475,7 @@ def refine_brain_mask(volume: np.ndarray, mask: np.ndarray, spacing) -> tuple[np
        the dark skull band); a closing (:data:`REFINE_CLOSE_MM`) and hole filling take the sulci back in; dents
        narrower than 2 x :data:`REFINE_FILL_MM` are filled back inside the atlas mask (a CSF-dark lesion at the
        brain's surface stays in: on Colin27 with style B lesions, three seeds, 95.9 % of the lesion voxels were
-       kept without the fill, 99.8 % with it; ``scripts/brain_refine_trial.py``). A dark lesion's outermost
+       kept without the fill, 99.3 % with it; ``scripts/brain_refine_trial.py``). A dark lesion's outermost
        ~3 mm where it opens onto the CSF cannot be told from CSF and is still lost.
     3. The result is bounded: never more than :data:`REFINE_GROW_MM` outside the atlas mask's surface, never
        less than its part deeper than :data:`REFINE_SHRINK_MM` -- a failed refinement cannot be worse than that.
