@@ -6,6 +6,7 @@ synthetic lesions (app/data/lesions_b.py, the test-only style) inserted inside i
     python scripts/skull_on_proxy.py make DIR            # DIR/head_lesions.nii.gz, _mask (GT), _brain (reference)
     python main.py detect DIR/head_lesions.nii.gz --mask DIR/head_lesions_mask.nii.gz --out DIR/detect.nii.gz
     python scripts/skull_on_proxy.py score DIR DIR/detect.nii.gz   # Dice, and flagged voxels outside the brain
+    python scripts/skull_on_proxy.py brain     # the brain extraction alone vs the reference mask, atlas / refined
 
 Nothing is tuned on it: fixed seed, default lesion settings, the default model with its card's eps/tau.
 """
@@ -59,10 +60,35 @@ def score(out: Path, detected: Path) -> None:
           f"brain): {int((pred & scalp).sum())} of {int(scalp.sum())} scalp voxels")  # fmt: skip
 
 
+def brain() -> None:
+    """N4 + atlas extraction of the raw head, without and with the intensity refinement, against the reference."""
+    from app.core.metrics import dice
+    from app.data.brain import extract_brain, n4_correct, set_threads
+    from app.data.brain_proxy import TEST_MASK, TEST_T1
+    from app.data.sources import fetch
+    from app.io import load_study
+
+    set_threads(1)
+    root = fetch(TEST_T1[0])
+    head = load_study(root / TEST_T1[1])
+    ref = load_study(root / TEST_MASK[1]).data > 0.5
+    ml = float(np.prod(head.spacing)) / 1000
+    vol, _ = n4_correct(head.data, head.affine)
+    print(f"reference brain {ref.sum() * ml:.0f} ml")
+    for refine in (False, True):
+        ext = extract_brain(vol, head.affine, refine=refine)
+        m = ext.mask
+        print(f"{'refined' if refine else 'atlas  '}: {ext.status}, {m.sum() * ml:.0f} ml, Dice {dice(m, ref):.3f}, "
+              f"{(m & ~ref).sum() * ml:.1f} ml outside the reference brain, {(ref & ~m).sum() * ml:.1f} ml of it "
+              f"missed, {ext.seconds:.1f} s; refine {ext.metrics.get('refine')}")  # fmt: skip
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "make":
         make(Path(sys.argv[2]))
     elif len(sys.argv) >= 4 and sys.argv[1] == "score":
         score(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif len(sys.argv) == 2 and sys.argv[1] == "brain":
+        brain()
     else:
         sys.exit(__doc__)

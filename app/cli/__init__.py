@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -72,7 +73,17 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():  # restores Python's own printer afterwards (main is also called in-process)
         warnings.showwarning = _warning_line
-        return _main(argv)
+        try:
+            code = _main(argv)
+            sys.stdout.flush()  # a closed pipe shows here, not as a traceback at interpreter exit
+            return code
+        except BrokenPipeError:
+            # the reader went away (``matchgen models | head -1``): stop quietly, as other command-line tools do
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            return 1
 
 
 def _main(argv: Sequence[str] | None) -> int:

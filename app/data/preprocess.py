@@ -7,8 +7,9 @@ For a single-channel 3D MR study:
 1. already skull-stripped (:func:`app.data.brain.looks_skull_stripped`)? Then it is left exactly as it is
    (no N4 either: the training brains went in as they were); the brain is its non-zero part.
 2. otherwise (skull on), unless ``skull_strip=False``: N4 bias-field correction inside the head, then the atlas
-   registration finds the brain (:func:`app.data.brain.extract_brain`); everything outside it is set to zero,
-   as in the skull-stripped training images. A failed extraction leaves the whole head in (and the domain
+   registration finds the brain and the study's own T1 intensities refine its edge
+   (:func:`app.data.brain.extract_brain`, :func:`app.data.brain.refine_brain_mask`); everything outside it is set
+   to zero, as in the skull-stripped training images. A failed extraction leaves the whole head in (and the domain
    check warns).
 
 CT, pictures and RGB studies pass through unchanged. What was done is returned as a JSON-able record

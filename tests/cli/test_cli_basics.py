@@ -87,3 +87,14 @@ def test_runtime_warning_of_a_command_is_one_line(monkeypatch, capsys):
     assert main(["models"]) == 0
     assert capsys.readouterr().err == "warning: MatchGen: the decoder returned NaN for 2 of 8 images\n"
     assert warnings.showwarning is not None and warnings.showwarning.__name__ == "showwarning"  # restored
+
+
+def test_closed_stdout_pipe_is_no_traceback():
+    # `matchgen models | head -1`: the reader is gone before the command writes (here: before it even starts)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
+    )
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 1
+    assert "Traceback" not in err and "Exception ignored" not in err and "BrokenPipe" not in err, err
