@@ -76,6 +76,10 @@ CH2 = "usr/share/mricron/templates/ch2.nii.gz"
 CH2BET = "usr/share/mricron/templates/ch2bet.nii.gz"
 
 Log = Callable[[str], None]
+#: what the report says when the paper-solver comparisons were not run
+SKIPPED = (
+    "not run (--no-reference): the paper's solver run to convergence takes tens of minutes per slice on large decoders"
+)
 
 
 def _sync(device: torch.device) -> None:
@@ -413,77 +417,11 @@ def model_eps_tau(card: dict[str, Any]) -> tuple[float, float, str]:
     return ch["eps"], ch["tau"], "; ".join(s for s in (src["eps"], src["tau"]) if s != "card")
 
 
-def run_speed(
-    model_name: str | None = None,
-    device: str = "cpu",
-    data: str | None = None,
-    *,
-    n_converge: int = 5,
-    n_volume: int = 128,
-    n_reference: int = 3,
-    batch_size: int = 16,
-    gui: bool = True,
-    rss: bool = True,
-    workdir: Path | None = None,
-    reference_options: SolverOptions | None = None,
-    best_known_options: SolverOptions | None = None,
-    profile_decoder: bool = True,
-    ablation: bool = True,
-    compile_decoder: bool = False,
-    preprocess: bool = False,  # the CLI turns it on (--no-preprocess: off); tests of the solver figures skip it
-    log: Log = print,
-) -> dict[str, Any]:
-    from app.core.device import describe_device, resolve_device
-    from app.nets.checkpoint import load_checkpoint
-    from app.nets.zoo import DEFAULT_MODEL, resolve_model
-
-    dev = resolve_device(device)
-    name = model_name or DEFAULT_MODEL
-    load_before = os.getloadavg()
-    stem = resolve_model(name)
-    model_plain, card = load_checkpoint(stem, dev)
-    model_fast, _ = load_checkpoint(stem, dev)
-    size = model_plain.config.image_size
-    eps, tau, eps_rule = model_eps_tau(card)
-    fast_opts = FAST
-    ref_opts = reference_options or REFERENCE  # the paper's: penalty, Adam lr 1e-3, float32, to convergence
-    det_fast = Detector(model_fast, dev, solver=fast_opts, batch_size=batch_size, channels_last=True)
-    det_ref = Detector(
-        model_plain, dev, solver=ref_opts, batch_size=batch_size, channels_last=False, fold_batchnorm=False
-    )
-
-    n_total = max(n_volume, n_converge, n_reference)
-    images, masks, source = load_slices(data, n_total, size)
-    x_all = torch.from_numpy(images).to(dev)
-    res: dict[str, Any] = {
-        "model": stem.name,
-        "model_family": model_plain.config.family,
-        "eps": eps,
-        "tau": tau,
-        "eps_rule": eps_rule,
-        "slices": source,
-        "device": str(dev),
-        "device_name": describe_device(dev),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "solver_fast": fast_opts.__dict__,
-        "solver_reference": ref_opts.__dict__,
-        "same_loss_rtol": SAME_LOSS_RTOL,
-    }
-
-    # warm up both paths (first calls allocate and pick kernels)
-    timed_solve(det_fast, x_all[:batch_size], eps, replace(fast_opts, max_steps=3))
-    timed_solve(det_ref, x_all[:1], eps, replace(ref_opts, max_steps=3))
-
-    log("slice_converge_s: fast solver, one slice at a time ...")
-    conv = one_at_a_time(det_fast, x_all[:n_converge], eps, fast_opts)
-    res["slice_converge_s"] = statistics.median(t.seconds for t in conv)
-    res["slice_converge_steps_median"] = float(np.median([t.steps[0] for t in conv]))
-
+def _reference_comparison(res, det_ref, det_fast, xr, eps, ref_opts, fast_opts, best_known_options, log) -> None:
+    """speedup_vs_reference: the paper's solver run to convergence one slice at a time against the fast solver,
+    compared at equal final loss, with both gaps to the best loss known per slice (into ``res``)."""
+    n_reference = len(xr)
     log(f"speedup_vs_reference: reference to convergence on {n_reference} slices one at a time ...")
-    xr = x_all[:n_reference]
     ref_tr = [traced_solve(det_ref, xr[i : i + 1], eps, ref_opts) for i in range(n_reference)]
     fast_tr = [traced_solve(det_fast, xr[i : i + 1], eps, fast_opts) for i in range(n_reference)]
     fast_one = _total(one_at_a_time(det_fast, xr, eps, fast_opts))
@@ -532,6 +470,102 @@ def run_speed(
     res["speedup_compared_at"] = "equal final loss (per slice the worse of the two final losses)"
     res["loss_rel_diff_max"] = float(rel.max())
     res["same_final_loss"] = bool((rel <= SAME_LOSS_RTOL).all())
+
+
+def _before_after(det_ref, det_fast, x, images, masks, eps, tau, ref_opts, fast_opts) -> dict[str, Any]:
+    """The stock solver (penalty, float32, batched) against the fast one on the same slices, with the Dice."""
+    n_ba = len(x)
+    before = _total(batched(det_ref, x, eps, ref_opts))
+    after = _total(batched(det_fast, x, eps, fast_opts))
+    return {
+        "slices": n_ba,
+        "before_s_per_slice": before["seconds"] / n_ba,
+        "after_s_per_slice": after["seconds"] / n_ba,
+        "before_steps_mean": float(before["steps"].mean()),
+        "after_steps_mean": float(after["steps"].mean()),
+        "before_loss_mean": float(before["loss"].mean()),
+        "after_loss_mean": float(after["loss"].mean()),
+        "before_dice": _dice_mean(before["s"], images, masks, det_ref, tau),
+        "after_dice": _dice_mean(after["s"], images, masks, det_fast, tau),
+    }
+
+
+def run_speed(
+    model_name: str | None = None,
+    device: str = "cpu",
+    data: str | None = None,
+    *,
+    n_converge: int = 5,
+    n_volume: int = 128,
+    n_reference: int = 3,
+    batch_size: int = 16,
+    gui: bool = True,
+    rss: bool = True,
+    workdir: Path | None = None,
+    reference_options: SolverOptions | None = None,
+    best_known_options: SolverOptions | None = None,
+    profile_decoder: bool = True,
+    ablation: bool = True,
+    compile_decoder: bool = False,
+    preprocess: bool = False,  # the CLI turns it on (--no-preprocess: off); tests of the solver figures skip it
+    reference: bool = True,  # the paper-solver comparisons (speedup_vs_reference, before/after); --no-reference
+    log: Log = print,
+) -> dict[str, Any]:
+    from app.core.device import describe_device, resolve_device
+    from app.nets.checkpoint import load_checkpoint
+    from app.nets.zoo import DEFAULT_MODEL, resolve_model
+
+    dev = resolve_device(device)
+    name = model_name or DEFAULT_MODEL
+    load_before = os.getloadavg()
+    stem = resolve_model(name)
+    model_plain, card = load_checkpoint(stem, dev)
+    model_fast, _ = load_checkpoint(stem, dev)
+    size = model_plain.config.image_size
+    eps, tau, eps_rule = model_eps_tau(card)
+    fast_opts = FAST
+    ref_opts = reference_options or REFERENCE  # the paper's: penalty, Adam lr 1e-3, float32, to convergence
+    det_fast = Detector(model_fast, dev, solver=fast_opts, batch_size=batch_size, channels_last=True)
+    det_ref = Detector(
+        model_plain, dev, solver=ref_opts, batch_size=batch_size, channels_last=False, fold_batchnorm=False
+    )
+
+    n_total = max(n_volume, n_converge, n_reference)
+    images, masks, source = load_slices(data, n_total, size)
+    x_all = torch.from_numpy(images).to(dev)
+    res: dict[str, Any] = {
+        "model": stem.name,
+        "model_family": model_plain.config.family,
+        "eps": eps,
+        "tau": tau,
+        "eps_rule": eps_rule,
+        "slices": source,
+        "device": str(dev),
+        "device_name": describe_device(dev),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "solver_fast": fast_opts.__dict__,
+        "solver_reference": ref_opts.__dict__,
+        "same_loss_rtol": SAME_LOSS_RTOL,
+    }
+
+    # warm up both paths (first calls allocate and pick kernels)
+    timed_solve(det_fast, x_all[:batch_size], eps, replace(fast_opts, max_steps=3))
+    if reference:
+        timed_solve(det_ref, x_all[:1], eps, replace(ref_opts, max_steps=3))
+
+    log("slice_converge_s: fast solver, one slice at a time ...")
+    conv = one_at_a_time(det_fast, x_all[:n_converge], eps, fast_opts)
+    res["slice_converge_s"] = statistics.median(t.seconds for t in conv)
+    res["slice_converge_steps_median"] = float(np.median([t.steps[0] for t in conv]))
+
+    if reference:
+        _reference_comparison(res, det_ref, det_fast, x_all[:n_reference], eps, ref_opts, fast_opts,
+                              best_known_options, log)  # fmt: skip
+    else:
+        res["reference_skipped"] = SKIPPED
 
     log(f"volume_s_per_slice: Detector.run on {n_volume} slices, batches of {batch_size} ...")
     t = time.perf_counter()
@@ -602,22 +636,11 @@ def run_speed(
     if profile_decoder:
         res["decoder_profile"] = decoder_profile(det_fast, x_all[:batch_size], fast_opts.precision)
 
-    log("before/after: stock solver (penalty, float32, batched) vs fast, with Dice on the same slices ...")
     n_ba = min(n_volume, 16)
-    before = _total(batched(det_ref, x_all[:n_ba], eps, ref_opts))
-    after = _total(batched(det_fast, x_all[:n_ba], eps, fast_opts))
-    res["before_after"] = {
-        "slices": n_ba,
-        "before_s_per_slice": before["seconds"] / n_ba,
-        "after_s_per_slice": after["seconds"] / n_ba,
-        "before_steps_mean": float(before["steps"].mean()),
-        "after_steps_mean": float(after["steps"].mean()),
-        "before_loss_mean": float(before["loss"].mean()),
-        "after_loss_mean": float(after["loss"].mean()),
-        "before_dice": _dice_mean(before["s"], images[:n_ba], masks[:n_ba], det_ref, tau),
-        "after_dice": _dice_mean(after["s"], images[:n_ba], masks[:n_ba], det_fast, tau),
-    }
-
+    if reference:
+        log("before/after: stock solver (penalty, float32, batched) vs fast, with Dice on the same slices ...")
+        res["before_after"] = _before_after(det_ref, det_fast, x_all[:n_ba], images[:n_ba], masks[:n_ba], eps, tau,
+                                            ref_opts, fast_opts)  # fmt: skip
     if gui:
         from app.bench.gui_latency import measure_gui
 
@@ -728,29 +751,34 @@ def summary_markdown(res: dict[str, Any]) -> str:
     ba = res.get("before_after", {})
     ref, fo, fb = res.get("reference", {}), res.get("fast_one_at_a_time", {}), res.get("fast_batched", {})
     sref = res.get("solver_reference") or {}
+    if res.get("reference_skipped"):
+        lines += ["", f"Reference comparisons (speedup_vs_reference, before/after): {res['reference_skipped']}."]
+    else:
+        lines += [
+            "",
+            "Reference (penalty, Adam lr 1e-3, fp32, one at a time, run to convergence: "
+            f"patience {sref.get('patience')}, rtol {sref.get('rtol')}, at most {sref.get('max_steps')} steps) vs fast "
+            "solver "
+            f"({res['solver_fast']['method']}, {res['solver_fast']['precision']}, channels_last), compared at "
+            f"{res.get('speedup_compared_at', 'their own stopping rules')}:",
+            f"- reference: {fmt(ref.get('seconds_per_slice'))} s/slice, steps {ref.get('steps')}, loss "
+            f"{[round(v, 5) for v in ref.get('loss', [])]}, gap to the best known loss "
+            f"{[f'{v:.2%}' for v in ref.get('gap_to_best', [])]}, seconds to the equal-loss target "
+            f"{[round(v, 3) for v in ref.get('seconds_to_target', [])]}",
+            f"- fast, one at a time: {fmt(fo.get('seconds_per_slice'))} s/slice, steps {fo.get('steps')}",
+            f"- fast, batched: {fmt(fb.get('seconds_per_slice'))} s/slice, steps {fb.get('steps')}, loss "
+            f"{[round(v, 5) for v in fb.get('loss', [])]}, gap to the best known loss "
+            f"{[f'{v:.2%}' for v in fb.get('gap_to_best', [])]}",
+            f"- same final loss (fast <= reference x (1 + {res['same_loss_rtol']})) on every slice: "
+            f"{res.get('same_final_loss')} (max relative difference {fmt(res.get('loss_rel_diff_max'))})",
+            "",
+            f"Before/after on {ba.get('slices')} slices, batched: stock solver {fmt(ba.get('before_s_per_slice'))} "
+            f"s/slice ({fmt(ba.get('before_steps_mean'))} steps, mean loss {fmt(ba.get('before_loss_mean'))}, Dice "
+            f"{fmt(ba.get('before_dice'))}) -> fast {fmt(ba.get('after_s_per_slice'))} s/slice "
+            f"({fmt(ba.get('after_steps_mean'))} steps, mean loss {fmt(ba.get('after_loss_mean'))}, Dice "
+            f"{fmt(ba.get('after_dice'))}).",
+        ]
     lines += [
-        "",
-        "Reference (penalty, Adam lr 1e-3, fp32, one at a time, run to convergence: "
-        f"patience {sref.get('patience')}, rtol {sref.get('rtol')}, at most {sref.get('max_steps')} steps) vs fast "
-        "solver "
-        f"({res['solver_fast']['method']}, {res['solver_fast']['precision']}, channels_last), compared at "
-        f"{res.get('speedup_compared_at', 'their own stopping rules')}:",
-        f"- reference: {fmt(ref.get('seconds_per_slice'))} s/slice, steps {ref.get('steps')}, loss "
-        f"{[round(v, 5) for v in ref.get('loss', [])]}, gap to the best known loss "
-        f"{[f'{v:.2%}' for v in ref.get('gap_to_best', [])]}, seconds to the equal-loss target "
-        f"{[round(v, 3) for v in ref.get('seconds_to_target', [])]}",
-        f"- fast, one at a time: {fmt(fo.get('seconds_per_slice'))} s/slice, steps {fo.get('steps')}",
-        f"- fast, batched: {fmt(fb.get('seconds_per_slice'))} s/slice, steps {fb.get('steps')}, loss "
-        f"{[round(v, 5) for v in fb.get('loss', [])]}, gap to the best known loss "
-        f"{[f'{v:.2%}' for v in fb.get('gap_to_best', [])]}",
-        f"- same final loss (fast <= reference x (1 + {res['same_loss_rtol']})) on every slice: "
-        f"{res.get('same_final_loss')} (max relative difference {fmt(res.get('loss_rel_diff_max'))})",
-        "",
-        f"Before/after on {ba.get('slices')} slices, batched: stock solver {fmt(ba.get('before_s_per_slice'))} "
-        f"s/slice ({fmt(ba.get('before_steps_mean'))} steps, mean loss {fmt(ba.get('before_loss_mean'))}, Dice "
-        f"{fmt(ba.get('before_dice'))}) -> fast {fmt(ba.get('after_s_per_slice'))} s/slice "
-        f"({fmt(ba.get('after_steps_mean'))} steps, mean loss {fmt(ba.get('after_loss_mean'))}, Dice "
-        f"{fmt(ba.get('after_dice'))}).",
         "",
         f"Decoder: {fmt(res.get('decoder_gflop_per_step'))} GFLOP per image-step (forward + backward to z); "
         f"achieved {fmt(res.get('decoder_gflops_achieved'))} GFLOP/s; matmul "

@@ -72,6 +72,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     s.add_argument("--no-rss", action="store_true", help="skip the detect memory figure")
     s.add_argument("--no-preprocess", action="store_true", help="skip N4 + brain extraction timing")
     s.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="skip the paper-solver comparisons (speedup_vs_reference, before/after): its run to convergence takes "
+        "tens of minutes per slice on a U-Net decoder on a CPU",
+    )
+    s.add_argument(
         "--preprocess-only",
         action="store_true",
         help="only time N4 and brain extraction on the skull-on Colin27 head (speed-preprocess.json/.md)",
@@ -216,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
             rss=not args.no_rss,
             compile_decoder=args.compile,
             preprocess=not args.no_preprocess,
+            reference=not args.no_reference,
             log=lambda m: print(m, file=sys.stderr, flush=True),
         )
         res["command"] = command_line(args)

@@ -213,3 +213,30 @@ def test_speed_compile_ablation_is_opt_in_and_reported(tmp_path, tiny_model, mon
     assert len(compiled) == 1 and entry["compile_s"] >= 0 and entry["volume_s_per_slice"] > 0
     assert entry["dice"] == pytest.approx(res["volume_dice"], abs=0.02)
     assert "torch.compile(decode)" in summary_markdown(res)
+
+
+def test_no_reference_skips_the_paper_solver_and_says_so(tiny_model):
+    """--no-reference: no paper-solver run at all (its solve is never called), the speedup goal is reported as
+    not measured, and the other figures are still there."""
+    from app.bench import speed
+
+    calls = []
+    real = speed.traced_solve
+
+    def spy(detector, *a, **k):
+        calls.append(detector.solver.method)
+        return real(detector, *a, **k)
+
+    speed.traced_solve = spy
+    try:
+        res = run_speed(str(tiny_model), "cpu", None, n_converge=1, n_volume=4, n_reference=2, batch_size=4, gui=False,
+                        rss=False, profile_decoder=False, ablation=False, reference=False,
+                        log=lambda m: None)  # fmt: skip
+    finally:
+        speed.traced_solve = real
+    assert calls == []  # neither solver was traced against the reference
+    assert "reference" not in res and "before_after" not in res and "speedup_vs_reference" not in res
+    assert res["reference_skipped"] == speed.SKIPPED
+    md = summary_markdown(res)
+    assert "| speedup_vs_reference | n/a |" in md and "not run (--no-reference)" in md
+    assert res["solver_step_over_decoder"] > 0 and res["volume_s_per_slice"] > 0
