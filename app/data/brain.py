@@ -13,9 +13,10 @@
 - :func:`refine_brain_mask` (T1 studies, on by default): the affine atlas mask fitted to the study's own
   intensities -- dark CSF/skull band and bright scalp fat out, the tissue component holding the deep brain in,
   bounded to 3 mm outside / 10 mm inside the atlas mask's surface. Measured (parameters chosen on Colin27 only):
-  Colin27 ``ch2`` vs ``ch2bet`` Dice 0.957 -> 0.976 (57 -> 36 ml outside ``ch2bet``); the held-out ITK subject's
-  skull-on scan (2x2x3 mm) vs its reference mask: 116 -> 2.5 ml outside the brain, Dice 0.899 -> 0.898 (the
-  refined mask leaves out CSF the reference includes); about 0.3-3 s (docs/benchmarks.md).
+  Colin27 ``ch2`` vs ``ch2bet`` Dice 0.957 -> 0.978 (57 -> 39 ml outside ``ch2bet``); the held-out ITK subject's
+  skull-on scan (2x2x3 mm) vs its reference mask: 116 -> 2.5 ml outside the brain, Dice 0.899 -> 0.906 (the
+  refined mask leaves out CSF the reference includes); 0.2 s there, ~2.5 s CPU on a 1 mm head
+  (docs/benchmarks.md, docs/data.md).
 
 Everything here works on the canonical RAS grid of a :class:`app.io.Study` (``data``, ``affine``); SimpleITK
 images are built in its LPS physical space.
