@@ -704,7 +704,7 @@ def preprocess_speed(
         "repeats": len(n4_s),
         "n4_s": round(n4_med, 3),
         "extraction_s": round(ext_med, 3),
-        "total_s": round(n4_med + ext_med, 3),
+        "total_s": round(round(n4_med, 3) + round(ext_med, 3), 3),  # the sum of the two figures shown
         "n4_cpu_s": round(statistics.median(n4_cpu), 3),
         "extraction_cpu_s": round(statistics.median(ext_cpu), 3),
         "n4_s_all": [round(v, 3) for v in n4_s],
