@@ -44,6 +44,14 @@ def cache(tmp_path):
 
 
 @pytest.fixture
+def env(monkeypatch, tmp_path, settings_dir):
+    """The PACS CLI's environment: the test Orthanc's password and a retrieval cache in tmp_path."""
+    monkeypatch.setenv("MATCHGEN_PACS_PASSWORD", orthanc_mod.PASSWORD)
+    monkeypatch.setenv("MATCHGEN_PACS_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+@pytest.fixture
 def settings_dir(tmp_path, monkeypatch):
     """QSettings (the saved servers) in tmp_path, not in the user's home."""
     from PySide6.QtCore import QSettings

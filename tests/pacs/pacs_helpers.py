@@ -148,3 +148,11 @@ def seed(server: orthanc_mod.Orthanc, folder: Path) -> Seeded:
     return s
 
 
+def run_cli(capsys, *argv):
+    """``main(argv)`` with its exit code and captured output; the password never appears in either stream."""
+    from app.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert orthanc_mod.PASSWORD not in out and orthanc_mod.PASSWORD not in err
+    return code, out, err

@@ -11,9 +11,8 @@ import numpy as np
 import pydicom
 import pytest
 from orthanc import PASSWORD, USER, free_port
-from pacs_helpers import demo_volume, reversed_slices
+from pacs_helpers import demo_volume, reversed_slices, run_cli
 
-from app.cli import main
 from app.data.head_ct import write_dicom_series
 from app.io import load_mask, load_study
 from app.io.seg import read_seg
@@ -22,20 +21,6 @@ from app.pacs.base import retrieve_study
 from app.pacs.cache import RetrievalCache
 
 DATES = {"dicomweb": "20261201", "dimse": "20261203"}
-
-
-@pytest.fixture
-def env(monkeypatch, tmp_path, settings_dir):
-    monkeypatch.setenv("MATCHGEN_PACS_PASSWORD", PASSWORD)
-    monkeypatch.setenv("MATCHGEN_PACS_CACHE", str(tmp_path / "cache"))
-    return tmp_path
-
-
-def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert PASSWORD not in out and PASSWORD not in err
-    return code, out, err
 
 
 def _upload_two(orthanc, folder, date, patient_id):
@@ -67,7 +52,7 @@ def test_batch_a_query_and_send_the_segs(orthanc, env, capsys, tmp_path, tiny_mo
         "--model", tiny_model_dir / "tiny", "--max-steps", "10", "--local-threads", "--workers", "1",
         "--no-dashboard", "--no-progress", "--send",
     ]  # fmt: skip
-    code, stdout, err = _run(capsys, *argv)
+    code, stdout, err = run_cli(capsys, *argv)
     assert code == 0, err
     assert "2 studies, 2 image series" in err and "sent 2 DICOM SEG(s)" in stdout
     wl = json.loads((out / "worklist.json").read_text())
@@ -97,7 +82,7 @@ def test_batch_a_query_and_send_the_segs(orthanc, env, capsys, tmp_path, tiny_mo
     assert flagged > 0
 
     # a rerun: nothing recomputed (the SEG series on the server is not an image series), nothing sent twice
-    code, stdout, err = _run(capsys, *argv)
+    code, stdout, err = run_cli(capsys, *argv)
     assert code == 0, err
     assert "0 analysed, 2 skipped" in stdout and "no new DICOM SEGs" in err
     with connect(cfg) as c:
@@ -119,7 +104,7 @@ def test_batch_pacs_bad_server_or_query_writes_nothing(orthanc, env, capsys, tmp
         ([tmp_path, "--server", orthanc.dimse, "--query", "StudyDate=20261201"], "not both"),
     ]
     for extra, message in cases:
-        code, stdout, err = _run(capsys, "batch", *extra, *common)
+        code, stdout, err = run_cli(capsys, "batch", *extra, *common)
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and message in lines[0], (extra, err)
         assert not out.exists(), extra  # nothing half-written

@@ -8,8 +8,8 @@ import logging
 import numpy as np
 import pytest
 from orthanc import PASSWORD, USER
+from pacs_helpers import run_cli
 
-from app.cli import main
 from app.io import load_mask, load_study
 from app.io.seg import read_seg
 from app.pacs import connect, parse_server
@@ -17,59 +17,45 @@ from app.pacs.base import retrieve_series
 from app.pacs.cache import RetrievalCache
 
 
-@pytest.fixture
-def env(monkeypatch, tmp_path, settings_dir):
-    monkeypatch.setenv("MATCHGEN_PACS_PASSWORD", PASSWORD)
-    monkeypatch.setenv("MATCHGEN_PACS_CACHE", str(tmp_path / "cache"))
-    return tmp_path
-
-
-def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert PASSWORD not in out and PASSWORD not in err
-    return code, out, err
-
-
 @pytest.mark.parametrize("proto", ["dicomweb", "dimse"])
 def test_echo_find_get_send(orthanc, env, capsys, proto, tmp_path):
     srv = ["--server", orthanc.url, "--user", USER] if proto == "dicomweb" else ["--server", orthanc.dimse]
-    code, out, err = _run(capsys, "pacs", "echo", *srv)
+    code, out, err = run_cli(capsys, "pacs", "echo", *srv)
     assert code == 0 and "answers" in out, err
-    code, out, _ = _run(capsys, "pacs", "find", *srv, "--patient-id", "mg-demo", "--date-from", "2024-01-01")
+    code, out, _ = run_cli(capsys, "pacs", "find", *srv, "--patient-id", "mg-demo", "--date-from", "2024-01-01")
     assert code == 0 and "mg-demo" in out and "Brain MRI demo" in out and "1 study" in out
-    code, out, _ = _run(capsys, "pacs", "find", *srv, "--study-uid", orthanc.studies["two-a"])
+    code, out, _ = run_cli(capsys, "pacs", "find", *srv, "--study-uid", orthanc.studies["two-a"])
     assert code == 0 and out.count("MR ") >= 2 and "SR" in out
-    code, out, err = _run(capsys, "pacs", "get", *srv, "--study-uid", orthanc.studies["demo"])
+    code, out, err = run_cli(capsys, "pacs", "get", *srv, "--study-uid", orthanc.studies["demo"])
     assert code == 0, err
     folder = out.strip().splitlines()[-1]
     assert load_study(folder).shape == load_study(orthanc.files["demo"][0].parent).shape
-    code, out, err = _run(capsys, "pacs", "get", *srv, "--study-uid", orthanc.studies["two-a"])
+    code, out, err = run_cli(capsys, "pacs", "get", *srv, "--study-uid", orthanc.studies["two-a"])
     assert code == 2 and "pick one with --series-uid" in err and len(err.strip().splitlines()) == 1
-    code, out, _ = _run(capsys, "pacs", "cache", "list")
+    code, out, _ = run_cli(capsys, "pacs", "cache", "list")
     assert orthanc.studies["demo"] in out
-    code, out, _ = _run(capsys, "pacs", "cache", "clear")
+    code, out, _ = run_cli(capsys, "pacs", "cache", "clear")
     assert code == 0 and "cleared" in out and not list((tmp_path / "cache").rglob("*.dcm"))
 
 
 def test_saved_server_and_bad_cases(orthanc, env, capsys, caplog):
     caplog.set_level(logging.DEBUG)
-    code, out, _ = _run(capsys, "pacs", "servers", "add", "nopw", "--server", orthanc.url, "--user", USER)
+    code, out, _ = run_cli(capsys, "pacs", "servers", "add", "nopw", "--server", orthanc.url, "--user", USER)
     assert code == 0
     ini = next((env / "settings").rglob("viewer.ini"))
     assert PASSWORD not in ini.read_text()  # not saved unless asked
-    code, out, _ = _run(capsys, "pacs", "servers", "add", "local", "--server", orthanc.url, "--user", USER,
+    code, out, _ = run_cli(capsys, "pacs", "servers", "add", "local", "--server", orthanc.url, "--user", USER,
                         "--remember-password")
     assert code == 0 and "local" in out
-    code, out, _ = _run(capsys, "pacs", "servers", "list")
+    code, out, _ = run_cli(capsys, "pacs", "servers", "list")
     assert "local" in out and "yes" in out  # password saved, never shown
-    code, out, err = _run(capsys, "pacs", "echo", "--server", "local")
+    code, out, err = run_cli(capsys, "pacs", "echo", "--server", "local")
     assert code == 0, err
-    code, _, err = _run(capsys, "pacs", "echo", "--server", "nosuch")
+    code, _, err = run_cli(capsys, "pacs", "echo", "--server", "nosuch")
     assert code == 2 and "unknown server 'nosuch'" in err and "local" in err
-    code, _, err = _run(capsys, "pacs", "find", "--server", orthanc.url.replace("://", f"://{USER}:wrong-pw-77@"))
+    code, _, err = run_cli(capsys, "pacs", "find", "--server", orthanc.url.replace("://", f"://{USER}:wrong-pw-77@"))
     assert code == 2 and "401 Unauthorized" in err and "wrong-pw-77" not in err
-    code, _, err = _run(capsys, "pacs", "send", "--server", "local", str(env / "nothing-here"))
+    code, _, err = run_cli(capsys, "pacs", "send", "--server", "local", str(env / "nothing-here"))
     assert code == 2 and "no such file" in err
     assert PASSWORD not in caplog.text and "wrong-pw-77" not in caplog.text
 
@@ -79,7 +65,7 @@ def test_detect_and_send_then_find_the_seg(orthanc, env, capsys, tmp_path, tiny_
     srv = ["--server", orthanc.url, "--user", USER] if proto == "dicomweb" else ["--server", orthanc.dimse]
     study_uid = orthanc.studies["send"]
     nii, seg = tmp_path / "mask.nii.gz", tmp_path / "seg.dcm"
-    code, out, err = _run(
+    code, out, err = run_cli(
         capsys, "detect", *srv, "--study-uid", study_uid, "--send", "--out", nii, "--seg", seg,
         "--model", tiny_model_dir / "tiny", "--max-steps", "10",
     )
@@ -109,14 +95,14 @@ def test_detect_and_send_then_find_the_seg(orthanc, env, capsys, tmp_path, tiny_
 
 
 def test_detect_send_rejected_and_option_errors(orthanc, env, capsys, tmp_path, tiny_model_dir):
-    code, out, err = _run(
+    code, out, err = run_cli(
         capsys, "detect", "--server", orthanc.dimse, "--study-uid", orthanc.studies["reject"], "--send",
         "--model", tiny_model_dir / "tiny", "--max-steps", "5",
     )
     errors = [line for line in err.splitlines() if "error:" in line]
     assert code == 2 and len(errors) == 1 and "rejected seg.dcm" in errors[0]
-    code, _, err = _run(capsys, "detect", "--server", orthanc.dimse, "--out", tmp_path / "x.dcm")
+    code, _, err = run_cli(capsys, "detect", "--server", orthanc.dimse, "--out", tmp_path / "x.dcm")
     assert code == 2 and "--study-uid" in err
-    code, _, err = _run(capsys, "detect", "--server", orthanc.dimse, "--study-uid", orthanc.studies["empty"],
+    code, _, err = run_cli(capsys, "detect", "--server", orthanc.dimse, "--study-uid", orthanc.studies["empty"],
                         "--send", "--model", tiny_model_dir / "tiny")
     assert code == 2 and "no image series" in err
