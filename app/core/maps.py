@@ -28,6 +28,37 @@ def difference_map(x: np.ndarray, s: np.ndarray, channel_axis: int | None = None
     return d
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes`` with its default structure (background connected face to face), the
+    same result in one labelling pass: the background components that touch the array's border stay, the others
+    are holes. scipy's version grows the outside by repeated dilations (0.2-0.3 s on a 1 mm head, 20x slower)."""
+    m = np.asarray(mask, dtype=bool)
+    out = m.copy()
+    if m.ndim == 0 or not m.any():
+        return out
+    # only the mask's bounding box (one voxel more each side) can hold holes: everything outside it reaches the
+    # array's border by a straight line
+    box = []
+    for axis in range(m.ndim):
+        hit = np.flatnonzero(m.any(axis=tuple(a for a in range(m.ndim) if a != axis)))
+        box.append(slice(max(int(hit[0]) - 1, 0), int(hit[-1]) + 2))
+    box = tuple(box)
+    sub = m[box]
+    lab, n = ndimage.label(~sub)
+    if n == 0:
+        return out
+    border = np.zeros(n + 1, dtype=bool)
+    for axis in range(sub.ndim):
+        for index in (0, -1):
+            border[np.take(lab, index, axis=axis)] = True
+    border[0] = True  # the mask itself
+    out[box] |= ~border[lab]
+    return out
+
+
+_fill_holes = fill_holes  # foreground_mask's argument of the same name hides the function there
+
+
 def foreground_mask(x: np.ndarray, threshold: float = FOREGROUND_THRESHOLD, fill_holes: bool = True) -> np.ndarray:
     """Body/brain mask of a normalised image (H, W) or stack (N, H, W): intensity above ``threshold``, holes
     filled per slice, so that dark lesions inside the brain stay in the mask while the background is dropped."""
@@ -35,9 +66,9 @@ def foreground_mask(x: np.ndarray, threshold: float = FOREGROUND_THRESHOLD, fill
     fg = x > threshold
     if fill_holes:
         if fg.ndim == 2:
-            fg = ndimage.binary_fill_holes(fg)
+            fg = _fill_holes(fg)
         else:
-            fg = np.stack([ndimage.binary_fill_holes(f) for f in fg.reshape(-1, *fg.shape[-2:])]).reshape(fg.shape)
+            fg = np.stack([_fill_holes(f) for f in fg.reshape(-1, *fg.shape[-2:])]).reshape(fg.shape)
     return fg
 
 

@@ -1,11 +1,13 @@
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from app.core.maps import (
     confusion_counts,
     confusion_rgb,
     detection_mask,
     difference_map,
+    fill_holes,
     foreground_mask,
     postprocess,
 )
@@ -110,3 +112,32 @@ def test_study_detection_mask_scales_the_component_rule_to_the_study_pixels():
     out = study_detection_mask(d, 0.5, geometry, 8)
     assert out[..., 0].sum() == 40 and out[..., 1].sum() == 0
     assert np.array_equal(study_detection_mask(d, 0.5, geometry, 0), d > 0.5)
+
+
+def test_fill_holes_equals_scipy_on_random_and_edge_cases():
+    rng = np.random.default_rng(3)
+    cases = [np.zeros((4, 5), bool), np.ones((3, 3, 3), bool), np.zeros(0, bool)]
+    for shape in [(9,), (7, 9), (12, 10, 9), (1, 6), (3, 1, 4)]:
+        for p in (0.2, 0.5, 0.8):
+            for half in (False, True):
+                m = rng.random(shape) < p
+                if half:
+                    m[: max(1, shape[0] // 2)] = False  # a mask away from one border: the cropped path
+                cases.append(m)
+    ring = np.zeros((20, 30, 20), bool)
+    ring[5:15, 5:25, 5:15] = True
+    ring[8:12, 8:12, 8:12] = False  # an enclosed cavity
+    ring[8:12, 18:22, 8:12] = False  # a second one, opened to the outside by a tunnel
+    ring[9, 19, 5:8] = False
+    cases.append(ring)
+    for m in cases:
+        np.testing.assert_array_equal(fill_holes(m), ndimage.binary_fill_holes(m))
+    assert fill_holes(ring)[10, 10, 10] and not fill_holes(ring)[10, 20, 10] and not fill_holes(ring)[9, 19, 6]
+
+
+def test_foreground_mask_fills_holes_in_a_stack():
+    x = np.zeros((2, 9, 9), np.float32)
+    x[:, 2:7, 2:7] = 1.0
+    x[:, 4, 4] = 0.0  # a dark hole inside
+    assert foreground_mask(x)[:, 4, 4].all() and not foreground_mask(x, fill_holes=False)[:, 4, 4].any()
+    assert foreground_mask(x[0])[4, 4]

@@ -153,6 +153,9 @@ def test_failed_extraction_is_warned_never_silent():
     study = make_study(vol, np.diag([3.0, 3.0, 3.0, 1.0]), "MR", "box")
     prep = prepare_study(study, 64, domain=BRAIN_PROXY)
     assert prep.preprocessing["skull_strip"]["status"] == "failed"
+    # the template can land on the box's edge (a bright-dark edge like the brain's surface): what gives it away is
+    # that the study shows no tissue classes where the template has WM, GM and CSF
+    assert "no tissue contrast inside the brain mask" in prep.preprocessing["skull_strip"]["detail"]
     assert prep.brain is None
     assert any(w.startswith("skull present but brain extraction failed") for w in prep.warnings)
 
