@@ -43,6 +43,7 @@ class StudyRef:
     series_uid: str = ""
     description: str = ""
     study_uid: str = ""  # set for series retrieved from a PACS (batch --server --query)
+    error: str = ""  # set when the study could not even be fetched (a PACS series that failed to arrive)
 
     def fingerprint(self) -> str:
         """A digest of the study's files' paths, sizes and modification times: changes when an input changes."""
@@ -65,6 +66,8 @@ class StudyRef:
             d["description"] = self.description
         if self.study_uid:
             d["study_uid"] = self.study_uid
+        if self.error:
+            d["error"] = self.error
         return d
 
 
@@ -232,12 +235,12 @@ def expand_inputs(inputs: list[str]) -> list[StudyRef]:
 
 def refs_from_records(found: list[dict]) -> list[StudyRef]:
     """Found studies (dicts: ``kind``, ``source``, ``files``, ``name``; optional ``uid``, ``desc``, ``study_uid``,
-    ``given``) -> StudyRefs with unique, stable ids, in order; the same files reached twice are dropped. Used for
-    the inputs above and for the series a PACS query retrieved."""
+    ``given``, ``error``) -> StudyRefs with unique, stable ids, in order; the same files reached twice are dropped.
+    Used for the inputs above and for the series a PACS query retrieved."""
     seen: set[tuple[str, ...]] = set()
     unique = []
     for rec in found:
-        key = tuple(os.path.realpath(f) for f in rec["files"])
+        key = tuple(os.path.realpath(f) for f in rec["files"]) or ("no files", rec["source"], rec.get("uid", ""))
         if key in seen:
             continue
         seen.add(key)
@@ -268,6 +271,7 @@ def refs_from_records(found: list[dict]) -> list[StudyRef]:
                 series_uid=rec.get("uid", ""),
                 description=rec.get("desc", ""),
                 study_uid=rec.get("study_uid", ""),
+                error=rec.get("error", ""),
             )
         )
     return refs

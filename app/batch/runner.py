@@ -12,7 +12,10 @@ in flight, collect, and write the worklist and the report.
 - **Failures.** A study that cannot be read or analysed is recorded (``status: failed``, the error) by its task.
   A worker that dies mid-task is replaced (the nanny restarts it) and Dask reruns the task elsewhere, up to
   ``distributed.scheduler.allowed-failures`` times (3 by default); a task that keeps killing workers is recorded
-  as failed by the client (``KilledWorker``).
+  as failed by the client (``KilledWorker``). A study that never arrived (``StudyRef.error``: a PACS series that
+  could not be retrieved) is recorded as failed by the client without a task -- unless an earlier run left an
+  ``ok`` result for it with the same settings, which is kept (nothing already written is lost to a server
+  outage).
 """
 
 from __future__ import annotations
@@ -118,6 +121,21 @@ def _killed_record(ref: StudyRef, settings: BatchSettings, exc: BaseException) -
     }
 
 
+def _unavailable_record(ref: StudyRef, settings: BatchSettings) -> dict:
+    return {
+        "version": 1,
+        "id": ref.id,
+        "input": ref.to_dict(),
+        "input_fingerprint": ref.fingerprint(),
+        "settings": settings.key(),
+        "model_card_sha256": settings.card_sha256,
+        "eps": settings.eps,
+        "tau": settings.tau,
+        "status": "failed",
+        "error": ref.error,
+    }
+
+
 def run_batch(
     refs: list[StudyRef],
     settings: BatchSettings,
@@ -140,7 +158,21 @@ def run_batch(
     summary = BatchSummary()
     by_id: dict[str, dict] = {}
     todo: list[StudyRef] = []
+    kept = 0
     for ref in refs:
+        if ref.error:  # never arrived: no task; an earlier complete result for it stands
+            prior = read_result(out / ref.id / RESULT)
+            if prior and prior.get("status") == "ok" and prior.get("settings") == settings.key():
+                by_id[ref.id] = prior
+                kept += 1
+                summary.skipped += 1
+                continue
+            r = _unavailable_record(ref, settings)
+            (out / ref.id).mkdir(parents=True, exist_ok=True)
+            write_json(out / ref.id / RESULT, r)
+            by_id[ref.id] = r
+            summary.failed += 1
+            continue
         r = is_done(ref, settings, out)
         if r is not None:
             by_id[ref.id] = r
@@ -150,6 +182,8 @@ def run_batch(
     stream = stream or sys.stderr
     if summary.skipped:
         print(f"{summary.skipped} of {len(refs)} studies already done with these settings: skipped", file=stream)
+    if kept:
+        print(f"{kept} of them not retrieved this time: their earlier results are kept", file=stream)
     nthreads = sum(client.nthreads().values()) or 1
     window = max(1, int(window or 2 * nthreads))
     bar = BatchProgress(len(todo), stream, progress)

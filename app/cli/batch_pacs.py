@@ -8,9 +8,12 @@
   searched with QIDO-RS or C-FIND as ``pacs find`` does. Every image series of every matching study (with
   ``Modality``: of that modality) is one batch study.
 - **Retrieve**: each series into the retrieval cache (:func:`app.pacs.base.retrieve_series`: staged, renamed
-  into the cache only when complete; a series already cached with all its images is not fetched again), before
-  the batch starts and before anything is written into ``DIR``: a bad server, a bad query, a query that matches
-  nothing or a retrieval that fails ends with exit code 2 and one line, and ``DIR`` is left as it was.
+  into the cache only when complete; a series already cached with all its images is not fetched again),
+  ``--retrieve-workers`` series at a time (one connection each), before the batch starts and before anything is
+  written into ``DIR``: a bad server, a bad query, a query that matches nothing or a run in which no series could
+  be retrieved ends with exit code 2 and one line, and ``DIR`` is left as it was. A single series that cannot be
+  retrieved is a warning line and a failed study in the worklist (its error); the others go on, and a rerun
+  retries it.
 - **Send** (``--send``): after the batch, each study's ``mask.seg.dcm`` goes back to the same server (STOW-RS or
   C-STORE, one connection). ``DIR/<id>/seg_sent.json`` records what was sent where, so a rerun does not send
   the same SEG twice.
@@ -53,6 +56,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--limit", type=int, default=1000, help="with --server: at most this many studies (default 1000)")
     g.add_argument("--send", action="store_true", help="with --server: send each study's DICOM SEG back")
+    g.add_argument(
+        "--retrieve-workers",
+        type=int,
+        default=RETRIEVE_WORKERS,
+        metavar="N",
+        help=f"with --server: series retrieved at once, one connection each (default {RETRIEVE_WORKERS})",
+    )
     add_server_options(p, required=False)
     add_cache_option(p)
 
@@ -116,18 +126,33 @@ def check(args: argparse.Namespace) -> None:
         raise OptionError("no inputs: name study files, folders, globs or a list, or --server with --query")
     if args.limit < 1:
         raise OptionError("--limit must be >= 1")
+    if getattr(args, "retrieve_workers", 1) < 1:
+        raise OptionError("--retrieve-workers must be >= 1")
     if server:
         parse_query(args.query)
 
 
-def retrieve(args: argparse.Namespace, log=None) -> list:
+#: series retrieved at once (one connection each) unless --retrieve-workers says otherwise
+RETRIEVE_WORKERS = 4
+
+
+def retrieve(args: argparse.Namespace, log=None, before_series=None) -> list:
     """Search the server, retrieve every matching image series into the cache; the batch studies (StudyRefs).
-    Writes nothing but the cache; raises PacsError/OptionError (one line) when the server, the query or a
-    retrieval fails."""
+
+    Series are fetched ``--retrieve-workers`` at a time, each on its own connection. A series that cannot be
+    retrieved (the server lost it, refused it, broke off) does not stop the others: it becomes a study with its
+    error (``StudyRef.error``), which the batch records as failed and a rerun retries. Writes nothing but the
+    cache; raises PacsError/OptionError (one line) when the server or the query fails, or when no series at all
+    could be retrieved. ``before_series(study, series)`` is called before each retrieval (tests)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     from app.batch.inputs import refs_from_records
-    from app.cli.pacs import ProgressLine, cache_from_args, server_from_args
+    from app.cli.pacs import cache_from_args, server_from_args
+    from app.io.study import one_line
     from app.pacs import connect
     from app.pacs.base import retrieve_series
+    from app.pacs.cache import safe_name
     from app.pacs.errors import PacsError
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -135,7 +160,6 @@ def retrieve(args: argparse.Namespace, log=None) -> list:
     cfg = server_from_args(args)
     cache = cache_from_args(args)
     args._pacs_config = cfg
-    records = []
     with connect(cfg) as c:
         studies = c.find_studies(query, limit=args.limit)
         if not studies:
@@ -147,33 +171,76 @@ def retrieve(args: argparse.Namespace, log=None) -> list:
             if wanted:
                 series = [s for s in series if s.modality.upper() == wanted]
             plan += [(st, s) for s in series]
-        if not plan:
-            raise PacsError(
-                f"the {len(studies)} stud{'y' if len(studies) == 1 else 'ies'} matching {' '.join(args.query)} on "
-                f"{cfg.label()} hold no image series" + (f" of modality {wanted}" if wanted else "")
-            )
-        log(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'}, {len(plan)} image series on {cfg.label()}")
-        for i, (st, s) in enumerate(plan, 1):
-            bar = ProgressLine(f"retrieving {i}/{len(plan)}")
-            try:
-                info, folder = retrieve_series(c, cache, st.study_uid, s.series_uid, progress=bar)
-            finally:
-                bar.end()
-            files = sorted(str(f) for f in folder.iterdir() if f.suffix == ".dcm")
-            number = info.number if info.number is not None else ""
-            name = "_".join(x for x in (st.patient_id, st.study_date) if x) or "study"
-            records.append(
-                {
-                    "kind": "dicom-series",
-                    "source": str(folder),
-                    "files": tuple(files),
-                    "name": f"{name}_s{number}" if number != "" else name,
-                    "uid": info.series_uid,
-                    "desc": info.description,
-                    "study_uid": st.study_uid,
-                }
-            )
-    log(f"retrieved {len(records)} series into {cache.root}")
+    if not plan:
+        raise PacsError(
+            f"the {len(studies)} stud{'y' if len(studies) == 1 else 'ies'} matching {' '.join(args.query)} on "
+            f"{cfg.label()} hold no image series" + (f" of modality {wanted}" if wanted else "")
+        )
+    workers = max(1, min(int(getattr(args, "retrieve_workers", None) or RETRIEVE_WORKERS), len(plan)))
+    log(
+        f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'}, {len(plan)} image series on {cfg.label()}"
+        + (f" (retrieving {workers} at a time)" if workers > 1 else "")
+    )
+    stop = threading.Event()
+    lock = threading.Lock()
+    done = [0]
+    tty = sys.stderr.isatty()
+
+    def fetch(item):
+        st, s = item
+        try:
+            if before_series is not None:
+                before_series(st, s)
+            with connect(cfg) as conn:
+                info, folder = retrieve_series(conn, cache, st.study_uid, s.series_uid, cancel=stop.is_set)
+            result = (info, folder, None)
+        except PacsError as exc:
+            result = (s, None, one_line(exc))
+        except OSError as exc:  # a network or cache error of this series alone
+            result = (s, None, f"{type(exc).__name__}: {one_line(exc)}")
+        with lock:
+            done[0] += 1
+            if tty:
+                sys.stderr.write(f"\rretrieving: {done[0]}/{len(plan)} series")
+                sys.stderr.flush()
+        return result
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retrieve")
+    try:
+        outcomes = list(pool.map(fetch, plan))
+    except BaseException:  # Ctrl+C: the running retrievals stop at their next instance; nothing partial is kept
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if tty and done[0]:
+            sys.stderr.write("\n")
+    records, failed = [], []
+    for (st, s), (info, folder, error) in zip(plan, outcomes, strict=True):
+        number = info.number if info.number is not None else ""
+        name = "_".join(x for x in (st.patient_id, st.study_date) if x) or "study"
+        rec = {
+            "kind": "dicom-series",
+            "name": f"{name}_s{number}" if number != "" else name,
+            "uid": info.series_uid,
+            "desc": info.description,
+            "study_uid": st.study_uid,
+        }
+        if error is None:
+            rec.update(source=str(folder), files=tuple(sorted(str(f) for f in folder.iterdir() if f.suffix == ".dcm")))
+        else:  # where the series would be in the cache: the same id as when it is retrieved on a rerun
+            where = cache.studies_dir / safe_name(st.study_uid) / safe_name(s.series_uid)
+            rec.update(source=str(where), files=(), error=f"retrieval failed: {error}")
+            failed.append(rec)
+        records.append(rec)
+    if len(failed) == len(records):
+        raise PacsError(f"none of the {len(records)} series could be retrieved; the first: {failed[0]['error']}")
+    for rec in failed:
+        log(f"warning: series {rec['uid']} ({rec['name']}): {rec['error']}; recorded as failed, the rest goes on")
+    log(
+        f"retrieved {len(records) - len(failed)} series into {cache.root}"
+        + (f", {len(failed)} failed" if failed else "")
+    )
     return refs_from_records(records)
 
 

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from app.pacs.errors import PacsError
 CACHE_ENV = "MATCHGEN_PACS_CACHE"
 _UID = re.compile(r"^[0-9][0-9.]{0,63}$")
 STALE_SECONDS = 24 * 3600
+#: series renamed into an already published study one commit at a time (this process's concurrent retrievals)
+_MERGE_LOCK = threading.Lock()
 
 
 def human_size(n: float) -> str:
@@ -217,8 +220,14 @@ class Staging:
             if not self.study_path.is_dir():
                 return final
             if not final.exists():
-                os.replace(self.study_path, final)
-            else:
+                try:
+                    os.replace(self.study_path, final)
+                    return final
+                except OSError:
+                    if not final.is_dir():  # not another retrieval of the study publishing first: a real error
+                        raise
+            # the study is already there (or another thread just published it): rename each series in
+            with _MERGE_LOCK:
                 for se in self.study_path.iterdir():
                     dest = final / se.name
                     if dest.exists():

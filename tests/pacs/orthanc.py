@@ -189,6 +189,14 @@ class Orthanc:
         r.raise_for_status()
         return r.json()
 
+    def delete_series(self, study_uid: str, series_uid: str) -> None:
+        """Remove one series from the server (REST ``DELETE /series/{id}``)."""
+        import requests
+
+        (hit,) = [s for s in self.series_of_study(study_uid) if s["MainDicomTags"]["SeriesInstanceUID"] == series_uid]
+        r = requests.delete(f"{self.rest}/series/{hit['ID']}", auth=(USER, PASSWORD), timeout=30, verify=False)
+        r.raise_for_status()
+
 
 if __name__ == "__main__":
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "orthanc-local")

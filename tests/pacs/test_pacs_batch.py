@@ -109,3 +109,70 @@ def test_batch_pacs_bad_server_or_query_writes_nothing(orthanc, env, capsys, tmp
         assert code == 2 and len(lines) == 1 and message in lines[0], (extra, err)
         assert not out.exists(), extra  # nothing half-written
     assert not list((env / "cache").rglob("*.dcm"))  # nothing retrieved either
+
+
+def test_a_series_that_cannot_be_retrieved_fails_alone(orthanc, env, capsys, tmp_path, tiny_model_dir, monkeypatch):
+    """Three series retrieved two at a time; one is deleted from the real server between the query and its
+    retrieval: that study is a failed entry of the worklist with the server's answer, the others are analysed, exit
+    1; once the series is back on the server a rerun analyses it and skips the others. A later outage of a series
+    whose result is already complete keeps that result."""
+    from app.cli import batch_pacs
+
+    date = "20261205"
+    uploaded = _upload_two(orthanc, tmp_path / "upload", date, "mg-batch-fail")
+    vol, aff = demo_volume()
+    tags = {"StudyDate": date, "SeriesNumber": 9}
+    third = write_dicom_series(vol, aff, tmp_path / "upload" / "s2", modality="MR",
+                               patient=("MG^Batch2", "mg-batch-fail"), extra=tags)  # fmt: skip
+    orthanc.server.upload(third)
+    ds = pydicom.dcmread(third[0], stop_before_pixels=True)
+    victim = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
+    real_retrieve = batch_pacs.retrieve
+    seen = []
+
+    def delete_victim(st, s):
+        seen.append(s.series_uid)
+        if (st.study_uid, s.series_uid) == victim:
+            orthanc.server.delete_series(*victim)
+
+    monkeypatch.setattr(batch_pacs, "retrieve", lambda args, log=None: real_retrieve(args, log, delete_victim))
+    out = tmp_path / "out"
+    argv = [
+        "batch", "--server", orthanc.dimse, "--query", f"StudyDate={date}", "--query", "Modality=MR",
+        "--retrieve-workers", "2", "--out", out, "--model", tiny_model_dir / "tiny", "--max-steps", "10",
+        "--local-threads", "--workers", "1", "--no-dashboard", "--no-progress",
+    ]  # fmt: skip
+    code, stdout, err = run_cli(capsys, *argv)
+    assert code == 1, err
+    assert sorted(seen) == sorted([u[1] for u in uploaded] + [victim[1]])
+    assert "3 studies, 3 image series" in err and "(retrieving 2 at a time)" in err
+    warnings = [ln for ln in err.splitlines() if ln.startswith("warning: series")]
+    assert len(warnings) == 1 and victim[1] in warnings[0] and "recorded as failed" in warnings[0]
+    assert "retrieved 2 series" in err and "1 failed" in err
+    assert "2 analysed, 0 skipped (already done), 1 failed" in stdout
+    wl = json.loads((out / "worklist.json").read_text())
+    assert {e["id"] for e in wl["studies"]} == {f"mg-batch-fail_{date}_s3", f"mg-batch-fail_{date}_s4"}
+    (failure,) = wl["failures"]
+    assert failure["id"] == f"mg-batch-fail_{date}_s9" and failure["error"].startswith("retrieval failed: ")
+    rec = json.loads((out / failure["id"] / "result.json").read_text())
+    assert rec["status"] == "failed" and rec["input"]["series_uid"] == victim[1]
+
+    # the series is back: the rerun analyses it, and only it
+    orthanc.server.upload(third)
+    seen.clear()
+    victim = ("none", "none")
+    code, stdout, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert "1 analysed, 2 skipped (already done), 0 failed" in stdout
+    wl = json.loads((out / "worklist.json").read_text())
+    assert len(wl["studies"]) == 3 and not wl["failures"]
+
+    # an outage of a series already analysed (cache cleared, series gone again) keeps its complete result; the
+    # other two arrive as new files (new modification times), so they are analysed again
+    RetrievalCache(env / "cache").clear()
+    victim = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
+    code, stdout, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert "1 of them not retrieved this time: their earlier results are kept" in err
+    assert "2 analysed, 1 skipped (already done), 0 failed" in stdout
+    assert len(json.loads((out / "worklist.json").read_text())["studies"]) == 3
