@@ -1,7 +1,8 @@
 """DAE (Kascenas et al., "Denoising autoencoders for unsupervised anomaly detection in brain MRI", MIDL 2022):
 a U-Net trained to remove coarse noise, i.e. Gaussian noise drawn at low resolution (``extra["noise_res"]``
-pixels across, 16 in the paper for 128x128) and upsampled, added on the foreground only, with std
-``extra["noise_std"]`` (0.2 in the paper). Its pseudo-normal image is the U-Net's output on the clean input.
+pixels across, 16 in the paper for 128x128; several resolutions may be given, one drawn per image) and
+upsampled, added on the foreground only, with std ``extra["noise_std"]`` (0.2 in the paper). Its pseudo-normal
+image is the U-Net's output on the clean input.
 
 What z is. The U-Net has no vector bottleneck: the decoder reads the bottleneck *and* every skip feature map.
 Here z is all of them, flattened and concatenated into one vector (the encoder's features at every resolution).
@@ -71,8 +72,28 @@ class DenoisingAE(AnomalyModel):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.unet.up(self.split(z)))
 
-    def training_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def noise_resolutions(self) -> list[int]:
+        """``extra["noise_res"]``: one resolution (the paper), or several (a list, or a comma-separated string such
+        as ``"8,16,32"`` from ``--set``), each training image then getting noise at one of them drawn at random --
+        lesions come in many sizes, one noise scale teaches the denoiser to remove blobs of one size."""
+        v = self.config.extra.get("noise_res", max(2, self.config.image_size // 8))
+        items = v.split(",") if isinstance(v, str) else (v if isinstance(v, list | tuple) else [v])
+        out = [int(r) for r in items]
+        if not out or min(out) < 1:
+            raise ValueError(f"noise_res {v!r}: give one or more positive resolutions")
+        return out
+
+    def training_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The coarse noise added to a training batch (one of :meth:`noise_resolutions` per image)."""
         std = float(self.config.extra.get("noise_std", 0.2))
-        res = int(self.config.extra.get("noise_res", max(2, self.config.image_size // 8)))
-        noisy = x + coarse_noise(x, std, res, generator)
-        return (self.decode(self.encode(noisy)) - x).pow(2).mean()
+        resolutions = self.noise_resolutions()
+        if len(resolutions) == 1:
+            return coarse_noise(x, std, resolutions[0], generator)
+        pick = torch.randint(len(resolutions), (x.shape[0],), generator=generator).to(x.device)
+        noise = torch.zeros_like(x)
+        for i, res in enumerate(resolutions):
+            noise = torch.where((pick == i).view(-1, 1, 1, 1), coarse_noise(x, std, res, generator), noise)
+        return noise
+
+    def training_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return (self.decode(self.encode(x + self.training_noise(x, generator))) - x).pow(2).mean()

@@ -93,6 +93,22 @@ def test_coarse_noise_is_low_resolution_and_only_on_the_foreground():
     assert (inner[:, 1:] - inner[:, :-1]).abs().mean() < 0.05
 
 
+def test_dae_noise_at_several_resolutions_one_per_image():
+    x = torch.full((48, 1, 32, 32), 0.5)
+    one = tiny("dae", noise_res=4)
+    assert one.noise_resolutions() == [4]
+    mixed = tiny("dae", noise_res="2,32")  # as --set noise_res=2,32 stores it
+    assert mixed.noise_resolutions() == [2, 32] and tiny("dae", noise_res=[8, 16]).noise_resolutions() == [8, 16]
+    n = mixed.training_noise(x, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(n, mixed.training_noise(x, torch.Generator().manual_seed(0)))  # seeded
+    # roughness per image: neighbouring pixels of 2x2-cell noise barely differ, of 32x32-cell noise a lot
+    rough = ((n[..., 1:] - n[..., :-1]).abs().mean(dim=(1, 2, 3)) / n.abs().mean(dim=(1, 2, 3))).tolist()
+    smooth, coarse = [r for r in rough if r < 0.2], [r for r in rough if r > 0.4]
+    assert len(smooth) + len(coarse) == len(rough) and len(smooth) >= 12 and len(coarse) >= 12
+    with pytest.raises(ValueError, match="noise_res"):
+        tiny("dae", noise_res="0").noise_resolutions()
+
+
 def test_ganomaly_has_three_generator_losses_and_z_is_the_first_encoder():
     m = tiny("ganomaly").freeze()
     x = torch.rand(2, 1, 32, 32)
