@@ -26,9 +26,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--extend", type=int, default=2,
         help="times the eps grid may grow while +MG's best eps is its top (default 2, 0 = never)",
     )  # fmt: skip
+    p.add_argument("--no-volumes", action="store_true", help="skip the whole-volume choice on the validation volumes")
     p.add_argument(
-        "--no-volumes", action="store_true", help="skip the whole-volume choice on the validation volumes"
-    )
+        "--layout", choices=("auto", "channels_last", "contiguous"), default="auto",
+        help="memory layout of the fast solver, recorded in the card for detect and the viewer: auto (default: "
+        "the faster of the two, timed on a validation batch), channels_last or contiguous",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         postprocess=not args.no_postprocess,
         extend=args.extend,
         volumes=not args.no_volumes,
+        layout=args.layout,
     )
     card = calibrate(resolve_model(args.model), args.data, st, resolve_device(args.device))
     print(f"chosen on validation: {card['chosen']}")

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from app.nets.checkpoint import load_checkpoint, read_card, stem_of, write_card
 
 
@@ -30,6 +32,43 @@ class CalibrationSettings:
     postprocess: bool = True  # choose median / erosion / minimum component on the base model's validation maps
     extend: int = 2  # times the eps grid may grow (1.5x, 2x, 3x its top) while +MG's best eps is its largest
     volumes: bool = True  # also choose (eps, tau) for whole volumes on the validation volumes, when present
+    layout: str = "auto"  # fast solver's memory layout: "auto" (the faster, measured), "channels_last", "contiguous"
+
+
+LAYOUTS = ("auto", "channels_last", "contiguous")
+#: solver steps timed per layout by :func:`choose_layout` (after one warm-up batch)
+LAYOUT_STEPS = 4
+
+
+def choose_layout(model, device, solver, images, batch_size: int, repeats: int = 2) -> tuple[bool, dict]:
+    """Time :data:`LAYOUT_STEPS` solver steps on one validation batch in the stock layout and in channels_last
+    (BatchNorm folded in both, as ``detect`` runs it), each after a warm-up; returns (channels_last is faster,
+    the seconds per batch of each). Which is faster depends on the model: channels_last gives oneDNN its fast
+    convolutions, but a U-Net's GroupNorm and skip concatenations can cost more in it (measured on the dae:
+    1.96 vs 1.34 s per slice over a volume, docs/benchmarks.md)."""
+    import statistics
+
+    import torch
+
+    from app.core.detector import Detector
+
+    x = torch.as_tensor(np.asarray(images[:batch_size], dtype=np.float32))
+    seconds = {}
+    for name, cl in (("contiguous", False), ("channels_last", True)):
+        det = Detector(model, device, solver=solver, batch_size=batch_size, channels_last=cl)
+        xb = det._to_tensor(x)
+        times = []
+        for i in range(repeats + 1):
+            t = time.perf_counter()
+            det.solve_batch(xb, 1.0, max_steps=LAYOUT_STEPS, patience=LAYOUT_STEPS + 1)
+            if i:
+                times.append(time.perf_counter() - t)
+        seconds[name] = round(statistics.median(times), 4)
+    return seconds["channels_last"] < seconds["contiguous"], {
+        "seconds_per_batch": seconds,
+        "steps": LAYOUT_STEPS,
+        "batch": int(x.shape[0]),
+    }
 
 
 def update_card(path, updates: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +97,20 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
     model, card = load_checkpoint(stem, device)
     val = load_split(data_dir, "val")
     solver = replace(FAST) if st.solver == "fast" else SolverOptions()
-    channels_last = st.solver == "fast"
+    layout_facts = None
+    if st.layout not in LAYOUTS:
+        raise ValueError(f"layout {st.layout!r}: one of {', '.join(LAYOUTS)}")
+    if st.solver != "fast" or st.layout == "contiguous":
+        channels_last = False  # the paper's solver is the reference: the stock layout
+    elif st.layout == "channels_last":
+        channels_last = True
+    else:
+        channels_last, layout_facts = choose_layout(model, device, solver, val.images, st.batch_size)
+        lf = layout_facts
+        log(
+            f"{stem.name}: layout {'channels_last' if channels_last else 'contiguous'} "
+            f"(s per batch of {lf['batch']}, {lf['steps']} steps: {lf['seconds_per_batch']})"
+        )
     det = Detector(model, device, solver=solver, batch_size=st.batch_size, channels_last=channels_last)
     t0 = time.perf_counter()
     rng = calibrate_eps_range(
@@ -138,7 +190,12 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
                 "data_dir": str(data_dir),
                 "split": "val",
                 "n_images": choice.n_images,
-                "settings": {**st.__dict__, "channels_last": channels_last, "solver_options": solver.__dict__},
+                "settings": {
+                    **st.__dict__,
+                    "channels_last": channels_last,
+                    "layout_timing": layout_facts,
+                    "solver_options": solver.__dict__,
+                },
                 "best_val_dice_per_eps": best_per_eps,
                 "mean_steps_per_eps": {str(k): round(v, 1) for k, v in choice.mean_steps.items()},
                 "binding_fraction_per_eps": {str(k): round(v, 4) for k, v in choice.binding_fraction.items()},

@@ -8,7 +8,7 @@ from app.cli import main
 from app.core.detector import Detector, PostProcessing
 from app.core.metrics import dice
 from app.data.splits import load_split
-from app.nets.card import card_postprocess
+from app.nets.card import card_channels_last, card_postprocess
 from app.nets.checkpoint import load_checkpoint, read_card
 
 
@@ -31,6 +31,12 @@ def test_calibrate_fills_card_with_reproducible_choice(dataset, tmp_path):
     }
     assert ch["eps"] in rng["grid"][1:] and 0 <= ch["tau"] <= 1 and 0 <= ch["tau_base"] <= 1
     assert card["calibration"]["n_images"] == 3 and card["calibration"]["split"] == "val"
+    # the layout: the faster of the two, timed on a validation batch, and what detect and the viewer apply
+    settings = card["calibration"]["settings"]
+    timing = settings["layout_timing"]["seconds_per_batch"]
+    assert set(timing) == {"contiguous", "channels_last"} and min(timing.values()) > 0
+    assert settings["channels_last"] == (timing["channels_last"] < timing["contiguous"])
+    assert card_channels_last(card) == settings["channels_last"]
     # the base model's validation Dice is what the shared pipeline gives at tau_base
     model, _ = load_checkpoint(out)
     val = load_split(dataset, "val")
@@ -40,3 +46,14 @@ def test_calibrate_fills_card_with_reproducible_choice(dataset, tmp_path):
     assert ch["val_dice_base"] == pytest.approx(expect, abs=1e-5)
     assert ch["val_dice"] == pytest.approx(max(card["calibration"]["best_val_dice_per_eps"][str(e)]
                                                    for e in rng["grid"][1:]), abs=1e-6)  # fmt: skip
+
+
+def test_calibrate_layout_can_be_fixed(dataset, tmp_path):
+    out = tmp_path / "m"
+    args = ["train", "ae-l1", "--data", str(dataset), "--out", str(out), "--epochs", "1", "--width", "4"]
+    assert main([*args, "--latent-dim", "8", "--batch-size", "8", "--quiet"]) == 0
+    for layout, expect in (("contiguous", False), ("channels_last", True)):
+        argv = ["calibrate", str(out), "--data", str(dataset), "--subset", "2", "--max-steps", "5", "--no-volumes"]
+        assert main([*argv, "--extend", "0", "--no-postprocess", "--layout", layout]) == 0
+        card = read_card(out)
+        assert card_channels_last(card) is expect and card["calibration"]["settings"]["layout_timing"] is None
