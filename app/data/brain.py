@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.core.maps import fill_holes
 from app.errors import StudyError
+from app.foreground import fill_holes
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
