@@ -83,16 +83,34 @@ class DenoisingAE(AnomalyModel):
             raise ValueError(f"noise_res {v!r}: give one or more positive resolutions")
         return out
 
+    def noise_std_range(self) -> tuple[float, float]:
+        """``extra["noise_std"]``: one std (the paper's 0.2), or a range ``"lo,hi"`` (a list or a comma-separated
+        string from ``--set``) from which each training image draws its own std uniformly. With lo = 0 the
+        denoiser also sees nearly clean inputs, which it must leave as they are -- a single std teaches it to
+        remove noise-sized blobs from every input, normal tissue included."""
+        v = self.config.extra.get("noise_std", 0.2)
+        items = v.split(",") if isinstance(v, str) else (v if isinstance(v, list | tuple) else [v])
+        vals = [float(s) for s in items]
+        if len(vals) not in (1, 2) or min(vals) < 0 or vals[0] > vals[-1]:
+            raise ValueError(f"noise_std {v!r}: give one std >= 0, or a range lo,hi with 0 <= lo <= hi")
+        return vals[0], vals[-1]
+
     def training_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The coarse noise added to a training batch (one of :meth:`noise_resolutions` per image)."""
-        std = float(self.config.extra.get("noise_std", 0.2))
+        """The coarse noise added to a training batch (one of :meth:`noise_resolutions` per image, the std fixed
+        or drawn per image from :meth:`noise_std_range`)."""
+        lo, hi = self.noise_std_range()
         resolutions = self.noise_resolutions()
         if len(resolutions) == 1:
-            return coarse_noise(x, std, resolutions[0], generator)
-        pick = torch.randint(len(resolutions), (x.shape[0],), generator=generator).to(x.device)
-        noise = torch.zeros_like(x)
-        for i, res in enumerate(resolutions):
-            noise = torch.where((pick == i).view(-1, 1, 1, 1), coarse_noise(x, std, res, generator), noise)
+            noise = coarse_noise(x, 1.0 if hi > lo else lo, resolutions[0], generator)
+        else:
+            pick = torch.randint(len(resolutions), (x.shape[0],), generator=generator).to(x.device)
+            noise = torch.zeros_like(x)
+            for i, res in enumerate(resolutions):
+                unit = coarse_noise(x, 1.0 if hi > lo else lo, res, generator)
+                noise = torch.where((pick == i).view(-1, 1, 1, 1), unit, noise)
+        if hi > lo:  # a std per image, drawn after the noise so that a fixed std keeps its random stream
+            std = lo + (hi - lo) * torch.rand((x.shape[0],), generator=generator).to(x)
+            noise = noise * std.view(-1, 1, 1, 1)
         return noise
 
     def training_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

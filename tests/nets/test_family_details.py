@@ -109,6 +109,27 @@ def test_dae_noise_at_several_resolutions_one_per_image():
         tiny("dae", noise_res="0").noise_resolutions()
 
 
+def test_dae_noise_std_drawn_per_image_from_a_range():
+    x = torch.full((64, 1, 32, 32), 0.5)
+    fixed = tiny("dae", noise_res=4, noise_std=0.2)
+    assert fixed.noise_std_range() == (0.2, 0.2)
+    # a fixed std keeps the paper's random stream: exactly coarse_noise with the same generator
+    torch.testing.assert_close(
+        fixed.training_noise(x, torch.Generator().manual_seed(3)),
+        coarse_noise(x, 0.2, 4, torch.Generator().manual_seed(3)),
+    )
+    ranged = tiny("dae", noise_res=4, noise_std="0,0.4")  # as --set noise_std=0,0.4 stores it
+    assert ranged.noise_std_range() == (0.0, 0.4)
+    n = ranged.training_noise(x, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(n, ranged.training_noise(x, torch.Generator().manual_seed(0)))  # seeded
+    per_image = n.flatten(1).std(dim=1)
+    # stds spread over the range: some images almost clean, some noisier than the fixed 0.2 ever is
+    assert float(per_image.min()) < 0.05 and float(per_image.max()) > 0.25
+    for bad in ("0.3,0.1", "-0.1", "0.1,0.2,0.3"):
+        with pytest.raises(ValueError, match="noise_std"):
+            tiny("dae", noise_std=bad).noise_std_range()
+
+
 def test_ganomaly_has_three_generator_losses_and_z_is_the_first_encoder():
     m = tiny("ganomaly").freeze()
     x = torch.rand(2, 1, 32, 32)
