@@ -113,7 +113,8 @@ def project_to_ball(z: torch.Tensor, z0: torch.Tensor, eps: torch.Tensor) -> tor
     dist = _flat_norm(d)
     scale = torch.where(dist > eps, eps / dist.clamp_min(torch.finfo(dist.dtype).tiny), torch.ones_like(dist))
     out = z0 + d * _bcast(scale, d)
-    return torch.where(_bcast(eps == 0, d), z0, out)
+    zero = eps == 0
+    return torch.where(_bcast(zero, d), z0, out) if bool(zero.any()) else out
 
 
 def _l1(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -157,7 +158,12 @@ def _spg_loop(
     ball). One decoder forward+backward per step; a rejected trial costs one step. Being scale-free (no
     learning rate), it needs no tuning per model and typically far fewer steps than Adam at lr 1e-3.
     Stops when the best loss has not improved by ``rtol`` for ``patience`` steps, when the projected gradient
-    vanishes, or at ``max_steps``. Mutates ``t``, ``done`` and the ``best_*`` buffers; returns the last point."""
+    vanishes, or at ``max_steps``. Mutates ``t``, ``done`` and the ``best_*`` buffers; returns the last point.
+
+    The bookkeeping works on z-sized vectors (half a million numbers per image for the dae), so each pass over
+    them costs about as much as a small convolution: while every image is still searching, the full buffers are
+    used as they are (no gather and scatter), and the selections that the usual case makes trivial (every trial
+    accepted, every image started) are skipped -- the same numbers, fewer passes."""
     B = x.shape[0]
     dev, dt = z.device, z.dtype
     zc = z.clone()
@@ -175,10 +181,16 @@ def _spg_loop(
         if should_stop is not None and should_stop():
             raise Cancelled("optimisation cancelled")
         idx = (~done).nonzero(as_tuple=True)[0]
-        zci, di, e = zc[idx], d[idx], eps_t[idx]
-        z0i = z0[idx]
-        st_i = started[idx]
-        zt = torch.where(_bcast(st_i, zci), zci + _bcast(ls[idx], di) * di, zci).detach().requires_grad_(True)
+        full = idx.numel() == B  # every image still searching: work on the buffers themselves
+
+        def take(v: torch.Tensor) -> torch.Tensor:
+            return v if full else v[idx]  # noqa: B023 (used within this step only)
+
+        zci, di, gci, z0i = take(zc), take(d), take(gc), take(z0)
+        e, st_i, lsi, fci = eps_t[idx], started[idx], ls[idx], fc[idx]
+        all_started = bool(st_i.all())
+        trial = zci + _bcast(lsi, di) * di
+        zt = (trial if all_started else torch.where(_bcast(st_i, zci), trial, zci)).detach().requires_grad_(True)
         with torch.enable_grad():
             sa = search(zt)
             f = _l1(sa, x[idx])
@@ -190,9 +202,14 @@ def _spg_loop(
         if s_buf is not None:
             s_buf[idx] = sa.to(s_buf.dtype)
 
-        inside = _flat_norm(zt - z0i) <= e * (1 + _FEAS_REL)
+        dist_t = _flat_norm(zt - z0i)
+        inside = dist_t <= e * (1 + _FEAS_REL)
         better = inside & (f < best_loss[idx])
-        if bool(better.any()):
+        if bool(better.all()) and full:
+            best_loss.copy_(f)
+            best_z.copy_(zt)
+            best_s.copy_(sa)
+        elif bool(better.any()):
             bi = idx[better]
             best_loss[bi] = f[better]
             best_z[bi] = zt[better]
@@ -202,35 +219,47 @@ def _spg_loop(
         st = torch.where(improved, torch.zeros_like(stall[idx]), stall[idx] + 1)
         stall[idx] = st
 
-        gci, fci = gc[idx], fc[idx]
         gd = _dot(gci, di)
-        accept = ~st_i | (f <= hist[idx].max(dim=1).values + opts.spg_armijo * ls[idx] * gd)
+        accept = ~st_i | (f <= hist[idx].max(dim=1).values + opts.spg_armijo * lsi * gd)
         # spectral step length from the accepted pair (first evaluation: 1 / ||P(z - g) - z||_inf)
         sv, yv = zt - zci, g - gci
         sy = _dot(sv, yv)
         a_bb = torch.where(sy > 0, _dot(sv, sv) / sy.clamp_min(1e-300), torch.full_like(sy, a_max))
-        pg = project_to_ball(zt - g, z0i, e) - zt
-        a_first = 1.0 / pg.flatten(1).abs().amax(dim=1).clamp_min(1e-30)
-        alpha = torch.where(st_i, a_bb, a_first).clamp(a_min, a_max)
+        if all_started:
+            alpha = a_bb.clamp(a_min, a_max)
+        else:
+            pg = project_to_ball(zt - g, z0i, e) - zt
+            a_first = 1.0 / pg.flatten(1).abs().amax(dim=1).clamp_min(1e-30)
+            alpha = torch.where(st_i, a_bb, a_first).clamp(a_min, a_max)
         d_new = project_to_ball(zt - _bcast(alpha, g) * g, z0i, e) - zt
         # rejected: safeguarded quadratic interpolation of the step along d
-        lsi = ls[idx]
         denom = f - fci - lsi * gd
         ls_q = -0.5 * lsi * lsi * gd / denom.clamp_min(1e-300)
         ls_r = torch.where((ls_q >= 0.1 * lsi) & (ls_q <= 0.9 * lsi), ls_q, 0.5 * lsi)
 
-        acc_b = _bcast(accept, zt)
-        zc[idx] = torch.where(acc_b, zt, zci)
-        gc[idx] = torch.where(acc_b, g, gci)
+        if bool(accept.all()):
+            zc_new, gc_new, d_next, dist_c = zt, g, d_new, dist_t
+        else:
+            acc_b = _bcast(accept, zt)
+            zc_new, gc_new, d_next = (
+                torch.where(acc_b, zt, zci),
+                torch.where(acc_b, g, gci),
+                torch.where(acc_b, d_new, di),
+            )
+            dist_c = _flat_norm(zc_new - z0i)
+        if full:
+            zc, gc, d = zc_new, gc_new, d_next
+        else:
+            zc[idx], gc[idx], d[idx] = zc_new, gc_new, d_next
         fc[idx] = torch.where(accept, f, fci)
         pushed = torch.cat([hist[idx][:, 1:], f[:, None]], dim=1)
         hist[idx] = torch.where(accept[:, None], pushed, hist[idx])
-        d[idx] = torch.where(acc_b, d_new, di)
-        ls[idx] = torch.where(accept, torch.ones_like(lsi), ls_r)
+        ls_new = torch.where(accept, torch.ones_like(lsi), ls_r)
+        ls[idx] = ls_new
         started[idx] = True
 
-        step_len = ls[idx] * _flat_norm(d[idx])
-        vanished = step_len <= 1e-9 * (1 + _flat_norm(zc[idx] - z0i))
+        step_len = ls_new * _flat_norm(d_next)
+        vanished = step_len <= 1e-9 * (1 + dist_c)
         done[idx] = (st >= opts.patience) | vanished | (t[idx] >= opts.max_steps) | bad
         step += 1
         if callback is not None and (step % opts.callback_every == 0 or bool(done.all())):

@@ -97,9 +97,12 @@ def test_penalty_and_projected_agree_on_the_convex_case():
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_batched_equals_single(method):
+# with an eps of 0 one image is done from the start (the solver works on the searching images only); without,
+# every image searches at first and they stop one by one (spg: the full buffers, then a selection)
+@pytest.mark.parametrize("eps_values", [[0.3, 0.1, 0.0, 0.5], [0.3, 0.1, 0.02, 0.5]])
+def test_batched_equals_single(method, eps_values):
     dec, x, z0, _ = problem(batch=4, dist_factor=2.0, eps=0.3)
-    eps = torch.tensor([0.3, 0.1, 0.0, 0.5])
+    eps = torch.tensor(eps_values)
     batch = optimize(dec, x, z0, eps, method=method)
     for i in range(4):
         one = optimize(dec, x[i : i + 1], z0[i : i + 1], float(eps[i]), method=method)
