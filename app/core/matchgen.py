@@ -182,11 +182,8 @@ def _spg_loop(
             raise Cancelled("optimisation cancelled")
         idx = (~done).nonzero(as_tuple=True)[0]
         full = idx.numel() == B  # every image still searching: work on the buffers themselves
-
-        def take(v: torch.Tensor) -> torch.Tensor:
-            return v if full else v[idx]  # noqa: B023 (used within this step only)
-
-        zci, di, gci, z0i = take(zc), take(d), take(gc), take(z0)
+        sel = slice(None) if full else idx  # a slice gives views, an index gives copies
+        zci, di, gci, z0i = zc[sel], d[sel], gc[sel], z0[sel]
         e, st_i, lsi, fci = eps_t[idx], started[idx], ls[idx], fc[idx]
         all_started = bool(st_i.all())
         trial = zci + _bcast(lsi, di) * di

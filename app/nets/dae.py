@@ -99,18 +99,18 @@ class DenoisingAE(AnomalyModel):
         """The coarse noise added to a training batch (one of :meth:`noise_resolutions` per image, the std fixed
         or drawn per image from :meth:`noise_std_range`)."""
         lo, hi = self.noise_std_range()
+        std = 1.0 if hi > lo else lo  # a range: unit noise here, scaled per image below
         resolutions = self.noise_resolutions()
         if len(resolutions) == 1:
-            noise = coarse_noise(x, 1.0 if hi > lo else lo, resolutions[0], generator)
+            noise = coarse_noise(x, std, resolutions[0], generator)
         else:
             pick = torch.randint(len(resolutions), (x.shape[0],), generator=generator).to(x.device)
             noise = torch.zeros_like(x)
             for i, res in enumerate(resolutions):
-                unit = coarse_noise(x, 1.0 if hi > lo else lo, res, generator)
-                noise = torch.where((pick == i).view(-1, 1, 1, 1), unit, noise)
+                noise = torch.where((pick == i).view(-1, 1, 1, 1), coarse_noise(x, std, res, generator), noise)
         if hi > lo:  # a std per image, drawn after the noise so that a fixed std keeps its random stream
-            std = lo + (hi - lo) * torch.rand((x.shape[0],), generator=generator).to(x)
-            noise = noise * std.view(-1, 1, 1, 1)
+            per_image = lo + (hi - lo) * torch.rand((x.shape[0],), generator=generator).to(x)
+            noise = noise * per_image.view(-1, 1, 1, 1)
         return noise
 
     def training_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
