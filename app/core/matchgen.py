@@ -21,7 +21,9 @@ Decisions the paper leaves open, and the defaults chosen here (see :class:`Solve
   a relative ``rtol`` for ``patience`` steps, or at ``max_steps``.
 * Feasibility is guaranteed, not hoped for: the solver remembers the best iterate that lies inside the ball and,
   at the end, also evaluates the last iterate projected radially onto the ball; it returns whichever has the
-  lower loss. The returned ``z`` satisfies ``||z - z0|| <= eps`` up to float rounding (relative 1e-6). Because
+  lower loss. The returned ``z`` satisfies ``||z - z0|| <= eps`` up to float rounding: relative 1e-6, plus the
+  rounding of storing z itself (machine epsilon times ||z0||, which matters when eps is tiny next to ||z0||:
+  a code of norm 400 is stored to about 5e-5, so a ball of radius 0.3 cannot be checked to 1e-6 of it). Because
   ``z0`` itself is feasible, the result is never worse than the base model on the objective.
 * ``eps == 0`` returns ``z0`` itself, so ``s`` is exactly the base model's pseudo-normal image.
 * A decoder that returns NaN or inf: if it does so at ``z0`` itself (the base model's own output), there is no
@@ -71,7 +73,7 @@ __all__ = [
 Decode = Callable[[torch.Tensor], torch.Tensor]
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
-_FEAS_REL = 1e-6  # the tolerance the *returned* z satisfies: ||z - z0|| <= eps * (1 + 1e-6)
+_FEAS_REL = 1e-6  # the tolerance the *returned* z satisfies: ||z - z0|| <= eps * (1 + 1e-6) + rounding (_radius)
 
 
 @dataclass
@@ -117,6 +119,12 @@ def project_to_ball(z: torch.Tensor, z0: torch.Tensor, eps: torch.Tensor) -> tor
     return torch.where(_bcast(zero, d), z0, out) if bool(zero.any()) else out
 
 
+def _radius(eps: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
+    """The distance up to which a point counts as inside the ball: eps (1 + 1e-6) plus what storing z in its
+    dtype can change ||z - z0|| by (machine epsilon times ||z0||)."""
+    return eps * (1 + _FEAS_REL) + torch.finfo(z0.dtype).eps * _flat_norm(z0)
+
+
 def _l1(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (s - x).abs().flatten(1).mean(dim=1)
 
@@ -144,12 +152,24 @@ def _search_decode(decode: Decode, precision: str, device: torch.device) -> Deco
     return bf16_decode
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(dim=1)
+def _vdot(a: torch.Tensor, b: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """Per-image inner product <a, b>, the products written into ``scratch`` (a fresh product tensor, as
+    ``vecdot`` allocates, costs twice the time in page faults; ``bmm`` is 15x slower on CPU)."""
+    return torch.mul(a, b, out=scratch).flatten(1).sum(dim=1)
+
+
+def _spare(pool: list[torch.Tensor], n: int, *busy: torch.Tensor) -> torch.Tensor:
+    """The first ``n`` rows of a scratch buffer that shares no memory with ``busy`` (allocating a fresh
+    half-million-value tensor costs about as much again as the pass that fills it: page faults)."""
+    used = {b.untyped_storage().data_ptr() for b in busy}
+    for buf in pool:
+        if buf.untyped_storage().data_ptr() not in used:
+            return buf[:n]
+    raise AssertionError("no free scratch buffer")  # the pool holds one more buffer than can be busy
 
 
 def _spg_loop(
-    search, x, z0, eps_t, z, t, done, best_loss, best_z, best_s, opts, callback, should_stop, s_buf, nonfinite
+    search, x, z0, eps_t, radius, z, t, done, best_loss, best_z, best_s, opts, callback, should_stop, s_buf, nonfinite
 ):
     """Spectral projected gradient (Birgin, Martinez & Raydan 2000) per image, on the ball: the step length is
     the Barzilai-Borwein ratio <s,s>/<s,y> of the last two accepted points, the direction P(z - alpha g) - z,
@@ -161,81 +181,116 @@ def _spg_loop(
     vanishes, or at ``max_steps``. Mutates ``t``, ``done`` and the ``best_*`` buffers; returns the last point.
 
     The bookkeeping works on z-sized vectors (half a million numbers per image for the dae), so each pass over
-    them costs about as much as a small convolution: while every image is still searching, the full buffers are
-    used as they are (no gather and scatter), and the selections that the usual case makes trivial (every trial
-    accepted, every image started) are skipped -- the same numbers, fewer passes."""
+    them costs about as much as a small convolution, and the loop is written to make few of them:
+
+    * while every image is still searching, the full buffers are used as they are (no gather and scatter), and
+      the selections that the usual case makes trivial (every trial accepted, every image started) are skipped;
+    * the trial step s = z_t - z_c is ls * d, so <s,s> = ls^2 ||d||^2 and <s,y> = ls (<d,g> - <d,g_c>) come from
+      scalars kept per image and one fused inner product (``vecdot``), not from difference vectors;
+    * the projected direction is formed from u = z_t - z0 (needed for the distance anyway) in place;
+    * ``best_z`` is written lazily: while an image's best point is its current accepted point (the usual case,
+      every accepted step improving), nothing is copied; the point is saved only when it is about to be left
+      behind, and at the end.
+    """
     B = x.shape[0]
     dev, dt = z.device, z.dtype
-    zc = z.clone()
+    zc = z  # a copy of z0 that is ours: every image starts there (a cold start)
     gc = torch.zeros_like(z)
     fc = torch.full((B,), math.inf, dtype=dt, device=dev)
     hist = torch.full((B, opts.spg_memory), -math.inf, dtype=dt, device=dev)
-    d = torch.zeros_like(z)
+    d = torch.zeros_like(z)  # zero until an image has started, so its first trial point is zc itself
     ls = torch.ones(B, dtype=dt, device=dev)  # line-search fraction of d
+    gd_c = torch.zeros(B, dtype=dt, device=dev)  # <g_c, d>
+    dd_c = torch.zeros(B, dtype=dt, device=dev)  # ||d||^2
+    dist_c = torch.zeros(B, dtype=dt, device=dev)  # ||z_c - z0||
+    best_at_c = torch.zeros(B, dtype=torch.bool, device=dev)  # best_z of this image is (lazily) its z_c
     started = torch.zeros(B, dtype=torch.bool, device=dev)
     ref = torch.full((B,), math.inf, dtype=dt, device=dev)
     stall = torch.zeros(B, dtype=torch.long, device=dev)
     a_min, a_max = 1e-10, 1e10
+    pool = [torch.empty_like(z) for _ in range(5)]  # for the trial point, u and w; zc and d may hold two
+    prod = torch.empty_like(z)  # the products of the inner products
     step = 0
     while not bool(done.all()):
         if should_stop is not None and should_stop():
             raise Cancelled("optimisation cancelled")
         idx = (~done).nonzero(as_tuple=True)[0]
-        full = idx.numel() == B  # every image still searching: work on the buffers themselves
+        n = idx.numel()
+        full = n == B  # every image still searching: work on the buffers themselves
         sel = slice(None) if full else idx  # a slice gives views, an index gives copies
         zci, di, gci, z0i = zc[sel], d[sel], gc[sel], z0[sel]
         e, st_i, lsi, fci = eps_t[idx], started[idx], ls[idx], fc[idx]
+        gd, dd, bac = gd_c[idx], dd_c[idx], best_at_c[idx]
         all_started = bool(st_i.all())
-        trial = zci + _bcast(lsi, di) * di
-        zt = (trial if all_started else torch.where(_bcast(st_i, zci), trial, zci)).detach().requires_grad_(True)
+        zt = torch.addcmul(zci, _bcast(lsi, di), di, out=_spare(pool, n, zc, d)).requires_grad_(True)
         with torch.enable_grad():
             sa = search(zt)
             f = _l1(sa, x[idx])
             (g,) = torch.autograd.grad(f.sum(), zt)
         zt, f, g, sa = zt.detach(), f.detach().to(dt), g.to(dt), sa.detach()
         t[idx] += 1
-        bad = ~torch.isfinite(f) | ~torch.isfinite(g).flatten(1).all(dim=1)
+        # <d, g> is NaN or inf whenever g holds a NaN or inf (also where d is 0: 0 * inf is NaN), so it doubles
+        # as the finiteness check of g at no extra pass (an elementwise isfinite costs ~6 passes here)
+        dg = _vdot(di, g, prod[:n])
+        bad = ~torch.isfinite(f) | ~torch.isfinite(dg)
         nonfinite[idx] |= bad
         if s_buf is not None:
             s_buf[idx] = sa.to(s_buf.dtype)
 
-        dist_t = _flat_norm(zt - z0i)
-        inside = dist_t <= e * (1 + _FEAS_REL)
+        u = torch.sub(zt, z0i, out=_spare(pool, n, zc, d, zt))
+        dist_t = _flat_norm(u)
+        inside = dist_t <= radius[idx]
         better = inside & (f < best_loss[idx])
-        if bool(better.all()) and full:
-            best_loss.copy_(f)
-            best_z.copy_(zt)
-            best_s.copy_(sa)
-        elif bool(better.any()):
-            bi = idx[better]
-            best_loss[bi] = f[better]
-            best_z[bi] = zt[better]
-            best_s[bi] = sa[better].to(best_s.dtype)
-        improved = best_loss[idx] < ref[idx] * (1 - opts.rtol)
-        ref[idx] = torch.where(improved, best_loss[idx], ref[idx])
-        st = torch.where(improved, torch.zeros_like(stall[idx]), stall[idx] + 1)
-        stall[idx] = st
+        improved = torch.where(better, f, best_loss[idx]) < ref[idx] * (1 - opts.rtol)
 
-        gd = _dot(gci, di)
         accept = ~st_i | (f <= hist[idx].max(dim=1).values + opts.spg_armijo * lsi * gd)
         # spectral step length from the accepted pair (first evaluation: 1 / ||P(z - g) - z||_inf)
-        sv, yv = zt - zci, g - gci
-        sy = _dot(sv, yv)
-        a_bb = torch.where(sy > 0, _dot(sv, sv) / sy.clamp_min(1e-300), torch.full_like(sy, a_max))
+        sy = lsi * (dg - gd)
+        a_bb = torch.where(sy > 0, lsi * lsi * dd / sy.clamp_min(1e-300), torch.full_like(sy, a_max))
         if all_started:
             alpha = a_bb.clamp(a_min, a_max)
         else:
-            pg = project_to_ball(zt - g, z0i, e) - zt
-            a_first = 1.0 / pg.flatten(1).abs().amax(dim=1).clamp_min(1e-30)
+            # an image's first evaluation is at z0 itself, where P(z0 - g) - z0 = -g min(1, e / ||g||)
+            gf = g.flatten(1)
+            g_inf, g_2 = torch.linalg.vector_norm(gf, math.inf, dim=1), torch.linalg.vector_norm(gf, dim=1)
+            pg_inf = g_inf * torch.clamp(e / g_2.clamp_min(1e-30), max=1.0)
+            a_first = 1.0 / pg_inf.clamp_min(1e-30)
             alpha = torch.where(st_i, a_bb, a_first).clamp(a_min, a_max)
-        d_new = project_to_ball(zt - _bcast(alpha, g) * g, z0i, e) - zt
+        # d_new = P(z_t - alpha g) - z_t with w = z_t - alpha g - z0, radially scaled onto the ball (e > 0 here:
+        # images with eps 0 never search), built in the buffer of w
+        w = torch.addcmul(u, _bcast(-alpha, g), g, out=_spare(pool, n, zc, d, zt, u))
+        nw = _flat_norm(w)
+        scale = torch.where(nw > e, e / nw.clamp_min(torch.finfo(nw.dtype).tiny), torch.ones_like(nw))
+        d_new = w.mul_(_bcast(scale, w)).sub_(u)
+        gd_new, dd_new = _vdot(g, d_new, prod[:n]), _flat_norm(d_new).square()  # a norm reads once, writes nothing
         # rejected: safeguarded quadratic interpolation of the step along d
         denom = f - fci - lsi * gd
         ls_q = -0.5 * lsi * lsi * gd / denom.clamp_min(1e-300)
         ls_r = torch.where((ls_q >= 0.1 * lsi) & (ls_q <= 0.9 * lsi), ls_q, 0.5 * lsi)
 
+        # the best point: a kept old z_c that is being left is saved now; a better trial point that is not
+        # accepted is saved now; a better accepted one is z_c itself from now on (saved when left, or at the end)
+        leave = bac & accept & ~better
+        if bool(leave.any()):
+            best_z[idx[leave]] = zci[leave]
+        keep_trial = better & ~accept
+        if bool(keep_trial.any()):
+            best_z[idx[keep_trial]] = zt[keep_trial]
+        best_at_c[idx] = torch.where(better, accept, bac & ~accept)
+        if bool(better.all()) and full:
+            best_loss.copy_(f)
+            best_s.copy_(sa)
+        elif bool(better.any()):
+            bi = idx[better]
+            best_loss[bi] = f[better]
+            best_s[bi] = sa[better].to(best_s.dtype)
+        ref[idx] = torch.where(improved, best_loss[idx], ref[idx])
+        st = torch.where(improved, torch.zeros_like(stall[idx]), stall[idx] + 1)
+        stall[idx] = st
+
         if bool(accept.all()):
-            zc_new, gc_new, d_next, dist_c = zt, g, d_new, dist_t
+            zc_new, gc_new, d_next = zt, g, d_new
+            gd_next, dd_next, distc_next = gd_new, dd_new, dist_t
         else:
             acc_b = _bcast(accept, zt)
             zc_new, gc_new, d_next = (
@@ -243,11 +298,14 @@ def _spg_loop(
                 torch.where(acc_b, g, gci),
                 torch.where(acc_b, d_new, di),
             )
-            dist_c = _flat_norm(zc_new - z0i)
+            gd_next = torch.where(accept, gd_new, gd)
+            dd_next = torch.where(accept, dd_new, dd)
+            distc_next = torch.where(accept, dist_t, dist_c[idx])
         if full:
             zc, gc, d = zc_new, gc_new, d_next
         else:
             zc[idx], gc[idx], d[idx] = zc_new, gc_new, d_next
+        gd_c[idx], dd_c[idx], dist_c[idx] = gd_next, dd_next, distc_next
         fc[idx] = torch.where(accept, f, fci)
         pushed = torch.cat([hist[idx][:, 1:], f[:, None]], dim=1)
         hist[idx] = torch.where(accept[:, None], pushed, hist[idx])
@@ -255,12 +313,15 @@ def _spg_loop(
         ls[idx] = ls_new
         started[idx] = True
 
-        step_len = ls_new * _flat_norm(d_next)
-        vanished = step_len <= 1e-9 * (1 + dist_c)
+        step_len = ls_new * dd_next.clamp_min(0).sqrt()
+        vanished = step_len <= 1e-9 * (1 + distc_next)
         done[idx] = (st >= opts.patience) | vanished | (t[idx] >= opts.max_steps) | bad
         step += 1
         if callback is not None and (step % opts.callback_every == 0 or bool(done.all())):
             callback(Progress(step=step, s=s_buf, loss=best_loss.clone(), done=done.clone()))
+    if bool(best_at_c.any()):
+        bi = best_at_c.nonzero(as_tuple=True)[0]
+        best_z[bi] = zc[bi]
     return zc
 
 
@@ -297,10 +358,12 @@ def optimize(
     x = x.detach()
     z0 = z0.detach()
     eps_t = _as_eps(eps, B, z0)
+    radius = _radius(eps_t, z0)
 
     z = z0.clone()
-    m = torch.zeros_like(z)
-    v = torch.zeros_like(z)
+    # Adam's moments (the spg method needs none: half a million values each for the dae, two passes saved)
+    m = torch.zeros_like(z) if opts.method != "spg" else None
+    v = torch.zeros_like(z) if opts.method != "spg" else None
     t = torch.zeros(B, dtype=torch.long, device=z.device)  # per-image Adam step count
     lr = torch.full((B,), opts.lr, dtype=z.dtype, device=z.device)
     lam = torch.full((B,), opts.lambda0, dtype=z.dtype, device=z.device)
@@ -320,7 +383,7 @@ def optimize(
     if opts.method == "spg":
         best_s = torch.full_like(x, math.nan)  # never returned unfilled: checked at the end
         z = _spg_loop(
-            search, x, z0, eps_t, z, t, done, best_loss, best_z, best_s, opts, callback, should_stop, s_buf, nonfinite
+            search, x, z0, eps_t, radius, z, t, done, best_loss, best_z, best_s, opts, callback, should_stop, s_buf, nonfinite
         )
 
     step = 0
@@ -345,7 +408,7 @@ def optimize(
         d = za.detach() - z0[idx]
         dist = _flat_norm(d)
         e = eps_t[idx]
-        inside = dist <= e * (1 + _FEAS_REL)
+        inside = dist <= radius[idx]
         holds = dist <= e + opts.feas_tol
 
         # remember the best iterate that lies inside the ball
@@ -411,20 +474,20 @@ def optimize(
             best_s[ev] = sb.to(best_s.dtype)
             best_loss[ev] = _l1(sb, x[ev]).to(best_loss.dtype)
     # Final candidates: the last iterate projected onto the ball, for images whose best is not known to be it.
-    z_last = project_to_ball(z, z0, eps_t)
-    need = (eps_t == 0) | ~torch.isfinite(best_loss) | (_flat_norm(z - z0) > eps_t * (1 + _FEAS_REL))
+    need = (eps_t == 0) | ~torch.isfinite(best_loss) | (_flat_norm(z - z0) > radius)
     if best_s is None:
         best_s = torch.full_like(x, math.nan)
     z_out, s_out, loss_out = best_z.clone(), best_s, best_loss.clone()
     if bool(need.any()):
         ni = need.nonzero(as_tuple=True)[0]
+        z_last = project_to_ball(z[ni], z0[ni], eps_t[ni])
         with torch.no_grad():
-            sl = decode(z_last[ni]).detach()
+            sl = decode(z_last).detach()
         ll = _l1(sl, x[ni])
         take = ll < loss_out[ni]
         if bool(take.any()):
             ti = ni[take]
-            z_out[ti] = z_last[ni][take]
+            z_out[ti] = z_last[take]
             s_out[ti] = sl[take].to(s_out.dtype)
             loss_out[ti] = ll[take]
     zero = eps_t == 0
@@ -459,7 +522,7 @@ def optimize(
         z=z_out.detach(),
         s=s_out.detach(),
         loss=loss_out.detach(),
-        feasible=dist_out <= eps_t * (1 + _FEAS_REL),
+        feasible=dist_out <= radius,
         steps=t.clone(),
         distance=dist_out,
         lam=lam,

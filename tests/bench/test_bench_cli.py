@@ -101,6 +101,10 @@ def test_speed_figures_and_summary(tmp_path, tiny_model):
     # the solver step and the decoder step were timed on the same batch; their ratio is what is reported
     assert res["solver_step_seconds"] > 0 and res["decoder_step_seconds"] > 0
     assert res["solver_step_over_decoder"] == pytest.approx(res["solver_step_seconds"] / res["decoder_step_seconds"])
+    # 20 steps = 20 marginal steps + the per-solve cost, by construction of the split
+    assert 20 * res["solver_marginal_step_seconds"] + res["solver_fixed_seconds_per_solve"] == pytest.approx(
+        20 * res["solver_step_seconds"]
+    )
     abl = res["volume_ablation"]
     assert set(abl) == {"no BatchNorm folding", "stock layout"}
     for v in abl.values():  # the inference choices change rounding only: same detections on these slices

@@ -312,3 +312,45 @@ def test_decoder_nonfinite_away_from_z0_falls_back_to_the_best_finite_iterate(me
     assert torch.isfinite(r.s).all() and torch.isfinite(r.loss).all()
     assert torch.equal(r.z, z0) and torch.equal(r.s, dec_ok(z0).detach())  # the base model's answer
     assert torch.allclose(r.loss, l1(dec_ok, z0, x))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_tiny_ball_around_a_large_code_still_moves_and_counts_as_feasible(method):
+    """||z0|| ~ 200 is stored to ~2e-5 in float32, so a ball of radius 2e-3 cannot be checked to 1e-6 of eps:
+    the rounding of z itself belongs to the tolerance, or every iterate looks outside and the base is returned."""
+    dec, x, z0, _ = problem(dist_factor=3.0, eps=0.002)
+    shift = 100.0
+    decode = lambda z: dec(z - shift)  # the same problem, its codes 100 away from the origin
+    eps = 0.002
+    r = optimize(decode, x, z0 + shift, eps, method=method, max_steps=200)
+    base = l1(decode, z0 + shift, x)
+    assert r.feasible.all()
+    assert (r.distance <= eps * (1 + 1e-6) + torch.finfo(torch.float32).eps * (z0 + shift).norm(dim=1)).all()
+    assert (r.distance > 0.5 * eps).all()  # it moved: the target is outside the ball, so the optimum is on it
+    assert (r.loss < base).all()
+
+
+class _NaNGradient(torch.autograd.Function):
+    """Identity forward; the backward puts NaN into one coordinate of the gradient."""
+
+    @staticmethod
+    def forward(ctx, z):
+        return z.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g.clone()
+        g[:, 1] = math.nan
+        return g
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_nonfinite_gradient_with_a_finite_output_stops_the_search_and_warns(method):
+    """The decoder's output is finite but its gradient is not (one coordinate): nothing NaN may leak into z."""
+    dec_ok, x, z0, _ = problem(dist_factor=3.0, eps=0.3)
+    decode = lambda z: dec_ok(_NaNGradient.apply(z))
+    with pytest.warns(RuntimeWarning, match="NaN or infinite"):
+        r = optimize(decode, x, z0, 0.3, method=method, max_steps=20)
+    assert torch.isfinite(r.z).all() and torch.isfinite(r.s).all()
+    assert (r.steps == 1).all()  # stopped at its first evaluation, not one NaN step later
+    assert torch.equal(r.z, z0)  # the base model's answer
