@@ -799,7 +799,8 @@ def summary_markdown(res: dict[str, Any]) -> str:
         f"One solver step on the same batch: {fmt(res.get('solver_step_seconds'))} s against the decoder's own "
         f"forward + backward {fmt(res.get('decoder_step_seconds'))} s, ratio "
         f"{fmt(res.get('solver_step_over_decoder'))} (goal <= 1.2); each step beyond the fifth "
-        f"{fmt(res.get('solver_marginal_step_seconds'))} s (ratio {fmt(res.get('solver_marginal_step_over_decoder'))}), "
+        f"{fmt(res.get('solver_marginal_step_seconds'))} s "
+        f"(ratio {fmt(res.get('solver_marginal_step_over_decoder'))}), "
         f"plus {fmt(res.get('solver_fixed_seconds_per_solve'))} s once per solve (the first step and the float32 "
         "re-evaluation of the kept point).",
     ]

@@ -383,7 +383,8 @@ def optimize(
     if opts.method == "spg":
         best_s = torch.full_like(x, math.nan)  # never returned unfilled: checked at the end
         z = _spg_loop(
-            search, x, z0, eps_t, radius, z, t, done, best_loss, best_z, best_s, opts, callback, should_stop, s_buf, nonfinite
+            search, x, z0, eps_t, radius, z, t, done, best_loss, best_z, best_s,
+            opts, callback, should_stop, s_buf, nonfinite,
         )
 
     step = 0
