@@ -75,6 +75,11 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="strength of on-the-fly scanner variation (blur, gamma, gain, bias field, noise; default 1, 0 = off)",
     )  # fmt: skip
     p.add_argument(
+        "--shape-augment", type=float, default=0.0, metavar="S",
+        help="strength of on-the-fly anatomy changes (rotation, scaling, stretch, shear, shift, elastic warp; "
+        "default 0 = off, 1 = up to 10 degrees, 12 %%, 4 px)",
+    )  # fmt: skip
+    p.add_argument(
         "--patience", type=int, default=None,
         help="stop after this many epochs without a better --select metric on validation (keeps the best epoch)",
     )  # fmt: skip
@@ -124,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         time_limit=args.time_limit,
         augment=not args.no_augment,
         domain_augment=args.domain_augment,
+        shape_augment=args.shape_augment,
         patience=args.patience,
         select=args.select,
         command=cmd,

@@ -132,3 +132,48 @@ def augment_slices(x, generator, strength: float = 1.0):
     out = out * torch.exp(u(-0.3 * strength, 0.3 * strength, 1, 1, 1) * field)
     out = out + u(0.0, 0.06 * strength, 1, 1, 1) * torch.randn((n, c, h, w), generator=generator).to(dev, dt)
     return (out * fg).clamp(0, 1)
+
+
+def deform_slices(x, generator, strength: float = 1.0):
+    """Random anatomy of a batch of normalised slices (torch, (N, C, S, S)), drawn per image from ``generator``,
+    applied on the fly in training before :func:`augment_slices`: new brains from few, so that a decoder learns
+    what normal anatomy looks like rather than the training brains' own. Per image, at ``strength`` 1:
+
+    * an affine map: rotation up to 10 degrees, scale 0.88-1.12, a further anisotropic stretch of up to 8 %
+      (head shapes), shear up to 0.05, a shift of up to 4 px;
+    * a smooth elastic displacement drawn on a 5 x 5 grid, upsampled bicubically, up to 4 px per axis (local
+      size changes: ventricles, sulci, gyri).
+
+    Bilinear resampling with zero padding, so the background stays 0; values stay in [0, 1]. ``strength``
+    scales every range (0 returns x unchanged)."""
+    import torch
+    import torch.nn.functional as F
+
+    if strength <= 0:
+        return x
+    n, c, h, w = x.shape
+    dev, dt = x.device, x.dtype
+
+    def u(lo, hi, *shape):
+        return lo + (hi - lo) * torch.rand((n, *shape), generator=generator).to(dev, dt)
+
+    rot = u(-1, 1) * np.deg2rad(10.0) * strength
+    scale = torch.exp(u(-1, 1) * np.log(1.12) * strength)
+    stretch = torch.exp(u(-1, 1) * np.log(1.08) * strength)
+    shear = u(-1, 1) * 0.05 * strength
+    sx, sy = scale * stretch, scale / stretch
+    cos, sin = torch.cos(rot), torch.sin(rot)
+    theta = torch.zeros(n, 2, 3, device=dev, dtype=dt)
+    # output -> input coordinates (grid_sample): rotation . shear . scale, in normalised [-1, 1] units
+    theta[:, 0, 0] = cos / sx
+    theta[:, 0, 1] = (-sin + shear * cos) / sx
+    theta[:, 1, 0] = sin / sy
+    theta[:, 1, 1] = (cos + shear * sin) / sy
+    theta[:, 0, 2] = u(-1, 1) * (8.0 / w) * strength
+    theta[:, 1, 2] = u(-1, 1) * (8.0 / h) * strength
+    grid = F.affine_grid(theta, (n, c, h, w), align_corners=False)
+    disp = F.interpolate(u(-1, 1, 2, 5, 5), size=(h, w), mode="bicubic", align_corners=False)
+    amp = torch.tensor([8.0 / w, 8.0 / h], device=dev, dtype=dt) * strength  # 4 px in normalised units
+    grid = grid + disp.permute(0, 2, 3, 1) * amp
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.clamp(0, 1)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from app.core.device import resolve_device
-from app.data.augment import augment_slices
+from app.data.augment import augment_slices, deform_slices
 from app.errors import CheckpointError, OptionError
 from app.foreground import FOREGROUND_THRESHOLD
 from app.nets.base import AnomalyModel, ModelConfig
@@ -61,6 +61,7 @@ class TrainOptions:
     val_subset: int = 256
     augment: bool = True  # random left-right flips
     domain_augment: float = 1.0  # strength of app.data.augment.augment_slices on the fly (0 = off)
+    shape_augment: float = 0.0  # strength of app.data.augment.deform_slices on the fly (0 = off)
     patience: int | None = None  # stop after this many epochs without a better selection metric
     select: str = "val_ap"  # "val_ap" (pooled pixel AP of the base map on validation lesions) or "val_loss"
     command: str = ""
@@ -284,6 +285,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             if opts.augment:
                 flip = torch.rand(x.shape[0], generator=gen) < 0.5
                 x = torch.where(flip.to(device)[:, None, None, None], x.flip(-1), x)
+            if opts.shape_augment > 0:
+                x = deform_slices(x, gen, opts.shape_augment)
             if opts.domain_augment > 0:
                 x = augment_slices(x, gen, opts.domain_augment)
             losses = step(x, gen)
@@ -425,6 +428,10 @@ def _card(opts, model, data, history, elapsed, commands, finished, by_time, epoc
 
 def _augmentation_text(opts: TrainOptions) -> str:
     parts = ["random left-right flip (p=0.5)"] if opts.augment else []
+    if opts.shape_augment > 0:
+        parts.append(
+            f"app.data.augment.deform_slices strength {opts.shape_augment:g} (affine and elastic anatomy changes)"
+        )
     if opts.domain_augment > 0:
         parts.append(
             f"app.data.augment.augment_slices strength {opts.domain_augment:g} (blur, gamma, gain, bias field, noise)"

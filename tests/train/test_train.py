@@ -165,3 +165,51 @@ def test_augment_slices_varies_the_foreground_only_and_is_seeded():
     assert torch.all(a[bg] == 0) and a.min() >= 0 and a.max() <= 1
     assert (a - x).abs()[~bg].mean() > 0.01  # the brain really changes
     assert torch.equal(augment_slices(x, torch.Generator().manual_seed(3), 0.0), x)
+
+
+def _discs(n=6, size=48, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
+    disc = (xx**2 + (yy / 0.8) ** 2 < 0.4).astype(np.float32)
+    return torch.from_numpy((disc * (0.3 + 0.5 * rng.random((n, 1, size, size)))).astype(np.float32))
+
+
+def test_deform_slices_changes_anatomy_within_its_stated_ranges_and_is_seeded():
+    from app.data.augment import deform_slices
+
+    x = _discs()
+    a = deform_slices(x, torch.Generator().manual_seed(3))
+    assert torch.equal(a, deform_slices(x, torch.Generator().manual_seed(3)))
+    assert not torch.equal(a, deform_slices(x, torch.Generator().manual_seed(4)))
+    assert torch.equal(deform_slices(x, torch.Generator().manual_seed(3), 0.0), x)
+    # a vanishing strength is the identity (grid_sample at the pixel centres), so the maps are not shifted by a pixel
+    assert (deform_slices(x, torch.Generator().manual_seed(3), 1e-6) - x).abs().max() < 1e-3
+    assert a.min() >= 0 and a.max() <= 1 and torch.all(a[..., :2, :] == 0) and torch.all(a[..., :, :2] == 0)
+    fg0, fg1 = (x > 0.01).sum((1, 2, 3)).double(), (a > 0.01).sum((1, 2, 3)).double()
+    ratio = fg1 / fg0
+    # scale 0.88-1.12 and a stretch that keeps the area, plus the elastic part: the area within 0.7-1.4x
+    assert torch.all((ratio > 0.7) & (ratio < 1.4)), ratio
+    assert (ratio - 1).abs().max() > 0.03  # the brain's size really varies
+    yy, xx = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
+
+    def centre(m):
+        m = (m[:, 0] > 0.01).double()
+        return torch.stack([(m * yy).sum((1, 2)) / m.sum((1, 2)), (m * xx).sum((1, 2)) / m.sum((1, 2))], 1)
+
+    shift = (centre(a) - centre(x)).norm(dim=1)
+    assert shift.max() < 8  # shift up to 4 px per axis plus the elastic field's mean: well inside 8 px
+    # the deformation is not a global affine map only: the local warp moves the edge unevenly
+    assert (a - x).abs().mean() > 0.02
+
+
+def test_shape_augment_is_used_in_training_and_recorded_in_the_card(dataset, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(train_args("ae-l1", dataset, a, 1)) == 0
+    assert main(train_args("ae-l1", dataset, b, 1, "--shape-augment", "1")) == 0
+    ca, cb = read_card(a), read_card(b)
+    assert "deform_slices strength 1" in cb["training"]["augmentation"]
+    assert "deform_slices" not in ca["training"]["augmentation"]
+    ma, _ = load_checkpoint(a)
+    mb, _ = load_checkpoint(b)
+    pairs = zip(ma.state_dict().values(), mb.state_dict().values(), strict=True)
+    assert any(not torch.equal(va, vb) for va, vb in pairs)
