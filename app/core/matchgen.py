@@ -187,7 +187,7 @@ def _spg_loop(
       the selections that the usual case makes trivial (every trial accepted, every image started) are skipped;
     * the trial step s = z_t - z_c is ls * d, so <s,s> = ls^2 ||d||^2 and <s,y> = ls (<d,g> - <d,g_c>) come from
       scalars kept per image and one fused inner product (``vecdot``), not from difference vectors;
-    * the projected direction is formed from u = z_t - z0 (needed for the distance anyway) in place;
+    * the projected direction is formed from nu = z0 - z_t (needed for the distance anyway) in one fused pass;
     * ``best_z`` is written lazily: while an image's best point is its current accepted point (the usual case,
       every accepted step improving), nothing is copied; the point is saved only when it is about to be left
       behind, and at the end.
@@ -208,7 +208,7 @@ def _spg_loop(
     ref = torch.full((B,), math.inf, dtype=dt, device=dev)
     stall = torch.zeros(B, dtype=torch.long, device=dev)
     a_min, a_max = 1e-10, 1e10
-    pool = [torch.empty_like(z) for _ in range(5)]  # for the trial point, u and w; zc and d may hold two
+    pool = [torch.empty_like(z) for _ in range(5)]  # for the trial point, nu and w; zc and d may hold two
     prod = torch.empty_like(z)  # the products of the inner products
     step = 0
     while not bool(done.all()):
@@ -237,8 +237,8 @@ def _spg_loop(
         if s_buf is not None:
             s_buf[idx] = sa.to(s_buf.dtype)
 
-        u = torch.sub(zt, z0i, out=_spare(pool, n, zc, d, zt))
-        dist_t = _flat_norm(u)
+        nu = torch.sub(z0i, zt, out=_spare(pool, n, zc, d, zt))  # z0 - z_t
+        dist_t = _flat_norm(nu)
         inside = dist_t <= radius[idx]
         better = inside & (f < best_loss[idx])
         improved = torch.where(better, f, best_loss[idx]) < ref[idx] * (1 - opts.rtol)
@@ -256,12 +256,12 @@ def _spg_loop(
             pg_inf = g_inf * torch.clamp(e / g_2.clamp_min(1e-30), max=1.0)
             a_first = 1.0 / pg_inf.clamp_min(1e-30)
             alpha = torch.where(st_i, a_bb, a_first).clamp(a_min, a_max)
-        # d_new = P(z_t - alpha g) - z_t with w = z_t - alpha g - z0, radially scaled onto the ball (e > 0 here:
-        # images with eps 0 never search), built in the buffer of w
-        w = torch.addcmul(u, _bcast(-alpha, g), g, out=_spare(pool, n, zc, d, zt, u))
+        # d_new = P(z_t - alpha g) - z_t = nu - scale w with w = z0 - (z_t - alpha g) = nu + alpha g and the
+        # radial scale onto the ball (e > 0 here: images with eps 0 never search): one fused pass, into w's buffer
+        w = torch.addcmul(nu, _bcast(alpha, g), g, out=_spare(pool, n, zc, d, zt, nu))
         nw = _flat_norm(w)
         scale = torch.where(nw > e, e / nw.clamp_min(torch.finfo(nw.dtype).tiny), torch.ones_like(nw))
-        d_new = w.mul_(_bcast(scale, w)).sub_(u)
+        d_new = torch.addcmul(nu, _bcast(-scale, w), w, out=w)
         gd_new, dd_new = _vdot(g, d_new, prod[:n]), _flat_norm(d_new).square()  # a norm reads once, writes nothing
         # rejected: safeguarded quadratic interpolation of the step along d
         denom = f - fci - lsi * gd
