@@ -70,7 +70,7 @@ ALLOWED = {
     "figure": {"io", "data", "nets", "core", "viewer"},
     "gui": {"io", "data", "nets", "core", "viewer", "figure", "pacs"},
     "batch": {"io", "data", "nets", "core", "viewer"},  # batch detection on Dask: the pipeline, no GUI
-    "bench": {"io", "data", "nets", "core", "train", "viewer", "figure", "gui", "batch"},
+    "bench": {"io", "data", "nets", "core", "train", "viewer", "figure", "gui", "batch", "pacs"},
     "cli": {"io", "data", "nets", "core", "train", "viewer", "figure", "gui", "bench", "batch", "pacs"},
 }
 

@@ -7,7 +7,7 @@ import argparse
 
 HELP = (
     "benchmarks: 'quality' (Table 2 protocol), 'speed' (latency), 'batch' (batch throughput), 'triage' (study-level "
-    "score AUROC)"
+    "score AUROC), 'retrieve' (concurrent PACS retrieval against a local Orthanc)"
 )
 
 
@@ -98,6 +98,19 @@ def configure(p: argparse.ArgumentParser) -> None:
     b.add_argument("--slices", type=_positive, default=16, help="axial slices per study (default 16)")
     b.add_argument("--max-steps", type=_positive, default=None, help="cap on solver steps per slice")
 
+    r = sub.add_parser(
+        "retrieve",
+        help="batch --server's retrieval with --retrieve-workers 1, 2, 4, 8 over DICOMweb and DIMSE from a local "
+        "Orthanc it starts (apt-get install orthanc orthanc-dicomweb): seconds, series/s, MB/s, speed-up",
+    )
+    r.add_argument("--out", default="bench-retrieve", help="output directory (default: bench-retrieve)")
+    r.add_argument("--series", type=_positive, default=16, help="series on the server, one per study (default 16)")
+    r.add_argument("--slices", type=_positive, default=60, help="slices (instances) per series (default 60)")
+    r.add_argument("--size", type=_positive, default=256, help="rows and columns of each slice (default 256)")
+    r.add_argument("--workers", default="1,2,4,8", help="--retrieve-workers values, with 1 (default 1,2,4,8)")
+    r.add_argument("--protocols", default="dicomweb,dimse", help="dicomweb and/or dimse (default dicomweb,dimse)")
+    r.add_argument("--repeats", type=_positive, default=2, help="runs per configuration, the best counts (default 2)")
+
     t = sub.add_parser(
         "triage",
         help="AUROC and ranks of the study-level score, lesion vs normal studies of the held-out subject",
@@ -135,9 +148,51 @@ def command_line(args: argparse.Namespace) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def run_retrieve(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from app.atomic import atomic_write_text
+    from app.bench.retrieve_speed import PROTOCOLS, markdown, run_retrieve_bench
+    from app.cli.batch_pacs import retrieve
+    from app.errors import OptionError
+
+    try:
+        workers = tuple(int(v) for v in args.workers.split(",") if v.strip())
+    except ValueError:
+        raise OptionError(f"--workers {args.workers!r}: comma-separated integers, e.g. 1,2,4,8") from None
+    if 1 not in workers or min(workers) < 1:
+        raise OptionError(f"--workers {args.workers!r}: counts >= 1, with 1 (the speed-ups are relative to it)")
+    protocols = tuple(p.strip().lower() for p in args.protocols.split(",") if p.strip())
+    if not protocols or set(protocols) - set(PROTOCOLS):
+        raise OptionError(f"--protocols {args.protocols!r}: dicomweb, dimse or dicomweb,dimse")
+    res = run_retrieve_bench(
+        retrieve,
+        n_series=args.series,
+        slices=args.slices,
+        size=args.size,
+        workers=workers,
+        protocols=tuple(dict.fromkeys(protocols)),
+        repeats=args.repeats,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    res["command"] = command_line(args)
+    out = Path(args.out)
+    md = f"`{res['command']}`\n\n" + markdown(res)
+    atomic_write_text(out / "retrieve.json", json.dumps(res, indent=1) + "\n")
+    atomic_write_text(out / "retrieve.md", md)
+    print(md)
+    print(f"wrote {out / 'retrieve.json'} and {out / 'retrieve.md'}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
+
+    if args.bench == "retrieve":  # no torch: the retrieval alone
+        return run_retrieve(args)
 
     import torch
 

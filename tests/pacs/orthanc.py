@@ -1,6 +1,6 @@
-"""A real Orthanc (Debian ``orthanc`` + ``orthanc-dicomweb``) for the PACS tests: free localhost ports, a
-temporary storage folder, a JSON config, basic-auth users and two Lua filters that give the tests a server that
-refuses some things:
+"""A real Orthanc (Debian ``orthanc`` + ``orthanc-dicomweb``) for the PACS tests: the process itself is
+:class:`app.pacs.orthanc.LocalOrthanc` (free localhost ports, a temporary storage folder, a JSON config); this adds
+the tests' basic-auth users and two Lua filters that give the tests a server that refuses some things:
 
 - user ``viewer`` may only read (any other HTTP method: 403 Forbidden),
 - instances of modality SEG for patient ``matchgen-reject`` are refused (the filter raises an error, so C-STORE
@@ -13,20 +13,29 @@ the command that starts it.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-ORTHANC_BIN = os.environ.get("ORTHANC_BIN") or shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-PLUGIN_DIRS = ["/usr/share/orthanc/plugins", "/usr/lib/orthanc"]
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script: python tests/pacs/orthanc.py DIR
+    sys.path.insert(0, str(ROOT))
+
+from app.pacs.orthanc import (  # noqa: E402
+    ORTHANC_BIN,
+    PLUGIN_DIRS,
+    LocalOrthanc,
+    base_config,
+    binary,
+    dicomweb_plugin,
+    free_port,
+)
+
 USER, PASSWORD = "matchgen", "s3cret-Pw!"
 READONLY_USER, READONLY_PASSWORD = "viewer", "view-only-Pw"
+USERS = {USER: PASSWORD, READONLY_USER: READONLY_PASSWORD}
 AET = "ORTHANC"
 REJECT_PATIENT = "matchgen-reject"
+__all__ = ["ORTHANC_BIN", "PLUGIN_DIRS", "Orthanc", "binary", "dicomweb_plugin", "free_port", "write_config"]
 
 LUA = f"""
 function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
@@ -45,56 +54,23 @@ end
 """
 
 
-def binary() -> str | None:
-    p = ORTHANC_BIN
-    return p if p and os.path.isfile(p) and os.access(p, os.X_OK) else None
-
-
-def dicomweb_plugin() -> str | None:
-    for d in PLUGIN_DIRS:
-        for name in ("libOrthancDicomWeb.so",):
-            p = Path(d) / name
-            if p.exists():
-                return str(p)
-    return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _test_settings(folder: Path) -> dict:
+    (folder / "filters.lua").write_text(LUA)
+    return {
+        "Name": "MatchGenTestOrthanc",
+        "DicomScpTimeout": 5,
+        "LuaScripts": [str(folder / "filters.lua")],
+        "ConcurrentJobs": 1,
+        "HttpsVerifyPeers": False,
+        "MaximumStorageCacheSize": 0,
+    }
 
 
 def write_config(folder: Path, http_port: int, dicom_port: int, ssl_pem: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "filters.lua").write_text(LUA)
-    plugin = dicomweb_plugin()
-    cfg = {
-        "Name": "MatchGenTestOrthanc",
-        "StorageDirectory": str(folder / "db"),
-        "IndexDirectory": str(folder / "db"),
-        "HttpPort": http_port,
-        "DicomPort": dicom_port,
-        "DicomAet": AET,
-        "DicomCheckCalledAet": True,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": True,
-        "RegisteredUsers": {USER: PASSWORD, READONLY_USER: READONLY_PASSWORD},
-        "DicomAlwaysAllowEcho": True,
-        "DicomAlwaysAllowStore": True,
-        "DicomAlwaysAllowFind": True,
-        "DicomAlwaysAllowGet": True,
-        "DicomAlwaysAllowMove": True,
-        "DicomScpTimeout": 5,
-        "LuaScripts": [str(folder / "filters.lua")],
-        "Plugins": [plugin] if plugin else [],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False, "Ssl": bool(ssl_pem)},
-        "SaveJobs": False,
-        "ConcurrentJobs": 1,
-        "HttpsVerifyPeers": False,
-        "StorageCompression": False,
-        "MaximumStorageCacheSize": 0,
-    }
+    cfg = base_config(folder, http_port, dicom_port, AET, USERS)
+    cfg.update(_test_settings(folder))
+    cfg["DicomWeb"]["Ssl"] = bool(ssl_pem)
     if ssl_pem:
         cfg["SslEnabled"] = True
         cfg["SslCertificate"] = ssl_pem
@@ -103,79 +79,16 @@ def write_config(folder: Path, http_port: int, dicom_port: int, ssl_pem: str | N
     return p
 
 
-class Orthanc:
-    """One Orthanc process. ``url`` is its DICOMweb root; ``rest`` its REST root."""
+class Orthanc(LocalOrthanc):
+    """One Orthanc process with the tests' users and filters. ``url`` is its DICOMweb root; ``rest`` its REST
+    root."""
 
     def __init__(self, folder: Path, ssl_pem: str | None = None):
-        self.folder = Path(folder)
-        self.http_port, self.dicom_port = free_port(), free_port()
-        self.ssl = bool(ssl_pem)
-        self.config = write_config(self.folder, self.http_port, self.dicom_port, ssl_pem)
-        scheme = "https" if ssl_pem else "http"
-        self.rest = f"{scheme}://localhost:{self.http_port}"
-        self.url = f"{self.rest}/dicom-web"
-        self.dimse = f"{AET}@127.0.0.1:{self.dicom_port}"
-        self.proc: subprocess.Popen | None = None
-        self.log = self.folder / "orthanc.log"
-
-    def start(self, timeout: float = 30.0) -> Orthanc:
-        import requests
-
-        exe = binary()
-        if exe is None:
-            raise RuntimeError(f"Orthanc binary not found ({ORTHANC_BIN})")
-        self.proc = subprocess.Popen(
-            [exe, str(self.config)], stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, cwd=self.folder
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Orthanc exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                r = requests.get(f"{self.rest}/system", auth=(USER, PASSWORD), timeout=2, verify=False)
-                if r.status_code == 200:
-                    if self._dicom_ready():
-                        return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"Orthanc did not start within {timeout} s: {self.log.read_text()[-2000:]}")
-
-    def _dicom_ready(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.dicom_port), timeout=1):
-                return True
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        super().__init__(folder, users=USERS, aet=AET, ssl_pem=ssl_pem, settings=_test_settings(folder))
 
     # -- REST helpers for the tests (seeding, inspecting), independent of the code under test ---------------------
-    def upload(self, paths) -> None:
-        import requests
-
-        for p in paths:
-            r = requests.post(
-                f"{self.rest}/instances", data=Path(p).read_bytes(), auth=(USER, PASSWORD), timeout=30, verify=False
-            )
-            r.raise_for_status()
-
-    def get(self, path: str):
-        import requests
-
-        r = requests.get(f"{self.rest}{path}", auth=(USER, PASSWORD), timeout=30, verify=False)
-        r.raise_for_status()
-        return r.json()
-
     def series_of_study(self, study_uid: str) -> list[dict]:
         import requests
 
