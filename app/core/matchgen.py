@@ -153,8 +153,13 @@ def _search_decode(decode: Decode, precision: str, device: torch.device) -> Deco
 
 
 def _vdot(a: torch.Tensor, b: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
-    """Per-image inner product <a, b>, the products written into ``scratch`` (a fresh product tensor, as
-    ``vecdot`` allocates, costs twice the time in page faults; ``bmm`` is 15x slower on CPU)."""
+    """Per-image inner product <a, b>. On the CPU one BLAS ``dot`` per image: it reads both vectors once and
+    writes nothing (16 x 499,712 values: 2.7 ms against 14.7 for the products into ``scratch`` and their sum,
+    9.4 for ``vecdot``, which allocates them; ``bmm`` is 15x slower). Elsewhere the products go into
+    ``scratch`` and are summed (one kernel each, however many images)."""
+    if a.device.type == "cpu":
+        fa, fb = a.flatten(1), b.flatten(1)
+        return torch.stack([torch.dot(fa[i], fb[i]) for i in range(fa.shape[0])])
     return torch.mul(a, b, out=scratch).flatten(1).sum(dim=1)
 
 
