@@ -191,7 +191,8 @@ def _spg_loop(
     * while every image is still searching, the full buffers are used as they are (no gather and scatter), and
       the selections that the usual case makes trivial (every trial accepted, every image started) are skipped;
     * the trial step s = z_t - z_c is ls * d, so <s,s> = ls^2 ||d||^2 and <s,y> = ls (<d,g> - <d,g_c>) come from
-      scalars kept per image and one fused inner product (``vecdot``), not from difference vectors;
+      scalars kept per image and one inner product (``_vdot``: a BLAS dot per image on the CPU), not from
+      difference vectors;
     * the projected direction is formed from nu = z0 - z_t (needed for the distance anyway) in one fused pass;
     * ``best_z`` is written lazily: while an image's best point is its current accepted point (the usual case,
       every accepted step improving), nothing is copied; the point is saved only when it is about to be left
@@ -214,7 +215,7 @@ def _spg_loop(
     stall = torch.zeros(B, dtype=torch.long, device=dev)
     a_min, a_max = 1e-10, 1e10
     pool = [torch.empty_like(z) for _ in range(5)]  # for the trial point, nu and w; zc and d may hold two
-    prod = torch.empty_like(z)  # the products of the inner products
+    prod = torch.empty_like(z)  # the products of the inner products off the CPU (never touched on it: no cost)
     step = 0
     while not bool(done.all()):
         if should_stop is not None and should_stop():
