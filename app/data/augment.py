@@ -94,6 +94,17 @@ def _blur(img, ky, kx, r):
     return flat.reshape(n, c, h, w)
 
 
+def _per_image_uniform(x, generator):
+    """``u(lo, hi, *shape)``: uniform draws of shape (N, *shape) from ``generator`` (on the CPU, so a seeded
+    epoch is reproducible on any device), in ``x``'s device and dtype."""
+    import torch
+
+    def u(lo, hi, *shape):
+        return lo + (hi - lo) * torch.rand((x.shape[0], *shape), generator=generator).to(x.device, x.dtype)
+
+    return u
+
+
 def augment_slices(x, generator, strength: float = 1.0):
     """Random scanner/subject variation of a batch of normalised slices (torch, (N, C, S, S) in [0, 1]), drawn
     per image from ``generator`` (a seeded epoch is reproducible), applied on the fly in training. What differs
@@ -114,9 +125,7 @@ def augment_slices(x, generator, strength: float = 1.0):
         return x
     n, c, h, w = x.shape
     dev, dt = x.device, x.dtype
-
-    def u(lo, hi, *shape):
-        return lo + (hi - lo) * torch.rand((n, *shape), generator=generator).to(dev, dt)
+    u = _per_image_uniform(x, generator)
 
     fg = (x.mean(dim=1, keepdim=True) > 0.01).to(dt)
     sig = u(0.0, 1.5 * strength, 2).clamp_min(1e-3)
@@ -153,9 +162,7 @@ def deform_slices(x, generator, strength: float = 1.0):
         return x
     n, c, h, w = x.shape
     dev, dt = x.device, x.dtype
-
-    def u(lo, hi, *shape):
-        return lo + (hi - lo) * torch.rand((n, *shape), generator=generator).to(dev, dt)
+    u = _per_image_uniform(x, generator)
 
     rot = u(-1, 1) * np.deg2rad(10.0) * strength
     scale = torch.exp(u(-1, 1) * np.log(1.12) * strength)
