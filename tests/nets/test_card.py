@@ -59,14 +59,23 @@ def test_channels_last_follows_the_calibration_layout():
 
 
 def test_viewer_uses_the_cards_layout(tmp_path):
+    import copy
+
     import torch
 
+    from app.nets.card import card_channels_last
     from app.nets.checkpoint import load_checkpoint
     from app.nets.zoo import DEFAULT_MODEL, resolve_model
     from app.viewer.compute import ModelSession
 
-    model, card = load_checkpoint(resolve_model(DEFAULT_MODEL), "cpu")
-    sess = ModelSession(DEFAULT_MODEL, model, card)
-    assert sess.detector.channels_last
-    conv = next(m for m in sess.detector.model.modules() if isinstance(m, torch.nn.Conv2d))
-    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    for want in (True, False):  # the default card says one layout; a copy says the other
+        model, card = load_checkpoint(resolve_model(DEFAULT_MODEL), "cpu")
+        card = copy.deepcopy(card)
+        card["calibration"]["settings"]["channels_last"] = want
+        card["calibration"]["settings"]["solver"] = "fast"
+        assert card_channels_last(card) is want
+        sess = ModelSession(DEFAULT_MODEL, model, card)
+        assert sess.detector.channels_last is want
+        # a weight with one input channel is contiguous in both layouts: look at one that is not
+        conv = next(m for m in sess.detector.model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) is want
