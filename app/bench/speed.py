@@ -6,6 +6,10 @@ Figures (see ``docs/benchmarks.md`` for the goals):
 * ``slice_converge_s``: median wall time of encode + MatchGen to convergence on one 128x128 slice (default
   model, the project's fastest solver, one slice at a time).
 * ``volume_s_per_slice``: wall time per slice of :meth:`Detector.run` on >= 100 slices in batches.
+
+Every "fast" figure times the detector ``detect`` and the viewer build from the model card
+(:func:`applied_detector`: the card's solver and step budget, memory layout and post-processing); the ablation
+changes one of these choices at a time (BatchNorm folding, the other memory layout).
 * ``speedup_vs_reference``: the paper-faithful reference (one image at a time, penalty method, Adam lr 1e-3, float32,
   the stock memory layout) *run to convergence* (:data:`REFERENCE`: the paper's stall rule stops Adam about 5 %
   above the optimum on a non-linear decoder, which would flatter any faster solver), compared with the fastest
@@ -408,6 +412,24 @@ def _dice_mean(s: np.ndarray, x: np.ndarray, masks: np.ndarray, detector: Detect
     return evaluate(list(d), list(masks.astype(bool)), tau).dice_mean
 
 
+def layout_name(channels_last: bool) -> str:
+    return "channels_last" if channels_last else "stock"
+
+
+def applied_detector(model, card: dict[str, Any], dev, batch_size: int) -> tuple[Detector, str]:
+    """The detector ``detect`` and the viewer build from ``card`` (:meth:`Detector.from_card`: the solver its
+    eps/tau were chosen with, its memory layout and post-processing), so every "fast" figure times the operator
+    users run. A card calibrated without the fast solver (or not at all) gets :data:`FAST` in channels_last
+    instead: the project's fastest solver, not the paper's reference, is what these figures are about. The
+    second value says which."""
+    settings = (card.get("calibration") or {}).get("settings") or {}
+    det = Detector.from_card(model, card, dev, batch_size=batch_size)
+    if isinstance(settings.get("solver_options"), dict) and det.solver.method != "penalty":
+        return det, "model card"
+    det = Detector(model, dev, solver=FAST, post=det.post, batch_size=batch_size, channels_last=True)
+    return det, "FAST in channels_last (the card has no fast-solver calibration)"
+
+
 def model_eps_tau(card: dict[str, Any]) -> tuple[float, float, str]:
     """The eps and tau a model's card chose on validation, else the fallbacks every reader uses
     (:func:`app.nets.card.card_choices`, the same as ``detect`` and the viewer)."""
@@ -523,12 +545,14 @@ def run_speed(
     model_fast, _ = load_checkpoint(stem, dev)
     size = model_plain.config.image_size
     eps, tau, eps_rule = model_eps_tau(card)
-    fast_opts = FAST
     ref_opts = reference_options or REFERENCE  # the paper's: penalty, Adam lr 1e-3, float32, to convergence
-    det_fast = Detector(model_fast, dev, solver=fast_opts, batch_size=batch_size, channels_last=True)
-    det_ref = Detector(
-        model_plain, dev, solver=ref_opts, batch_size=batch_size, channels_last=False, fold_batchnorm=False
-    )
+    # "fast" is what detect and the viewer apply: the card's solver, memory layout and post-processing
+    det_fast, fast_from = applied_detector(model_fast, card, dev, batch_size)
+    fast_opts = det_fast.solver
+    det_ref = Detector(  # the same post-processing, so the before/after Dice compares the solvers alone
+        model_plain, dev, solver=ref_opts, post=det_fast.post, batch_size=batch_size, channels_last=False,
+        fold_batchnorm=False,
+    )  # fmt: skip
 
     n_total = max(n_volume, n_converge, n_reference)
     images, masks, source = load_slices(data, n_total, size)
@@ -547,6 +571,8 @@ def run_speed(
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "solver_fast": fast_opts.__dict__,
+        "solver_fast_from": fast_from,
+        "layout": layout_name(det_fast.channels_last),
         "solver_reference": ref_opts.__dict__,
         "same_loss_rtol": SAME_LOSS_RTOL,
     }
@@ -582,15 +608,17 @@ def run_speed(
         # what each inference choice is worth, on the same slices in the same run, with the Dice beside it
         res["volume_ablation"] = {}
         # (label, Detector options, torch.compile the decoder)
+        # (label, Detector options, torch.compile the decoder); each differs from det_fast in one choice only
+        cl = det_fast.channels_last
         variants: list[tuple[str, dict, bool]] = [
-            ("no BatchNorm folding", {"channels_last": True, "fold_batchnorm": False}, False),
-            ("stock layout", {"channels_last": False}, False),
+            ("no BatchNorm folding", {"channels_last": cl, "fold_batchnorm": False}, False),
+            (f"{layout_name(not cl)} layout", {"channels_last": not cl}, False),
         ]
         if compile_decoder:
-            variants.append(("torch.compile(decode)", {"channels_last": True}, True))
+            variants.append(("torch.compile(decode)", {"channels_last": cl}, True))
         for label, kw, compiled in variants:
             model_a, _ = load_checkpoint(stem, dev)
-            det_a = Detector(model_a, dev, solver=fast_opts, batch_size=batch_size, **kw)
+            det_a = Detector(model_a, dev, solver=fast_opts, post=det_fast.post, batch_size=batch_size, **kw)
             entry: dict[str, Any] = {}
             if compiled:
                 det_a.model.decode = torch.compile(det_a.model.decode)
@@ -748,7 +776,9 @@ def summary_markdown(res: dict[str, Any]) -> str:
         "",
         f"torch {res['torch']}, {res['threads']} threads, {res['cpu_count']} CPUs; load average before "
         f"{res['loadavg_before']}, after {res['loadavg_after']}; slices: {res['slices']}; eps {res['eps']:.4g} "
-        f"({res['eps_rule']}), tau {res['tau']:.4g}.",
+        f"({res['eps_rule']}), tau {res['tau']:.4g}. Fast path (what detect applies): "
+        f"{res['solver_fast']['method']}/{res['solver_fast']['precision']}, {res['solver_fast']['max_steps']} steps, "
+        f"{res.get('layout', 'channels_last')} layout ({res.get('solver_fast_from', 'FAST')}).",
         "",
         "| figure | measured | goal | met |",
         "|---|---|---|---|",
@@ -768,7 +798,8 @@ def summary_markdown(res: dict[str, Any]) -> str:
             "Reference (penalty, Adam lr 1e-3, fp32, one at a time, run to convergence: "
             f"patience {sref.get('patience')}, rtol {sref.get('rtol')}, at most {sref.get('max_steps')} steps) vs fast "
             "solver "
-            f"({res['solver_fast']['method']}, {res['solver_fast']['precision']}, channels_last), compared at "
+            f"({res['solver_fast']['method']}, {res['solver_fast']['precision']}, {res.get('layout', 'channels_last')}), "
+            "compared at "
             f"{res.get('speedup_compared_at', 'their own stopping rules')}:",
             f"- reference: {fmt(ref.get('seconds_per_slice'))} s/slice, steps {ref.get('steps')}, loss "
             f"{[round(v, 5) for v in ref.get('loss', [])]}, gap to the best known loss "

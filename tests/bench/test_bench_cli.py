@@ -130,12 +130,42 @@ def test_speed_figures_and_summary(tmp_path, tiny_model):
     assert all(0 < s <= ref["seconds_per_slice"] * 2 for s in ref["seconds_to_target"])
     assert res["speedup_vs_reference"] == pytest.approx(sum(ref["seconds_to_target"]) / (fast["seconds_per_slice"] * 2))
     assert res["solver_fast"]["method"] == "spg" and sum(res["fast_batched"]["steps"]) > 0
+    # an uncalibrated card: the project's fastest solver in channels_last, and the report says so
+    assert res["layout"] == "channels_last" and res["solver_fast_from"].startswith("FAST")
     js, md = write_outputs(res, tmp_path / "speed")
     assert json.loads(js.read_text())["threads"] == torch.get_num_threads()
     text = md.read_text()
     assert "| slice_converge_s |" in text and "| peak_rss_mb | n/a |" in text
     assert "One solver step on the same batch" in text
     assert summary_markdown(res) == text
+
+
+def test_speed_times_the_operator_the_card_applies(tmp_path):
+    """A calibrated card's solver, step budget, memory layout and post-processing are what ``bench speed`` times
+    (as ``detect`` applies them); the ablation flips the card's layout, not a fixed one."""
+    torch.manual_seed(0)
+    m = create_model(ModelConfig("ae-l1", image_size=S, latent_dim=8, width=4)).freeze()
+    settings = {"solver": "fast", "max_steps": 7, "channels_last": False,
+                "solver_options": {"method": "spg", "precision": "bf16", "max_steps": 100, "patience": 10}}
+    stem = save_checkpoint(m, tmp_path / "models" / "cal", {
+        "chosen": {"eps": 0.5, "tau": 0.2}, "calibration": {"settings": settings},
+        "postprocess": {"median_size": 3, "erode_px": 0, "min_component_px": 0}})  # fmt: skip
+    seen = []
+    res = run_speed(str(stem), "cpu", None, n_converge=1, n_volume=4, n_reference=1, batch_size=4, gui=False,
+                    rss=False, profile_decoder=False, reference=False, log=seen.append)  # fmt: skip
+    assert res["solver_fast_from"] == "model card" and res["layout"] == "stock"
+    assert res["solver_fast"]["max_steps"] == 7 and res["solver_fast"]["method"] == "spg"
+    assert res["slice_converge_steps_median"] <= 7 and res["volume_steps_mean"] <= 7
+    assert set(res["volume_ablation"]) == {"no BatchNorm folding", "channels_last layout"}
+    assert "7 steps, stock layout (model card)" in summary_markdown(res)
+    # the same card in channels_last: the ablation's other layout is the stock one
+    settings["channels_last"] = True
+    stem2 = save_checkpoint(m, tmp_path / "models" / "cal2", {
+        "chosen": {"eps": 0.5, "tau": 0.2}, "calibration": {"settings": settings}})  # fmt: skip
+    res2 = run_speed(str(stem2), "cpu", None, n_converge=1, n_volume=4, n_reference=1, batch_size=4, gui=False,
+                     rss=False, profile_decoder=False, reference=False, log=seen.append)  # fmt: skip
+    assert res2["layout"] == "channels_last" and set(res2["volume_ablation"]) == {"no BatchNorm folding",
+                                                                                  "stock layout"}  # fmt: skip
 
 
 def test_time_to_loss_known_answers():
