@@ -798,8 +798,8 @@ def summary_markdown(res: dict[str, Any]) -> str:
             "Reference (penalty, Adam lr 1e-3, fp32, one at a time, run to convergence: "
             f"patience {sref.get('patience')}, rtol {sref.get('rtol')}, at most {sref.get('max_steps')} steps) vs fast "
             "solver "
-            f"({res['solver_fast']['method']}, {res['solver_fast']['precision']}, {res.get('layout', 'channels_last')}), "
-            "compared at "
+            f"({res['solver_fast']['method']}, {res['solver_fast']['precision']}, "
+            f"{res.get('layout', 'channels_last')}), compared at "
             f"{res.get('speedup_compared_at', 'their own stopping rules')}:",
             f"- reference: {fmt(ref.get('seconds_per_slice'))} s/slice, steps {ref.get('steps')}, loss "
             f"{[round(v, 5) for v in ref.get('loss', [])]}, gap to the best known loss "
