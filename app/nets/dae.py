@@ -44,6 +44,29 @@ def coarse_noise(
     return n * fg
 
 
+def blob_gate(
+    x: torch.Tensor,
+    cover: float,
+    res: int,
+    generator: torch.Generator | None = None,
+    fg_threshold: float = FOREGROUND_THRESHOLD,
+    softness: float = 0.1,
+) -> torch.Tensor:
+    """A soft 0..1 mask per image that covers about ``cover`` of its foreground in random blobs: a Gaussian field
+    drawn at res x res, upsampled bicubically, and thresholded at its (1 - cover) quantile over the image's
+    foreground (a sigmoid of width ``softness`` in the field's units, so the blobs have soft edges)."""
+    b, _, h, w = x.shape
+    g = F.interpolate(torch.randn((b, 1, res, res), generator=generator).to(x), size=(h, w), mode="bicubic",
+                      align_corners=False)  # fmt: skip
+    fg = x.mean(dim=1, keepdim=True) > fg_threshold
+    thr = torch.full((b,), float("inf"), dtype=x.dtype, device=x.device)
+    for i in range(b):
+        inside = g[i][fg[i]]
+        if inside.numel():
+            thr[i] = torch.quantile(inside.float(), 1.0 - cover).to(x.dtype)
+    return torch.sigmoid((g - thr.view(-1, 1, 1, 1)) / softness) * fg.to(x)
+
+
 @register_family("dae")
 class DenoisingAE(AnomalyModel):
     latent_description = (
@@ -111,7 +134,21 @@ class DenoisingAE(AnomalyModel):
         if hi > lo:  # a std per image, drawn after the noise so that a fixed std keeps its random stream
             per_image = lo + (hi - lo) * torch.rand((x.shape[0],), generator=generator).to(x)
             noise = noise * per_image.view(-1, 1, 1, 1)
+        cover = self.noise_cover()
+        if cover < 1.0:  # drawn last, so that the default (noise everywhere) keeps its random stream
+            noise = noise * blob_gate(x, cover, int(self.config.extra.get("noise_cover_res", 8)), generator)
         return noise
+
+    def noise_cover(self) -> float:
+        """``extra["noise_cover"]``: the fraction of each training image's foreground the coarse noise covers,
+        in random soft-edged blobs (:func:`blob_gate`); 1 (the default, the paper) puts it everywhere. Noise
+        everywhere teaches the U-Net to change every input, so on a clean scan it "removes" blobs of noise that
+        are not there and the difference map is full of them; noise in a few blobs teaches it to keep tissue that
+        looks normal and to replace only what does not fit its surroundings -- which is what a lesion is."""
+        v = float(self.config.extra.get("noise_cover", 1.0))
+        if not 0.0 < v <= 1.0:
+            raise ValueError(f"noise_cover {v!r}: give a fraction in (0, 1]")
+        return v
 
     def training_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return (self.decode(self.encode(x + self.training_noise(x, generator))) - x).pow(2).mean()

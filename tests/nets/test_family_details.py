@@ -6,7 +6,7 @@ import torch
 
 from app.nets import ModelConfig, create_model
 from app.nets.context_ae import erase_random_squares
-from app.nets.dae import coarse_noise
+from app.nets.dae import blob_gate, coarse_noise
 
 
 def tiny(family, **extra):
@@ -128,6 +128,34 @@ def test_dae_noise_std_drawn_per_image_from_a_range():
     for bad in ("0.3,0.1", "-0.1", "0.1,0.2,0.3"):
         with pytest.raises(ValueError, match="noise_std"):
             tiny("dae", noise_std=bad).noise_std_range()
+
+
+def test_dae_noise_cover_puts_the_noise_in_blobs_over_that_fraction_of_the_foreground():
+    x = torch.zeros(16, 1, 64, 64)
+    x[..., 8:56, 12:52] = 0.5  # the foreground: 48 x 40 pixels
+    fg = x > 0.01
+    gate = blob_gate(x, 0.2, 8, torch.Generator().manual_seed(0))
+    assert gate.min() >= 0 and gate.max() <= 1 and (gate[~fg] == 0).all()
+    covered = ((gate > 0.5) & fg).flatten(1).sum(1).float() / fg.flatten(1).sum(1)
+    assert torch.allclose(covered, torch.full_like(covered, 0.2), atol=0.03)  # the quantile threshold, per image
+    # blobs, not speckle: boundary pixel pairs per covered pixel (about 4 x 0.8 = 3.2 for white noise at 20 %)
+    on = gate > 0.5
+    edge = (on[..., 1:, :] != on[..., :-1, :]).sum() + (on[..., :, 1:] != on[..., :, :-1]).sum()
+    assert float(edge) / float(on.sum()) < 1.0
+    full = tiny("dae", noise_res=4, noise_std=0.2)
+    assert full.noise_cover() == 1.0
+    # the default keeps the paper's random stream; a cover gates that same noise with blobs drawn after it
+    torch.testing.assert_close(full.training_noise(x, torch.Generator().manual_seed(3)),
+                               coarse_noise(x, 0.2, 4, torch.Generator().manual_seed(3)))  # fmt: skip
+    part = tiny("dae", noise_res=4, noise_std=0.2, noise_cover="0.2", noise_cover_res=8)  # as --set stores it
+    n = part.training_noise(x, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    torch.testing.assert_close(n, coarse_noise(x, 0.2, 4, g) * blob_gate(x, 0.2, 8, g))
+    untouched = (n.abs() < 1e-3) & fg
+    assert untouched.sum() > 0.6 * fg.sum()  # most of the tissue stays clean: the U-Net must learn to keep it
+    for bad in (0, 1.5, -0.2):
+        with pytest.raises(ValueError, match="noise_cover"):
+            tiny("dae", noise_cover=bad).noise_cover()
 
 
 def test_ganomaly_has_three_generator_losses_and_z_is_the_first_encoder():
