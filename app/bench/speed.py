@@ -7,9 +7,6 @@ Figures (see ``docs/benchmarks.md`` for the goals):
   model, the project's fastest solver, one slice at a time).
 * ``volume_s_per_slice``: wall time per slice of :meth:`Detector.run` on >= 100 slices in batches.
 
-Every "fast" figure times the detector ``detect`` and the viewer build from the model card
-(:func:`applied_detector`: the card's solver and step budget, memory layout and post-processing); the ablation
-changes one of these choices at a time (BatchNorm folding, the other memory layout).
 * ``speedup_vs_reference``: the paper-faithful reference (one image at a time, penalty method, Adam lr 1e-3, float32,
   the stock memory layout) *run to convergence* (:data:`REFERENCE`: the paper's stall rule stops Adam about 5 %
   above the optimum on a non-linear decoder, which would flatter any faster solver), compared with the fastest
@@ -26,6 +23,10 @@ changes one of these choices at a time (BatchNorm folding, the other memory layo
   a skull-on MRI), each timed on its own, on Colin27's ``ch2`` (a real 1 mm 181x217x181 head from the sources
   cache) with ITK on the bench's thread count; the extraction's Dice against ``ch2bet`` beside it
   (:func:`preprocess_speed`).
+
+Every "fast" figure times the detector ``detect`` and the viewer build from the model card
+(:func:`applied_detector`: the card's solver and step budget, memory layout and post-processing); the ablation
+changes one of these choices at a time (BatchNorm folding, the other memory layout).
 
 "Before" (the stock solver: penalty, float32, batched, no layout change) is measured beside "after" in the same
 run, together with the Dice on the given slices, so a speed gain that costs quality shows.
@@ -607,7 +608,6 @@ def run_speed(
     if ablation:
         # what each inference choice is worth, on the same slices in the same run, with the Dice beside it
         res["volume_ablation"] = {}
-        # (label, Detector options, torch.compile the decoder)
         # (label, Detector options, torch.compile the decoder); each differs from det_fast in one choice only
         cl = det_fast.channels_last
         variants: list[tuple[str, dict, bool]] = [
