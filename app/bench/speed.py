@@ -771,13 +771,14 @@ def summary_markdown(res: dict[str, Any]) -> str:
             return f"{v:.3g}"
         return str(v)
 
+    fast = res.get("solver_fast") or {}
     lines = [
         f"# bench speed: {res['model']} ({res['model_family']}) on {res['device_name']}",
         "",
         f"torch {res['torch']}, {res['threads']} threads, {res['cpu_count']} CPUs; load average before "
         f"{res['loadavg_before']}, after {res['loadavg_after']}; slices: {res['slices']}; eps {res['eps']:.4g} "
         f"({res['eps_rule']}), tau {res['tau']:.4g}. Fast path (what detect applies): "
-        f"{res['solver_fast']['method']}/{res['solver_fast']['precision']}, {res['solver_fast']['max_steps']} steps, "
+        f"{fast.get('method')}/{fast.get('precision')}, {fast.get('max_steps')} steps, "
         f"{res.get('layout', 'channels_last')} layout ({res.get('solver_fast_from', 'FAST')}).",
         "",
         "| figure | measured | goal | met |",
