@@ -150,9 +150,9 @@ def test_speed_times_the_operator_the_card_applies(tmp_path):
     stem = save_checkpoint(m, tmp_path / "models" / "cal", {
         "chosen": {"eps": 0.5, "tau": 0.2}, "calibration": {"settings": settings},
         "postprocess": {"median_size": 3, "erode_px": 0, "min_component_px": 0}})  # fmt: skip
-    seen = []
-    res = run_speed(str(stem), "cpu", None, n_converge=1, n_volume=4, n_reference=1, batch_size=4, gui=False,
-                    rss=False, profile_decoder=False, reference=False, log=seen.append)  # fmt: skip
+    quiet = {"n_converge": 1, "n_volume": 4, "n_reference": 1, "batch_size": 4, "gui": False, "rss": False,
+             "profile_decoder": False, "reference": False, "log": lambda m: None}
+    res = run_speed(str(stem), "cpu", None, **quiet)
     assert res["solver_fast_from"] == "model card" and res["layout"] == "stock"
     assert res["solver_fast"]["max_steps"] == 7 and res["solver_fast"]["method"] == "spg"
     assert res["slice_converge_steps_median"] <= 7 and res["volume_steps_mean"] <= 7
@@ -162,8 +162,7 @@ def test_speed_times_the_operator_the_card_applies(tmp_path):
     settings["channels_last"] = True
     stem2 = save_checkpoint(m, tmp_path / "models" / "cal2", {
         "chosen": {"eps": 0.5, "tau": 0.2}, "calibration": {"settings": settings}})  # fmt: skip
-    res2 = run_speed(str(stem2), "cpu", None, n_converge=1, n_volume=4, n_reference=1, batch_size=4, gui=False,
-                     rss=False, profile_decoder=False, reference=False, log=seen.append)  # fmt: skip
+    res2 = run_speed(str(stem2), "cpu", None, **quiet)
     assert res2["layout"] == "channels_last" and set(res2["volume_ablation"]) == {"no BatchNorm folding",
                                                                                   "stock layout"}  # fmt: skip
 
