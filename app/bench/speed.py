@@ -3,8 +3,8 @@ machine, so ratios compare like with like.
 
 Figures (see ``docs/benchmarks.md`` for the goals):
 
-* ``slice_converge_s``: median wall time of encode + MatchGen to convergence on one 128x128 slice (default
-  model, the project's fastest solver, one slice at a time).
+* ``slice_converge_s``: median wall time of encode + MatchGen on one 128x128 slice, to convergence or the card's
+  step budget (default model, the solver its card applies, one slice at a time).
 * ``volume_s_per_slice``: wall time per slice of :meth:`Detector.run` on >= 100 slices in batches.
 
 * ``speedup_vs_reference``: the paper-faithful reference (one image at a time, penalty method, Adam lr 1e-3, float32,
