@@ -454,6 +454,11 @@ class VolumeChoice:
     n_volumes: int
     post: dict[str, int]
     seconds: float = 0.0
+    #: at the chosen eps, over the volumes' slices that have foreground (the ones ``detect`` solves): the
+    #: fraction whose solution lies on the eps-sphere, the fraction that used up the step budget, the mean steps
+    binding_fraction: float = float("nan")
+    step_cap_fraction: float = float("nan")
+    mean_steps: float = float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -487,8 +492,12 @@ def choose_on_volumes(
     )
     base_tau, base_dice = _best(table[0], taus)
     best = _best_mg(dict(zip(eps_all, table, strict=True)), taus)
+    eps = best[1]
+    solved = pm.foreground.reshape(pm.foreground.shape[0], -1).any(axis=1)  # slices detect solves
+    cap = int(max_steps or overrides.get("max_steps") or detector.solver.max_steps)
+    steps, dist = pm.steps[eps][solved], pm.distance[eps][solved]
     return VolumeChoice(
-        eps=best[1],
+        eps=eps,
         tau=best[2],
         dice=best[0],
         base_tau=base_tau,
@@ -498,6 +507,9 @@ def choose_on_volumes(
         n_volumes=r,
         post=post.as_dict(),
         seconds=pm.seconds,
+        binding_fraction=float((dist >= 0.99 * eps).mean()) if steps.size else float("nan"),
+        step_cap_fraction=float((steps >= cap).mean()) if steps.size else float("nan"),
+        mean_steps=float(steps.mean()) if steps.size else float("nan"),
     )
 
 

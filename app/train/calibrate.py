@@ -10,6 +10,7 @@ projected gradient, bfloat16 search steps) and a cap on solver steps; every eps 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -151,7 +152,9 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
             volume_seconds = round(time.perf_counter() - t2, 1)
             log(
                 f"{stem.name}: validation volumes ({vc.n_volumes}): Dice base {vc.base_dice:.4f} (tau {vc.base_tau}), "
-                f"+MG {vc.dice:.4f} (eps {vc.eps}, tau {vc.tau}) in {volume_seconds:.0f} s"
+                f"+MG {vc.dice:.4f} (eps {vc.eps}, tau {vc.tau}) in {volume_seconds:.0f} s; at that eps the "
+                f"constraint binds on {vc.binding_fraction:.0%} of the solved slices, {vc.step_cap_fraction:.0%} "
+                f"use up the {st.max_steps}-step budget, {vc.mean_steps:.1f} steps on average"
             )
             updates["chosen_volume"] = {
                 "eps": vc.eps,
@@ -160,6 +163,10 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
                 "val_volume_dice": round(vc.dice, 6),
                 "val_volume_dice_base": round(vc.base_dice, 6),
                 "n_volumes": vc.n_volumes,
+                # does the solver converge at the eps detect applies, within the budget it applies it with?
+                "binding_fraction": _rounded(vc.binding_fraction, 4),
+                "step_cap_fraction": _rounded(vc.step_cap_fraction, 4),
+                "mean_steps": _rounded(vc.mean_steps, 1),
                 "best_val_volume_dice_per_eps": {
                     str(e): round(max(row), 6) for e, row in zip(vc.eps_grid, vc.table, strict=True)
                 },
@@ -231,3 +238,8 @@ def _validation_volumes(data_dir, log):
     except MatchGenError as exc:
         log(f"no whole-volume choice: {exc}")
         return None
+
+
+def _rounded(v: float, digits: int) -> float | None:
+    """``v`` rounded, or None (JSON null) when it is not a finite number (no slice to measure it on)."""
+    return round(v, digits) if math.isfinite(v) else None

@@ -252,6 +252,11 @@ def test_volume_choice_and_scores_count_false_positives_on_normal_slices(detecto
     masks[:, 2:] = 0
     vc = choose_on_volumes(detector, (imgs, masks), [0.1, 0.6])
     assert vc.eps == 0.6 and vc.dice == pytest.approx(1.0) and vc.base_dice == pytest.approx(0.0)
+    # at the chosen eps the optimum (distance 0.5) lies inside the ball: the constraint does not bind, and the
+    # solver stops on its own well inside its budget -- the facts the card records for the eps detect applies
+    assert vc.binding_fraction == 0.0 and vc.step_cap_fraction == 0.0 and 0 < vc.mean_steps < 600
+    starved = choose_on_volumes(detector, (imgs, masks), [0.1, 0.6], max_steps=2)
+    assert starved.step_cap_fraction == 1.0 and starved.mean_steps == 2.0  # every solved slice used the budget
     scores = evaluate_volumes(detector, (imgs, masks), 0.6, vc.tau)
     assert scores["volume_dice"] == [1.0, 1.0] and scores["fp_pixels_per_normal_slice"] == 0.0
     low = evaluate_volumes(detector, (imgs, masks), 0.6, -1.0)  # everything flagged

@@ -57,3 +57,25 @@ def test_calibrate_layout_can_be_fixed(dataset, tmp_path):
         assert main([*argv, "--extend", "0", "--no-postprocess", "--layout", layout]) == 0
         card = read_card(out)
         assert card_channels_last(card) is expect and card["calibration"]["settings"]["layout_timing"] is None
+
+
+def test_calibrate_records_how_the_solver_fares_at_the_volume_choice(dataset, tmp_path):
+    """The whole-volume choice is what detect applies: the card says, for its eps, how often the constraint binds,
+    how often the step budget runs out and the mean steps, over the volumes' slices that are solved."""
+    from app.data.splits import save_volumes
+
+    val = load_split(dataset, "val")
+    kinds = val.masks.astype(np.uint8)  # kind 1 (bright) wherever there is lesion
+    save_volumes(dataset, "val", val.images.reshape(2, 3, 1, 32, 32), val.masks.reshape(2, 3, 32, 32),
+                 kinds.reshape(2, 3, 32, 32), [["a0", "a1", "a2"], ["b0", "b1", "b2"]],
+                 {"seeds": [0, 1], "z": [0, 1, 2]})  # fmt: skip
+    out = tmp_path / "m"
+    args = ["train", "ae-l1", "--data", str(dataset), "--out", str(out), "--epochs", "1", "--width", "4"]
+    assert main([*args, "--latent-dim", "8", "--batch-size", "8", "--quiet"]) == 0
+    argv = ["calibrate", str(out), "--data", str(dataset), "--subset", "2", "--extend", "0", "--no-postprocess"]
+    assert main([*argv, "--max-steps", "2"]) == 0
+    cv = read_card(out)["chosen_volume"]
+    assert cv["eps"] > 0 and cv["n_volumes"] == 2
+    # a 2-step budget: every solved slice uses it up
+    assert cv["step_cap_fraction"] == 1.0 and cv["mean_steps"] == 2.0 and 0 <= cv["binding_fraction"] <= 1
+
