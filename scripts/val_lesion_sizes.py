@@ -31,7 +31,7 @@ def lesion_hits(det: Detector, eps: float, tau: float, images, masks) -> list[tu
     for r in range(images.shape[0]):
         flagged = det.run(images[r], eps).mask(tau)
         labels, n = ndi.label(masks[r] > 0)
-        sizes = ndi.sum_labels(np.ones_like(labels), labels, np.arange(1, n + 1))
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
         hits = ndi.mean(flagged.astype(np.float64), labels, np.arange(1, n + 1))
         out += [(int(s), float(h)) for s, h in zip(sizes, hits, strict=True)]
     return out

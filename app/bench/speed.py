@@ -6,7 +6,6 @@ Figures (see ``docs/benchmarks.md`` for the goals):
 * ``slice_converge_s``: median wall time of encode + MatchGen on one 128x128 slice, to convergence or the card's
   step budget (default model, the solver its card applies, one slice at a time).
 * ``volume_s_per_slice``: wall time per slice of :meth:`Detector.run` on >= 100 slices in batches.
-
 * ``speedup_vs_reference``: the paper-faithful reference (one image at a time, penalty method, Adam lr 1e-3, float32,
   the stock memory layout) *run to convergence* (:data:`REFERENCE`: the paper's stall rule stops Adam about 5 %
   above the optimum on a non-linear decoder, which would flatter any faster solver), compared with the fastest
@@ -423,11 +422,13 @@ def applied_detector(model, card: dict[str, Any], dev, batch_size: int) -> tuple
     users run. A card calibrated without the fast solver (or not at all) gets :data:`FAST` in channels_last
     instead: the project's fastest solver, not the paper's reference, is what these figures are about. The
     second value says which."""
-    settings = (card.get("calibration") or {}).get("settings") or {}
-    det = Detector.from_card(model, card, dev, batch_size=batch_size)
-    if isinstance(settings.get("solver_options"), dict) and det.solver.method != "penalty":
-        return det, "model card"
-    det = Detector(model, dev, solver=FAST, post=det.post, batch_size=batch_size, channels_last=True)
+    from app.core.detector import PostProcessing
+    from app.nets.card import card_postprocess, card_solver
+
+    if card_solver(card).method != "penalty":  # without a calibration card_solver is the paper's (penalty)
+        return Detector.from_card(model, card, dev, batch_size=batch_size), "model card"
+    post = PostProcessing(**card_postprocess(card))
+    det = Detector(model, dev, solver=FAST, post=post, batch_size=batch_size, channels_last=True)
     return det, "FAST in channels_last (the card has no fast-solver calibration)"
 
 
@@ -799,8 +800,7 @@ def summary_markdown(res: dict[str, Any]) -> str:
             "Reference (penalty, Adam lr 1e-3, fp32, one at a time, run to convergence: "
             f"patience {sref.get('patience')}, rtol {sref.get('rtol')}, at most {sref.get('max_steps')} steps) vs fast "
             "solver "
-            f"({res['solver_fast']['method']}, {res['solver_fast']['precision']}, "
-            f"{res.get('layout', 'channels_last')}), compared at "
+            f"({fast.get('method')}, {fast.get('precision')}, {res.get('layout', 'channels_last')}), compared at "
             f"{res.get('speedup_compared_at', 'their own stopping rules')}:",
             f"- reference: {fmt(ref.get('seconds_per_slice'))} s/slice, steps {ref.get('steps')}, loss "
             f"{[round(v, 5) for v in ref.get('loss', [])]}, gap to the best known loss "

@@ -335,6 +335,22 @@ def _best_mg(rows: dict[float, np.ndarray], taus: np.ndarray) -> tuple[float, fl
     return best
 
 
+def _step_cap(detector: Detector, max_steps: int | None, overrides: dict) -> int:
+    """The step budget the solves ran with (the argument, an override, else the detector's solver)."""
+    return int(max_steps or overrides.get("max_steps") or detector.solver.max_steps)
+
+
+def solver_facts(steps: np.ndarray, distance: np.ndarray, eps: float, cap: int) -> tuple[float, float, float]:
+    """How the solver fared at ``eps`` over some solves: the fraction whose solution lies on the eps-sphere
+    (the constraint binds), the fraction that used up the step budget ``cap``, and the mean steps. eps = 0 is
+    the base model (binds by definition, no steps); no solves at all gives NaNs."""
+    if steps.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    if eps <= 0:
+        return 1.0, 0.0, float(steps.mean())
+    return float((distance >= 0.99 * eps).mean()), float((steps >= cap).mean()), float(steps.mean())
+
+
 def choose_on_validation(
     detector: Detector,
     val_set: Any,
@@ -373,7 +389,7 @@ def choose_on_validation(
         )
     else:
         post, post_table = detector.post, {}
-    cap = int(max_steps or overrides.get("max_steps") or detector.solver.max_steps)
+    cap = _step_cap(detector, max_steps, overrides)
     rows: dict[float, np.ndarray] = {}
     binding: dict[float, float] = {}
     capped: dict[float, float] = {}
@@ -383,9 +399,7 @@ def choose_on_validation(
         for e in values:
             maps = post.apply(pmaps.maps[e], pmaps.foreground)
             rows[e] = dice_table(list(maps), gts, taus, post.min_component_px)
-            binding[e] = float((pmaps.distance[e] >= 0.99 * e).mean()) if e > 0 else 1.0
-            capped[e] = float((pmaps.steps[e] >= cap).mean()) if e > 0 else 0.0
-            steps[e] = float(pmaps.steps[e].mean())
+            binding[e], capped[e], steps[e] = solver_facts(pmaps.steps[e], pmaps.distance[e], e, cap)
 
     score(pm, eps_all)
     seconds = pm.seconds
@@ -494,8 +508,9 @@ def choose_on_volumes(
     best = _best_mg(dict(zip(eps_all, table, strict=True)), taus)
     eps = best[1]
     solved = pm.foreground.reshape(pm.foreground.shape[0], -1).any(axis=1)  # slices detect solves
-    cap = int(max_steps or overrides.get("max_steps") or detector.solver.max_steps)
-    steps, dist = pm.steps[eps][solved], pm.distance[eps][solved]
+    binding, capped, steps = solver_facts(
+        pm.steps[eps][solved], pm.distance[eps][solved], eps, _step_cap(detector, max_steps, overrides)
+    )
     return VolumeChoice(
         eps=eps,
         tau=best[2],
@@ -507,9 +522,9 @@ def choose_on_volumes(
         n_volumes=r,
         post=post.as_dict(),
         seconds=pm.seconds,
-        binding_fraction=float((dist >= 0.99 * eps).mean()) if steps.size else float("nan"),
-        step_cap_fraction=float((steps >= cap).mean()) if steps.size else float("nan"),
-        mean_steps=float(steps.mean()) if steps.size else float("nan"),
+        binding_fraction=binding,
+        step_cap_fraction=capped,
+        mean_steps=steps,
     )
 
 
