@@ -67,6 +67,28 @@ def blob_gate(
     return torch.sigmoid((g - thr.view(-1, 1, 1, 1)) / softness) * fg.to(x)
 
 
+def _resolutions(extra: dict, key: str, default: int) -> list[int]:
+    """One resolution or several from a family option: a number, a list, or a comma-separated string (``--set``)."""
+    v = extra.get(key, default)
+    items = v.split(",") if isinstance(v, str) else (v if isinstance(v, list | tuple) else [v])
+    out = [int(r) for r in items]
+    if not out or min(out) < 1:
+        raise ValueError(f"{key} {v!r}: give one or more positive resolutions")
+    return out
+
+
+def _per_image(x: torch.Tensor, resolutions: list[int], generator, draw) -> torch.Tensor:
+    """``draw(res)`` for the one resolution, or for each image one of several drawn at random (the pick drawn
+    first, then every resolution's field in order: seeded runs are reproducible)."""
+    if len(resolutions) == 1:
+        return draw(resolutions[0])
+    pick = torch.randint(len(resolutions), (x.shape[0],), generator=generator).to(x.device)
+    out = torch.zeros_like(x)
+    for i, res in enumerate(resolutions):
+        out = torch.where((pick == i).view(-1, 1, 1, 1), draw(res), out)
+    return out
+
+
 @register_family("dae")
 class DenoisingAE(AnomalyModel):
     latent_description = (
@@ -99,12 +121,14 @@ class DenoisingAE(AnomalyModel):
         """``extra["noise_res"]``: one resolution (the paper), or several (a list, or a comma-separated string such
         as ``"8,16,32"`` from ``--set``), each training image then getting noise at one of them drawn at random --
         lesions come in many sizes, one noise scale teaches the denoiser to remove blobs of one size."""
-        v = self.config.extra.get("noise_res", max(2, self.config.image_size // 8))
-        items = v.split(",") if isinstance(v, str) else (v if isinstance(v, list | tuple) else [v])
-        out = [int(r) for r in items]
-        if not out or min(out) < 1:
-            raise ValueError(f"noise_res {v!r}: give one or more positive resolutions")
-        return out
+        return _resolutions(self.config.extra, "noise_res", max(2, self.config.image_size // 8))
+
+    def cover_resolutions(self) -> list[int]:
+        """``extra["noise_cover_res"]``: the resolution of the blob field of :func:`blob_gate` (8 by default:
+        blobs about an eighth of the image across), or several, one drawn per training image -- a coarse field
+        (2 or 4) puts the noise in one or two large regions, which is what a large lesion looks like to the
+        denoiser; with one blob size only it learns to keep any region larger than its blobs."""
+        return _resolutions(self.config.extra, "noise_cover_res", 8)
 
     def noise_std_range(self) -> tuple[float, float]:
         """``extra["noise_std"]``: one std (the paper's 0.2), or a range ``"lo,hi"`` (a list or a comma-separated
@@ -123,20 +147,14 @@ class DenoisingAE(AnomalyModel):
         or drawn per image from :meth:`noise_std_range`)."""
         lo, hi = self.noise_std_range()
         std = 1.0 if hi > lo else lo  # a range: unit noise here, scaled per image below
-        resolutions = self.noise_resolutions()
-        if len(resolutions) == 1:
-            noise = coarse_noise(x, std, resolutions[0], generator)
-        else:
-            pick = torch.randint(len(resolutions), (x.shape[0],), generator=generator).to(x.device)
-            noise = torch.zeros_like(x)
-            for i, res in enumerate(resolutions):
-                noise = torch.where((pick == i).view(-1, 1, 1, 1), coarse_noise(x, std, res, generator), noise)
+        noise = _per_image(x, self.noise_resolutions(), generator, lambda res: coarse_noise(x, std, res, generator))
         if hi > lo:  # a std per image, drawn after the noise so that a fixed std keeps its random stream
             per_image = lo + (hi - lo) * torch.rand((x.shape[0],), generator=generator).to(x)
             noise = noise * per_image.view(-1, 1, 1, 1)
         cover = self.noise_cover()
         if cover < 1.0:  # drawn last, so that the default (noise everywhere) keeps its random stream
-            noise = noise * blob_gate(x, cover, int(self.config.extra.get("noise_cover_res", 8)), generator)
+            noise = noise * _per_image(x, self.cover_resolutions(), generator,
+                                       lambda res: blob_gate(x, cover, res, generator))  # fmt: skip
         return noise
 
     def noise_cover(self) -> float:

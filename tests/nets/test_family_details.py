@@ -3,6 +3,7 @@ latent and coarse noise, GANomaly's three losses, DDGAN's fixed-noise chain."""
 
 import pytest
 import torch
+from scipy import ndimage
 
 from app.nets import ModelConfig, create_model
 from app.nets.context_ae import erase_random_squares
@@ -156,6 +157,29 @@ def test_dae_noise_cover_puts_the_noise_in_blobs_over_that_fraction_of_the_foreg
     for bad in (0, 1.5, -0.2):
         with pytest.raises(ValueError, match="noise_cover"):
             tiny("dae", noise_cover=bad).noise_cover()
+
+
+def test_dae_noise_cover_blob_size_drawn_per_image():
+    x = torch.zeros(32, 1, 64, 64)
+    x[..., 4:60, 4:60] = 0.5
+    one = tiny("dae", noise_res=4, noise_cover=0.2)
+    assert one.cover_resolutions() == [8]  # the default blob field
+    # noise_res 1: one offset per image, so the noise shows its blob gate (times that offset)
+    mixed = tiny("dae", noise_res=1, noise_std=0.2, noise_cover="0.2", noise_cover_res="2,16")  # as --set stores it
+    assert mixed.cover_resolutions() == [2, 16]
+    n = mixed.training_noise(x, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(n, mixed.training_noise(x, torch.Generator().manual_seed(0)))  # seeded
+    on = n.abs() > 0.5 * n.abs().flatten(1).amax(1).view(-1, 1, 1, 1)
+    # blobs per image: a 2x2 field gives one or two large regions, a 16x16 field many small ones
+    counts = [ndimage.label(img[0].numpy())[1] for img in on]
+    few, many = [c for c in counts if c <= 3], [c for c in counts if c >= 6]
+    assert len(few) + len(many) == len(counts) and len(few) >= 6 and len(many) >= 6, counts
+    # about the same fraction covered whatever the blob size (exactly 20 % at gate 0.5, test above; here at half
+    # each image's peak, which takes in a little of a large blob's soft edge)
+    covered = on.flatten(1).float().sum(1) / (56 * 56)
+    assert float(covered.min()) > 0.15 and float(covered.max()) < 0.4, covered
+    with pytest.raises(ValueError, match="noise_cover_res"):
+        tiny("dae", noise_cover_res="4,0").cover_resolutions()
 
 
 def test_ganomaly_has_three_generator_losses_and_z_is_the_first_encoder():
