@@ -27,6 +27,23 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     return 2.0 * np.count_nonzero(p & g) / denom
 
 
+def lesion_hits(pred: np.ndarray, gt: np.ndarray) -> list[tuple[int, float]]:
+    """Per lesion -- a connected component (face-connected, in as many dimensions as the arrays have) of the
+    ground truth -- its size in voxels and the fraction of its voxels the prediction flags, in label order."""
+    from scipy import ndimage
+
+    p = np.asarray(pred, dtype=bool)
+    g = np.asarray(gt, dtype=bool)
+    if p.shape != g.shape:
+        raise ValueError(f"prediction {p.shape} and ground truth {g.shape} differ in shape")
+    labels, n = ndimage.label(g)
+    if n == 0:
+        return []
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    hit = np.bincount(labels.ravel(), weights=p.ravel().astype(np.float64), minlength=n + 1)[1:]
+    return [(int(s), float(h / s)) for s, h in zip(sizes, hit, strict=True)]
+
+
 def average_precision(scores: np.ndarray, gt: np.ndarray) -> float:
     """Pixel AP: sum over thresholds of (R_n - R_{n-1}) P_n, the definition scikit-learn uses
     (``sklearn.metrics.average_precision_score``), without interpolation; ties are one threshold.

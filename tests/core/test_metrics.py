@@ -10,6 +10,7 @@ from app.core.metrics import (
     dice_per_tau,
     evaluate,
     grid_search,
+    lesion_hits,
     mean_dice_per_tau,
     paired_difference,
 )
@@ -113,3 +114,17 @@ def test_evaluate_keeps_per_image_scores_of_abnormal_images_in_order():
     maps = [np.zeros((4, 4)), np.eye(4), np.full((4, 4), 0.4)]
     s = evaluate(maps, gts, 0.5)
     assert s.dice_per_image == [1.0, 0.0] and s.ap_per_image == [1.0, 1.0] and s.n_images == 2
+
+
+def test_lesion_hits_sizes_and_flagged_fractions_per_component():
+    gt = np.zeros((2, 6, 6), bool)
+    gt[0, 0:2, 0:2] = True  # 4 voxels
+    gt[0:2, 4, 1:4] = True  # 6 voxels across both slices: one 3-D lesion
+    pred = np.zeros_like(gt)
+    pred[0, 0, 0] = True  # 1 of 4
+    pred[:, 4, 1:4] = True  # all 6
+    pred[1, 0, 5] = True  # a false positive: no lesion's business
+    assert lesion_hits(pred, gt) == [(4, 0.25), (6, 1.0)]
+    assert lesion_hits(pred, np.zeros_like(gt)) == []
+    with pytest.raises(ValueError, match="shape"):
+        lesion_hits(pred[0], gt)

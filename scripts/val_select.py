@@ -1,0 +1,111 @@
+"""Compare models on validation volumes at their cards' whole-volume choices (validation only: never test).
+
+Each model is applied as ``detect`` applies it (the card's eps, tau, solver, layout, post-processing and component
+rule), to the validation realisations from ``--skip`` on: with a data set built with more validation realisations
+than the cards were calibrated on (``python main.py data brain-proxy --val-realisations 16``; its first four are
+the usual four, the ones that chose every card's eps and tau), those are validation volumes that no choice saw,
+for choosing between models. Per model: whole-volume Dice (all slices of a realisation pooled, normal ones
+included), false-positive pixels per normal slice, per-lesion detection by lesion size (a lesion is a 3-D
+connected component of a realisation's mask; "found" = more than 10 % of its voxels flagged), and the paired
+difference in volume Dice from the first model (95 % bootstrap interval over the realisations).
+
+    python scripts/val_select.py DATA_DIR MODEL [MODEL ...] [--skip N] [--base] [--json OUT]
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from app.core.detector import Detector  # noqa: E402
+from app.core.metrics import dice, lesion_hits, paired_difference  # noqa: E402
+from app.data.splits import load_volumes  # noqa: E402
+from app.nets.card import card_choices  # noqa: E402
+from app.nets.checkpoint import load_checkpoint  # noqa: E402
+from app.nets.zoo import resolve_model  # noqa: E402
+
+BINS = (0, 20, 60, 200, None)  # lesion size in voxels of the model grid (2 mm pixels, the block's slices)
+FOUND = 0.1
+
+
+def score_volume(flagged: np.ndarray, mask: np.ndarray) -> tuple[float, float, list[tuple[int, float]]]:
+    """(Dice, false-positive pixels per normal slice, [(lesion size in voxels, fraction flagged), ...])."""
+    normal = ~mask.reshape(mask.shape[0], -1).any(axis=1)
+    fp = float(flagged[normal].sum() / max(1, normal.sum()))
+    return dice(flagged, mask), fp, lesion_hits(flagged, mask)
+
+
+def evaluate(det: Detector, eps: float, tau: float, images, masks, base: bool) -> dict:
+    dices, fps, hits = [], [], []
+    for r in range(images.shape[0]):
+        out = det.run(images[r], 0.0, base_only=True) if base else det.run(images[r], eps)
+        d, fp, h = score_volume(out.mask(tau), masks[r])
+        dices.append(d)
+        fps.append(fp)
+        hits += h
+    bins = []
+    for i in range(len(BINS) - 1):
+        sel = [f for s, f in hits if s >= BINS[i] and (BINS[i + 1] is None or s < BINS[i + 1])]
+        bins.append(
+            {"found": sum(f > FOUND for f in sel), "of": len(sel), "voxel_fraction": float(np.mean(sel or [0]))}
+        )
+    return {"eps": 0.0 if base else eps, "tau": tau, "volume_dice": dices, "volume_dice_mean": float(np.mean(dices)),
+            "fp_pixels_per_normal_slice": float(np.mean(fps)), "lesions_by_size": bins}  # fmt: skip
+
+
+def _bin_name(i: int) -> str:
+    hi = BINS[i + 1]
+    return f"{BINS[i]}+ vox" if hi is None else f"{BINS[i]}-{hi - 1} vox"
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument("data")
+    p.add_argument("models", nargs="+")
+    p.add_argument("--skip", type=int, default=4, help="leave out the first N realisations (the cards' own; 4)")
+    p.add_argument("--base", action="store_true", help="also each base model (eps 0, the card's base tau)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", help="write the figures here too")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    vols = load_volumes(a.data, "val")
+    images, masks = vols.images[a.skip :], vols.masks[a.skip :]
+    if images.shape[0] < 2:
+        print(f"val_select: {a.data} has {vols.images.shape[0]} validation realisations; need more than "
+              f"--skip {a.skip} + 1 (build with --val-realisations)", file=sys.stderr)  # fmt: skip
+        return 2
+    print(f"validation volumes {a.skip + 1}..{vols.images.shape[0]} of {a.data} (seeds {vols.seeds[a.skip:]}): "
+          f"{images.shape[0]} realisations x {images.shape[1]} slices")  # fmt: skip
+    rows: dict[str, dict] = {}
+    for name in a.models:
+        model, card = load_checkpoint(resolve_model(name), "cpu")
+        ch = card_choices(card)
+        det = Detector.from_card(model, card, "cpu", batch_size=16)
+        label = Path(name).name
+        rows[f"{label} + MG"] = evaluate(det, ch["eps"], ch["tau"], images, masks, base=False)
+        if a.base:
+            rows[label] = evaluate(det, 0.0, ch["tau_base"], images, masks, base=True)
+    first = next(iter(rows.values()))["volume_dice"]
+    print("| method | eps | tau | volume Dice (mean) | minus the first [95 % CI] | FP px per normal slice | "
+          + " | ".join(_bin_name(i) for i in range(len(BINS) - 1)) + " |")  # fmt: skip
+    print("|---|---|---|---|---|---|" + "---|" * (len(BINS) - 1))
+    for label, r in rows.items():
+        pd = paired_difference(first, r["volume_dice"])
+        r["paired_vs_first"] = pd
+        cells = [f"{b['found']} of {b['of']} ({b['voxel_fraction']:.0%})" for b in r["lesions_by_size"]]
+        print(f"| {label} | {r['eps']:.3g} | {r['tau']:.3g} | {100 * r['volume_dice_mean']:.1f} | "
+              f"{100 * pd['mean']:+.1f} [{100 * pd['ci95'][0]:+.1f}, {100 * pd['ci95'][1]:+.1f}] | "
+              f"{r['fp_pixels_per_normal_slice']:.1f} | " + " | ".join(cells) + " |")  # fmt: skip
+    if a.json:
+        Path(a.json).write_text(json.dumps({"data": a.data, "skip": a.skip, "seeds": vols.seeds[a.skip :],
+                                            "rows": rows}, indent=1) + "\n")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
