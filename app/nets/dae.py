@@ -125,9 +125,9 @@ class DenoisingAE(AnomalyModel):
 
     def cover_resolutions(self) -> list[int]:
         """``extra["noise_cover_res"]``: the resolution of the blob field of :func:`blob_gate` (8 by default:
-        blobs about an eighth of the image across), or several, one drawn per training image -- a coarse field
-        (2 or 4) puts the noise in one or two large regions, which is what a large lesion looks like to the
-        denoiser; with one blob size only it learns to keep any region larger than its blobs."""
+        blobs about an eighth of the image across), or several, one drawn per training image: a coarse field
+        (2 or 4) puts the noise in one or two large regions, so regions as large as a big lesion are corrupted in
+        training too (tried against large lesions copied into the pseudo-normal: docs/models.md)."""
         return _resolutions(self.config.extra, "noise_cover_res", 8)
 
     def noise_std_range(self) -> tuple[float, float]:
