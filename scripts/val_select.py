@@ -9,7 +9,7 @@ included), false-positive pixels per normal slice, per-lesion detection by lesio
 connected component of a realisation's mask; "found" = more than 10 % of its voxels flagged), and the paired
 difference in volume Dice from the first model (95 % bootstrap interval over the realisations).
 
-    python scripts/val_select.py DATA_DIR MODEL [MODEL ...] [--skip N] [--base] [--json OUT]
+    python scripts/val_select.py DATA_DIR MODEL [MODEL ...] [--skip N] [--base] [--intensity] [--json OUT]
 """
 
 import argparse
@@ -23,7 +23,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from app.core.detector import Detector  # noqa: E402
-from app.core.metrics import dice, lesion_hits, paired_difference  # noqa: E402
+from app.core.metrics import dice, dice_table, lesion_hits, paired_difference  # noqa: E402
+from app.core.protocol import DEFAULT_TAUS, intensity_maps  # noqa: E402
 from app.data.splits import load_volumes  # noqa: E402
 from app.nets.card import card_choices  # noqa: E402
 from app.nets.checkpoint import load_checkpoint  # noqa: E402
@@ -41,21 +42,45 @@ def score_volume(flagged: np.ndarray, mask: np.ndarray) -> tuple[float, float, l
 
 
 def evaluate(det: Detector, eps: float, tau: float, images, masks, base: bool) -> dict:
-    dices, fps, hits = [], [], []
+    out = {"eps": 0.0 if base else eps, "tau": tau, "volume_dice": [], "fp": [], "hits": []}
     for r in range(images.shape[0]):
-        out = det.run(images[r], 0.0, base_only=True) if base else det.run(images[r], eps)
-        d, fp, h = score_volume(out.mask(tau), masks[r])
-        dices.append(d)
-        fps.append(fp)
-        hits += h
+        res = det.run(images[r], 0.0, base_only=True) if base else det.run(images[r], eps)
+        d, fp, h = score_volume(res.mask(tau), masks[r])
+        out["volume_dice"].append(d)
+        out["fp"].append(fp)
+        out["hits"] += h
+    return _summary(out)
+
+
+def _summary(out: dict) -> dict:
+    """Per-realisation lists -> the row: mean volume Dice, mean false positives, lesions found by size."""
+    hits, fps = out.pop("hits"), out.pop("fp")
     bins = []
     for i in range(len(BINS) - 1):
         sel = [f for s, f in hits if s >= BINS[i] and (BINS[i + 1] is None or s < BINS[i + 1])]
         bins.append(
             {"found": sum(f > FOUND for f in sel), "of": len(sel), "voxel_fraction": float(np.mean(sel or [0]))}
         )
-    return {"eps": 0.0 if base else eps, "tau": tau, "volume_dice": dices, "volume_dice_mean": float(np.mean(dices)),
+    return {**out, "volume_dice_mean": float(np.mean(out["volume_dice"])),
             "fp_pixels_per_normal_slice": float(np.mean(fps)), "lesions_by_size": bins}  # fmt: skip
+
+
+def intensity_row(vols, skip: int) -> dict:
+    """The floor: the image itself inside the foreground, thresholded at the tau that is best on the mean volume
+    Dice of the choosing realisations (as ``bench quality`` chooses its whole-volume tau)."""
+    r, z = vols.images.shape[:2]
+    maps = intensity_maps(np.asarray(vols.images, np.float32).reshape(r * z, *vols.images.shape[2:]))
+    maps = maps.reshape(r, z, *vols.images.shape[3:])
+    taus = np.asarray(DEFAULT_TAUS)
+    row = dice_table(list(maps[:skip]), list(vols.masks[:skip]), taus)
+    tau = float(taus[int(np.argmax(np.nan_to_num(row, nan=-1)))])
+    out = {"eps": 0.0, "tau": tau, "volume_dice": [], "fp": [], "hits": []}
+    for m, g in zip(maps[skip:], vols.masks[skip:], strict=True):
+        d, fp, h = score_volume(m > tau, g)
+        out["volume_dice"].append(d)
+        out["fp"].append(fp)
+        out["hits"] += h
+    return _summary(out)
 
 
 def _bin_name(i: int) -> str:
@@ -66,12 +91,20 @@ def _bin_name(i: int) -> str:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("data")
-    p.add_argument("models", nargs="+")
+    p.add_argument("models", nargs="*")
     p.add_argument("--skip", type=int, default=4, help="leave out the first N realisations (the cards' own; 4)")
     p.add_argument("--base", action="store_true", help="also each base model (eps 0, the card's base tau)")
+    p.add_argument(
+        "--intensity",
+        action="store_true",
+        help="also the plain intensity threshold, its tau chosen on the first --skip realisations' volumes",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", help="write the figures here too")
     a = p.parse_args(argv)
+    if not a.models and not a.intensity:
+        print("val_select: name at least one model, or --intensity", file=sys.stderr)
+        return 2
     torch.set_num_threads(a.threads)
     vols = load_volumes(a.data, "val")
     images, masks = vols.images[a.skip :], vols.masks[a.skip :]
@@ -90,6 +123,8 @@ def main(argv: list[str]) -> int:
         rows[f"{label} + MG"] = evaluate(det, ch["eps"], ch["tau"], images, masks, base=False)
         if a.base:
             rows[label] = evaluate(det, 0.0, ch["tau_base"], images, masks, base=True)
+    if a.intensity:
+        rows["intensity threshold"] = intensity_row(vols, a.skip)
     first = next(iter(rows.values()))["volume_dice"]
     print("| method | eps | tau | volume Dice (mean) | minus the first [95 % CI] | FP px per normal slice | "
           + " | ".join(_bin_name(i) for i in range(len(BINS) - 1)) + " |")  # fmt: skip
