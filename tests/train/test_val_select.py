@@ -1,0 +1,59 @@
+"""scripts/val_select.py: models compared on validation realisations that chose nothing, with known answers."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.cli import main
+from app.data.splits import load_split, save_volumes
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "val_select.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("val_select", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_val_select_scores_the_realisations_after_the_choosing_ones(dataset, tmp_path, capsys):
+    val = load_split(dataset, "val")
+    # four realisations of three slices: two with the bright square (one 3-D lesion of 2 x 36 voxels), one normal
+    block = val.images[[0, 1, 3]]
+    masks = val.masks[[0, 1, 3]].astype(bool)
+    names = [[f"r{r}z{z}" for z in range(3)] for r in range(4)]
+    m4 = np.stack([masks] * 4)
+    save_volumes(
+        dataset, "val", np.stack([block] * 4), m4, m4.astype(np.uint8), names, {"seeds": [0, 1, 2, 3], "z": [0, 1, 2]}
+    )
+    out = tmp_path / "m"
+    args = ["train", "ae-l1", "--data", str(dataset), "--out", str(out), "--epochs", "1", "--width", "4"]
+    assert main([*args, "--latent-dim", "8", "--batch-size", "8", "--quiet"]) == 0
+    argv = ["calibrate", str(out), "--data", str(dataset), "--subset", "2", "--extend", "0", "--no-postprocess"]
+    assert main([*argv, "--max-steps", "2"]) == 0
+
+    vs = _script()
+    report = tmp_path / "sel.json"
+    cmd = [str(dataset), str(out), "--skip", "2", "--base", "--intensity", "--threads", "1", "--json", str(report)]
+    assert vs.main(cmd) == 0
+    rows = json.loads(report.read_text())["rows"]
+    assert list(rows) == ["m + MG", "m", "intensity threshold"]
+    assert json.loads(report.read_text())["seeds"] == [2, 3]
+    for r in rows.values():
+        assert len(r["volume_dice"]) == 2  # the two realisations after --skip
+        assert sum(b["of"] for b in r["lesions_by_size"]) == 2  # one lesion each
+        assert [b["of"] for b in r["lesions_by_size"]] == [0, 0, 2, 0]  # 72 voxels: the 60-199 bin
+    assert rows["m + MG"]["paired_vs_first"]["mean"] == 0.0
+    # the square is the brightest thing in the image: the threshold chosen on the first two finds it exactly
+    floor = rows["intensity threshold"]
+    assert floor["volume_dice"] == [1.0, 1.0] and floor["fp_pixels_per_normal_slice"] == 0.0
+    assert floor["lesions_by_size"][2] == {"found": 2, "of": 2, "voxel_fraction": 1.0}
+    assert floor["paired_vs_first"]["mean"] == pytest.approx(1.0 - rows["m + MG"]["volume_dice_mean"])
+    assert "| intensity threshold | 0 |" in capsys.readouterr().out
+    # nothing left after the choosing realisations: a clear error
+    assert vs.main([str(dataset), str(out), "--skip", "3"]) == 2
+    assert "--val-realisations" in capsys.readouterr().err
