@@ -119,7 +119,7 @@ def main(argv: list[str]) -> int:
         model, card = load_checkpoint(resolve_model(name), "cpu")
         ch = card_choices(card)
         det = Detector.from_card(model, card, "cpu", batch_size=16)
-        label = Path(name).name
+        label = Path(name).name if f"{Path(name).name} + MG" not in rows else name  # two cards of one model
         rows[f"{label} + MG"] = evaluate(det, ch["eps"], ch["tau"], images, masks, base=False)
         if a.base:
             rows[label] = evaluate(det, 0.0, ch["tau_base"], images, masks, base=True)
