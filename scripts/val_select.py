@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from app.core.detector import Detector  # noqa: E402
-from app.core.metrics import dice, dice_table, lesion_hits, paired_difference  # noqa: E402
-from app.core.protocol import DEFAULT_TAUS, intensity_maps  # noqa: E402
+from app.core.metrics import dice, fp_per_normal_slice, lesion_hits, paired_difference  # noqa: E402
+from app.core.protocol import choose_intensity_volume_tau, intensity_volume_maps  # noqa: E402
 from app.data.splits import load_volumes  # noqa: E402
 from app.nets.card import card_choices  # noqa: E402
 from app.nets.checkpoint import load_checkpoint  # noqa: E402
@@ -34,53 +34,36 @@ BINS = (0, 20, 60, 200, None)  # lesion size in voxels of the model grid (2 mm p
 FOUND = 0.1
 
 
-def score_volume(flagged: np.ndarray, mask: np.ndarray) -> tuple[float, float, list[tuple[int, float]]]:
-    """(Dice, false-positive pixels per normal slice, [(lesion size in voxels, fraction flagged), ...])."""
-    normal = ~mask.reshape(mask.shape[0], -1).any(axis=1)
-    fp = float(flagged[normal].sum() / max(1, normal.sum()))
-    return dice(flagged, mask), fp, lesion_hits(flagged, mask)
-
-
-def evaluate(det: Detector, eps: float, tau: float, images, masks, base: bool) -> dict:
-    out = {"eps": 0.0 if base else eps, "tau": tau, "volume_dice": [], "fp": [], "hits": []}
-    for r in range(images.shape[0]):
-        res = det.run(images[r], 0.0, base_only=True) if base else det.run(images[r], eps)
-        d, fp, h = score_volume(res.mask(tau), masks[r])
-        out["volume_dice"].append(d)
-        out["fp"].append(fp)
-        out["hits"] += h
-    return _summary(out)
-
-
-def _summary(out: dict) -> dict:
-    """Per-realisation lists -> the row: mean volume Dice, mean false positives, lesions found by size."""
-    hits, fps = out.pop("hits"), out.pop("fp")
+def row(eps: float, tau: float, flagged_volumes, masks) -> dict:
+    """One method's row over the realisations: per volume its Dice and false-positive pixels per normal slice, and
+    per lesion (a 3-D component of the mask) the fraction flagged; then the means and lesions found by size."""
+    dices, fps, hits = [], [], []
+    for flagged, mask in zip(flagged_volumes, masks, strict=True):
+        dices.append(dice(flagged, mask))
+        fps.append(fp_per_normal_slice(flagged, mask))
+        hits += lesion_hits(flagged, mask)
     bins = []
     for i in range(len(BINS) - 1):
         sel = [f for s, f in hits if s >= BINS[i] and (BINS[i + 1] is None or s < BINS[i + 1])]
         bins.append(
             {"found": sum(f > FOUND for f in sel), "of": len(sel), "voxel_fraction": float(np.mean(sel or [0]))}
         )
-    return {**out, "volume_dice_mean": float(np.mean(out["volume_dice"])),
+    return {"eps": eps, "tau": tau, "volume_dice": dices, "volume_dice_mean": float(np.mean(dices)),
             "fp_pixels_per_normal_slice": float(np.mean(fps)), "lesions_by_size": bins}  # fmt: skip
 
 
+def model_row(det: Detector, eps: float, tau: float, images, masks, base: bool) -> dict:
+    """The model applied as ``detect`` applies it (base: eps 0), one realisation at a time."""
+    flagged = (det.run(v, eps, base_only=base).mask(tau) for v in images)
+    return row(0.0 if base else eps, tau, flagged, masks)
+
+
 def intensity_row(vols, skip: int) -> dict:
-    """The floor: the image itself inside the foreground, thresholded at the tau that is best on the mean volume
-    Dice of the choosing realisations (as ``bench quality`` chooses its whole-volume tau)."""
-    r, z = vols.images.shape[:2]
-    maps = intensity_maps(np.asarray(vols.images, np.float32).reshape(r * z, *vols.images.shape[2:]))
-    maps = maps.reshape(r, z, *vols.images.shape[3:])
-    taus = np.asarray(DEFAULT_TAUS)
-    row = dice_table(list(maps[:skip]), list(vols.masks[:skip]), taus)
-    tau = float(taus[int(np.argmax(np.nan_to_num(row, nan=-1)))])
-    out = {"eps": 0.0, "tau": tau, "volume_dice": [], "fp": [], "hits": []}
-    for m, g in zip(maps[skip:], vols.masks[skip:], strict=True):
-        d, fp, h = score_volume(m > tau, g)
-        out["volume_dice"].append(d)
-        out["fp"].append(fp)
-        out["hits"] += h
-    return _summary(out)
+    """The floor: the image itself inside the foreground, thresholded at the tau with the best mean volume Dice on
+    the choosing realisations (as ``bench quality`` chooses its whole-volume tau)."""
+    maps = intensity_volume_maps(vols.images)
+    tau = choose_intensity_volume_tau(maps[:skip], vols.masks[:skip])
+    return row(0.0, tau, maps[skip:] > tau, vols.masks[skip:])
 
 
 def _bin_name(i: int) -> str:
@@ -120,9 +103,9 @@ def main(argv: list[str]) -> int:
         ch = card_choices(card)
         det = Detector.from_card(model, card, "cpu", batch_size=16)
         label = Path(name).name if f"{Path(name).name} + MG" not in rows else name  # two cards of one model
-        rows[f"{label} + MG"] = evaluate(det, ch["eps"], ch["tau"], images, masks, base=False)
+        rows[f"{label} + MG"] = model_row(det, ch["eps"], ch["tau"], images, masks, base=False)
         if a.base:
-            rows[label] = evaluate(det, 0.0, ch["tau_base"], images, masks, base=True)
+            rows[label] = model_row(det, 0.0, ch["tau_base"], images, masks, base=True)
     if a.intensity:
         rows["intensity threshold"] = intensity_row(vols, a.skip)
     first = next(iter(rows.values()))["volume_dice"]

@@ -27,12 +27,14 @@ from app.core.protocol import (
     POST_GRID,
     calibrate_eps_range,
     choose_intensity_baseline,
+    choose_intensity_volume_tau,
     choose_on_validation,
     choose_on_volumes,
     evaluate_intensity_baseline,
     evaluate_on_test,
     evaluate_volumes,
     intensity_maps,
+    intensity_volume_maps,
     per_kind_ap,
 )
 from app.errors import OptionError
@@ -283,7 +285,7 @@ def baseline_extras(bench: Benchmark, tau: float, settings: QualitySettings) -> 
     """The intensity threshold on the second style, per kind, and on whole volumes (its volume tau chosen on the
     validation volumes), for the same comparison as the models."""
     from app.core.maps import foreground_mask
-    from app.core.metrics import dice, dice_table
+    from app.core.metrics import dice, fp_per_normal_slice
 
     out: dict[str, Any] = {"styles": {}, "per_kind_ap": {}, "volumes": {}}
     for split, ss in {"test": bench.test, **bench.extra_tests}.items():
@@ -295,29 +297,18 @@ def baseline_extras(bench: Benchmark, tau: float, settings: QualitySettings) -> 
             fg = foreground_mask(x.mean(axis=1))
             out["per_kind_ap"][split] = per_kind_ap(maps, np.asarray(ss.masks), bench.kinds[split], fg, KIND_NAMES)
     if "val" in bench.volumes:
-
-        def vol_maps(vols):
-            imgs = np.asarray(vols.images, np.float32)
-            r, z = imgs.shape[:2]
-            return intensity_maps(imgs.reshape(r * z, *imgs.shape[2:])).reshape(r, z, *imgs.shape[3:])
-
-        taus = np.asarray(DEFAULT_TAUS)
-        row = dice_table(list(vol_maps(bench.volumes["val"])), list(np.asarray(bench.volumes["val"].masks)), taus)
-        vtau = float(taus[int(np.argmax(np.nan_to_num(row, nan=-1)))])
+        val_vols = bench.volumes["val"]
+        vtau = choose_intensity_volume_tau(intensity_volume_maps(val_vols.images), val_vols.masks)
         out["volume_tau"] = vtau
         for split, vols in bench.volumes.items():
             if split == "val":
                 continue
-            maps, masks = vol_maps(vols), np.asarray(vols.masks)
-            dices = [dice(m > vtau, g) for m, g in zip(maps, masks, strict=True)]
-            fps = []
-            for m, g in zip(maps, masks, strict=True):
-                normal = ~g.reshape(len(g), -1).any(axis=1)
-                fps.append(float((m[normal] > vtau).sum() / max(1, normal.sum())))
+            pairs = list(zip(intensity_volume_maps(vols.images) > vtau, np.asarray(vols.masks), strict=True))
+            dices = [dice(p, g) for p, g in pairs]
             out["volumes"][split] = {
                 "volume_dice_mean": float(np.mean(dices)),
                 "volume_dice": [round(float(d), 6) for d in dices],
-                "fp_pixels_per_normal_slice": float(np.mean(fps)),
+                "fp_pixels_per_normal_slice": float(np.mean([fp_per_normal_slice(p, g) for p, g in pairs])),
             }
     return out
 

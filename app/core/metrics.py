@@ -27,6 +27,17 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     return 2.0 * np.count_nonzero(p & g) / denom
 
 
+def fp_per_normal_slice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """False-positive pixels per normal slice of a volume (Z, S, S): the flagged pixels on slices without any
+    ground truth, divided by their number (0 when every slice holds a lesion)."""
+    p = np.asarray(pred, dtype=bool)
+    g = np.asarray(gt, dtype=bool)
+    if p.shape != g.shape:
+        raise ValueError(f"prediction {p.shape} and ground truth {g.shape} differ in shape")
+    normal = ~g.reshape(len(g), -1).any(axis=1)
+    return float(p[normal].sum() / max(1, normal.sum()))
+
+
 def lesion_hits(pred: np.ndarray, gt: np.ndarray) -> list[tuple[int, float]]:
     """Per lesion -- a connected component (face-connected, in as many dimensions as the arrays have) of the
     ground truth -- its size in voxels and the fraction of its voxels the prediction flags, in label order."""

@@ -33,7 +33,15 @@ import torch
 
 from app.core.detector import Detector, PostProcessing
 from app.core.maps import foreground_mask, postprocess
-from app.core.metrics import Scores, average_precision, dice, dice_table, evaluate, mean_dice_per_tau
+from app.core.metrics import (
+    Scores,
+    average_precision,
+    dice,
+    dice_table,
+    evaluate,
+    fp_per_normal_slice,
+    mean_dice_per_tau,
+)
 from app.errors import OptionError
 
 #: the default tau grid: [0, 1] in steps of 0.005 (difference maps of trained models sit mostly below 0.3)
@@ -550,8 +558,7 @@ def evaluate_volumes(
     for v in range(r):
         pred = detector.post.mask(maps[v], tau)
         dices.append(dice(pred, masks[v]))
-        normal = ~masks[v].reshape(z, -1).any(axis=1)
-        fps.append(float(pred[normal].sum() / max(1, normal.sum())))
+        fps.append(fp_per_normal_slice(pred, masks[v]))
         aps.append(average_precision(maps[v][fg[v]], masks[v][fg[v]]))
     return {
         "volume_dice_mean": float(np.mean(dices)),
@@ -638,6 +645,20 @@ def intensity_maps(images: np.ndarray, post: PostProcessing | None = None) -> np
     x, _ = _arrays((images, None))
     xs = x.mean(axis=1)
     return postprocess(xs, foreground_mask(xs, post.foreground_threshold), post.median_size)
+
+
+def intensity_volume_maps(images: np.ndarray) -> np.ndarray:
+    """:func:`intensity_maps` of whole volumes (R, Z, C, S, S) -> (R, Z, S, S)."""
+    imgs = np.asarray(images, np.float32)
+    r, z = imgs.shape[:2]
+    return intensity_maps(imgs.reshape(r * z, *imgs.shape[2:])).reshape(r, z, *imgs.shape[3:])
+
+
+def choose_intensity_volume_tau(maps: np.ndarray, masks: np.ndarray, tau_grid: Sequence[float] = DEFAULT_TAUS) -> float:
+    """The intensity threshold's tau for whole volumes: the best mean volume Dice over validation volumes (maps
+    from :func:`intensity_volume_maps`); ties go to the smaller tau."""
+    taus = np.asarray(sorted(float(t) for t in tau_grid), dtype=np.float64)
+    return _best(dice_table(list(maps), list(np.asarray(masks)), taus), taus)[0]
 
 
 @dataclass

@@ -9,6 +9,7 @@ from app.core.metrics import (
     dice,
     dice_per_tau,
     evaluate,
+    fp_per_normal_slice,
     grid_search,
     lesion_hits,
     mean_dice_per_tau,
@@ -128,3 +129,16 @@ def test_lesion_hits_sizes_and_flagged_fractions_per_component():
     assert lesion_hits(pred, np.zeros_like(gt)) == []
     with pytest.raises(ValueError, match="shape"):
         lesion_hits(pred[0], gt)
+
+
+def test_fp_per_normal_slice_counts_only_slices_without_lesion():
+    gt = np.zeros((3, 4, 4), bool)
+    gt[0, 1, 1] = True  # slice 0 holds a lesion; slices 1 and 2 are normal
+    pred = np.zeros_like(gt)
+    pred[0, 2:, 2:] = True  # 4 flagged on the lesion slice: not counted
+    pred[1, 0, :3] = True  # 3 on a normal slice
+    pred[2, 3, 3] = True  # 1 on the other
+    assert fp_per_normal_slice(pred, gt) == 2.0
+    assert fp_per_normal_slice(pred, np.ones_like(gt)) == 0.0  # no normal slice
+    with pytest.raises(ValueError, match="shape"):
+        fp_per_normal_slice(pred[0], gt)
