@@ -45,6 +45,11 @@ class SolverOptions:
     spg_memory: int = 10
     #: spg: Armijo constant of the line search
     spg_armijo: float = 1e-4
+    #: None (default, the paper's objective): mean |x - g(z)|. A number c: the mean of min(|x - g(z)|, c), a
+    #: robust variant in which pixels already further than c from the pseudo-normal (a lesion the base model
+    #: did not copy) no longer pull the search, so a larger eps can match the normal tissue without re-admitting
+    #: them. Chosen on validation like eps, and recorded in the card.
+    loss_cap: float | None = None
 
     def validate(self) -> SolverOptions:
         if self.method not in METHODS:
@@ -61,6 +66,8 @@ class SolverOptions:
             raise OptionError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.spg_memory < 1 or not (0 < self.spg_armijo < 1):
             raise OptionError("spg_memory must be >= 1 and spg_armijo in (0, 1)")
+        if self.loss_cap is not None and not (self.loss_cap > 0 and math.isfinite(self.loss_cap)):
+            raise OptionError(f"loss_cap must be a positive number or None, got {self.loss_cap}")
         return self
 
 

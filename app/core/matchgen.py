@@ -125,8 +125,12 @@ def _radius(eps: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
     return eps * (1 + _FEAS_REL) + torch.finfo(z0.dtype).eps * _flat_norm(z0)
 
 
-def _l1(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return (s - x).abs().flatten(1).mean(dim=1)
+def _l1(s: torch.Tensor, x: torch.Tensor, cap: float | None = None) -> torch.Tensor:
+    """Mean |x - s| per image; with ``cap`` each pixel's term is min(|x - s|, cap) (``SolverOptions.loss_cap``)."""
+    r = (s - x).abs()
+    if cap is not None:
+        r = r.clamp(max=cap)
+    return r.flatten(1).mean(dim=1)
 
 
 def _as_eps(eps: float | Sequence[float] | torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
@@ -231,7 +235,7 @@ def _spg_loop(
         zt = torch.addcmul(zci, _bcast(lsi, di), di, out=_spare(pool, n, zc, d)).requires_grad_(True)
         with torch.enable_grad():
             sa = search(zt)
-            f = _l1(sa, x[idx])
+            f = _l1(sa, x[idx], opts.loss_cap)
             (g,) = torch.autograd.grad(f.sum(), zt)
         zt, f, g, sa = zt.detach(), f.detach().to(dt), g.to(dt), sa.detach()
         t[idx] += 1
@@ -401,7 +405,7 @@ def optimize(
         za = z[idx].detach().requires_grad_(True)
         with torch.enable_grad():
             sa = search(za)
-            l1 = _l1(sa, x[idx])
+            l1 = _l1(sa, x[idx], opts.loss_cap)
             (grad,) = torch.autograd.grad(l1.sum(), za)
         sa = sa.detach()
         l1 = l1.detach()
@@ -479,7 +483,7 @@ def optimize(
             with torch.no_grad():
                 sb = decode(best_z[ev]).detach()
             best_s[ev] = sb.to(best_s.dtype)
-            best_loss[ev] = _l1(sb, x[ev]).to(best_loss.dtype)
+            best_loss[ev] = _l1(sb, x[ev], opts.loss_cap).to(best_loss.dtype)
     # Final candidates: the last iterate projected onto the ball, for images whose best is not known to be it.
     need = (eps_t == 0) | ~torch.isfinite(best_loss) | (_flat_norm(z - z0) > radius)
     if best_s is None:
@@ -490,7 +494,7 @@ def optimize(
         z_last = project_to_ball(z[ni], z0[ni], eps_t[ni])
         with torch.no_grad():
             sl = decode(z_last).detach()
-        ll = _l1(sl, x[ni])
+        ll = _l1(sl, x[ni], opts.loss_cap)
         take = ll < loss_out[ni]
         if bool(take.any()):
             ti = ni[take]
@@ -505,7 +509,7 @@ def optimize(
         li = lost.nonzero(as_tuple=True)[0]
         with torch.no_grad():
             s0 = decode(z0[li]).detach()
-        l0 = _l1(s0, x[li])
+        l0 = _l1(s0, x[li], opts.loss_cap)
         broken = ~torch.isfinite(l0) | ~torch.isfinite(s0).flatten(1).all(dim=1)
         if bool(broken.any()):
             which = ", ".join(str(int(i)) for i in li[broken][:8])

@@ -191,12 +191,40 @@ def test_max_steps_is_respected():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"method": "newton"}, {"lr": -1.0}, {"lr": math.nan}, {"patience": 0}, {"bogus_option": 1}],
+    [
+        {"method": "newton"},
+        {"lr": -1.0},
+        {"lr": math.nan},
+        {"patience": 0},
+        {"bogus_option": 1},
+        {"loss_cap": 0.0},
+        {"loss_cap": -1.0},
+        {"loss_cap": math.inf},
+    ],
 )
 def test_bad_options_are_clear_errors(kwargs):
     dec, x, z0, _ = problem()
     with pytest.raises(OptionError):
         optimize(dec, x, z0, 0.3, **kwargs)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_capped_loss_leaves_pixels_beyond_the_cap_alone(method):
+    """g(z) = z as a 2x2 image from z0 = 0, eps 1; x has a small difference (0.5) and an outlier (10). The plain L1
+    spends the ball on both; with loss_cap 2 the outlier is flat in the objective, so the search matches the small
+    difference exactly and leaves the outlier's pixel at the base model's value."""
+
+    def dec(z):
+        return z.view(-1, 1, 2, 2)
+
+    x = torch.tensor([[[[0.5, 0.0], [0.0, 10.0]]]])
+    z0 = torch.zeros(1, 4)
+    capped = optimize(dec, x, z0, 1.0, method=method, max_steps=3000, loss_cap=2.0)
+    assert torch.allclose(capped.z, torch.tensor([[0.5, 0.0, 0.0, 0.0]]), atol=0.02), capped.z
+    assert math.isclose(float(capped.loss), 2.0 / 4, rel_tol=0.02)  # the outlier's capped term only
+    plain = optimize(dec, x, z0, 1.0, method=method, max_steps=3000)
+    assert float(plain.s[0, 0, 1, 1]) > 0.3, plain.z  # the plain objective pulls the pseudo-normal to the outlier
+    assert float(plain.distance) == pytest.approx(1.0, rel=0.01)
 
 
 def test_bad_eps_and_shapes():
