@@ -28,6 +28,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--no-volumes", action="store_true", help="skip the whole-volume choice on the validation volumes")
     p.add_argument(
+        "--post-on", choices=("volumes", "slices"), default="volumes",
+        help="choose the post-processing by the base model's whole-volume Dice on the validation volumes (default; "
+        "slices when the data set has no volumes) or by its per-image Dice on abnormal validation slices",
+    )  # fmt: skip
+    p.add_argument(
         "--layout", choices=("auto", "channels_last", "contiguous"), default="auto",
         help="memory layout of the fast solver, recorded in the card for detect and the viewer: auto (default: "
         "the faster of the two, timed on a validation batch), channels_last or contiguous",
@@ -56,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         postprocess=not args.no_postprocess,
         extend=args.extend,
         volumes=not args.no_volumes,
+        post_on=args.post_on,
         layout=args.layout,
     )
     card = calibrate(resolve_model(args.model), args.data, st, resolve_device(args.device))

@@ -307,16 +307,20 @@ def choose_postprocessing(
     grid: dict[str, Sequence[int]] = POST_GRID,
     foreground_threshold: float = 0.01,
 ) -> tuple[PostProcessing, dict[str, float]]:
-    """The post-processing with the best mean per-image Dice (at its best tau) of the *base* model's raw maps on
-    abnormal validation slices. Ties go to the simpler variant (smaller values, in grid order)."""
+    """The post-processing with the best mean Dice (at its best tau) of the *base* model's raw maps (N, S, S):
+    per image on abnormal validation slices when ``gts`` are (S, S) masks, per whole volume when they are (Z, S, S)
+    volumes (the maps then hold the volumes' slices in order, N = len(gts) * Z). Ties go to the simpler variant
+    (smaller values, in grid order)."""
     best: tuple[float, PostProcessing] | None = None
     table: dict[str, float] = {}
+    unit_shape = np.shape(gts[0])
     for med in sorted(grid.get("median_size", (0,))):
         for ero in sorted(grid.get("erode_px", (0,))):
             maps = PostProcessing(foreground_threshold, med, ero).apply(raw_maps, foreground)
+            units = list(maps.reshape(len(gts), *unit_shape))
             for mc in sorted(grid.get("min_component_px", (0,))):
                 post = PostProcessing(foreground_threshold, med, ero, mc)
-                _, dsc = _best(dice_table(list(maps), list(gts), taus, mc), taus)
+                _, dsc = _best(dice_table(units, list(gts), taus, mc), taus)
                 table[_post_key(post)] = round(float(dsc), 6)
                 if best is None or np.nan_to_num(dsc, nan=-1.0) > best[0]:
                     best = (float(np.nan_to_num(dsc, nan=-1.0)), post)
@@ -484,6 +488,25 @@ class VolumeChoice:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def choose_postprocessing_on_volumes(
+    detector: Detector,
+    volumes: Any,
+    tau_grid: Sequence[float] = DEFAULT_TAUS,
+    grid: dict[str, Sequence[int]] = POST_GRID,
+) -> tuple[PostProcessing, dict[str, float]]:
+    """The post-processing with the best mean whole-volume Dice of the *base* model's maps (eps = 0: no solves)
+    over validation volumes ``(images (R, Z, C, S, S), masks (R, Z, S, S))``: chosen on what ``detect`` and the
+    viewer's volume run produce, normal slices included, rather than on abnormal slices alone."""
+    images, masks = _volume_arrays(volumes)
+    r, z = images.shape[:2]
+    flat = images.reshape(r * z, *images.shape[2:])
+    pm = compute_maps(detector, flat, [0.0], raw=True)
+    taus = np.asarray(sorted(float(t) for t in tau_grid), dtype=np.float64)
+    return choose_postprocessing(
+        pm.maps[0.0], pm.foreground, list(masks), taus, grid, detector.post.foreground_threshold
+    )
 
 
 def choose_on_volumes(

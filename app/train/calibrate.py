@@ -31,12 +31,25 @@ class CalibrationSettings:
     solver: str = "fast"  # "fast" (the benchmark's default) or "paper" (penalty, Adam lr 1e-3)
     batch_size: int = 16
     postprocess: bool = True  # choose median / erosion / minimum component on the base model's validation maps
+    #: where the post-processing is chosen: "volumes" (the base model's whole-volume Dice on the validation
+    #: volumes, what detect applies; falls back to slices when the data set has none) or "slices" (mean per-image
+    #: Dice on the abnormal validation slices of the subset, as before 2026-12-04)
+    post_on: str = "volumes"
     extend: int = 2  # times the eps grid may grow (1.5x, 2x, 3x its top) while +MG's best eps is its largest
     volumes: bool = True  # also choose (eps, tau) for whole volumes on the validation volumes, when present
     layout: str = "auto"  # fast solver's memory layout: "auto" (the faster, measured), "channels_last", "contiguous"
 
 
 LAYOUTS = ("auto", "channels_last", "contiguous")
+POST_ON = ("volumes", "slices")
+POST_RULES = {
+    "volumes": "chosen on the base model (eps = 0) by mean whole-volume Dice over the validation volumes (every "
+    "slice of a realisation's block pooled, normal slices included), then held fixed for every eps (base and +MG "
+    "alike)",
+    "slices": "chosen on the base model (eps = 0) by mean per-image Dice on abnormal validation slices, then held "
+    "fixed for every eps (base and +MG alike)",
+    None: "none: the maps as the model gives them",
+}
 #: solver steps timed per layout by :func:`choose_layout` (after one warm-up batch)
 LAYOUT_STEPS = 4
 
@@ -90,6 +103,7 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
         calibrate_eps_range,
         choose_on_validation,
         choose_on_volumes,
+        choose_postprocessing_on_volumes,
     )
     from app.data.splits import load_split
 
@@ -101,6 +115,8 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
     layout_facts = None
     if st.layout not in LAYOUTS:
         raise ValueError(f"layout {st.layout!r}: one of {', '.join(LAYOUTS)}")
+    if st.post_on not in POST_ON:
+        raise ValueError(f"post_on {st.post_on!r}: one of {', '.join(POST_ON)}")
     if st.solver != "fast" or st.layout == "contiguous":
         channels_last = False  # the paper's solver is the reference: the stock layout
     elif st.layout == "channels_last":
@@ -125,6 +141,12 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
     )
     t1 = time.perf_counter()
     log(f"{stem.name}: eps_max={rng.eps_max} (z0 spread {rng.z0_spread:.3g}) in {t1 - t0:.0f} s")
+    vols = _validation_volumes(data_dir, log) if st.volumes or st.post_on == "volumes" else None
+    post_source, post_table = ("slices" if st.postprocess else None), None
+    if st.postprocess and st.post_on == "volumes" and vols is not None:
+        det.post, post_table = choose_postprocessing_on_volumes(det, vols, DEFAULT_TAUS, POST_GRID)
+        post_source = "volumes"
+        log(f"{stem.name}: post-processing {det.post.as_dict()} chosen on the base model's validation volumes")
     choice = choose_on_validation(
         det,
         val,
@@ -132,7 +154,7 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
         DEFAULT_TAUS,
         subset=st.subset,
         max_steps=st.max_steps,
-        post_grid=POST_GRID if st.postprocess else None,
+        post_grid=POST_GRID if post_source == "slices" else None,
         extend=st.extend,
     )
     t2 = time.perf_counter()
@@ -146,7 +168,6 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
     updates: dict[str, Any] = {}
     volume_seconds = None
     if st.volumes:
-        vols = _validation_volumes(data_dir, log)
         if vols is not None:
             vc = choose_on_volumes(det, vols, grid, DEFAULT_TAUS, max_steps=st.max_steps)
             volume_seconds = round(time.perf_counter() - t2, 1)
@@ -209,10 +230,10 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
                 "step_cap_fraction_per_eps": {str(k): round(v, 4) for k, v in choice.step_cap_fraction.items()},
                 "grid_extended": choice.grid_extended,
                 "postprocess_choice": {
-                    "rule": "chosen on the base model (eps = 0) by mean per-image Dice on abnormal validation "
-                    "slices, then held fixed for every eps (base and +MG alike)",
+                    "rule": POST_RULES[post_source],
+                    "on": post_source,
                     "grid": {k: list(v) for k, v in POST_GRID.items()} if st.postprocess else None,
-                    "val_dice_per_variant": choice.post_table,
+                    "val_dice_per_variant": post_table if post_source == "volumes" else choice.post_table,
                 },
                 "seconds": {
                     "eps_range": round(t1 - t0, 1),

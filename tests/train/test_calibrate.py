@@ -26,6 +26,7 @@ def test_calibrate_fills_card_with_reproducible_choice(dataset, tmp_path):
     assert {"eps", "tau", "tau_base", "val_dice", "val_dice_base", "peak_inside_grid", "binding_fraction"} <= set(ch)
     assert 0 <= ch["binding_fraction"] <= 1 and 0 <= ch["step_cap_fraction"] <= 1
     post = card_postprocess(card)
+    assert card["calibration"]["postprocess_choice"]["on"] == "slices"  # this data set has no validation volumes
     assert set(card["calibration"]["postprocess_choice"]["val_dice_per_variant"]) == {
         f"{m}/{e}/{c}" for m in (0, 3, 5, 7) for e in (0, 2, 4, 6, 8) for c in (0, 10, 30, 60, 100)
     }
@@ -79,3 +80,36 @@ def test_calibrate_records_how_the_solver_fares_at_the_volume_choice(dataset, tm
     # a 2-step budget: every solved slice uses it up
     assert cv["step_cap_fraction"] == 1.0 and cv["mean_steps"] == 2.0 and 0 <= cv["binding_fraction"] <= 1
 
+
+
+def test_calibrate_chooses_the_postprocessing_on_the_validation_volumes(dataset, tmp_path):
+    """With validation volumes, the post-processing is the one with the best whole-volume Dice of the base model
+    (what detect applies), and the volume choice's base Dice is that variant's entry in the card's table."""
+    from app.data.splits import save_volumes
+
+    val = load_split(dataset, "val")
+    images, masks = val.images.reshape(2, 3, 1, 32, 32), val.masks.reshape(2, 3, 32, 32)
+    save_volumes(dataset, "val", images, masks, masks.astype(np.uint8), [["a0", "a1", "a2"], ["b0", "b1", "b2"]],
+                 {"seeds": [0, 1], "z": [0, 1, 2]})  # fmt: skip
+    out = tmp_path / "m"
+    args = ["train", "ae-l1", "--data", str(dataset), "--out", str(out), "--epochs", "1", "--width", "4"]
+    assert main([*args, "--latent-dim", "8", "--batch-size", "8", "--quiet"]) == 0
+    argv = ["calibrate", str(out), "--data", str(dataset), "--subset", "2", "--extend", "0", "--max-steps", "2"]
+    assert main(argv) == 0
+    card = read_card(out)
+    choice = card["calibration"]["postprocess_choice"]
+    assert choice["on"] == "volumes" and "whole-volume" in choice["rule"]
+    table = choice["val_dice_per_variant"]
+    post = card_postprocess(card)
+    key = f"{post['median_size']}/{post['erode_px']}/{post['min_component_px']}"
+    assert table[key] == max(table.values())
+    assert card["chosen_volume"]["val_volume_dice_base"] == pytest.approx(table[key], abs=1e-6)
+    # and it is the base model's mean volume Dice through the shared Detector at the card's base tau
+    model, _ = load_checkpoint(out)
+    det = Detector(model, "cpu", post=PostProcessing(**post))
+    tau = card["chosen_volume"]["tau_base"]
+    got = [dice(det.run(v, 0.0, base_only=True).mask(tau), m) for v, m in zip(images, masks, strict=True)]
+    assert float(np.mean(got)) == pytest.approx(table[key], abs=1e-5)
+    # the old rule stays available
+    assert main([*argv, "--post-on", "slices"]) == 0
+    assert read_card(out)["calibration"]["postprocess_choice"]["on"] == "slices"
