@@ -28,6 +28,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--no-volumes", action="store_true", help="skip the whole-volume choice on the validation volumes")
     p.add_argument(
+        "--loss-cap", type=float, default=None, metavar="C",
+        help="solve the capped objective mean(min(|x - g(z)|, C)) instead of the plain L1: pixels further than C "
+        "from the pseudo-normal stop pulling the search (default: the plain L1); recorded in the card",
+    )  # fmt: skip
+    p.add_argument(
         "--post-on", choices=("volumes", "slices"), default="volumes",
         help="choose the post-processing by the base model's whole-volume Dice on the validation volumes (default; "
         "slices when the data set has no volumes) or by its per-image Dice on abnormal validation slices",
@@ -62,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         extend=args.extend,
         volumes=not args.no_volumes,
         post_on=args.post_on,
+        loss_cap=args.loss_cap,
         layout=args.layout,
     )
     card = calibrate(resolve_model(args.model), args.data, st, resolve_device(args.device))

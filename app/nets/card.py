@@ -377,8 +377,10 @@ def solver_for(card: dict, name: str = "card", max_steps: int | None = None) -> 
 
 
 def describe_solver(s: SolverOptions) -> str:
-    """``spg/bf16, 100 steps``: what distinguishes one solver from another in a line."""
-    return f"{s.method}/{s.precision}, {s.max_steps} steps"
+    """``spg/bf16, 100 steps`` (``, loss capped at 0.15`` with a capped objective): what distinguishes one solver
+    from another in a line."""
+    cap = "" if s.loss_cap is None else f", loss capped at {s.loss_cap:g}"
+    return f"{s.method}/{s.precision}, {s.max_steps} steps{cap}"
 
 
 def card_channels_last(card: dict) -> bool:

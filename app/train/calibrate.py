@@ -37,6 +37,8 @@ class CalibrationSettings:
     post_on: str = "volumes"
     extend: int = 2  # times the eps grid may grow (1.5x, 2x, 3x its top) while +MG's best eps is its largest
     volumes: bool = True  # also choose (eps, tau) for whole volumes on the validation volumes, when present
+    #: the solver's capped objective (``SolverOptions.loss_cap``; None: the paper's plain L1), recorded in the card
+    loss_cap: float | None = None
     layout: str = "auto"  # fast solver's memory layout: "auto" (the faster, measured), "channels_last", "contiguous"
 
 
@@ -111,7 +113,7 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
     stem = stem_of(path)
     model, card = load_checkpoint(stem, device)
     val = load_split(data_dir, "val")
-    solver = replace(FAST) if st.solver == "fast" else SolverOptions()
+    solver = replace(FAST if st.solver == "fast" else SolverOptions(), loss_cap=st.loss_cap).validate()
     layout_facts = None
     if st.layout not in LAYOUTS:
         raise ValueError(f"layout {st.layout!r}: one of {', '.join(LAYOUTS)}")

@@ -8,7 +8,7 @@ from app.cli import main
 from app.core.detector import Detector, PostProcessing
 from app.core.metrics import dice
 from app.data.splits import load_split
-from app.nets.card import card_channels_last, card_postprocess
+from app.nets.card import card_channels_last, card_postprocess, card_solver, describe_solver
 from app.nets.checkpoint import load_checkpoint, read_card
 
 
@@ -58,6 +58,24 @@ def test_calibrate_layout_can_be_fixed(dataset, tmp_path):
         assert main([*argv, "--extend", "0", "--no-postprocess", "--layout", layout]) == 0
         card = read_card(out)
         assert card_channels_last(card) is expect and card["calibration"]["settings"]["layout_timing"] is None
+    assert card_solver(card).loss_cap is None  # the paper's plain L1 unless asked
+
+
+def test_calibrate_records_a_capped_objective_and_detect_applies_it(dataset, tmp_path, capsys):
+    out = tmp_path / "m"
+    args = ["train", "ae-l1", "--data", str(dataset), "--out", str(out), "--epochs", "1", "--width", "4"]
+    assert main([*args, "--latent-dim", "8", "--batch-size", "8", "--quiet"]) == 0
+    argv = ["calibrate", str(out), "--data", str(dataset), "--subset", "2", "--max-steps", "3", "--no-volumes"]
+    assert main([*argv, "--extend", "0", "--no-postprocess", "--loss-cap", "0.2"]) == 0
+    card = read_card(out)
+    assert card["calibration"]["settings"]["solver_options"]["loss_cap"] == 0.2
+    model, _ = load_checkpoint(out)
+    assert Detector.from_card(model, card).solver.loss_cap == 0.2
+    assert "loss capped at 0.2" in describe_solver(card_solver(card))
+    capsys.readouterr()
+    assert main([*argv, "--loss-cap", "0"]) == 2
+    assert "loss_cap" in capsys.readouterr().err
+    assert read_card(out) == card  # a refused option changes nothing
 
 
 def test_calibrate_records_how_the_solver_fares_at_the_volume_choice(dataset, tmp_path):
