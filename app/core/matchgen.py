@@ -25,6 +25,9 @@ Decisions the paper leaves open, and the defaults chosen here (see :class:`Solve
   rounding of storing z itself (machine epsilon times ||z0||, which matters when eps is tiny next to ||z0||:
   a code of norm 400 is stored to about 5e-5, so a ball of radius 0.3 cannot be checked to 1e-6 of it). Because
   ``z0`` itself is feasible, the result is never worse than the base model on the objective.
+* ``loss_cap = c`` (off by default) minimises the mean of min(|x - g(z)|, c) instead: a pixel already further
+  than c from the pseudo-normal has no gradient, so the search spends its eps-ball on the tissue it can match
+  rather than on reproducing a lesion the base model did not copy. ``loss`` is then that capped mean.
 * ``eps == 0`` returns ``z0`` itself, so ``s`` is exactly the base model's pseudo-normal image.
 * A decoder that returns NaN or inf: if it does so at ``z0`` itself (the base model's own output), there is no
   sensible answer and :class:`~app.errors.SolverError` is raised (the CLI prints it as one line, the viewer as a
@@ -90,7 +93,7 @@ class Progress:
 class MatchGenResult:
     z: torch.Tensor  # (B, ...) detached
     s: torch.Tensor  # (B, C, H, W) detached, = decode(z)
-    loss: torch.Tensor  # (B,) mean |x - s| of the returned z
+    loss: torch.Tensor  # (B,) the objective at the returned z: mean |x - s| (capped per pixel with loss_cap)
     feasible: torch.Tensor  # (B,) bool, ||z - z0|| <= eps (1 + 1e-6)
     steps: torch.Tensor  # (B,) int64, solver steps each image took
     distance: torch.Tensor  # (B,) ||z - z0||
