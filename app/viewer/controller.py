@@ -532,7 +532,9 @@ class ViewerController:
         self.events.timing.emit(self.timing)
         how = " (precomputed with the eps grid)" if r.precomputed else ""
         solved = f", {r.seconds:.2f} s" if r.seconds else ""
-        self.events.info.emit(f"{what}{how}\nL1 loss {r.loss:.4f}, {r.steps} steps{solved}")
+        cap = self.session.solver.loss_cap if self.session is not None else None
+        loss = "L1 loss" if cap is None else f"L1 loss (capped at {cap:g})"
+        self.events.info.emit(f"{what}{how}\n{loss} {r.loss:.4f}, {r.steps} steps{solved}")
 
     # --- what the views ask -------------------------------------------------------------------------------------
     def detection(self) -> tuple[np.ndarray | None, float | None]:

@@ -422,3 +422,20 @@ def test_executor_lane_runs_on_its_own_thread_and_hands_reports_over():
     assert got == [(g, "study", 42)]
     lane.stop()
     assert lane.generation > g
+
+
+def test_the_readout_names_a_capped_objective(zoo):
+    """A card calibrated with ``--loss-cap`` applies the capped objective; the readout must not call it plain L1."""
+    from app.nets.checkpoint import read_card, write_card
+
+    card = read_card(zoo["models"] / "tiny2")
+    card["calibration"] = {"settings": {"solver_options": {"method": "spg", "loss_cap": 0.2}, "max_steps": 5}}
+    write_card(zoo["models"] / "tiny2", card)
+    ctl, lanes, seen = make(zoo)
+    lanes["slice"].run()
+    assert seen["info"][-1].splitlines()[-1].startswith("L1 loss ")  # the plain objective of "tiny"
+    assert ctl.set_model("tiny2")
+    lanes["load"].run()
+    lanes["slice"].run()
+    assert ctl.session.solver.loss_cap == 0.2
+    assert seen["info"][-1].splitlines()[-1].startswith("L1 loss (capped at 0.2) ")
