@@ -11,8 +11,9 @@ from app.errors import CheckpointError
 MODELS_DIR = bundled_dir("models")
 
 #: the model ``python main.py`` and ``detect`` use when none is named: the zoo's best +MG Dice on the validation
-#: volumes (the cards' ``chosen_volume``: dae 19.0 % over 16 volumes, vae-grad 16.3 % and the others lower over 4;
-#: on 28 validation volumes that chose nothing the dae + MG is also the best, docs/models.md)
+#: volumes (the cards' ``chosen_volume``: dae 19.0 %, vae-grad 17.4 % and ae-l1 15.2 % over 16 volumes, the
+#: other four lower over 4; on 28 validation volumes that chose nothing the dae + MG is also the best,
+#: docs/models.md)
 DEFAULT_MODEL = "dae"
 
 
