@@ -99,7 +99,6 @@ def test_calibrate_records_how_the_solver_fares_at_the_volume_choice(dataset, tm
     assert cv["step_cap_fraction"] == 1.0 and cv["mean_steps"] == 2.0 and 0 <= cv["binding_fraction"] <= 1
 
 
-
 def test_calibrate_chooses_the_postprocessing_on_the_validation_volumes(dataset, tmp_path):
     """With validation volumes, the post-processing is the one with the best whole-volume Dice of the base model
     (what detect applies), and the volume choice's base Dice is that variant's entry in the card's table."""
