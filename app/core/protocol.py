@@ -295,6 +295,11 @@ POST_GRID: dict[str, tuple[int, ...]] = {
 }
 
 
+def _tau_array(tau_grid: Sequence[float]) -> np.ndarray:
+    """A tau grid as the sorted float64 array every choice scores against (ties go to its smaller values)."""
+    return np.asarray(sorted(float(t) for t in tau_grid), dtype=np.float64)
+
+
 def _post_key(p: PostProcessing) -> str:
     return f"{p.median_size}/{p.erode_px}/{p.min_component_px}"
 
@@ -389,7 +394,7 @@ def choose_on_validation(
     eps_all = sorted({0.0, *(float(e) for e in eps_grid)})
     if len(eps_all) < 2:
         raise OptionError("the eps grid needs at least one value > 0 for +MG")
-    taus = np.asarray(sorted(float(t) for t in tau_grid), dtype=np.float64)
+    taus = _tau_array(tau_grid)
     if taus.size == 0:
         raise OptionError("empty tau grid")
     gts = list(masks[idx])
@@ -465,6 +470,12 @@ def _volume_arrays(volumes: Any) -> tuple[np.ndarray, np.ndarray]:
     return images, masks
 
 
+def _flat_volumes(volumes: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validation volumes as their slices in order, (R * Z, C, S, S), and the masks (R, Z, S, S)."""
+    images, masks = _volume_arrays(volumes)
+    return images.reshape(-1, *images.shape[2:]), masks
+
+
 @dataclass
 class VolumeChoice:
     """(eps, tau) for whole volumes: the mean over validation volumes of each volume's Dice (all its slices
@@ -499,11 +510,9 @@ def choose_postprocessing_on_volumes(
     """The post-processing with the best mean whole-volume Dice of the *base* model's maps (eps = 0: no solves)
     over validation volumes ``(images (R, Z, C, S, S), masks (R, Z, S, S))``: chosen on what ``detect`` and the
     viewer's volume run produce, normal slices included, rather than on abnormal slices alone."""
-    images, masks = _volume_arrays(volumes)
-    r, z = images.shape[:2]
-    flat = images.reshape(r * z, *images.shape[2:])
+    flat, masks = _flat_volumes(volumes)
     pm = compute_maps(detector, flat, [0.0], raw=True)
-    taus = np.asarray(sorted(float(t) for t in tau_grid), dtype=np.float64)
+    taus = _tau_array(tau_grid)
     return choose_postprocessing(
         pm.maps[0.0], pm.foreground, list(masks), taus, grid, detector.post.foreground_threshold
     )
@@ -522,11 +531,10 @@ def choose_on_volumes(
     """tau (base) and (eps, tau) (+MG) by mean whole-volume Dice over validation volumes ``(images (R, Z, C, S,
     S), masks (R, Z, S, S))``; the detector's post-processing is applied (choose it first with
     :func:`choose_on_validation`)."""
-    images, masks = _volume_arrays(volumes)
-    r, z = images.shape[:2]
+    flat, masks = _flat_volumes(volumes)
+    r, z = masks.shape[:2]
     eps_all = sorted({0.0, *(float(e) for e in eps_grid)})
-    taus = np.asarray(sorted(float(t) for t in tau_grid), dtype=np.float64)
-    flat = images.reshape(r * z, *images.shape[2:])
+    taus = _tau_array(tau_grid)
     pm = compute_maps(detector, flat, eps_all, max_steps=max_steps, progress=progress, **overrides)
     post = detector.post
     table = np.stack(
@@ -571,9 +579,8 @@ def evaluate_volumes(
 ) -> dict[str, Any]:
     """Whole-volume scores at (eps, tau): per volume the Dice of all its slices pooled, false-positive pixels
     per normal slice (slices without lesion), and the pooled AP of the map over the volume's foreground."""
-    images, masks = _volume_arrays(volumes)
-    r, z = images.shape[:2]
-    flat = images.reshape(r * z, *images.shape[2:])
+    flat, masks = _flat_volumes(volumes)
+    r, z = masks.shape[:2]
     pm = compute_maps(detector, flat, [eps], max_steps=max_steps, progress=progress, **overrides)
     maps = pm.maps[float(eps)].reshape(r, z, *flat.shape[2:])
     fg = pm.foreground.reshape(maps.shape)
@@ -680,7 +687,7 @@ def intensity_volume_maps(images: np.ndarray) -> np.ndarray:
 def choose_intensity_volume_tau(maps: np.ndarray, masks: np.ndarray, tau_grid: Sequence[float] = DEFAULT_TAUS) -> float:
     """The intensity threshold's tau for whole volumes: the best mean volume Dice over validation volumes (maps
     from :func:`intensity_volume_maps`); ties go to the smaller tau."""
-    taus = np.asarray(sorted(float(t) for t in tau_grid), dtype=np.float64)
+    taus = _tau_array(tau_grid)
     return _best(dice_table(list(maps), list(np.asarray(masks)), taus), taus)[0]
 
 
@@ -706,7 +713,7 @@ def choose_intensity_baseline(
     images, masks = _arrays(val_set)
     masks = _need_masks(masks, "choosing the baseline's tau")
     idx = subset_indices(masks, subset, images.shape[0], abnormal_only=True)
-    taus = np.asarray(sorted(float(t) for t in tau_grid), dtype=np.float64)
+    taus = _tau_array(tau_grid)
     row = mean_dice_per_tau(list(intensity_maps(images[idx], post)), list(masks[idx]), taus)
     tau, dsc = _best(row, taus)
     return BaselineChoice(tau, dsc, taus.tolist(), row.tolist(), len(idx))

@@ -143,9 +143,10 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
     )
     t1 = time.perf_counter()
     log(f"{stem.name}: eps_max={rng.eps_max} (z0 spread {rng.z0_spread:.3g}) in {t1 - t0:.0f} s")
-    vols = _validation_volumes(data_dir, log) if st.volumes or st.post_on == "volumes" else None
+    post_on_volumes = st.postprocess and st.post_on == "volumes"
+    vols = _validation_volumes(data_dir, log) if st.volumes or post_on_volumes else None
     post_source, post_table = ("slices" if st.postprocess else None), None
-    if st.postprocess and st.post_on == "volumes" and vols is not None:
+    if post_on_volumes and vols is not None:
         det.post, post_table = choose_postprocessing_on_volumes(det, vols, DEFAULT_TAUS, POST_GRID)
         post_source = "volumes"
         log(f"{stem.name}: post-processing {det.post.as_dict()} chosen on the base model's validation volumes")
