@@ -178,6 +178,77 @@ def mean_dice_per_tau(maps: Iterable[np.ndarray], gts: Iterable[np.ndarray], tau
     return np.mean(rows, axis=0)
 
 
+def _kept_counts(
+    unit: np.ndarray, gt: np.ndarray, taus: np.ndarray, min_sizes: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """For one item (an image (S, S) or a volume (Z, S, S)): flagged and true-positive pixel counts of D > tau
+    without in-plane (8-connected) components smaller than each of ``min_sizes``, for every tau -- arrays
+    (len(min_sizes), len(taus)). Every tau of a slice is labelled in one call: the thresholded planes are stacked
+    (tau, S, S) and labelled with a structure that joins pixels within a plane only, so each component is one
+    plane's, exactly what :func:`app.core.maps.detection_mask` labels tau by tau."""
+    from scipy import ndimage
+
+    mins = np.asarray(min_sizes, dtype=np.int64)
+    pred = np.zeros((len(mins), len(taus)))
+    tp = np.zeros((len(mins), len(taus)))
+    m = np.asarray(unit)
+    g = np.asarray(gt, dtype=bool)
+    lo = float(np.min(m))
+    everything = taus < lo  # the whole item is detected: components do not matter (as in dice_table)
+    pred[:, everything] = m.size
+    tp[:, everything] = np.count_nonzero(g)
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = True  # 8-connected within a plane, never across planes
+    for ms, gs in zip(m.reshape(-1, *m.shape[-2:]), g.reshape(-1, *g.shape[-2:]), strict=True):
+        cols = np.flatnonzero(~everything & (taus < float(np.max(ms))))  # taus that flag something here
+        if not cols.size:
+            continue
+        widest = ms > taus[cols[0]]  # the lowest such tau flags the most: label only its bounding box
+        ys, xs = np.flatnonzero(widest.any(axis=1)), np.flatnonzero(widest.any(axis=0))
+        box = (slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
+        lab, n = ndimage.label(ms[box][None] > taus[cols, None, None], structure=structure)
+        if not n:
+            continue
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+        hits = np.bincount(lab[:, gs[box]].ravel(), minlength=n + 1)[1:]  # lesion pixels per component
+        # labels are numbered in raster order, so each plane's labels follow the previous planes'
+        last = np.maximum.accumulate(lab.reshape(len(cols), -1).max(axis=1))
+        plane = np.searchsorted(last, np.arange(1, n + 1), side="left")
+        for i, mc in enumerate(mins):
+            keep = sizes >= mc if mc > 1 else slice(None)
+            pred[i, cols] += np.bincount(plane[keep], weights=sizes[keep], minlength=len(cols))
+            tp[i, cols] += np.bincount(plane[keep], weights=hits[keep], minlength=len(cols))
+    return pred, tp
+
+
+def dice_tables(
+    maps: Sequence[np.ndarray],
+    gts: Sequence[np.ndarray],
+    taus: np.ndarray,
+    min_sizes: Sequence[int],
+    abnormal_only: bool = True,
+) -> np.ndarray:
+    """:func:`dice_table` for several minimum component sizes at once, (len(min_sizes), len(taus)): each
+    threshold is labelled once for all of them (what makes choosing the post-processing affordable)."""
+    taus = np.asarray(taus, dtype=np.float64)
+    pairs = [(m, g) for m, g in zip(maps, gts, strict=True) if np.any(g) or not abnormal_only]
+    if not pairs:
+        return np.full((len(min_sizes), len(taus)), np.nan)
+    labelled = [mc for mc in min_sizes if mc > 1]
+    rows: dict[int, list[np.ndarray]] = {mc: [] for mc in min_sizes}
+    for m, g in pairs:
+        plain = dice_per_tau(m, g, taus) if len(labelled) < len(min_sizes) else None
+        if labelled:
+            pred, tp = _kept_counts(m, g, taus, labelled)
+            n_gt = np.count_nonzero(g)
+            denom = pred + n_gt
+            with np.errstate(invalid="ignore", divide="ignore"):
+                dsc = np.where(denom == 0, 1.0, 2.0 * tp / np.maximum(denom, 1))
+        for mc in min_sizes:
+            rows[mc].append(dsc[labelled.index(mc)] if mc > 1 else plain)
+    return np.stack([np.mean(rows[mc], axis=0) for mc in min_sizes])
+
+
 def dice_table(
     maps: Sequence[np.ndarray],
     gts: Sequence[np.ndarray],
@@ -188,24 +259,9 @@ def dice_table(
     """Mean Dice over the given maps (images, or whole volumes stacked as (Z, S, S)) for every tau, with the
     detection D > tau cleaned of in-plane components smaller than ``min_component_px``. ``abnormal_only``
     averages over items with a non-empty ground truth (the paper's per-image mean). Without a component rule
-    this is :func:`mean_dice_per_tau` (one sort per item); with one, each tau is thresholded and labelled."""
-    from app.core.maps import detection_mask
-
-    taus = np.asarray(taus, dtype=np.float64)
-    pairs = [(m, g) for m, g in zip(maps, gts, strict=True) if np.any(g) or not abnormal_only]
-    if not pairs:
-        return np.full(len(taus), np.nan)
-    if not min_component_px:
-        return np.mean([dice_per_tau(m, g, taus) for m, g in pairs], axis=0)
-    out = np.zeros((len(pairs), len(taus)))
-    for i, (m, g) in enumerate(pairs):
-        lo = float(np.min(m))
-        for j, t in enumerate(taus):
-            if t < lo:  # everything is detected: components do not matter
-                out[i, j] = dice(np.ones_like(g, dtype=bool), g)
-                continue
-            out[i, j] = dice(detection_mask(m, t, min_component_px), g)
-    return out.mean(axis=0)
+    this is :func:`mean_dice_per_tau` (one sort per item); with one, every slice's thresholds are labelled
+    together (:func:`dice_tables`)."""
+    return dice_tables(maps, gts, taus, [min_component_px], abnormal_only)[0]
 
 
 @dataclass

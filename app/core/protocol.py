@@ -38,6 +38,7 @@ from app.core.metrics import (
     average_precision,
     dice,
     dice_table,
+    dice_tables,
     evaluate,
     fp_per_normal_slice,
     mean_dice_per_tau,
@@ -323,9 +324,10 @@ def choose_postprocessing(
         for ero in sorted(grid.get("erode_px", (0,))):
             maps = PostProcessing(foreground_threshold, med, ero).apply(raw_maps, foreground)
             units = list(maps.reshape(len(gts), *unit_shape))
-            for mc in sorted(grid.get("min_component_px", (0,))):
+            sizes = sorted(grid.get("min_component_px", (0,)))
+            for mc, row in zip(sizes, dice_tables(units, list(gts), taus, sizes), strict=True):
                 post = PostProcessing(foreground_threshold, med, ero, mc)
-                _, dsc = _best(dice_table(units, list(gts), taus, mc), taus)
+                _, dsc = _best(row, taus)
                 table[_post_key(post)] = round(float(dsc), 6)
                 if best is None or np.nan_to_num(dsc, nan=-1.0) > best[0]:
                     best = (float(np.nan_to_num(dsc, nan=-1.0)), post)

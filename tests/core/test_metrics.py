@@ -142,3 +142,50 @@ def test_fp_per_normal_slice_counts_only_slices_without_lesion():
     assert fp_per_normal_slice(pred, np.ones_like(gt)) == 0.0  # no normal slice
     with pytest.raises(ValueError, match="shape"):
         fp_per_normal_slice(pred[0], gt)
+
+
+def _dice_table_by_hand(maps, gts, taus, min_px, abnormal_only):
+    """The definition, tau by tau: threshold, drop small in-plane components, Dice; mean over the items."""
+    from app.core.maps import detection_mask
+
+    rows = []
+    for m, g in zip(maps, gts, strict=True):
+        if abnormal_only and not g.any():
+            continue
+        rows.append([dice(detection_mask(m, t, min_px) if t >= m.min() else np.ones_like(g), g) for t in taus])
+    return np.mean(rows, axis=0)
+
+
+@pytest.mark.parametrize("abnormal_only", [True, False])
+def test_dice_tables_label_every_tau_at_once_and_match_the_definition(rng, abnormal_only):
+    from scipy import ndimage
+
+    from app.core.metrics import dice_table, dice_tables
+
+    taus = np.round(np.arange(0.0, 0.7, 0.01), 4)
+    maps, gts = [], []
+    for k in range(4):  # volumes (Z, S, S): smooth blobs of every size, one with values on the tau grid (ties)
+        m = ndimage.gaussian_filter(rng.random((5, 40, 40)), (0, 1.3, 1.3))
+        m = 0.6 * (m - m.min()) / (m.max() - m.min())
+        m = (np.round(m, 2) if k == 1 else m).astype(np.float32)
+        m[:, :4] = 0.0  # background
+        g = np.zeros(m.shape, bool)
+        if k != 2:  # one normal volume
+            g[1:4, 10 + k : 22, 12:30] = True
+        maps.append(m)
+        gts.append(g)
+    sizes = [0, 1, 3, 10, 30, 100]
+    got = dice_tables(maps, gts, taus, sizes, abnormal_only)
+    assert got.shape == (len(sizes), len(taus))
+    for row, mc in zip(got, sizes, strict=True):
+        want = _dice_table_by_hand(maps, gts, taus, mc, abnormal_only)
+        np.testing.assert_allclose(row, want, atol=1e-12)
+        np.testing.assert_allclose(dice_table(maps, gts, taus, mc, abnormal_only), want, atol=1e-12)
+    assert not np.allclose(got[0], got[-1])  # the component rule changes the table here: the check has teeth
+    # images (S, S) give what their stack of slices gives one by one
+    images, image_gts = list(maps[0]), list(gts[0])
+    np.testing.assert_allclose(
+        dice_tables(images, image_gts, taus, [30], abnormal_only)[0],
+        _dice_table_by_hand(images, image_gts, taus, 30, abnormal_only),
+        atol=1e-12,
+    )
