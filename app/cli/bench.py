@@ -7,7 +7,8 @@ import argparse
 
 HELP = (
     "benchmarks: 'quality' (Table 2 protocol), 'speed' (latency), 'batch' (batch throughput), 'triage' (study-level "
-    "score AUROC), 'retrieve' (concurrent PACS retrieval against a local Orthanc)"
+    "score AUROC), 'retrieve' (concurrent PACS retrieval against a local Orthanc), 'widths' (a family's "
+    "quality-vs-speed table by width)"
 )
 
 
@@ -134,6 +135,19 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--modes", default="base,mg", help="base model and/or +MG (default base,mg; +MG costs the solver's steps)"
     )
 
+    w = sub.add_parser(
+        "widths",
+        help="a family's cost by network width (training step, detection per slice with the reference card's "
+        "solver) beside the validation figures of trained checkpoints: the table a width is chosen from",
+    )
+    w.add_argument("--out", default="bench-widths", help="output directory (default: bench-widths)")
+    w.add_argument("--model", default=None, help="reference model: family, options, solver (default: the default)")
+    w.add_argument("--widths", default="8,12,16,24,32", help="comma-separated widths (default 8,12,16,24,32)")
+    w.add_argument("--data", default=None, help="benchmark directory (test slices to detect on; default: phantoms)")
+    w.add_argument("--trained", nargs="*", default=[], metavar="CHECKPOINT", help="trained checkpoints to tabulate")
+    w.add_argument("--slices", type=_positive, default=32, help="test slices to detect on (default 32)")
+    w.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
+
 
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run (for the reports)."""
@@ -144,7 +158,10 @@ def command_line(args: argparse.Namespace) -> str:
         if key in ("bench", "command", "_run") or val in (None, False):
             continue
         flag = "--" + key.replace("_", "-")
-        parts += [flag] if val is True else [flag, str(val)]
+        if isinstance(val, list):
+            parts += [flag, *map(str, val)] if val else []
+        else:
+            parts += [flag] if val is True else [flag, str(val)]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -214,6 +231,33 @@ def run(args: argparse.Namespace) -> int:
         (out / "batch.md").write_text(md)
         print(md)
         print(f"wrote {out / 'batch.json'} and {out / 'batch.md'}")
+        return 0
+    if args.bench == "widths":
+        import json
+
+        from app.atomic import atomic_write_text
+        from app.bench.widths import markdown as widths_markdown
+        from app.bench.widths import run_widths
+        from app.errors import OptionError
+
+        try:
+            widths = [int(v) for v in args.widths.split(",") if v.strip()]
+        except ValueError:
+            raise OptionError(f"--widths {args.widths!r}: comma-separated integers") from None
+        if not widths or min(widths) < 1:
+            raise OptionError("--widths: at least one width, each >= 1")
+        res = run_widths(
+            args.model, widths, args.data, args.trained, args.threads, args.slices,
+            log=lambda m: print(m, file=sys.stderr, flush=True),
+        )  # fmt: skip
+        res["command"] = command_line(args)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        md = widths_markdown(res, res["command"])
+        atomic_write_text(out / "widths.json", json.dumps(res, indent=1) + "\n")
+        atomic_write_text(out / "widths.md", md)
+        print(md)
+        print(f"wrote {out / 'widths.json'} and {out / 'widths.md'}")
         return 0
     if args.bench == "triage":
         from app.bench.triage import run_triage
