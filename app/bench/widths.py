@@ -111,7 +111,7 @@ def trained_quality(path: str | Path) -> dict[str, Any]:
         "val_loss": row.get("val_loss"),
         "train_s_per_epoch": round(float(tr["training_time_s"]) / epochs, 1) if epochs and tr.get("training_time_s")
         else None,
-        "threads": tr.get("machine"),
+        "machine": tr.get("machine"),
         "volume_dice_base": vol.get("val_volume_dice_base"),
         "volume_dice_mg": vol.get("val_volume_dice"),
         "volume_n": vol.get("n_volumes"),
@@ -129,7 +129,7 @@ def run_widths(
     log=print,
 ) -> dict[str, Any]:
     from app.bench.speed import load_slices
-    from app.nets.card import read_card
+    from app.nets.card import card_solver, describe_solver, read_card
     from app.nets.zoo import resolve_model
 
     if threads:
@@ -157,7 +157,7 @@ def run_widths(
         "slices": where,
         "threads": torch.get_num_threads(),
         "batch_size": batch_size,
-        "solver": card.get("calibration", {}).get("solver"),
+        "solver": describe_solver(card_solver(card)),
         "volume_goal_s_per_slice": VOLUME_GOAL_S_PER_SLICE,
         "speed": rows,
         "quality": quality,
