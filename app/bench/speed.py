@@ -142,20 +142,26 @@ def decoder_step(detector: Detector, x: torch.Tensor, precision: str) -> Callabl
     return step
 
 
+def best_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1, device: torch.device | None = None) -> float:
+    """Best wall time of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones (allocator, oneDNN primitive
+    cache), synchronising ``device`` around each timed call."""
+    dev = device or torch.device("cpu")
+    for _ in range(warmup):
+        fn()
+    best = math.inf
+    for _ in range(repeats):
+        _sync(dev)
+        t = time.perf_counter()
+        fn()
+        _sync(dev)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def decoder_step_seconds(detector: Detector, x: torch.Tensor, precision: str, repeats: int = 10) -> float:
     """Seconds of :func:`decoder_step`: what the solve would cost per step with no bookkeeping. Best of
     ``repeats``."""
-    step = decoder_step(detector, x, precision)
-    for _ in range(2):
-        step()
-    best = math.inf
-    for _ in range(repeats):
-        _sync(detector.device)
-        t = time.perf_counter()
-        step()
-        _sync(detector.device)
-        best = min(best, time.perf_counter() - t)
-    return best
+    return best_seconds(decoder_step(detector, x, precision), repeats, warmup=2, device=detector.device)
 
 
 def decoder_profile(detector: Detector, x: torch.Tensor, precision: str, steps: int = 5, top: int = 8) -> list[dict]:

@@ -25,16 +25,6 @@ import torch
 VOLUME_GOAL_S_PER_SLICE = 0.2
 
 
-def _best_of(fn, repeats: int) -> float:
-    fn()  # warm-up (allocator, oneDNN primitive cache)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def width_speed(
     card: dict[str, Any],
     width: int,
@@ -45,7 +35,7 @@ def width_speed(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Training-step and detection cost of ``card``'s family at ``width`` (seeded random weights)."""
-    from app.bench.speed import CountingDecode
+    from app.bench.speed import CountingDecode, best_seconds
     from app.core.detector import Detector
     from app.data.augment import augment_slices
     from app.nets.base import ModelConfig
@@ -65,7 +55,7 @@ def width_speed(
         model.train()
         step(augment_slices(xb.flip(-1), gen, 1.0), gen)
 
-    train_s = _best_of(train_step, repeats)
+    train_s = best_seconds(train_step, repeats)
     model.freeze()
     det = Detector.from_card(model, card, "cpu", batch_size=batch_size)
     eps = float(card_choices(card)["eps"])
@@ -75,8 +65,9 @@ def width_speed(
     counter = CountingDecode(det.model.decode)
     det.model.decode = counter  # what the solver calls; counts the decodes with and without a gradient
 
-    solve_s = _best_of(lambda: det.run(x, eps), max(1, repeats - 1))
-    runs = max(1, repeats - 1) + 1
+    solve_repeats = max(1, repeats - 1)
+    solve_s = best_seconds(lambda: det.run(x, eps), solve_repeats)
+    runs = solve_repeats + 1  # the counter saw the warm-up run too
     n = len(x)
     return {
         "width": int(width),
@@ -141,8 +132,8 @@ def run_widths(
     if data is not None:
         from app.data import load_split
 
-        images = load_split(data, "train").images  # evenly spaced training slices, as a shuffled batch would be
-        train = images[np.round(np.linspace(0, len(images) - 1, batch_size)).astype(int)]
+        images = load_split(data, "train", mmap=True).images  # only the slices taken are read
+        train = np.asarray(images[np.round(np.linspace(0, len(images) - 1, batch_size)).astype(int)])  # evenly spaced
     else:
         train = test[:batch_size]
     rows = []
