@@ -22,10 +22,13 @@ import numpy as np
 
 #: the study-level scores compared: each result.json's ``score`` (the worklist's: the peak D since the triage
 #: measurement, the largest finding's volume before), and candidates computed the same way from any result.json:
-#: ``largest_ml`` (the largest finding's volume), ``flagged_ml``, ``d_q999`` and ``peak_d`` (max over findings of
-#: their max D; 0 without findings). Fixed before the measurement; the score was chosen among them on the
-#: validation split only (``--split val``, docs/batch.md).
-SCORES = ("score", "largest_ml", "flagged_ml", "d_q999", "peak_d")
+#: ``largest_ml`` (the largest finding's volume), ``flagged_ml``, ``d_q999``, ``peak_d`` (max over findings of
+#: their max D; 0 without findings) and ``d_mass`` (max over findings of mean D x volume in ml: the largest
+#: integrated difference; added before the 48-study measurement, docs/bench/triage-48/rule.md). Fixed before each
+#: measurement; the score was chosen among them on the validation split only (``--split val``, docs/batch.md).
+SCORES = ("score", "largest_ml", "flagged_ml", "d_q999", "peak_d", "d_mass")
+#: bootstrap resamples for the AUROC intervals (studies resampled within each class, seeded)
+N_BOOT = 2000
 #: which slices of the held-out subject the studies are cut from: all of them, or only the validation block or
 #: only the test blocks of the benchmark's split (:func:`app.data.brain_proxy.split_blocks`, the slices the
 #: ``val_volumes`` and ``test_volumes`` are made of), so a score can be chosen on validation and tested apart
@@ -98,6 +101,8 @@ def score_of(result: dict, key: str) -> float:
     findings = result.get("findings") or []
     if key == "peak_d":
         return max((float(f.get("max_d") or 0.0) for f in findings), default=0.0)
+    if key == "d_mass":
+        return max((float(f.get("mean_d") or 0.0) * float(f.get("volume_ml") or 0.0) for f in findings), default=0.0)
     if key == "largest_ml":  # findings are listed largest first
         return float(findings[0].get("volume_ml") or 0.0) if findings else 0.0
     return float(result.get(key) or 0.0)
@@ -114,7 +119,51 @@ def _roc_auc():
     return roc_auc_score
 
 
-def evaluate(results: list[dict], truth: list[dict]) -> dict:
+def _pairwise_auroc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """AUROC of each row: the fraction of (abnormal, normal) pairs the score orders right, ties counting half
+    (the Mann-Whitney form of the area; equal to scikit-learn's, which a test checks). ``pos`` (..., P),
+    ``neg`` (..., N)."""
+    d = pos[..., :, None] - neg[..., None, :]
+    return (d > 0).mean(axis=(-2, -1)) + 0.5 * (d == 0).mean(axis=(-2, -1))
+
+
+def _class_resamples(y: np.ndarray, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n_boot, P) and (n_boot, N) study indices: each resample draws the abnormal and the normal studies apart
+    (so every resample has both classes and the same class sizes)."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    return pos[rng.integers(0, pos.size, (n_boot, pos.size))], neg[rng.integers(0, neg.size, (n_boot, neg.size))]
+
+
+def _boot_aurocs(y, s, n_boot: int, seed: int) -> np.ndarray:
+    ip, ineg = _class_resamples(np.asarray(y), n_boot, seed)
+    s = np.asarray(s, np.float64)
+    return _pairwise_auroc(s[ip], s[ineg])
+
+
+def auroc_interval(y, s, *, n_boot: int = N_BOOT, seed: int = 0) -> list[float]:
+    """95 % percentile bootstrap interval of the AUROC of scores ``s`` for labels ``y``."""
+    y = np.asarray(y)
+    if not 0 < y.sum() < len(y):
+        return [float("nan"), float("nan")]
+    return [float(v) for v in np.percentile(_boot_aurocs(y, s, n_boot, seed), [2.5, 97.5])]
+
+
+def auroc_difference(y, s_a, s_b, *, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """AUROC(b) - AUROC(a) on the same studies with a paired 95 % bootstrap interval (the same resamples for
+    both scores)."""
+    y = np.asarray(y)
+    if not 0 < y.sum() < len(y):
+        return {"diff": float("nan"), "ci95": [float("nan"), float("nan")]}
+    roc_auc_score = _roc_auc()
+    boots = _boot_aurocs(y, s_b, n_boot, seed) - _boot_aurocs(y, s_a, n_boot, seed)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"diff": float(roc_auc_score(y, s_b) - roc_auc_score(y, s_a)), "ci95": [float(lo), float(hi)]}
+
+
+def evaluate(results: list[dict], truth: list[dict], *, n_boot: int = N_BOOT) -> dict:
+    """AUROC of every candidate score (with a 95 % bootstrap interval, and each candidate's paired difference
+    from the worklist's score), the worklist ranks of the abnormal studies, and the AUROC by lesion load."""
     roc_auc_score = _roc_auc()
 
     from app.viewer.worklist import rank
@@ -125,9 +174,14 @@ def evaluate(results: list[dict], truth: list[dict]) -> dict:
     ranked, _ = rank(ok)
     y = np.array([lab[r["id"]] for r in ok])
     out: dict = {"studies": len(ok), "abnormal": int(y.sum()), "normal": int((1 - y).sum())}
-    for key in SCORES:
-        s = np.array([score_of(r, key) for r in ok])
-        out[f"auroc_{key}"] = float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
+    both = 0 < y.sum() < len(y)
+    cols = {key: np.array([score_of(r, key) for r in ok]) for key in SCORES}
+    for key, s in cols.items():
+        out[f"auroc_{key}"] = float(roc_auc_score(y, s)) if both else float("nan")
+        if n_boot:
+            out[f"auroc_{key}_ci95"] = auroc_interval(y, s, n_boot=n_boot)
+            if key != "score":
+                out[f"auroc_{key}_minus_score"] = auroc_difference(y, cols["score"], s, n_boot=n_boot)
     ranks = [i + 1 for i, r in enumerate(ranked) if lab[r["id"]]]
     n_abn = int(y.sum())
     out["abnormal_ranks"] = ranks
@@ -213,7 +267,7 @@ def run_triage(
                 log(
                     f"{stem.name} {mode}: AUROC {ev['auroc_score']:.3f} (largest {ev['auroc_largest_ml']:.3f}, "
                     f"flagged {ev['auroc_flagged_ml']:.3f}, q99.9 {ev['auroc_d_q999']:.3f}, peak D "
-                    f"{ev['auroc_peak_d']:.3f}); abnormal ranks {ev['abnormal_ranks']}"
+                    f"{ev['auroc_peak_d']:.3f}, D mass {ev['auroc_d_mass']:.3f}); abnormal ranks {ev['abnormal_ranks']}"
                 )
             report["models"][stem.name] = entry
     name = "triage" if split == "all" else f"triage-{split}"
@@ -228,9 +282,10 @@ def markdown(rep: dict) -> str:
         f"{rep['n_normal']} normal and {n_abn} abnormal studies ({rep['per_load']} each with "
         f"{', '.join(map(str, rep['loads']))} lesions), seed {rep['seed']}, slices: {rep.get('split', 'all')}",
         "",
-        "| model | mode | eps | tau | AUROC score | AUROC largest ml | AUROC flagged ml | AUROC q99.9 D | AUROC peak D "
-        f"| abnormal in top {n_abn} | ranks of the abnormal studies | AUROC score by lesion load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | mode | eps | tau | AUROC score [95 %] | AUROC largest ml | AUROC flagged ml | AUROC q99.9 D "
+        f"| AUROC peak D | AUROC D mass | abnormal in top {n_abn} | ranks of the abnormal studies "
+        "| AUROC score by lesion load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in rep["models"].items():
         for mode in ("base", "mg"):
@@ -238,10 +293,13 @@ def markdown(rep: dict) -> str:
                 continue
             e = entry[mode]
             by = ", ".join(f"{k}: {v:.2f}" for k, v in e["auroc_score_by_load"].items())
+            ci = e.get("auroc_score_ci95")
+            ci = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
             lines.append(
                 f"| {name} | {'+MG' if mode == 'mg' else 'base'} | {e['eps']:g} | {e['tau']:g} | "
-                f"{e['auroc_score']:.3f} | {e.get('auroc_largest_ml', float('nan')):.3f} | "
+                f"{e['auroc_score']:.3f}{ci} | {e.get('auroc_largest_ml', float('nan')):.3f} | "
                 f"{e['auroc_flagged_ml']:.3f} | {e['auroc_d_q999']:.3f} | {e.get('auroc_peak_d', float('nan')):.3f} | "
+                f"{e.get('auroc_d_mass', float('nan')):.3f} | "
                 f"{e['top_n_abnormal_fraction']:.0%} | {', '.join(map(str, e['abnormal_ranks']))} | {by} |"
             )
     return "\n".join(lines) + "\n"

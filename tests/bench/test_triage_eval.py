@@ -7,7 +7,7 @@ from app.bench.triage import evaluate, markdown
 
 
 def _r(sid, score, flagged, q, peaks=()):
-    findings = [{"max_d": v, "volume_ml": 10.0 - i} for i, v in enumerate(peaks)]
+    findings = [{"max_d": v, "mean_d": v / 2, "volume_ml": 10.0 - i} for i, v in enumerate(peaks)]
     return {"id": sid, "status": "ok", "score": score, "flagged_ml": flagged, "d_q999": q, "findings": findings}
 
 
@@ -32,12 +32,26 @@ def test_known_answers():
     assert ev["auroc_peak_d"] == pytest.approx(0.75)
     # largest finding (the first listed): n1 10, n2 0, a1 10, a3 10 -> ties count half: (0.5 + 1 + 0.5 + 1) / 4
     assert ev["auroc_largest_ml"] == pytest.approx(0.75)
+    # D mass (max over findings of mean D x ml): n1 max(0.25 x 10, 0.45 x 9) = 4.05, n2 0, a1 3.0, a3 max(1.0, 4.275)
+    # = 4.275 -> a3 > n1 > a1 > n2: pairs 3 of 4
+    assert ev["auroc_d_mass"] == pytest.approx(0.75)
+    # bootstrap intervals: inside [0, 1] and around the estimate; q99.9 D separates every resample perfectly
+    for key in ("score", "d_mass", "flagged_ml"):
+        lo, hi = ev[f"auroc_{key}_ci95"]
+        assert 0.0 <= lo <= ev[f"auroc_{key}"] <= hi <= 1.0
+    assert ev["auroc_d_q999_ci95"] == [1.0, 1.0]
+    # the paired difference from the worklist's score: q99.9 D (1.0) minus score (0.75)
+    assert ev["auroc_d_q999_minus_score"]["diff"] == pytest.approx(0.25)
+    lo, hi = ev["auroc_d_q999_minus_score"]["ci95"]
+    assert 0.0 <= lo <= hi <= 1.0
     assert ev["abnormal_ranks"] == [1, 3] and ev["top_n_abnormal_fraction"] == pytest.approx(0.5)
     assert ev["auroc_score_by_load"] == {"1": pytest.approx(0.5), "3": pytest.approx(1.0)}
     rep = {"n_normal": 2, "loads": [1, 3], "per_load": 1, "seed": 0,
            "models": {"m": {"base": {**ev, "eps": 0.0, "tau": 0.2}, "mg": {**ev, "eps": 1.0, "tau": 0.2}}}}  # fmt: skip
     md = markdown(rep)
-    assert "| m | base | 0 | 0.2 | 0.750 | 0.750 | 0.750 | 1.000 | 0.750 | 50% | 1, 3 | 1: 0.50, 3: 1.00 |" in md
+    lo, hi = ev["auroc_score_ci95"]
+    row = f"| m | base | 0 | 0.2 | 0.750 [{lo:.2f}, {hi:.2f}] | 0.750 | 0.750 | 1.000 | 0.750 | 0.750 | 50% | 1, 3 "
+    assert row + "| 1: 0.50, 3: 1.00 |" in md
 
 
 def test_split_blocks_are_the_benchmarks_and_apart():
@@ -56,3 +70,20 @@ def test_split_blocks_are_the_benchmarks_and_apart():
     assert len(val) == 1 and len(test) == 2 and split_blocks_of(study, "all") == [(0, 59)]
     (v0, v1), (a0, a1), (b0, b1) = val[0], *test
     assert a1 + GAP < v0 and v1 + GAP < b0 and 0 <= a0 and b1 <= 59
+
+
+def test_bootstrap_auroc_is_sklearns_and_its_interval_narrows():
+    """The bootstrap's pairwise AUROC equals scikit-learn's (ties included); the interval of a weak score over
+    many studies is narrower than over few, and contains the estimate."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from app.bench.triage import _pairwise_auroc, auroc_interval
+
+    rng = np.random.default_rng(3)
+    y = np.r_[np.ones(30, int), np.zeros(30, int)]
+    s = np.round(rng.normal(size=60) + 0.5 * y, 1)  # rounded: ties between classes
+    assert _pairwise_auroc(s[y == 1], s[y == 0]) == pytest.approx(roc_auc_score(y, s))
+    wide, narrow = auroc_interval(y[::5], s[::5]), auroc_interval(y, s)
+    assert narrow[0] <= roc_auc_score(y, s) <= narrow[1]
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
