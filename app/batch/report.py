@@ -9,6 +9,7 @@ import html
 import time
 from pathlib import Path
 
+from app.core.findings import SCORE_LABEL
 from app.viewer.worklist import rank
 
 CSS = """
@@ -67,7 +68,7 @@ def report_html(folder: str | Path, results: list[dict], meta: dict | None = Non
         f"<br>score: {e(definition)}. Research software, not a diagnostic device.</p>"
     )
     table = (
-        "<table><tr><th>rank</th><th>most abnormal slice</th><th>study</th><th>score (peak D)</th><th>slice</th>"
+        f"<table><tr><th>rank</th><th>most abnormal slice</th><th>study</th><th>{e(SCORE_LABEL)}</th><th>slice</th>"
         "<th>findings</th><th>flagged (ml)</th><th>largest finding</th></tr>" + "".join(rows) + "</table>"
     )
     fail_html = (

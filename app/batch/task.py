@@ -46,8 +46,9 @@ RESULT_VERSION = 1
 #: (brain extraction, the card's erosion and component rule, D kept inside the brain)
 DETECTION_VERSION = 2
 #: bumped when the study-level score's definition changes (app.core.findings.SCORE_DEFINITION), so a rerun does
-#: not rank old scores beside new ones: 2 = the peak D of the detection (1: the largest finding's volume)
-SCORE_VERSION = 2
+#: not rank old scores beside new ones: 3 = the 99.9th percentile of D over the foreground (2: the peak D of the
+#: detection; 1: the largest finding's volume)
+SCORE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -412,6 +413,7 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
             flagged_ml=score.flagged_ml,
             n_findings=score.n_findings,
             d_q999=score.d_q999,
+            peak_d=score.peak_d,
             findings=[f.to_dict() for f in findings[:200]],
             findings_listed=min(len(findings), 200),
             slices_analysed=vol.slices_analysed,

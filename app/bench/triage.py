@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-#: the study-level scores compared: each result.json's ``score`` (the worklist's: the peak D since the triage
-#: measurement, the largest finding's volume before), and candidates computed the same way from any result.json:
+#: the study-level scores compared: each result.json's ``score`` (the worklist's: the 99.9th percentile of D since
+#: the 48-study measurement, the peak D and the largest finding's volume before), and candidates computed the same
+#: way from any result.json:
 #: ``largest_ml`` (the largest finding's volume), ``flagged_ml``, ``d_q999``, ``peak_d`` (max over findings of
 #: their max D; 0 without findings) and ``d_mass`` (max over findings of mean D x volume in ml: the largest
 #: integrated difference; added before the 48-study measurement, docs/bench/triage-48/rule.md). Fixed before each

@@ -9,9 +9,10 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from app.core.findings import SCORE_LABEL
 from app.viewer.worklist import Worklist, WorklistEntry
 
-HEADERS = ("rank", "study", "score (peak D)", "findings", "flagged (ml)", "peak slice", "status")
+HEADERS = ("rank", "study", SCORE_LABEL, "findings", "flagged (ml)", "peak slice", "status")
 
 
 class _Table(QTableWidget):

@@ -62,14 +62,24 @@ def test_labels_ordered_by_size_and_outline(known):
 def test_study_score(known):
     mask, d = known
     fs = find_findings(mask, d, AFFINE)
-    sc = study_score(fs, mask, d, AFFINE)
-    # the peak D: 0.9, in the two-voxel finding (its largest cross-section: one voxel on slice 0 or 1)
-    assert sc.score == pytest.approx(0.9) and sc.peak_slice in (0, 1)
+    fg = np.zeros(mask.shape, bool)
+    fg[:, :, :9] = True  # 3,600 foreground voxels: the 99.9th percentile lies between the 5th and 4th largest
+    d = d.copy()
+    d[0, 0, 4] = d[1, 0, 4] = d[2, 0, 4] = 0.95  # outside every finding, on slice 4: three of the top four
+    sc = study_score(fs, mask, d, AFFINE, fg)
+    vals = np.sort(d[fg])
+    assert sc.score == pytest.approx(np.quantile(vals, 0.999)) and sc.score == sc.d_q999
+    assert 0.75 < sc.score < 0.9  # above it: 0.9 (one voxel, slice 1) and 0.95 (three voxels, slice 4)
+    assert sc.peak_slice == 4  # the slice holding most voxels at or above the level
+    assert sc.peak_d == pytest.approx(0.9)  # the highest D inside a finding (the corner pair), recorded beside it
     assert sc.largest_ml == pytest.approx(24 * 0.012)
     assert sc.flagged_ml == pytest.approx(42 * 0.012) and sc.n_findings == 3
+    # the score needs no threshold: the same map without any detection scores the same
+    sc_none = study_score([], np.zeros_like(mask), d, AFFINE, fg)
+    assert sc_none.score == sc.score and sc_none.peak_d == 0.0 and sc_none.n_findings == 0
     empty = np.zeros_like(mask)
     d2 = np.zeros_like(d)
     d2[3, 3, 7] = 0.1
-    sc0 = study_score([], empty, d2, AFFINE)
+    sc0 = study_score([], empty, d2, AFFINE, np.zeros(mask.shape, bool))  # no foreground: 0, the highest D's slice
     assert sc0.score == 0.0 and sc0.peak_slice == 7 and sc0.n_findings == 0 and sc0.largest_ml == 0.0
     assert find_findings(empty, d2, AFFINE) == []
