@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from app.core.detector import Detector  # noqa: E402
 from app.core.metrics import dice, fp_per_normal_slice, lesion_hits, paired_difference  # noqa: E402
-from app.core.protocol import choose_intensity_volume_tau, intensity_volume_maps  # noqa: E402
+from app.core.protocol import across_volumes, choose_intensity_volume_tau, intensity_volume_maps  # noqa: E402
 from app.data.splits import load_volumes  # noqa: E402
 from app.nets.card import card_choices  # noqa: E402
 from app.nets.checkpoint import load_checkpoint  # noqa: E402
@@ -52,10 +52,16 @@ def row(eps: float, tau: float, flagged_volumes, masks) -> dict:
             "fp_pixels_per_normal_slice": float(np.mean(fps)), "lesions_by_size": bins}  # fmt: skip
 
 
-def model_row(det: Detector, eps: float, tau: float, images, masks, base: bool) -> dict:
-    """The model applied as ``detect`` applies it (base: eps 0), one realisation at a time."""
-    flagged = (det.run(v, eps, base_only=base).mask(tau) for v in images)
-    return row(0.0 if base else eps, tau, flagged, masks)
+def model_row(det: Detector, eps: float, tau: float, images, masks, base: bool, vols=None) -> dict:
+    """The model applied as ``detect`` applies it (base: eps 0; D averaged over the card's z window of axial
+    slices, within each run of consecutive slices of ``vols``), one realisation at a time."""
+
+    def flagged_volumes():
+        for v in images:
+            o = det.run(v, eps, base_only=base)
+            yield det.post.mask(across_volumes(det.post, o.d[None], o.foreground[None], vols)[0], tau)
+
+    return row(0.0 if base else eps, tau, flagged_volumes(), masks)
 
 
 def intensity_row(vols, skip: int) -> dict:
@@ -103,9 +109,9 @@ def main(argv: list[str]) -> int:
         ch = card_choices(card)
         det = Detector.from_card(model, card, "cpu", batch_size=16)
         label = Path(name).name if f"{Path(name).name} + MG" not in rows else name  # two cards of one model
-        rows[f"{label} + MG"] = model_row(det, ch["eps"], ch["tau"], images, masks, base=False)
+        rows[f"{label} + MG"] = model_row(det, ch["eps"], ch["tau"], images, masks, base=False, vols=vols)
         if a.base:
-            rows[label] = model_row(det, 0.0, ch["tau_base"], images, masks, base=True)
+            rows[label] = model_row(det, 0.0, ch["tau_base"], images, masks, base=True, vols=vols)
     if a.intensity:
         rows["intensity threshold"] = intensity_row(vols, a.skip)
     first = next(iter(rows.values()))["volume_dice"]

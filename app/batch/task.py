@@ -211,7 +211,8 @@ def detect_volume(
     """A whole study through the model: the one detection ``detect`` and ``batch`` share (``detect`` calls this).
     ``app.data.prepare_study`` (brain extraction unless ``skull_strip`` is False, the card's normalisation and
     domain checks) -> ``Detector.run`` on the slices with foreground (the detector from
-    :meth:`~app.core.detector.Detector.from_card`: the card's solver and post-processing) -> the study grid -> D
+    :meth:`~app.core.detector.Detector.from_card`: the card's solver and post-processing, D averaged over the
+    card's z window of axial slices) -> the study grid -> D
     kept inside the brain -> the detection D > tau without components below the card's ``min_component_px``
     (:func:`app.core.maps.study_detection_mask`)."""
     from app.core.maps import study_detection_mask
@@ -228,7 +229,8 @@ def detect_volume(
     prepare_s = t0 - t_prep
     out = detector.run(prep.x, eps, base_only=base_only, progress=progress)
     solve_s = time.perf_counter() - t0
-    d_vol = restrict_map_to_brain(to_study_grid(out.d, prep.geometry, "map"), prep)  # the scalp is never flagged
+    d_model = detector.post.across_slices(out.d, out.foreground, prep.geometry.spacing[2])  # the card's z window
+    d_vol = restrict_map_to_brain(to_study_grid(d_model, prep.geometry, "map"), prep)  # the scalp is never flagged
     mask = study_detection_mask(d_vol, tau, prep.geometry, detector.post.min_component_px)
     s = np.where(out.analysed[:, None, None, None], out.s, 0.0).astype(np.float32)
     s_vol = to_study_grid(s if s.shape[1] > 1 else s[:, 0], prep.geometry, "map")

@@ -72,6 +72,38 @@ def postprocess(
     return out
 
 
+def z_window_slices(z_mm: float, slice_mm: float) -> int:
+    """How many neighbouring axial slices a window of ``z_mm`` millimetres spans at ``slice_mm`` spacing: the odd
+    number nearest to z_mm / slice_mm (halves round down), at least 1 (z_mm 0: no averaging)."""
+    if not z_mm or z_mm <= 0:
+        return 1
+    if not (np.isfinite(slice_mm) and slice_mm > 0):
+        raise ValueError(f"slice spacing must be a positive number of mm, not {slice_mm!r}")
+    half = int(np.ceil((z_mm / slice_mm - 1.0) / 2.0 - 0.5))
+    return 2 * max(half, 0) + 1
+
+
+def z_window(k: int, n: int, slices: int) -> np.ndarray:
+    """The slice indices whose D the mean of slice ``k`` (of ``n``) takes over ``slices`` neighbours: k - h .. k + h,
+    clamped into the volume (edge slices repeated, as ``scipy.ndimage``'s ``nearest`` mode does)."""
+    h = slices // 2
+    return np.clip(np.arange(k - h, k + h + 1), 0, n - 1)
+
+
+def z_mean(d: np.ndarray, slices: int, foreground: np.ndarray | None = None) -> np.ndarray:
+    """D (Z, H, W), axial slices in order, averaged over ``slices`` neighbouring slices (an odd number; edge slices
+    repeated at the ends of the volume), then zeroed outside ``foreground`` (Z, H, W) of each slice. A 2-D model's
+    residual on normal tissue varies independently from slice to slice, a lesion continues across slices: the
+    mean lowers the first and keeps the second. ``slices`` 1 returns D unchanged."""
+    out = np.asarray(d, dtype=np.float32)
+    if slices <= 1:
+        return out
+    if slices % 2 == 0:
+        raise ValueError(f"the slice window must be odd, not {slices}")
+    out = ndimage.uniform_filter1d(out, slices, axis=0, mode="nearest")
+    return out if foreground is None else out * np.asarray(foreground, dtype=bool)
+
+
 def remove_small_components(mask: np.ndarray, min_pixels: int) -> np.ndarray:
     """Drop connected components (in-plane, 8-connected, per slice) smaller than ``min_pixels``. In-plane so
     that a slice shows exactly what the whole-volume mask holds on it."""

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from app.core.detector import Detector, PostProcessing
-from app.core.maps import foreground_mask, postprocess
+from app.core.maps import foreground_mask, postprocess, z_mean, z_window_slices
 from app.core.metrics import (
     Scores,
     average_precision,
@@ -478,6 +478,93 @@ def _flat_volumes(volumes: Any) -> tuple[np.ndarray, np.ndarray]:
     return images.reshape(-1, *images.shape[2:]), masks
 
 
+#: z windows (mm) the whole-volume stage of ``calibrate`` tries: D averaged over the axial slices of a window
+#: that wide (1, 3, 5, 7, 9 slices at 2 mm), docs/bench/zmean/rule.md
+Z_GRID_MM = (0.0, 6.0, 10.0, 14.0, 18.0)
+
+
+def across_volumes(post: PostProcessing, maps: np.ndarray, foreground: np.ndarray, volumes: Any) -> np.ndarray:
+    """Post-processed maps of whole volumes (R, Z, S, S) averaged over ``post``'s z window, within each run of
+    consecutive axial slices (a test split's two blocks are averaged apart), as ``detect`` averages a study."""
+    if not post.z_mm:
+        return maps
+    slice_mm = getattr(volumes, "slice_mm", None)
+    z = getattr(volumes, "z", None)
+    if slice_mm is None or z is None:
+        raise OptionError(
+            "these volumes do not record their slice spacing (a data set built before z windows existed); rebuild "
+            "it with `python main.py data brain-proxy`, or use a card without z_mm"
+        )
+    z = np.asarray(z)
+    cuts = np.flatnonzero(np.diff(z) != 1) + 1
+    k = post.z_slices(slice_mm)
+    out = np.empty_like(maps, dtype=np.float32)
+    for r in range(maps.shape[0]):
+        for part in np.split(np.arange(z.size), cuts):
+            out[r, part] = z_mean(maps[r, part], k, foreground[r, part])
+    return out
+
+
+@dataclass
+class ZChoice:
+    """The z window (mm) with the best mean +MG whole-volume Dice at a fixed eps, each window with its own tau
+    (base and +MG); ``table``: per window [best +MG Dice, its tau, best base Dice, its tau]."""
+
+    z_mm: float
+    tau: float
+    dice: float
+    base_tau: float
+    base_dice: float
+    eps: float
+    table: dict[str, list[float]]
+    slices: int
+    n_volumes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def choose_z_on_volumes(
+    detector: Detector,
+    volumes: Any,
+    eps: float,
+    tau_grid: Sequence[float] = DEFAULT_TAUS,
+    z_grid_mm: Sequence[float] = Z_GRID_MM,
+    *,
+    max_steps: int | None = None,
+    progress: Progress | None = None,
+    **overrides,
+) -> ZChoice:
+    """The z window by the mean +MG whole-volume Dice over validation volumes at ``eps`` (held fixed), tau
+    re-chosen for each window, base and +MG alike; ties go to the smaller window. The detector's other
+    post-processing is applied first (its own ``z_mm`` is ignored)."""
+    from dataclasses import replace
+
+    flat, masks = _flat_volumes(volumes)
+    r, z = masks.shape[:2]
+    taus = _tau_array(tau_grid)
+    pm = compute_maps(detector, flat, sorted({0.0, float(eps)}), max_steps=max_steps, progress=progress, **overrides)
+    fg = pm.foreground.reshape(r, z, *flat.shape[2:])
+    table: dict[str, list[float]] = {}
+    best = None
+    for z_mm in sorted({float(v) for v in z_grid_mm}):
+        post = replace(detector.post, z_mm=z_mm)
+        row = []
+        for e in (float(eps), 0.0):
+            maps = across_volumes(post, pm.maps[e].reshape(r, z, *flat.shape[2:]), fg, volumes)
+            tau, dsc = _best(dice_table(list(maps), list(masks), taus, post.min_component_px), taus)
+            row += [round(dsc, 6), tau]
+        table[f"{z_mm:g}"] = row
+        if best is None or row[0] > best[1][0]:
+            best = (z_mm, row)
+    z_mm, (dsc, tau, base_dsc, base_tau) = best
+    slice_mm = getattr(volumes, "slice_mm", None)
+    return ZChoice(
+        z_mm=z_mm, tau=tau, dice=dsc, base_tau=base_tau, base_dice=base_dsc, eps=float(eps), table=table,
+        slices=z_window_slices(z_mm, slice_mm) if slice_mm else 1, n_volumes=r,
+    )  # fmt: skip
+
+
 @dataclass
 class VolumeChoice:
     """(eps, tau) for whole volumes: the mean over validation volumes of each volume's Dice (all its slices
@@ -539,9 +626,15 @@ def choose_on_volumes(
     taus = _tau_array(tau_grid)
     pm = compute_maps(detector, flat, eps_all, max_steps=max_steps, progress=progress, **overrides)
     post = detector.post
+    fg = pm.foreground.reshape(r, z, *flat.shape[2:])
     table = np.stack(
         [
-            dice_table(list(pm.maps[e].reshape(r, z, *flat.shape[2:])), list(masks), taus, post.min_component_px)
+            dice_table(
+                list(across_volumes(post, pm.maps[e].reshape(r, z, *flat.shape[2:]), fg, volumes)),
+                list(masks),
+                taus,
+                post.min_component_px,
+            )
             for e in eps_all
         ]
     )
@@ -584,8 +677,8 @@ def evaluate_volumes(
     flat, masks = _flat_volumes(volumes)
     r, z = masks.shape[:2]
     pm = compute_maps(detector, flat, [eps], max_steps=max_steps, progress=progress, **overrides)
-    maps = pm.maps[float(eps)].reshape(r, z, *flat.shape[2:])
-    fg = pm.foreground.reshape(maps.shape)
+    fg = pm.foreground.reshape(r, z, *flat.shape[2:])
+    maps = across_volumes(detector.post, pm.maps[float(eps)].reshape(fg.shape), fg, volumes)
     dices, fps, aps = [], [], []
     for v in range(r):
         pred = detector.post.mask(maps[v], tau)

@@ -176,6 +176,7 @@ def _lesion_split(out: Path, study, brain, split: str, block, seeds, style: str,
         "seeds": [int(sd) for sd in seeds],
         "z": [int(z) for z in block],
         "lesions": [r["lesions"] for r in recs_all],
+        "slice_mm": float(p2.geometry.spacing[2]),  # for D averaged over neighbouring slices (z windows)
     }
     # the block without lesions: normal slices for FP counts
     clean = prepare_study(study, SIZE, slices=block, skull_strip=False).x

@@ -163,6 +163,7 @@ class VolumeSet:
     style: str = ""  # lesion generator: "A" (app.data.lesions) or "B" (app.data.lesions_b)
     lesions: list[list[dict]] = field(default_factory=list)  # the lesion records of each realisation
     clean: np.ndarray | None = None  # (Z, C, S, S): the same slices without lesions (None in builds without it)
+    slice_mm: float | None = None  # spacing of the axial slices in mm (None in builds before it was recorded)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -191,7 +192,7 @@ def save_volumes(
     clean: np.ndarray | None = None,
 ) -> Path:
     """Write ``DIR/SPLIT_volumes/``; ``info`` (JSON-able) must hold ``seeds`` and ``z`` (and may hold ``style``,
-    ``lesions``); ``clean`` (Z, C, S, S): the block without lesions."""
+    ``lesions``, ``slice_mm``: the axial slice spacing); ``clean`` (Z, C, S, S): the block without lesions."""
     images = np.ascontiguousarray(images, dtype=np.float32)
     if images.ndim != 5:
         raise ValueError(f"images must be (R, Z, C, S, S), got {images.shape}")
@@ -267,4 +268,5 @@ def load_volumes(root: str | os.PathLike, split: str, mmap: bool = False) -> Vol
         style=str(info.get("style", "")),
         lesions=list(info.get("lesions", [])),
         clean=None if clean is None else clean.astype(np.float32, copy=False),
+        slice_mm=float(info["slice_mm"]) if isinstance(info.get("slice_mm"), int | float) else None,
     )

@@ -49,8 +49,10 @@ FALLBACK_EPS_RANGE = (0.0, 0.6)
 FALLBACK_EPS = 0.1
 FALLBACK_TAU = 0.2
 
-#: the post-processing keys a card may set (all non-negative integers, pixels of the model's grid)
-POSTPROCESS_KEYS = ("median_size", "erode_px", "min_component_px")
+#: the post-processing keys a card may set: non-negative integers (pixels of the model's grid), and ``z_mm``, a
+#: non-negative number of millimetres (D averaged over the axial slices of a window that wide; whole volumes only)
+POSTPROCESS_KEYS = ("median_size", "erode_px", "min_component_px", "z_mm")
+_POSTPROCESS_MM = ("z_mm",)
 
 #: v1 cards carried these training facts twice (flat and under "training"); v2 keeps them under "training"
 _V1_FLAT = {"epochs": "epochs", "train_seconds": "training_time_s", "data": "data_dir"}
@@ -204,7 +206,10 @@ def validate_card(card: Any, where: str = "model card") -> dict[str, Any]:
         for key, v in pp.items():
             if key not in POSTPROCESS_KEYS:
                 c.fail(f"postprocess.{key}", f"unknown post-processing key (known: {', '.join(POSTPROCESS_KEYS)})")
-            c.kind(v, _is_int(v) and v >= 0, f"postprocess.{key}", "an integer >= 0")
+            if key in _POSTPROCESS_MM:
+                c.kind(v, _is_num(v) and v >= 0, f"postprocess.{key}", "a number of mm >= 0")
+            else:
+                c.kind(v, _is_int(v) and v >= 0, f"postprocess.{key}", "an integer >= 0")
     if "domain" in card:
         dom = card["domain"]
         c.kind(dom, isinstance(dom, dict), "domain", "an object")
@@ -393,14 +398,20 @@ def card_channels_last(card: dict) -> bool:
 
 
 # --- the rest --------------------------------------------------------------------------------------------------
-def card_postprocess(card: dict) -> dict[str, int]:
-    """The card's post-processing (``postprocess``: ``median_size``, ``erode_px``, ``min_component_px``), only
-    the keys it sets with valid values; {} when none (then the maps are not post-processed beyond the
+def card_postprocess(card: dict) -> dict[str, int | float]:
+    """The card's post-processing (``postprocess``: ``median_size``, ``erode_px``, ``min_component_px``, ``z_mm``),
+    only the keys it sets with valid values; {} when none (then the maps are not post-processed beyond the
     foreground)."""
     pp = card.get("postprocess")
     if not isinstance(pp, dict):
         return {}
-    return {k: int(v) for k, v in pp.items() if k in POSTPROCESS_KEYS and _is_int(v) and v >= 0}
+    out: dict[str, int | float] = {}
+    for k, v in pp.items():
+        if k in _POSTPROCESS_MM and _is_num(v) and v >= 0:
+            out[k] = float(v)
+        elif k in POSTPROCESS_KEYS and k not in _POSTPROCESS_MM and _is_int(v) and v >= 0:
+            out[k] = int(v)
+    return out
 
 
 def card_domain(card: dict) -> dict[str, Any]:

@@ -40,6 +40,9 @@ class CalibrationSettings:
     #: the solver's capped objective (``SolverOptions.loss_cap``; None: the paper's plain L1), recorded in the card
     loss_cap: float | None = None
     layout: str = "auto"  # fast solver's memory layout: "auto" (the faster, measured), "channels_last", "contiguous"
+    #: z windows (mm) tried after the whole-volume (eps, tau) choice, at that eps (app.core.protocol.Z_GRID_MM);
+    #: () or (0,) keeps D per slice
+    z_grid_mm: tuple[float, ...] = (0.0, 6.0, 10.0, 14.0, 18.0)
 
 
 LAYOUTS = ("auto", "channels_last", "contiguous")
@@ -106,6 +109,7 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
         choose_on_validation,
         choose_on_volumes,
         choose_postprocessing_on_volumes,
+        choose_z_on_volumes,
     )
     from app.data.splits import load_split
 
@@ -170,6 +174,7 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
     grid = choice.eps_grid
     updates: dict[str, Any] = {}
     volume_seconds = None
+    z_mm = 0.0
     if st.volumes:
         if vols is not None:
             vc = choose_on_volumes(det, vols, grid, DEFAULT_TAUS, max_steps=st.max_steps)
@@ -197,6 +202,16 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
                 "rule": "mean over validation volumes of each volume's Dice (all slices of its block pooled, "
                 "normal slices included), with the post-processing above; detect and the viewer apply these",
             }
+            if set(st.z_grid_mm) - {0.0} and getattr(vols, "slice_mm", None) is None:
+                log(
+                    f"{stem.name}: no z window: the validation volumes do not record their slice spacing (a data "
+                    "set built before z windows existed; rebuild it with `python main.py data brain-proxy`)"
+                )
+            elif set(st.z_grid_mm) - {0.0}:
+                zc = choose_z_on_volumes(det, vols, vc.eps, DEFAULT_TAUS, st.z_grid_mm, max_steps=st.max_steps)
+                log(_z_line(stem.name, zc))
+                updates["chosen_volume"].update(_z_updates(zc))
+                z_mm = zc.z_mm
     best_per_eps = {str(e): round(max(row), 6) for e, row in zip(choice.eps_grid, choice.table, strict=True)}
     if rng.grid != grid:
         rng.grid = grid
@@ -205,7 +220,7 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
         {
             **updates,
             "eps_range": rng.as_dict(),
-            "postprocess": dict(choice.post),
+            "postprocess": {**choice.post, **({"z_mm": z_mm} if z_mm else {})},
             "chosen": {
                 "eps": choice.eps,
                 "tau": choice.tau,
@@ -247,6 +262,66 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
             },
         },
     )
+
+
+def _z_line(name: str, zc) -> str:
+    return (
+        f"{name}: z window {zc.z_mm:g} mm ({zc.slices} slices) on {zc.n_volumes} validation volumes at eps {zc.eps:g}: "
+        f"+MG Dice {zc.dice:.4f} (tau {zc.tau}), base {zc.base_dice:.4f} (tau {zc.base_tau}); per window "
+        f"[+MG Dice, tau, base Dice, tau]: {zc.table}"
+    )
+
+
+def _z_updates(zc) -> dict[str, Any]:
+    """The volume choice's figures at the chosen z window, and the window table."""
+    return {
+        "tau": zc.tau,
+        "tau_base": zc.base_tau,
+        "val_volume_dice": round(zc.dice, 6),
+        "val_volume_dice_base": round(zc.base_dice, 6),
+        "z_choice": {
+            "z_mm": zc.z_mm,
+            "slices": zc.slices,
+            "eps": zc.eps,
+            "per_window": zc.table,
+            "rule": "D averaged over the axial slices of a z_mm window (postprocess.z_mm) after the in-plane "
+            "post-processing; the window with the best mean +MG whole-volume Dice over the validation volumes at "
+            "the chosen eps, tau re-chosen per window for base and +MG; ties go to the smaller window",
+        },
+    }
+
+
+def calibrate_z(
+    path, data_dir: str, z_grid_mm=(0.0, 6.0, 10.0, 14.0, 18.0), device="cpu", log=print
+) -> dict[str, Any]:
+    """Only the z-window stage, on a card whose whole-volume (eps, tau) is chosen already: the card's eps is held
+    fixed, its solver and other post-processing applied as ``detect`` applies them; the window and the taus it
+    needs are written into the card (``postprocess.z_mm``, ``chosen_volume``)."""
+    from dataclasses import replace
+
+    from app.core.detector import Detector
+    from app.core.protocol import DEFAULT_TAUS, choose_z_on_volumes
+    from app.data.splits import load_volumes
+    from app.errors import OptionError
+    from app.nets.card import card_choices
+
+    stem = stem_of(path)
+    model, card = load_checkpoint(stem, device)
+    if not isinstance(card.get("chosen_volume"), dict):
+        raise OptionError(f"{stem.name}: the card has no whole-volume choice; run calibrate without --z-only first")
+    vols = load_volumes(data_dir, "val")
+    det = Detector.from_card(model, card, device)
+    det.post = replace(det.post, z_mm=0.0)
+    eps = card_choices(card)["eps"]
+    t0 = time.perf_counter()
+    zc = choose_z_on_volumes(det, vols, eps, DEFAULT_TAUS, z_grid_mm)
+    log(_z_line(stem.name, zc) + f" in {time.perf_counter() - t0:.0f} s")
+    chosen = {**card["chosen_volume"], **_z_updates(zc)}
+    chosen["z_choice"]["data_dir"] = str(data_dir)
+    post = {k: v for k, v in (card.get("postprocess") or {}).items() if k != "z_mm"}
+    if zc.z_mm:
+        post["z_mm"] = zc.z_mm
+    return update_card(stem, {"chosen_volume": chosen, "postprocess": post})
 
 
 def _validation_volumes(data_dir, log):

@@ -135,7 +135,9 @@ class ModelSession:
         progress_interval_s: float | None = None,
     ) -> SliceResult:
         """MatchGen (or the base model for eps = 0) on slice k; ``on_progress`` receives intermediate results
-        (at most every ``progress_interval_s``, default :attr:`progress_interval_s`) while the solver converges."""
+        (at most every ``progress_interval_s``, default :attr:`progress_interval_s`) while the solver converges.
+        With a z window in the card's post-processing the window's slices are solved together (one batch) and
+        slice k's D is their mean, as in a whole-volume run."""
         import torch
 
         if progress_interval_s is None:
@@ -143,7 +145,8 @@ class ModelSession:
 
         t0 = time.perf_counter()
         det = self.detector
-        x = torch.from_numpy(self.slices.model_slice(k)[None]).to(det.device)
+        ks, at = self._window(k)
+        x = torch.from_numpy(self.slices.model_slices(ks)).to(det.device)
         last = [t0]
 
         def callback(p) -> None:
@@ -151,14 +154,34 @@ class ModelSession:
             if on_progress is None or now - last[0] < progress_interval_s or bool(p.done.all()):
                 return
             last[0] = now
-            d, _ = det.maps(x, p.s)
-            on_progress(self._result(k, eps, p.s[0], d[0], float(p.loss[0]), p.step, now - t0, final=False))
+            d = self._window_mean(*det.maps(x, p.s), at)
+            i = ks.index(k)
+            on_progress(self._result(k, eps, p.s[i], d, float(p.loss[i]), p.step, now - t0, final=False))
 
         _, res = det.solve_batch(x, eps, callback=callback if on_progress else None, should_stop=should_stop)
-        d, _ = det.maps(x, res.s)
+        d = self._window_mean(*det.maps(x, res.s), at)
+        i = ks.index(k)
         return self._result(
-            k, eps, res.s[0], d[0], float(res.loss[0]), int(res.steps[0]), time.perf_counter() - t0, final=True
+            k, eps, res.s[i], d, float(res.loss[i]), int(res.steps[i]), time.perf_counter() - t0, final=True
         )
+
+    def _window(self, k: int) -> tuple[list[int], np.ndarray]:
+        """The slices slice k's D needs (itself, and its neighbours in the card's z window), each once, and for
+        every position of the window the index into that list (edge slices repeat, as in a volume run)."""
+        from app.core.maps import z_window
+
+        n = self.slices.n_slices
+        win = z_window(k, n, self.detector.post.z_slices(self.slices.slice_mm))
+        ks = sorted({int(i) for i in win})
+        return ks, np.searchsorted(ks, win)
+
+    @staticmethod
+    def _window_mean(d: np.ndarray, fg: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """Slice k's D from the maps of its window's slices: their mean (the volume run's z window), zero outside
+        slice k's own foreground. ``at``'s middle entry is slice k."""
+        if at.size == 1:
+            return d[int(at[0])]
+        return d[at].mean(axis=0, dtype=np.float64).astype(np.float32) * fg[int(at[at.size // 2])]
 
     def _result(self, k, eps, s, d, loss, steps, seconds, final) -> SliceResult:
         s_np = s.detach().cpu().numpy() if hasattr(s, "detach") else np.asarray(s)
@@ -191,12 +214,18 @@ class ModelSession:
             return
         t0 = time.perf_counter()
         det = self.detector
-        x = torch.from_numpy(self.slices.model_slice(k)[None]).to(det.device).expand(len(eps), -1, -1, -1).contiguous()
-        _, res = det.solve_batch(x, torch.tensor(eps), should_stop=should_stop)
-        d, _ = det.maps(x, res.s)
+        ks, at = self._window(k)
+        w = len(ks)  # each eps solves slice k's whole z window
+        x1 = torch.from_numpy(self.slices.model_slices(ks)).to(det.device)
+        x = x1.repeat(len(eps), 1, 1, 1)
+        _, res = det.solve_batch(x, torch.tensor(eps).repeat_interleave(w), should_stop=should_stop)
+        d, fg = det.maps(x, res.s)
         seconds = time.perf_counter() - t0
-        for i, e in enumerate(eps):
-            r = self._result(k, e, res.s[i], d[i], float(res.loss[i]), int(res.steps[i]), seconds, final=True)
+        i_k = ks.index(k)
+        for j, e in enumerate(eps):
+            i = j * w + i_k
+            d_k = self._window_mean(d[j * w : (j + 1) * w], fg[j * w : (j + 1) * w], at)
+            r = self._result(k, e, res.s[i], d_k, float(res.loss[i]), int(res.steps[i]), seconds, final=True)
             r.precomputed = True
             on_result(r)
 
@@ -223,7 +252,7 @@ class ModelSession:
             det = copy.copy(det)  # same model, options and device; only the batch size differs
             det.batch_size = int(batch_size)
         out = det.run(x, eps, base_only=base_only, progress=progress, should_stop=should_stop)
-        d = self.slices.volume_map_to_grid(out.d)
+        d = self.slices.volume_map_to_grid(det.post.across_slices(out.d, out.foreground, self.slices.slice_mm))
         if results is not None:
             for k in range(out.s.shape[0]) if result_slices is None else result_slices:
                 s_k = self.slices.to_slice_grid(out.s[k])

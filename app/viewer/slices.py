@@ -188,6 +188,11 @@ class StudySlices:
         """The whole volume in [0, 1] as the model was trained."""
         return self._prepared().volume
 
+    @property
+    def slice_mm(self) -> float:
+        """Spacing of the axial slices in mm (the model slices are the study's axial slices, in order)."""
+        return float(self._prepared().geometry.spacing[2])
+
     def model_slice(self, k: int) -> np.ndarray:
         """(C, S, S) float32 in [0, 1]."""
         return self._prepared().x[k]

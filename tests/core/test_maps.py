@@ -141,3 +141,30 @@ def test_foreground_mask_fills_holes_in_a_stack():
     x[:, 4, 4] = 0.0  # a dark hole inside
     assert foreground_mask(x)[:, 4, 4].all() and not foreground_mask(x, fill_holes=False)[:, 4, 4].any()
     assert foreground_mask(x[0])[4, 4]
+
+
+def test_z_window_spans_the_nearest_odd_number_of_slices():
+    from app.core.maps import z_window, z_window_slices
+
+    assert [z_window_slices(v, 2.0) for v in (0, 2, 4, 6, 10, 14, 18)] == [1, 1, 1, 3, 5, 7, 9]
+    assert z_window_slices(18, 1.0) == 17 and z_window_slices(18, 5.0) == 3 and z_window_slices(-1, 2.0) == 1
+    with pytest.raises(ValueError):
+        z_window_slices(6, 0.0)
+    assert z_window(0, 10, 5).tolist() == [0, 0, 0, 1, 2] and z_window(9, 10, 3).tolist() == [8, 9, 9]
+
+
+def test_z_mean_is_the_mean_over_neighbours_with_edges_repeated():
+    from app.core.maps import z_mean, z_window
+
+    rng = np.random.default_rng(1)
+    d = rng.random((7, 4, 5)).astype(np.float32)
+    fg = np.ones(d.shape, bool)
+    fg[3, 0, :] = False
+    out = z_mean(d, 5, fg)
+    for k in range(7):
+        want = d[z_window(k, 7, 5)].mean(axis=0) * fg[k]
+        np.testing.assert_allclose(out[k], want, rtol=1e-5, atol=1e-6)
+    assert not out[3, 0].any()
+    np.testing.assert_array_equal(z_mean(d, 1, fg), d)  # one slice: unchanged (no foreground applied either)
+    with pytest.raises(ValueError):
+        z_mean(d, 4)

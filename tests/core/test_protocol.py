@@ -261,3 +261,57 @@ def test_volume_choice_and_scores_count_false_positives_on_normal_slices(detecto
     assert scores["volume_dice"] == [1.0, 1.0] and scores["fp_pixels_per_normal_slice"] == 0.0
     low = evaluate_volumes(detector, (imgs, masks), 0.6, -1.0)  # everything flagged
     assert low["fp_pixels_per_normal_slice"] == pytest.approx(S * S)
+
+
+def _z_volumes(z_list, slice_mm=2.0, seed=0):
+    """Two volumes: a lesion (+0.3) through five consecutive slices, and on other slices single-slice specks of the
+    same contrast that are not lesions (a 2-D model's residual that does not continue across slices)."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(seed)
+    n = len(z_list)
+    imgs = np.full((2, n, 1, S, S), 0.5, np.float32)
+    masks = np.zeros((2, n, S, S), bool)
+    for r in range(2):
+        masks[r, 1:6, 5:10, 5:10] = True
+        imgs[r, 1:6, 0, 5:10, 5:10] = 0.8
+        for k in range(n):
+            y, x = rng.integers(0, S - 3, size=2)
+            if not masks[r, k, y : y + 3, x : x + 3].any():
+                imgs[r, k, 0, y : y + 3, x : x + 3] = 0.8
+    return SimpleNamespace(images=imgs, masks=masks, z=list(z_list), slice_mm=slice_mm)
+
+
+def test_z_window_is_chosen_when_lesions_continue_across_slices_and_noise_does_not(detector):
+    """At eps 0.6 D is |x - 0.5|: lesion and specks both 0.3 on a slice, so no tau separates them slice by slice;
+    averaged over 3 slices (6 mm at 2 mm) the lesion's inner slices keep 0.3 while a speck falls to 0.1."""
+    from app.core.protocol import choose_z_on_volumes
+
+    vols = _z_volumes(range(8))
+    zc = choose_z_on_volumes(detector, vols, 0.6, z_grid_mm=(0.0, 6.0))
+    plain, windowed = zc.table["0"][0], zc.table["6"][0]
+    assert windowed > plain + 0.1 and zc.z_mm == 6.0 and zc.slices == 3 and zc.dice == pytest.approx(windowed)
+    assert 0.1 <= zc.tau < 0.3  # between a speck's mean and the lesion's
+    # ties go to the smaller window: a grid of 0 alone, or of windows too short to average, keeps D per slice
+    assert choose_z_on_volumes(detector, vols, 0.6, z_grid_mm=(0.0, 2.0)).z_mm == 0.0
+
+
+def test_z_window_averages_each_run_of_consecutive_slices_apart():
+    """A test split's volumes hold two blocks of slices (27-43 and 75-92): the mean never mixes them; volumes that
+    do not record their spacing are a clear error once a window is asked for."""
+    from types import SimpleNamespace
+
+    from app.core.detector import PostProcessing
+    from app.core.protocol import across_volumes
+
+    z = [0, 1, 2, 3, 10, 11, 12, 13]
+    maps = np.zeros((1, 8, 2, 2), np.float32)
+    maps[0, 4:] = 1.0
+    fg = np.ones(maps.shape, bool)
+    out = across_volumes(PostProcessing(z_mm=6.0), maps, fg, SimpleNamespace(z=z, slice_mm=2.0))
+    np.testing.assert_array_equal(out, maps)  # each block is constant: unchanged, none of one leaks into the other
+    out = across_volumes(PostProcessing(z_mm=6.0), maps, fg, SimpleNamespace(z=list(range(8)), slice_mm=2.0))
+    assert out[0, 3, 0, 0] == pytest.approx(1 / 3) and out[0, 4, 0, 0] == pytest.approx(2 / 3)  # one run: mixed
+    with pytest.raises(OptionError, match="slice spacing"):
+        across_volumes(PostProcessing(z_mm=6.0), maps, fg, SimpleNamespace(z=z, slice_mm=None))
+    assert across_volumes(PostProcessing(), maps, fg, None) is maps  # no window: nothing asked of the volumes

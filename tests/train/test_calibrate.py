@@ -130,3 +130,36 @@ def test_calibrate_chooses_the_postprocessing_on_the_validation_volumes(dataset,
     # the old rule stays available
     assert main([*argv, "--post-on", "slices"]) == 0
     assert read_card(out)["calibration"]["postprocess_choice"]["on"] == "slices"
+
+
+def test_calibrate_z_only_writes_the_window_and_its_taus(dataset, tmp_path, capsys):
+    """``calibrate --z-only`` on a card with a whole-volume choice: the z-window table for every window asked
+    for, the window with the best +MG volume Dice in ``postprocess.z_mm`` (absent for 0), the taus of that window
+    in ``chosen_volume``; the card's eps is kept. A bad --z-grid is a one-line error (exit 2), the card untouched."""
+    from app.data.splits import save_volumes
+
+    val = load_split(dataset, "val")
+    images, masks = val.images.reshape(2, 3, 1, 32, 32), val.masks.reshape(2, 3, 32, 32)
+    save_volumes(dataset, "val", images, masks, masks.astype(np.uint8), [["a0", "a1", "a2"], ["b0", "b1", "b2"]],
+                 {"seeds": [0, 1], "z": [0, 1, 2], "slice_mm": 2.0})  # fmt: skip
+    out = tmp_path / "m"
+    args = ["train", "ae-l1", "--data", str(dataset), "--out", str(out), "--epochs", "1", "--width", "4"]
+    assert main([*args, "--latent-dim", "8", "--batch-size", "8", "--quiet"]) == 0
+    argv = ["calibrate", str(out), "--data", str(dataset), "--subset", "2", "--extend", "0", "--max-steps", "2"]
+    assert main([*argv, "--z-grid", "0"]) == 0
+    before = read_card(out)
+    assert "z_choice" not in before["chosen_volume"] and before["postprocess"].get("z_mm", 0.0) == 0.0
+    capsys.readouterr()
+    assert main(["calibrate", str(out), "--data", str(dataset), "--z-only", "--z-grid", "0,six"]) == 2
+    assert "--z-grid" in capsys.readouterr().err and read_card(out) == before
+    assert main(["calibrate", str(out), "--data", str(dataset), "--z-only", "--z-grid", "0,6"]) == 0
+    card = read_card(out)
+    zc = card["chosen_volume"]["z_choice"]
+    assert set(zc["per_window"]) == {"0", "6"} and zc["eps"] == pytest.approx(before["chosen_volume"]["eps"])
+    best = max(zc["per_window"], key=lambda k: (zc["per_window"][k][0], -float(k)))
+    assert zc["z_mm"] == float(best) and card["postprocess"].get("z_mm", 0.0) == float(best)
+    assert card["chosen_volume"]["tau"] == zc["per_window"][best][1]
+    assert card["chosen_volume"]["tau_base"] == zc["per_window"][best][3]
+    assert card["chosen_volume"]["eps"] == before["chosen_volume"]["eps"]
+    # with 0 the table's first row is the card as it was
+    assert zc["per_window"]["0"][0] == pytest.approx(before["chosen_volume"]["val_volume_dice"], abs=1e-6)

@@ -82,3 +82,34 @@ def test_viewer_whole_volume_mask_is_identical_to_detect(case, use_mg, eps, tau,
     assert det.post.erode_px == 1 and det.post.min_component_px == 6
     if eps is None:  # the card's
         assert ctl.state.eps == pytest.approx(0.2) and ctl.state.tau == pytest.approx(0.15 if use_mg else 0.2)
+
+
+def test_z_window_is_the_same_in_detect_the_volume_run_and_a_single_slice(case, capsys):
+    """A card with a z window (D averaged over neighbouring axial slices): the viewer's whole-volume mask is still
+    detect's, the window spans the slices its mm say at this study's spacing, it changes the maps, and a
+    single-slice solve (which solves the window together) shows the volume run's D on that slice."""
+    from app.cli import main
+
+    card_path = case["tmp"] / "models" / "tiny.json"
+    card = json.loads(card_path.read_text())
+    plain_ctl = viewer_mask(case, case["tmp"] / "plain.nii.gz")
+    plain = plain_ctl.volume.d.copy()
+    card["postprocess"]["z_mm"] = 7.5  # 3 slices at 2.5 mm
+    card_path.write_text(json.dumps(card))
+    ours = case["tmp"] / "viewer-z.nii.gz"
+    ctl = viewer_mask(case, ours)
+    theirs = case["tmp"] / "detect-z.nii.gz"
+    assert main(["detect", str(case["study"]), "--model", case["model"], "--out", str(theirs), "--device", "cpu"]) == 0
+    m = same_nifti(ours, theirs)
+    assert 0 < np.count_nonzero(m) < m.size
+    sess = ctl.session
+    assert sess.detector.post.z_mm == 7.5 and sess.detector.post.z_slices(sess.slices.slice_mm) == 3
+    vol = ctl.volume.d
+    assert not np.allclose(vol, plain)  # the window changes the maps
+    # on the study grid the window is the mean of the plain maps of three neighbours, inside slice k's foreground
+    k = 20
+    inside = vol[:, :, k] > 0
+    np.testing.assert_allclose(vol[:, :, k][inside], plain[:, :, k - 1 : k + 2].mean(axis=2)[inside], atol=1e-5)
+    r = sess.solve_slice(k, ctl.state.eps)
+    assert inside.sum() > 50
+    np.testing.assert_allclose(r.d[inside], vol[:, :, k][inside], atol=1e-5)
