@@ -38,9 +38,10 @@ def configure(p: argparse.ArgumentParser) -> None:
         "slices when the data set has no volumes) or by its per-image Dice on abnormal validation slices",
     )  # fmt: skip
     p.add_argument(
-        "--z-grid", default="0,6,10,14,18", metavar="MM,MM,...",
+        "--z-grid", default=None, metavar="MM,MM,...",
         help="z windows in mm tried after the whole-volume choice: D averaged over the axial slices of a window that "
-        "wide, chosen by +MG volume Dice at the chosen eps (default 0,6,10,14,18; 0 alone keeps D per slice)",
+        "wide, chosen by +MG volume Dice at the chosen eps (default: app.core.protocol.Z_GRID_MM, 0,6,10,14,18; "
+        "0 alone keeps D per slice)",
     )  # fmt: skip
     p.add_argument(
         "--z-only", action="store_true",
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from app.core.device import resolve_device
+    from app.core.protocol import Z_GRID_MM
     from app.errors import OptionError
     from app.nets.zoo import resolve_model
     from app.train.calibrate import CalibrationSettings, calibrate
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if args.extend < 0:
         raise OptionError("--extend must be >= 0")
     try:
-        z_grid = tuple(float(v) for v in args.z_grid.split(",") if v.strip())
+        z_grid = Z_GRID_MM if args.z_grid is None else tuple(float(v) for v in args.z_grid.split(",") if v.strip())
     except ValueError:
         raise OptionError(f"--z-grid must be numbers of mm separated by commas, not {args.z_grid!r}") from None
     if not z_grid or any(not (v >= 0 and v < 1e4) for v in z_grid):

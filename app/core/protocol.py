@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from app.core.detector import Detector, PostProcessing
-from app.core.maps import foreground_mask, postprocess, z_mean, z_window_slices
+from app.core.maps import foreground_mask, postprocess, z_window_slices
 from app.core.metrics import (
     Scores,
     average_precision,
@@ -495,13 +495,11 @@ def across_volumes(post: PostProcessing, maps: np.ndarray, foreground: np.ndarra
             "these volumes do not record their slice spacing (a data set built before z windows existed); rebuild "
             "it with `python main.py data brain-proxy`, or use a card without z_mm"
         )
-    z = np.asarray(z)
-    cuts = np.flatnonzero(np.diff(z) != 1) + 1
-    k = post.z_slices(slice_mm)
+    runs = np.split(np.arange(len(z)), np.flatnonzero(np.diff(np.asarray(z)) != 1) + 1)
     out = np.empty_like(maps, dtype=np.float32)
     for r in range(maps.shape[0]):
-        for part in np.split(np.arange(z.size), cuts):
-            out[r, part] = z_mean(maps[r, part], k, foreground[r, part])
+        for part in runs:
+            out[r, part] = post.across_slices(maps[r, part], foreground[r, part], slice_mm)
     return out
 
 
@@ -524,6 +522,33 @@ class ZChoice:
         return dict(self.__dict__)
 
 
+def _choose_z(
+    post: PostProcessing, maps: dict[float, np.ndarray], fg: np.ndarray, masks: np.ndarray, volumes: Any,
+    eps: float, taus: np.ndarray, z_grid_mm: Sequence[float],
+) -> ZChoice:  # fmt: skip
+    """The z stage on maps already computed (``maps[eps]`` and ``maps[0.0]``, (R, Z, S, S), post-processed in-plane
+    with ``post``): per window the best +MG and base Dice and their taus; the best +MG window, ties to the smaller."""
+    from dataclasses import replace
+
+    table: dict[str, list[float]] = {}
+    best = None
+    for z_mm in sorted({float(v) for v in z_grid_mm}):
+        windowed = replace(post, z_mm=z_mm)
+        row = []
+        for e in (float(eps), 0.0):
+            m = across_volumes(windowed, maps[e], fg, volumes)
+            tau, dsc = _best(dice_table(list(m), list(masks), taus, post.min_component_px), taus)
+            row += [round(dsc, 6), tau]
+        table[f"{z_mm:g}"] = row
+        if best is None or row[0] > best[1][0]:
+            best = (z_mm, row)
+    z_mm, (dsc, tau, base_dsc, base_tau) = best
+    return ZChoice(
+        z_mm=z_mm, tau=tau, dice=dsc, base_tau=base_tau, base_dice=base_dsc, eps=float(eps), table=table,
+        slices=z_window_slices(z_mm, getattr(volumes, "slice_mm", None)), n_volumes=int(masks.shape[0]),
+    )  # fmt: skip
+
+
 def choose_z_on_volumes(
     detector: Detector,
     volumes: Any,
@@ -537,32 +562,15 @@ def choose_z_on_volumes(
 ) -> ZChoice:
     """The z window by the mean +MG whole-volume Dice over validation volumes at ``eps`` (held fixed), tau
     re-chosen for each window, base and +MG alike; ties go to the smaller window. The detector's other
-    post-processing is applied first (its own ``z_mm`` is ignored)."""
-    from dataclasses import replace
-
+    post-processing is applied first (its own ``z_mm`` is ignored). :func:`choose_on_volumes` runs the same stage
+    on the maps it has already solved when given ``z_grid_mm``."""
     flat, masks = _flat_volumes(volumes)
     r, z = masks.shape[:2]
-    taus = _tau_array(tau_grid)
-    pm = compute_maps(detector, flat, sorted({0.0, float(eps)}), max_steps=max_steps, progress=progress, **overrides)
+    eps_two = sorted({0.0, float(eps)})
+    pm = compute_maps(detector, flat, eps_two, max_steps=max_steps, progress=progress, **overrides)
     fg = pm.foreground.reshape(r, z, *flat.shape[2:])
-    table: dict[str, list[float]] = {}
-    best = None
-    for z_mm in sorted({float(v) for v in z_grid_mm}):
-        post = replace(detector.post, z_mm=z_mm)
-        row = []
-        for e in (float(eps), 0.0):
-            maps = across_volumes(post, pm.maps[e].reshape(r, z, *flat.shape[2:]), fg, volumes)
-            tau, dsc = _best(dice_table(list(maps), list(masks), taus, post.min_component_px), taus)
-            row += [round(dsc, 6), tau]
-        table[f"{z_mm:g}"] = row
-        if best is None or row[0] > best[1][0]:
-            best = (z_mm, row)
-    z_mm, (dsc, tau, base_dsc, base_tau) = best
-    slice_mm = getattr(volumes, "slice_mm", None)
-    return ZChoice(
-        z_mm=z_mm, tau=tau, dice=dsc, base_tau=base_tau, base_dice=base_dsc, eps=float(eps), table=table,
-        slices=z_window_slices(z_mm, slice_mm) if slice_mm else 1, n_volumes=r,
-    )  # fmt: skip
+    maps = {e: pm.maps[e].reshape(fg.shape) for e in eps_two}
+    return _choose_z(detector.post, maps, fg, masks, volumes, eps, _tau_array(tau_grid), z_grid_mm)
 
 
 @dataclass
@@ -585,9 +593,11 @@ class VolumeChoice:
     binding_fraction: float = float("nan")
     step_cap_fraction: float = float("nan")
     mean_steps: float = float("nan")
+    #: the z window chosen at ``eps`` from the same maps (:func:`choose_on_volumes` with ``z_grid_mm``), or None
+    z: ZChoice | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "z": None if self.z is None else self.z.as_dict()}
 
 
 def choose_postprocessing_on_volumes(
@@ -615,11 +625,13 @@ def choose_on_volumes(
     *,
     max_steps: int | None = None,
     progress: Progress | None = None,
+    z_grid_mm: Sequence[float] | None = None,
     **overrides,
 ) -> VolumeChoice:
     """tau (base) and (eps, tau) (+MG) by mean whole-volume Dice over validation volumes ``(images (R, Z, C, S,
     S), masks (R, Z, S, S))``; the detector's post-processing is applied (choose it first with
-    :func:`choose_on_validation`)."""
+    :func:`choose_on_validation`). With ``z_grid_mm`` the z window is then chosen at that eps from the same maps
+    (``VolumeChoice.z``, as :func:`choose_z_on_volumes` would choose it, without solving again)."""
     flat, masks = _flat_volumes(volumes)
     r, z = masks.shape[:2]
     eps_all = sorted({0.0, *(float(e) for e in eps_grid)})
@@ -627,14 +639,10 @@ def choose_on_volumes(
     pm = compute_maps(detector, flat, eps_all, max_steps=max_steps, progress=progress, **overrides)
     post = detector.post
     fg = pm.foreground.reshape(r, z, *flat.shape[2:])
+    maps = {e: pm.maps[e].reshape(fg.shape) for e in eps_all}
     table = np.stack(
         [
-            dice_table(
-                list(across_volumes(post, pm.maps[e].reshape(r, z, *flat.shape[2:]), fg, volumes)),
-                list(masks),
-                taus,
-                post.min_component_px,
-            )
+            dice_table(list(across_volumes(post, maps[e], fg, volumes)), list(masks), taus, post.min_component_px)
             for e in eps_all
         ]
     )
@@ -659,6 +667,7 @@ def choose_on_volumes(
         binding_fraction=binding,
         step_cap_fraction=capped,
         mean_steps=steps,
+        z=None if z_grid_mm is None else _choose_z(post, maps, fg, masks, volumes, eps, taus, z_grid_mm),
     )
 
 

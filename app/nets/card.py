@@ -54,6 +54,11 @@ FALLBACK_TAU = 0.2
 POSTPROCESS_KEYS = ("median_size", "erode_px", "min_component_px", "z_mm")
 _POSTPROCESS_MM = ("z_mm",)
 
+
+def _post_value_ok(key: str, v: Any) -> bool:
+    """A valid value for post-processing ``key``: a number of mm >= 0 for ``z_mm``, else an integer >= 0."""
+    return (_is_num(v) if key in _POSTPROCESS_MM else _is_int(v)) and v >= 0
+
 #: v1 cards carried these training facts twice (flat and under "training"); v2 keeps them under "training"
 _V1_FLAT = {"epochs": "epochs", "train_seconds": "training_time_s", "data": "data_dir"}
 
@@ -206,10 +211,8 @@ def validate_card(card: Any, where: str = "model card") -> dict[str, Any]:
         for key, v in pp.items():
             if key not in POSTPROCESS_KEYS:
                 c.fail(f"postprocess.{key}", f"unknown post-processing key (known: {', '.join(POSTPROCESS_KEYS)})")
-            if key in _POSTPROCESS_MM:
-                c.kind(v, _is_num(v) and v >= 0, f"postprocess.{key}", "a number of mm >= 0")
-            else:
-                c.kind(v, _is_int(v) and v >= 0, f"postprocess.{key}", "an integer >= 0")
+            what = "a number of mm >= 0" if key in _POSTPROCESS_MM else "an integer >= 0"
+            c.kind(v, _post_value_ok(key, v), f"postprocess.{key}", what)
     if "domain" in card:
         dom = card["domain"]
         c.kind(dom, isinstance(dom, dict), "domain", "an object")
@@ -405,13 +408,11 @@ def card_postprocess(card: dict) -> dict[str, int | float]:
     pp = card.get("postprocess")
     if not isinstance(pp, dict):
         return {}
-    out: dict[str, int | float] = {}
-    for k, v in pp.items():
-        if k in _POSTPROCESS_MM and _is_num(v) and v >= 0:
-            out[k] = float(v)
-        elif k in POSTPROCESS_KEYS and k not in _POSTPROCESS_MM and _is_int(v) and v >= 0:
-            out[k] = int(v)
-    return out
+    return {
+        k: float(v) if k in _POSTPROCESS_MM else int(v)
+        for k, v in pp.items()
+        if k in POSTPROCESS_KEYS and _post_value_ok(k, v)
+    }
 
 
 def card_domain(card: dict) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from app.errors import CheckpointError
 MODELS_DIR = bundled_dir("models")
 
 #: the model ``python main.py`` and ``detect`` use when none is named: the zoo's best +MG Dice on the validation
-#: volumes (the cards' ``chosen_volume``, every card chosen on the same 16: dae 19.0 %, vae-grad 17.4, vae 17.2,
-#: ce-ae 16.2, ganomaly 15.3, ae-l1 15.2, ddgan lower); on validation volumes that chose nothing the dae + MG is
-#: also the best (seeds 1016-1047; docs/models.md, docs/bench/widths/rule.md)
+#: volumes (the cards' ``chosen_volume``, every card chosen on the same 16: dae 21.9 % with its z window, vae-grad
+#: 17.4, vae 17.2, ce-ae 16.2, ganomaly 15.3, ae-l1 15.2, ddgan lower); on validation volumes that chose nothing
+#: the dae + MG is also the best (seeds 1016-1047; docs/models.md, docs/bench/widths/rule.md, docs/bench/zmean/)
 DEFAULT_MODEL = "dae"
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from app.core.protocol import Z_GRID_MM
 from app.nets.checkpoint import load_checkpoint, read_card, stem_of, write_card
 
 
@@ -40,9 +41,8 @@ class CalibrationSettings:
     #: the solver's capped objective (``SolverOptions.loss_cap``; None: the paper's plain L1), recorded in the card
     loss_cap: float | None = None
     layout: str = "auto"  # fast solver's memory layout: "auto" (the faster, measured), "channels_last", "contiguous"
-    #: z windows (mm) tried after the whole-volume (eps, tau) choice, at that eps (app.core.protocol.Z_GRID_MM);
-    #: () or (0,) keeps D per slice
-    z_grid_mm: tuple[float, ...] = (0.0, 6.0, 10.0, 14.0, 18.0)
+    #: z windows (mm) tried after the whole-volume (eps, tau) choice, at that eps; () or (0,) keeps D per slice
+    z_grid_mm: tuple[float, ...] = Z_GRID_MM
 
 
 LAYOUTS = ("auto", "channels_last", "contiguous")
@@ -109,7 +109,6 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
         choose_on_validation,
         choose_on_volumes,
         choose_postprocessing_on_volumes,
-        choose_z_on_volumes,
     )
     from app.data.splits import load_split
 
@@ -177,7 +176,16 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
     z_mm = 0.0
     if st.volumes:
         if vols is not None:
-            vc = choose_on_volumes(det, vols, grid, DEFAULT_TAUS, max_steps=st.max_steps)
+            want_z = bool(set(st.z_grid_mm) - {0.0})
+            if want_z and getattr(vols, "slice_mm", None) is None:
+                want_z = False
+                log(
+                    f"{stem.name}: no z window: the validation volumes do not record their slice spacing (a data "
+                    "set built before z windows existed; rebuild it with `python main.py data brain-proxy`)"
+                )
+            vc = choose_on_volumes(
+                det, vols, grid, DEFAULT_TAUS, max_steps=st.max_steps, z_grid_mm=st.z_grid_mm if want_z else None
+            )
             volume_seconds = round(time.perf_counter() - t2, 1)
             log(
                 f"{stem.name}: validation volumes ({vc.n_volumes}): Dice base {vc.base_dice:.4f} (tau {vc.base_tau}), "
@@ -202,16 +210,10 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
                 "rule": "mean over validation volumes of each volume's Dice (all slices of its block pooled, "
                 "normal slices included), with the post-processing above; detect and the viewer apply these",
             }
-            if set(st.z_grid_mm) - {0.0} and getattr(vols, "slice_mm", None) is None:
-                log(
-                    f"{stem.name}: no z window: the validation volumes do not record their slice spacing (a data "
-                    "set built before z windows existed; rebuild it with `python main.py data brain-proxy`)"
-                )
-            elif set(st.z_grid_mm) - {0.0}:
-                zc = choose_z_on_volumes(det, vols, vc.eps, DEFAULT_TAUS, st.z_grid_mm, max_steps=st.max_steps)
-                log(_z_line(stem.name, zc))
-                updates["chosen_volume"].update(_z_updates(zc))
-                z_mm = zc.z_mm
+            if vc.z is not None:
+                log(_z_line(stem.name, vc.z))
+                updates["chosen_volume"].update(_z_updates(vc.z))
+                z_mm = vc.z.z_mm
     best_per_eps = {str(e): round(max(row), 6) for e, row in zip(choice.eps_grid, choice.table, strict=True)}
     if rng.grid != grid:
         rng.grid = grid
@@ -291,9 +293,7 @@ def _z_updates(zc) -> dict[str, Any]:
     }
 
 
-def calibrate_z(
-    path, data_dir: str, z_grid_mm=(0.0, 6.0, 10.0, 14.0, 18.0), device="cpu", log=print
-) -> dict[str, Any]:
+def calibrate_z(path, data_dir: str, z_grid_mm=Z_GRID_MM, device="cpu", log=print) -> dict[str, Any]:
     """Only the z-window stage, on a card whose whole-volume (eps, tau) is chosen already: the card's eps is held
     fixed, its solver and other post-processing applied as ``detect`` applies them; the window and the taus it
     needs are written into the card (``postprocess.z_mm``, ``chosen_volume``)."""

@@ -146,6 +146,7 @@ class ModelSession:
         t0 = time.perf_counter()
         det = self.detector
         ks, at = self._window(k)
+        i = ks.index(k)  # slice k in the batch
         x = torch.from_numpy(self.slices.model_slices(ks)).to(det.device)
         last = [t0]
 
@@ -155,12 +156,10 @@ class ModelSession:
                 return
             last[0] = now
             d = self._window_mean(*det.maps(x, p.s), at)
-            i = ks.index(k)
             on_progress(self._result(k, eps, p.s[i], d, float(p.loss[i]), p.step, now - t0, final=False))
 
         _, res = det.solve_batch(x, eps, callback=callback if on_progress else None, should_stop=should_stop)
         d = self._window_mean(*det.maps(x, res.s), at)
-        i = ks.index(k)
         return self._result(
             k, eps, res.s[i], d, float(res.loss[i]), int(res.steps[i]), time.perf_counter() - t0, final=True
         )

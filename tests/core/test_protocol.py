@@ -315,3 +315,17 @@ def test_z_window_averages_each_run_of_consecutive_slices_apart():
     with pytest.raises(OptionError, match="slice spacing"):
         across_volumes(PostProcessing(z_mm=6.0), maps, fg, SimpleNamespace(z=z, slice_mm=None))
     assert across_volumes(PostProcessing(), maps, fg, None) is maps  # no window: nothing asked of the volumes
+
+
+def test_volume_choice_runs_the_z_stage_on_its_own_maps(detector):
+    """``choose_on_volumes(z_grid_mm=...)`` chooses the z window from the maps it solved, the same choice
+    ``choose_z_on_volumes`` makes at that eps by solving again; without a grid there is no z stage."""
+    from app.core.protocol import choose_on_volumes, choose_z_on_volumes
+
+    vols = _z_volumes(range(8))
+    vc = choose_on_volumes(detector, vols, [0.6], z_grid_mm=(0.0, 6.0))
+    assert vc.eps == 0.6 and vc.z is not None
+    assert vc.z == choose_z_on_volumes(detector, vols, 0.6, z_grid_mm=(0.0, 6.0))
+    assert vc.z.table["0"][0] == pytest.approx(vc.dice, abs=1e-6)  # window 0 is the choice without a window
+    assert vc.as_dict()["z"]["z_mm"] == 6.0
+    assert choose_on_volumes(detector, vols, [0.6]).z is None
