@@ -69,6 +69,7 @@ class ModelSession:
         self.detector = Detector.from_card(model, card, device)
         self.solver = self.detector.solver
         self.input = ModelInput.of(model)
+        self._plain = PlainMaps()  # in-plane maps of solved slices, for the neighbours' z windows
         self.slices: StudySlices | None = None
         if slices is not None:
             self.slices = self._check(slices)
@@ -82,6 +83,7 @@ class ModelSession:
         """The same loaded model on another study."""
         out = ModelSession.__new__(ModelSession)
         out.__dict__.update(self.__dict__)
+        out._plain = PlainMaps()  # another study: none of these maps apply
         out.slices = self._check(slices)
         return out
 
@@ -138,31 +140,66 @@ class ModelSession:
         (at most every ``progress_interval_s``, default :attr:`progress_interval_s`) while the solver converges.
         With a z window in the card's post-processing the window's slices are solved together (one batch) and
         slice k's D is their mean, as in a whole-volume run."""
-        import torch
-
         if progress_interval_s is None:
             progress_interval_s = self.progress_interval_s
 
         t0 = time.perf_counter()
+
+        def partial(step, got) -> None:
+            d, s_k, loss, _ = got[0]
+            on_progress(self._result(k, eps, s_k, d, loss, step, time.perf_counter() - t0, final=False))
+
+        ((d, s_k, loss, steps),) = self._solve_windows(
+            k, [float(eps)], should_stop=should_stop, on_partial=partial if on_progress else None,
+            interval_s=progress_interval_s,
+        )  # fmt: skip
+        return self._result(k, eps, s_k, d, loss, steps, time.perf_counter() - t0, final=True)
+
+    def _solve_windows(
+        self, k: int, eps_values: list[float], *, should_stop=None, on_partial=None, interval_s: float = 0.0
+    ) -> list[tuple]:
+        """Slice k at each eps of ``eps_values``: (D averaged over the card's z window, model grid; slice k's
+        pseudo-normal; its loss; its steps). Slice k is always solved (its pseudo-normal, loss and steps are the
+        result's). Its window's other slices are taken from the session's cache of in-plane maps where an earlier
+        request solved them at that eps (scrolling to the next slice then solves two slices, not the window), the
+        rest are solved in the same batch; every (slice, eps) is a cold start from z_o, so a cached map is the one a
+        new solve would give. ``on_partial(step, list)`` receives the same tuples for the solver's partial
+        solutions, at most every ``interval_s``."""
+        import torch
+
         det = self.detector
         ks, at = self._window(k)
-        i = ks.index(k)  # slice k in the batch
-        x = torch.from_numpy(self.slices.model_slices(ks)).to(det.device)
-        last = [t0]
+        cached = {(j, e): self._plain.get((j, e)) for e in eps_values for j in ks if j != k}
+        pairs = [(j, e) for e in eps_values for j in ks if j == k or cached[(j, e)] is None]
+        row = {pair: i for i, pair in enumerate(pairs)}
+        x = torch.from_numpy(self.slices.model_slices([j for j, _ in pairs])).to(det.device)
+        eps_arg = eps_values[0] if len(eps_values) == 1 else torch.tensor([e for _, e in pairs])
+
+        def assemble(s, loss, steps) -> list[tuple]:
+            d, fg = det.maps(x, s)
+            out = []
+            for e in eps_values:
+                maps = [(d[row[(j, e)]], fg[row[(j, e)]]) if (j, e) in row else cached[(j, e)] for j in ks]
+                i = row[(k, e)]
+                d_k = self._window_mean(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]), at)
+                out.append((d_k, s[i], float(loss[i]), int(steps if np.ndim(steps) == 0 else steps[i])))
+            return out, d, fg
+
+        last = [time.perf_counter()]
 
         def callback(p) -> None:
             now = time.perf_counter()
-            if on_progress is None or now - last[0] < progress_interval_s or bool(p.done.all()):
+            if now - last[0] < interval_s or bool(p.done.all()):
                 return
             last[0] = now
-            d = self._window_mean(*det.maps(x, p.s), at)
-            on_progress(self._result(k, eps, p.s[i], d, float(p.loss[i]), p.step, now - t0, final=False))
+            on_partial(p.step, assemble(p.s, p.loss, p.step)[0])
 
-        _, res = det.solve_batch(x, eps, callback=callback if on_progress else None, should_stop=should_stop)
-        d = self._window_mean(*det.maps(x, res.s), at)
-        return self._result(
-            k, eps, res.s[i], d, float(res.loss[i]), int(res.steps[i]), time.perf_counter() - t0, final=True
-        )
+        _, res = det.solve_batch(x, eps_arg, callback=callback if on_partial else None, should_stop=should_stop)
+        out, d, fg = assemble(res.s, res.loss, res.steps)
+        if len(ks) > 1:
+            for pair, i in row.items():
+                self._plain.put(pair, (d[i].copy(), fg[i].copy()))
+        return out
 
     def _window(self, k: int) -> tuple[list[int], np.ndarray]:
         """The slices slice k's D needs (itself, and its neighbours in the card's z window), each once, and for
@@ -205,26 +242,15 @@ class ModelSession:
     ) -> None:
         """Slice k at every eps of the grid in one batched solve (one copy of the slice per eps), each a cold
         start from z_o: the same answer the slider would get by asking for that eps alone, and what ``detect``
-        gives for it."""
-        import torch
-
+        gives for it. With a z window, each eps solves slice k and those of its window's slices not cached yet."""
         eps = sorted({float(e) for e in eps_values if e > 0})
         if not eps:
             return
         t0 = time.perf_counter()
-        det = self.detector
-        ks, at = self._window(k)
-        w = len(ks)  # each eps solves slice k's whole z window
-        x1 = torch.from_numpy(self.slices.model_slices(ks)).to(det.device)
-        x = x1.repeat(len(eps), 1, 1, 1)
-        _, res = det.solve_batch(x, torch.tensor(eps).repeat_interleave(w), should_stop=should_stop)
-        d, fg = det.maps(x, res.s)
+        got = self._solve_windows(k, eps, should_stop=should_stop)
         seconds = time.perf_counter() - t0
-        i_k = ks.index(k)
-        for j, e in enumerate(eps):
-            i = j * w + i_k
-            d_k = self._window_mean(d[j * w : (j + 1) * w], fg[j * w : (j + 1) * w], at)
-            r = self._result(k, e, res.s[i], d_k, float(res.loss[i]), int(res.steps[i]), seconds, final=True)
+        for e, (d, s_k, loss, steps) in zip(eps, got, strict=True):
+            r = self._result(k, e, s_k, d, loss, steps, seconds, final=True)
             r.precomputed = True
             on_result(r)
 
@@ -259,6 +285,36 @@ class ModelSession:
                     SliceResult(self.name, k, out.eps, s_k, d[:, :, k], float(out.loss[k]), int(out.steps[k]))
                 )
         return d
+
+
+class PlainMaps:
+    """A bounded, thread-safe LRU of solved slices' in-plane maps (before the z window) by (slice, eps): the
+    neighbours a slice's z window needs, kept so the next slice's window reuses them. Per study: a session bound
+    to another study starts empty."""
+
+    def __init__(self, max_items: int = 512):  # about 80 KB each at 128 x 128 (D float32 + foreground)
+        import threading
+
+        self.max_items = max_items
+        self._items: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> tuple[np.ndarray, np.ndarray] | None:
+        with self._lock:
+            v = self._items.get(key)
+            if v is not None:
+                self._items.move_to_end(key)
+            return v
+
+    def put(self, key: tuple, value: tuple[np.ndarray, np.ndarray]) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 #: default memory budget of the viewer's result cache (pseudo-normal + difference map of every cached result)

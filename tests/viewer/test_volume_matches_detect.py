@@ -113,3 +113,38 @@ def test_z_window_is_the_same_in_detect_the_volume_run_and_a_single_slice(case, 
     r = sess.solve_slice(k, ctl.state.eps)
     assert inside.sum() > 50
     np.testing.assert_allclose(r.d[inside], vol[:, :, k][inside], atol=1e-5)
+
+
+def test_the_next_slice_reuses_its_neighbours_maps_and_answers_the_same(case):
+    """With a z window a slice request solves the window; the next slice's request solves only itself and the one
+    neighbour the earlier window lacked (the rest come from the session's cache of in-plane maps), and answers
+    what a session without that cache answers. Another study starts with an empty cache."""
+    from app.io import load_study
+    from app.viewer.compute import ModelSession
+    from app.viewer.slices import StudySlices
+
+    card_path = case["tmp"] / "models" / "tiny.json"
+    card = json.loads(card_path.read_text())
+    card["postprocess"]["z_mm"] = 12.5  # 5 slices at 2.5 mm
+    card_path.write_text(json.dumps(card))
+    slices = StudySlices(load_study(case["study"]))
+    sess = ModelSession.load(case["model"], slices, device="cpu")
+    sess.slices.prepare()
+    sizes = []
+    solve = sess.detector.solve_batch
+
+    def spy(x, eps, **kw):
+        sizes.append(int(x.shape[0]))
+        return solve(x, eps, **kw)
+
+    sess.detector.solve_batch = spy
+    eps = sess.choices["eps"]
+    sess.solve_slice(20, eps)
+    nxt = sess.solve_slice(21, eps)
+    assert sizes == [5, 2]  # slices 18-22, then 21 itself and 23
+    fresh = ModelSession.load(case["model"], slices, device="cpu").solve_slice(21, eps)
+    # the same answer up to float rounding (the batch's size changes the convolutions' summation order)
+    np.testing.assert_allclose(nxt.d, fresh.d, atol=1e-6)
+    np.testing.assert_allclose(nxt.s, fresh.s, atol=1e-6)
+    assert nxt.loss == pytest.approx(fresh.loss, abs=1e-6) and nxt.steps == fresh.steps
+    assert len(sess.bind(slices)._plain) == 0 < len(sess._plain)
