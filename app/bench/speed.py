@@ -5,6 +5,10 @@ Figures (see ``docs/benchmarks.md`` for the goals):
 
 * ``slice_converge_s``: median wall time of encode + MatchGen on one 128x128 slice, to convergence or the card's
   step budget (default model, the solver its card applies, one slice at a time).
+* ``slice_window_s``: with a z window in the card (D averaged over neighbouring slices), the viewer's first request
+  on a slice solves the window's slices together: median wall time of encode + MatchGen on that many slices in one
+  batch, at :data:`WINDOW_SLICE_MM` spacing; ``slice_window_next_s`` the next slice's request (its neighbours'
+  maps are kept: two slices). None without a window.
 * ``volume_s_per_slice``: wall time per slice of :meth:`Detector.run` on >= 100 slices in batches.
 * ``speedup_vs_reference``: the paper-faithful reference (one image at a time, penalty method, Adam lr 1e-3, float32,
   the stock memory layout) *run to convergence* (:data:`REFERENCE`: the paper's stall rule stops Adam about 5 %
@@ -67,6 +71,7 @@ BEST_KNOWN = SolverOptions(method="spg", precision="fp32", max_steps=5000, patie
 GOALS: dict[str, tuple[str, float]] = {
     "tau_update_ms": ("<=", 16),
     "slice_converge_s": ("<=", 1.0),
+    "slice_window_s": ("<=", 1.0),  # what the viewer waits for on a new slice with the card's z window
     "volume_s_per_slice": ("<=", 0.2),
     "speedup_vs_reference": (">=", 10),
     "flops_fraction": (">=", 0.6),
@@ -74,6 +79,9 @@ GOALS: dict[str, tuple[str, float]] = {
     "peak_rss_mb": ("<=", 2000),
     "preprocess_s_per_volume": ("<=", 5.0),  # "within a few seconds per volume on 2 cores" (issue 11)
 }
+
+#: slice spacing at which ``slice_window_s`` counts the window's slices: the benchmark subject's and the demo's
+WINDOW_SLICE_MM = 2.0
 
 #: the skull-on head and its skull-stripped brain (app.data.sources package mricron-data)
 CH2 = "usr/share/mricron/templates/ch2.nii.gz"
@@ -562,7 +570,7 @@ def run_speed(
         fold_batchnorm=False,
     )  # fmt: skip
 
-    n_total = max(n_volume, n_converge, n_reference)
+    n_total = max(n_volume, n_converge + det_fast.post.z_slices(WINDOW_SLICE_MM), n_reference)
     images, masks, source = load_slices(data, n_total, size)
     x_all = torch.from_numpy(images).to(dev)
     res: dict[str, Any] = {
@@ -594,6 +602,16 @@ def run_speed(
     conv = one_at_a_time(det_fast, x_all[:n_converge], eps, fast_opts)
     res["slice_converge_s"] = statistics.median(t.seconds for t in conv)
     res["slice_converge_steps_median"] = float(np.median([t.steps[0] for t in conv]))
+    n_window = det_fast.post.z_slices(WINDOW_SLICE_MM)
+    res["slice_window_slices"] = n_window
+    if n_window > 1:
+        log(f"slice_window_s: the card's {det_fast.post.z_mm:g} mm window, {n_window} slices in one batch ...")
+        res["slice_window_s"] = statistics.median(
+            timed_solve(det_fast, x_all[i : i + n_window], eps, fast_opts).seconds for i in range(n_converge)
+        )
+        res["slice_window_next_s"] = statistics.median(
+            timed_solve(det_fast, x_all[i : i + 2], eps, fast_opts).seconds for i in range(n_converge)
+        )
 
     if reference:
         _reference_comparison(res, det_ref, det_fast, x_all[:n_reference], eps, ref_opts, fast_opts,
@@ -795,6 +813,10 @@ def summary_markdown(res: dict[str, Any]) -> str:
         v = res.get(key)
         met = "" if v is None else ("yes" if (v <= goal if op == "<=" else v >= goal) else "**no**")
         lines.append(f"| {key} | {fmt(v)} | {op} {goal} | {met} |")
+    if res.get("slice_window_s") is not None:
+        lines += ["", f"slice_window_s: the card's z window spans {res['slice_window_slices']} slices at "
+                  f"{WINDOW_SLICE_MM:g} mm, solved together on a slice's first request; the next slice's request "
+                  f"(its neighbours' maps kept) takes {fmt(res.get('slice_window_next_s'))} s."]  # fmt: skip
     ba = res.get("before_after", {})
     ref, fo, fb = res.get("reference", {}), res.get("fast_one_at_a_time", {}), res.get("fast_batched", {})
     sref = res.get("solver_reference") or {}

@@ -95,6 +95,7 @@ def test_speed_figures_and_summary(tmp_path, tiny_model):
     )
     for key in ("slice_converge_s", "volume_s_per_slice", "speedup_vs_reference", "flops_fraction"):
         assert res[key] > 0, key
+    assert res["slice_window_slices"] == 1 and "slice_window_s" not in res  # no z window in this card
     # the decoder alone is at least as fast as the decoder inside the solve
     assert res["decoder_only_gflops"] >= res["decoder_gflops_achieved"] * 0.5
     assert 0 < res["solve_time_in_decoder"] <= 1
@@ -149,7 +150,7 @@ def test_speed_times_the_operator_the_card_applies(tmp_path):
                 "solver_options": {"method": "spg", "precision": "bf16", "max_steps": 100, "patience": 10}}
     stem = save_checkpoint(m, tmp_path / "models" / "cal", {
         "chosen": {"eps": 0.5, "tau": 0.2}, "calibration": {"settings": settings},
-        "postprocess": {"median_size": 3, "erode_px": 0, "min_component_px": 0}})  # fmt: skip
+        "postprocess": {"median_size": 3, "erode_px": 0, "min_component_px": 0, "z_mm": 6.0}})  # fmt: skip
     quiet = {"n_converge": 1, "n_volume": 4, "n_reference": 1, "batch_size": 4, "gui": False, "rss": False,
              "profile_decoder": False, "reference": False, "log": lambda m: None}
     res = run_speed(str(stem), "cpu", None, **quiet)
@@ -158,6 +159,9 @@ def test_speed_times_the_operator_the_card_applies(tmp_path):
     assert res["slice_converge_steps_median"] <= 7 and res["volume_steps_mean"] <= 7
     assert set(res["volume_ablation"]) == {"no BatchNorm folding", "channels_last layout"}
     assert "7 steps, stock layout (model card)" in summary_markdown(res)
+    # the card's z window (6 mm: 3 slices at 2 mm) is what a new slice costs in the viewer: timed, with a goal
+    assert res["slice_window_slices"] == 3 and res["slice_window_s"] > 0 and res["slice_window_next_s"] > 0
+    assert "| slice_window_s |" in summary_markdown(res) and "spans 3 slices at 2 mm" in summary_markdown(res)
     # the same card in channels_last: the ablation's other layout is the stock one
     settings["channels_last"] = True
     stem2 = save_checkpoint(m, tmp_path / "models" / "cal2", {
