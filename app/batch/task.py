@@ -318,7 +318,13 @@ def _clear_outputs(d: Path) -> None:
 def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
     """Analyse one study and write ``out_dir/<id>/``; returns the study's ``result.json`` content. Errors a study
     can cause are recorded (``status: failed``), never raised; a killed worker is Dask's to retry."""
-    from app.core.findings import SCORE_DEFINITION, find_findings, label_findings, study_score
+    from app.core.findings import (
+        SCORE_DEFINITION,
+        find_findings,
+        intensity_deviation_q999,
+        label_findings,
+        study_score,
+    )
     from app.errors import MatchGenError
     from app.io import save_mask, save_on_study_grid
     from app.io.seg import AlgorithmInfo, is_dicom_study, write_seg
@@ -416,6 +422,9 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
             n_findings=score.n_findings,
             d_q999=score.d_q999,
             peak_d=score.peak_d,
+            d_q50=score.d_q50,
+            d_q90=score.d_q90,
+            intensity_q999=intensity_deviation_q999(vol.prep.volume, vol.foreground),
             findings=[f.to_dict() for f in findings[:200]],
             findings_listed=min(len(findings), 200),
             slices_analysed=vol.slices_analysed,

@@ -25,9 +25,27 @@ import numpy as np
 #: way from any result.json:
 #: ``largest_ml`` (the largest finding's volume), ``flagged_ml``, ``d_q999``, ``peak_d`` (max over findings of
 #: their max D; 0 without findings) and ``d_mass`` (max over findings of mean D x volume in ml: the largest
-#: integrated difference; added before the 48-study measurement, docs/bench/triage-48/rule.md). Fixed before each
-#: measurement; the score was chosen among them on the validation split only (``--split val``, docs/batch.md).
-SCORES = ("score", "largest_ml", "flagged_ml", "d_q999", "peak_d", "d_mass")
+#: integrated difference; added before the 48-study measurement, docs/bench/triage-48/rule.md), and, added before
+#: the measurement with the z-window card (docs/bench/triage-z/rule.md), ``d_q999_rel`` (the 99.9th percentile of
+#: D over the foreground divided by its median) and ``d_q999_q90`` (divided by its 90th percentile): the study's
+#: most deviating tissue against its own typical tissue. Fixed before each measurement; the score was chosen among
+#: them on the validation split only (``--split val``, docs/batch.md).
+SCORES = ("score", "largest_ml", "flagged_ml", "d_q999", "peak_d", "d_mass", "d_q999_rel", "d_q999_q90")
+#: the model-free floor reported beside (never the worklist's score): ``intensity_q999``, the 99.9th percentile of
+#: |x - median| / IQR of the study's own normalised intensities (app.core.findings.intensity_deviation_q999)
+FLOOR = "intensity_q999"
+#: labels of the candidates in the tables
+LABELS = {
+    "score": "score",
+    "largest_ml": "largest ml",
+    "flagged_ml": "flagged ml",
+    "d_q999": "q99.9 D",
+    "peak_d": "peak D",
+    "d_mass": "D mass",
+    "d_q999_rel": "q99.9 / median D",
+    "d_q999_q90": "q99.9 / q90 D",
+    FLOOR: "floor: intensity q99.9",
+}
 #: bootstrap resamples for the AUROC intervals (studies resampled within each class, seeded)
 N_BOOT = 2000
 #: which slices of the held-out subject the studies are cut from: all of them, or only the validation block or
@@ -106,6 +124,12 @@ def score_of(result: dict, key: str) -> float:
         return max((float(f.get("mean_d") or 0.0) * float(f.get("volume_ml") or 0.0) for f in findings), default=0.0)
     if key == "largest_ml":  # findings are listed largest first
         return float(findings[0].get("volume_ml") or 0.0) if findings else 0.0
+    if key in ("d_q999_rel", "d_q999_q90"):
+        if result.get("d_q999") is None or result.get("d_q50") is None:
+            raise KeyError(f"{key} needs a result.json with d_q50 and d_q90 (batch since 2026-12-05): rerun it")
+        q = float(result["d_q999"])
+        ref = float(result["d_q50" if key == "d_q999_rel" else "d_q90"] or 0.0)
+        return q / max(ref, 1e-6)  # finite for AUROC: a study whose typical D is 0 ranks by its q99.9 alone
     return float(result.get(key) or 0.0)
 
 
@@ -176,7 +200,10 @@ def evaluate(results: list[dict], truth: list[dict], *, n_boot: int = N_BOOT) ->
     y = np.array([lab[r["id"]] for r in ok])
     out: dict = {"studies": len(ok), "abnormal": int(y.sum()), "normal": int((1 - y).sum())}
     both = 0 < y.sum() < len(y)
-    cols = {key: np.array([score_of(r, key) for r in ok]) for key in SCORES}
+    keys = [k for k in SCORES if k not in ("d_q999_rel", "d_q999_q90") or all("d_q50" in r for r in ok)]
+    keys += [FLOOR] if all(FLOOR in r for r in ok) else []  # results written before these were recorded lack them
+    cols = {key: np.array([score_of(r, key) for r in ok]) for key in keys}
+    out["candidates"] = keys
     for key, s in cols.items():
         out[f"auroc_{key}"] = float(roc_auc_score(y, s)) if both else float("nan")
         if n_boot:
@@ -265,11 +292,8 @@ def run_triage(
                 ev = evaluate(summary.results, truth)
                 ev.update(eps=eps, tau=tau, wall_s=round(time.perf_counter() - t, 1), failed=summary.failed)
                 entry[mode] = ev
-                log(
-                    f"{stem.name} {mode}: AUROC {ev['auroc_score']:.3f} (largest {ev['auroc_largest_ml']:.3f}, "
-                    f"flagged {ev['auroc_flagged_ml']:.3f}, q99.9 {ev['auroc_d_q999']:.3f}, peak D "
-                    f"{ev['auroc_peak_d']:.3f}, D mass {ev['auroc_d_mass']:.3f}); abnormal ranks {ev['abnormal_ranks']}"
-                )
+                others = ", ".join(f"{LABELS[k]} {ev[f'auroc_{k}']:.3f}" for k in ev["candidates"] if k != "score")
+                log(f"{stem.name} {mode}: AUROC {ev['auroc_score']:.3f} ({others}); abnormal ranks {ev['abnormal_ranks']}")
             report["models"][stem.name] = entry
     name = "triage" if split == "all" else f"triage-{split}"
     (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -278,29 +302,40 @@ def run_triage(
 
 
 def markdown(rep: dict) -> str:
+    """The worklist's score per model and mode, then every candidate's AUROC (with its 95 % interval)."""
     n_abn = len(rep["loads"]) * rep["per_load"]
     lines = [
         f"{rep['n_normal']} normal and {n_abn} abnormal studies ({rep['per_load']} each with "
         f"{', '.join(map(str, rep['loads']))} lesions), seed {rep['seed']}, slices: {rep.get('split', 'all')}",
         "",
-        "| model | mode | eps | tau | AUROC score [95 %] | AUROC largest ml | AUROC flagged ml | AUROC q99.9 D "
-        f"| AUROC peak D | AUROC D mass | abnormal in top {n_abn} | ranks of the abnormal studies "
+        f"| model | mode | eps | tau | AUROC score [95 %] | abnormal in top {n_abn} | ranks of the abnormal studies "
         "| AUROC score by lesion load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name, entry in rep["models"].items():
-        for mode in ("base", "mg"):
-            if mode not in entry:  # a run interrupted before this mode
-                continue
-            e = entry[mode]
-            by = ", ".join(f"{k}: {v:.2f}" for k, v in e["auroc_score_by_load"].items())
-            ci = e.get("auroc_score_ci95")
-            ci = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
-            lines.append(
-                f"| {name} | {'+MG' if mode == 'mg' else 'base'} | {e['eps']:g} | {e['tau']:g} | "
-                f"{e['auroc_score']:.3f}{ci} | {e.get('auroc_largest_ml', float('nan')):.3f} | "
-                f"{e['auroc_flagged_ml']:.3f} | {e['auroc_d_q999']:.3f} | {e.get('auroc_peak_d', float('nan')):.3f} | "
-                f"{e.get('auroc_d_mass', float('nan')):.3f} | "
-                f"{e['top_n_abnormal_fraction']:.0%} | {', '.join(map(str, e['abnormal_ranks']))} | {by} |"
-            )
+    rows = [(name, mode, entry[mode]) for name, entry in rep["models"].items() for mode in ("base", "mg") if mode in entry]
+    for name, mode, e in rows:  # a run interrupted before a mode has no entry for it
+        by = ", ".join(f"{k}: {v:.2f}" for k, v in e["auroc_score_by_load"].items())
+        lines.append(
+            f"| {name} | {'+MG' if mode == 'mg' else 'base'} | {e['eps']:g} | {e['tau']:g} | "
+            f"{_auroc_cell(e, 'score')} | {e['top_n_abnormal_fraction']:.0%} | "
+            f"{', '.join(map(str, e['abnormal_ranks']))} | {by} |"
+        )
+    keys = [k for k in (*SCORES, FLOOR) if k != "score" and any(f"auroc_{k}" in e for _n, _m, e in rows)]
+    lines += [
+        "",
+        "AUROC of each candidate study-level score [95 % bootstrap interval]:",
+        "",
+        "| model | mode | " + " | ".join(LABELS[k] for k in keys) + " |",
+        "|---|---|" + "---|" * len(keys),
+    ]
+    for name, mode, e in rows:
+        cells = " | ".join(_auroc_cell(e, k) for k in keys)
+        lines.append(f"| {name} | {'+MG' if mode == 'mg' else 'base'} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def _auroc_cell(e: dict, key: str) -> str:
+    if f"auroc_{key}" not in e:
+        return "n/a"
+    ci = e.get(f"auroc_{key}_ci95")
+    return f"{e[f'auroc_{key}']:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")

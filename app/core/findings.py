@@ -155,6 +155,8 @@ class StudyScore:
     n_findings: int
     d_q999: float  # 99.9th percentile of D over the foreground (0 without foreground)
     peak_d: float  # the highest D inside any finding, 0 without findings (the score of version 2)
+    d_q50: float = 0.0  # median of D over the foreground: the study's typical tissue (for relative scores)
+    d_q90: float = 0.0  # 90th percentile of D over the foreground
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -178,10 +180,10 @@ def study_score(
     vox_ml = voxel_volume_mm3(affine) / 1000.0
     fg = np.asarray(foreground, dtype=bool) if foreground is not None else d > 0
     if fg.any():
-        q = float(np.quantile(d[fg], 0.999))
+        q50, q90, q = (float(v) for v in np.quantile(d[fg], [0.5, 0.9, 0.999]))
         per_slice = (fg & (d >= q)).reshape(-1, d.shape[2]).sum(axis=0)
     else:
-        q = 0.0
+        q50 = q90 = q = 0.0
         per_slice = d.reshape(-1, d.shape[2]).max(axis=0) if d.size else np.zeros(1)
     peak_d = max((f.max_d for f in findings if np.isfinite(f.max_d)), default=0.0)
     return StudyScore(
@@ -192,7 +194,25 @@ def study_score(
         n_findings=len(findings),
         d_q999=q,
         peak_d=float(peak_d),
+        d_q50=q50,
+        d_q90=q90,
     )
+
+
+def intensity_deviation_q999(image: np.ndarray, foreground: np.ndarray) -> float:
+    """The model-free floor of a study-level score: the 99.9th percentile over ``foreground`` of
+    |x - median(x)| / IQR(x) of the (normalised) study ``image`` -- how far its most unusual voxels lie from its
+    typical tissue, bright or dark, in units of its own spread. 0 without foreground or spread."""
+    fg = np.asarray(foreground, dtype=bool)
+    x = np.asarray(image, dtype=np.float64)
+    if x.ndim == fg.ndim + 1:  # channels: their mean, as the foreground is taken
+        x = x.mean(axis=-1)
+    if not fg.any():
+        return 0.0
+    v = x[fg]
+    q25, med, q75 = np.quantile(v, [0.25, 0.5, 0.75])
+    iqr = q75 - q25
+    return float(np.quantile(np.abs(v - med), 0.999) / iqr) if iqr > 0 else 0.0
 
 
 def outline(labels_slice: np.ndarray, label: int) -> np.ndarray:

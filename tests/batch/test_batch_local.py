@@ -59,6 +59,7 @@ def test_batch_outputs_equal_detect_and_corrupt_study_recorded(tmp_path, studies
             (f["max_d"] for f in r["findings"]), default=0.0
         )  # the peak D of the detection, recorded beside the score
         assert r["score"] == r["d_q999"] > 0  # the 99.9th percentile of D over the foreground
+        assert 0 <= r["d_q50"] <= r["d_q90"] <= r["d_q999"] and r["intensity_q999"] > 0  # relative scores, floor
         assert r["largest_ml"] == (r["findings"][0]["volume_ml"] if r["findings"] else 0.0)
         # the same study through detect: the identical mask, the identical difference map
         det = tmp_path / f"detect-{sid}.nii.gz"

@@ -50,8 +50,36 @@ def test_known_answers():
            "models": {"m": {"base": {**ev, "eps": 0.0, "tau": 0.2}, "mg": {**ev, "eps": 1.0, "tau": 0.2}}}}  # fmt: skip
     md = markdown(rep)
     lo, hi = ev["auroc_score_ci95"]
-    row = f"| m | base | 0 | 0.2 | 0.750 [{lo:.2f}, {hi:.2f}] | 0.750 | 0.750 | 1.000 | 0.750 | 0.750 | 50% | 1, 3 "
-    assert row + "| 1: 0.50, 3: 1.00 |" in md
+    assert f"| m | base | 0 | 0.2 | 0.750 [{lo:.2f}, {hi:.2f}] | 50% | 1, 3 | 1: 0.50, 3: 1.00 |" in md
+    # results without the D quantiles or the floor (written before they were recorded): those candidates left out
+    assert ev["candidates"] == ["score", "largest_ml", "flagged_ml", "d_q999", "peak_d", "d_mass"]
+    assert "q99.9 / median D" not in md and "| q99.9 D | peak D | D mass |" in md
+    assert "| m | +MG | 0.750 [" in md and " | 1.000 [1.00, 1.00] | 0.750 [" in md
+
+
+def test_relative_scores_and_the_floor():
+    """q99.9 / median D and q99.9 / q90 D compare the study's most deviating tissue with its own typical tissue:
+    a study whose D is high everywhere (a noisy normal) ranks below one with a tail (a lesion); the intensity floor
+    is scored beside."""
+    res = [
+        {**_r("n1", 0.9, 0, 0.9), "d_q50": 0.5, "d_q90": 0.8, "intensity_q999": 3.0},  # noisy: high everywhere
+        {**_r("n2", 0.2, 0, 0.2), "d_q50": 0.1, "d_q90": 0.15, "intensity_q999": 2.0},
+        {**_r("a1", 0.5, 0, 0.5), "d_q50": 0.05, "d_q90": 0.1, "intensity_q999": 2.5},  # a tail
+        {**_r("a3", 0.6, 0, 0.6), "d_q50": 0.0, "d_q90": 0.3, "intensity_q999": 4.0},  # typical D 0: q99.9 / 1e-6
+    ]
+    ev = evaluate(res, TRUTH)
+    assert ev["candidates"][-3:] == ["d_q999_rel", "d_q999_q90", "intensity_q999"]
+    assert ev["auroc_d_q999"] == pytest.approx(0.5)  # n1 > a3 > a1 > n2
+    # q99.9 / median: n1 1.8, n2 2, a1 10, a3 6e5 -> both abnormal above both normal
+    assert ev["auroc_d_q999_rel"] == pytest.approx(1.0)
+    # q99.9 / q90: n1 1.125, n2 1.33, a1 5, a3 2 -> 1.0
+    assert ev["auroc_d_q999_q90"] == pytest.approx(1.0)
+    # floor: n1 3, n2 2, a1 2.5, a3 4 -> pairs (a1 > n2, a3 > n1, a3 > n2) 3 of 4
+    assert ev["auroc_intensity_q999"] == pytest.approx(0.75)
+    rep = {"n_normal": 2, "loads": [1, 3], "per_load": 1, "seed": 0, "models": {"m": {"mg": {**ev, "eps": 1.0, "tau": 0.2}}}}
+    md = markdown(rep)
+    assert "| q99.9 / median D | q99.9 / q90 D | floor: intensity q99.9 |" in md
+    assert "| 1.000 [1.00, 1.00] | 1.000 [1.00, 1.00] | 0.750 [" in md
 
 
 def test_split_blocks_are_the_benchmarks_and_apart():

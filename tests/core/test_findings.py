@@ -69,6 +69,7 @@ def test_study_score(known):
     sc = study_score(fs, mask, d, AFFINE, fg)
     vals = np.sort(d[fg])
     assert sc.score == pytest.approx(np.quantile(vals, 0.999)) and sc.score == sc.d_q999
+    assert (sc.d_q50, sc.d_q90) == (pytest.approx(np.quantile(vals, 0.5)), pytest.approx(np.quantile(vals, 0.9)))
     assert 0.75 < sc.score < 0.9  # above it: 0.9 (one voxel, slice 1) and 0.95 (three voxels, slice 4)
     assert sc.peak_slice == 4  # the slice holding most voxels at or above the level
     assert sc.peak_d == pytest.approx(0.9)  # the highest D inside a finding (the corner pair), recorded beside it
@@ -83,3 +84,23 @@ def test_study_score(known):
     sc0 = study_score([], empty, d2, AFFINE, np.zeros(mask.shape, bool))  # no foreground: 0, the highest D's slice
     assert sc0.score == 0.0 and sc0.peak_slice == 7 and sc0.n_findings == 0 and sc0.largest_ml == 0.0
     assert find_findings(empty, d2, AFFINE) == []
+
+
+def test_intensity_floor():
+    """|x - median| / IQR at the 99.9th percentile over the foreground: known on a uniform ramp; one very bright
+    or very dark voxel cluster raises it alike; no foreground or no spread gives 0."""
+    from app.core.findings import intensity_deviation_q999
+
+    x = np.linspace(0.0, 1.0, 10_001).reshape(1, 1, -1)  # median 0.5, IQR 0.5
+    fg = np.ones(x.shape, bool)
+    assert intensity_deviation_q999(x, fg) == pytest.approx(np.quantile(np.abs(x - 0.5), 0.999) / 0.5)
+    base = np.full((20, 20, 10), 0.5) + np.random.default_rng(0).normal(0, 0.05, (20, 20, 10))
+    fg = np.ones(base.shape, bool)
+    bright, dark = base.copy(), base.copy()
+    bright[:4, :4, :2] = 1.0
+    dark[:4, :4, :2] = 0.0
+    q0 = intensity_deviation_q999(base, fg)
+    assert intensity_deviation_q999(bright, fg) > 2 * q0 and intensity_deviation_q999(dark, fg) > 2 * q0
+    assert intensity_deviation_q999(base[..., None].repeat(2, axis=-1), fg) == pytest.approx(q0)  # channels: mean
+    assert intensity_deviation_q999(base, np.zeros_like(fg)) == 0.0
+    assert intensity_deviation_q999(np.ones_like(base), fg) == 0.0
