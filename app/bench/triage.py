@@ -240,6 +240,7 @@ def run_triage(
     log=print,
     split: str = "all",
     modes: tuple[str, ...] = ("base", "mg"),
+    maps: bool = False,
 ) -> dict:
     from distributed import Client, LocalCluster
 
@@ -284,6 +285,7 @@ def run_triage(
                     max_steps=max_steps,
                     device="cpu",
                     threads=1,
+                    maps=maps,
                 )
                 client.register_plugin(ModelPreload(settings))
                 t = time.perf_counter()

@@ -134,6 +134,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--modes", default="base,mg", help="base model and/or +MG (default base,mg; +MG costs the solver's steps)"
     )
+    t.add_argument(
+        "--maps", action="store_true", help="keep each study's difference map and pseudo-normal (as batch --maps)"
+    )
 
     w = sub.add_parser(
         "widths",
@@ -285,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
             log=lambda m: print(m, file=sys.stderr, flush=True),
             split=args.split,
             modes=modes,
+            maps=args.maps,
         )
         from app.bench.triage import markdown
 
