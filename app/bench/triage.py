@@ -295,7 +295,8 @@ def run_triage(
                 ev.update(eps=eps, tau=tau, wall_s=round(time.perf_counter() - t, 1), failed=summary.failed)
                 entry[mode] = ev
                 others = ", ".join(f"{LABELS[k]} {ev[f'auroc_{k}']:.3f}" for k in ev["candidates"] if k != "score")
-                log(f"{stem.name} {mode}: AUROC {ev['auroc_score']:.3f} ({others}); abnormal ranks {ev['abnormal_ranks']}")
+                ranks = ev["abnormal_ranks"]
+                log(f"{stem.name} {mode}: AUROC {ev['auroc_score']:.3f} ({others}); abnormal ranks {ranks}")
             report["models"][stem.name] = entry
     name = "triage" if split == "all" else f"triage-{split}"
     (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -314,7 +315,9 @@ def markdown(rep: dict) -> str:
         "| AUROC score by lesion load |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    rows = [(name, mode, entry[mode]) for name, entry in rep["models"].items() for mode in ("base", "mg") if mode in entry]
+    rows = [
+        (name, mode, entry[mode]) for name, entry in rep["models"].items() for mode in ("base", "mg") if mode in entry
+    ]
     for name, mode, e in rows:  # a run interrupted before a mode has no entry for it
         by = ", ".join(f"{k}: {v:.2f}" for k, v in e["auroc_score_by_load"].items())
         lines.append(

@@ -55,10 +55,10 @@ def test_batch_outputs_equal_detect_and_corrupt_study_recorded(tmp_path, studies
         r = json.loads((out / sid / "result.json").read_text())
         assert r["status"] == "ok" and r["eps"] == 0.05 and r["tau"] == 0.2 and r["device"] == "cpu"
         assert len(r["model_card_sha256"]) == 64 and {"load_s", "solve_s", "total_s"} <= set(r["timings"])
-        assert r["n_findings"] == len(r["findings"]) and r["peak_d"] == max(
+        assert r["n_findings"] == len(r["findings"]) and r["score"] == r["peak_d"] == max(
             (f["max_d"] for f in r["findings"]), default=0.0
-        )  # the peak D of the detection, recorded beside the score
-        assert r["score"] == r["d_q999"] > 0  # the 99.9th percentile of D over the foreground
+        )  # the score: the peak D of the detection
+        assert r["d_q999"] > 0  # the 99.9th percentile of D over the foreground, recorded beside it
         assert 0 <= r["d_q50"] <= r["d_q90"] <= r["d_q999"] and r["intensity_q999"] > 0  # relative scores, floor
         assert r["largest_ml"] == (r["findings"][0]["volume_ml"] if r["findings"] else 0.0)
         # the same study through detect: the identical mask, the identical difference map

@@ -76,7 +76,13 @@ def test_relative_scores_and_the_floor():
     assert ev["auroc_d_q999_q90"] == pytest.approx(1.0)
     # floor: n1 3, n2 2, a1 2.5, a3 4 -> pairs (a1 > n2, a3 > n1, a3 > n2) 3 of 4
     assert ev["auroc_intensity_q999"] == pytest.approx(0.75)
-    rep = {"n_normal": 2, "loads": [1, 3], "per_load": 1, "seed": 0, "models": {"m": {"mg": {**ev, "eps": 1.0, "tau": 0.2}}}}
+    rep = {
+        "n_normal": 2,
+        "loads": [1, 3],
+        "per_load": 1,
+        "seed": 0,
+        "models": {"m": {"mg": {**ev, "eps": 1.0, "tau": 0.2}}},
+    }
     md = markdown(rep)
     assert "| q99.9 / median D | q99.9 / q90 D | floor: intensity q99.9 |" in md
     assert "| 1.000 [1.00, 1.00] | 1.000 [1.00, 1.00] | 0.750 [" in md

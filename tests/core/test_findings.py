@@ -65,24 +65,30 @@ def test_study_score(known):
     fg = np.zeros(mask.shape, bool)
     fg[:, :, :9] = True  # 3,600 foreground voxels: the 99.9th percentile lies between the 5th and 4th largest
     d = d.copy()
-    d[0, 0, 4] = d[1, 0, 4] = d[2, 0, 4] = 0.95  # outside every finding, on slice 4: three of the top four
+    d[0, 0, 4] = d[1, 0, 4] = d[2, 0, 4] = 0.95  # outside every finding, on slice 4: not a finding's D
     sc = study_score(fs, mask, d, AFFINE, fg)
-    vals = np.sort(d[fg])
-    assert sc.score == pytest.approx(np.quantile(vals, 0.999)) and sc.score == sc.d_q999
+    # the score: the highest D inside a finding -- the corner pair's 0.9, not the unflagged 0.95
+    assert sc.score == sc.peak_d == pytest.approx(0.9)
+    assert sc.peak_slice == 0  # that finding's largest cross-section (one voxel on slices 0 and 1: the first)
+    vals = np.sort(d[fg])  # recorded beside it: the quantiles of D over the foreground
+    assert sc.d_q999 == pytest.approx(np.quantile(vals, 0.999)) and 0.75 < sc.d_q999 < 0.9
     assert (sc.d_q50, sc.d_q90) == (pytest.approx(np.quantile(vals, 0.5)), pytest.approx(np.quantile(vals, 0.9)))
-    assert 0.75 < sc.score < 0.9  # above it: 0.9 (one voxel, slice 1) and 0.95 (three voxels, slice 4)
-    assert sc.peak_slice == 4  # the slice holding most voxels at or above the level
-    assert sc.peak_d == pytest.approx(0.9)  # the highest D inside a finding (the corner pair), recorded beside it
     assert sc.largest_ml == pytest.approx(24 * 0.012)
     assert sc.flagged_ml == pytest.approx(42 * 0.012) and sc.n_findings == 3
-    # the score needs no threshold: the same map without any detection scores the same
+    # ties of the peak D: the larger finding's peak slice
+    d3 = d.copy()
+    d3[2:6, 3:6, 2] = 0.9  # the 24-voxel finding now reaches 0.9 too, on its slice 2 (its cross-sections are equal)
+    assert study_score(fs_tied := find_findings(mask, d3, AFFINE), mask, d3, AFFINE, fg).peak_slice == 1
+    assert fs_tied[0].max_d == pytest.approx(0.9)
+    # without findings: 0, whatever D is; the slice with the highest D
     sc_none = study_score([], np.zeros_like(mask), d, AFFINE, fg)
-    assert sc_none.score == sc.score and sc_none.peak_d == 0.0 and sc_none.n_findings == 0
+    assert sc_none.score == sc_none.peak_d == 0.0 and sc_none.n_findings == 0 and sc_none.peak_slice == 4
+    assert sc_none.d_q999 == sc.d_q999  # the quantiles need no detection
     empty = np.zeros_like(mask)
     d2 = np.zeros_like(d)
     d2[3, 3, 7] = 0.1
-    sc0 = study_score([], empty, d2, AFFINE, np.zeros(mask.shape, bool))  # no foreground: 0, the highest D's slice
-    assert sc0.score == 0.0 and sc0.peak_slice == 7 and sc0.n_findings == 0 and sc0.largest_ml == 0.0
+    sc0 = study_score([], empty, d2, AFFINE, np.zeros(mask.shape, bool))  # no foreground: quantiles 0
+    assert sc0.score == 0.0 and sc0.d_q999 == 0.0 and sc0.peak_slice == 7 and sc0.largest_ml == 0.0
     assert find_findings(empty, d2, AFFINE) == []
 
 
