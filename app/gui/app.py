@@ -49,7 +49,9 @@ def run_viewer(
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     headless = screenshot is not None
-    win = MainWindow(device=device, exit_on_error=headless, precompute_eps_grid=not headless)
+    win = MainWindow(
+        device=device, exit_on_error=headless, precompute_eps_grid=not headless, prefetch_slices=not headless
+    )
     done = asyncio.Event()
     win.destroyed.connect(lambda *_: done.set())
     app.lastWindowClosed.connect(done.set)

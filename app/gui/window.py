@@ -101,6 +101,7 @@ class MainWindow(QMainWindow):
         *,
         device: str = "auto",
         precompute_eps_grid: bool = True,
+        prefetch_slices: bool | None = None,
         exit_on_error: bool = False,
     ):
         super().__init__()
@@ -124,6 +125,8 @@ class MainWindow(QMainWindow):
             device=device,
             recent_store=QSettingsStore(),
             precompute_eps_grid=precompute_eps_grid,
+            # the neighbouring slices solved ahead: background work like the eps grid, so by default on with it
+            prefetch_slices=precompute_eps_grid if prefetch_slices is None else prefetch_slices,
             figure_writer=write_figure2,
         )
 
@@ -180,6 +183,14 @@ class MainWindow(QMainWindow):
     @precompute_eps_grid.setter
     def precompute_eps_grid(self, value: bool) -> None:
         self.ctl.precompute_eps_grid = bool(value)
+
+    @property
+    def prefetch_slices(self) -> bool:
+        return self.ctl.prefetch_slices
+
+    @prefetch_slices.setter
+    def prefetch_slices(self, value: bool) -> None:
+        self.ctl.prefetch_slices = bool(value)
 
     def request(self):
         return self.ctl.request()

@@ -8,7 +8,11 @@ keeps its behaviour in ``napari.components`` and FSLeyes keeps display options a
   request counts, a result is shown only if it is the one the newest request wants, and results of an earlier
   study or model are dropped (a generation floor). The timing figure is the time from *this* request to the
   screen;
-* **the eps grid** -- the card's calibration grid snapped to slider positions, precomputed after a result;
+* **the neighbouring slices** -- solved ahead at the current eps after a result (:data:`PREFETCH_AHEAD` slices in
+  the direction the reader last scrolled, :data:`PREFETCH_BEHIND` the other way), so scrolling shows the next slice
+  from the cache; with the card's z window each costs about two slices' solve (its window's maps are kept);
+* **the eps grid** -- the card's calibration grid snapped to slider positions, precomputed after a result and the
+  neighbours;
 * **preparing a study** for a model's input format -- off the GUI thread (first thing of the slice job), cached
   per input format (:class:`~app.viewer.slices.PrepCache`);
 * **the whole-volume run and "save after the run"** -- on the *volume* lane, through the shared
@@ -72,6 +76,9 @@ EVENTS = {
 
 #: eps slider positions between 0 and the card's eps_max (the zoo's calibration grids have 6 even steps)
 EPS_STEPS = 30
+#: slices solved ahead of the reader after a result: in the direction of the last move, and the other way
+PREFETCH_AHEAD = 2
+PREFETCH_BEHIND = 1
 MAX_RECENT = 8
 #: slices per batch in the whole-volume run: small enough for a progress bar that moves, big enough to batch
 VOLUME_BATCH = 16
@@ -169,6 +176,7 @@ class ViewerController:
         device: str = "auto",
         recent_store=None,
         precompute_eps_grid: bool = True,
+        prefetch_slices: bool = True,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         clock: Callable[[], float] = time.perf_counter,
         figure_writer: Callable | None = None,
@@ -176,6 +184,9 @@ class ViewerController:
         self.state = state or ViewerState()
         self.device = device
         self.precompute_eps_grid = precompute_eps_grid
+        self.prefetch_slices = prefetch_slices
+        self._last_slice: int | None = None  # the slice of the previous request ...
+        self._scroll = 1  # ... and the direction of the last move along the slices (+1 up, -1 down)
         self.clock = clock
         # app.figure.write_figure2, given by the layer above (app.figure builds on app.viewer, not the reverse)
         self.figure_writer = figure_writer
@@ -321,6 +332,7 @@ class ViewerController:
         self.cache.clear()
         self.shown = None
         self.want = None
+        self._last_slice, self._scroll = None, 1
 
     def _on_study(self, slices: StudySlices | None) -> None:
         self._new_epoch()
@@ -442,8 +454,9 @@ class ViewerController:
         grid: list[float] = []
         if mg and self.precompute_eps_grid:
             grid = [e for e in self.eps_grid() if self.cache.get(sess.name, k, e) is None]
+        ahead = [j for j in self._neighbours(k) if self.cache.get(sess.name, j, eps) is None]
         need_base, need_mg = base is None and hit is None, hit is None and eps > 0
-        if not (need_base or need_mg or grid):
+        if not (need_base or need_mg or grid or ahead):
             lane.cancel()
             return None
         if (need_base or need_mg) and not sess.slices.is_prepared:
@@ -467,6 +480,10 @@ class ViewerController:
                 # whole-volume run and the command line give
                 r = sess.solve_slice(k, eps, should_stop=ctx.should_stop, on_progress=lambda p: ctx.emit("partial", p))
                 ctx.emit("final", r)
+            for j in ahead:  # the neighbours at this eps, nearest in the scrolling direction first
+                ctx.follow_up.append(
+                    lambda c, j=j: c.emit("cached", sess.solve_slice(j, eps, should_stop=c.should_stop))
+                )
             if grid:
                 ctx.follow_up.append(
                     lambda c: sess.precompute(k, grid, lambda r: c.emit("cached", r), should_stop=c.should_stop)
@@ -474,6 +491,20 @@ class ViewerController:
 
         want.gen = lane.submit(job)
         return want.gen
+
+    def _neighbours(self, k: int) -> list[int]:
+        """The slices to solve ahead of the reader after slice k (none unless :attr:`prefetch_slices`): the next
+        :data:`PREFETCH_AHEAD` in the direction of the last move along the slices (up until the reader moves),
+        then :data:`PREFETCH_BEHIND` the other way, inside the study."""
+        if self._last_slice is not None and k != self._last_slice:
+            self._scroll = 1 if k > self._last_slice else -1
+        self._last_slice = k
+        if not self.prefetch_slices:
+            return []
+        step, n = self._scroll, self.session.slices.n_slices
+        ahead = [k + step * i for i in range(1, PREFETCH_AHEAD + 1)]
+        behind = [k - step * i for i in range(1, PREFETCH_BEHIND + 1)]
+        return [j for j in ahead + behind if 0 <= j < n]
 
     def _show_saved(self) -> None:
         """The current slice of the saved batch result: nothing is computed."""

@@ -326,6 +326,26 @@ def test_eps_grid_precomputed_so_the_slider_answers_at_once(window, qtbot):
     assert window.worker.generation == gen or window.worker.is_idle()  # nothing to compute
 
 
+def test_next_slice_solved_ahead_shows_at_once_on_a_key(window, qtbot):
+    """With the neighbours solved ahead, the Up key shows the next slice from the cache: final, on the panels
+    before any event loop turn, with the difference image of that slice's own solve."""
+    from PySide6.QtCore import Qt
+
+    window.prefetch_slices = True
+    window.cache.clear()
+    window.request()
+    k = window.state.slice_index
+    qtbot.waitUntil(
+        lambda: window.worker.is_idle() and window.cache.get("tiny", k + 1, window.state.eps) is not None, timeout=60000
+    )
+    ahead = window.cache.get("tiny", k + 1, window.state.eps)
+    qtbot.keyClick(window, Qt.Key.Key_Up)
+    assert window.shown is ahead and window.shown.final and window.state.slice_index == k + 1
+    np.testing.assert_allclose(window.panels.img_diff.image, ahead.d[::-1])  # drawn, not waiting for a solve
+    assert window.timing_label.text().startswith("cached")
+    np.testing.assert_allclose(ahead.d, window.session.solve_slice(k + 1, window.state.eps).d, atol=1e-6)
+
+
 def test_crosshair_and_pixel_readout_follow_the_mouse(window):
     from PySide6.QtCore import QPointF
 

@@ -44,6 +44,7 @@ def make(zoo, **kw):
         lanes=lanes,
         device="cpu",
         precompute_eps_grid=kw.pop("precompute", False),
+        prefetch_slices=kw.pop("prefetch", False),
         figure_writer=write_figure2,
         **kw,
     )
@@ -287,6 +288,50 @@ def test_precompute_runs_after_the_wanted_value_and_answers_the_slider(zoo):
     ctl.state.eps = 0.4
     assert ctl.shown.eps == pytest.approx(0.4) and ctl.shown.precomputed and lanes["slice"].submitted == before
     assert "precomputed with the eps grid" in seen["info"][-1]
+
+
+def test_neighbours_solved_ahead_answer_scrolling_from_the_cache(zoo):
+    """After a result the next two slices in the scrolling direction and one behind are solved at the same eps;
+    scrolling then shows them at once, identical to a request that solved them; the direction follows the reader."""
+    ctl, lanes, seen = make(zoo, prefetch=True)
+    lane = lanes["slice"]
+    lane.run()
+    k, n = ctl.state.slice_index, ctl.session.slices.n_slices
+    assert (k, n) == (2, 6)
+    assert [j for j in range(n) if ctl.cache.get("tiny", j, 0.2) is not None] == [1, 2, 3, 4]
+    ahead = ctl.cache.get("tiny", 3, 0.2)
+    ctl.state.slice_index = 3  # scrolling up: shown from the cache, final, no solver run for it
+    assert ctl.shown is ahead and seen["result"][-1].cached and seen["result"][-1].final
+    assert seen["timing"][-1].startswith("cached")
+    lane.run()  # the next slice up (5) is solved ahead; 4 and 2 were there already
+    assert [j for j in range(n) if ctl.cache.get("tiny", j, 0.2) is not None] == [1, 2, 3, 4, 5]
+    # what was solved ahead is what a request for that slice alone gives
+    cold, lanes2, _ = make(zoo)
+    cold.state.slice_index = 3
+    lanes2["slice"].run()
+    np.testing.assert_array_equal(cold.shown.d, ahead.d)
+    np.testing.assert_array_equal(cold.shown.s, ahead.s)
+    # scrolling down: the two below come first, the one above after them
+    ctl.state.slice_index = 1
+    assert [round(r.eps, 3) for r in [ctl.shown]] == [0.2] and ctl.shown.slice_index == 1
+    lane.run()
+    assert ctl.cache.get("tiny", 0, 0.2) is not None
+    # +MG off: the neighbours are solved ahead for the base model too (eps 0)
+    ctl.state.use_mg = False
+    lane.run()
+    assert all(ctl.cache.get("tiny", j, 0.0) is not None for j in (0, 1, 2))
+    # nothing is solved ahead when it is off
+    off, lanes3, _ = make(zoo)
+    lanes3["slice"].run()
+    assert [j for j in range(n) if off.cache.get("tiny", j, 0.2) is not None] == [2]
+
+
+def test_scroll_direction_orders_the_slices_solved_ahead(zoo):
+    ctl, lanes, _ = make(zoo, prefetch=True)
+    assert ctl._neighbours(2) == [3, 4, 1]  # no move yet: up
+    assert ctl._neighbours(1) == [0, 2]  # moved down: 0 (and -1, outside), then 2 behind
+    assert ctl._neighbours(1) == [0, 2]  # the same slice again (an eps change): the direction stays
+    assert ctl._neighbours(5) == [4]  # moved up to the top: nothing above
 
 
 def test_model_switch_takes_the_card_and_asks_once(zoo):
