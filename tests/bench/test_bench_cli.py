@@ -141,6 +141,26 @@ def test_speed_figures_and_summary(tmp_path, tiny_model):
     assert summary_markdown(res) == text
 
 
+def test_scroll_figure_drives_the_viewer_on_the_demo(tiny_model):
+    """slice_scroll_s runs the viewer's controller on the bundled demo from the slice it opens on (its largest
+    lesion, 73), two Up keys each way; the report names both figures (timings themselves are bench speed's)."""
+    from app.bench.speed import scroll_latency, summary_markdown
+
+    torch.set_num_threads(1)
+    res = scroll_latency(str(tiny_model), "cpu", dwell_s=0.3)
+    sc = res["slice_scroll"]
+    assert sc["from_slice"] == 73 and len(sc["ahead_s"]) == len(sc["without_s"]) == 2
+    assert res["slice_scroll_s"] == max(sc["ahead_s"]) >= 0 and res["slice_scroll_cold_s"] == max(sc["without_s"]) > 0
+    md = summary_markdown({**_minimal_report(), **res})
+    assert "| slice_scroll_s |" in md and "solved ahead" in md and "from slice 73, Up after 0.3 s" in md
+
+
+def _minimal_report():
+    return {"model": "m", "model_family": "ae-l1", "device_name": "cpu", "torch": "t", "threads": 1, "cpu_count": 1,
+            "loadavg_before": [0], "loadavg_after": [0], "slices": "s", "eps": 0.5, "eps_rule": "r", "tau": 0.2,
+            "solver_fast": {}, "reference_skipped": "not run"}  # fmt: skip
+
+
 def test_speed_times_the_operator_the_card_applies(tmp_path):
     """A calibrated card's solver, step budget, memory layout and post-processing are what ``bench speed`` times
     (as ``detect`` applies them); the ablation flips the card's layout, not a fixed one."""
