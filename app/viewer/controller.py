@@ -10,7 +10,8 @@ keeps its behaviour in ``napari.components`` and FSLeyes keeps display options a
   screen;
 * **the neighbouring slices** -- solved ahead at the current eps after a result (:data:`PREFETCH_AHEAD` slices in
   the direction the reader last scrolled, :data:`PREFETCH_BEHIND` the other way), so scrolling shows the next slice
-  from the cache; with the card's z window each costs about two slices' solve (its window's maps are kept);
+  from the cache; with the card's z window each costs about two slices' solve (its window's maps are kept); a newer
+  request stops such a solve only when it no longer wants that slice, and never asks for it twice;
 * **the eps grid** -- the card's calibration grid snapped to slider positions, precomputed after a result and the
   neighbours;
 * **preparing a study** for a model's input format -- off the GUI thread (first thing of the slice job), cached
@@ -31,6 +32,7 @@ the names are listed in :data:`EVENTS` and in docs/viewer.md.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -187,6 +189,11 @@ class ViewerController:
         self.prefetch_slices = prefetch_slices
         self._last_slice: int | None = None  # the slice of the previous request ...
         self._scroll = 1  # ... and the direction of the last move along the slices (+1 up, -1 down)
+        # the (slice, eps) the newest request wants solved ahead (read by the worker: a solve ahead that is still
+        # wanted is not cancelled by a newer request), and those being solved ahead now (not asked for twice)
+        self._ahead_wanted: frozenset = frozenset()
+        self._ahead_running: set = set()
+        self._ahead_lock = threading.Lock()
         self.clock = clock
         # app.figure.write_figure2, given by the layer above (app.figure builds on app.viewer, not the reverse)
         self.figure_writer = figure_writer
@@ -333,6 +340,7 @@ class ViewerController:
         self.shown = None
         self.want = None
         self._last_slice, self._scroll = None, 1
+        self._ahead_wanted = frozenset()
 
     def _on_study(self, slices: StudySlices | None) -> None:
         self._new_epoch()
@@ -454,8 +462,18 @@ class ViewerController:
         grid: list[float] = []
         if mg and self.precompute_eps_grid:
             grid = [e for e in self.eps_grid() if self.cache.get(sess.name, k, e) is None]
-        ahead = [j for j in self._neighbours(k) if self.cache.get(sess.name, j, eps) is None]
-        need_base, need_mg = base is None and hit is None, hit is None and eps > 0
+        near = self._neighbours(k)
+        with self._ahead_lock:
+            running = set(self._ahead_running)
+        # this very slice is being solved ahead right now (the reader got there first): that solve goes on and
+        # its result is shown when it arrives, instead of a second solve
+        arriving = hit is None and (k, eps) in running
+        self._ahead_wanted = frozenset([(j, eps) for j in near] + ([(k, eps)] if arriving else []))
+        ahead = [j for j in near if self.cache.get(sess.name, j, eps) is None and (j, eps) not in running]
+        need_base = base is None and hit is None and not arriving
+        need_mg = hit is None and eps > 0 and not arriving
+        if arriving:
+            self.events.info.emit(f"slice {k}: being solved ahead, shown when it arrives...")
         if not (need_base or need_mg or grid or ahead):
             lane.cancel()
             return None
@@ -481,9 +499,7 @@ class ViewerController:
                 r = sess.solve_slice(k, eps, should_stop=ctx.should_stop, on_progress=lambda p: ctx.emit("partial", p))
                 ctx.emit("final", r)
             for j in ahead:  # the neighbours at this eps, nearest in the scrolling direction first
-                ctx.follow_up.append(
-                    lambda c, j=j: c.emit("cached", sess.solve_slice(j, eps, should_stop=c.should_stop))
-                )
+                ctx.follow_up.append(lambda c, j=j: self._solve_ahead(c, sess, j, eps))
             if grid:
                 ctx.follow_up.append(
                     lambda c: sess.precompute(k, grid, lambda r: c.emit("cached", r), should_stop=c.should_stop)
@@ -491,6 +507,20 @@ class ViewerController:
 
         want.gen = lane.submit(job)
         return want.gen
+
+    def _solve_ahead(self, ctx: JobContext, sess: ModelSession, j: int, eps: float) -> None:
+        """Slice j at eps, solved ahead of the reader (on the worker). A newer request stops it only when that
+        request no longer wants it (the reader jumped elsewhere, changed eps or the study): scrolling on to the
+        next slice lets the solve of the one after it finish instead of starting it over."""
+        key = (j, eps)
+        with self._ahead_lock:
+            self._ahead_running.add(key)
+        try:
+            r = sess.solve_slice(j, eps, should_stop=lambda: ctx.should_stop() and key not in self._ahead_wanted)
+        finally:
+            with self._ahead_lock:
+                self._ahead_running.discard(key)
+        ctx.emit("cached", r)
 
     def _neighbours(self, k: int) -> list[int]:
         """The slices to solve ahead of the reader after slice k (none unless :attr:`prefetch_slices`): the next

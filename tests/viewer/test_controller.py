@@ -326,6 +326,68 @@ def test_neighbours_solved_ahead_answer_scrolling_from_the_cache(zoo):
     assert [j for j in range(n) if off.cache.get("tiny", j, 0.2) is not None] == [2]
 
 
+def _spy_solves(ctl, on_solve):
+    """Record every (slice, eps) the session solves; ``on_solve(j, eps, should_stop)`` runs as each solve starts
+    (a reader's key press while the worker is busy with it)."""
+    sess, calls = ctl.session, []
+    orig = sess.solve_slice
+
+    def spy(j, e, **kw):
+        calls.append((j, round(e, 3)))
+        on_solve(j, e, kw.get("should_stop") or (lambda: False))
+        return orig(j, e, **kw)
+
+    sess.solve_slice = spy
+    return calls
+
+
+def test_a_slice_being_solved_ahead_is_neither_stopped_nor_solved_twice(zoo):
+    """The reader presses Up onto slice 3 while the worker solves it ahead: that solve goes on (not stopped by the
+    newer request), is shown when it arrives, and is not asked for again; the newer request plans 4 and 5."""
+    ctl, lanes, seen = make(zoo, prefetch=True)
+    lanes["slice"].cancel()  # the opening request, planned before the spy: asked again below
+    ctl.cache.clear()
+    stopped = []
+
+    def press_up(j, e, should_stop):
+        if (j, round(e, 3)) == (3, 0.2) and ctl.state.slice_index == 2:
+            ctl.state.slice_index = 3
+            stopped.append(should_stop())
+
+    calls = _spy_solves(ctl, press_up)
+    ctl.request()
+    lanes["slice"].run()
+    assert stopped == [False]  # still wanted after the newer request
+    assert any("being solved ahead" in m for m in seen["info"])
+    assert calls == [(2, 0.0), (2, 0.2), (3, 0.2), (4, 0.2), (5, 0.2)]  # 3 once; 1 (behind 2) no longer wanted
+    assert ctl.shown.slice_index == 3 and ctl.shown.final and ctl.shown.eps == pytest.approx(0.2)
+
+
+def test_scrolling_on_lets_the_slice_after_finish(zoo):
+    """Up onto slice 3 (solved ahead, shown from the cache) while slice 4 is being solved ahead: 4 is still wanted
+    from 3, so its solve is not stopped and not started again; a jump away stops what is no longer wanted."""
+    ctl, lanes, seen = make(zoo, prefetch=True)
+    lanes["slice"].cancel()
+    ctl.cache.clear()
+    stopped = {}
+
+    def on_solve(j, e, should_stop):
+        if (j, round(e, 3)) == (4, 0.2) and ctl.state.slice_index == 2:
+            ctl.state.slice_index = 3  # cached: shown at once
+            assert ctl.shown.slice_index == 3 and ctl.shown.final
+            stopped[4] = should_stop()
+        if (j, round(e, 3)) == (5, 0.2):
+            ctl.state.slice_index = 0  # a jump: 5 is no longer wanted
+            stopped[5] = should_stop()
+
+    calls = _spy_solves(ctl, on_solve)
+    ctl.request()
+    lanes["slice"].run()
+    assert stopped == {4: False, 5: True}
+    assert calls.count((4, 0.2)) == 1 and calls[:4] == [(2, 0.0), (2, 0.2), (3, 0.2), (4, 0.2)]
+    assert ctl.cache.get("tiny", 4, 0.2) is not None and ctl.cache.get("tiny", 5, 0.2) is None
+
+
 def test_scroll_direction_orders_the_slices_solved_ahead(zoo):
     ctl, lanes, _ = make(zoo, prefetch=True)
     assert ctl._neighbours(2) == [3, 4, 1]  # no move yet: up
