@@ -159,32 +159,36 @@ class ModelSession:
         self, k: int, eps_values: list[float], *, should_stop=None, on_partial=None, interval_s: float = 0.0
     ) -> list[tuple]:
         """Slice k at each eps of ``eps_values``: (D averaged over the card's z window, model grid; slice k's
-        pseudo-normal; its loss; its steps). Slice k is always solved (its pseudo-normal, loss and steps are the
-        result's). Its window's other slices are taken from the session's cache of in-plane maps where an earlier
-        request solved them at that eps (scrolling to the next slice then solves two slices, not the window), the
-        rest are solved in the same batch; every (slice, eps) is a cold start from z_o, so a cached map is the one a
-        new solve would give. ``on_partial(step, list)`` receives the same tuples for the solver's partial
-        solutions, at most every ``interval_s``."""
+        pseudo-normal; its loss; its steps). With a z window, every (slice, eps) an earlier request solved is taken
+        from the session's cache of solved slices (in-plane maps, pseudo-normal, loss and steps), slice k included;
+        the rest are solved in one batch (scrolling to the next slice then solves one slice, not the window, and a
+        slice whose whole window is known solves none). Every (slice, eps) is a cold start from z_o, so a cached
+        entry is what a new solve would give. ``on_partial(step, list)`` receives the same tuples for the solver's
+        partial solutions, at most every ``interval_s``."""
         import torch
 
         det = self.detector
         ks, at = self._window(k)
-        cached = {(j, e): self._plain.get((j, e)) for e in eps_values for j in ks if j != k}
-        pairs = [(j, e) for e in eps_values for j in ks if j == k or cached[(j, e)] is None]
+        cached = {(j, e): self._plain.get((j, e)) if len(ks) > 1 else None for e in eps_values for j in ks}
+        pairs = [(j, e) for e in eps_values for j in ks if cached[(j, e)] is None]
         row = {pair: i for i, pair in enumerate(pairs)}
-        x = torch.from_numpy(self.slices.model_slices([j for j, _ in pairs])).to(det.device)
-        eps_arg = eps_values[0] if len(eps_values) == 1 else torch.tensor([e for _, e in pairs])
+        x = torch.from_numpy(self.slices.model_slices([j for j, _ in pairs])).to(det.device) if pairs else None
 
         def assemble(s, loss, steps) -> list[tuple]:
-            d, fg = det.maps(x, s)
+            d, fg = det.maps(x, s) if pairs else (None, None)
             out = []
             for e in eps_values:
-                maps = [(d[row[(j, e)]], fg[row[(j, e)]]) if (j, e) in row else cached[(j, e)] for j in ks]
-                i = row[(k, e)]
+                maps = [(d[row[(j, e)]], fg[row[(j, e)]]) if (j, e) in row else cached[(j, e)][:2] for j in ks]
                 d_k = self._window_mean(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]), at)
-                out.append((d_k, s[i], float(loss[i]), int(steps if np.ndim(steps) == 0 else steps[i])))
+                if (k, e) in row:
+                    i = row[(k, e)]
+                    out.append((d_k, s[i], float(loss[i]), int(steps if np.ndim(steps) == 0 else steps[i])))
+                else:
+                    out.append((d_k, *cached[(k, e)][2:]))
             return out, d, fg
 
+        if not pairs:  # the whole window is known: nothing to solve
+            return assemble(None, None, None)[0]
         last = [time.perf_counter()]
 
         def callback(p) -> None:
@@ -194,11 +198,14 @@ class ModelSession:
             last[0] = now
             on_partial(p.step, assemble(p.s, p.loss, p.step)[0])
 
+        eps_arg = eps_values[0] if len(eps_values) == 1 else torch.tensor([e for _, e in pairs])
         _, res = det.solve_batch(x, eps_arg, callback=callback if on_partial else None, should_stop=should_stop)
         out, d, fg = assemble(res.s, res.loss, res.steps)
         if len(ks) > 1:
+            s_np = res.s.detach().cpu().numpy()
             for pair, i in row.items():
-                self._plain.put(pair, (d[i].copy(), fg[i].copy()))
+                steps = int(res.steps if np.ndim(res.steps) == 0 else res.steps[i])
+                self._plain.put(pair, (d[i].copy(), fg[i].copy(), s_np[i].copy(), float(res.loss[i]), steps))
         return out
 
     def _window(self, k: int) -> tuple[list[int], np.ndarray]:
@@ -288,25 +295,25 @@ class ModelSession:
 
 
 class PlainMaps:
-    """A bounded, thread-safe LRU of solved slices' in-plane maps (before the z window) by (slice, eps): the
-    neighbours a slice's z window needs, kept so the next slice's window reuses them. Per study: a session bound
-    to another study starts empty."""
+    """A bounded, thread-safe LRU of solved slices by (slice, eps): their in-plane maps (D before the z window, the
+    foreground), pseudo-normal, loss and steps -- what a slice's z window needs of its neighbours and what a request
+    for an already solved slice needs of it. Per study: a session bound to another study starts empty."""
 
-    def __init__(self, max_items: int = 512):  # about 80 KB each at 128 x 128 (D float32 + foreground)
+    def __init__(self, max_items: int = 512):  # about 145 KB each at 128 x 128 (D, s float32 + foreground): 75 MB
         import threading
 
         self.max_items = max_items
-        self._items: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._items: OrderedDict[tuple, tuple] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple) -> tuple[np.ndarray, np.ndarray] | None:
+    def get(self, key: tuple) -> tuple | None:
         with self._lock:
             v = self._items.get(key)
             if v is not None:
                 self._items.move_to_end(key)
             return v
 
-    def put(self, key: tuple, value: tuple[np.ndarray, np.ndarray]) -> None:
+    def put(self, key: tuple, value: tuple) -> None:
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)

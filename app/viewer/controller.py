@@ -10,7 +10,7 @@ keeps its behaviour in ``napari.components`` and FSLeyes keeps display options a
   screen;
 * **the neighbouring slices** -- solved ahead at the current eps after a result (:data:`PREFETCH_AHEAD` slices in
   the direction the reader last scrolled, :data:`PREFETCH_BEHIND` the other way), so scrolling shows the next slice
-  from the cache; with the card's z window each costs about two slices' solve (its window's maps are kept); a newer
+  from the cache; with the card's z window each costs one slice's solve (the session keeps what it solved); a newer
   request stops such a solve only when it no longer wants that slice, and never asks for it twice;
 * **the eps grid** -- the card's calibration grid snapped to slider positions, precomputed after a result and the
   neighbours;

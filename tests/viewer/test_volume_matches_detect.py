@@ -116,9 +116,10 @@ def test_z_window_is_the_same_in_detect_the_volume_run_and_a_single_slice(case, 
 
 
 def test_the_next_slice_reuses_its_neighbours_maps_and_answers_the_same(case):
-    """With a z window a slice request solves the window; the next slice's request solves only itself and the one
-    neighbour the earlier window lacked (the rest come from the session's cache of in-plane maps), and answers
-    what a session without that cache answers. Another study starts with an empty cache."""
+    """With a z window a slice request solves the window; the next slice's request solves only the one neighbour
+    the earlier window lacked (the rest, itself included, come from the session's cache of solved slices), and
+    answers what a session without that cache answers; a slice whose whole window is known solves nothing.
+    Another study starts with an empty cache."""
     from app.io import load_study
     from app.viewer.compute import ModelSession
     from app.viewer.slices import StudySlices
@@ -139,9 +140,13 @@ def test_the_next_slice_reuses_its_neighbours_maps_and_answers_the_same(case):
 
     sess.detector.solve_batch = spy
     eps = sess.choices["eps"]
-    sess.solve_slice(20, eps)
+    first = sess.solve_slice(20, eps)
     nxt = sess.solve_slice(21, eps)
-    assert sizes == [5, 2]  # slices 18-22, then 21 itself and 23
+    assert sizes == [5, 1]  # slices 18-22, then 23 only
+    again = sess.solve_slice(20, eps)  # 18-22 all known: no solve, the first answer
+    assert sizes == [5, 1] and again.loss == first.loss and again.steps == first.steps
+    np.testing.assert_array_equal(again.d, first.d)
+    np.testing.assert_array_equal(again.s, first.s)
     fresh = ModelSession.load(case["model"], slices, device="cpu").solve_slice(21, eps)
     # the same answer up to float rounding (the batch's size changes the convolutions' summation order)
     np.testing.assert_allclose(nxt.d, fresh.d, atol=1e-6)
