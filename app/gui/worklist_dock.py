@@ -1,6 +1,7 @@
 """The worklist dock: a batch output folder's studies ranked by their study-level score (failures last, greyed,
 with their error as tooltip). Double-click (or Enter) on a study asks the window to open it with its saved
-results; :meth:`WorklistPanel.step` moves to the next/previous study. Only display: the ranking and the cursor are
+results; :meth:`WorklistPanel.step` moves to the next/previous study; a click on a column header orders the list by
+that column (again: the other way). Only display: the ranking, the order and the cursor are
 :class:`app.viewer.worklist.Worklist`'s."""
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTab
 from app.core.findings import SCORE_LABEL
 from app.viewer.worklist import Worklist, WorklistEntry
 
-HEADERS = ("rank", "study", SCORE_LABEL, "findings", "flagged (ml)", "peak slice", "status")
+HEADERS = ("rank", "study", SCORE_LABEL, "q99.9 D", "findings", "flagged (ml)", "peak slice", "status")
+#: the worklist's sort key of each column (app.viewer.worklist.SORT_KEYS)
+COLUMN_KEYS = ("rank", "study", "score", "d_q999", "findings", "flagged_ml", "peak_slice", "status")
 
 
 class _Table(QTableWidget):
@@ -53,19 +56,38 @@ class WorklistPanel(QWidget):
         self.table = row_table(_Table(0, len(HEADERS)), HEADERS)
         self.table.cellDoubleClicked.connect(lambda row, _col: self.open_row(row))
         self.table.enter_pressed.connect(lambda: self.open_row(self.table.currentRow()))
+        header = self.table.horizontalHeader()
+        header.setSectionsClickable(True)
+        header.setSortIndicatorShown(True)
+        header.sectionClicked.connect(self.sort_by_column)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.table)
 
     def set_worklist(self, wl: Worklist) -> None:
         self.worklist = wl
-        t = self.table
+        self._fill()
+        self._title(f"Worklist - {wl.folder.name} ({sum(e.ok for e in wl.entries)} studies)")
+
+    def sort_by_column(self, column: int) -> None:
+        """Order the list by ``column`` (a header click); the current study stays selected."""
+        wl = self.worklist
+        if wl is None or not 0 <= column < len(COLUMN_KEYS):
+            return
+        wl.sort_by(COLUMN_KEYS[column])
+        self._fill()
+        if wl.current is not None:
+            self.table.selectRow(wl.current)
+
+    def _fill(self) -> None:
+        wl, t = self.worklist, self.table
         t.setRowCount(len(wl.entries))
         for i, e in enumerate(wl.entries):
             vals = (
                 "" if e.rank is None else str(e.rank),
                 e.id,
                 "" if e.score is None else f"{e.score:.3f}",
+                "" if e.d_q999 is None else f"{e.d_q999:.3f}",
                 "" if e.n_findings is None else str(e.n_findings),
                 "" if e.flagged_ml is None else f"{e.flagged_ml:.2f}",
                 "" if e.peak_slice is None else str(e.peak_slice),
@@ -73,7 +95,7 @@ class WorklistPanel(QWidget):
             )
             for j, v in enumerate(vals):
                 item = QTableWidgetItem(v)
-                if j in (0, 2, 3, 4, 5):
+                if j in (0, 2, 3, 4, 5, 6):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 if not e.ok:
                     item.setForeground(QColor(150, 150, 150))
@@ -81,7 +103,8 @@ class WorklistPanel(QWidget):
                 else:
                     item.setToolTip(e.source)
                 t.setItem(i, j, item)
-        self._title(f"Worklist - {wl.folder.name} ({sum(e.ok for e in wl.entries)} studies)")
+        order = Qt.SortOrder.DescendingOrder if wl.descending else Qt.SortOrder.AscendingOrder
+        t.horizontalHeader().setSortIndicator(COLUMN_KEYS.index(wl.sort_key), order)
 
     def open_row(self, row: int) -> WorklistEntry | None:
         if self.worklist is None or not 0 <= row < len(self.worklist.entries):

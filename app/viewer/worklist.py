@@ -132,6 +132,21 @@ def read_result(path: str | os.PathLike) -> dict | None:
     return r if isinstance(r, dict) else None
 
 
+#: what the worklist can be ordered by (:meth:`Worklist.sort_by`): each entry's value, None where it has none
+SORT_KEYS = {
+    "rank": lambda e: e.rank,
+    "study": lambda e: e.id,
+    "score": lambda e: e.score,
+    "d_q999": lambda e: e.d_q999,
+    "findings": lambda e: e.n_findings,
+    "flagged_ml": lambda e: e.flagged_ml,
+    "peak_slice": lambda e: e.peak_slice,
+    "status": lambda e: e.status if e.ok else f"failed: {e.error}",
+}
+#: keys whose first click sorts ascending (the rest: largest first)
+ASCENDING_FIRST = frozenset({"rank", "study", "peak_slice", "status"})
+
+
 @dataclass
 class WorklistEntry:
     id: str
@@ -145,6 +160,7 @@ class WorklistEntry:
     folder: Path
     error: str = ""
     result: dict = field(default_factory=dict, repr=False)
+    d_q999: float | None = None  # the 99.9th percentile of D over the foreground (the score of version 3)
 
     @property
     def ok(self) -> bool:
@@ -207,9 +223,11 @@ class Worklist:
                     folder=self.folder / str(r.get("id")),
                     error=str(r.get("error", "")),
                     result=r,
+                    d_q999=None if r.get("d_q999") is None else float(r["d_q999"]),
                 )
             )
         self.current: int | None = None
+        self.sort_key, self.descending = "rank", False
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -219,6 +237,29 @@ class Worklist:
             raise IndexError(i)
         self.current = i
         return self.entries[i]
+
+    def sort_by(self, key: str, descending: bool | None = None) -> None:
+        """Order the entries by one of :data:`SORT_KEYS` (the worklist's own ranking is ``rank``), as a reader
+        clicks a column header: numbers largest first and names in order unless ``descending`` says otherwise; the
+        same key again reverses the order. Studies without the value (failures, except by ``status``; results
+        written before the value was recorded) stay last in either direction; ties keep the worklist's ranking.
+        Next/previous follow the new order, from the same study."""
+        if key not in SORT_KEYS:
+            raise ValueError(f"sort key must be one of {tuple(SORT_KEYS)}, not {key!r}")
+        if descending is None:
+            descending = (not self.descending) if key == self.sort_key else key not in ASCENDING_FIRST
+        value = SORT_KEYS[key]
+
+        def get(e: WorklistEntry):  # a failure has a status and nothing else to order by
+            return value(e) if e.ok or key == "status" else None
+
+        cur = self.entries[self.current] if self.current is not None else None
+        by_rank = sorted(self.entries, key=lambda e: (e.rank is None, e.rank or 0))
+        have = [e for e in by_rank if get(e) is not None]
+        have.sort(key=get, reverse=descending)  # stable: ties keep the ranking
+        self.entries = have + [e for e in by_rank if get(e) is None]
+        self.sort_key, self.descending = key, descending
+        self.current = None if cur is None else self.entries.index(cur)
 
     def step(self, delta: int) -> WorklistEntry | None:
         """The next (+1) / previous (-1) study that can be opened (failures are skipped); None at either end."""

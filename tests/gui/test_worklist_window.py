@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QPoint, QPointF, Qt
 from viewer_study import write_study
 
 from app.cli import main
@@ -110,6 +110,39 @@ def test_open_saved_study_findings_and_next(win, qtbot, batch_out, solves):
     qtbot.keyClick(win, Qt.Key.Key_N)
     qtbot.waitUntil(lambda: bv.session.current is nxt, timeout=30000)
     assert win.state.slice_index == nxt.peak_slice and win.ctl.saved is not None
+
+
+def test_header_click_orders_the_worklist(win, qtbot, batch_out):
+    """A click on a column header orders the rows by it (largest first), a second click the other way, with the
+    sort indicator on that column; N then opens the next study of the displayed order."""
+    bv = win.batch_views
+    assert bv.open_worklist(batch_out)
+    t = bv.worklist.table
+    header = t.horizontalHeader()
+    col = [header.model().headerData(i, Qt.Orientation.Horizontal) for i in range(t.columnCount())].index("study")
+    flagged = [e.flagged_ml for e in bv.session.worklist.entries]
+
+    def click(column):
+        x = header.sectionViewportPosition(column) + header.sectionSize(column) // 2
+        qtbot.mouseClick(header.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(x, header.height() // 2))
+
+    def ids():
+        return [t.item(i, col).text() for i in range(t.rowCount())]
+
+    names = sorted(e.id for e in bv.session.worklist.entries)
+    click(col)
+    assert ids() == names and header.sortIndicatorSection() == col
+    assert header.sortIndicatorOrder() == Qt.SortOrder.AscendingOrder
+    click(col)
+    assert ids() == names[::-1] and header.sortIndicatorOrder() == Qt.SortOrder.DescendingOrder
+    fcol = col + 4  # flagged (ml)
+    assert header.model().headerData(fcol, Qt.Orientation.Horizontal) == "flagged (ml)"
+    click(fcol)
+    shown = [float(t.item(i, fcol).text()) for i in range(t.rowCount())]
+    assert shown == sorted(shown, reverse=True) and sorted(shown) == sorted(round(v, 2) for v in flagged)
+    qtbot.keyClick(win, Qt.Key.Key_N)  # the first study of the displayed order
+    qtbot.waitUntil(lambda: bv.session.current is not None, timeout=30000)
+    assert bv.session.current.id == t.item(0, col).text()
 
 
 def test_orthogonal_views_follow_the_crosshair(win, qtbot, batch_out):

@@ -67,6 +67,39 @@ def test_files_and_reading_back(tmp_path):
     assert wl.step(1) is None and wl.current == 5
 
 
+def test_sort_by_a_column_and_back(tmp_path):
+    """A reader orders the worklist by any column: numbers largest first, again the other way; studies without the
+    value last in both directions; ties keep the ranking; the cursor stays on its study and next/previous follow
+    the new order; the ranking comes back with ``rank``."""
+    known = [dict(r) for r in KNOWN]
+    for r, q in zip(known, (0.3, 0.1, None, 0.2, 0.2, 0.9, None), strict=True):
+        if q is not None:
+            r["d_q999"] = q  # "zero" has none (a result written before it was recorded)
+    for r in known:
+        (tmp_path / r["id"]).mkdir()
+        (tmp_path / r["id"] / "result.json").write_text(json.dumps(r))
+    write_worklist(tmp_path, known)
+    wl = Worklist(tmp_path)
+    wl.select(1)  # tie-more
+    wl.sort_by("d_q999")
+    assert [e.id for e in wl.entries] == ["tie-more", "low", "tie-a", "tie-b", "top", "zero", "bad"]
+    assert (wl.sort_key, wl.descending) == ("d_q999", True) and wl.entries[wl.current].id == "tie-more"
+    assert wl.step(1).id == "low"  # next follows the new order
+    wl.sort_by("d_q999")  # the same column again: smallest first, the ones without still last
+    assert [e.id for e in wl.entries] == ["top", "tie-a", "tie-b", "low", "tie-more", "zero", "bad"]
+    assert not wl.descending and wl.entries[wl.current].id == "low"
+    wl.sort_by("study")  # names: in order first
+    assert [e.id for e in wl.entries] == sorted(ORDER) + ["bad"]
+    wl.sort_by("flagged_ml", descending=False)
+    assert [e.id for e in wl.entries][:3] == ["zero", "low", "tie-a"]  # tie-a before tie-b: the ranking's order
+    wl.sort_by("status")  # the one column that brings the failures up
+    assert [e.id for e in wl.entries] == ["bad", *ORDER]
+    wl.sort_by("rank")
+    assert [e.id for e in wl.entries] == [*ORDER, "bad"]
+    with pytest.raises(ValueError, match="sort key"):
+        wl.sort_by("colour")
+
+
 def test_folder_without_worklist_and_empty_folder(tmp_path):
     for r in KNOWN[:2]:
         (tmp_path / r["id"]).mkdir()
