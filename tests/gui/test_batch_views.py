@@ -124,7 +124,10 @@ def test_worklist_dock_double_click(qtbot, tmp_path):
     dock.set_worklist(Worklist(tmp_path))
     t = dock.table
     assert [t.item(i, 1).text() for i in range(t.rowCount())] == ["high", "low", "broken"]
-    assert t.item(2, 0).text() == "" and "truncated" in t.item(2, 6).text()
+    from app.gui.worklist_dock import HEADERS
+
+    status = HEADERS.index("status")
+    assert t.item(2, 0).text() == "" and "truncated" in t.item(2, status).text()
     opened = []
     dock.open_requested.connect(opened.append)
 
