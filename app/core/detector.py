@@ -103,10 +103,6 @@ class Detector:
         fold_batchnorm: bool = True,
     ):
         self.device = torch.device(device)
-        if self.device.type == "cpu":
-            from app.core.device import tune_cpu_allocator
-
-            tune_cpu_allocator()  # once per process: the solver's per-step blocks stay in the heap
         self.model = model.to(self.device).freeze()
         # Both change float rounding only (~1e-7), so the given model is left as it is and a copy is changed.
         # channels_last lets oneDNN pick its fast convolution kernels on CPUs (about 2x per solver step in float32,

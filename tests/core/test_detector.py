@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -133,33 +131,3 @@ def test_run_skips_empty_slices_and_takes_one_eps_per_slice(tiny_ae, slices):
     assert every.analysed.all()
     with pytest.raises(OptionError):
         det.run(x, np.zeros(3), max_steps=2)
-
-
-def test_the_first_cpu_detector_tunes_the_allocator_once(monkeypatch):
-    """A CPU detector keeps the solver's large blocks in the heap (glibc mallopt), once per process; where the C
-    library is not glibc nothing is changed and nothing fails."""
-    import subprocess
-    import sys
-
-    code = (
-        "import app.core.device as d, torch\n"
-        "from app.core.detector import Detector\n"
-        "from app.nets import ModelConfig, create_model\n"
-        "print(d._allocator_tuned)\n"
-        "Detector(create_model(ModelConfig('ae-l1', image_size=16, latent_dim=4, width=2)), 'cpu')\n"
-        "print(d._allocator_tuned, d.tune_cpu_allocator())\n"
-    )
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root).stdout
-    assert out.split() == ["None", "True", "True"]  # glibc here (Debian): applied by the detector, then remembered
-
-    import ctypes
-
-    import app.core.device as dv
-
-    def no_glibc(name, *a, **kw):
-        raise OSError(f"{name}: cannot open shared object file")
-
-    monkeypatch.setattr(dv, "_allocator_tuned", None)
-    monkeypatch.setattr(ctypes, "CDLL", no_glibc)
-    assert dv.tune_cpu_allocator() is False and dv.tune_cpu_allocator() is False
