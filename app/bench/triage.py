@@ -30,7 +30,9 @@ import numpy as np
 #: D over the foreground divided by its median) and ``d_q999_q90`` (divided by its 90th percentile): the study's
 #: most deviating tissue against its own typical tissue. Fixed before each measurement; the score was chosen among
 #: them on the validation split only (``--split val``, docs/batch.md).
-SCORES = ("score", "largest_ml", "flagged_ml", "d_q999", "peak_d", "d_mass", "d_q999_rel", "d_q999_q90")
+#: the candidates computed from D's quantiles (result.json since they were recorded: older results lack them)
+RELATIVE = ("d_q999_rel", "d_q999_q90")
+SCORES = ("score", "largest_ml", "flagged_ml", "d_q999", "peak_d", "d_mass", *RELATIVE)
 #: the model-free floor reported beside (never the worklist's score): ``intensity_q999``, the 99.9th percentile of
 #: |x - median| / IQR of the study's own normalised intensities (app.core.findings.intensity_deviation_q999)
 FLOOR = "intensity_q999"
@@ -124,7 +126,7 @@ def score_of(result: dict, key: str) -> float:
         return max((float(f.get("mean_d") or 0.0) * float(f.get("volume_ml") or 0.0) for f in findings), default=0.0)
     if key == "largest_ml":  # findings are listed largest first
         return float(findings[0].get("volume_ml") or 0.0) if findings else 0.0
-    if key in ("d_q999_rel", "d_q999_q90"):
+    if key in RELATIVE:
         if result.get("d_q999") is None or result.get("d_q50") is None:
             raise KeyError(f"{key} needs a result.json with d_q50 and d_q90 (batch since 2026-12-05): rerun it")
         q = float(result["d_q999"])
@@ -200,7 +202,7 @@ def evaluate(results: list[dict], truth: list[dict], *, n_boot: int = N_BOOT) ->
     y = np.array([lab[r["id"]] for r in ok])
     out: dict = {"studies": len(ok), "abnormal": int(y.sum()), "normal": int((1 - y).sum())}
     both = 0 < y.sum() < len(y)
-    keys = [k for k in SCORES if k not in ("d_q999_rel", "d_q999_q90") or all("d_q50" in r for r in ok)]
+    keys = [k for k in SCORES if k not in RELATIVE or all("d_q50" in r for r in ok)]
     keys += [FLOOR] if all(FLOOR in r for r in ok) else []  # results written before these were recorded lack them
     cols = {key: np.array([score_of(r, key) for r in ok]) for key in keys}
     out["candidates"] = keys

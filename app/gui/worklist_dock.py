@@ -91,7 +91,7 @@ class WorklistPanel(QWidget):
                 "" if e.n_findings is None else str(e.n_findings),
                 "" if e.flagged_ml is None else f"{e.flagged_ml:.2f}",
                 "" if e.peak_slice is None else str(e.peak_slice),
-                e.status if e.ok else f"failed: {e.error}",
+                e.status_text,
             )
             for j, v in enumerate(vals):
                 item = QTableWidgetItem(v)

@@ -182,7 +182,7 @@ class ModelSession:
                 d_k = self._window_mean(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]), at)
                 if (k, e) in row:
                     i = row[(k, e)]
-                    out.append((d_k, s[i], float(loss[i]), int(steps if np.ndim(steps) == 0 else steps[i])))
+                    out.append((d_k, s[i], float(loss[i]), _steps_of(steps, i)))
                 else:
                     out.append((d_k, *cached[(k, e)][2:]))
             return out, d, fg
@@ -204,8 +204,9 @@ class ModelSession:
         if len(ks) > 1:
             s_np = res.s.detach().cpu().numpy()
             for pair, i in row.items():
-                steps = int(res.steps if np.ndim(res.steps) == 0 else res.steps[i])
-                self._plain.put(pair, (d[i].copy(), fg[i].copy(), s_np[i].copy(), float(res.loss[i]), steps))
+                self._plain.put(
+                    pair, (d[i].copy(), fg[i].copy(), s_np[i].copy(), float(res.loss[i]), _steps_of(res.steps, i))
+                )
         return out
 
     def _window(self, k: int) -> tuple[list[int], np.ndarray]:
@@ -249,7 +250,8 @@ class ModelSession:
     ) -> None:
         """Slice k at every eps of the grid in one batched solve (one copy of the slice per eps), each a cold
         start from z_o: the same answer the slider would get by asking for that eps alone, and what ``detect``
-        gives for it. With a z window, each eps solves slice k and those of its window's slices not cached yet."""
+        gives for it. With a z window, each eps solves those of its window's slices (slice k included) that the
+        session has not solved yet."""
         eps = sorted({float(e) for e in eps_values if e > 0})
         if not eps:
             return
@@ -292,6 +294,11 @@ class ModelSession:
                     SliceResult(self.name, k, out.eps, s_k, d[:, :, k], float(out.loss[k]), int(out.steps[k]))
                 )
         return d
+
+
+def _steps_of(steps, i: int) -> int:
+    """Image i's solver steps from a progress report (one step count for the batch) or a result (one per image)."""
+    return int(steps if np.ndim(steps) == 0 else steps[i])
 
 
 class PlainMaps:

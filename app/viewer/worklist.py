@@ -141,7 +141,7 @@ SORT_KEYS = {
     "findings": lambda e: e.n_findings,
     "flagged_ml": lambda e: e.flagged_ml,
     "peak_slice": lambda e: e.peak_slice,
-    "status": lambda e: e.status if e.ok else f"failed: {e.error}",
+    "status": lambda e: e.status_text,
 }
 #: keys whose first click sorts ascending (the rest: largest first)
 ASCENDING_FIRST = frozenset({"rank", "study", "peak_slice", "status"})
@@ -165,6 +165,11 @@ class WorklistEntry:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def status_text(self) -> str:
+        """What the worklist shows in its status column (and sorts by)."""
+        return self.status if self.ok else f"failed: {self.error}"
 
     @property
     def mask_path(self) -> Path | None:
