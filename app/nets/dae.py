@@ -168,5 +168,58 @@ class DenoisingAE(AnomalyModel):
             raise ValueError(f"noise_cover {v!r}: give a fraction in (0, 1]")
         return v
 
+    def patch_p(self) -> float:
+        """``extra["patch_p"]``: the probability that a training image also gets a foreign patch (0, the default
+        and the paper: none). See :func:`paste_patches`: the U-Net must then put normal tissue where tissue that
+        does not belong was pasted, not only remove noise."""
+        v = float(self.config.extra.get("patch_p", 0.0))
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"patch_p {v!r}: give a probability in [0, 1]")
+        return v
+
+    def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The training input: foreign patches (if ``patch_p`` > 0) and then the coarse noise."""
+        noise = self.training_noise(x, generator)
+        p = self.patch_p()
+        if p > 0:  # drawn after the noise, so that the default keeps its random stream
+            x = paste_patches(x, p, generator)
+        return x + noise
+
     def training_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return (self.decode(self.encode(x + self.training_noise(x, generator))) - x).pow(2).mean()
+        return (self.decode(self.encode(self.corrupt(x, generator))) - x).pow(2).mean()
+
+
+PATCH_COVER = (0.02, 0.15)  # fraction of the foreground a pasted patch covers, drawn per batch
+PATCH_RES = (4, 8)  # blob field resolution (one or two large regions, or a few smaller ones), drawn per batch
+PATCH_GAIN = (0.7, 1.3)  # intensity factor of the pasted tissue, drawn per image: darker or brighter patches too
+
+
+def paste_patches(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Paste, into each image with probability ``p``, tissue from another image of the batch in soft-edged random
+    blobs (:func:`blob_gate` over the image's foreground): the source is the next image of the batch, flipped
+    along a random axis, shifted by up to a quarter of the image and scaled by a gain from ``PATCH_GAIN``; only
+    where the source holds tissue (its background is not pasted, with a 5-pixel soft edge). The
+    result is plausible-looking tissue in the wrong place at any contrast, which a decoder that copies its input
+    reproduces and a restoring one replaces (the self-supervised corruption of FPI / NSA, here as the training
+    input of a denoiser whose target stays the clean image). A batch of one image pastes from itself."""
+    b, _, h, w = x.shape
+    cover = PATCH_COVER[0] + (PATCH_COVER[1] - PATCH_COVER[0]) * float(torch.rand((), generator=generator))
+    res = PATCH_RES[int(torch.randint(len(PATCH_RES), (), generator=generator))]
+    gate = blob_gate(x, cover, res, generator)
+    src = torch.roll(x, 1, dims=0)
+    flip = torch.randint(3, (b,), generator=generator)  # 0: none, 1: up-down, 2: left-right
+    shift = torch.randint(-h // 4, h // 4 + 1, (b, 2), generator=generator)
+    gain = PATCH_GAIN[0] + (PATCH_GAIN[1] - PATCH_GAIN[0]) * torch.rand((b,), generator=generator)
+    use = torch.rand((b,), generator=generator) < p
+    out = x.clone()
+    for i in range(b):
+        if not use[i]:
+            continue
+        s = src[i]
+        if flip[i] > 0:
+            s = torch.flip(s, dims=(int(flip[i]),))
+        s = torch.roll(s, (int(shift[i, 0]), int(shift[i, 1])), dims=(1, 2)) * float(gain[i])
+        inside = (s.mean(dim=0, keepdim=True) > FOREGROUND_THRESHOLD).to(x)  # tissue only, no background
+        m = gate[i] * F.avg_pool2d(inside[None], 5, stride=1, padding=2)[0]
+        out[i] = x[i] * (1 - m) + s.clamp(0, 1) * m
+    return out
