@@ -220,6 +220,6 @@ def paste_patches(x: torch.Tensor, p: float, generator: torch.Generator | None =
             s = torch.flip(s, dims=(int(flip[i]),))
         s = torch.roll(s, (int(shift[i, 0]), int(shift[i, 1])), dims=(1, 2)) * float(gain[i])
         inside = (s.mean(dim=0, keepdim=True) > FOREGROUND_THRESHOLD).to(x)  # tissue only, no background
-        m = gate[i] * F.avg_pool2d(inside[None], 5, stride=1, padding=2)[0]
+        m = gate[i] * F.avg_pool2d(inside[None], 5, stride=1, padding=2)[0] * inside  # fades out within tissue
         out[i] = x[i] * (1 - m) + s.clamp(0, 1) * m
     return out

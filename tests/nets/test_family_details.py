@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from app.nets import ModelConfig, create_model
 from app.nets.context_ae import erase_random_squares
-from app.nets.dae import blob_gate, coarse_noise
+from app.nets.dae import PATCH_GAIN, blob_gate, coarse_noise, paste_patches
 
 
 def tiny(family, **extra):
@@ -180,6 +180,58 @@ def test_dae_noise_cover_blob_size_drawn_per_image():
     assert float(covered.min()) > 0.15 and float(covered.max()) < 0.4, covered
     with pytest.raises(ValueError, match="noise_cover_res"):
         tiny("dae", noise_cover_res="4,0").cover_resolutions()
+
+
+def test_dae_patches_paste_tissue_from_another_image_inside_the_foreground_only():
+    x = torch.zeros(8, 1, 64, 64)
+    x[..., 8:56, 8:56] = 0.4
+    x[1::2, :, 8:56, 8:56] = 0.8  # neighbours differ, so every paste shows
+    fg = x > 0.01
+    y = paste_patches(x, 1.0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(y, paste_patches(x, 1.0, torch.Generator().manual_seed(0)))  # seeded
+    changed = (y - x).abs() > 1e-4
+    assert not changed[~fg].any()  # never outside the image's own foreground
+    assert y.min() >= 0 and y.max() <= 1
+    # blobs over 2-15 % of the foreground where the gate passes a half (every paste here changes a pixel by at
+    # least 0.16 there: the two levels 0.4 and 0.8 at a gain of 0.7-1.3); the soft edges reach a little further
+    half = ((y - x).abs() > 0.08).flatten(1).float().sum(1) / fg.flatten(1).sum(1)
+    assert float(half.min()) > 0.01 and float(half.max()) < 0.2, half
+    assert (changed.flatten(1).sum(1) > ((y - x).abs() > 0.08).flatten(1).sum(1)).all()  # soft edges
+    # what is pasted is the other image's tissue at a gain of 0.7-1.3, blended by a 0..1 gate
+    src = torch.roll(x, 1, dims=0)
+    lo, hi = PATCH_GAIN
+    for i in range(8):
+        s = float(src[i].max())
+        inside = changed[i] & (x[i] > 0.01)
+        d = s - float(x[i].max())
+        between = (y[i][inside] - x[i][inside]) / d  # 0 = kept, gain * s = pasted; never background (0) pasted
+        far = max((g * s - float(x[i].max())) / d for g in (lo, hi))  # the pasted value farthest from x
+        assert float(between.min()) > -1e-4 and float(between.max()) < far + 1e-4
+    # nothing to paste from (the other images are background): nothing changes
+    empty = torch.zeros(2, 1, 64, 64)
+    empty[0, :, 8:56, 8:56] = 0.5
+    torch.testing.assert_close(paste_patches(empty, 1.0, torch.Generator().manual_seed(1))[0], empty[0])
+    assert torch.equal(paste_patches(x, 0.0, torch.Generator().manual_seed(0)), x)
+    assert lo < 1 < hi
+
+
+def test_dae_patch_p_adds_patches_after_the_noise_and_defaults_to_none():
+    x = torch.zeros(8, 1, 32, 32)
+    x[..., 4:28, 4:28] = 0.5
+    x[::2, :, 4:28, 4:28] = 0.9
+    plain = tiny("dae", noise_res=4, noise_std=0.2)
+    assert plain.patch_p() == 0.0
+    # the default is the paper's input: the clean image plus the coarse noise, same random stream
+    torch.testing.assert_close(plain.corrupt(x, torch.Generator().manual_seed(3)),
+                               x + plain.training_noise(x, torch.Generator().manual_seed(3)))  # fmt: skip
+    m = tiny("dae", noise_res=4, noise_std=0.2, patch_p="1")  # as --set stores it
+    g = torch.Generator().manual_seed(3)
+    noise = m.training_noise(x, g)
+    torch.testing.assert_close(m.corrupt(x, torch.Generator().manual_seed(3)), paste_patches(x, 1.0, g) + noise)
+    assert float(m.training_loss(x, torch.Generator().manual_seed(3))) > 0
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="patch_p"):
+            tiny("dae", patch_p=bad).patch_p()
 
 
 def test_ganomaly_has_three_generator_losses_and_z_is_the_first_encoder():
