@@ -6,8 +6,9 @@ than the cards were calibrated on (``python main.py data brain-proxy --val-reali
 the usual four, the ones that chose every card's eps and tau), those are validation volumes that no choice saw,
 for choosing between models. Per model: whole-volume Dice (all slices of a realisation pooled, normal ones
 included), false-positive pixels per normal slice, per-lesion detection by lesion size (a lesion is a 3-D
-connected component of a realisation's mask; "found" = more than 10 % of its voxels flagged), and the paired
-difference in volume Dice from the first model (95 % bootstrap interval over the realisations).
+connected component of a realisation's mask; "found" = more than 10 % of its voxels flagged) by lesion size and by
+lesion kind (bright, dark, cavity, foreign, mirror: the kind most of its voxels carry), and the paired difference
+in volume Dice from the first model (95 % bootstrap interval over the realisations).
 
     python scripts/val_select.py DATA_DIR MODEL [MODEL ...] [--skip N] [--base] [--intensity] [--json OUT]
 """
@@ -25,6 +26,7 @@ import torch  # noqa: E402
 from app.core.detector import Detector  # noqa: E402
 from app.core.metrics import dice, fp_per_normal_slice, lesion_hits, paired_difference  # noqa: E402
 from app.core.protocol import across_volumes, choose_intensity_volume_tau, intensity_volume_maps  # noqa: E402
+from app.data.lesions import KINDS  # noqa: E402
 from app.data.splits import load_volumes  # noqa: E402
 from app.nets.card import card_choices  # noqa: E402
 from app.nets.checkpoint import load_checkpoint  # noqa: E402
@@ -34,25 +36,43 @@ BINS = (0, 20, 60, 200, None)  # lesion size in voxels of the model grid (2 mm p
 FOUND = 0.1
 
 
-def row(eps: float, tau: float, flagged_volumes, masks) -> dict:
+def lesion_kinds(mask: np.ndarray, kinds: np.ndarray) -> list[str]:
+    """The kind of each lesion of ``mask`` (a 3-D component, in ``lesion_hits``' label order): the kind label
+    (``kinds``: 0 none, i + 1 for ``KINDS[i]``) most of its voxels carry."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(np.asarray(mask, dtype=bool))
+    if n == 0:
+        return []
+    counts = np.zeros((n + 1, len(KINDS) + 1), dtype=np.int64)
+    np.add.at(counts, (labels.ravel(), np.asarray(kinds).ravel().astype(np.int64)), 1)
+    return [KINDS[int(np.argmax(c[1:]))] for c in counts[1:]]
+
+
+def _found(fractions: list[float]) -> dict:
+    return {"found": sum(f > FOUND for f in fractions), "of": len(fractions),
+            "voxel_fraction": float(np.mean(fractions or [0]))}  # fmt: skip
+
+
+def row(eps: float, tau: float, flagged_volumes, masks, kinds) -> dict:
     """One method's row over the realisations: per volume its Dice and false-positive pixels per normal slice, and
-    per lesion (a 3-D component of the mask) the fraction flagged; then the means and lesions found by size."""
-    dices, fps, hits = [], [], []
-    for flagged, mask in zip(flagged_volumes, masks, strict=True):
+    per lesion (a 3-D component of the mask) the fraction flagged; then the means and lesions found by size and by
+    kind."""
+    dices, fps, hits, hit_kinds = [], [], [], []
+    for flagged, mask, kind in zip(flagged_volumes, masks, kinds, strict=True):
         dices.append(dice(flagged, mask))
         fps.append(fp_per_normal_slice(flagged, mask))
         hits += lesion_hits(flagged, mask)
-    bins = []
-    for i in range(len(BINS) - 1):
-        sel = [f for s, f in hits if s >= BINS[i] and (BINS[i + 1] is None or s < BINS[i + 1])]
-        bins.append(
-            {"found": sum(f > FOUND for f in sel), "of": len(sel), "voxel_fraction": float(np.mean(sel or [0]))}
-        )
+        hit_kinds += lesion_kinds(mask, kind)
+    bins = [_found([f for s, f in hits if s >= BINS[i] and (BINS[i + 1] is None or s < BINS[i + 1])])
+            for i in range(len(BINS) - 1)]  # fmt: skip
+    by_kind = {k: _found([f for (_, f), kk in zip(hits, hit_kinds, strict=True) if kk == k]) for k in KINDS}
     return {"eps": eps, "tau": tau, "volume_dice": dices, "volume_dice_mean": float(np.mean(dices)),
-            "fp_pixels_per_normal_slice": float(np.mean(fps)), "lesions_by_size": bins}  # fmt: skip
+            "fp_pixels_per_normal_slice": float(np.mean(fps)), "lesions_by_size": bins,
+            "lesions_by_kind": by_kind}  # fmt: skip
 
 
-def model_row(det: Detector, eps: float, tau: float, images, masks, base: bool, vols=None) -> dict:
+def model_row(det: Detector, eps: float, tau: float, images, masks, kinds, base: bool, vols=None) -> dict:
     """The model applied as ``detect`` applies it (base: eps 0; D averaged over the card's z window of axial
     slices, within each run of consecutive slices of ``vols``), one realisation at a time."""
 
@@ -61,7 +81,7 @@ def model_row(det: Detector, eps: float, tau: float, images, masks, base: bool, 
             o = det.run(v, eps, base_only=base)
             yield det.post.mask(across_volumes(det.post, o.d[None], o.foreground[None], vols)[0], tau)
 
-    return row(0.0 if base else eps, tau, flagged_volumes(), masks)
+    return row(0.0 if base else eps, tau, flagged_volumes(), masks, kinds)
 
 
 def intensity_row(vols, skip: int) -> dict:
@@ -69,7 +89,7 @@ def intensity_row(vols, skip: int) -> dict:
     the choosing realisations (as ``bench quality`` chooses its whole-volume tau)."""
     maps = intensity_volume_maps(vols.images)
     tau = choose_intensity_volume_tau(maps[:skip], vols.masks[:skip])
-    return row(0.0, tau, maps[skip:] > tau, vols.masks[skip:])
+    return row(0.0, tau, maps[skip:] > tau, vols.masks[skip:], vols.kinds[skip:])
 
 
 def _bin_name(i: int) -> str:
@@ -96,7 +116,7 @@ def main(argv: list[str]) -> int:
         return 2
     torch.set_num_threads(a.threads)
     vols = load_volumes(a.data, "val")
-    images, masks = vols.images[a.skip :], vols.masks[a.skip :]
+    images, masks, kinds = vols.images[a.skip :], vols.masks[a.skip :], vols.kinds[a.skip :]
     if images.shape[0] < 2:
         print(f"val_select: {a.data} has {vols.images.shape[0]} validation realisations; need more than "
               f"--skip {a.skip} + 1 (build with --val-realisations)", file=sys.stderr)  # fmt: skip
@@ -109,9 +129,9 @@ def main(argv: list[str]) -> int:
         ch = card_choices(card)
         det = Detector.from_card(model, card, "cpu", batch_size=16)
         label = Path(name).name if f"{Path(name).name} + MG" not in rows else name  # two cards of one model
-        rows[f"{label} + MG"] = model_row(det, ch["eps"], ch["tau"], images, masks, base=False, vols=vols)
+        rows[f"{label} + MG"] = model_row(det, ch["eps"], ch["tau"], images, masks, kinds, base=False, vols=vols)
         if a.base:
-            rows[label] = model_row(det, 0.0, ch["tau_base"], images, masks, base=True, vols=vols)
+            rows[label] = model_row(det, 0.0, ch["tau_base"], images, masks, kinds, base=True, vols=vols)
     if a.intensity:
         rows["intensity threshold"] = intensity_row(vols, a.skip)
     first = next(iter(rows.values()))["volume_dice"]
@@ -125,6 +145,12 @@ def main(argv: list[str]) -> int:
         print(f"| {label} | {r['eps']:.3g} | {r['tau']:.3g} | {100 * r['volume_dice_mean']:.1f} | "
               f"{100 * pd['mean']:+.1f} [{100 * pd['ci95'][0]:+.1f}, {100 * pd['ci95'][1]:+.1f}] | "
               f"{r['fp_pixels_per_normal_slice']:.1f} | " + " | ".join(cells) + " |")  # fmt: skip
+    print("\nLesions found (more than 10 % of their voxels flagged) by kind, and the mean fraction flagged:\n")
+    print("| method | " + " | ".join(KINDS) + " |")
+    print("|---|" + "---|" * len(KINDS))
+    for label, r in rows.items():
+        cells = [f"{b['found']} of {b['of']} ({b['voxel_fraction']:.0%})" for b in r["lesions_by_kind"].values()]
+        print(f"| {label} | " + " | ".join(cells) + " |")
     if a.json:
         Path(a.json).write_text(json.dumps({"data": a.data, "skip": a.skip, "seeds": vols.seeds[a.skip :],
                                             "rows": rows}, indent=1) + "\n")  # fmt: skip

@@ -52,8 +52,24 @@ def test_val_select_scores_the_realisations_after_the_choosing_ones(dataset, tmp
     floor = rows["intensity threshold"]
     assert floor["volume_dice"] == [1.0, 1.0] and floor["fp_pixels_per_normal_slice"] == 0.0
     assert floor["lesions_by_size"][2] == {"found": 2, "of": 2, "voxel_fraction": 1.0}
+    # the kinds map says 1 (bright) on the lesion: both lesions are counted there, none elsewhere
+    assert floor["lesions_by_kind"]["bright"] == {"found": 2, "of": 2, "voxel_fraction": 1.0}
+    assert all(b["of"] == 0 for k, b in floor["lesions_by_kind"].items() if k != "bright")
     assert floor["paired_vs_first"]["mean"] == pytest.approx(1.0 - rows["m + MG"]["volume_dice_mean"])
     assert "| intensity threshold | 0 |" in capsys.readouterr().out
     # nothing left after the choosing realisations: a clear error
     assert vs.main([str(dataset), str(out), "--skip", "3"]) == 2
     assert "--val-realisations" in capsys.readouterr().err
+
+
+def test_lesion_kind_is_the_kind_most_of_its_voxels_carry():
+    mask = np.zeros((2, 8, 8), dtype=bool)
+    kinds = np.zeros((2, 8, 8), dtype=np.uint8)
+    mask[:, 1:3, 1:3] = True  # lesion 1: 8 voxels, 5 dark (2) and 3 cavity (3)
+    kinds[:, 1:3, 1:3] = 3
+    kinds[0, 1:3, 1:3] = 2
+    kinds[1, 1, 1] = 2
+    mask[1, 5:8, 5:8] = True  # lesion 2: mirror (5)
+    kinds[1, 5:8, 5:8] = 5
+    assert _script().lesion_kinds(mask, kinds) == ["dark", "mirror"]
+    assert _script().lesion_kinds(np.zeros((2, 8, 8), bool), kinds) == []
