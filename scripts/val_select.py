@@ -38,7 +38,8 @@ FOUND = 0.1
 
 def lesion_kinds(mask: np.ndarray, kinds: np.ndarray) -> list[str]:
     """The kind of each lesion of ``mask`` (a 3-D component, in ``lesion_hits``' label order): the kind label
-    (``kinds``: 0 none, i + 1 for ``KINDS[i]``) most of its voxels carry."""
+    (``kinds``: 0 none, i + 1 for ``KINDS[i]``) most of its voxels carry; "none" where none of them carries one
+    (such a lesion counts by size, not by kind)."""
     from scipy import ndimage
 
     labels, n = ndimage.label(np.asarray(mask, dtype=bool))
@@ -46,7 +47,7 @@ def lesion_kinds(mask: np.ndarray, kinds: np.ndarray) -> list[str]:
         return []
     counts = np.zeros((n + 1, len(KINDS) + 1), dtype=np.int64)
     np.add.at(counts, (labels.ravel(), np.asarray(kinds).ravel().astype(np.int64)), 1)
-    return [KINDS[int(np.argmax(c[1:]))] for c in counts[1:]]
+    return [KINDS[int(np.argmax(c[1:]))] if c[1:].any() else "none" for c in counts[1:]]
 
 
 def _found(fractions: list[float]) -> dict:

@@ -72,4 +72,6 @@ def test_lesion_kind_is_the_kind_most_of_its_voxels_carry():
     mask[1, 5:8, 5:8] = True  # lesion 2: mirror (5)
     kinds[1, 5:8, 5:8] = 5
     assert _script().lesion_kinds(mask, kinds) == ["dark", "mirror"]
+    kinds[1, 5:8, 5:8] = 0  # a lesion without a kind label is "none", not the first kind
+    assert _script().lesion_kinds(mask, kinds) == ["dark", "none"]
     assert _script().lesion_kinds(np.zeros((2, 8, 8), bool), kinds) == []
