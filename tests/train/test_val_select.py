@@ -52,6 +52,11 @@ def test_val_select_scores_the_realisations_after_the_choosing_ones(dataset, tmp
     floor = rows["intensity threshold"]
     assert floor["volume_dice"] == [1.0, 1.0] and floor["fp_pixels_per_normal_slice"] == 0.0
     assert floor["lesions_by_size"][2] == {"found": 2, "of": 2, "voxel_fraction": 1.0}
+    assert floor["voxels"] == {"tp": 144, "fp": 0, "fn": 0}  # 2 x 72 voxels, exactly
+    assert floor["voxel_precision"] == 1.0 and floor["voxel_recall"] == 1.0
+    for r in rows.values():  # every lesion voxel is flagged or missed
+        assert r["voxels"]["tp"] + r["voxels"]["fn"] == 144
+        assert r["voxel_recall"] == pytest.approx(r["voxels"]["tp"] / 144)
     # the kinds map says 1 (bright) on the lesion: both lesions are counted there, none elsewhere
     assert floor["lesions_by_kind"]["bright"] == {"found": 2, "of": 2, "voxel_fraction": 1.0}
     assert all(b["of"] == 0 for k, b in floor["lesions_by_kind"].items() if k != "bright")
