@@ -199,7 +199,8 @@ def _spg_loop(
       the selections that the usual case makes trivial (every trial accepted, every image started) are skipped;
     * the trial step s = z_t - z_c is ls * d, so <s,s> = ls^2 ||d||^2 and <s,y> = ls (<d,g> - <d,g_c>) come from
       scalars kept per image and one inner product (``_vdot``: a BLAS dot per image on the CPU), not from
-      difference vectors;
+      difference vectors -- so the accepted point's gradient g_c itself is never kept, only <g_c, d>;
+    * a rejected trial's image keeps its point and direction by a row copy into the new buffers;
     * the projected direction is formed from nu = z0 - z_t (needed for the distance anyway) in one fused pass;
     * ``best_z`` is written lazily: while an image's best point is its current accepted point (the usual case,
       every accepted step improving), nothing is copied; the point is saved only when it is about to be left
@@ -208,7 +209,6 @@ def _spg_loop(
     B = x.shape[0]
     dev, dt = z.device, z.dtype
     zc = z  # a copy of z0 that is ours: every image starts there (a cold start)
-    gc = torch.zeros_like(z)
     fc = torch.full((B,), math.inf, dtype=dt, device=dev)
     hist = torch.full((B, opts.spg_memory), -math.inf, dtype=dt, device=dev)
     d = torch.zeros_like(z)  # zero until an image has started, so its first trial point is zc itself
@@ -231,7 +231,7 @@ def _spg_loop(
         n = idx.numel()
         full = n == B  # every image still searching: work on the buffers themselves
         sel = slice(None) if full else idx  # a slice gives views, an index gives copies
-        zci, di, gci, z0i = zc[sel], d[sel], gc[sel], z0[sel]
+        zci, di, z0i = zc[sel], d[sel], z0[sel]
         e, st_i, lsi, fci = eps_t[idx], started[idx], ls[idx], fc[idx]
         gd, dd, bac = gd_c[idx], dd_c[idx], best_at_c[idx]
         all_started = bool(st_i.all())
@@ -302,22 +302,21 @@ def _spg_loop(
         stall[idx] = st
 
         if bool(accept.all()):
-            zc_new, gc_new, d_next = zt, g, d_new
+            zc_new, d_next = zt, d_new
             gd_next, dd_next, distc_next = gd_new, dd_new, dist_t
         else:
-            acc_b = _bcast(accept, zt)
-            zc_new, gc_new, d_next = (
-                torch.where(acc_b, zt, zci),
-                torch.where(acc_b, g, gci),
-                torch.where(acc_b, d_new, di),
-            )
+            # the rejected images keep their point and direction: copied row by row into the new buffers (each
+            # distinct from the old ones), not z-sized torch.where over the whole batch
+            rej = (~accept).nonzero(as_tuple=True)[0]
+            zt[rej], d_new[rej] = zci[rej], di[rej]
+            zc_new, d_next = zt, d_new
             gd_next = torch.where(accept, gd_new, gd)
             dd_next = torch.where(accept, dd_new, dd)
             distc_next = torch.where(accept, dist_t, dist_c[idx])
         if full:
-            zc, gc, d = zc_new, gc_new, d_next
+            zc, d = zc_new, d_next
         else:
-            zc[idx], gc[idx], d[idx] = zc_new, gc_new, d_next
+            zc[idx], d[idx] = zc_new, d_next
         gd_c[idx], dd_c[idx], dist_c[idx] = gd_next, dd_next, distc_next
         fc[idx] = torch.where(accept, f, fci)
         pushed = torch.cat([hist[idx][:, 1:], f[:, None]], dim=1)
