@@ -1,4 +1,4 @@
-"""The previous commit's solver against the current one, alternately in one process (same model, batch, eps):
+"""An earlier commit's solver against the current one, alternately in one process (same model, batch, eps):
 times and whether z and s are bit-identical. Save the old one first:
 git show 006d067:app/core/matchgen.py > /tmp/matchgen_old.py (the solver before 482aeb1)"""
 
