@@ -24,7 +24,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from app.core.detector import Detector  # noqa: E402
-from app.core.metrics import dice, fp_per_normal_slice, lesion_hits, paired_difference  # noqa: E402
+from app.core.metrics import (  # noqa: E402
+    dice,
+    fp_per_normal_slice,
+    lesion_hits,
+    lesion_labels,
+    paired_difference,
+)
 from app.core.protocol import across_volumes, choose_intensity_volume_tau, intensity_volume_maps  # noqa: E402
 from app.data.lesions import KINDS  # noqa: E402
 from app.data.splits import load_volumes  # noqa: E402
@@ -37,12 +43,10 @@ FOUND = 0.1
 
 
 def lesion_kinds(mask: np.ndarray, kinds: np.ndarray) -> list[str]:
-    """The kind of each lesion of ``mask`` (a 3-D component, in ``lesion_hits``' label order): the kind label
-    (``kinds``: 0 none, i + 1 for ``KINDS[i]``) most of its voxels carry; "none" where none of them carries one
+    """The kind of each lesion of ``mask`` (``lesion_labels``, the labelling and order of ``lesion_hits``): the kind
+    label (``kinds``: 0 none, i + 1 for ``KINDS[i]``) most of its voxels carry; "none" where none of them carries one
     (such a lesion counts by size, not by kind)."""
-    from scipy import ndimage
-
-    labels, n = ndimage.label(np.asarray(mask, dtype=bool))
+    labels, n = lesion_labels(mask)
     if n == 0:
         return []
     counts = np.zeros((n + 1, len(KINDS) + 1), dtype=np.int64)

@@ -38,16 +38,22 @@ def fp_per_normal_slice(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(p[normal].sum() / max(1, normal.sum()))
 
 
-def lesion_hits(pred: np.ndarray, gt: np.ndarray) -> list[tuple[int, float]]:
-    """Per lesion -- a connected component (face-connected, in as many dimensions as the arrays have) of the
-    ground truth -- its size in voxels and the fraction of its voxels the prediction flags, in label order."""
+def lesion_labels(gt: np.ndarray) -> tuple[np.ndarray, int]:
+    """The lesions of a ground-truth mask: its connected components (face-connected, in as many dimensions as the
+    array has), labelled 1..n; every per-lesion figure uses this labelling and its order."""
     from scipy import ndimage
 
+    return ndimage.label(np.asarray(gt, dtype=bool))
+
+
+def lesion_hits(pred: np.ndarray, gt: np.ndarray) -> list[tuple[int, float]]:
+    """Per lesion (:func:`lesion_labels`) its size in voxels and the fraction of its voxels the prediction flags,
+    in label order."""
     p = np.asarray(pred, dtype=bool)
     g = np.asarray(gt, dtype=bool)
     if p.shape != g.shape:
         raise ValueError(f"prediction {p.shape} and ground truth {g.shape} differ in shape")
-    labels, n = ndimage.label(g)
+    labels, n = lesion_labels(g)
     if n == 0:
         return []
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
