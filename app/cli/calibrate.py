@@ -48,6 +48,11 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="only the z-window stage, on a card whose whole-volume choice exists (its eps held fixed)",
     )  # fmt: skip
     p.add_argument(
+        "--eps-area-only", action="store_true",
+        help="only record that eps scales with each slice's foreground area (sqrt of its area over the median of the "
+        "validation volumes' slices), eps and tau unchanged: the same budget per brain pixel on small sections",
+    )  # fmt: skip
+    p.add_argument(
         "--layout", choices=("auto", "channels_last", "contiguous"), default="auto",
         help="memory layout of the fast solver, recorded in the card for detect and the viewer: auto (default: "
         "the faster of the two, timed on a validation batch), channels_last or contiguous",
@@ -75,6 +80,12 @@ def run(args: argparse.Namespace) -> int:
         raise OptionError(f"--z-grid must be numbers of mm separated by commas, not {args.z_grid!r}") from None
     if not z_grid or any(not (v >= 0 and v < 1e4) for v in z_grid):
         raise OptionError(f"--z-grid must be numbers of mm >= 0, not {args.z_grid!r}")
+    if args.eps_area_only:
+        from app.train.calibrate import calibrate_eps_area
+
+        card = calibrate_eps_area(resolve_model(args.model), args.data)
+        print(f"eps scaling: {card['eps_scaling']}")
+        return 0
     if args.z_only:
         from app.train.calibrate import calibrate_z
 

@@ -76,6 +76,9 @@ class DetectionOutput:
     distance: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # ||z - z0|| per slice
     analysed: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # False: empty slice, skipped
     post: PostProcessing = field(default_factory=PostProcessing)
+    #: per slice, the factor its eps was scaled by (``Detector.eps_reference_area``; 1 without): the slice was
+    #: solved at eps * eps_factor, so distance / eps_factor is its distance in units of the eps given
+    eps_factor: np.ndarray = field(default_factory=lambda: np.ones(0, np.float64))
 
     def mask(self, tau: float) -> np.ndarray:
         return self.post.mask(self.d, tau)
@@ -89,8 +92,33 @@ def has_foreground(x: np.ndarray, threshold: float = FOREGROUND_THRESHOLD) -> np
     return (xs > threshold).reshape(len(xs), -1).any(axis=1)
 
 
+def foreground_area(x: np.ndarray, threshold: float = FOREGROUND_THRESHOLD) -> np.ndarray:
+    """(N,) foreground pixels of each slice (N, [C,] S, S): the map's own foreground (:func:`foreground_mask`)."""
+    x = np.asarray(x)
+    xs = x.mean(axis=1) if x.ndim == 4 else x
+    return foreground_mask(xs, threshold).reshape(len(xs), -1).sum(axis=1)
+
+
+def area_factor(area: np.ndarray, reference_area: float) -> np.ndarray:
+    """sqrt(area / reference_area) per slice (``area`` floored at one pixel): see :func:`area_scaled_eps`."""
+    return np.sqrt(np.maximum(np.asarray(area, np.float64), 1.0) / reference_area)
+
+
+def area_scaled_eps(eps: float | torch.Tensor, area: np.ndarray, reference_area: float) -> torch.Tensor:
+    """eps per slice for a budget per brain pixel: eps * sqrt(area / reference_area) (``area`` floored at one
+    pixel). z holds feature maps over the whole slice and moving features over background does not lower the L1,
+    so the budget goes to the foreground: a change of delta per foreground pixel costs about delta * sqrt(area) in
+    ||z - z_o||, and one eps lets each pixel of a small section (the top and bottom of a brain) move further than
+    on the large sections eps was chosen on (docs/bench/eps-area/)."""
+    factor = torch.from_numpy(area_factor(area, reference_area))
+    e = torch.as_tensor(eps, dtype=torch.float64)
+    return (e.expand(len(factor)) if e.dim() == 0 else e.to(torch.float64)) * factor
+
+
 class Detector:
-    """A frozen model on a device plus solver options."""
+    """A frozen model on a device plus solver options. With ``eps_reference_area`` (pixels; a model card's
+    ``eps_scaling``) every eps given is the eps of a slice with that much foreground, and each slice is solved at
+    :func:`area_scaled_eps`; without it (the paper, the default) eps is the same for every slice."""
 
     def __init__(
         self,
@@ -101,7 +129,11 @@ class Detector:
         batch_size: int = 64,
         channels_last: bool = False,
         fold_batchnorm: bool = True,
+        eps_reference_area: float | None = None,
     ):
+        if eps_reference_area is not None and not (np.isfinite(eps_reference_area) and eps_reference_area > 0):
+            raise OptionError(f"eps reference area must be a number of pixels > 0, not {eps_reference_area!r}")
+        self.eps_reference_area = None if eps_reference_area is None else float(eps_reference_area)
         self.device = torch.device(device)
         self.model = model.to(self.device).freeze()
         # Both change float rounding only (~1e-7), so the given model is left as it is and a copy is changed.
@@ -142,7 +174,7 @@ class Detector:
         overrides the card's ``postprocess.median_size``; erosion and the minimum component size come from the
         card as they are). ``solver_warning`` is the one-line warning when the
         solver is not the card's (else None)."""
-        from app.nets.card import card_channels_last, card_postprocess, solver_for
+        from app.nets.card import card_channels_last, card_eps_reference_area, card_postprocess, solver_for
 
         options, warning = solver_for(card, solver, max_steps)
         post = card_postprocess(card)
@@ -156,6 +188,7 @@ class Detector:
             batch_size=batch_size,
             channels_last=card_channels_last(card),
             fold_batchnorm=fold_batchnorm,
+            eps_reference_area=card_eps_reference_area(card),
         )
         det.solver_warning = warning
         return det
@@ -170,6 +203,17 @@ class Detector:
             raise OptionError("input slices contain NaN or infinite values")
         return t
 
+    def foreground_area(self, x: torch.Tensor) -> np.ndarray:
+        """(N,) foreground pixels of a batch (N, C, S, S), as the maps see it."""
+        return foreground_area(x.detach().float().cpu().numpy(), self.post.foreground_threshold)
+
+    def eps_factor(self, x: torch.Tensor) -> np.ndarray:
+        """(N,) the factor :meth:`solve_batch` scales each image's eps by: :func:`area_factor` with
+        ``eps_reference_area``, 1 without."""
+        if self.eps_reference_area is None:
+            return np.ones(x.shape[0], np.float64)
+        return area_factor(self.foreground_area(x), self.eps_reference_area)
+
     def solve_batch(
         self,
         x: torch.Tensor,
@@ -180,7 +224,11 @@ class Detector:
         **overrides,
     ) -> tuple[torch.Tensor, MatchGenResult]:
         """One batch: z0 = encode(x), then MatchGen (eps = 0 gives the base model; a tensor gives one eps per
-        image). Returns (z0, result)."""
+        image; with ``eps_reference_area`` each image's eps is scaled by its foreground area). Returns (z0,
+        result)."""
+        if self.eps_reference_area is not None and bool(torch.as_tensor(eps).ne(0).any()):
+            eps = eps * torch.from_numpy(self.eps_factor(x)) if torch.is_tensor(eps) else (
+                area_scaled_eps(eps, self.foreground_area(x), self.eps_reference_area))
         with torch.no_grad():
             z0 = self.model.encode(x)
         res = optimize(
@@ -247,6 +295,7 @@ class Detector:
         steps = np.zeros(n, np.int64)
         loss = np.zeros(n, np.float32)
         dist = np.zeros(n, np.float32)
+        factor = np.ones(n, np.float64)
         analysed = np.zeros(n, bool)
         analysed[todo] = True
         for start in range(0, todo.size, self.batch_size):
@@ -263,6 +312,8 @@ class Detector:
             steps[ii] = res.steps.cpu().numpy()
             loss[ii] = res.loss.cpu().numpy()
             dist[ii] = res.distance.cpu().numpy()
+            if self.eps_reference_area is not None and not base_only:
+                factor[ii] = self.eps_factor(xb)
             if progress is not None:
                 progress(min(start + self.batch_size, todo.size), int(todo.size))
         return DetectionOutput(
@@ -275,4 +326,5 @@ class Detector:
             distance=dist,
             analysed=analysed,
             post=self.post,
+            eps_factor=factor,
         )

@@ -101,7 +101,7 @@ class PathMaps:
     maps: dict[float, np.ndarray]  # eps -> (N, S, S)
     steps: dict[float, np.ndarray]  # eps -> (N,) solver steps
     loss: dict[float, np.ndarray]  # eps -> (N,) final mean |x - s|
-    distance: dict[float, np.ndarray]  # eps -> (N,) ||z - z0||
+    distance: dict[float, np.ndarray]  # eps -> (N,) ||z - z0|| (over the slice's eps factor: in units of eps)
     seconds: float = 0.0
     foreground: np.ndarray | None = None  # (N, S, S); with ``raw=True`` the maps are not post-processed
 
@@ -149,7 +149,7 @@ def compute_maps(
     maps[eps_of, img_of] = out.d
     steps[eps_of, img_of] = out.steps
     loss[eps_of, img_of] = out.loss
-    dist[eps_of, img_of] = out.distance
+    dist[eps_of, img_of] = out.distance / out.eps_factor  # in units of the eps given (eps_reference_area)
     row = {e: i for i, e in enumerate(eps_sorted)}
     return PathMaps(
         {e: maps[i] for e, i in row.items()},

@@ -415,6 +415,17 @@ def card_postprocess(card: dict) -> dict[str, int | float]:
     }
 
 
+def card_eps_reference_area(card: dict) -> float | None:
+    """``eps_scaling.reference_area_px``: the foreground area (pixels at the model's size) at which the card's eps
+    applies as it is; each slice is then solved at eps * sqrt(its area / this) (``Detector``, docs/bench/eps-area/).
+    None when the card has none or an invalid one: one eps for every slice, as in the paper."""
+    es = card.get("eps_scaling")
+    v = es.get("reference_area_px") if isinstance(es, dict) else None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and v > 0):
+        return None
+    return float(v)
+
+
 def card_domain(card: dict) -> dict[str, Any]:
     """What the model is for (``domain``: e.g. ``{"modality": "MR", "anatomy": "brain", "sequence": "T1"}``);
     {} when the card says nothing."""

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from app.core.protocol import Z_GRID_MM
+from app.nets.card import card_eps_reference_area
 from app.nets.checkpoint import load_checkpoint, read_card, stem_of, write_card
 
 
@@ -133,7 +134,8 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
             f"{stem.name}: layout {'channels_last' if channels_last else 'contiguous'} "
             f"(s per batch of {lf['batch']}, {lf['steps']} steps: {lf['seconds_per_batch']})"
         )
-    det = Detector(model, device, solver=solver, batch_size=st.batch_size, channels_last=channels_last)
+    det = Detector(model, device, solver=solver, batch_size=st.batch_size, channels_last=channels_last,
+                   eps_reference_area=card_eps_reference_area(card))  # fmt: skip
     t0 = time.perf_counter()
     rng = calibrate_eps_range(
         det,
@@ -322,6 +324,34 @@ def calibrate_z(path, data_dir: str, z_grid_mm=Z_GRID_MM, device="cpu", log=prin
     if zc.z_mm:
         post["z_mm"] = zc.z_mm
     return update_card(stem, {"chosen_volume": chosen, "postprocess": post})
+
+
+def calibrate_eps_area(path, data_dir: str, log=print) -> dict[str, Any]:
+    """Scale eps by each slice's foreground area from now on (``eps_scaling`` in the card; docs/bench/eps-area/):
+    the reference area is the median foreground area of the validation volumes' slices that have foreground, so
+    the card's eps holds as it is where it was chosen. The card's eps and tau are not changed; run ``calibrate``
+    again to choose them with the scaling applied."""
+    from app.core.detector import foreground_area, has_foreground
+    from app.data.splits import load_volumes
+    from app.errors import OptionError
+
+    stem = stem_of(path)
+    read_card(stem)  # a missing or unreadable card fails here, before the volumes are read
+    vols = load_volumes(data_dir, "val")
+    x = vols.images.reshape(-1, *vols.images.shape[-3:])
+    area = foreground_area(x[has_foreground(x)])
+    if area.size == 0:
+        raise OptionError(f"{data_dir}: the validation volumes hold no slice with foreground")
+    ref = float(np.median(area))
+    log(f"{stem.name}: eps scaled by sqrt(foreground area / {ref:g} px), the median over {area.size} validation "
+        f"slices (their factors {np.sqrt(area.min() / ref):.2f}-{np.sqrt(area.max() / ref):.2f})")  # fmt: skip
+    return update_card(stem, {"eps_scaling": {
+        "reference_area_px": ref,
+        "slices": int(area.size),
+        "data_dir": str(data_dir),
+        "rule": "each slice solved at eps * sqrt(its foreground pixels / reference_area_px): the same budget per "
+        "foreground pixel on small and large sections; reference: the median over the validation volumes' slices",
+    }})  # fmt: skip
 
 
 def _validation_volumes(data_dir, log):

@@ -5,6 +5,7 @@ import torch
 from app.core.detector import Detector, PostProcessing
 from app.core.device import resolve_device
 from app.errors import Cancelled, CheckpointError, OptionError
+from app.solver_options import FAST
 
 
 @pytest.fixture
@@ -131,3 +132,69 @@ def test_run_skips_empty_slices_and_takes_one_eps_per_slice(tiny_ae, slices):
     assert every.analysed.all()
     with pytest.raises(OptionError):
         det.run(x, np.zeros(3), max_steps=2)
+
+
+def _sections():
+    """Two slices whose foreground is 16 x 16 and 8 x 8 pixels (a large and a small brain section)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.zeros(2, 1, 32, 32)
+    x[0, :, 8:24, 8:24] = 0.5 + 0.2 * torch.rand(1, 16, 16, generator=g)
+    x[1, :, 12:20, 12:20] = 0.5 + 0.2 * torch.rand(1, 8, 8, generator=g)
+    return x
+
+
+def test_eps_scaled_by_area_is_the_plain_solve_at_the_scaled_eps(tiny_ae):
+    """With a reference area of 256 px the 8 x 8 section is solved at half the eps (sqrt(64 / 256)): exactly what a
+    detector without scaling gives at eps 0.05 and 0.025 (both below the free optimum's distance, so both
+    bind); the solution stays in the smaller ball, the reported factor
+    says so, and the base model is untouched."""
+    from app.core.detector import area_scaled_eps, foreground_area
+
+    x = _sections()
+    assert foreground_area(x.numpy()).tolist() == [256, 64]
+    np.testing.assert_allclose(area_scaled_eps(0.4, np.array([256, 64, 0]), 256.0).numpy(), [0.4, 0.2, 0.025])
+    e, half = 0.05, 0.025
+    scaled = Detector(tiny_ae, solver=FAST, batch_size=2, eps_reference_area=256.0)
+    plain = Detector(tiny_ae, solver=FAST, batch_size=2)
+    a = scaled.run(x, e, max_steps=200)
+    b = plain.run(x, np.array([e, half], np.float32), max_steps=200)
+    np.testing.assert_allclose(a.d, b.d, atol=1e-6)
+    np.testing.assert_allclose(a.eps_factor, [1.0, 0.5])
+    assert a.distance[1] == pytest.approx(half, rel=1e-2)  # on the smaller sphere
+    assert a.distance[1] / a.eps_factor[1] == pytest.approx(e, rel=1e-2)
+    assert not np.allclose(a.s[1], plain.run(x, e, max_steps=200).s[1], atol=1e-6)  # it does change the small one
+    base = scaled.run(x, e, base_only=True)
+    np.testing.assert_array_equal(base.d, plain.run(x, 0.0).d)
+    np.testing.assert_array_equal(base.eps_factor, [1.0, 1.0])
+    # per-image eps (the protocol's pairs) are scaled too; the viewer's solve_batch as well
+    c = scaled.run(x, np.array([e, e], np.float32), max_steps=200)
+    np.testing.assert_allclose(c.d, a.d, atol=1e-6)
+    _, res = scaled.solve_batch(x, e, max_steps=200)
+    assert float(res.distance[1]) == pytest.approx(half, rel=1e-2)
+    with pytest.raises(OptionError):
+        Detector(tiny_ae, eps_reference_area=0.0)
+
+
+def test_from_card_reads_the_eps_scaling(tiny_ae):
+    from app.nets.card import card_eps_reference_area
+
+    assert Detector.from_card(tiny_ae, {"eps_scaling": {"reference_area_px": 300}}).eps_reference_area == 300.0
+    for bad in ({}, {"eps_scaling": {}}, {"eps_scaling": {"reference_area_px": -1}},
+                {"eps_scaling": {"reference_area_px": "big"}}, {"eps_scaling": {"reference_area_px": True}},
+                {"eps_scaling": {"reference_area_px": float("inf")}}, {"eps_scaling": 5}):  # fmt: skip
+        assert card_eps_reference_area(bad) is None
+        assert Detector.from_card(tiny_ae, bad).eps_reference_area is None
+
+
+def test_protocol_distances_are_in_units_of_the_eps_given(tiny_ae):
+    """compute_maps reports ||z - z0|| over the slice's eps factor, so the binding fraction and the eps range read
+    against the eps the grid names."""
+    from app.core.protocol import compute_maps, solver_facts
+
+    x = _sections()
+    det = Detector(tiny_ae, solver=FAST, batch_size=4, eps_reference_area=256.0)
+    pm = compute_maps(det, x.numpy(), [0.0, 0.05], max_steps=200)
+    np.testing.assert_allclose(pm.distance[0.05], [0.05, 0.05], rtol=1e-2)  # both bind, each at its own eps
+    plain = compute_maps(Detector(tiny_ae, solver=FAST, batch_size=4), x.numpy(), [0.025], max_steps=200)
+    assert pm.distance[0.05][1] == pytest.approx(2 * plain.distance[0.025][1], rel=1e-5)
+    assert solver_facts(pm.steps[0.05], pm.distance[0.05], 0.05, 200)[0] == 1.0  # read against 0.025 it would be 0.5

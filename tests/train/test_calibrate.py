@@ -163,3 +163,34 @@ def test_calibrate_z_only_writes_the_window_and_its_taus(dataset, tmp_path, caps
     assert card["chosen_volume"]["eps"] == before["chosen_volume"]["eps"]
     # with 0 the table's first row is the card as it was
     assert zc["per_window"]["0"][0] == pytest.approx(before["chosen_volume"]["val_volume_dice"], abs=1e-6)
+
+
+def test_calibrate_eps_area_only_records_the_median_foreground_area(dataset, tmp_path, capsys):
+    """``calibrate --eps-area-only``: the reference area is the median foreground area of the validation volumes'
+    slices (those with foreground), the card's choices are untouched and the card's Detector scales by it; a data
+    set without validation volumes is a one-line error (exit 2), the card untouched."""
+    from app.core.detector import foreground_area, has_foreground
+    from app.data.splits import save_volumes
+
+    out = tmp_path / "m"
+    args = ["train", "ae-l1", "--data", str(dataset), "--out", str(out), "--epochs", "1", "--width", "4"]
+    assert main([*args, "--latent-dim", "8", "--batch-size", "8", "--quiet"]) == 0
+    before = read_card(out)
+    capsys.readouterr()
+    assert main(["calibrate", str(out), "--data", str(dataset), "--eps-area-only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "volumes" in err[0] and read_card(out) == before
+    val = load_split(dataset, "val")
+    images, masks = val.images.reshape(2, 3, 1, 32, 32).copy(), val.masks.reshape(2, 3, 32, 32)
+    images[1, 2] = 0.0  # an empty slice does not count
+    save_volumes(dataset, "val", images, masks, masks.astype(np.uint8), [["a0", "a1", "a2"], ["b0", "b1", "b2"]],
+                 {"seeds": [0, 1], "z": [0, 1, 2], "slice_mm": 2.0})  # fmt: skip
+    assert main(["calibrate", str(out), "--data", str(dataset), "--eps-area-only"]) == 0
+    card = read_card(out)
+    flat = images.reshape(-1, 1, 32, 32)
+    areas = foreground_area(flat[has_foreground(flat)])
+    assert len(areas) == 5 and card["eps_scaling"]["reference_area_px"] == float(np.median(areas))
+    assert card["eps_scaling"]["slices"] == 5
+    assert {k: v for k, v in card.items() if k != "eps_scaling"} == before
+    model, card = load_checkpoint(out)
+    assert Detector.from_card(model, card).eps_reference_area == float(np.median(areas))
