@@ -11,6 +11,9 @@ lesion kind (bright, dark, cavity, foreign, mirror: the kind most of its voxels 
 in volume Dice from the first model (95 % bootstrap interval over the realisations).
 
     python scripts/val_select.py DATA_DIR MODEL [MODEL ...] [--skip N] [--base] [--intensity] [--json OUT]
+
+``--split test`` (or ``test_b``) scores the test realisations from ``--skip`` on instead, for a report made once
+after a choice (nothing may be chosen on them; ``--intensity`` then has no tau of its own and is refused).
 """
 
 import argparse
@@ -118,20 +121,27 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="also the plain intensity threshold, its tau chosen on the first --skip realisations' volumes",
     )
+    p.add_argument("--split", choices=("val", "test", "test_b"), default="val",
+                   help="the realisations scored (default val; test splits only to report a choice made before)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", help="write the figures here too")
     a = p.parse_args(argv)
     if not a.models and not a.intensity:
         print("val_select: name at least one model, or --intensity", file=sys.stderr)
         return 2
+    if a.intensity and a.split != "val":
+        print("val_select: --intensity chooses its tau on the first --skip realisations: only with --split val",
+              file=sys.stderr)  # fmt: skip
+        return 2
     torch.set_num_threads(a.threads)
-    vols = load_volumes(a.data, "val")
+    vols = load_volumes(a.data, a.split)
     images, masks, kinds = vols.images[a.skip :], vols.masks[a.skip :], vols.kinds[a.skip :]
     if images.shape[0] < 2:
-        print(f"val_select: {a.data} has {vols.images.shape[0]} validation realisations; need more than "
-              f"--skip {a.skip} + 1 (build with --val-realisations)", file=sys.stderr)  # fmt: skip
+        flag = "--val-realisations" if a.split == "val" else "--test-realisations"
+        print(f"val_select: {a.data} has {vols.images.shape[0]} {a.split} realisations; need more than "
+              f"--skip {a.skip} + 1 (build with {flag})", file=sys.stderr)  # fmt: skip
         return 2
-    print(f"validation volumes {a.skip + 1}..{vols.images.shape[0]} of {a.data} (seeds {vols.seeds[a.skip:]}): "
+    print(f"{a.split} volumes {a.skip + 1}..{vols.images.shape[0]} of {a.data} (seeds {vols.seeds[a.skip:]}): "
           f"{images.shape[0]} realisations x {images.shape[1]} slices")  # fmt: skip
     rows: dict[str, dict] = {}
     for name in a.models:
@@ -169,8 +179,8 @@ def main(argv: list[str]) -> int:
         cells = [f"{b['found']} of {b['of']} ({b['voxel_fraction']:.0%})" for b in r["lesions_by_kind"].values()]
         print(f"| {label} | " + " | ".join(cells) + " |")
     if a.json:
-        Path(a.json).write_text(json.dumps({"data": a.data, "skip": a.skip, "seeds": vols.seeds[a.skip :],
-                                            "rows": rows}, indent=1) + "\n")  # fmt: skip
+        doc = {"data": a.data, "split": a.split, "skip": a.skip, "seeds": vols.seeds[a.skip :], "rows": rows}
+        Path(a.json).write_text(json.dumps(doc, indent=1) + "\n")
     return 0
 
 

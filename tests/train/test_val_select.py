@@ -65,6 +65,17 @@ def test_val_select_scores_the_realisations_after_the_choosing_ones(dataset, tmp
     # nothing left after the choosing realisations: a clear error
     assert vs.main([str(dataset), str(out), "--skip", "3"]) == 2
     assert "--val-realisations" in capsys.readouterr().err
+    # the test realisations, for a report once a choice is made: the same rows from the test volumes
+    test_masks = np.zeros_like(m4)
+    save_volumes(dataset, "test", np.stack([block] * 4), test_masks, test_masks.astype(np.uint8), names,
+                 {"seeds": [10, 11, 12, 13], "z": [0, 1, 2]})  # fmt: skip
+    cmd = [str(dataset), str(out), "--skip", "1", "--split", "test", "--threads", "1", "--json", str(report)]
+    assert vs.main(cmd) == 0
+    doc = json.loads(report.read_text())
+    assert doc["split"] == "test" and doc["seeds"] == [11, 12, 13] and list(doc["rows"]) == ["m + MG"]
+    assert doc["rows"]["m + MG"]["voxels"]["tp"] == 0 and doc["rows"]["m + MG"]["voxels"]["fn"] == 0  # no lesion
+    assert vs.main([str(dataset), str(out), "--split", "test", "--intensity"]) == 2  # its tau would be chosen on test
+    assert "--split val" in capsys.readouterr().err
 
 
 def test_lesion_kind_is_the_kind_most_of_its_voxels_carry():
