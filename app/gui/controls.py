@@ -97,7 +97,10 @@ class ControlPanel(QWidget):
         self.mg_check.setToolTip("off: the base model alone; on: MatchGen's matched pseudo-normal (M)")
         f.addRow(self.mg_check)
         self.eps = FloatSlider(0.0, state.eps_max, steps=eps_steps)
-        self.eps.setToolTip("eps: how far MatchGen may move the latent from the encoder's (, / .)")
+        self.eps.setToolTip(
+            "eps: how far MatchGen may move the latent from the encoder's (, / .); where the model card scales eps by "
+            "the brain area (the default dae), the eps of a slice with the card's reference brain area"
+        )
         f.addRow("eps", self.eps)
         self.tau = FloatSlider(0.0, 1.0, steps=200)
         self.tau.setToolTip("tau: detection threshold on the difference map ([ / ])")
