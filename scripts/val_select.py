@@ -133,6 +133,10 @@ def main(argv: list[str]) -> int:
         print("val_select: --intensity chooses its tau on the first --skip realisations: only with --split val",
               file=sys.stderr)  # fmt: skip
         return 2
+    where = [str(resolve_model(name)) for name in a.models]
+    if len(set(where)) < len(where):
+        print("val_select: a model is given twice", file=sys.stderr)
+        return 2
     torch.set_num_threads(a.threads)
     vols = load_volumes(a.data, a.split)
     images, masks, kinds = vols.images[a.skip :], vols.masks[a.skip :], vols.kinds[a.skip :]
@@ -148,7 +152,10 @@ def main(argv: list[str]) -> int:
         model, card = load_checkpoint(resolve_model(name), "cpu")
         ch = card_choices(card)
         det = Detector.from_card(model, card, "cpu", batch_size=16)
-        label = Path(name).name if f"{Path(name).name} + MG" not in rows else name  # two cards of one model
+        where = str(resolve_model(name))
+        label = Path(name).name
+        if f"{label} + MG" in rows:  # two cards of one name (a zoo name and a copy elsewhere): their full paths
+            label = where
         rows[f"{label} + MG"] = model_row(det, ch["eps"], ch["tau"], images, masks, kinds, base=False, vols=vols)
         if a.base:
             rows[label] = model_row(det, 0.0, ch["tau_base"], images, masks, kinds, base=True, vols=vols)

@@ -65,6 +65,18 @@ def test_val_select_scores_the_realisations_after_the_choosing_ones(dataset, tmp
     # nothing left after the choosing realisations: a clear error
     assert vs.main([str(dataset), str(out), "--skip", "3"]) == 2
     assert "--val-realisations" in capsys.readouterr().err
+    # two cards with one name (the zoo's and a copy elsewhere) get two rows each, not one overwriting the other
+    import shutil
+
+    (tmp_path / "copy").mkdir()
+    for f in tmp_path.glob("m.*"):
+        shutil.copy(f, tmp_path / "copy" / f.name)
+    assert vs.main([str(dataset), str(out), str(tmp_path / "copy" / "m"), "--skip", "2", "--base", "--threads", "1",
+                    "--json", str(report)]) == 0  # fmt: skip
+    assert list(json.loads(report.read_text())["rows"]) == ["m + MG", "m", f"{tmp_path / 'copy' / 'm'} + MG",
+                                                            str(tmp_path / "copy" / "m")]  # fmt: skip
+    assert vs.main([str(dataset), str(out), str(out), "--skip", "2"]) == 2
+    assert "given twice" in capsys.readouterr().err
     # the test realisations, for a report once a choice is made: the same rows from the test volumes
     test_masks = np.zeros_like(m4)
     save_volumes(dataset, "test", np.stack([block] * 4), test_masks, test_masks.astype(np.uint8), names,
