@@ -111,8 +111,8 @@ def area_scaled_eps(eps: float | torch.Tensor, area: np.ndarray, reference_area:
     ||z - z_o||, and one eps lets each pixel of a small section (the top and bottom of a brain) move further than
     on the large sections eps was chosen on (docs/bench/eps-area/)."""
     factor = torch.from_numpy(area_factor(area, reference_area))
-    e = torch.as_tensor(eps, dtype=torch.float64)
-    return (e.expand(len(factor)) if e.dim() == 0 else e.to(torch.float64)) * factor
+    e = torch.as_tensor(eps).detach().to("cpu", torch.float64)  # a tensor may live on the GPU; the solver moves it
+    return (e.expand(len(factor)) if e.dim() == 0 else e) * factor
 
 
 class Detector:
@@ -227,8 +227,7 @@ class Detector:
         image; with ``eps_reference_area`` each image's eps is scaled by its foreground area). Returns (z0,
         result)."""
         if self.eps_reference_area is not None and bool(torch.as_tensor(eps).ne(0).any()):
-            eps = eps * torch.from_numpy(self.eps_factor(x)) if torch.is_tensor(eps) else (
-                area_scaled_eps(eps, self.foreground_area(x), self.eps_reference_area))
+            eps = area_scaled_eps(eps, self.foreground_area(x), self.eps_reference_area)
         with torch.no_grad():
             z0 = self.model.encode(x)
         res = optimize(
