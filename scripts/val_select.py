@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from app.atomic import atomic_write_text  # noqa: E402
 from app.core.detector import Detector  # noqa: E402
 from app.core.metrics import (  # noqa: E402
     dice,
@@ -148,14 +149,13 @@ def main(argv: list[str]) -> int:
     print(f"{a.split} volumes {a.skip + 1}..{vols.images.shape[0]} of {a.data} (seeds {vols.seeds[a.skip:]}): "
           f"{images.shape[0]} realisations x {images.shape[1]} slices")  # fmt: skip
     rows: dict[str, dict] = {}
-    for name in a.models:
-        model, card = load_checkpoint(resolve_model(name), "cpu")
+    for name, path in zip(a.models, where, strict=True):
+        model, card = load_checkpoint(path, "cpu")
         ch = card_choices(card)
         det = Detector.from_card(model, card, "cpu", batch_size=16)
-        where = str(resolve_model(name))
         label = Path(name).name
         if f"{label} + MG" in rows:  # two cards of one name (a zoo name and a copy elsewhere): their full paths
-            label = where
+            label = path
         rows[f"{label} + MG"] = model_row(det, ch["eps"], ch["tau"], images, masks, kinds, base=False, vols=vols)
         if a.base:
             rows[label] = model_row(det, 0.0, ch["tau_base"], images, masks, kinds, base=True, vols=vols)
@@ -187,7 +187,7 @@ def main(argv: list[str]) -> int:
         print(f"| {label} | " + " | ".join(cells) + " |")
     if a.json:
         doc = {"data": a.data, "split": a.split, "skip": a.skip, "seeds": vols.seeds[a.skip :], "rows": rows}
-        Path(a.json).write_text(json.dumps(doc, indent=1) + "\n")
+        atomic_write_text(a.json, json.dumps(doc, indent=1) + "\n")
     return 0
 
 

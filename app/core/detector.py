@@ -207,13 +207,6 @@ class Detector:
         """(N,) foreground pixels of a batch (N, C, S, S), as the maps see it."""
         return foreground_area(x.detach().float().cpu().numpy(), self.post.foreground_threshold)
 
-    def eps_factor(self, x: torch.Tensor) -> np.ndarray:
-        """(N,) the factor :meth:`solve_batch` scales each image's eps by: :func:`area_factor` with
-        ``eps_reference_area``, 1 without."""
-        if self.eps_reference_area is None:
-            return np.ones(x.shape[0], np.float64)
-        return area_factor(self.foreground_area(x), self.eps_reference_area)
-
     def solve_batch(
         self,
         x: torch.Tensor,
@@ -311,8 +304,8 @@ class Detector:
             steps[ii] = res.steps.cpu().numpy()
             loss[ii] = res.loss.cpu().numpy()
             dist[ii] = res.distance.cpu().numpy()
-            if self.eps_reference_area is not None and not base_only:
-                factor[ii] = self.eps_factor(xb)
+            if self.eps_reference_area is not None and not base_only:  # the maps' foreground is the one it scaled by
+                factor[ii] = area_factor(fg.reshape(len(fg), -1).sum(axis=1), self.eps_reference_area)
             if progress is not None:
                 progress(min(start + self.batch_size, todo.size), int(todo.size))
         return DetectionOutput(
