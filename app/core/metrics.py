@@ -143,6 +143,35 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, n_boot: int = 2
     }
 
 
+
+def paired_by_bins(
+    a: Sequence[float],
+    b: Sequence[float],
+    values: Sequence[float],
+    edges: Sequence[float],
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> list[dict]:
+    """:func:`paired_difference` of b - a within each bin of ``values`` (e.g. each slice's brain area): bin k holds
+    ``edges[k] <= value < edges[k + 1]``, the last bin everything from ``edges[-1]`` up (its ``hi`` is None). Each
+    row adds ``lo``, ``hi`` and the two means; an empty bin is kept (n 0, means NaN) so tables of several models
+    line up."""
+    a, b, v = (np.asarray(x, np.float64) for x in (a, b, values))
+    if not (a.shape == b.shape == v.shape) or a.ndim != 1:
+        raise ValueError("paired scores and their values must be three equally long 1-D sequences")
+    if len(edges) == 0 or np.any(np.diff(edges) <= 0):
+        raise ValueError("bin edges must be one or more increasing numbers")
+    bounds = [*map(float, edges), None]
+    rows = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        sel = (v >= lo) & (v < hi) if hi is not None else v >= lo
+        p = paired_difference(a[sel], b[sel], n_boot=n_boot, seed=seed)
+        mean_a = float(a[sel].mean()) if sel.any() else float("nan")
+        mean_b = float(b[sel].mean()) if sel.any() else float("nan")
+        rows.append({"lo": lo, "hi": hi, "a_mean": mean_a, "b_mean": mean_b, **p})
+    return rows
+
 def evaluate(
     maps: Sequence[np.ndarray], gts: Sequence[np.ndarray], tau: float, min_component_px: int = 0
 ) -> Scores:

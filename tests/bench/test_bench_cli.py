@@ -56,6 +56,30 @@ def test_quality_report_has_the_table_json_and_plot(tmp_path, tiny_model, capsys
     assert rep["intensity_baseline"]["choice"]["tau"] == ch.tau
     assert rep["intensity_baseline"]["test"]["dice_mean"] == pytest.approx(sc.dice_mean)
     assert "bench quality" in rep["command"] and "tiny + MG" in capsys.readouterr().out
+    # by brain area: 32 px slices all fall in the first bin, which then repeats the paired difference of them all
+    bins = row["by_area"]["dice"]
+    assert [b["n"] for b in bins] == [row["base"]["n_images"], 0, 0, 0]
+    assert bins[0]["mean"] == pytest.approx(row["paired"]["dice"]["mean"])
+    assert bins[0]["ci95"] == pytest.approx(row["paired"]["dice"]["ci95"])
+    assert "| tiny | 0-3,000 |" in md and "| tiny | >= 7,000 | 0 |" in md
+
+
+def test_quality_areas_follow_the_abnormal_slices_in_order():
+    from app.bench.quality import _abnormal_areas
+
+    masks = np.zeros((4, 8, 8), bool)
+    masks[1, 2, 2] = masks[3, 5, 5] = True  # slices 1 and 3 abnormal
+    fg = np.zeros((4, 8, 8), bool)
+    for i, n in enumerate((5, 7, 11, 13)):
+        fg[i].flat[:n] = True
+
+    class Split:
+        pass
+
+    split = Split()
+    split.masks = np.concatenate([np.zeros((2, 8, 8), bool), masks])  # two slices left out by the subset
+    keep = {"idx": np.array([2, 3, 4, 5]), "foreground": fg}
+    assert _abnormal_areas(split, keep).tolist() == [7, 13]
 
 
 def test_quality_never_chooses_on_test(tmp_path, tiny_model):

@@ -13,6 +13,7 @@ from app.core.metrics import (
     grid_search,
     lesion_hits,
     mean_dice_per_tau,
+    paired_by_bins,
     paired_difference,
 )
 
@@ -101,6 +102,25 @@ def test_paired_difference_golden_values():
     assert paired_difference([0.1, 0.2, 0.3], [0.2, 0.2, 0.1]) == p  # seeded: reproducible
     with pytest.raises(ValueError):
         paired_difference([0.1], [0.1, 0.2])
+
+
+def test_paired_by_bins_splits_the_pairs_by_value():
+    a = [0.5, 0.5, 0.2, 0.2, 0.9]
+    b = [0.7, 0.6, 0.0, 0.1, 0.9]
+    area = [100, 2999, 3000, 4500, 8000]  # bins [0, 3000), [3000, 7000), [7000, ...)
+    rows = paired_by_bins(a, b, area, [0, 3000, 7000])
+    assert [(r["lo"], r["hi"], r["n"]) for r in rows] == [(0, 3000, 2), (3000, 7000, 2), (7000, None, 1)]
+    assert rows[0]["mean"] == pytest.approx(0.15) and (rows[0]["a_mean"], rows[0]["b_mean"]) == pytest.approx((0.5, 0.65))
+    assert rows[1]["mean"] == pytest.approx(-0.15) and rows[1]["losses"] == 2
+    assert rows[2]["mean"] == 0.0 and rows[2]["ties"] == 1
+    # each bin is paired_difference of its own pairs: the same interval, seed for seed
+    assert rows[1]["ci95"] == paired_difference([0.2, 0.2], [0.0, 0.1])["ci95"]
+    empty = paired_by_bins(a, b, area, [0, 50_000])[1]
+    assert empty["n"] == 0 and np.isnan(empty["a_mean"]) and np.isnan(empty["mean"])
+    with pytest.raises(ValueError):
+        paired_by_bins(a, b, area[:4], [0, 3000])
+    with pytest.raises(ValueError):
+        paired_by_bins(a, b, area, [3000, 0])
 
 
 def test_paired_difference_interval_covers_a_known_shift():
