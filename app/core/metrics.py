@@ -143,7 +143,6 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, n_boot: int = 2
     }
 
 
-
 def paired_by_bins(
     a: Sequence[float],
     b: Sequence[float],
@@ -164,7 +163,7 @@ def paired_by_bins(
         raise ValueError("bin edges must be one or more increasing numbers")
     bounds = [*map(float, edges), None]
     rows = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         sel = (v >= lo) & (v < hi) if hi is not None else v >= lo
         p = paired_difference(a[sel], b[sel], n_boot=n_boot, seed=seed)
         mean_a = float(a[sel].mean()) if sel.any() else float("nan")

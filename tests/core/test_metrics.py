@@ -110,7 +110,8 @@ def test_paired_by_bins_splits_the_pairs_by_value():
     area = [100, 2999, 3000, 4500, 8000]  # bins [0, 3000), [3000, 7000), [7000, ...)
     rows = paired_by_bins(a, b, area, [0, 3000, 7000])
     assert [(r["lo"], r["hi"], r["n"]) for r in rows] == [(0, 3000, 2), (3000, 7000, 2), (7000, None, 1)]
-    assert rows[0]["mean"] == pytest.approx(0.15) and (rows[0]["a_mean"], rows[0]["b_mean"]) == pytest.approx((0.5, 0.65))
+    assert rows[0]["mean"] == pytest.approx(0.15)
+    assert (rows[0]["a_mean"], rows[0]["b_mean"]) == pytest.approx((0.5, 0.65))
     assert rows[1]["mean"] == pytest.approx(-0.15) and rows[1]["losses"] == 2
     assert rows[2]["mean"] == 0.0 and rows[2]["ties"] == 1
     # each bin is paired_difference of its own pairs: the same interval, seed for seed

@@ -5,6 +5,7 @@ area (the maps' own foreground). No model is run.
 
     python docs/bench/test32-zoo/area_table.py /work/cache/brain-proxy-t32z REPORT.json [REPORT.json ...]
 """
+
 import json
 import sys
 from pathlib import Path
