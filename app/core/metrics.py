@@ -171,6 +171,7 @@ def paired_by_bins(
         rows.append({"lo": lo, "hi": hi, "a_mean": mean_a, "b_mean": mean_b, **p})
     return rows
 
+
 def evaluate(
     maps: Sequence[np.ndarray], gts: Sequence[np.ndarray], tau: float, min_component_px: int = 0
 ) -> Scores:
