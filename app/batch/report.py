@@ -17,6 +17,9 @@ body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 h1{font-size:1.4em} table{border-collapse:collapse} td,th{padding:4px 8px;border-bottom:1px solid #ddd;
 vertical-align:middle;text-align:left} th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{display:block;image-rendering:auto;border:1px solid #999} .err{color:#a00} .meta{color:#555;font-size:.9em}
+.triage{padding:.5em .8em;border-radius:4px;max-width:60em}
+.warn{background:#fff3cd;color:#5c4400;border:1px solid #e0c36a}
+.ok{background:#e6f2e6;color:#1d4d1d;border:1px solid #9c9}
 """
 
 
@@ -67,6 +70,13 @@ def report_html(folder: str | Path, results: list[dict], meta: dict | None = Non
         f"{len(ranked)} studies analysed, {len(failed)} failed; written {stamp}"
         f"<br>score: {e(definition)}. Research software, not a diagnostic device.</p>"
     )
+    ev = meta.get("triage_evidence") or {}
+    evidence = (
+        f'<p class="triage {"ok" if ev.get("status") == "validated" else "warn"}" id="triage-evidence">'
+        f"{e(str(ev['text']))}</p>"
+        if ev.get("text")
+        else ""
+    )
     table = (
         f"<table><tr><th>rank</th><th>most abnormal slice</th><th>study</th><th>{e(SCORE_LABEL)}</th><th>slice</th>"
         "<th>findings</th><th>flagged (ml)</th><th>largest finding</th></tr>" + "".join(rows) + "</table>"
@@ -78,7 +88,7 @@ def report_html(folder: str | Path, results: list[dict], meta: dict | None = Non
     )
     return (
         "<!DOCTYPE html><html><head><meta charset=utf-8><title>MatchGen worklist</title>"
-        f"<style>{CSS}</style></head><body><h1>MatchGen triage worklist</h1>{head}{table}{fail_html}</body></html>\n"
+        f"<style>{CSS}</style></head><body><h1>MatchGen worklist</h1>{head}{evidence}{table}{fail_html}</body></html>\n"
     )
 
 

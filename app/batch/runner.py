@@ -59,10 +59,36 @@ class BatchSummary:
     results: list[dict] = field(default_factory=list)
     worklist: tuple[Path, Path] | None = None
     report: Path | None = None
+    #: what the model card says of how well this run's order triages (app.core.triage_evidence.TriageEvidence)
+    triage: dict = field(default_factory=dict)
 
     @property
     def rate_per_min(self) -> float:
         return 60.0 * self.done / self.wall_s if self.wall_s > 0 else float("nan")
+
+
+def triage_evidence_for(settings: BatchSettings) -> dict:
+    """:func:`app.core.triage_evidence.triage_evidence` for the card and settings of a batch run (a card that cannot
+    be read counts as one without measurements)."""
+    import json
+
+    from app.core.triage_evidence import triage_evidence
+
+    try:
+        card = json.loads(Path(settings.model).with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        card = None
+    mode = "base" if settings.base_only else "mg"
+    ev = triage_evidence(
+        card,
+        settings.weights_sha256,
+        mode=mode,
+        eps=settings.eps,
+        tau=settings.tau,
+        solver=settings.solver,
+        max_steps=settings.max_steps,
+    )
+    return ev.to_dict()
 
 
 class BatchProgress:
@@ -200,10 +226,12 @@ def run_batch(
         ac.add(fut)
         return True
 
+    summary.triage = triage_evidence_for(settings)
     base_meta = {
         "model": settings.model_name,
         "eps": settings.eps,
         "tau": settings.tau,
+        "triage_evidence": summary.triage,
         **(meta or {}),
     }
     try:

@@ -34,6 +34,7 @@ import numpy as np
 
 from app.atomic import atomic_write_bytes
 from app.batch.inputs import StudyRef
+from app.core.findings import SCORE_VERSION
 
 RESULT = "result.json"
 MASK = "mask.nii.gz"
@@ -45,11 +46,6 @@ RESULT_VERSION = 1
 #: bumped when the detection itself changes (a rerun then redoes studies done before): 2 = detect's whole path
 #: (brain extraction, the card's erosion and component rule, D kept inside the brain)
 DETECTION_VERSION = 2
-#: bumped when the study-level score's definition changes (app.core.findings.SCORE_DEFINITION), so a rerun does
-#: not rank old scores beside new ones: 4 = the peak D of the detection again (chosen with the card's z window,
-#: docs/bench/triage-z/); 3: the 99.9th percentile of D over the foreground; 2: the peak D; 1: the largest
-#: finding's volume
-SCORE_VERSION = 4
 
 
 @dataclass(frozen=True)

@@ -243,7 +243,11 @@ def run_triage(
     split: str = "all",
     modes: tuple[str, ...] = ("base", "mg"),
     maps: bool = False,
+    record: bool = False,
+    command: str = "",
 ) -> dict:
+    """Build the studies, run each model and mode on them as ``batch`` does, and evaluate the scores. With
+    ``record`` each card's ``triage`` list gets the worklist score's AUROC (:func:`record_triage`)."""
     from distributed import Client, LocalCluster
 
     from app.batch.inputs import expand_inputs
@@ -296,6 +300,8 @@ def run_triage(
                 ev = evaluate(summary.results, truth)
                 ev.update(eps=eps, tau=tau, wall_s=round(time.perf_counter() - t, 1), failed=summary.failed)
                 entry[mode] = ev
+                if record:
+                    ev["recorded"] = record_triage(stem, settings, ev, split, mode, loads, seed, command, log)
                 others = ", ".join(f"{LABELS[k]} {ev[f'auroc_{k}']:.3f}" for k in ev["candidates"] if k != "score")
                 ranks = ev["abnormal_ranks"]
                 log(f"{stem.name} {mode}: AUROC {ev['auroc_score']:.3f} ({others}); abnormal ranks {ranks}")
@@ -304,6 +310,42 @@ def run_triage(
     (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / f"{name}.md").write_text(markdown(report))
     return report
+
+
+def record_triage(stem: Path, settings, ev: dict, split: str, mode: str, loads, seed: int, command: str, log) -> bool:
+    """Write the worklist score's AUROC into the card at ``stem`` (``triage`` list, replacing the same split and
+    mode), for ``batch``, report.html and the viewer's worklist to show. Not when a study failed or the score has no
+    interval (the measurement would be of fewer studies than it says)."""
+    from app.core.triage_evidence import record_measurement, triage_measurement
+    from app.nets.card import validate_card
+    from app.nets.checkpoint import write_card
+
+    if ev.get("failed") or not ev.get("auroc_score_ci95") or not np.isfinite(ev.get("auroc_score", float("nan"))):
+        log(f"{stem.name} {mode}: not recorded in the card ({ev.get('failed', 0)} studies failed or no AUROC)")
+        return False
+    path = stem.with_suffix(".json")
+    card = json.loads(json.dumps(validate_card(json.loads(path.read_text()), str(path)), default=str))
+    m = triage_measurement(
+        card,
+        settings.weights_sha256,
+        split=split,
+        mode=mode,
+        eps=settings.eps,
+        tau=settings.tau,
+        solver=settings.solver,
+        max_steps=settings.max_steps,
+        auroc=ev["auroc_score"],
+        ci95=ev["auroc_score_ci95"],
+        n_normal=ev["normal"],
+        n_abnormal=ev["abnormal"],
+        loads=list(loads),
+        seed=seed,
+        measured=time.strftime("%Y-%m-%d", time.gmtime()),
+        command=command,
+    )
+    write_card(stem, record_measurement(card, m))
+    log(f"{stem.name} {mode}: AUROC {m['auroc']:.3f} recorded in {path} (split {split})")
+    return True
 
 
 def markdown(rep: dict) -> str:

@@ -150,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if summary.worklist:
         print(f"wrote {summary.worklist[0]}, {summary.worklist[1]} and {summary.report}")
+        if summary.triage.get("text"):
+            print(summary.triage["text"])
     if args.send:
         batch_pacs.send(args, summary.results, out)
     return 1 if summary.failed else 0

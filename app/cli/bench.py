@@ -137,6 +137,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--maps", action="store_true", help="keep each study's difference map and pseudo-normal (as batch --maps)"
     )
+    t.add_argument(
+        "--record",
+        action="store_true",
+        help="write the worklist score's AUROC into each model card, for batch, report.html and the viewer's "
+        "worklist to show beside the order (not with --max-steps: another operator than the card's)",
+    )
 
     w = sub.add_parser(
         "widths",
@@ -276,6 +282,8 @@ def run(args: argparse.Namespace) -> int:
         modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
         if not modes or set(modes) - {"base", "mg"}:
             raise OptionError(f"--modes {args.modes!r}: base, mg or base,mg")
+        if args.record and args.max_steps is not None:
+            raise OptionError("--record: not with --max-steps (the card's own step budget is what batch applies)")
         rep = run_triage(
             models,
             Path(args.out),
@@ -289,6 +297,8 @@ def run(args: argparse.Namespace) -> int:
             split=args.split,
             modes=modes,
             maps=args.maps,
+            record=args.record,
+            command=command_line(args),
         )
         from app.bench.triage import markdown
 

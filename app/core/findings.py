@@ -164,6 +164,11 @@ class StudyScore:
         return asdict(self)
 
 
+#: bumped when the study-level score's definition changes (:data:`SCORE_DEFINITION`), so a batch rerun does not rank
+#: old scores beside new ones and a triage measurement of another score is not shown as this one's: 4 = the peak D
+#: of the detection again (chosen with the card's z window, docs/bench/triage-z/); 3: the 99.9th percentile of D over
+#: the foreground; 2: the peak D; 1: the largest finding's volume
+SCORE_VERSION = 4
 #: the score's short name for table headers (the worklist dock, report.html)
 SCORE_LABEL = "score (peak D)"
 SCORE_DEFINITION = (

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.core.findings import SCORE_LABEL
 from app.viewer.worklist import Worklist, WorklistEntry
@@ -60,12 +68,19 @@ class WorklistPanel(QWidget):
         header.setSectionsClickable(True)
         header.setSortIndicatorShown(True)
         header.sectionClicked.connect(self.sort_by_column)
+        # how well the order triages (the batch's record of the card's measurement), above the order it qualifies
+        self.triage = QLabel()
+        self.triage.setObjectName("triage-evidence")
+        self.triage.setWordWrap(True)
+        self.triage.setVisible(False)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.triage)
         lay.addWidget(self.table)
 
     def set_worklist(self, wl: Worklist) -> None:
         self.worklist = wl
+        self._show_triage(wl.triage)
         self._fill()
         self._title(f"Worklist - {wl.folder.name} ({sum(e.ok for e in wl.entries)} studies)")
 
@@ -127,6 +142,22 @@ class WorklistPanel(QWidget):
         self.open_requested.emit(e)
         return e
 
+    def _show_triage(self, ev: dict) -> None:
+        """The evidence's sentence; amber unless the order was measured to triage."""
+        validated = ev.get("status") == "validated"
+        bg, fg = ("#e6f2e6", "#1d4d1d") if validated else ("#fff3cd", "#5c4400")
+        self.triage.setStyleSheet(f"QLabel#triage-evidence {{ background: {bg}; color: {fg}; padding: 4px; }}")
+        self.triage.setText(str(ev.get("text", "")))
+        self.triage.setToolTip(_measurement_tip(ev.get("measurement")))
+        self.triage.setVisible(bool(ev.get("text")))
+
     def _title(self, text: str) -> None:
         self.title = text
         self.title_changed.emit(text)
+
+
+def _measurement_tip(m: dict | None) -> str:
+    if not isinstance(m, dict):
+        return ""
+    keys = ("split", "mode", "eps", "tau", "seed", "measured", "command")
+    return "\n".join(f"{k}: {m[k]}" for k in keys if m.get(k) not in (None, ""))

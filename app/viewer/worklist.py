@@ -188,6 +188,13 @@ class WorklistEntry:
         return files[0] if inp.get("kind") == "file" and files else inp.get("source", self.source)
 
 
+#: what the worklist dock says when a batch folder records no triage measurement (written before batches did)
+NO_TRIAGE_RECORD = {
+    "status": "none",
+    "text": "This worklist records nothing of how well its order triages: read every study, whatever its rank.",
+}
+
+
 class Worklist:
     """A batch output folder read back: ranked entries (failures after them), and a cursor for next/previous."""
 
@@ -198,11 +205,16 @@ class Worklist:
         results = []
         wl = self.folder / WORKLIST_JSON
         ids: list[str] | None = None
+        #: how well the order triages, as the batch run recorded it (app.core.triage_evidence)
+        self.triage: dict = dict(NO_TRIAGE_RECORD)
         if wl.is_file():
             try:
                 doc = json.loads(wl.read_text())
                 ids = [e["folder"] for e in doc.get("studies", []) + doc.get("failures", [])]
-            except (OSError, ValueError, KeyError, TypeError):
+                ev = doc.get("triage_evidence")
+                if isinstance(ev, dict) and ev.get("text"):
+                    self.triage = ev
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 ids = None
         if ids is None:  # no (readable) worklist: every study folder with a result
             ids = sorted(p.parent.name for p in self.folder.glob(f"*/{RESULT}"))

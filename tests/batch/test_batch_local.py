@@ -168,3 +168,43 @@ def test_bad_command_lines_exit_2_with_one_line(tmp_path, studies, tiny_model, c
         assert code == 2, (extra, err)
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (extra, err)
         assert not out.exists(), extra
+
+
+def test_worklist_says_how_well_its_order_triages(tmp_path, studies, tiny_model, capsys):
+    """worklist.json, report.html and the command's last line carry the card's triage measurement when it applies
+    to the run, and say so when it does not (never measured; another tau)."""
+    import shutil
+
+    from app.batch.task import BatchSettings
+    from app.bench.triage import record_triage
+
+    stem = tmp_path / "models" / "tiny"  # a copy: recording writes into the card
+    stem.parent.mkdir()
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(tiny_model.with_suffix(suffix), stem.with_suffix(suffix))
+    (studies / "corrupt.nii.gz").unlink()
+    out = tmp_path / "out"
+    code, stdout, _ = _batch(capsys, studies, out, stem)
+    assert code == 0 and "never measured" in stdout.splitlines()[-1]
+    assert json.loads((out / "worklist.json").read_text())["triage_evidence"]["status"] == "none"
+
+    ev = {"auroc_score": 0.53, "auroc_score_ci95": [0.36, 0.70], "normal": 24, "abnormal": 24, "failed": 0}
+    settings = BatchSettings.for_checkpoint(stem, 0.05, 0.2, max_steps=10)  # what the runs here apply
+    assert record_triage(stem, settings, ev, "test", "mg", (1, 3, 8), 3, "bench triage ...", lambda m: None)
+    assert not record_triage(stem, settings, {**ev, "failed": 1}, "val", "mg", (1,), 3, "", lambda m: None)
+    card = json.loads(stem.with_suffix(".json").read_text())
+    assert [(m["split"], m["auroc"]) for m in card["triage"]] == [("test", 0.53)]  # the failed run recorded nothing
+    code, stdout, _ = _batch(capsys, studies, out, stem)  # the card changed: every study is redone
+    assert code == 0 and "3 analysed" in stdout
+    last = stdout.splitlines()[-1]
+    assert last.startswith("Triage not validated: AUROC 0.53 [95 % 0.36-0.70] on 48 synthetic held-out test")
+    wl = json.loads((out / "worklist.json").read_text())
+    assert wl["triage_evidence"]["status"] == "not-validated" and wl["triage_evidence"]["measurement"]["seed"] == 3
+    html = (out / "report.html").read_text()
+    assert '<p class="triage warn" id="triage-evidence">Triage not validated: AUROC 0.53' in html
+    assert html.index('id="triage-evidence"') < html.index("<table>")  # above the order it qualifies
+    assert json.loads((out / "batch.json").read_text())["triage_evidence"]["status"] == "not-validated"
+
+    code, stdout, _ = _batch(capsys, studies, out, stem, "--tau", "0.3")  # another operator than the measured one
+    assert code == 0 and "measurement was made with eps 0.05 and tau 0.2" in stdout.splitlines()[-1]
+    assert json.loads((out / "worklist.json").read_text())["triage_evidence"]["status"] == "stale"

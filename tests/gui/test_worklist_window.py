@@ -145,6 +145,32 @@ def test_header_click_orders_the_worklist(win, qtbot, batch_out):
     assert bv.session.current.id == t.item(0, col).text()
 
 
+def test_the_dock_says_how_well_the_order_triages(win, qtbot, batch_out):
+    """Above the table, the batch's record of the card's triage measurement: amber while the order is not shown to
+    triage (here: never measured), green once a measurement says it does; the measurement's details as tooltip."""
+    bv = win.batch_views
+    assert bv.open_worklist(batch_out)
+    label = bv.worklist.triage
+    assert label.isVisible() and "never measured" in label.text()
+    assert label.mapTo(bv.worklist, label.rect().bottomLeft()).y() <= bv.worklist.table.y()  # above the order
+
+    def colour():
+        qtbot.wait(50)
+        return label.grab().toImage().pixelColor(3, 3).name()
+
+    assert colour() == "#fff3cd"
+    doc = json.loads((batch_out / "worklist.json").read_text())
+    doc["triage_evidence"] = {
+        "status": "validated",
+        "text": "Triage measured: AUROC 0.81 [95 % 0.68-0.92] on 48 synthetic held-out test studies.",
+        "measurement": {"split": "test", "mode": "mg", "seed": 3},
+    }
+    (batch_out / "worklist.json").write_text(json.dumps(doc))
+    assert bv.open_worklist(batch_out)
+    assert label.text().startswith("Triage measured: AUROC 0.81") and colour() == "#e6f2e6"
+    assert "split: test" in label.toolTip() and "seed: 3" in label.toolTip()
+
+
 def test_orthogonal_views_follow_the_crosshair(win, qtbot, batch_out):
     bv, entry, _ = _open_first(win, qtbot, batch_out)
     qtbot.keyClick(win, Qt.Key.Key_O)

@@ -104,6 +104,11 @@ def test_folder_without_worklist_and_empty_folder(tmp_path):
     for r in KNOWN[:2]:
         (tmp_path / r["id"]).mkdir()
         (tmp_path / r["id"] / "result.json").write_text(json.dumps(r))
-    assert [e.id for e in Worklist(tmp_path).entries] == ["top", "low"]
+    wl = Worklist(tmp_path)
+    assert [e.id for e in wl.entries] == ["top", "low"]
+    assert wl.triage["status"] == "none" and "records nothing" in wl.triage["text"]  # no claim it cannot back
+    ev = {"status": "not-validated", "text": "Triage not validated: AUROC 0.53"}
+    write_worklist(tmp_path, KNOWN[:2], {"triage_evidence": ev})
+    assert Worklist(tmp_path).triage == ev
     with pytest.raises(StudyError, match="no batch results"):
         Worklist(tmp_path / "top")

@@ -1,0 +1,189 @@
+"""How well does the worklist's order triage? The measurement ``bench triage --record`` keeps in a model card, and
+whether it applies to a batch run with that card.
+
+A worklist ranks studies by a study-level score (:data:`app.core.findings.SCORE_DEFINITION`). Whether that order
+puts abnormal studies first is an empirical question, answered by ``bench triage`` on synthetic studies
+(docs/batch.md). A reader looking at the order must see that answer beside it, and must not see an answer that
+was measured with something else. So each measurement records what it was measured with:
+
+* the model card's content without its ``triage`` entry (:func:`card_fingerprint`) and the weights' SHA-256: a
+  recalibrated or retrained model needs a new measurement;
+* the mode (``mg`` or ``base``), eps, tau, solver and step budget: a batch with ``--eps``, ``--tau``, ``--solver``
+  or ``--max-steps`` of its own is another operator;
+* the score's version (:data:`app.core.findings.SCORE_VERSION`).
+
+:func:`triage_evidence` returns one of four states with a sentence for the reader: ``validated`` (the AUROC's 95 %
+interval lies above 0.5), ``not-validated`` (it does not), ``stale`` (measured, but with other settings) and
+``none`` (never measured). Test-split measurements are preferred to validation ones: a choice made on validation
+studies is optimistic there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from app.core.findings import SCORE_VERSION
+
+#: the card key that holds the measurements (a list of :func:`triage_measurement` dicts)
+CARD_KEY = "triage"
+#: splits in order of preference for the headline (held-out studies first)
+SPLIT_ORDER = ("test", "all", "val")
+STATES = ("validated", "not-validated", "stale", "none")
+
+
+def card_fingerprint(card: dict[str, Any]) -> str:
+    """SHA-256 of the card's content without its triage measurements (canonical JSON: sorted keys, no spaces), so
+    recording a measurement does not change what the measurement is checked against."""
+    body = {k: v for k, v in card.items() if k != CARD_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def triage_measurement(
+    card: dict[str, Any],
+    weights_sha256: str,
+    *,
+    split: str,
+    mode: str,
+    eps: float,
+    tau: float,
+    solver: str = "card",
+    max_steps: int | None = None,
+    auroc: float,
+    ci95: list[float],
+    n_normal: int,
+    n_abnormal: int,
+    loads: list[int],
+    seed: int,
+    measured: str,
+    command: str = "",
+) -> dict[str, Any]:
+    """One measurement, as :func:`record_measurement` stores it in the card."""
+    if mode not in ("mg", "base"):
+        raise ValueError(f"mode must be 'mg' or 'base', not {mode!r}")
+    return {
+        "split": split,
+        "mode": mode,
+        "eps": float(eps),
+        "tau": float(tau),
+        "solver": solver,
+        "max_steps": max_steps,
+        "score_version": SCORE_VERSION,
+        "auroc": float(auroc),
+        "ci95": [float(ci95[0]), float(ci95[1])],
+        "n_normal": int(n_normal),
+        "n_abnormal": int(n_abnormal),
+        "loads": [int(k) for k in loads],
+        "seed": int(seed),
+        "card_fingerprint": card_fingerprint(card),
+        "weights_sha256": weights_sha256,
+        "measured": measured,
+        "command": command,
+    }
+
+
+def record_measurement(card: dict[str, Any], measurement: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``card`` with ``measurement`` added; it replaces an earlier one of the same split and mode."""
+    keep = [
+        m
+        for m in card.get(CARD_KEY) or []
+        if isinstance(m, dict) and (m.get("split"), m.get("mode")) != (measurement["split"], measurement["mode"])
+    ]
+    return {**card, CARD_KEY: [*keep, measurement]}
+
+
+@dataclass
+class TriageEvidence:
+    status: str  # one of STATES
+    text: str  # one sentence for the reader
+    measurement: dict[str, Any] | None = None  # the headline measurement (validated / not-validated)
+    others: list[dict[str, Any]] = field(default_factory=list)  # further valid ones (e.g. the validation split)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _same(a: Any, b: float) -> bool:
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    except (TypeError, ValueError):
+        return False
+
+
+def _mismatch(m: dict[str, Any], fingerprint: str, weights_sha256: str, run: dict[str, Any]) -> str:
+    """Why measurement ``m`` does not apply to a run with ``run``'s mode, eps, tau, solver and budget ("" when it
+    does)."""
+    if m.get("score_version") != SCORE_VERSION:
+        return f"score version {m.get('score_version')}, not {SCORE_VERSION}"
+    if m.get("card_fingerprint") != fingerprint:
+        return "an earlier calibration of the model card"
+    if weights_sha256 and m.get("weights_sha256") != weights_sha256:
+        return "other weights"
+    if m.get("mode") != run["mode"]:
+        return "+MG" if m.get("mode") == "mg" else "the base model"
+    if not (_same(m.get("eps"), run["eps"]) and _same(m.get("tau"), run["tau"])):
+        return f"eps {m.get('eps')} and tau {m.get('tau')}"
+    if (m.get("solver", "card"), m.get("max_steps")) != (run["solver"], run["max_steps"]):
+        budget = m.get("max_steps") or "the card's"
+        return f"the {m.get('solver', 'card')} solver and {budget} steps"
+    return ""
+
+
+def _studies(m: dict[str, Any]) -> str:
+    loads = m.get("loads") or []
+    load_text = f"{min(loads)}-{max(loads)}" if len(set(loads)) > 1 else f"{loads[0]}" if loads else "some"
+    where = {"test": "held-out test", "val": "validation", "all": ""}.get(str(m.get("split")), str(m.get("split")))
+    n = int(m.get("n_normal", 0)) + int(m.get("n_abnormal", 0))
+    return (
+        f"{n} synthetic{' ' + where if where else ''} studies ({m.get('n_normal')} normal, "
+        f"{m.get('n_abnormal')} with {load_text} lesions)"
+    )
+
+
+def triage_evidence(
+    card: dict[str, Any] | None,
+    weights_sha256: str,
+    *,
+    mode: str,
+    eps: float,
+    tau: float,
+    solver: str = "card",
+    max_steps: int | None = None,
+) -> TriageEvidence:
+    """What the card says about how well a worklist run with these settings triages (module docstring)."""
+    measured = [m for m in (card or {}).get(CARD_KEY) or [] if isinstance(m, dict)]
+    if not measured:
+        return TriageEvidence(
+            "none",
+            "How well this order triages was never measured for this model (bench triage --record): "
+            "read every study, whatever its rank.",
+        )
+    fp = card_fingerprint(card or {})
+    run = {"mode": mode, "eps": eps, "tau": tau, "solver": solver, "max_steps": max_steps}
+    why = [_mismatch(m, fp, weights_sha256, run) for m in measured]
+    valid = [m for m, w in zip(measured, why, strict=True) if not w]
+    if not valid:
+        return TriageEvidence(
+            "stale",
+            f"The model card's triage measurement was made with {why[0]}: how well this order triages is "
+            "unknown. Read every study, whatever its rank.",
+        )
+    valid.sort(key=lambda m: SPLIT_ORDER.index(m["split"]) if m.get("split") in SPLIT_ORDER else len(SPLIT_ORDER))
+    head, others = valid[0], valid[1:]
+    try:
+        auroc, (lo, hi) = float(head["auroc"]), (float(v) for v in head["ci95"])
+    except (KeyError, TypeError, ValueError):
+        return TriageEvidence("stale", "The model card's triage measurement is incomplete: read every study.")
+    figure = f"AUROC {auroc:.2f} [95 % {lo:.2f}-{hi:.2f}] on {_studies(head)}"
+    if lo > 0.5:
+        text = (
+            f"Triage measured: {figure}. Abnormal studies tend to rank first, but a low rank does not rule out a "
+            "lesion."
+        )
+        return TriageEvidence("validated", text, head, others)
+    text = f"Triage not validated: {figure}. The order does not reliably put abnormal studies first: read every study."
+    return TriageEvidence("not-validated", text, head, others)
