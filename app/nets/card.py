@@ -11,7 +11,8 @@ of it through the functions below, with the same fallbacks:
   ``chosen`` (``eps``, ``tau``, ``tau_base``), ``calibration`` (``settings.solver_options``,
   ``settings.max_steps``, ``settings.channels_last``), ``postprocess`` (``median_size``, ``erode_px``,
   ``min_component_px``: non-negative integers) and ``domain`` (what the model is for: ``modality``, ``anatomy``,
-  ... as strings or lists of strings). Other keys are kept as they are. An invalid card raises
+  ... as strings or lists of strings). Other keys are kept as they are, among them ``triage``: the worklist
+  score's measured AUROC, written by ``bench triage --record`` and read by :mod:`app.core.triage_evidence`. An invalid card raises
   :class:`~app.errors.CheckpointError` naming the field. Version-1 cards are migrated on load
   (:func:`migrate_card`): their flat copies of the training facts (top-level ``epochs``, ``train_seconds``,
   ``data``, ``val_loss``; only some v1 cards had them) move into ``training``.
