@@ -66,6 +66,9 @@ class BatchSettings:
     threads: int = 1  # torch threads per worker process
     maps: bool = False
     skull_strip: bool = True  # brain extraction of skull-on brain MRI (detect --no-skull-strip turns it off)
+    #: app.core.triage_evidence.card_fingerprint of the card: what a rerun compares (a recorded triage measurement
+    #: changes the card's file, and its SHA-256 above, but no study's result)
+    card_fingerprint: str = ""
 
     @classmethod
     def for_checkpoint(cls, stem: str | os.PathLike, eps: float, tau: float, **options) -> BatchSettings:
@@ -79,6 +82,7 @@ class BatchSettings:
             weights_sha256=file_sha256(stem.with_suffix(".safetensors")),
             eps=eps,
             tau=tau,
+            card_fingerprint=_card_fingerprint(stem.with_suffix(".json")),
             **options,
         )
 
@@ -86,7 +90,8 @@ class BatchSettings:
         """What a finished study must have been computed with to be skipped on a rerun."""
         return {
             "model": self.model_name,
-            "card_sha256": self.card_sha256,
+            # the card's content without its triage measurements: recording one changes no study's result
+            "card": self.card_fingerprint or self.card_sha256,
             "weights_sha256": self.weights_sha256,
             "eps": self.eps,
             "tau": self.tau,
@@ -100,6 +105,15 @@ class BatchSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _card_fingerprint(path: Path) -> str:
+    from app.core.triage_evidence import card_fingerprint
+
+    try:
+        return card_fingerprint(json.loads(path.read_text()))
+    except (OSError, ValueError, AttributeError):  # unreadable: the file hash stands in (the load fails later)
+        return ""
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -194,8 +194,8 @@ def test_worklist_says_how_well_its_order_triages(tmp_path, studies, tiny_model,
     assert not record_triage(stem, settings, {**ev, "failed": 1}, "val", "mg", (1,), 3, "", lambda m: None)
     card = json.loads(stem.with_suffix(".json").read_text())
     assert [(m["split"], m["auroc"]) for m in card["triage"]] == [("test", 0.53)]  # the failed run recorded nothing
-    code, stdout, _ = _batch(capsys, studies, out, stem)  # the card changed: every study is redone
-    assert code == 0 and "3 analysed" in stdout
+    code, stdout, _ = _batch(capsys, studies, out, stem)  # the card file changed, no study's result: none redone
+    assert code == 0 and "0 analysed, 3 skipped" in stdout
     last = stdout.splitlines()[-1]
     assert last.startswith("Triage not validated: AUROC 0.53 [95 % 0.36-0.70] on 48 synthetic held-out test")
     wl = json.loads((out / "worklist.json").read_text())
@@ -206,5 +206,11 @@ def test_worklist_says_how_well_its_order_triages(tmp_path, studies, tiny_model,
     assert json.loads((out / "batch.json").read_text())["triage_evidence"]["status"] == "not-validated"
 
     code, stdout, _ = _batch(capsys, studies, out, stem, "--tau", "0.3")  # another operator than the measured one
-    assert code == 0 and "measurement was made with eps 0.05 and tau 0.2" in stdout.splitlines()[-1]
+    assert code == 0 and "3 analysed" in stdout
+    assert "measurement was made with eps 0.05 and tau 0.2" in stdout.splitlines()[-1]
+    # a recalibrated card: its studies are redone, and the measurement no longer speaks for it
+    card["chosen"]["tau"] = 0.25
+    stem.with_suffix(".json").write_text(json.dumps(card))
+    code, stdout, _ = _batch(capsys, studies, out, stem)
+    assert code == 0 and "3 analysed" in stdout and "earlier calibration" in stdout.splitlines()[-1]
     assert json.loads((out / "worklist.json").read_text())["triage_evidence"]["status"] == "stale"
