@@ -12,8 +12,8 @@ of it through the functions below, with the same fallbacks:
   ``settings.max_steps``, ``settings.channels_last``), ``postprocess`` (``median_size``, ``erode_px``,
   ``min_component_px``: non-negative integers) and ``domain`` (what the model is for: ``modality``, ``anatomy``,
   ... as strings or lists of strings). Other keys are kept as they are, among them ``triage``: the worklist
-  score's measured AUROC, written by ``bench triage --record`` and read by :mod:`app.core.triage_evidence`. An invalid card raises
-  :class:`~app.errors.CheckpointError` naming the field. Version-1 cards are migrated on load
+  score's measured AUROC, written by ``bench triage --record`` and read by :mod:`app.core.triage_evidence`. An
+  invalid card raises :class:`~app.errors.CheckpointError` naming the field. Version-1 cards are migrated on load
   (:func:`migrate_card`): their flat copies of the training facts (top-level ``epochs``, ``train_seconds``,
   ``data``, ``val_loss``; only some v1 cards had them) move into ``training``.
 * :func:`card_choices` -- eps range and (eps, tau, tau_base); :func:`choice_sources` -- where each came from.
