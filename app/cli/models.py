@@ -4,16 +4,35 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "list the trained models in models/ (family, image size, eps/tau chosen on validation)"
+HELP = (
+    "list the trained models in models/ (family, image size, the eps/tau detect applies, chosen on validation, and "
+    "how well a batch worklist's order triages with the model)"
+)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", default=None, help="model directory (default: the bundled models/)")
 
 
+def triage_cell(card: dict, weights_sha256: str, eps: float, tau: float) -> str:
+    """The triage state of a batch run with the card's own +MG choice, in a few words."""
+    from app.core.triage_evidence import triage_evidence
+
+    ev = triage_evidence(card, weights_sha256, mode="mg", eps=eps, tau=tau)
+    if ev.measurement is None:
+        return f"triage={ev.status}"
+    m = ev.measurement
+    lo, hi = m["ci95"]
+    n = m["n_normal"] + m["n_abnormal"]
+    return f"triage={ev.status} (AUROC {m['auroc']:.2f} [{lo:.2f}-{hi:.2f}], {n} {m['split']} studies)"
+
+
 def run(args: argparse.Namespace) -> int:
+    import json
     from pathlib import Path
 
+    from app.batch.task import file_sha256
+    from app.nets.card import card_choices
     from app.nets.checkpoint import read_card
     from app.nets.zoo import DEFAULT_MODEL, MODELS_DIR, list_models
 
@@ -25,10 +44,12 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         card = read_card(d / name)
         cfg = card.get("config", {})
-        chosen = card.get("chosen", {})
+        ch = card_choices(card)  # what detect, batch and the viewer apply
+        raw = json.loads((d / f"{name}.json").read_text())  # as batch reads it for the triage measurement
+        triage = triage_cell(raw, file_sha256(d / f"{name}.safetensors"), ch["eps"], ch["tau"])
         mark = "*" if name == DEFAULT_MODEL else " "
         print(
             f"{mark} {name:<16} family={card.get('family', '?'):<10} size={cfg.get('image_size')} "
-            f"eps={chosen.get('eps', '-')} tau={chosen.get('tau', '-')}"
+            f"eps={ch['eps']:.4g} tau={ch['tau']:.4g} {triage}"
         )
     return 0

@@ -123,8 +123,6 @@ def _mismatch(m: dict[str, Any], fingerprint: str, weights_sha256: str, run: dic
         return "an earlier calibration of the model card"
     if weights_sha256 and m.get("weights_sha256") != weights_sha256:
         return "other weights"
-    if m.get("mode") != run["mode"]:
-        return "+MG" if m.get("mode") == "mg" else "the base model"
     if not (_same(m.get("eps"), run["eps"]) and _same(m.get("tau"), run["tau"])):
         return f"eps {m.get('eps')} and tau {m.get('tau')}"
     if (m.get("solver", "card"), m.get("max_steps")) != (run["solver"], run["max_steps"]):
@@ -155,11 +153,12 @@ def triage_evidence(
     max_steps: int | None = None,
 ) -> TriageEvidence:
     """What the card says about how well a worklist run with these settings triages (module docstring)."""
-    measured = [m for m in (card or {}).get(CARD_KEY) or [] if isinstance(m, dict)]
+    measured = [m for m in (card or {}).get(CARD_KEY) or [] if isinstance(m, dict) and m.get("mode") == mode]
     if not measured:
+        what = "this model with MatchGen" if mode == "mg" else "this model's base map"
         return TriageEvidence(
             "none",
-            "How well this order triages was never measured for this model (bench triage --record): "
+            f"How well this order triages was never measured for {what} (bench triage --record): "
             "read every study, whatever its rank.",
         )
     fp = card_fingerprint(card or {})

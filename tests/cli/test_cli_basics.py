@@ -98,3 +98,33 @@ def test_closed_stdout_pipe_is_no_traceback():
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 1
     assert "Traceback" not in err and "Exception ignored" not in err and "BrokenPipe" not in err, err
+
+
+def test_models_lists_what_detect_applies_and_the_triage_state(tmp_path, capsys):
+    import json
+
+    import torch
+
+    from app.batch.task import file_sha256
+    from app.core.triage_evidence import record_measurement, triage_measurement
+    from app.nets import ModelConfig, create_model
+    from app.nets.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    m = create_model(ModelConfig("ae-l1", image_size=16, latent_dim=4, width=4)).freeze()
+    card = {
+        "chosen": {"eps": 0.5, "tau": 0.3, "tau_base": 0.35},  # per image
+        "chosen_volume": {"eps": 0.25, "tau": 0.2, "tau_base": 0.3},  # what detect applies
+    }
+    stem = save_checkpoint(m, tmp_path / "a", card)
+    save_checkpoint(m, tmp_path / "b", card)
+    raw = json.loads(stem.with_suffix(".json").read_text())
+    meas = triage_measurement(
+        raw, file_sha256(stem.with_suffix(".safetensors")), split="test", mode="mg", eps=0.25, tau=0.2, auroc=0.53,
+        ci95=[0.36, 0.70], n_normal=24, n_abnormal=24, loads=[1, 3, 8], seed=3, measured="2026-12-05",
+    )  # fmt: skip
+    stem.with_suffix(".json").write_text(json.dumps(record_measurement(raw, meas)))
+    assert main(["models", "--dir", str(tmp_path)]) == 0
+    a, b = capsys.readouterr().out.splitlines()
+    assert "eps=0.25 tau=0.2 triage=not-validated (AUROC 0.53 [0.36-0.70], 48 test studies)" in a
+    assert b.endswith("eps=0.25 tau=0.2 triage=none")

@@ -49,7 +49,6 @@ def test_an_interval_above_one_half_is_validated():
     [
         ({"card": {**CARD, "chosen_volume": {"eps": 9.0, "tau": 0.05, "tau_base": 0.12}}}, "earlier calibration"),
         ({"weights": "w2"}, "other weights"),
-        ({"mode": "base", "eps": 0.0, "tau": 0.12}, "+MG"),
         ({"tau": 0.05}, "eps 15.0 and tau 0.04"),
         ({"max_steps": 10}, "card solver and the card's steps"),
         ({"solver": "paper"}, "card solver"),
@@ -62,6 +61,12 @@ def test_a_measurement_of_something_else_is_stale(change, reason):
     run = {**RUN, **{k: v for k, v in change.items() if k in ("mode", "eps", "tau", "solver", "max_steps")}}
     ev = triage_evidence(card, change.get("weights", "w1"), **run)
     assert ev.status == "stale" and reason in ev.text and "unknown" in ev.text
+
+
+def test_a_measurement_of_the_other_mode_says_nothing_of_this_one():
+    card = record_measurement(CARD, measure(CARD))  # + MG
+    ev = triage_evidence(card, "w1", mode="base", eps=0.0, tau=0.12)
+    assert ev.status == "none" and "base map" in ev.text
 
 
 def test_another_score_version_is_stale():
