@@ -14,8 +14,8 @@ was measured with something else. So each measurement records what it was measur
 
 :func:`triage_evidence` returns one of four states with a sentence for the reader: ``validated`` (the AUROC's 95 %
 interval lies above 0.5), ``not-validated`` (it does not), ``stale`` (measured, but with other settings) and
-``none`` (never measured). Test-split measurements are preferred to validation ones: a choice made on validation
-studies is optimistic there.
+``none`` (never measured). Test-split measurements are preferred to validation ones, and only held-out studies can
+make an order ``validated``: the score was chosen on the validation studies, so its figure there is optimistic.
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ def _same(a: Any, b: float) -> bool:
 
 
 def _mismatch(m: dict[str, Any], fingerprint: str, weights_sha256: str, run: dict[str, Any]) -> str:
-    """Why measurement ``m`` does not apply to a run with ``run``'s mode, eps, tau, solver and budget ("" when it
-    does)."""
+    """Why measurement ``m`` (of the run's mode) does not apply to a run with ``run``'s eps, tau, solver and budget
+    ("" when it does)."""
     if m.get("score_version") != SCORE_VERSION:
         return f"score version {m.get('score_version')}, not {SCORE_VERSION}"
     if m.get("card_fingerprint") != fingerprint:
@@ -178,6 +178,12 @@ def triage_evidence(
     except (KeyError, TypeError, ValueError):
         return TriageEvidence("stale", "The model card's triage measurement is incomplete: read every study.")
     figure = f"AUROC {auroc:.2f} [95 % {lo:.2f}-{hi:.2f}] on {_studies(head)}"
+    if head.get("split") == "val":  # the studies the score was chosen on: optimistic, whatever the figure
+        text = (
+            f"Triage not validated on held-out studies: measured only on the studies the score was chosen on, "
+            f"{figure}. Read every study."
+        )
+        return TriageEvidence("not-validated", text, head, others)
     if lo > 0.5:
         text = (
             f"Triage measured: {figure}. Abnormal studies tend to rank first, but a low rank does not rule out a "

@@ -88,6 +88,12 @@ def test_held_out_studies_are_the_headline_and_a_rerun_replaces_its_own_split():
     assert len(base["triage"]) == 3  # another mode is another measurement
 
 
+def test_validation_studies_alone_never_validate_the_order():
+    card = record_measurement(CARD, measure(CARD, split="val", auroc=0.78, ci=(0.63, 0.89)))
+    ev = triage_evidence(card, "w1", **RUN)
+    assert ev.status == "not-validated" and "chosen on" in ev.text and "AUROC 0.78" in ev.text
+
+
 def test_the_fingerprint_ignores_the_measurements_only():
     card = record_measurement(CARD, measure(CARD))
     assert card_fingerprint(card) == card_fingerprint(CARD)
