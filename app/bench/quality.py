@@ -229,6 +229,7 @@ def evaluate_model(
         "by_area": {
             "edges": list(AREA_EDGES),
             "dice": paired_by_bins(base.dice_per_image, mg.dice_per_image, _abnormal_areas(test, keep_mg), AREA_EDGES),
+            "val_slices": _val_area_counts(val, det.post.foreground_threshold),
         },
         "solver": {**det.solver.__dict__, "channels_last": det.channels_last, "median_size": det.post.median_size},
         "seconds": time.perf_counter() - t0,
@@ -249,6 +250,17 @@ def _abnormal_areas(test_set, keep: dict[str, Any]) -> np.ndarray:
     abnormal = masks.reshape(len(masks), -1).any(axis=1)
     fg = np.asarray(keep["foreground"], bool)[abnormal]
     return fg.reshape(len(fg), -1).sum(axis=1)
+
+
+def _val_area_counts(val, threshold: float) -> list[int]:
+    """How many abnormal validation slices (where eps and tau were chosen) fall in each brain-area bin."""
+    from app.core.detector import foreground_area
+
+    masks = np.asarray(val.masks)
+    abnormal = masks.reshape(len(masks), -1).any(axis=1)
+    area = foreground_area(np.asarray(val.images, np.float32)[abnormal], threshold)
+    bounds = [*AREA_EDGES, math.inf]
+    return [int(((area >= lo) & (area < hi)).sum()) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _kind_breakdown(bench: Benchmark, split: str, test_set, keep: dict[str, Any]) -> dict[str, float | None] | None:
@@ -468,20 +480,23 @@ def area_markdown(report: dict[str, Any]) -> str:
         return ""
     lines = [
         "Per-image Dice by the slice's brain area (foreground pixels; abnormal test slices; +MG - base in percentage "
-        "points with its 95 % bootstrap interval). The validation block holds almost only large sections.",
+        "points with its 95 % bootstrap interval), beside how many abnormal validation slices (where eps and tau were "
+        "chosen) have that area.",
         "",
-        "| model | brain px | slices | Dice base | Dice + MG | Δ Dice [95 % CI] |",
-        "|---|---|---|---|---|---|",
+        "| model | brain px | validation slices | test slices | Dice base | Dice + MG | Δ Dice [95 % CI] |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        for b in r["by_area"]["dice"]:
+        val = r["by_area"].get("val_slices") or []
+        for i, b in enumerate(r["by_area"]["dice"]):
             span = f"{b['lo']:,.0f}-{b['hi']:,.0f}" if b["hi"] is not None else f">= {b['lo']:,.0f}"
+            nv = str(val[i]) if i < len(val) else "n/a"
             if b["n"] == 0:
-                lines.append(f"| {r['model']} | {span} | 0 | - | - | - |")
+                lines.append(f"| {r['model']} | {span} | {nv} | 0 | - | - | - |")
                 continue
             lo, hi = b["ci95"]
             lines.append(
-                f"| {r['model']} | {span} | {b['n']} | {_pct(b['a_mean'])} | {_pct(b['b_mean'])} | "
+                f"| {r['model']} | {span} | {nv} | {b['n']} | {_pct(b['a_mean'])} | {_pct(b['b_mean'])} | "
                 f"{100 * b['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |"
             )
     return "\n".join(lines) + "\n"

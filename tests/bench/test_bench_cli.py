@@ -61,7 +61,9 @@ def test_quality_report_has_the_table_json_and_plot(tmp_path, tiny_model, capsys
     assert [b["n"] for b in bins] == [row["base"]["n_images"], 0, 0, 0]
     assert bins[0]["mean"] == pytest.approx(row["paired"]["dice"]["mean"])
     assert bins[0]["ci95"] == pytest.approx(row["paired"]["dice"]["ci95"])
-    assert "| tiny | 0-3,000 |" in md and "| tiny | >= 7,000 | 0 |" in md
+    val_abnormal = rep["n_val_abnormal"]
+    assert row["by_area"]["val_slices"] == [val_abnormal, 0, 0, 0]  # 32 px validation slices: the first bin too
+    assert f"| tiny | 0-3,000 | {val_abnormal} | {bins[0]['n']} |" in md and "| tiny | >= 7,000 | 0 | 0 |" in md
 
 
 def test_quality_areas_follow_the_abnormal_slices_in_order():

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from app.bench.quality import AREA_EDGES, area_markdown  # noqa: E402
+from app.bench.quality import AREA_EDGES, _val_area_counts, area_markdown  # noqa: E402
 from app.core.detector import foreground_area  # noqa: E402
 from app.core.metrics import paired_by_bins  # noqa: E402
 from app.data import load_split  # noqa: E402
+from app.foreground import FOREGROUND_THRESHOLD  # noqa: E402
 
 
 def main(data: str, reports: list[str]) -> None:
@@ -24,13 +25,15 @@ def main(data: str, reports: list[str]) -> None:
     masks = np.asarray(test.masks)
     abnormal = masks.reshape(len(masks), -1).any(axis=1)
     area = foreground_area(np.asarray(test.images, np.float32)[abnormal])
+    val_slices = _val_area_counts(load_split(data, "val"), FOREGROUND_THRESHOLD)
     rows = []
     for path in reports:
         for m in json.load(open(path))["models"]:
             base, mg = m["base"]["dice_per_image"], m["mg"]["dice_per_image"]
             if len(base) != len(area):
                 raise SystemExit(f"{path}: {len(base)} per-image Dice for {len(area)} abnormal test slices")
-            rows.append({"model": m["model"], "by_area": {"dice": paired_by_bins(base, mg, area, AREA_EDGES)}})
+            by_area = {"dice": paired_by_bins(base, mg, area, AREA_EDGES), "val_slices": val_slices}
+            rows.append({"model": m["model"], "by_area": by_area})
     print(area_markdown({"models": rows}), end="")
 
 
