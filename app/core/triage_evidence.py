@@ -15,7 +15,10 @@ was measured with something else. So each measurement records what it was measur
 :func:`triage_evidence` returns one of four states with a sentence for the reader: ``validated`` (the AUROC's 95 %
 interval lies above 0.5), ``not-validated`` (it does not), ``stale`` (measured, but with other settings) and
 ``none`` (never measured). Test-split measurements are preferred to validation ones, and only held-out studies can
-make an order ``validated``: the score was chosen on the validation studies, so its figure there is optimistic.
+make an order ``validated``: the score was chosen on the validation studies, so its figure there is optimistic. An
+order is ``validated`` only when every measurement of its operator lies above chance: when the held-out studies say
+yes and the validation studies say no, the question is not settled (several models and modes are measured, and one
+of them clearing 0.5 on 48 studies by chance is not rare).
 """
 
 from __future__ import annotations
@@ -131,6 +134,14 @@ def _mismatch(m: dict[str, Any], fingerprint: str, weights_sha256: str, run: dic
     return ""
 
 
+def _above_chance(m: dict[str, Any]) -> bool:
+    """Whether a measurement's 95 % interval lies above 0.5."""
+    try:
+        return float(m["ci95"][0]) > 0.5
+    except (KeyError, TypeError, ValueError, IndexError):
+        return False
+
+
 def _studies(m: dict[str, Any]) -> str:
     loads = m.get("loads") or []
     load_text = f"{min(loads)}-{max(loads)}" if len(set(loads)) > 1 else f"{loads[0]}" if loads else "some"
@@ -184,11 +195,19 @@ def triage_evidence(
             f"{figure}. Read every study."
         )
         return TriageEvidence("not-validated", text, head, others)
-    if lo > 0.5:
+    disagree = [m for m in others if not _above_chance(m)]
+    if lo > 0.5 and not disagree:
         text = (
             f"Triage measured: {figure}. Abnormal studies tend to rank first, but a low rank does not rule out a "
             "lesion."
         )
         return TriageEvidence("validated", text, head, others)
+    if lo > 0.5:  # held-out studies say yes, another measurement of the same operator says no: not settled
+        o = disagree[0]
+        text = (
+            f"Triage not validated: {figure}, but AUROC {float(o['auroc']):.2f} on {_studies(o)}. The measurements "
+            "disagree: read every study."
+        )
+        return TriageEvidence("not-validated", text, head, others)
     text = f"Triage not validated: {figure}. The order does not reliably put abnormal studies first: read every study."
     return TriageEvidence("not-validated", text, head, others)

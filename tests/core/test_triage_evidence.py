@@ -94,6 +94,16 @@ def test_validation_studies_alone_never_validate_the_order():
     assert ev.status == "not-validated" and "chosen on" in ev.text and "AUROC 0.78" in ev.text
 
 
+def test_held_out_and_validation_studies_that_disagree_do_not_validate():
+    card = record_measurement(CARD, measure(CARD, split="val", auroc=0.42, ci=(0.28, 0.55)))
+    card = record_measurement(card, measure(card, split="test", auroc=0.65, ci=(0.52, 0.75)))
+    ev = triage_evidence(card, "w1", **RUN)
+    assert ev.status == "not-validated" and ev.measurement["split"] == "test"
+    assert "AUROC 0.65 [95 % 0.52-0.75]" in ev.text and "AUROC 0.42 on 48 synthetic validation" in ev.text
+    agree = record_measurement(card, measure(card, split="val", auroc=0.7, ci=(0.55, 0.83)))
+    assert triage_evidence(agree, "w1", **RUN).status == "validated"
+
+
 def test_the_fingerprint_ignores_the_measurements_only():
     card = record_measurement(CARD, measure(CARD))
     assert card_fingerprint(card) == card_fingerprint(CARD)
