@@ -121,3 +121,14 @@ def test_bootstrap_auroc_is_sklearns_and_its_interval_narrows():
     wide, narrow = auroc_interval(y[::5], s[::5]), auroc_interval(y, s)
     assert narrow[0] <= roc_auc_score(y, s) <= narrow[1]
     assert narrow[1] - narrow[0] < wide[1] - wide[0]
+
+
+def test_record_refuses_another_step_budget_in_one_line(tmp_path, capsys):
+    """--record writes what batch will apply into the card: not a run with its own --max-steps (exit 2, one line,
+    nothing built)."""
+    from app.cli import main
+
+    code = main(["bench", "triage", "--record", "--max-steps", "5", "--out", str(tmp_path / "t")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--record" in err and "--max-steps" in err
+    assert not (tmp_path / "t").exists()
