@@ -72,23 +72,13 @@ def triage_evidence_for(settings: BatchSettings) -> dict:
     be read counts as one without measurements)."""
     import json
 
-    from app.core.triage_evidence import triage_evidence
+    from app.core.triage_evidence import Operator, triage_evidence
 
     try:
         card = json.loads(Path(settings.model).with_suffix(".json").read_text())
     except (OSError, ValueError):
         card = None
-    mode = "base" if settings.base_only else "mg"
-    ev = triage_evidence(
-        card,
-        settings.weights_sha256,
-        mode=mode,
-        eps=settings.eps,
-        tau=settings.tau,
-        solver=settings.solver,
-        max_steps=settings.max_steps,
-    )
-    return ev.to_dict()
+    return triage_evidence(card, settings.weights_sha256, Operator.of(settings)).to_dict()
 
 
 class BatchProgress:

@@ -301,7 +301,7 @@ def run_triage(
                 ev.update(eps=eps, tau=tau, wall_s=round(time.perf_counter() - t, 1), failed=summary.failed)
                 entry[mode] = ev
                 if record:
-                    ev["recorded"] = record_triage(stem, settings, ev, split, mode, loads, seed, command, log)
+                    ev["recorded"] = record_triage(stem, settings, ev, split, loads, seed, command, log)
                 others = ", ".join(f"{LABELS[k]} {ev[f'auroc_{k}']:.3f}" for k in ev["candidates"] if k != "score")
                 ranks = ev["abnormal_ranks"]
                 log(f"{stem.name} {mode}: AUROC {ev['auroc_score']:.3f} ({others}); abnormal ranks {ranks}")
@@ -312,13 +312,16 @@ def run_triage(
     return report
 
 
-def record_triage(stem: Path, settings, ev: dict, split: str, mode: str, loads, seed: int, command: str, log) -> bool:
-    """Write the worklist score's AUROC into the card at ``stem`` (``triage`` list, replacing the same split and
-    mode), for ``batch``, report.html and the viewer's worklist to show. Not when a study failed or the score has no
-    interval (the measurement would be of fewer studies than it says)."""
-    from app.core.triage_evidence import record_measurement, triage_measurement
+def record_triage(stem: Path, settings, ev: dict, split: str, loads, seed: int, command: str, log) -> bool:
+    """Write the worklist score's AUROC, measured with batch ``settings``, into the card at ``stem`` (``triage``
+    list, replacing the same split and mode), for ``batch``, report.html and the viewer's worklist to show. Not when a
+    study failed or the score has no interval (the measurement would be of fewer studies than it says)."""
+    from app.core.triage_evidence import Operator, record_measurement, triage_measurement
     from app.nets.card import validate_card
     from app.nets.checkpoint import write_card
+
+    op = Operator.of(settings)
+    mode = op.mode
 
     if ev.get("failed") or not ev.get("auroc_score_ci95") or not np.isfinite(ev.get("auroc_score", float("nan"))):
         log(f"{stem.name} {mode}: not recorded in the card ({ev.get('failed', 0)} studies failed or no AUROC)")
@@ -328,12 +331,8 @@ def record_triage(stem: Path, settings, ev: dict, split: str, mode: str, loads, 
     m = triage_measurement(
         card,
         settings.weights_sha256,
+        op,
         split=split,
-        mode=mode,
-        eps=settings.eps,
-        tau=settings.tau,
-        solver=settings.solver,
-        max_steps=settings.max_steps,
         auroc=ev["auroc_score"],
         ci95=ev["auroc_score_ci95"],
         n_normal=ev["normal"],

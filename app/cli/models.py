@@ -16,9 +16,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def triage_cell(card: dict, weights_sha256: str, eps: float, tau: float) -> str:
     """The triage state of a batch run with the card's own +MG choice, in a few words."""
-    from app.core.triage_evidence import triage_evidence
+    from app.core.triage_evidence import Operator, triage_evidence
 
-    ev = triage_evidence(card, weights_sha256, mode="mg", eps=eps, tau=tau)
+    ev = triage_evidence(card, weights_sha256, Operator("mg", eps, tau))
     if ev.measurement is None:
         return f"triage={ev.status}"
     m = ev.measurement

@@ -46,16 +46,34 @@ def card_fingerprint(card: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class Operator:
+    """What a worklist's detection was run with, beyond the card and weights: a measurement applies to a run only
+    with the same operator."""
+
+    mode: str  # "mg" (MatchGen) or "base" (eps 0)
+    eps: float
+    tau: float
+    solver: str = "card"  # as detect --solver
+    max_steps: int | None = None  # None: the card's step budget
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("mg", "base"):
+            raise ValueError(f"mode must be 'mg' or 'base', not {self.mode!r}")
+
+    @classmethod
+    def of(cls, settings: Any) -> Operator:
+        """The operator of a batch run (anything with ``base_only``, ``eps``, ``tau``, ``solver``, ``max_steps``)."""
+        mode = "base" if settings.base_only else "mg"
+        return cls(mode, float(settings.eps), float(settings.tau), settings.solver, settings.max_steps)
+
+
 def triage_measurement(
     card: dict[str, Any],
     weights_sha256: str,
+    op: Operator,
     *,
     split: str,
-    mode: str,
-    eps: float,
-    tau: float,
-    solver: str = "card",
-    max_steps: int | None = None,
     auroc: float,
     ci95: list[float],
     n_normal: int,
@@ -65,16 +83,14 @@ def triage_measurement(
     measured: str,
     command: str = "",
 ) -> dict[str, Any]:
-    """One measurement, as :func:`record_measurement` stores it in the card."""
-    if mode not in ("mg", "base"):
-        raise ValueError(f"mode must be 'mg' or 'base', not {mode!r}")
+    """One measurement of a run with operator ``op``, as :func:`record_measurement` stores it in the card."""
     return {
         "split": split,
-        "mode": mode,
-        "eps": float(eps),
-        "tau": float(tau),
-        "solver": solver,
-        "max_steps": max_steps,
+        "mode": op.mode,
+        "eps": float(op.eps),
+        "tau": float(op.tau),
+        "solver": op.solver,
+        "max_steps": op.max_steps,
         "score_version": SCORE_VERSION,
         "auroc": float(auroc),
         "ci95": [float(ci95[0]), float(ci95[1])],
@@ -117,18 +133,17 @@ def _same(a: Any, b: float) -> bool:
         return False
 
 
-def _mismatch(m: dict[str, Any], fingerprint: str, weights_sha256: str, run: dict[str, Any]) -> str:
-    """Why measurement ``m`` (of the run's mode) does not apply to a run with ``run``'s eps, tau, solver and budget
-    ("" when it does)."""
+def _mismatch(m: dict[str, Any], fingerprint: str, weights_sha256: str, op: Operator) -> str:
+    """Why measurement ``m`` (of the run's mode) does not apply to a run with operator ``op`` ("" when it does)."""
     if m.get("score_version") != SCORE_VERSION:
         return f"score version {m.get('score_version')}, not {SCORE_VERSION}"
     if m.get("card_fingerprint") != fingerprint:
         return "an earlier calibration of the model card"
     if weights_sha256 and m.get("weights_sha256") != weights_sha256:
         return "other weights"
-    if not (_same(m.get("eps"), run["eps"]) and _same(m.get("tau"), run["tau"])):
+    if not (_same(m.get("eps"), op.eps) and _same(m.get("tau"), op.tau)):
         return f"eps {m.get('eps')} and tau {m.get('tau')}"
-    if (m.get("solver", "card"), m.get("max_steps")) != (run["solver"], run["max_steps"]):
+    if (m.get("solver", "card"), m.get("max_steps")) != (op.solver, op.max_steps):
         budget = m.get("max_steps") or "the card's"
         return f"the {m.get('solver', 'card')} solver and {budget} steps"
     return ""
@@ -153,28 +168,18 @@ def _studies(m: dict[str, Any]) -> str:
     )
 
 
-def triage_evidence(
-    card: dict[str, Any] | None,
-    weights_sha256: str,
-    *,
-    mode: str,
-    eps: float,
-    tau: float,
-    solver: str = "card",
-    max_steps: int | None = None,
-) -> TriageEvidence:
-    """What the card says about how well a worklist run with these settings triages (module docstring)."""
-    measured = [m for m in (card or {}).get(CARD_KEY) or [] if isinstance(m, dict) and m.get("mode") == mode]
+def triage_evidence(card: dict[str, Any] | None, weights_sha256: str, op: Operator) -> TriageEvidence:
+    """What the card says about how well a worklist run with operator ``op`` triages (module docstring)."""
+    measured = [m for m in (card or {}).get(CARD_KEY) or [] if isinstance(m, dict) and m.get("mode") == op.mode]
     if not measured:
-        what = "this model with MatchGen" if mode == "mg" else "this model's base map"
+        what = "this model with MatchGen" if op.mode == "mg" else "this model's base map"
         return TriageEvidence(
             "none",
             f"How well this order triages was never measured for {what} (bench triage --record): "
             "read every study, whatever its rank.",
         )
     fp = card_fingerprint(card or {})
-    run = {"mode": mode, "eps": eps, "tau": tau, "solver": solver, "max_steps": max_steps}
-    why = [_mismatch(m, fp, weights_sha256, run) for m in measured]
+    why = [_mismatch(m, fp, weights_sha256, op) for m in measured]
     valid = [m for m, w in zip(measured, why, strict=True) if not w]
     if not valid:
         return TriageEvidence(

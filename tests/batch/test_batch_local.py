@@ -190,8 +190,8 @@ def test_worklist_says_how_well_its_order_triages(tmp_path, studies, tiny_model,
 
     ev = {"auroc_score": 0.53, "auroc_score_ci95": [0.36, 0.70], "normal": 24, "abnormal": 24, "failed": 0}
     settings = BatchSettings.for_checkpoint(stem, 0.05, 0.2, max_steps=10)  # what the runs here apply
-    assert record_triage(stem, settings, ev, "test", "mg", (1, 3, 8), 3, "bench triage ...", lambda m: None)
-    assert not record_triage(stem, settings, {**ev, "failed": 1}, "val", "mg", (1,), 3, "", lambda m: None)
+    assert record_triage(stem, settings, ev, "test", (1, 3, 8), 3, "bench triage ...", lambda m: None)
+    assert not record_triage(stem, settings, {**ev, "failed": 1}, "val", (1,), 3, "", lambda m: None)
     card = json.loads(stem.with_suffix(".json").read_text())
     assert [(m["split"], m["auroc"]) for m in card["triage"]] == [("test", 0.53)]  # the failed run recorded nothing
     code, stdout, _ = _batch(capsys, studies, out, stem)  # the card file changed, no study's result: none redone

@@ -106,7 +106,7 @@ def test_models_lists_what_detect_applies_and_the_triage_state(tmp_path, capsys)
     import torch
 
     from app.batch.task import file_sha256
-    from app.core.triage_evidence import record_measurement, triage_measurement
+    from app.core.triage_evidence import Operator, record_measurement, triage_measurement
     from app.nets import ModelConfig, create_model
     from app.nets.checkpoint import save_checkpoint
 
@@ -120,7 +120,7 @@ def test_models_lists_what_detect_applies_and_the_triage_state(tmp_path, capsys)
     save_checkpoint(m, tmp_path / "b", card)
     raw = json.loads(stem.with_suffix(".json").read_text())
     meas = triage_measurement(
-        raw, file_sha256(stem.with_suffix(".safetensors")), split="test", mode="mg", eps=0.25, tau=0.2, auroc=0.53,
+        raw, file_sha256(stem.with_suffix(".safetensors")), Operator("mg", 0.25, 0.2), split="test", auroc=0.53,
         ci95=[0.36, 0.70], n_normal=24, n_abnormal=24, loads=[1, 3, 8], seed=3, measured="2026-12-05",
     )  # fmt: skip
     stem.with_suffix(".json").write_text(json.dumps(record_measurement(raw, meas)))

@@ -4,6 +4,7 @@ import pytest
 
 from app.core.findings import SCORE_VERSION
 from app.core.triage_evidence import (
+    Operator,
     card_fingerprint,
     record_measurement,
     triage_evidence,
@@ -11,25 +12,25 @@ from app.core.triage_evidence import (
 )
 
 CARD = {"name": "m", "family": "dae", "chosen_volume": {"eps": 15.0, "tau": 0.04, "tau_base": 0.12}}
-RUN = {"mode": "mg", "eps": 15.0, "tau": 0.04}
+RUN = Operator("mg", 15.0, 0.04)
 
 
 def measure(card, split="test", mode="mg", auroc=0.53, ci=(0.36, 0.70), eps=15.0, tau=0.04, weights="w1", **kw):
     return triage_measurement(
-        card, weights, split=split, mode=mode, eps=eps, tau=tau, auroc=auroc, ci95=list(ci), n_normal=24,
-        n_abnormal=24, loads=[1, 3, 8], seed=3, measured="2026-12-05", **kw,
+        card, weights, Operator(mode, eps, tau, **kw), split=split, auroc=auroc, ci95=list(ci), n_normal=24,
+        n_abnormal=24, loads=[1, 3, 8], seed=3, measured="2026-12-05",
     )  # fmt: skip
 
 
 def test_never_measured():
-    ev = triage_evidence(CARD, "w1", **RUN)
+    ev = triage_evidence(CARD, "w1", RUN)
     assert ev.status == "none" and "never measured" in ev.text and ev.measurement is None
-    assert triage_evidence(None, "w1", **RUN).status == "none"  # an unreadable card counts as unmeasured
+    assert triage_evidence(None, "w1", RUN).status == "none"  # an unreadable card counts as unmeasured
 
 
 def test_an_interval_across_one_half_is_not_validated():
     card = record_measurement(CARD, measure(CARD))
-    ev = triage_evidence(card, "w1", **RUN)
+    ev = triage_evidence(card, "w1", RUN)
     assert ev.status == "not-validated" and ev.measurement["auroc"] == 0.53
     assert "AUROC 0.53 [95 % 0.36-0.70] on 48 synthetic held-out test studies (24 normal, 24 with 1-8 lesions)" in (
         ev.text
@@ -39,7 +40,7 @@ def test_an_interval_across_one_half_is_not_validated():
 
 def test_an_interval_above_one_half_is_validated():
     card = record_measurement(CARD, measure(CARD, auroc=0.81, ci=(0.68, 0.92)))
-    ev = triage_evidence(card, "w1", **RUN)
+    ev = triage_evidence(card, "w1", RUN)
     assert ev.status == "validated" and "AUROC 0.81 [95 % 0.68-0.92]" in ev.text
     assert "does not rule out" in ev.text  # a low rank is still no all-clear
 
@@ -58,50 +59,51 @@ def test_a_measurement_of_something_else_is_stale(change, reason):
     card = record_measurement(CARD, measure(CARD))
     if "card" in change:  # recalibrated after the measurement: the measurement stays in the card, but stale
         card = {**change["card"], "triage": card["triage"]}
-    run = {**RUN, **{k: v for k, v in change.items() if k in ("mode", "eps", "tau", "solver", "max_steps")}}
-    ev = triage_evidence(card, change.get("weights", "w1"), **run)
+    run = {"mode": RUN.mode, "eps": RUN.eps, "tau": RUN.tau}
+    run.update({k: v for k, v in change.items() if k in ("eps", "tau", "solver", "max_steps")})
+    ev = triage_evidence(card, change.get("weights", "w1"), Operator(**run))
     assert ev.status == "stale" and reason in ev.text and "unknown" in ev.text
 
 
 def test_a_measurement_of_the_other_mode_says_nothing_of_this_one():
     card = record_measurement(CARD, measure(CARD))  # + MG
-    ev = triage_evidence(card, "w1", mode="base", eps=0.0, tau=0.12)
+    ev = triage_evidence(card, "w1", Operator("base", 0.0, 0.12))
     assert ev.status == "none" and "base map" in ev.text
 
 
 def test_another_score_version_is_stale():
     m = {**measure(CARD), "score_version": SCORE_VERSION - 1}
-    ev = triage_evidence(record_measurement(CARD, m), "w1", **RUN)
+    ev = triage_evidence(record_measurement(CARD, m), "w1", RUN)
     assert ev.status == "stale" and f"score version {SCORE_VERSION - 1}" in ev.text
 
 
 def test_held_out_studies_are_the_headline_and_a_rerun_replaces_its_own_split():
     card = record_measurement(CARD, measure(CARD, split="val", auroc=0.78, ci=(0.63, 0.89)))
     card = record_measurement(card, measure(card, split="test"))
-    ev = triage_evidence(card, "w1", **RUN)
+    ev = triage_evidence(card, "w1", RUN)
     assert ev.measurement["split"] == "test" and [m["split"] for m in ev.others] == ["val"]
     assert ev.status == "not-validated"  # validation's better figure does not speak for held-out studies
     again = record_measurement(card, measure(card, split="test", auroc=0.6, ci=(0.51, 0.7)))
     assert [(m["split"], m["auroc"]) for m in again["triage"]] == [("val", 0.78), ("test", 0.6)]
-    assert triage_evidence(again, "w1", **RUN).status == "validated"
+    assert triage_evidence(again, "w1", RUN).status == "validated"
     base = record_measurement(again, measure(again, mode="base", eps=0.0, tau=0.12))
     assert len(base["triage"]) == 3  # another mode is another measurement
 
 
 def test_validation_studies_alone_never_validate_the_order():
     card = record_measurement(CARD, measure(CARD, split="val", auroc=0.78, ci=(0.63, 0.89)))
-    ev = triage_evidence(card, "w1", **RUN)
+    ev = triage_evidence(card, "w1", RUN)
     assert ev.status == "not-validated" and "chosen on" in ev.text and "AUROC 0.78" in ev.text
 
 
 def test_held_out_and_validation_studies_that_disagree_do_not_validate():
     card = record_measurement(CARD, measure(CARD, split="val", auroc=0.42, ci=(0.28, 0.55)))
     card = record_measurement(card, measure(card, split="test", auroc=0.65, ci=(0.52, 0.75)))
-    ev = triage_evidence(card, "w1", **RUN)
+    ev = triage_evidence(card, "w1", RUN)
     assert ev.status == "not-validated" and ev.measurement["split"] == "test"
     assert "AUROC 0.65 [95 % 0.52-0.75]" in ev.text and "AUROC 0.42 on 48 synthetic validation" in ev.text
     agree = record_measurement(card, measure(card, split="val", auroc=0.7, ci=(0.55, 0.83)))
-    assert triage_evidence(agree, "w1", **RUN).status == "validated"
+    assert triage_evidence(agree, "w1", RUN).status == "validated"
 
 
 def test_the_fingerprint_ignores_the_measurements_only():
@@ -109,4 +111,4 @@ def test_the_fingerprint_ignores_the_measurements_only():
     assert card_fingerprint(card) == card_fingerprint(CARD)
     assert card_fingerprint({**CARD, "postprocess": {"z_mm": 18.0}}) != card_fingerprint(CARD)
     with pytest.raises(ValueError):
-        measure(CARD, mode="both")
+        Operator("both", 1.0, 0.1)
