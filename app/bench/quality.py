@@ -305,10 +305,11 @@ def _extra_evaluations(det, bench, card, choice_d, settings, base, mg, keep_base
         for split, vols in bench.volumes.items():
             if split == "val":
                 continue
-            out["volumes"][split] = {
-                "base": evaluate_volumes(det, vols, 0.0, vc["tau_base"]),
-                "mg": evaluate_volumes(det, vols, vc["eps"], vc["tau"], max_steps=settings.max_steps),
-            }
+            vb = evaluate_volumes(det, vols, 0.0, vc["tau_base"])
+            vm = evaluate_volumes(det, vols, vc["eps"], vc["tau"], max_steps=settings.max_steps)
+            # + MG - base over the same realisations (the unit detect and the viewer apply)
+            paired = paired_difference(vb["volume_dice"], vm["volume_dice"])
+            out["volumes"][split] = {"base": vb, "mg": vm, "paired": paired}
     return out
 
 
@@ -559,9 +560,10 @@ def extras_markdown(report: dict[str, Any]) -> str:
             f"### Whole volumes ({split}: every slice of each lesion realisation's block, normal slices included; "
             "tau and eps chosen on the validation volumes)",
             "",
-            "| method | volume Dice (mean) | per volume | false-positive pixels per normal slice | tau | eps |",
-            "|---|---|---|---|---|---|",
-            f"| intensity threshold | {_pct(bv.get('volume_dice_mean'))} | "
+            "| method | volume Dice (mean) | + MG - base, paired [95 %] | per volume | false-positive pixels per "
+            "normal slice | tau | eps |",
+            "|---|---|---|---|---|---|---|",
+            f"| intensity threshold | {_pct(bv.get('volume_dice_mean'))} | | "
             f"{', '.join(_pct(v) for v in bv.get('volume_dice', []))} | "
             f"{bv.get('fp_pixels_per_normal_slice', float('nan')):.1f} | "
             f"{ib.get('volume_tau', float('nan')):.3f} | - |",
@@ -576,8 +578,15 @@ def extras_markdown(report: dict[str, Any]) -> str:
                 (f"{r['model']} + MG", "mg", vc.get("tau"), vc.get("eps")),
             ):
                 sc = v[part]
+                pd = v.get("paired") if part == "mg" else None
+                delta = (
+                    f"{100 * pd['mean']:+.1f} [{100 * pd['ci95'][0]:+.1f}, {100 * pd['ci95'][1]:+.1f}]"
+                    if pd and pd.get("n")
+                    else ""
+                )
                 lines.append(
-                    f"| {label} | {_pct(sc['volume_dice_mean'])} | {', '.join(_pct(x) for x in sc['volume_dice'])} | "
+                    f"| {label} | {_pct(sc['volume_dice_mean'])} | {delta} | "
+                    f"{', '.join(_pct(x) for x in sc['volume_dice'])} | "
                     f"{sc['fp_pixels_per_normal_slice']:.1f} | {tau:.3f} | {'-' if eps is None else f'{eps:.4g}'} |"
                 )
         parts.append("\n".join(lines) + "\n")

@@ -66,6 +66,29 @@ def test_quality_report_has_the_table_json_and_plot(tmp_path, tiny_model, capsys
     assert f"| tiny | 0-3,000 | {val_abnormal} | {bins[0]['n']} |" in md and "| tiny | >= 7,000 | 0 | 0 |" in md
 
 
+def test_quality_pairs_whole_volumes_of_base_and_mg(tmp_path, tiny_model):
+    """With validation and test volumes, the report pairs + MG's volume Dice with the base's over the same
+    realisations (the unit detect and the viewer apply) and prints the interval in the whole-volume table."""
+    from app.core.metrics import paired_difference
+    from app.data.splits import save_volumes
+
+    data = make_bench(tmp_path / "bench")
+    for split, seed in (("val", 3), ("test", 4)):
+        imgs, masks = phantom_slices(12, S, seed=seed)
+        vol = imgs.reshape(4, 3, *imgs.shape[1:])
+        m = masks.reshape(4, 3, S, S).astype(bool)
+        names = [[f"{split}{r}z{z}" for z in range(3)] for r in range(4)]
+        save_volumes(data, split, vol, m, m.astype(np.uint8), names, {"seeds": [0, 1, 2, 3], "z": [0, 1, 2]})
+    assert quality(data, tiny_model, tmp_path / "out") == 0
+    row = json.loads((tmp_path / "out" / "quality.json").read_text())["models"][0]
+    v = row["volumes"]["test"]
+    assert v["paired"] == paired_difference(v["base"]["volume_dice"], v["mg"]["volume_dice"]) and v["paired"]["n"] == 4
+    lo, hi = v["paired"]["ci95"]
+    want = f"{100 * v['paired']['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    md = (tmp_path / "out" / "quality.md").read_text()
+    assert f"| tiny + MG | {100 * v['mg']['volume_dice_mean']:.1f} | {want} |" in md
+
+
 def test_quality_areas_follow_the_abnormal_slices_in_order():
     from app.bench.quality import _abnormal_areas
 
