@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.batch.inputs import StudyRef
-from app.batch.task import MASK, RESULT, BatchSettings, process_study, write_json
+from app.batch.task import MASK, RESULT, BatchSettings, process_study, raw_card, write_json
 from app.viewer.worklist import read_result, write_worklist
 
 
@@ -70,14 +70,9 @@ class BatchSummary:
 def triage_evidence_for(settings: BatchSettings) -> dict:
     """:func:`app.core.triage_evidence.triage_evidence` for the card and settings of a batch run (a card that cannot
     be read counts as one without measurements)."""
-    import json
-
     from app.core.triage_evidence import Operator, triage_evidence
 
-    try:
-        card = json.loads(Path(settings.model).with_suffix(".json").read_text())
-    except (OSError, ValueError):
-        card = None
+    card = raw_card(Path(settings.model).with_suffix(".json"))
     return triage_evidence(card, settings.weights_sha256, Operator.of(settings)).to_dict()
 
 

@@ -107,13 +107,21 @@ class BatchSettings:
         return asdict(self)
 
 
+def raw_card(path: str | os.PathLike) -> dict | None:
+    """The card file's JSON as written (no validation or migration: what its fingerprint and triage measurements
+    were computed on); None when it cannot be read as a JSON object (loading the model then says why)."""
+    try:
+        card = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) else None
+
+
 def _card_fingerprint(path: Path) -> str:
     from app.core.triage_evidence import card_fingerprint
 
-    try:
-        return card_fingerprint(json.loads(path.read_text()))
-    except (OSError, ValueError, AttributeError):  # unreadable: the file hash stands in (the load fails later)
-        return ""
+    card = raw_card(path)
+    return "" if card is None else card_fingerprint(card)  # unreadable: the file hash stands in
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -259,8 +259,7 @@ def _val_area_counts(val, threshold: float) -> list[int]:
     masks = np.asarray(val.masks)
     abnormal = masks.reshape(len(masks), -1).any(axis=1)
     area = foreground_area(np.asarray(val.images, np.float32)[abnormal], threshold)
-    bounds = [*AREA_EDGES, math.inf]
-    return [int(((area >= lo) & (area < hi)).sum()) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [int(n) for n in np.histogram(area, bins=[*AREA_EDGES, math.inf])[0]]  # the bins of paired_by_bins
 
 
 def _kind_breakdown(bench: Benchmark, split: str, test_set, keep: dict[str, Any]) -> dict[str, float | None] | None:

@@ -322,7 +322,6 @@ def record_triage(stem: Path, settings, ev: dict, split: str, loads, seed: int, 
 
     op = Operator.of(settings)
     mode = op.mode
-
     if ev.get("failed") or not ev.get("auroc_score_ci95") or not np.isfinite(ev.get("auroc_score", float("nan"))):
         log(f"{stem.name} {mode}: not recorded in the card ({ev.get('failed', 0)} studies failed or no AUROC)")
         return False

@@ -28,10 +28,9 @@ def triage_cell(card: dict, weights_sha256: str, eps: float, tau: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
-    from app.batch.task import file_sha256
+    from app.batch.task import file_sha256, raw_card
     from app.nets.card import card_choices
     from app.nets.checkpoint import read_card
     from app.nets.zoo import DEFAULT_MODEL, MODELS_DIR, list_models
@@ -45,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
         card = read_card(d / name)
         cfg = card.get("config", {})
         ch = card_choices(card)  # what detect, batch and the viewer apply
-        raw = json.loads((d / f"{name}.json").read_text())  # as batch reads it for the triage measurement
-        triage = triage_cell(raw, file_sha256(d / f"{name}.safetensors"), ch["eps"], ch["tau"])
+        raw = raw_card(d / f"{name}.json")  # as batch reads it for the triage measurement
+        triage = triage_cell(raw or {}, file_sha256(d / f"{name}.safetensors"), ch["eps"], ch["tau"])
         mark = "*" if name == DEFAULT_MODEL else " "
         print(
             f"{mark} {name:<16} family={card.get('family', '?'):<10} size={cfg.get('image_size')} "
