@@ -27,7 +27,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from app.atomic import atomic_write_text  # noqa: E402
+from app.batch.task import raw_card  # noqa: E402
 from app.core.detector import Detector  # noqa: E402
+from app.core.ensemble import is_ensemble, load_ensemble  # noqa: E402
 from app.core.metrics import (  # noqa: E402
     dice,
     fp_per_normal_slice,
@@ -150,10 +152,13 @@ def main(argv: list[str]) -> int:
           f"{images.shape[0]} realisations x {images.shape[1]} slices")  # fmt: skip
     rows: dict[str, dict] = {}
     for name, path in zip(a.models, where, strict=True):
-        model, card = load_checkpoint(path, "cpu")
+        if is_ensemble(raw_card(Path(path).with_suffix(".json"))):  # several zoo models' maps, averaged (app.core.ensemble)
+            det, card = load_ensemble(Path(path).with_suffix(".json"))
+        else:
+            model, card = load_checkpoint(path, "cpu")
+            det = Detector.from_card(model, card, "cpu", batch_size=16)
         ch = card_choices(card)
-        det = Detector.from_card(model, card, "cpu", batch_size=16)
-        label = Path(name).name
+        label = Path(path).name  # the stem: a zoo name, or a card given as NAME.json
         if f"{label} + MG" in rows:  # two cards of one name (a zoo name and a copy elsewhere): their full paths
             label = path
         rows[f"{label} + MG"] = model_row(det, ch["eps"], ch["tau"], images, masks, kinds, base=False, vols=vols)

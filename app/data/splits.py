@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +171,11 @@ class VolumeSet:
     @property
     def n_slices(self) -> int:
         return int(self.images.shape[1])
+
+    def head(self, n: int) -> VolumeSet:
+        """The first ``n`` realisations (all of them where there are fewer)."""
+        return replace(self, images=self.images[:n], masks=self.masks[:n], kinds=self.kinds[:n], names=self.names[:n],
+                       seeds=self.seeds[:n], lesions=self.lesions[:n])  # fmt: skip
 
     def abnormal(self, r: int) -> np.ndarray:
         """Indices (into Z) of realisation ``r``'s slices with a non-empty ground truth."""

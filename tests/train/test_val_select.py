@@ -88,6 +88,22 @@ def test_val_select_scores_the_realisations_after_the_choosing_ones(dataset, tmp
     assert doc["rows"]["m + MG"]["voxels"]["tp"] == 0 and doc["rows"]["m + MG"]["voxels"]["fn"] == 0  # no lesion
     assert vs.main([str(dataset), str(out), "--split", "test", "--intensity"]) == 2  # its tau would be chosen on test
     assert "--split val" in capsys.readouterr().err
+    # an ensemble card (scripts/ensemble_card.py, calibrated on the first two realisations) is scored like a model
+    spec = importlib.util.spec_from_file_location("ensemble_card", SCRIPT.parent / "ensemble_card.py")
+    ec = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ec)
+    pair = tmp_path / "pair.json"
+    members = [str(out), str(tmp_path / "copy" / "m")]
+    assert ec.main([str(dataset), *members, "--out", str(pair), "--first", "2", "--threads", "1"]) == 0
+    card = json.loads(pair.read_text())
+    assert card["family"] == "ensemble" and [m["model"] for m in card["members"]] == members
+    assert card["chosen_volume"]["n_volumes"] == 2 and card["calibration"]["seeds"] == [0, 1]
+    assert vs.main([str(dataset), str(pair), "--skip", "2", "--base", "--threads", "1", "--json", str(report)]) == 0
+    rows = json.loads(report.read_text())["rows"]
+    assert list(rows) == ["pair + MG", "pair"] and all(len(r["volume_dice"]) == 2 for r in rows.values())
+    assert rows["pair + MG"]["tau"] == card["chosen_volume"]["tau"]
+    assert ec.main([str(dataset), str(out), "--out", str(pair)]) == 2  # one member is no ensemble
+    assert "at least two" in capsys.readouterr().err
 
 
 def test_lesion_kind_is_the_kind_most_of_its_voxels_carry():

@@ -1,0 +1,223 @@
+"""An ensemble of the zoo's difference maps: several models read the same slices, each as ``detect`` applies it (its
+card's solver, layout and eps), and their maps are averaged after each is divided by its normal tissue's typical
+value. Where one model's pseudo-normal copies a lesion another does not, and their residuals on normal tissue lie in
+different places (a denoiser's at its noise blobs, an autoencoder's at the cortex it blurs), the mean keeps what
+they agree on: the lesion.
+
+An ensemble card (``family: "ensemble"``) names its members by zoo name with the SHA-256 of each member's card when
+it was made (a member recalibrated since makes the scales stale: refused), each member's scale for + MG and for the
+base model, its own post-processing (applied once, to the mean) and its own choice of tau. Its ``eps`` is a factor
+of each member's own chosen eps: 1 runs every member at its card's whole-volume choice, 0 is the ensemble of base
+models. The pseudo-normal it shows is its first member's.
+
+docs/bench/ensemble/rule.md says how the first ensemble was judged."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from app.core.detector import DetectionOutput, Detector, PostProcessing
+from app.core.maps import postprocess
+from app.errors import CheckpointError, OptionError
+
+FAMILY = "ensemble"
+#: the tau grid an ensemble's choice is made on (its maps are in units of the members' normal-tissue median)
+TAU_GRID = tuple(np.round(np.arange(0.05, 20.0001, 0.05), 2))
+
+
+def is_ensemble(card: dict[str, Any] | None) -> bool:
+    return isinstance(card, dict) and card.get("family") == FAMILY
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass
+class Member:
+    """One model of an ensemble: its detector (built from its card as ``detect`` builds it), the eps its card
+    chose for whole volumes, and the scales its raw maps are divided by (+ MG and base)."""
+
+    name: str
+    detector: Detector
+    eps: float
+    scale_mg: float = 1.0
+    scale_base: float = 1.0
+    card_sha256: str = ""
+
+    def scale(self, base: bool) -> float:
+        return self.scale_base if base else self.scale_mg
+
+
+@dataclass
+class EnsembleDetector:
+    """The members' raw maps on the same slices, each divided by its scale, averaged, then ``post`` applied to the
+    mean: :meth:`run` returns what :meth:`Detector.run` returns (the first member's pseudo-normal, solver steps,
+    loss and distance; the ensemble's map and foreground)."""
+
+    members: list[Member]
+    post: PostProcessing = field(default_factory=PostProcessing)
+
+    def __post_init__(self):
+        if len(self.members) < 2:
+            raise OptionError("an ensemble needs at least two members")
+
+    def raw_runs(
+        self, x: np.ndarray, factor: float = 1.0, *, base_only: bool = False, should_stop=None
+    ) -> list[DetectionOutput]:
+        """Each member's run on ``x`` at ``factor`` times its chosen eps, with its raw map (no post-processing)."""
+        if not (np.isfinite(factor) and factor >= 0):
+            raise OptionError(f"an ensemble's eps is a factor of each member's chosen eps (>= 0), not {factor!r}")
+        base = base_only or factor == 0
+        return [
+            m.detector.run(x, m.eps * factor, base_only=base, raw=True, should_stop=should_stop) for m in self.members
+        ]
+
+    def combine(self, runs: Sequence[DetectionOutput], base: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The post-processed mean of the scaled raw maps of ``runs``, and the foreground it was taken over (the
+        first member's: every member reads the same slices)."""
+        fg = runs[0].foreground
+        mean = sum(r.d / m.scale(base) for m, r in zip(self.members, runs, strict=True)) / len(runs)
+        return postprocess(mean.astype(np.float32), fg, self.post.median_size, self.post.erode_px), fg
+
+    def run(
+        self,
+        x: np.ndarray,
+        eps: float = 1.0,
+        *,
+        base_only: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+        **_ignored,
+    ) -> DetectionOutput:
+        """All slices (N, [C,] S, S): ``eps`` is the factor of each member's chosen eps (1: the card's operator)."""
+        base = base_only or eps == 0
+        runs = self.raw_runs(x, eps, base_only=base, should_stop=should_stop)
+        d, fg = self.combine(runs, base)
+        first = runs[0]
+        return DetectionOutput(
+            s=first.s, d=d, foreground=fg, eps=0.0 if base else float(eps), steps=first.steps, loss=first.loss,
+            distance=first.distance, analysed=first.analysed, post=self.post, eps_factor=first.eps_factor,
+        )  # fmt: skip
+
+
+def normal_median(maps: np.ndarray, foreground: np.ndarray, masks: np.ndarray, erode_px: int) -> float:
+    """The median of raw maps over normal voxels: the foreground eroded by ``erode_px`` (as the post-processing
+    erodes it), outside the lesions. ``maps``, ``foreground`` and ``masks`` are (N, S, S) slices."""
+    inner = postprocess(np.ones(maps.shape, np.float32), foreground, 0, erode_px) > 0
+    vals = np.asarray(maps, np.float32)[inner & ~np.asarray(masks, bool)]
+    if vals.size == 0:
+        raise OptionError("no normal foreground voxels to scale an ensemble member by")
+    med = float(np.median(vals))
+    if not med > 0:
+        raise OptionError("a member's raw map is zero on normal tissue: it cannot be scaled")
+    return med
+
+
+def ensemble_card(
+    name: str,
+    members: Sequence[Member],
+    post: PostProcessing,
+    choice: dict[str, Any],
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
+    """The card of an ensemble (see the module docstring)."""
+    return {
+        "name": name,
+        "family": FAMILY,
+        "members": [
+            {"model": m.name, "card_sha256": m.card_sha256, "eps": m.eps, "scale_mg": m.scale_mg,
+             "scale_base": m.scale_base}  # fmt: skip
+            for m in members
+        ],
+        "eps_unit": "a factor of each member's chosen whole-volume eps (1: each member's own choice; 0: base models)",
+        "eps_range": {"eps_min": 0.0, "eps_max": 1.0},
+        "postprocess": post.as_dict(),
+        "chosen_volume": choice,
+        "calibration": provenance,
+    }
+
+
+def load_ensemble(card_path: str | Path, device: str = "cpu", batch_size: int = 16) -> tuple[EnsembleDetector, dict]:
+    """The ensemble of ``card_path`` with its members loaded from the zoo, each checked against the card hash it
+    was made with."""
+    from app.nets.checkpoint import load_checkpoint
+    from app.nets.zoo import resolve_model
+
+    path = Path(card_path)
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read the ensemble card ({exc})") from None
+    if not is_ensemble(card):
+        raise CheckpointError(f"{path}: not an ensemble card (family {card.get('family')!r})")
+    members = []
+    for m in card.get("members", []):
+        stem = resolve_model(m["model"])
+        sha = file_sha256(stem.with_suffix(".json"))
+        if m.get("card_sha256") and sha != m["card_sha256"]:
+            raise CheckpointError(
+                f"{path}: member {m['model']!r} has changed since the ensemble was calibrated (card SHA-256 "
+                f"{sha[:12]}, the ensemble was made with {m['card_sha256'][:12]}); calibrate the ensemble again"
+            )
+        model, mcard = load_checkpoint(stem, device)
+        det = Detector.from_card(model, mcard, device, batch_size=batch_size)
+        members.append(Member(m["model"], det, float(m["eps"]), float(m["scale_mg"]), float(m["scale_base"]), sha))
+    return EnsembleDetector(members, PostProcessing(**card["postprocess"])), card
+
+
+def choose_tau(maps: np.ndarray, masks: np.ndarray, post: PostProcessing, taus: Sequence[float] = TAU_GRID):
+    """(tau, mean whole-volume Dice, the Dice per tau): the first tau of ``taus`` with the best mean Dice over the
+    volumes (R, Z, S, S), detections cleaned by ``post``'s component rule."""
+    from app.core.metrics import dice_table
+
+    t = np.asarray(taus, np.float64)
+    table = dice_table(list(maps), list(np.asarray(masks, bool)), t, post.min_component_px, abnormal_only=False)
+    i = int(np.nanargmax(table))
+    return float(t[i]), float(table[i]), table
+
+
+def calibrate(members: list[Member], volumes: Any, post: PostProcessing, log=print) -> dict[str, Any]:
+    """Each member's scales (+ MG and base: :func:`normal_median` of its raw maps over ``volumes``, validation
+    realisations with masks), then tau for + MG and for base on the same volumes (:func:`choose_tau`, the maps
+    averaged over ``post``'s z window as ``detect`` averages a study). Sets the members' scales; returns the
+    choice for the card's ``chosen_volume``."""
+    from app.core.protocol import across_volumes
+
+    images, masks = np.asarray(volumes.images), np.asarray(volumes.masks, bool)
+    r, z = masks.shape[:2]
+    flat, flat_masks = images.reshape(r * z, *images.shape[2:]), masks.reshape(r * z, *masks.shape[2:])
+    ens = EnsembleDetector(members, post)
+    out: dict[str, Any] = {}
+    for mode in ("mg", "base"):
+        base = mode == "base"
+        runs = ens.raw_runs(flat, 1.0, base_only=base)
+        for m, run in zip(members, runs, strict=True):
+            s = normal_median(run.d, run.foreground, flat_masks, post.erode_px)
+            if base:
+                m.scale_base = s
+            else:
+                m.scale_mg = s
+            log(f"{mode}: {m.name} scale {s:.5g}")
+        d, fg = ens.combine(runs, base)
+        maps = across_volumes(post, d.reshape(r, z, *d.shape[1:]), fg.reshape(r, z, *fg.shape[1:]), volumes)
+        tau, best, table = choose_tau(maps, masks, post)
+        log(f"{mode}: tau {tau:g}, mean whole-volume Dice {100 * best:.1f} % over {r} volumes")
+        out[mode] = {"tau": tau, "dice": best, "table": [round(float(v), 6) for v in table]}
+    return {
+        "eps": 1.0,
+        "tau": out["mg"]["tau"],
+        "tau_base": out["base"]["tau"],
+        "val_volume_dice": round(out["mg"]["dice"], 6),
+        "val_volume_dice_base": round(out["base"]["dice"], 6),
+        "n_volumes": int(r),
+        "tau_grid": [float(TAU_GRID[0]), float(TAU_GRID[-1]), round(float(TAU_GRID[1] - TAU_GRID[0]), 4)],
+        "dice_per_tau": {"mg": out["mg"]["table"], "base": out["base"]["table"]},
+        "rule": "each member's raw map divided by its median over normal eroded-foreground voxels of the validation "
+        "volumes, averaged, post-processed; tau with the best mean whole-volume Dice over those volumes",
+    }

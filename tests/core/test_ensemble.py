@@ -1,0 +1,132 @@
+"""app.core.ensemble: several models' maps, each scaled by its normal tissue's median, averaged; known answers."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from app.core.detector import Detector, PostProcessing
+from app.core.ensemble import (
+    EnsembleDetector,
+    Member,
+    calibrate,
+    choose_tau,
+    ensemble_card,
+    file_sha256,
+    is_ensemble,
+    load_ensemble,
+    normal_median,
+)
+from app.data.splits import VolumeSet
+from app.errors import CheckpointError, OptionError
+
+
+def _model(seed: int, latent: int):
+    from app.nets import ModelConfig, create_model
+
+    torch.manual_seed(seed)
+    return create_model(ModelConfig("ae-l1", image_size=32, latent_dim=latent, width=4)).freeze()
+
+
+@pytest.fixture
+def slices():
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(4, 1, 32, 32, generator=g) * 0.2 + 0.3
+    x[:, :, :, :3] = 0.0  # a background strip
+    x[:2, :, 12:18, 12:18] += 0.5  # a bright square on two slices
+    return x.numpy()
+
+
+def test_normal_median_reads_only_normal_eroded_foreground():
+    d = np.zeros((1, 8, 8), np.float32)
+    fg = np.zeros((1, 8, 8), bool)
+    fg[0, 1:7, 1:7] = True  # 6 x 6; eroded by 1 px: the inner 4 x 4 (rows and columns 2..5)
+    d[0, 2:6, 2:6] = np.arange(16).reshape(4, 4)  # the inner voxels hold 0..15
+    d[0, 1] = 100.0  # the eroded rim: never read
+    lesion = np.zeros((1, 8, 8), bool)
+    lesion[0, 2, 2:6] = True  # the row holding 0..3 is lesion: the rest holds 4..15, median 9.5
+    assert normal_median(d, fg, lesion, erode_px=1) == 9.5
+    assert normal_median(d, fg, np.zeros_like(lesion), erode_px=1) == 7.5  # 0..15
+    with pytest.raises(OptionError, match="zero on normal tissue"):
+        normal_median(np.zeros_like(d), fg, lesion, erode_px=1)
+
+
+def test_choose_tau_takes_the_first_best_threshold():
+    maps = np.ones((2, 3, 8, 8), np.float32)  # normal tissue at 1
+    masks = np.zeros((2, 3, 8, 8), bool)
+    masks[:, 1, 2:6, 2:6] = True
+    maps[masks] = 5.0  # the lesions at 5: any tau in [1, 5) separates them exactly (D > tau)
+    tau, best, table = choose_tau(maps, masks, PostProcessing(), taus=[0.5, 1.0, 2.0, 6.0])
+    assert (tau, best) == (1.0, 1.0)
+    assert table[0] < 1.0 and table[3] == 0.0
+    # a component rule larger than a lesion drops it: nothing is found at any tau
+    tau, best, _ = choose_tau(maps, masks, PostProcessing(min_component_px=17), taus=[1.0, 2.0])
+    assert best == 0.0
+
+
+def test_the_ensemble_map_is_the_post_processed_mean_of_the_scaled_maps(slices):
+    post = PostProcessing(median_size=3, erode_px=1)
+    dets = [Detector(_model(0, 8), batch_size=4), Detector(_model(1, 6), batch_size=4)]
+    members = [Member("a", dets[0], eps=0.3, scale_mg=0.02, scale_base=0.05),
+               Member("b", dets[1], eps=0.6, scale_mg=0.5, scale_base=0.25)]  # fmt: skip
+    ens = EnsembleDetector(members, post)
+    for factor, base in ((0.0, True), (1.0, False)):
+        out = ens.run(slices, factor, max_steps=5)
+        raw = [m.detector.run(slices, m.eps * factor, base_only=base, raw=True) for m in members]
+        mean = (raw[0].d / members[0].scale(base) + raw[1].d / members[1].scale(base)) / 2
+        from app.core.maps import postprocess
+
+        np.testing.assert_allclose(out.d, postprocess(mean, raw[0].foreground, 3, 1), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(out.s, raw[0].s)  # the first member's pseudo-normal
+        assert out.eps == (0.0 if base else 1.0) and out.post is post
+    # each member solves at factor x its own eps: member b's distance can reach 0.6, a's only 0.3
+    runs = ens.raw_runs(slices, 1.0)
+    assert (runs[0].distance <= 0.3 * 1.001).all() and (runs[1].distance <= 0.6 * 1.001).all()
+    with pytest.raises(OptionError, match="factor"):
+        ens.run(slices, -1.0)
+    with pytest.raises(OptionError, match="two members"):
+        EnsembleDetector(members[:1])
+
+
+def test_calibrate_writes_a_card_that_loads_and_refuses_a_changed_member(slices, tmp_path):
+    from app.nets.checkpoint import save_checkpoint
+
+    stems = [save_checkpoint(_model(s, 8), tmp_path / f"m{s}", {"chosen": {"eps": 0.2 + 0.2 * s, "tau": 0.1}})
+             for s in (0, 1)]  # fmt: skip
+    masks = np.zeros((2, 2, 32, 32), bool)
+    masks[:, 0, 12:18, 12:18] = True  # the bright square: a lesion on the first slice of each realisation
+    images = np.stack([slices[[0, 2]], slices[[1, 3]]])
+    vols = VolumeSet(images, masks, masks.astype(np.uint8), [["a", "b"]] * 2, [0, 1], [0, 1])
+    post = PostProcessing(erode_px=1)
+    members = []
+    for stem in stems:
+        from app.nets.card import card_choices
+        from app.nets.checkpoint import load_checkpoint
+
+        model, card = load_checkpoint(stem, "cpu")
+        members.append(Member(str(stem), Detector.from_card(model, card, "cpu"), card_choices(card)["eps"],
+                              card_sha256=file_sha256(stem.with_suffix(".json"))))  # fmt: skip
+    choice = calibrate(members, vols, post, log=lambda *_: None)
+    # the scales are the members' normal-tissue medians over both realisations
+    flat = images.reshape(4, 1, 32, 32)
+    for m in members:
+        base_run = m.detector.run(flat, 0.0, base_only=True, raw=True)
+        assert m.scale_base == normal_median(base_run.d, base_run.foreground, masks.reshape(4, 32, 32), 1)
+    # the bright square stands out of both members' maps: the chosen tau finds it
+    assert choice["val_volume_dice"] > 0.5 and choice["eps"] == 1.0 and choice["n_volumes"] == 2
+    card = ensemble_card("pair", members, post, choice, {"data_dir": "x"})
+    assert is_ensemble(card) and card["eps_range"] == {"eps_min": 0.0, "eps_max": 1.0}
+    path = tmp_path / "pair.json"
+    path.write_text(json.dumps(card))
+    ens, loaded = load_ensemble(path)
+    assert [m.scale_mg for m in ens.members] == [m.scale_mg for m in members] and ens.post == post
+    np.testing.assert_array_equal(ens.run(flat, 1.0).d, EnsembleDetector(members, post).run(flat, 1.0).d)
+    # a member recalibrated since: its scales are stale, so the ensemble is refused
+    c = json.loads(stems[1].with_suffix(".json").read_text())
+    c["chosen"]["tau"] = 0.3
+    stems[1].with_suffix(".json").write_text(json.dumps(c))
+    with pytest.raises(CheckpointError, match="changed since the ensemble was calibrated"):
+        load_ensemble(path)
+    with pytest.raises(CheckpointError, match="not an ensemble card"):
+        load_ensemble(stems[0].with_suffix(".json"))
