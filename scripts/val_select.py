@@ -151,9 +151,10 @@ def main(argv: list[str]) -> int:
     print(f"{a.split} volumes {a.skip + 1}..{vols.images.shape[0]} of {a.data} (seeds {vols.seeds[a.skip:]}): "
           f"{images.shape[0]} realisations x {images.shape[1]} slices")  # fmt: skip
     rows: dict[str, dict] = {}
-    for name, path in zip(a.models, where, strict=True):
-        if is_ensemble(raw_card(Path(path).with_suffix(".json"))):  # several zoo models' maps, averaged (app.core.ensemble)
-            det, card = load_ensemble(Path(path).with_suffix(".json"))
+    for path in where:
+        card_file = Path(path).with_suffix(".json")
+        if is_ensemble(raw_card(card_file)):  # several zoo models' maps, averaged (app.core.ensemble)
+            det, card = load_ensemble(card_file)
         else:
             model, card = load_checkpoint(path, "cpu")
             det = Detector.from_card(model, card, "cpu", batch_size=16)

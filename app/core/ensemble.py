@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -131,8 +132,13 @@ def ensemble_card(
         "name": name,
         "family": FAMILY,
         "members": [
-            {"model": m.name, "card_sha256": m.card_sha256, "eps": m.eps, "scale_mg": m.scale_mg,
-             "scale_base": m.scale_base}  # fmt: skip
+            {
+                "model": m.name,
+                "card_sha256": m.card_sha256,
+                "eps": m.eps,
+                "scale_mg": m.scale_mg,
+                "scale_base": m.scale_base,
+            }  # fmt: skip
             for m in members
         ],
         "eps_unit": "a factor of each member's chosen whole-volume eps (1: each member's own choice; 0: base models)",
