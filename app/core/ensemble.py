@@ -8,7 +8,8 @@ An ensemble card (``family: "ensemble"``) names its members by zoo name with the
 it was made (a member recalibrated since makes the scales stale: refused), each member's scale for + MG and for the
 base model, its own post-processing (applied once, to the mean) and its own choice of tau. Its ``eps`` is a factor
 of each member's own chosen eps: 1 runs every member at its card's whole-volume choice, 0 is the ensemble of base
-models. The pseudo-normal it shows is its first member's.
+models. Its map is in the first member's units (the mean of the scaled maps times the first member's scale), so tau
+reads as that model's tau does; the pseudo-normal it shows is its first member's.
 
 docs/bench/ensemble/rule.md says how the first ensemble was judged."""
 
@@ -70,22 +71,40 @@ class EnsembleDetector:
             raise OptionError("an ensemble needs at least two members")
 
     def raw_runs(
-        self, x: np.ndarray, factor: float = 1.0, *, base_only: bool = False, should_stop=None
-    ) -> list[DetectionOutput]:
-        """Each member's run on ``x`` at ``factor`` times its chosen eps, with its raw map (no post-processing)."""
+        self, x: np.ndarray, factor: float = 1.0, *, base_only: bool = False, should_stop=None, progress=None,
+        **overrides,
+    ) -> list[DetectionOutput]:  # fmt: skip
+        """Each member's run on ``x`` at ``factor`` times its chosen eps, with its raw map (no post-processing).
+        ``progress(done, total)`` counts the members' slices together; ``overrides`` go to every member's solver
+        (e.g. ``max_steps``)."""
         if not (np.isfinite(factor) and factor >= 0):
             raise OptionError(f"an ensemble's eps is a factor of each member's chosen eps (>= 0), not {factor!r}")
         base = base_only or factor == 0
-        return [
-            m.detector.run(x, m.eps * factor, base_only=base, raw=True, should_stop=should_stop) for m in self.members
-        ]
+        runs = []
+        for i, m in enumerate(self.members):
+            report = None
+            if progress is not None:
+                k = len(self.members)
 
-    def combine(self, runs: Sequence[DetectionOutput], base: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The post-processed mean of the scaled raw maps of ``runs``, and the foreground it was taken over (the
-        first member's: every member reads the same slices)."""
+                def report(done, total, i=i, k=k):
+                    progress(i * total + done, k * total)
+
+            runs.append(m.detector.run(x, m.eps * factor, base_only=base, raw=True, should_stop=should_stop,
+                                       progress=report, **overrides))  # fmt: skip
+        return runs
+
+    def unit(self, base: bool) -> float:
+        """What one unit of the mean of the scaled maps is in the ensemble's map: the first member's scale."""
+        return self.members[0].scale(base)
+
+    def combine(self, runs: Sequence[DetectionOutput], base: bool, unit: float | None = None):
+        """The post-processed mean of the scaled raw maps of ``runs`` times ``unit`` (default :meth:`unit`), and
+        the foreground it was taken over (the first member's: every member reads the same slices)."""
         fg = runs[0].foreground
         mean = sum(r.d / m.scale(base) for m, r in zip(self.members, runs, strict=True)) / len(runs)
-        return postprocess(mean.astype(np.float32), fg, self.post.median_size, self.post.erode_px), fg
+        if unit is None:
+            unit = self.unit(base)
+        return postprocess((mean * unit).astype(np.float32), fg, self.post.median_size, self.post.erode_px), fg
 
     def run(
         self,
@@ -94,11 +113,12 @@ class EnsembleDetector:
         *,
         base_only: bool = False,
         should_stop: Callable[[], bool] | None = None,
-        **_ignored,
+        progress: Callable[[int, int], None] | None = None,
+        **overrides,
     ) -> DetectionOutput:
         """All slices (N, [C,] S, S): ``eps`` is the factor of each member's chosen eps (1: the card's operator)."""
         base = base_only or eps == 0
-        runs = self.raw_runs(x, eps, base_only=base, should_stop=should_stop)
+        runs = self.raw_runs(x, eps, base_only=base, should_stop=should_stop, progress=progress, **overrides)
         d, fg = self.combine(runs, base)
         first = runs[0]
         return DetectionOutput(
@@ -143,6 +163,7 @@ def ensemble_card(
         ],
         "eps_unit": "a factor of each member's chosen whole-volume eps (1: each member's own choice; 0: base models)",
         "eps_range": {"eps_min": 0.0, "eps_max": 1.0},
+        "map_unit": "the first member's raw map: the mean of the members' scaled maps times its scale",
         "postprocess": post.as_dict(),
         "chosen_volume": choice,
         "calibration": provenance,
@@ -210,20 +231,23 @@ def calibrate(members: list[Member], volumes: Any, post: PostProcessing, log=pri
             else:
                 m.scale_mg = s
             log(f"{mode}: {m.name} scale {s:.5g}")
-        d, fg = ens.combine(runs, base)
+        d, fg = ens.combine(runs, base, unit=1.0)  # chosen on the mean of the scaled maps, stored in the map's unit
         maps = across_volumes(post, d.reshape(r, z, *d.shape[1:]), fg.reshape(r, z, *fg.shape[1:]), volumes)
         tau, best, table = choose_tau(maps, masks, post)
-        log(f"{mode}: tau {tau:g}, mean whole-volume Dice {100 * best:.1f} % over {r} volumes")
-        out[mode] = {"tau": tau, "dice": best, "table": [round(float(v), 6) for v in table]}
+        log(f"{mode}: tau {tau:g} x {ens.unit(base):.5g}, mean whole-volume Dice {100 * best:.1f} % over {r} volumes")
+        out[mode] = {"tau": tau * ens.unit(base), "scaled_tau": tau, "dice": best,
+                     "table": [round(float(v), 6) for v in table]}  # fmt: skip
     return {
         "eps": 1.0,
         "tau": out["mg"]["tau"],
         "tau_base": out["base"]["tau"],
+        "scaled_tau": {"mg": out["mg"]["scaled_tau"], "base": out["base"]["scaled_tau"]},
         "val_volume_dice": round(out["mg"]["dice"], 6),
         "val_volume_dice_base": round(out["base"]["dice"], 6),
         "n_volumes": int(r),
         "tau_grid": [float(TAU_GRID[0]), float(TAU_GRID[-1]), round(float(TAU_GRID[1] - TAU_GRID[0]), 4)],
         "dice_per_tau": {"mg": out["mg"]["table"], "base": out["base"]["table"]},
         "rule": "each member's raw map divided by its median over normal eroded-foreground voxels of the validation "
-        "volumes, averaged, post-processed; tau with the best mean whole-volume Dice over those volumes",
+        "volumes, averaged, post-processed; scaled_tau: the best mean whole-volume Dice over those volumes on "
+        "tau_grid; tau: scaled_tau times the first member's scale (the map's unit)",
     }

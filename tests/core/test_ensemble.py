@@ -73,8 +73,9 @@ def test_the_ensemble_map_is_the_post_processed_mean_of_the_scaled_maps(slices):
     ens = EnsembleDetector(members, post)
     for factor, base in ((0.0, True), (1.0, False)):
         out = ens.run(slices, factor, max_steps=5)
-        raw = [m.detector.run(slices, m.eps * factor, base_only=base, raw=True) for m in members]
+        raw = [m.detector.run(slices, m.eps * factor, base_only=base, raw=True, max_steps=5) for m in members]
         mean = (raw[0].d / members[0].scale(base) + raw[1].d / members[1].scale(base)) / 2
+        mean *= members[0].scale(base)  # in the first member's units
         from app.core.maps import postprocess
 
         np.testing.assert_allclose(out.d, postprocess(mean, raw[0].foreground, 3, 1), rtol=1e-5, atol=1e-6)
@@ -115,6 +116,12 @@ def test_calibrate_writes_a_card_that_loads_and_refuses_a_changed_member(slices,
         assert m.scale_base == normal_median(base_run.d, base_run.foreground, masks.reshape(4, 32, 32), 1)
     # the bright square stands out of both members' maps: the chosen tau finds it
     assert choice["val_volume_dice"] > 0.5 and choice["eps"] == 1.0 and choice["n_volumes"] == 2
+    # tau is chosen on the mean of the scaled maps and stored in the first member's units
+    assert choice["tau"] == choice["scaled_tau"]["mg"] * members[0].scale_mg
+    assert choice["tau_base"] == choice["scaled_tau"]["base"] * members[0].scale_base
+    progress = []
+    EnsembleDetector(members, post).run(flat, 1.0, progress=lambda d, n: progress.append((d, n)))
+    assert progress == [(4, 8), (8, 8)]  # both members' slices counted together
     card = ensemble_card("pair", members, post, choice, {"data_dir": "x"})
     assert is_ensemble(card) and card["eps_range"] == {"eps_min": 0.0, "eps_max": 1.0}
     path = tmp_path / "pair.json"
