@@ -29,7 +29,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", metavar="MASK.nii.gz|SEG.dcm", help="where to write the binary mask (.dcm: DICOM SEG, DICOM studies)"
     )
-    p.add_argument("--eps", type=float, default=None, help="MatchGen radius (default: the model card's choice)")
+    p.add_argument(
+        "--eps",
+        type=float,
+        default=None,
+        help="MatchGen radius (default: the model card's choice; for an ensemble card, a factor of each member's "
+        "chosen eps)",
+    )
     p.add_argument("--tau", type=float, default=None, help="threshold on the difference map (default: the card's)")
     p.add_argument("--base-only", action="store_true", help="the base model alone (eps = 0), with its own tau")
     p.add_argument("--maps", metavar="DIR", default=None, help="also write pseudo_normal.nii.gz and difference.nii.gz")
@@ -107,8 +113,10 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from app.batch.task import raw_card
     from app.core.detector import Detector
     from app.core.device import resolve_device
+    from app.core.ensemble import is_ensemble, load_ensemble
     from app.errors import OptionError
     from app.io import load_study, save_mask, save_on_study_grid
     from app.nets.checkpoint import load_checkpoint
@@ -129,7 +137,15 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     stem = resolve_model(args.model)
-    model, card = load_checkpoint(stem, device)
+    ensemble = is_ensemble(raw_card(stem.with_suffix(".json")))
+    if ensemble:  # several zoo models' maps averaged (app.core.ensemble): its eps is a factor of each member's eps
+        detector, card = load_ensemble(
+            stem.with_suffix(".json"), device, batch_size=args.batch_size, median_size=args.median,
+            solver=args.solver, max_steps=args.max_steps,
+        )  # fmt: skip
+        model = detector.model
+    else:
+        model, card = load_checkpoint(stem, device)
     eps, tau, note = choose_parameters(card, args.eps, args.tau, args.base_only)
     if note:
         print(f"note: {note}", file=sys.stderr)
@@ -144,10 +160,11 @@ def run(args: argparse.Namespace) -> int:
         gt = load_mask(args.mask, study)
     from app.batch.task import detect_volume
 
-    detector = Detector.from_card(
-        model, card, device, solver=args.solver, max_steps=args.max_steps, median_size=args.median,
-        batch_size=args.batch_size,
-    )  # fmt: skip
+    if not ensemble:
+        detector = Detector.from_card(
+            model, card, device, solver=args.solver, max_steps=args.max_steps, median_size=args.median,
+            batch_size=args.batch_size,
+        )  # fmt: skip
     if detector.solver_warning and not args.base_only:
         print(f"warning: {detector.solver_warning}", file=sys.stderr)
     mode = "base model" if args.base_only else f"MatchGen eps={eps:g}"
@@ -177,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
         maps_dir.mkdir(parents=True, exist_ok=True)
     if args.out and not detect_dicom.is_dcm(args.out):
         save_mask(study, mask, args.out)
-    detect_dicom.write_outputs(args, study, mask, d_vol, detect_dicom.algorithm(stem, model, eps, tau, args.base_only))
+    family = card["family"] if ensemble else model.config.family
+    detect_dicom.write_outputs(args, study, mask, d_vol, detect_dicom.algorithm(stem, family, eps, tau, args.base_only))
     if args.out:  # the brain mask and the preprocessing record beside the mask (the viewer and batch do the same)
         from app.io.seg import card_sha256
         from app.viewer.study_run import preprocessing_record, write_beside

@@ -89,10 +89,10 @@ def require_dicom_input(args: argparse.Namespace, study) -> None:
         require_dicom(study, "DICOM SEG output")
 
 
-def algorithm(stem: Path, model, eps: float, tau: float, base_only: bool):
+def algorithm(stem: Path, family: str, eps: float, tau: float, base_only: bool):
     from app.io.seg import AlgorithmInfo
 
-    return AlgorithmInfo.for_checkpoint(stem, model.config.family, eps, tau, base_only)
+    return AlgorithmInfo.for_checkpoint(stem, family, eps, tau, base_only)
 
 
 def write_outputs(args: argparse.Namespace, study, mask, d_vol, algo) -> Path | None:

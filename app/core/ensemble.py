@@ -70,6 +70,16 @@ class EnsembleDetector:
         if len(self.members) < 2:
             raise OptionError("an ensemble needs at least two members")
 
+    @property
+    def model(self):
+        """The first member's model: what the study is prepared for (every member reads the same slices)."""
+        return self.members[0].detector.model
+
+    @property
+    def solver_warning(self) -> str | None:
+        """The first member's warning that its solver is not its card's (``detect --solver``), else None."""
+        return next((w for m in self.members if (w := getattr(m.detector, "solver_warning", None))), None)
+
     def raw_runs(
         self, x: np.ndarray, factor: float = 1.0, *, base_only: bool = False, should_stop=None, progress=None,
         **overrides,
@@ -170,9 +180,13 @@ def ensemble_card(
     }
 
 
-def load_ensemble(card_path: str | Path, device: str = "cpu", batch_size: int = 16) -> tuple[EnsembleDetector, dict]:
+def load_ensemble(
+    card_path: str | Path, device: str = "cpu", batch_size: int = 16, median_size: int | None = None, **member_options
+) -> tuple[EnsembleDetector, dict]:
     """The ensemble of ``card_path`` with its members loaded from the zoo, each checked against the card hash it
-    was made with."""
+    was made with and built as ``detect`` builds it (``member_options``: ``solver``, ``max_steps`` for every
+    member's :meth:`Detector.from_card`); ``median_size`` overrides the ensemble's median filter. Every member must
+    read the same slices (image size, channels, normalisation)."""
     from app.nets.checkpoint import load_checkpoint
     from app.nets.zoo import resolve_model
 
@@ -193,9 +207,24 @@ def load_ensemble(card_path: str | Path, device: str = "cpu", batch_size: int = 
                 f"{sha[:12]}, the ensemble was made with {m['card_sha256'][:12]}); calibrate the ensemble again"
             )
         model, mcard = load_checkpoint(stem, device)
-        det = Detector.from_card(model, mcard, device, batch_size=batch_size)
+        det = Detector.from_card(model, mcard, device, batch_size=batch_size, **member_options)
         members.append(Member(m["model"], det, float(m["eps"]), float(m["scale_mg"]), float(m["scale_base"]), sha))
-    return EnsembleDetector(members, PostProcessing(**card["postprocess"])), card
+        if len(members) == 1:  # what the first member was trained on decides the ensemble's domain checks
+            for key in ("domain", "training"):
+                if key in mcard:
+                    card.setdefault(key, mcard[key])
+        elif _input_of(model) != _input_of(members[0].detector.model):
+            raise CheckpointError(f"{path}: member {m['model']!r} reads other slices than {members[0].name!r}")
+    post = dict(card["postprocess"])
+    if median_size is not None:
+        post["median_size"] = int(median_size)
+    ens = EnsembleDetector(members, PostProcessing(**post))
+    return ens, card
+
+
+def _input_of(model) -> tuple:
+    c = model.config
+    return (c.image_size, c.channels, c.normalization)
 
 
 def choose_tau(maps: np.ndarray, masks: np.ndarray, post: PostProcessing, taus: Sequence[float] = TAU_GRID):

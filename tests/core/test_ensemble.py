@@ -93,8 +93,9 @@ def test_the_ensemble_map_is_the_post_processed_mean_of_the_scaled_maps(slices):
 def test_calibrate_writes_a_card_that_loads_and_refuses_a_changed_member(slices, tmp_path):
     from app.nets.checkpoint import save_checkpoint
 
-    stems = [save_checkpoint(_model(s, 8), tmp_path / f"m{s}", {"chosen": {"eps": 0.2 + 0.2 * s, "tau": 0.1}})
+    cards = [{"chosen": {"eps": 0.2 + 0.2 * s, "tau": 0.1}, "domain": {"modality": "MR" if s == 0 else "CT"}}
              for s in (0, 1)]  # fmt: skip
+    stems = [save_checkpoint(_model(s, 8), tmp_path / f"m{s}", cards[s]) for s in (0, 1)]
     masks = np.zeros((2, 2, 32, 32), bool)
     masks[:, 0, 12:18, 12:18] = True  # the bright square: a lesion on the first slice of each realisation
     images = np.stack([slices[[0, 2]], slices[[1, 3]]])
@@ -128,6 +129,7 @@ def test_calibrate_writes_a_card_that_loads_and_refuses_a_changed_member(slices,
     path.write_text(json.dumps(card))
     ens, loaded = load_ensemble(path)
     assert [m.scale_mg for m in ens.members] == [m.scale_mg for m in members] and ens.post == post
+    assert loaded["domain"] == {"modality": "MR"}  # the first member's: what the study is checked against
     np.testing.assert_array_equal(ens.run(flat, 1.0).d, EnsembleDetector(members, post).run(flat, 1.0).d)
     # a member recalibrated since: its scales are stale, so the ensemble is refused
     c = json.loads(stems[1].with_suffix(".json").read_text())
