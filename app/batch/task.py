@@ -75,11 +75,12 @@ class BatchSettings:
         """Settings for the checkpoint ``stem`` (absolute path, no suffix): its name and the SHA-256 of its card
         and weights filled in, the rest from ``options``."""
         stem = Path(stem)
+        card_hash, weights_hash = model_hashes(stem)
         return cls(
             model=str(stem),
             model_name=stem.name,
-            card_sha256=file_sha256(stem.with_suffix(".json")),
-            weights_sha256=file_sha256(stem.with_suffix(".safetensors")),
+            card_sha256=card_hash,
+            weights_sha256=weights_hash,
             eps=eps,
             tau=tau,
             card_fingerprint=_card_fingerprint(stem.with_suffix(".json")),
@@ -115,6 +116,18 @@ def raw_card(path: str | os.PathLike) -> dict | None:
     except (OSError, ValueError):
         return None
     return card if isinstance(card, dict) else None
+
+
+def model_hashes(stem: Path) -> tuple[str, str]:
+    """(card SHA-256, weights SHA-256) of the checkpoint ``stem``; for an ensemble card (app.core.ensemble) the
+    weights hash covers every member's card and weights."""
+    from app.core.ensemble import is_ensemble, members_weights_sha256
+
+    card_file = stem.with_suffix(".json")
+    card = raw_card(card_file)
+    if is_ensemble(card):
+        return file_sha256(card_file), members_weights_sha256(card)
+    return file_sha256(card_file), file_sha256(stem.with_suffix(".safetensors"))
 
 
 def _card_fingerprint(path: Path) -> str:
@@ -159,6 +172,7 @@ def get_detector(settings: BatchSettings):
 
         from app.core.detector import Detector
         from app.core.device import resolve_device
+        from app.core.ensemble import is_ensemble, load_ensemble
         from app.errors import CheckpointError
         from app.nets.checkpoint import load_checkpoint
 
@@ -166,8 +180,7 @@ def get_detector(settings: BatchSettings):
             torch.set_num_threads(int(settings.threads))
         stem = Path(settings.model)
         try:
-            card_hash = file_sha256(stem.with_suffix(".json"))
-            weights_hash = file_sha256(stem.with_suffix(".safetensors"))
+            card_hash, weights_hash = model_hashes(stem)
         except OSError as exc:
             raise CheckpointError(f"model {stem} cannot be read on {socket.gethostname()} ({exc})") from None
         if (card_hash, weights_hash) != (settings.card_sha256, settings.weights_sha256):
@@ -176,11 +189,17 @@ def get_detector(settings: BatchSettings):
                 "give every worker the same model files"
             )
         device = resolve_device(settings.device)
-        model, card = load_checkpoint(stem, device)
-        # the detector detect builds: the card's solver, memory layout and whole post-processing
-        det = Detector.from_card(
-            model, card, device, solver=settings.solver, max_steps=settings.max_steps, batch_size=settings.batch_size
-        )
+        if is_ensemble(raw_card(stem.with_suffix(".json"))):  # several zoo models' maps averaged, as detect runs it
+            det, card = load_ensemble(stem.with_suffix(".json"), device, batch_size=settings.batch_size,
+                                      solver=settings.solver, max_steps=settings.max_steps)  # fmt: skip
+            model = det.model
+        else:
+            model, card = load_checkpoint(stem, device)
+            # the detector detect builds: the card's solver, memory layout and whole post-processing
+            det = Detector.from_card(
+                model, card, device, solver=settings.solver, max_steps=settings.max_steps,
+                batch_size=settings.batch_size,
+            )  # fmt: skip
         _LOADS["count"] += 1
         _DETECTORS.clear()  # one model per worker: a new model replaces the old one
         _DETECTORS[key] = (det, model, card, device)
@@ -395,9 +414,8 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
         save_mask(study, vol.mask, folder / MASK)
         outputs = {"mask": MASK}
         if is_dicom_study(study):  # the writer detect --seg and the viewer use, over the source series
-            algo = AlgorithmInfo.for_checkpoint(
-                settings.model, model.config.family, settings.eps, settings.tau, settings.base_only
-            )
+            family = card.get("family") if card.get("family") == "ensemble" else model.config.family
+            algo = AlgorithmInfo.for_checkpoint(settings.model, family, settings.eps, settings.tau, settings.base_only)
             try:
                 write_seg(study, vol.mask, folder / SEG, algo)
                 outputs["seg"] = SEG

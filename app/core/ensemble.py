@@ -280,3 +280,17 @@ def calibrate(members: list[Member], volumes: Any, post: PostProcessing, log=pri
         "volumes, averaged, post-processed; scaled_tau: the best mean whole-volume Dice over those volumes on "
         "tau_grid; tau: scaled_tau times the first member's scale (the map's unit)",
     }
+
+
+def members_weights_sha256(card: dict[str, Any]) -> str:
+    """One SHA-256 for the weights an ensemble runs: over each member's name, card hash and weights hash (what a
+    batch's workers must share, as they share a single model's weights file)."""
+    from app.nets.zoo import resolve_model
+
+    parts = []
+    for m in card.get("members", []):
+        stem = resolve_model(m["model"])
+        parts.append(
+            [m["model"], file_sha256(stem.with_suffix(".json")), file_sha256(stem.with_suffix(".safetensors"))]
+        )
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()

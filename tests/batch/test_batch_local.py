@@ -214,3 +214,39 @@ def test_worklist_says_how_well_its_order_triages(tmp_path, studies, tiny_model,
     code, stdout, _ = _batch(capsys, studies, out, stem)
     assert code == 0 and "3 analysed" in stdout and "earlier calibration" in stdout.splitlines()[-1]
     assert json.loads((out / "worklist.json").read_text())["triage_evidence"]["status"] == "stale"
+
+
+def test_batch_runs_an_ensemble_card_as_detect_does(tmp_path, studies, tiny_model, capsys):
+    """An ensemble of two copies of the tiny model (scales c and c / 3: its map is twice the model's): batch's
+    mask and difference map are detect's, and the weights hash it records covers both members."""
+    import shutil
+
+    from app.batch.task import file_sha256, model_hashes
+    from app.core.ensemble import file_sha256 as sha
+
+    for name in ("a", "b"):
+        for suffix in (".json", ".safetensors"):
+            shutil.copy(tiny_model.with_suffix(suffix), (tmp_path / name).with_suffix(suffix))
+    members = [{"model": str(tmp_path / n), "card_sha256": sha(tmp_path / f"{n}.json"), "eps": 0.05,
+                "scale_mg": c, "scale_base": c} for n, c in (("a", 0.3), ("b", 0.1))]  # fmt: skip
+    card = {"name": "pair", "family": "ensemble", "members": members, "eps_range": {"eps_min": 0.0, "eps_max": 1.0},
+            "postprocess": {"median_size": 0, "erode_px": 1, "min_component_px": 6, "z_mm": 0.0},
+            "chosen_volume": {"eps": 1.0, "tau": 0.4, "tau_base": 0.45}}  # fmt: skip
+    pair = tmp_path / "pair.json"
+    pair.write_text(json.dumps(card))
+    out = tmp_path / "out"
+    code, stdout, err = _batch(capsys, studies, out, pair, "--maps")
+    assert code == 1, err  # the corrupt study
+    r = json.loads((out / "a" / "result.json").read_text())
+    assert r["status"] == "ok" and r["eps"] == 1.0 and r["tau"] == 0.4
+    card_hash, weights_hash = model_hashes(tmp_path / "pair")
+    assert card_hash == file_sha256(pair) and weights_hash not in (file_sha256(tmp_path / "a.safetensors"), "")
+    assert r["model_card_sha256"] == card_hash
+    det = tmp_path / "detect-a.nii.gz"
+    argv = ["detect", str(studies / "a.nii.gz"), "--model", str(pair), "--out", str(det), "--maps", str(tmp_path / "m")]
+    assert main([*argv, *STEPS]) == 0
+    np.testing.assert_array_equal(np.asarray(nib.load(out / "a" / "mask.nii.gz").dataobj),
+                                  np.asarray(nib.load(det).dataobj))  # fmt: skip
+    d_batch = np.asarray(nib.load(out / "a" / "difference.nii.gz").dataobj)
+    np.testing.assert_array_equal(d_batch, np.asarray(nib.load(tmp_path / "m" / "difference.nii.gz").dataobj))
+    assert d_batch.max() > 0
