@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from app.batch.task import file_sha256, raw_card
+    from app.core.ensemble import is_ensemble
     from app.nets.card import card_choices
     from app.nets.checkpoint import read_card
     from app.nets.zoo import DEFAULT_MODEL, MODELS_DIR, list_models
@@ -50,5 +51,15 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{mark} {name:<16} family={card.get('family', '?'):<10} size={cfg.get('image_size')} "
             f"eps={ch['eps']:.4g} tau={ch['tau']:.4g} {triage}"
+        )
+    for card_file in sorted(d.glob("*.json")):  # ensembles: cards without weights, naming zoo members
+        card = raw_card(card_file)
+        if not is_ensemble(card):
+            continue
+        ch = card_choices(card)
+        members = "+".join(Path(m.get("model", "?")).name for m in card.get("members", []))
+        print(
+            f"  {card_file.stem:<16} family=ensemble   members={members} eps=x{ch['eps']:.4g} (each member's own) "
+            f"tau={ch['tau']:.4g} (detect and batch; not in the viewer yet)"
         )
     return 0

@@ -128,3 +128,14 @@ def test_models_lists_what_detect_applies_and_the_triage_state(tmp_path, capsys)
     a, b = capsys.readouterr().out.splitlines()
     assert "eps=0.25 tau=0.2 triage=not-validated (AUROC 0.53 [0.36-0.70], 48 test studies)" in a
     assert b.endswith("eps=0.25 tau=0.2 triage=none")
+    # an ensemble card beside them is listed apart, with its members and the tau detect applies
+    ens = {
+        "family": "ensemble",
+        "members": [{"model": "a"}, {"model": "b"}],
+        "chosen_volume": {"eps": 1.0, "tau": 0.03},
+    }
+    (tmp_path / "a+b.json").write_text(json.dumps(ens))
+    assert main(["models", "--dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[2].split()[:3] == ["a+b", "family=ensemble", "members=a+b"]
+    assert "eps=x1 (each member's own) tau=0.03" in lines[2]
