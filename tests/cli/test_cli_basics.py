@@ -132,7 +132,8 @@ def test_models_lists_what_detect_applies_and_the_triage_state(tmp_path, capsys)
     ens = {
         "family": "ensemble",
         "members": [{"model": "a"}, {"model": "b"}],
-        "chosen_volume": {"eps": 1.0, "tau": 0.03},
+        "eps_range": {"eps_min": 0.0, "eps_max": 1.0},
+        "chosen_volume": {"eps": 1.0, "tau": 0.03, "tau_base": 0.05},
     }
     (tmp_path / "a+b.json").write_text(json.dumps(ens))
     assert main(["models", "--dir", str(tmp_path)]) == 0
