@@ -113,10 +113,9 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from app.batch.task import raw_card
     from app.core.detector import Detector
     from app.core.device import resolve_device
-    from app.core.ensemble import is_ensemble, load_ensemble
+    from app.core.ensemble import is_ensemble_file, load_ensemble
     from app.errors import OptionError
     from app.io import load_study, save_mask, save_on_study_grid
     from app.nets.checkpoint import load_checkpoint
@@ -137,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     stem = resolve_model(args.model)
-    ensemble = is_ensemble(raw_card(stem.with_suffix(".json")))
+    ensemble = is_ensemble_file(stem.with_suffix(".json"))
     if ensemble:  # several zoo models' maps averaged (app.core.ensemble): its eps is a factor of each member's eps
         detector, card = load_ensemble(
             stem.with_suffix(".json"), device, batch_size=args.batch_size, median_size=args.median,

@@ -37,6 +37,15 @@ def is_ensemble(card: dict[str, Any] | None) -> bool:
     return isinstance(card, dict) and card.get("family") == FAMILY
 
 
+def is_ensemble_file(card_file: str | Path) -> bool:
+    """Whether the card file ``card_file`` is an ensemble's (an unreadable one is not: loading it says why)."""
+    try:
+        card = json.loads(Path(card_file).read_text())
+    except (OSError, ValueError):
+        return False
+    return is_ensemble(card)
+
+
 def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -74,6 +83,19 @@ class EnsembleDetector:
     def model(self):
         """The first member's model: what the study is prepared for (every member reads the same slices)."""
         return self.members[0].detector.model
+
+    @property
+    def solver(self):
+        """The first member's solver options (what the viewer reads, e.g. its loss cap)."""
+        return self.members[0].detector.solver
+
+    @property
+    def device(self):
+        return self.members[0].detector.device
+
+    @property
+    def batch_size(self) -> int:
+        return self.members[0].detector.batch_size
 
     @property
     def solver_warning(self) -> str | None:

@@ -17,6 +17,22 @@ MODELS_DIR = bundled_dir("models")
 DEFAULT_MODEL = "dae"
 
 
+def list_ensembles(models_dir: Path | None = None) -> list[str]:
+    """Ensemble cards in the zoo folder (``family: "ensemble"``, no weights of their own: app.core.ensemble)."""
+    import json
+
+    d = Path(models_dir or MODELS_DIR)
+    out = []
+    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+        try:
+            card = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(card, dict) and card.get("family") == "ensemble":
+            out.append(p.stem)
+    return out
+
+
 def list_models(models_dir: Path | None = None) -> list[str]:
     d = Path(models_dir or MODELS_DIR)
     if not d.is_dir():

@@ -54,7 +54,9 @@ class ModelSession:
     #: seconds between intermediate results while a slice converges (each costs the GUI thread a repaint)
     progress_interval_s: float = 0.05
 
-    def __init__(self, name: str, model, card: dict, slices: StudySlices | None = None, device: str = "cpu"):
+    def __init__(
+        self, name: str, model, card: dict, slices: StudySlices | None = None, device: str = "cpu", detector=None
+    ):
         from app.core.detector import Detector
         from app.data.domain import domain_from_card
 
@@ -65,8 +67,9 @@ class ModelSession:
         self.domain = domain_from_card(card)
         self.choices = card_choices(card)
         self.eps_grid = card_eps_grid(card)
-        # the card's solver, layout and post-processing, built as `detect` builds them: one pipeline
-        self.detector = Detector.from_card(model, card, device)
+        # the card's solver, layout and post-processing, built as `detect` builds them: one pipeline (an ensemble
+        # card's detector, app.core.ensemble, comes built: its members' own detectors and its post-processing)
+        self.detector = detector if detector is not None else Detector.from_card(model, card, device)
         self.solver = self.detector.solver
         self.input = ModelInput.of(model)
         self._plain = PlainMaps()  # in-plane maps of solved slices, for the neighbours' z windows
@@ -90,13 +93,19 @@ class ModelSession:
     @classmethod
     def load(cls, name: str | None, slices: StudySlices | None = None, device: str = "auto") -> ModelSession:
         from app.core.device import resolve_device
+        from app.core.ensemble import is_ensemble_file, load_ensemble
         from app.nets.checkpoint import load_checkpoint
         from app.nets.zoo import DEFAULT_MODEL, resolve_model
 
         dev = resolve_device(device)
         stem = resolve_model(name or DEFAULT_MODEL)
-        model, card = load_checkpoint(stem, dev)
-        sess = cls(Path(stem).name, model, card, slices, str(dev))
+        detector = None
+        if is_ensemble_file(stem.with_suffix(".json")):
+            detector, card = load_ensemble(stem.with_suffix(".json"), str(dev))
+            model = detector.model
+        else:
+            model, card = load_checkpoint(stem, dev)
+        sess = cls(Path(stem).name, model, card, slices, str(dev), detector=detector)
         sess.path = Path(stem)
         return sess
 
@@ -174,8 +183,8 @@ class ModelSession:
         row = {pair: i for i, pair in enumerate(pairs)}
         x = torch.from_numpy(self.slices.model_slices([j for j, _ in pairs])).to(det.device) if pairs else None
 
-        def assemble(s, loss, steps) -> list[tuple]:
-            d, fg = det.maps(x, s) if pairs else (None, None)
+        def assemble(s, loss, steps, maps=None) -> list[tuple]:
+            d, fg = maps if maps is not None else det.maps(x, s) if pairs else (None, None)
             out = []
             for e in eps_values:
                 maps = [(d[row[(j, e)]], fg[row[(j, e)]]) if (j, e) in row else cached[(j, e)][:2] for j in ks]
@@ -189,6 +198,8 @@ class ModelSession:
 
         if not pairs:  # the whole window is known: nothing to solve
             return assemble(None, None, None)[0]
+        if not hasattr(det, "solve_batch"):  # an ensemble: its members solve in turn, no partial results
+            return self._solve_ensemble(x.cpu().numpy(), pairs, assemble, should_stop, cache=len(ks) > 1)
         last = [time.perf_counter()]
 
         def callback(p) -> None:
@@ -208,6 +219,24 @@ class ModelSession:
                     pair, (d[i].copy(), fg[i].copy(), s_np[i].copy(), float(res.loss[i]), _steps_of(res.steps, i))
                 )
         return out
+
+    def _solve_ensemble(self, x: np.ndarray, pairs: list[tuple], assemble, should_stop, cache: bool) -> list[tuple]:
+        """:meth:`_solve_windows` for an ensemble detector: each eps's (slice, eps) pairs through its ``run`` (every
+        member at eps times its own eps, the maps averaged and post-processed in-plane), then cached as a single
+        model's are."""
+        n = len(pairs)
+        d = np.zeros((n, *x.shape[2:]), np.float32)
+        fg = np.zeros((n, *x.shape[2:]), bool)
+        s, loss, steps = np.zeros_like(x), np.zeros(n, np.float32), np.zeros(n, np.int64)
+        for e in sorted({e for _, e in pairs}):
+            ii = [i for i, (_, ee) in enumerate(pairs) if ee == e]
+            out = self.detector.run(x[ii], e, should_stop=should_stop)
+            d[ii], fg[ii], s[ii], loss[ii], steps[ii] = out.d, out.foreground, out.s, out.loss, out.steps
+        result = assemble(s, loss, steps, maps=(d, fg))[0]
+        if cache:
+            for i, pair in enumerate(pairs):
+                self._plain.put(pair, (d[i].copy(), fg[i].copy(), s[i].copy(), float(loss[i]), int(steps[i])))
+        return result
 
     def _window(self, k: int) -> tuple[list[int], np.ndarray]:
         """The slices slice k's D needs (itself, and its neighbours in the card's z window), each once, and for
@@ -280,7 +309,7 @@ class ModelSession:
         them, so browsing the volume afterwards needs no solver)."""
         x = self.slices.model_slices()
         det = self.detector
-        if batch_size is not None and batch_size != det.batch_size:
+        if batch_size is not None and hasattr(det, "solve_batch") and batch_size != det.batch_size:
             import copy
 
             det = copy.copy(det)  # same model, options and device; only the batch size differs

@@ -430,3 +430,32 @@ def test_fine_grid_values_near_zero_snap_to_distinct_slider_positions(window):
     grid = window.ctl.eps_grid()
     assert grid == sorted(set(grid)) and all(e > 0 for e in grid)
     assert grid == pytest.approx([step, 5 * step])
+
+
+def test_an_ensemble_card_is_picked_like_a_model_and_shown(window, env, qtbot):
+    """An ensemble card in the zoo folder is in the model picker; picked, the slice is solved through it (tau and eps
+    from its card: eps is a factor of each member's own) and the detection panel shows exactly D > tau or truth."""
+    import json
+
+    from app.core.ensemble import EnsembleDetector, file_sha256
+
+    models = env["models"]
+    members = [{"model": n, "card_sha256": file_sha256(models / f"{n}.json"), "eps": 0.2, "scale_mg": c,
+                "scale_base": c} for n, c in (("tiny", 0.3), ("tiny2", 0.1))]  # fmt: skip
+    card = {"name": "pair", "family": "ensemble", "members": members, "eps_range": {"eps_min": 0.0, "eps_max": 1.0},
+            "postprocess": {"median_size": 0, "erode_px": 0, "min_component_px": 0, "z_mm": 0.0},
+            "chosen_volume": {"eps": 1.0, "tau": 0.12, "tau_base": 0.2}}  # fmt: skip
+    (models / "pair.json").write_text(json.dumps(card))
+    window.refresh_model_list()
+    box = window.controls.model_box
+    assert [box.itemText(i) for i in range(box.count())] == ["tiny", "tiny2", "pair"]
+    shown = []
+    window.result_shown.connect(shown.append)
+    box.setCurrentIndex(2)
+    box.activated.emit(2)
+    assert isinstance(window.session.detector, EnsembleDetector)
+    assert window.state.eps == 1.0 and window.state.tau == pytest.approx(0.12)
+    qtbot.waitUntil(lambda: bool(shown) and shown[-1].model == "pair" and window.worker.is_idle(), timeout=60000)
+    r, gt = window.shown, window.state.study.gt_slice(window.state.slice_index)
+    assert r.model == "pair" and r.d.max() > 0
+    assert np.count_nonzero(overlay_alpha(window)) == np.count_nonzero((r.d > 0.12) | gt)

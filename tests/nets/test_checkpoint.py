@@ -82,3 +82,15 @@ def test_config_validation():
     m = create_model(ModelConfig("ae-l1", image_size=32, latent_dim=4, width=4))
     with pytest.raises(CheckpointError, match="expects images"):
         m.check_input(torch.zeros(1, 3, 32, 32))
+
+
+def test_list_ensembles_finds_ensemble_cards_only(tmp_path):
+    import json
+
+    from app.nets.zoo import list_ensembles
+
+    (tmp_path / "pair.json").write_text(json.dumps({"family": "ensemble", "members": []}))
+    (tmp_path / "single.json").write_text(json.dumps({"family": "dae"}))
+    (tmp_path / "broken.json").write_text("{not json")
+    assert list_ensembles(tmp_path) == ["pair"]
+    assert list_ensembles(tmp_path / "missing") == []

@@ -153,3 +153,38 @@ def test_the_next_slice_reuses_its_neighbours_maps_and_answers_the_same(case):
     np.testing.assert_allclose(nxt.s, fresh.s, atol=1e-6)
     assert nxt.loss == pytest.approx(fresh.loss, abs=1e-6) and nxt.steps == fresh.steps
     assert len(sess.bind(slices)._plain) == 0 < len(sess._plain)
+
+
+def test_an_ensemble_card_in_the_viewer_is_detects_on_the_volume_and_on_a_slice(case, capsys):
+    """An ensemble card (two copies of the tiny model, scales c and c / 3, a z window): the viewer's whole-volume
+    mask is detect's with the same card, and a single slice's D (its window solved through the ensemble) is the
+    volume run's on that slice."""
+    import shutil
+
+    from app.cli import main
+    from app.core.ensemble import EnsembleDetector, file_sha256
+
+    models = case["tmp"] / "models"
+    for suffix in (".json", ".safetensors"):
+        shutil.copy((models / "tiny").with_suffix(suffix), (models / "copy").with_suffix(suffix))
+    members = [{"model": str(models / n), "card_sha256": file_sha256(models / f"{n}.json"), "eps": 0.2,
+                "scale_mg": c, "scale_base": c} for n, c in (("tiny", 0.3), ("copy", 0.1))]  # fmt: skip
+    card = {"name": "pair", "family": "ensemble", "members": members, "eps_range": {"eps_min": 0.0, "eps_max": 1.0},
+            "postprocess": {"median_size": 3, "erode_px": 1, "min_component_px": 6, "z_mm": 7.5},
+            "chosen_volume": {"eps": 1.0, "tau": 0.3, "tau_base": 0.4}}  # fmt: skip
+    (models / "pair.json").write_text(json.dumps(card))
+    pair = {**case, "model": str(models / "pair")}
+    ours = case["tmp"] / "viewer-pair.nii.gz"
+    ctl = viewer_mask(pair, ours)
+    assert isinstance(ctl.session.detector, EnsembleDetector) and ctl.state.eps == 1.0 and ctl.state.tau == 0.3
+    theirs = case["tmp"] / "detect-pair.nii.gz"
+    assert main(["detect", str(case["study"]), "--model", pair["model"], "--out", str(theirs), "--device", "cpu"]) == 0
+    m = same_nifti(ours, theirs)
+    assert 0 < np.count_nonzero(m) < m.size
+    vol = ctl.volume.d
+    k = 20
+    inside = vol[:, :, k] > 0
+    assert inside.sum() > 50
+    r = ctl.session.solve_slice(k, 1.0)
+    np.testing.assert_allclose(r.d[inside], vol[:, :, k][inside], atol=1e-5)
+    assert r.s.shape == vol[:, :, k].shape  # the first member's pseudo-normal, on the slice's grid
