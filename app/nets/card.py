@@ -120,12 +120,36 @@ def migrate_card(card: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _validate_ensemble(card: dict[str, Any], c: _Checker) -> dict[str, Any]:
+    """An ensemble card (app.core.ensemble): at least two members, each naming a model with its eps and positive
+    scales; a post-processing object; the whole-volume choice (eps factor, tau, tau_base)."""
+    members = c.need(card, "members")
+    c.kind(members, isinstance(members, list) and len(members) >= 2, "members", "a list of at least two members")
+    for i, m in enumerate(members):
+        c.kind(m, isinstance(m, dict), f"members[{i}]", "an object")
+        c.kind(c.need(m, "model", f"members[{i}]."), isinstance(m["model"], str) and m["model"] != "",
+               f"members[{i}].model", "a model name or path")  # fmt: skip
+        for key in ("eps", "scale_mg", "scale_base"):
+            v = c.need(m, key, f"members[{i}].")
+            ok = _is_num(v) and math.isfinite(v) and (v >= 0 if key == "eps" else v > 0)
+            c.kind(v, ok, f"members[{i}].{key}", "a number >= 0" if key == "eps" else "a number > 0")
+    c.kind(c.need(card, "postprocess"), isinstance(card["postprocess"], dict), "postprocess", "an object")
+    cv = c.need(card, "chosen_volume")
+    c.kind(cv, isinstance(cv, dict), "chosen_volume", "an object")
+    for key in ("eps", "tau", "tau_base"):
+        v = c.need(cv, key, "chosen_volume.")
+        c.kind(v, _is_num(v) and math.isfinite(v) and v >= 0, f"chosen_volume.{key}", "a number >= 0")
+    return card
+
+
 def validate_card(card: Any, where: str = "model card") -> dict[str, Any]:
     """The card migrated to the current schema and checked; raises CheckpointError naming the first bad or
     missing field (``where`` starts the message, e.g. the card's path)."""
     c = _Checker(where)
     if not isinstance(card, dict):
         raise CheckpointError(f"{where}: a model card is a JSON object, got {type(card).__name__}")
+    if card.get("family") == "ensemble":
+        return _validate_ensemble(copy.deepcopy(card), c)
     card = migrate_card(card)
     c.kind(card["card_version"], card["card_version"] == CARD_VERSION, "card_version", f"{CARD_VERSION}")
     for key in ("name", "family"):

@@ -179,3 +179,21 @@ def test_fallback_constants_are_the_documented_ones():
     ch = card_choices(MINIMAL)
     assert ch == {"eps_min": 0.0, "eps_max": 0.6, "eps": 0.1, "tau": 0.2, "tau_base": 0.2}
     assert not math.isnan(ch["eps"])
+
+
+def test_an_ensemble_card_is_checked_for_what_it_needs():
+    from app.nets.card import validate_card
+
+    card = {"name": "pair", "family": "ensemble",
+            "members": [{"model": "a", "eps": 1.0, "scale_mg": 0.1, "scale_base": 0.2},
+                        {"model": "b", "eps": 0.0, "scale_mg": 0.3, "scale_base": 0.4}],
+            "postprocess": {"median_size": 3}, "chosen_volume": {"eps": 1.0, "tau": 0.02, "tau_base": 0.1}}  # fmt: skip
+    assert validate_card(card) == card
+    bad = json.loads(json.dumps(card))
+    bad["members"][1]["scale_mg"] = 0
+    with pytest.raises(CheckpointError, match=r"members\[1\]\.scale_mg"):
+        validate_card(bad, "pair.json")
+    with pytest.raises(CheckpointError, match="at least two members"):
+        validate_card({**card, "members": card["members"][:1]})
+    with pytest.raises(CheckpointError, match="missing field 'chosen_volume.tau_base'"):
+        validate_card({**card, "chosen_volume": {"eps": 1.0, "tau": 0.02}})
