@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from app.batch.task import file_sha256, raw_card
-    from app.core.ensemble import is_ensemble
+    from app.core.ensemble import is_ensemble, members_weights_sha256
+    from app.errors import MatchGenError
     from app.nets.card import card_choices
     from app.nets.checkpoint import read_card
     from app.nets.zoo import DEFAULT_MODEL, MODELS_DIR, list_models
@@ -58,8 +59,12 @@ def run(args: argparse.Namespace) -> int:
             continue
         ch = card_choices(card)
         members = "+".join(Path(m.get("model", "?")).name for m in card.get("members", []))
+        try:
+            triage = triage_cell(card, members_weights_sha256(card, d), ch["eps"], ch["tau"])
+        except (MatchGenError, OSError):  # a member missing here: batch would refuse it too
+            triage = "triage=? (a member is missing)"
         print(
             f"  {card_file.stem:<16} family=ensemble   members={members} eps=x{ch['eps']:.4g} (each member's own) "
-            f"tau={ch['tau']:.4g} (detect and batch; not in the viewer yet)"
+            f"tau={ch['tau']:.4g} {triage}"
         )
     return 0

@@ -304,14 +304,14 @@ def calibrate(members: list[Member], volumes: Any, post: PostProcessing, log=pri
     }
 
 
-def members_weights_sha256(card: dict[str, Any]) -> str:
+def members_weights_sha256(card: dict[str, Any], models_dir: Path | None = None) -> str:
     """One SHA-256 for the weights an ensemble runs: over each member's name, card hash and weights hash (what a
     batch's workers must share, as they share a single model's weights file)."""
     from app.nets.zoo import resolve_model
 
     parts = []
     for m in card.get("members", []):
-        stem = resolve_model(m["model"])
+        stem = resolve_model(m["model"], models_dir)
         parts.append(
             [m["model"], file_sha256(stem.with_suffix(".json")), file_sha256(stem.with_suffix(".safetensors"))]
         )

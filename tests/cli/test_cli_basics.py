@@ -139,4 +139,8 @@ def test_models_lists_what_detect_applies_and_the_triage_state(tmp_path, capsys)
     assert main(["models", "--dir", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and lines[2].split()[:3] == ["a+b", "family=ensemble", "members=a+b"]
-    assert "eps=x1 (each member's own) tau=0.03" in lines[2]
+    assert "eps=x1 (each member's own) tau=0.03 triage=none" in lines[2]  # its members a and b are there
+    ens["members"][1]["model"] = "gone"
+    (tmp_path / "a+b.json").write_text(json.dumps(ens))
+    assert main(["models", "--dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[2].endswith("triage=? (a member is missing)")
