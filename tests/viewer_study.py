@@ -47,3 +47,21 @@ def write_model(models_dir: Path, name: str = "tiny", seed: int = 0, size: int =
     model = create_model(ModelConfig("ae-l1", image_size=size, latent_dim=8, width=4)).freeze()
     card = {"eps_range": [0.0, 0.5], "chosen": {"eps": 0.2, "tau": 0.15, "tau_base": 0.2}}
     return save_checkpoint(model, models_dir / name, card)
+
+
+def write_ensemble(path: Path, members: list[tuple[str, float]], *, eps: float, tau: float, tau_base: float,
+                   post: dict | None = None) -> Path:  # fmt: skip
+    """An ensemble card (app.core.ensemble) at ``path`` over saved models: (model name or stem path, scale) pairs,
+    each member at ``eps`` with the same scale for + MG and base; ``post`` defaults to none at all."""
+    import json
+
+    from app.core.ensemble import file_sha256
+    from app.nets.zoo import resolve_model
+
+    ms = [{"model": str(name), "card_sha256": file_sha256(resolve_model(str(name), path.parent).with_suffix(".json")),
+           "eps": eps, "scale_mg": scale, "scale_base": scale} for name, scale in members]  # fmt: skip
+    post = {"median_size": 0, "erode_px": 0, "min_component_px": 0, "z_mm": 0.0, **(post or {})}
+    card = {"name": path.stem, "family": "ensemble", "members": ms, "eps_range": {"eps_min": 0.0, "eps_max": 1.0},
+            "postprocess": post, "chosen_volume": {"eps": 1.0, "tau": tau, "tau_base": tau_base}}  # fmt: skip
+    path.write_text(json.dumps(card))
+    return path

@@ -221,19 +221,15 @@ def test_batch_runs_an_ensemble_card_as_detect_does(tmp_path, studies, tiny_mode
     mask and difference map are detect's, and the weights hash it records covers both members."""
     import shutil
 
+    from viewer_study import write_ensemble
+
     from app.batch.task import file_sha256, model_hashes
-    from app.core.ensemble import file_sha256 as sha
 
     for name in ("a", "b"):
         for suffix in (".json", ".safetensors"):
             shutil.copy(tiny_model.with_suffix(suffix), (tmp_path / name).with_suffix(suffix))
-    members = [{"model": str(tmp_path / n), "card_sha256": sha(tmp_path / f"{n}.json"), "eps": 0.05,
-                "scale_mg": c, "scale_base": c} for n, c in (("a", 0.3), ("b", 0.1))]  # fmt: skip
-    card = {"name": "pair", "family": "ensemble", "members": members, "eps_range": {"eps_min": 0.0, "eps_max": 1.0},
-            "postprocess": {"median_size": 0, "erode_px": 1, "min_component_px": 6, "z_mm": 0.0},
-            "chosen_volume": {"eps": 1.0, "tau": 0.4, "tau_base": 0.45}}  # fmt: skip
-    pair = tmp_path / "pair.json"
-    pair.write_text(json.dumps(card))
+    pair = write_ensemble(tmp_path / "pair.json", [(tmp_path / "a", 0.3), (tmp_path / "b", 0.1)], eps=0.05, tau=0.4,
+                          tau_base=0.45, post={"erode_px": 1, "min_component_px": 6})  # fmt: skip
     out = tmp_path / "out"
     code, stdout, err = _batch(capsys, studies, out, pair, "--maps")
     assert code == 1, err  # the corrupt study

@@ -289,20 +289,15 @@ def test_threads_and_median_options(tmp_path, tiny_model, study_file, capsys):
 def test_an_ensemble_card_averages_its_members_maps(tmp_path, tiny_model, study_file, capsys):
     """Two copies of one model with scales c and c / 3: the ensemble's map is (D / c + 3 D / c) / 2 times c (the
     first member's unit) = 2 D, exactly twice the model's own map; tau is the ensemble card's."""
-    import json
     import shutil
 
-    from app.core.ensemble import file_sha256
+    from viewer_study import write_ensemble
 
     for name in ("a", "b"):
         for suffix in (".json", ".safetensors"):
             shutil.copy((tiny_model / "tiny").with_suffix(suffix), (tmp_path / name).with_suffix(suffix))
-    members = [{"model": str(tmp_path / n), "card_sha256": file_sha256(tmp_path / f"{n}.json"), "eps": 0.05,
-                "scale_mg": c, "scale_base": c} for n, c in (("a", 0.3), ("b", 0.1))]  # fmt: skip
-    card = {"name": "pair", "family": "ensemble", "members": members, "eps_range": {"eps_min": 0.0, "eps_max": 1.0},
-            "postprocess": {"median_size": 0, "erode_px": 0, "min_component_px": 0, "z_mm": 0.0},
-            "chosen_volume": {"eps": 1.0, "tau": 0.4, "tau_base": 0.45}}  # fmt: skip
-    (tmp_path / "pair.json").write_text(json.dumps(card))
+    write_ensemble(tmp_path / "pair.json", [(tmp_path / "a", 0.3), (tmp_path / "b", 0.1)], eps=0.05, tau=0.4,
+                   tau_base=0.45)  # fmt: skip
     code, stdout, err = _run(capsys, study_file, "--model", tiny_model / "tiny", "--out", tmp_path / "one.nii.gz",
                              "--maps", tmp_path / "one")  # fmt: skip
     assert code == 0, err

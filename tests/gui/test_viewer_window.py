@@ -435,17 +435,12 @@ def test_fine_grid_values_near_zero_snap_to_distinct_slider_positions(window):
 def test_an_ensemble_card_is_picked_like_a_model_and_shown(window, env, qtbot):
     """An ensemble card in the zoo folder is in the model picker; picked, the slice is solved through it (tau and eps
     from its card: eps is a factor of each member's own) and the detection panel shows exactly D > tau or truth."""
-    import json
+    from viewer_study import write_ensemble
 
-    from app.core.ensemble import EnsembleDetector, file_sha256
+    from app.core.ensemble import EnsembleDetector
 
     models = env["models"]
-    members = [{"model": n, "card_sha256": file_sha256(models / f"{n}.json"), "eps": 0.2, "scale_mg": c,
-                "scale_base": c} for n, c in (("tiny", 0.3), ("tiny2", 0.1))]  # fmt: skip
-    card = {"name": "pair", "family": "ensemble", "members": members, "eps_range": {"eps_min": 0.0, "eps_max": 1.0},
-            "postprocess": {"median_size": 0, "erode_px": 0, "min_component_px": 0, "z_mm": 0.0},
-            "chosen_volume": {"eps": 1.0, "tau": 0.12, "tau_base": 0.2}}  # fmt: skip
-    (models / "pair.json").write_text(json.dumps(card))
+    write_ensemble(models / "pair.json", [("tiny", 0.3), ("tiny2", 0.1)], eps=0.2, tau=0.12, tau_base=0.2)
     window.refresh_model_list()
     box = window.controls.model_box
     assert [box.itemText(i) for i in range(box.count())] == ["tiny", "tiny2", "pair"]

@@ -161,18 +161,17 @@ def test_an_ensemble_card_in_the_viewer_is_detects_on_the_volume_and_on_a_slice(
     volume run's on that slice."""
     import shutil
 
+    from viewer_study import write_ensemble
+
     from app.cli import main
-    from app.core.ensemble import EnsembleDetector, file_sha256
+    from app.core.ensemble import EnsembleDetector
 
     models = case["tmp"] / "models"
     for suffix in (".json", ".safetensors"):
         shutil.copy((models / "tiny").with_suffix(suffix), (models / "copy").with_suffix(suffix))
-    members = [{"model": str(models / n), "card_sha256": file_sha256(models / f"{n}.json"), "eps": 0.2,
-                "scale_mg": c, "scale_base": c} for n, c in (("tiny", 0.3), ("copy", 0.1))]  # fmt: skip
-    card = {"name": "pair", "family": "ensemble", "members": members, "eps_range": {"eps_min": 0.0, "eps_max": 1.0},
-            "postprocess": {"median_size": 3, "erode_px": 1, "min_component_px": 6, "z_mm": 7.5},
-            "chosen_volume": {"eps": 1.0, "tau": 0.3, "tau_base": 0.4}}  # fmt: skip
-    (models / "pair.json").write_text(json.dumps(card))
+    post = {"median_size": 3, "erode_px": 1, "min_component_px": 6, "z_mm": 7.5}
+    write_ensemble(models / "pair.json", [(models / "tiny", 0.3), (models / "copy", 0.1)], eps=0.2, tau=0.3,
+                   tau_base=0.4, post=post)  # fmt: skip
     pair = {**case, "model": str(models / "pair")}
     ours = case["tmp"] / "viewer-pair.nii.gz"
     ctl = viewer_mask(pair, ours)
