@@ -27,9 +27,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from app.atomic import atomic_write_text  # noqa: E402
-from app.batch.task import raw_card  # noqa: E402
 from app.core.detector import Detector  # noqa: E402
-from app.core.ensemble import is_ensemble, load_ensemble  # noqa: E402
+from app.core.ensemble import is_ensemble_file, load_ensemble  # noqa: E402
 from app.core.metrics import (  # noqa: E402
     dice,
     fp_per_normal_slice,
@@ -153,7 +152,7 @@ def main(argv: list[str]) -> int:
     rows: dict[str, dict] = {}
     for path in where:
         card_file = Path(path).with_suffix(".json")
-        if is_ensemble(raw_card(card_file)):  # several zoo models' maps, averaged (app.core.ensemble)
+        if is_ensemble_file(card_file):  # several zoo models' maps, averaged (app.core.ensemble)
             det, card = load_ensemble(card_file)
         else:
             model, card = load_checkpoint(path, "cpu")
