@@ -18,7 +18,7 @@ import torch  # noqa: E402
 
 from app.atomic import atomic_write_text  # noqa: E402
 from app.core.detector import Detector  # noqa: E402
-from app.core.ensemble import Member, calibrate, ensemble_card, file_sha256  # noqa: E402
+from app.core.ensemble import Member, calibrate, ensemble_card, file_sha256, member_fingerprint  # noqa: E402
 from app.data.splits import load_volumes  # noqa: E402
 from app.errors import MatchGenError  # noqa: E402
 from app.nets.card import card_choices  # noqa: E402
@@ -47,8 +47,9 @@ def main(argv: list[str]) -> int:
             model, card = load_checkpoint(stem, "cpu")
             det = Detector.from_card(model, card, "cpu", batch_size=16)
             post = post or det.post
-            members.append(Member(name, det, card_choices(card)["eps"],
-                                  card_sha256=file_sha256(stem.with_suffix(".json"))))  # fmt: skip
+            card_file = stem.with_suffix(".json")
+            members.append(Member(name, det, card_choices(card)["eps"], card_sha256=file_sha256(card_file),
+                                  card_fingerprint=member_fingerprint(card_file)))  # fmt: skip
         choice = calibrate(members, vols, post)
     except MatchGenError as exc:
         print(f"ensemble_card: {exc}", file=sys.stderr)

@@ -4,8 +4,9 @@ value. Where one model's pseudo-normal copies a lesion another does not, and the
 different places (a denoiser's at its noise blobs, an autoencoder's at the cortex it blurs), the mean keeps what
 they agree on: the lesion.
 
-An ensemble card (``family: "ensemble"``) names its members by zoo name with the SHA-256 of each member's card when
-it was made (a member recalibrated since makes the scales stale: refused), each member's scale for + MG and for the
+An ensemble card (``family: "ensemble"``) names its members by zoo name with each member's card fingerprint when
+it was made (:func:`app.core.triage_evidence.card_fingerprint`: the card without its triage measurements; a member
+recalibrated since makes the scales stale: refused), each member's scale for + MG and for the
 base model, its own post-processing (applied once, to the mean) and its own choice of tau. Its ``eps`` is a factor
 of each member's own chosen eps: 1 runs every member at its card's whole-volume choice, 0 is the ensemble of base
 models. Its map is in the first member's units (the mean of the scaled maps times the first member's scale), so tau
@@ -50,6 +51,18 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def member_fingerprint(card_file: str | Path) -> str:
+    """What an ensemble checks a member's card against: its content without triage measurements (recording one on
+    the member changes neither its map nor the ensemble's scales)."""
+    from app.core.triage_evidence import card_fingerprint
+
+    try:
+        card = json.loads(Path(card_file).read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{card_file}: cannot read the member's card ({exc})") from None
+    return card_fingerprint(card)
+
+
 @dataclass
 class Member:
     """One model of an ensemble: its detector (built from its card as ``detect`` builds it), the eps its card
@@ -61,6 +74,7 @@ class Member:
     scale_mg: float = 1.0
     scale_base: float = 1.0
     card_sha256: str = ""
+    card_fingerprint: str = ""
 
     def scale(self, base: bool) -> float:
         return self.scale_base if base else self.scale_mg
@@ -187,6 +201,7 @@ def ensemble_card(
             {
                 "model": m.name,
                 "card_sha256": m.card_sha256,
+                "card_fingerprint": m.card_fingerprint,
                 "eps": m.eps,
                 "scale_mg": m.scale_mg,
                 "scale_base": m.scale_base,
@@ -209,28 +224,28 @@ def load_ensemble(
     was made with and built as ``detect`` builds it (``member_options``: ``solver``, ``max_steps`` for every
     member's :meth:`Detector.from_card`); ``median_size`` overrides the ensemble's median filter. Every member must
     read the same slices (image size, channels, normalisation)."""
+    from app.nets.card import read_card
     from app.nets.checkpoint import load_checkpoint
     from app.nets.zoo import resolve_model
 
     path = Path(card_path)
-    try:
-        card = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot read the ensemble card ({exc})") from None
+    card = read_card(path)  # validated: an ensemble card names at least two members with their scales
     if not is_ensemble(card):
         raise CheckpointError(f"{path}: not an ensemble card (family {card.get('family')!r})")
     members = []
-    for m in card.get("members", []):
+    for m in card["members"]:
         stem = resolve_model(m["model"])
-        sha = file_sha256(stem.with_suffix(".json"))
-        if m.get("card_sha256") and sha != m["card_sha256"]:
+        sha, fp = file_sha256(stem.with_suffix(".json")), member_fingerprint(stem.with_suffix(".json"))
+        made = ("fingerprint", m["card_fingerprint"], fp) if m.get("card_fingerprint") else (
+            "SHA-256", m.get("card_sha256"), sha)  # fmt: skip
+        if made[1] and made[1] != made[2]:
             raise CheckpointError(
-                f"{path}: member {m['model']!r} has changed since the ensemble was calibrated (card SHA-256 "
-                f"{sha[:12]}, the ensemble was made with {m['card_sha256'][:12]}); calibrate the ensemble again"
+                f"{path}: member {m['model']!r} has changed since the ensemble was calibrated (card {made[0]} "
+                f"{made[2][:12]}, the ensemble was made with {made[1][:12]}); calibrate the ensemble again"
             )
         model, mcard = load_checkpoint(stem, device)
         det = Detector.from_card(model, mcard, device, batch_size=batch_size, **member_options)
-        members.append(Member(m["model"], det, float(m["eps"]), float(m["scale_mg"]), float(m["scale_base"]), sha))
+        members.append(Member(m["model"], det, float(m["eps"]), float(m["scale_mg"]), float(m["scale_base"]), sha, fp))
         if len(members) == 1:  # what the first member was trained on decides the ensemble's domain checks
             for key in ("domain", "training"):
                 if key in mcard:
@@ -305,14 +320,14 @@ def calibrate(members: list[Member], volumes: Any, post: PostProcessing, log=pri
 
 
 def members_weights_sha256(card: dict[str, Any], models_dir: Path | None = None) -> str:
-    """One SHA-256 for the weights an ensemble runs: over each member's name, card hash and weights hash (what a
-    batch's workers must share, as they share a single model's weights file)."""
+    """One SHA-256 for the weights an ensemble runs: over each member's name, card fingerprint and weights hash
+    (what a batch's workers must share, as they share a single model's weights file)."""
     from app.nets.zoo import resolve_model
 
     parts = []
     for m in card.get("members", []):
         stem = resolve_model(m["model"], models_dir)
         parts.append(
-            [m["model"], file_sha256(stem.with_suffix(".json")), file_sha256(stem.with_suffix(".safetensors"))]
+            [m["model"], member_fingerprint(stem.with_suffix(".json")), file_sha256(stem.with_suffix(".safetensors"))]
         )
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()

@@ -16,6 +16,7 @@ from app.core.ensemble import (
     file_sha256,
     is_ensemble,
     load_ensemble,
+    member_fingerprint,
     normal_median,
 )
 from app.data.splits import VolumeSet
@@ -108,7 +109,8 @@ def test_calibrate_writes_a_card_that_loads_and_refuses_a_changed_member(slices,
 
         model, card = load_checkpoint(stem, "cpu")
         members.append(Member(str(stem), Detector.from_card(model, card, "cpu"), card_choices(card)["eps"],
-                              card_sha256=file_sha256(stem.with_suffix(".json"))))  # fmt: skip
+                              card_sha256=file_sha256(stem.with_suffix(".json")),
+                              card_fingerprint=member_fingerprint(stem.with_suffix(".json"))))  # fmt: skip
     choice = calibrate(members, vols, post, log=lambda *_: None)
     # the scales are the members' normal-tissue medians over both realisations
     flat = images.reshape(4, 1, 32, 32)
@@ -131,8 +133,11 @@ def test_calibrate_writes_a_card_that_loads_and_refuses_a_changed_member(slices,
     assert [m.scale_mg for m in ens.members] == [m.scale_mg for m in members] and ens.post == post
     assert loaded["domain"] == {"modality": "MR"}  # the first member's: what the study is checked against
     np.testing.assert_array_equal(ens.run(flat, 1.0).d, EnsembleDetector(members, post).run(flat, 1.0).d)
-    # a member recalibrated since: its scales are stale, so the ensemble is refused
+    # a triage measurement recorded on a member changes its card file but not what the ensemble was made with
     c = json.loads(stems[1].with_suffix(".json").read_text())
+    stems[1].with_suffix(".json").write_text(json.dumps({**c, "triage": [{"auroc": 0.5}]}))
+    assert load_ensemble(path)[0].members[1].card_fingerprint == loaded["members"][1]["card_fingerprint"]
+    # a member recalibrated since: its scales are stale, so the ensemble is refused
     c["chosen"]["tau"] = 0.3
     stems[1].with_suffix(".json").write_text(json.dumps(c))
     with pytest.raises(CheckpointError, match="changed since the ensemble was calibrated"):
