@@ -13,7 +13,10 @@ MODELS_DIR = bundled_dir("models")
 #: the model ``python main.py`` and ``detect`` use when none is named: the zoo's best +MG Dice on the validation
 #: volumes (the cards' ``chosen_volume``, every card chosen on the same 16: dae 21.9 % with its z window, vae-grad
 #: 17.4, vae 17.2, ce-ae 16.2, ganomaly 15.3, ae-l1 15.2, ddgan lower); on validation volumes that chose nothing
-#: the dae + MG is also the best (seeds 1016-1047; docs/models.md, docs/bench/widths/rule.md, docs/bench/zmean/)
+#: the dae + MG is also the best (seeds 1016-1047; docs/models.md, docs/bench/widths/rule.md, docs/bench/zmean/).
+#: The ensemble card ``dae+ae-l1`` scores higher on validation volumes (24.0 % on the same 16, 32.7 against 29.6 %
+#: on 32 fresh ones) but is not the default yet: ``bench speed`` and ``bench quality`` do not run ensembles, so its
+#: speed and per-image figures are unmeasured (docs/models.md, "An ensemble of two models' maps").
 DEFAULT_MODEL = "dae"
 
 
