@@ -21,7 +21,6 @@ slice with the detection overlaid) and ``result.json``. A study that cannot be r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -35,6 +34,7 @@ import numpy as np
 from app.atomic import atomic_write_bytes
 from app.batch.inputs import StudyRef
 from app.core.findings import SCORE_VERSION
+from app.filehash import file_sha256
 
 RESULT = "result.json"
 MASK = "mask.nii.gz"
@@ -135,14 +135,6 @@ def _card_fingerprint(path: Path) -> str:
 
     card = raw_card(path)
     return "" if card is None else card_fingerprint(card)  # unreadable: the file hash stands in
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---- the model, once per worker process -------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def make_settings(args):
     """The run's BatchSettings from the options and the model card (eps/tau as ``detect`` chooses them)."""
-    from app.batch.task import BatchSettings, raw_card
+    from app.batch.task import BatchSettings
     from app.cli.detect import choose_parameters
     from app.core.ensemble import is_ensemble
     from app.errors import OptionError
@@ -72,9 +72,7 @@ def make_settings(args):
     if args.max_steps is not None and args.max_steps < 0:
         raise OptionError("--max-steps must be >= 0")
     stem = resolve_model(args.model).resolve()
-    card = raw_card(stem.with_suffix(".json"))
-    if not is_ensemble(card):  # an ensemble card (app.core.ensemble) names members, whose loading checks them
-        card = read_card(stem)
+    card = read_card(stem)  # an ensemble card (app.core.ensemble) has no weights: its members' loading checks them
     if not is_ensemble(card) and not stem.with_suffix(".safetensors").is_file():
         from app.errors import CheckpointError
 

@@ -28,6 +28,7 @@ import numpy as np
 from app.core.detector import DetectionOutput, Detector, PostProcessing
 from app.core.maps import postprocess
 from app.errors import CheckpointError, OptionError
+from app.filehash import file_sha256
 
 FAMILY = "ensemble"
 #: the tau grid an ensemble's choice is made on (its maps are in units of the members' normal-tissue median)
@@ -45,10 +46,6 @@ def is_ensemble_file(card_file: str | Path) -> bool:
     except (OSError, ValueError):
         return False
     return is_ensemble(card)
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def member_fingerprint(card_file: str | Path) -> str:
