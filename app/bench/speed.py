@@ -560,6 +560,7 @@ def run_speed(
     log: Log = print,
 ) -> dict[str, Any]:
     from app.core.device import describe_device, resolve_device
+    from app.core.ensemble import is_ensemble_file
     from app.nets.checkpoint import load_checkpoint
     from app.nets.zoo import DEFAULT_MODEL, resolve_model
 
@@ -567,6 +568,9 @@ def run_speed(
     name = model_name or DEFAULT_MODEL
     load_before = os.getloadavg()
     stem = resolve_model(name)
+    if is_ensemble_file(stem.with_suffix(".json")):
+        return ensemble_speed(stem, dev, data, n_converge=n_converge, n_volume=n_volume, batch_size=batch_size, gui=gui,
+                              rss=rss, preprocess=preprocess, workdir=workdir, log=log)  # fmt: skip
     model_plain, card = load_checkpoint(stem, dev)
     model_fast, _ = load_checkpoint(stem, dev)
     size = model_plain.config.image_size
@@ -711,6 +715,16 @@ def run_speed(
         log("before/after: stock solver (penalty, float32, batched) vs fast, with Dice on the same slices ...")
         res["before_after"] = _before_after(det_ref, det_fast, x_all[:n_ba], images[:n_ba], masks[:n_ba], eps, tau,
                                             ref_opts, fast_opts)  # fmt: skip
+    _viewer_memory_preprocess(res, stem, dev, det_fast, images, masks, eps, tau, gui=gui, rss=rss,
+                              preprocess=preprocess, workdir=workdir, log=log)  # fmt: skip
+    res["loadavg_before"] = [round(v, 2) for v in load_before]
+    res["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
+    return res
+
+
+def _viewer_memory_preprocess(res, stem, dev, det, images, masks, eps, tau, *, gui, rss, preprocess, workdir, log):
+    """The figures measured through the viewer and through ``detect`` (any model the two can run, ensembles
+    included), and the preprocessing's, into ``res``."""
     if gui:
         log(f"slice_scroll_s: the viewer's controller on the demo, Up after {SCROLL_DWELL_S:g} s, twice ...")
         res.update(scroll_latency(str(stem), str(dev)))
@@ -718,7 +732,7 @@ def run_speed(
 
         log("tau_update_ms and gui_max_stall_ms: driving the viewer offscreen ...")
         with tempfile.TemporaryDirectory(dir=workdir) as td:
-            gui_res = measure_gui(det_fast, images, masks, eps, tau, model=str(stem), device=str(dev), workdir=Path(td))
+            gui_res = measure_gui(det, images, masks, eps, tau, model=str(stem), device=str(dev), workdir=Path(td))
         res.update(gui_res)
     if rss:
         log("peak_rss_mb: detect on a 256x256x155 volume in a subprocess ...")
@@ -731,6 +745,64 @@ def run_speed(
         log("preprocess_s_per_volume: N4 and brain extraction on a skull-on 1 mm head ...")
         res["preprocess"] = preprocess_speed(log=log)
         res["preprocess_s_per_volume"] = res["preprocess"]["total_s"]
+
+
+#: what the report says of the solver and decoder figures for an ensemble
+ENSEMBLE_NOTE = (
+    "an ensemble card: the solver and decoder figures (speedup_vs_reference, flops_fraction, the step ratio, the "
+    "ablation) belong to its members; `bench speed --model MEMBER` measures them"
+)
+
+
+def ensemble_speed(
+    stem: Path, dev, data, *, n_converge: int, n_volume: int, batch_size: int, gui: bool, rss: bool,
+    preprocess: bool, workdir: Path | None, log: Log,
+) -> dict[str, Any]:  # fmt: skip
+    """``bench speed`` for an ensemble card (app.core.ensemble): what a user waits for, measured through the
+    ensemble as ``detect`` and the viewer run it -- a slice, a slice's z window, a volume, the viewer, ``detect``'s
+    memory. The solver's own figures are its members' (:data:`ENSEMBLE_NOTE`)."""
+    from app.core.device import describe_device
+    from app.core.ensemble import load_ensemble
+
+    load_before = os.getloadavg()
+    det, card = load_ensemble(stem.with_suffix(".json"), str(dev), batch_size=batch_size)
+    eps, tau, eps_rule = model_eps_tau(card)
+    n_window = det.post.z_slices(WINDOW_SLICE_MM)
+    images, masks, source = load_slices(data, max(n_volume, n_converge + n_window), det.model.config.image_size)
+    first = det.members[0].detector
+    res: dict[str, Any] = {
+        "model": stem.name, "model_family": "ensemble", "members": [m.name for m in det.members], "eps": eps,
+        "tau": tau, "eps_rule": f"{eps_rule}; a factor of each member's own eps", "slices": source,
+        "device": str(dev), "device_name": describe_device(dev), "torch": torch.__version__,
+        "python": platform.python_version(), "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "solver_fast": first.solver.__dict__, "solver_fast_from": "each member's card (the first member's shown)",
+        "layout": layout_name(first.channels_last), "reference_skipped": ENSEMBLE_NOTE, "ensemble_note": ENSEMBLE_NOTE,
+    }  # fmt: skip
+    det.run(images[:batch_size], eps, max_steps=3)  # warm-up: every member allocates and picks its kernels
+
+    def seconds(x) -> float:
+        t = time.perf_counter()
+        det.run(x, eps)
+        _sync(dev)
+        return time.perf_counter() - t
+
+    log("slice_converge_s: one slice through every member ...")
+    res["slice_converge_s"] = statistics.median(seconds(images[i : i + 1]) for i in range(n_converge))
+    res["slice_window_slices"] = n_window
+    if n_window > 1:
+        log(f"slice_window_s: the card's {det.post.z_mm:g} mm window, {n_window} slices through every member ...")
+        res["slice_window_s"] = statistics.median(seconds(images[i : i + n_window]) for i in range(n_converge))
+        res["slice_window_next_s"] = res["slice_converge_s"]
+    log(f"volume_s_per_slice: the ensemble on {n_volume} slices, batches of {batch_size} ...")
+    t = time.perf_counter()
+    out = det.run(images[:n_volume], eps)
+    _sync(dev)
+    res["volume_s_per_slice"] = (time.perf_counter() - t) / n_volume
+    has_masks = bool(masks[:n_volume].any())
+    gts = list(masks[:n_volume].astype(bool))
+    res["volume_dice"] = evaluate(list(out.d), gts, tau).dice_mean if has_masks else None
+    _viewer_memory_preprocess(res, stem, dev, det, images, masks, eps, tau, gui=gui, rss=rss, preprocess=preprocess,
+                              workdir=workdir, log=log)  # fmt: skip
     res["loadavg_before"] = [round(v, 2) for v in load_before]
     res["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
     return res
@@ -926,23 +998,10 @@ def summary_markdown(res: dict[str, Any]) -> str:
             f"({fmt(ba.get('after_steps_mean'))} steps, mean loss {fmt(ba.get('after_loss_mean'))}, Dice "
             f"{fmt(ba.get('after_dice'))}).",
         ]
-    lines += [
-        "",
-        f"Decoder: {fmt(res.get('decoder_gflop_per_step'))} GFLOP per image-step (forward + backward to z); "
-        f"achieved {fmt(res.get('decoder_gflops_achieved'))} GFLOP/s; matmul "
-        f"{res.get('matmul_gflops', {}).get('dtype')} {fmt(res.get('matmul_gflops', {}).get('rate'))} GFLOP/s "
-        f"(fp32 {fmt(res.get('matmul_gflops', {}).get('fp32'))}); fraction vs fp32 matmul "
-        f"{fmt(res.get('flops_fraction_vs_fp32_matmul'))}. The decoder alone (forward + backward, one batch, no "
-        f"solver): {fmt(res.get('decoder_only_gflops'))} GFLOP/s, fraction {fmt(res.get('decoder_only_fraction'))}; "
-        f"share of the solve spent in decoder kernels ~{fmt(res.get('solve_time_in_decoder'))}. "
-        f"One solver step on the same batch: {fmt(res.get('solver_step_seconds'))} s against the decoder's own "
-        f"forward + backward {fmt(res.get('decoder_step_seconds'))} s, ratio "
-        f"{fmt(res.get('solver_step_over_decoder'))} (goal <= 1.2); each step beyond the fifth "
-        f"{fmt(res.get('solver_marginal_step_seconds'))} s "
-        f"(ratio {fmt(res.get('solver_marginal_step_over_decoder'))}), "
-        f"plus {fmt(res.get('solver_fixed_seconds_per_solve'))} s once per solve (the first step and the float32 "
-        "re-evaluation of the kept point).",
-    ]
+    if res.get("ensemble_note"):
+        lines += ["", f"Members: {', '.join(res.get('members', []))}; {res['ensemble_note']}."]
+    else:
+        lines += _decoder_lines(res, fmt)
     abl = res.get("volume_ablation") or {}
     if abl:
         lines += [
@@ -969,6 +1028,27 @@ def summary_markdown(res: dict[str, Any]) -> str:
             + (f" (error: {mem['error'][-200:]})" if mem.get("error") else "")
         )
     return "\n".join(lines) + "\n"
+
+
+def _decoder_lines(res: dict[str, Any], fmt) -> list[str]:
+    """The decoder and solver-step paragraph of the report (a single model's)."""
+    return [
+        "",
+        f"Decoder: {fmt(res.get('decoder_gflop_per_step'))} GFLOP per image-step (forward + backward to z); "
+        f"achieved {fmt(res.get('decoder_gflops_achieved'))} GFLOP/s; matmul "
+        f"{res.get('matmul_gflops', {}).get('dtype')} {fmt(res.get('matmul_gflops', {}).get('rate'))} GFLOP/s "
+        f"(fp32 {fmt(res.get('matmul_gflops', {}).get('fp32'))}); fraction vs fp32 matmul "
+        f"{fmt(res.get('flops_fraction_vs_fp32_matmul'))}. The decoder alone (forward + backward, one batch, no "
+        f"solver): {fmt(res.get('decoder_only_gflops'))} GFLOP/s, fraction {fmt(res.get('decoder_only_fraction'))}; "
+        f"share of the solve spent in decoder kernels ~{fmt(res.get('solve_time_in_decoder'))}. "
+        f"One solver step on the same batch: {fmt(res.get('solver_step_seconds'))} s against the decoder's own "
+        f"forward + backward {fmt(res.get('decoder_step_seconds'))} s, ratio "
+        f"{fmt(res.get('solver_step_over_decoder'))} (goal <= 1.2); each step beyond the fifth "
+        f"{fmt(res.get('solver_marginal_step_seconds'))} s "
+        f"(ratio {fmt(res.get('solver_marginal_step_over_decoder'))}), "
+        f"plus {fmt(res.get('solver_fixed_seconds_per_solve'))} s once per solve (the first step and the float32 "
+        "re-evaluation of the kept point).",
+    ]
 
 
 def write_outputs(res: dict[str, Any], out: Path) -> tuple[Path, Path]:

@@ -215,13 +215,26 @@ def test_speed_times_the_operator_the_card_applies(tmp_path):
     (as ``detect`` applies them); the ablation flips the card's layout, not a fixed one."""
     torch.manual_seed(0)
     m = create_model(ModelConfig("ae-l1", image_size=S, latent_dim=8, width=4)).freeze()
-    settings = {"solver": "fast", "max_steps": 7, "channels_last": False,
-                "solver_options": {"method": "spg", "precision": "bf16", "max_steps": 100, "patience": 10}}
+    settings = {
+        "solver": "fast",
+        "max_steps": 7,
+        "channels_last": False,
+        "solver_options": {"method": "spg", "precision": "bf16", "max_steps": 100, "patience": 10},
+    }
     stem = save_checkpoint(m, tmp_path / "models" / "cal", {
         "chosen": {"eps": 0.5, "tau": 0.2}, "calibration": {"settings": settings},
         "postprocess": {"median_size": 3, "erode_px": 0, "min_component_px": 0, "z_mm": 6.0}})  # fmt: skip
-    quiet = {"n_converge": 1, "n_volume": 4, "n_reference": 1, "batch_size": 4, "gui": False, "rss": False,
-             "profile_decoder": False, "reference": False, "log": lambda m: None}
+    quiet = {
+        "n_converge": 1,
+        "n_volume": 4,
+        "n_reference": 1,
+        "batch_size": 4,
+        "gui": False,
+        "rss": False,
+        "profile_decoder": False,
+        "reference": False,
+        "log": lambda m: None,
+    }
     res = run_speed(str(stem), "cpu", None, **quiet)
     assert res["solver_fast_from"] == "model card" and res["layout"] == "stock"
     assert res["solver_fast"]["max_steps"] == 7 and res["solver_fast"]["method"] == "spg"
@@ -346,3 +359,33 @@ def test_no_reference_skips_the_paper_solver_and_says_so(tiny_model):
     md = summary_markdown(res)
     assert "| speedup_vs_reference | n/a |" in md and "not run (--no-reference)" in md
     assert res["solver_step_over_decoder"] > 0 and res["volume_s_per_slice"] > 0
+
+
+def test_speed_of_an_ensemble_is_what_a_user_waits_for(tmp_path, tiny_model):
+    """bench speed on an ensemble card: a slice, its z window and a volume timed through the ensemble (the members'
+    solver figures are theirs, and the report says so); the volume's Dice is the ensemble's detection's."""
+    import shutil
+
+    from viewer_study import write_ensemble
+
+    from app.bench import speed
+    from app.core.ensemble import load_ensemble
+    from app.core.metrics import evaluate
+
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(tiny_model.with_suffix(suffix), (tiny_model.parent / "copy").with_suffix(suffix))
+    card = write_ensemble(tiny_model.parent / "pair.json", [(tiny_model, 0.3), (tiny_model.parent / "copy", 0.1)],
+                          eps=0.5, tau=0.3, tau_base=0.4, post={"z_mm": 6.0})  # fmt: skip
+    res = run_speed(str(card), "cpu", None, n_converge=2, n_volume=8, batch_size=4, gui=False, rss=False,
+                    log=lambda m: None)  # fmt: skip
+    assert res["model_family"] == "ensemble" and res["members"] == [str(tiny_model), str(tiny_model.parent / "copy")]
+    assert res["eps"] == 1.0 and res["tau"] == 0.3  # the ensemble card's choice
+    assert res["slice_window_slices"] == 3 and res["slice_window_s"] > 0  # 6 mm at 2 mm
+    assert res["slice_converge_s"] > 0 and res["volume_s_per_slice"] > 0
+    assert "flops_fraction" not in res and res["reference_skipped"] == speed.ENSEMBLE_NOTE
+    det, _ = load_ensemble(card)
+    images, masks, _ = speed.load_slices(None, 8, S)
+    out = det.run(images, 1.0)
+    assert res["volume_dice"] == pytest.approx(evaluate(list(out.d), list(masks.astype(bool)), 0.3).dice_mean)
+    text = summary_markdown(res)
+    assert "| volume_s_per_slice |" in text and speed.ENSEMBLE_NOTE in text and "One solver step" not in text
