@@ -427,7 +427,9 @@ class MainWindow(QMainWindow):
             self._render_detection(titles=False)
             return
         what = f"{r.model} +MG eps={r.eps:.3g}" if r.eps > 0 else f"{r.model} (base)"
-        self.panels.set_title(1, f"Pseudo-normal - {what}")
+        sess = self.session
+        member = sess.pseudo_normal_from if sess is not None and sess.name == r.model else None
+        self.panels.set_title(1, f"Pseudo-normal of {member} - {what}" if member else f"Pseudo-normal - {what}")
         self.panels.set_title(2, f"Difference map D (max {float(r.d.max()):.3f})")
         self._render_detection()
         self.result_shown.emit(r)

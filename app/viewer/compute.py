@@ -77,6 +77,13 @@ class ModelSession:
         if slices is not None:
             self.slices = self._check(slices)
 
+    @property
+    def pseudo_normal_from(self) -> str | None:
+        """For an ensemble, the member whose pseudo-normal is shown (its first: the ensemble's map is a mean of
+        maps, not the difference to one image); None for a single model."""
+        members = getattr(self.detector, "members", None)
+        return members[0].name if members else None
+
     def _check(self, slices: StudySlices) -> StudySlices:
         """The study seen through this model's input format. Nothing is computed here: the normalised model
         slices are prepared on first use (``slices.prepare()``, in a worker), once per input format."""

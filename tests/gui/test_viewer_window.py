@@ -453,4 +453,5 @@ def test_an_ensemble_card_is_picked_like_a_model_and_shown(window, env, qtbot):
     qtbot.waitUntil(lambda: bool(shown) and shown[-1].model == "pair" and window.worker.is_idle(), timeout=60000)
     r, gt = window.shown, window.state.study.gt_slice(window.state.slice_index)
     assert r.model == "pair" and r.d.max() > 0
+    assert window.panels.titles[1].text.startswith("Pseudo-normal of tiny - pair +MG eps=1")  # whose image it is
     assert np.count_nonzero(overlay_alpha(window)) == np.count_nonzero((r.d > 0.12) | gt)

@@ -176,6 +176,7 @@ def test_an_ensemble_card_in_the_viewer_is_detects_on_the_volume_and_on_a_slice(
     ours = case["tmp"] / "viewer-pair.nii.gz"
     ctl = viewer_mask(pair, ours)
     assert isinstance(ctl.session.detector, EnsembleDetector) and ctl.state.eps == 1.0 and ctl.state.tau == 0.3
+    assert ctl.session.pseudo_normal_from == str(models / "tiny")  # the panel shows the first member's image
     theirs = case["tmp"] / "detect-pair.nii.gz"
     assert main(["detect", str(case["study"]), "--model", pair["model"], "--out", str(theirs), "--device", "cpu"]) == 0
     m = same_nifti(ours, theirs)
