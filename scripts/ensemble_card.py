@@ -17,13 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from app.atomic import atomic_write_text  # noqa: E402
-from app.core.detector import Detector  # noqa: E402
-from app.core.ensemble import Member, calibrate, ensemble_card, file_sha256, member_fingerprint  # noqa: E402
+from app.core.ensemble import Member, calibrate, ensemble_card  # noqa: E402
 from app.data.splits import load_volumes  # noqa: E402
 from app.errors import MatchGenError  # noqa: E402
-from app.nets.card import card_choices  # noqa: E402
-from app.nets.checkpoint import load_checkpoint  # noqa: E402
-from app.nets.zoo import resolve_model  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -43,13 +39,9 @@ def main(argv: list[str]) -> int:
         vols = load_volumes(a.data, "val").head(a.first)
         members, post = [], None
         for name in a.models:
-            stem = resolve_model(name)
-            model, card = load_checkpoint(stem, "cpu")
-            det = Detector.from_card(model, card, "cpu", batch_size=16)
-            post = post or det.post
-            card_file = stem.with_suffix(".json")
-            members.append(Member(name, det, card_choices(card)["eps"], card_sha256=file_sha256(card_file),
-                                  card_fingerprint=member_fingerprint(card_file)))  # fmt: skip
+            member, _ = Member.from_zoo(name, "cpu", batch_size=16)
+            post = post or member.detector.post
+            members.append(member)
         choice = calibrate(members, vols, post)
     except MatchGenError as exc:
         print(f"ensemble_card: {exc}", file=sys.stderr)

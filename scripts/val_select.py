@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from app.atomic import atomic_write_text  # noqa: E402
 from app.core.detector import Detector  # noqa: E402
-from app.core.ensemble import is_ensemble_file, load_ensemble  # noqa: E402
+from app.core.ensemble import load_detector  # noqa: E402
 from app.core.metrics import (  # noqa: E402
     dice,
     fp_per_normal_slice,
@@ -40,7 +40,6 @@ from app.core.protocol import across_volumes, choose_intensity_volume_tau, inten
 from app.data.lesions import KINDS  # noqa: E402
 from app.data.splits import load_volumes  # noqa: E402
 from app.nets.card import card_choices  # noqa: E402
-from app.nets.checkpoint import load_checkpoint  # noqa: E402
 from app.nets.zoo import resolve_model  # noqa: E402
 
 BINS = (0, 20, 60, 200, None)  # lesion size in voxels of the model grid (2 mm pixels, the block's slices)
@@ -151,12 +150,7 @@ def main(argv: list[str]) -> int:
           f"{images.shape[0]} realisations x {images.shape[1]} slices")  # fmt: skip
     rows: dict[str, dict] = {}
     for path in where:
-        card_file = Path(path).with_suffix(".json")
-        if is_ensemble_file(card_file):  # several zoo models' maps, averaged (app.core.ensemble)
-            det, card = load_ensemble(card_file)
-        else:
-            model, card = load_checkpoint(path, "cpu")
-            det = Detector.from_card(model, card, "cpu", batch_size=16)
+        det, _, card = load_detector(path, "cpu", batch_size=16)  # a model's, or an ensemble card's
         ch = card_choices(card)
         label = Path(path).name  # the stem: a zoo name, or a card given as NAME.json
         if f"{label} + MG" in rows:  # two cards of one name (a zoo name and a copy elsewhere): their full paths

@@ -35,6 +35,7 @@ from app.atomic import atomic_write_bytes
 from app.batch.inputs import StudyRef
 from app.core.findings import SCORE_VERSION
 from app.filehash import file_sha256
+from app.nets.card import read_raw_card as raw_card
 
 RESULT = "result.json"
 MASK = "mask.nii.gz"
@@ -108,16 +109,6 @@ class BatchSettings:
         return asdict(self)
 
 
-def raw_card(path: str | os.PathLike) -> dict | None:
-    """The card file's JSON as written (no validation or migration: what its fingerprint and triage measurements
-    were computed on); None when it cannot be read as a JSON object (loading the model then says why)."""
-    try:
-        card = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return card if isinstance(card, dict) else None
-
-
 def model_hashes(stem: Path) -> tuple[str, str]:
     """(card SHA-256, weights SHA-256) of the checkpoint ``stem``; for an ensemble card (app.core.ensemble) the
     weights hash covers every member's card and weights."""
@@ -162,11 +153,9 @@ def get_detector(settings: BatchSettings):
             return hit
         import torch
 
-        from app.core.detector import Detector
         from app.core.device import resolve_device
-        from app.core.ensemble import is_ensemble, load_ensemble
+        from app.core.ensemble import load_detector
         from app.errors import CheckpointError
-        from app.nets.checkpoint import load_checkpoint
 
         if settings.threads and settings.threads > 0:
             torch.set_num_threads(int(settings.threads))
@@ -181,17 +170,10 @@ def get_detector(settings: BatchSettings):
                 "give every worker the same model files"
             )
         device = resolve_device(settings.device)
-        if is_ensemble(raw_card(stem.with_suffix(".json"))):  # several zoo models' maps averaged, as detect runs it
-            det, card = load_ensemble(stem.with_suffix(".json"), device, batch_size=settings.batch_size,
-                                      solver=settings.solver, max_steps=settings.max_steps)  # fmt: skip
-            model = det.model
-        else:
-            model, card = load_checkpoint(stem, device)
-            # the detector detect builds: the card's solver, memory layout and whole post-processing
-            det = Detector.from_card(
-                model, card, device, solver=settings.solver, max_steps=settings.max_steps,
-                batch_size=settings.batch_size,
-            )  # fmt: skip
+        # the detector detect builds (a model's or an ensemble card's): the card's solver, layout, post-processing
+        det, model, card = load_detector(
+            stem, device, batch_size=settings.batch_size, solver=settings.solver, max_steps=settings.max_steps
+        )
         _LOADS["count"] += 1
         _DETECTORS.clear()  # one model per worker: a new model replaces the old one
         _DETECTORS[key] = (det, model, card, device)
@@ -348,6 +330,7 @@ def _clear_outputs(d: Path) -> None:
 def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
     """Analyse one study and write ``out_dir/<id>/``; returns the study's ``result.json`` content. Errors a study
     can cause are recorded (``status: failed``), never raised; a killed worker is Dask's to retry."""
+    from app.core.ensemble import family_of
     from app.core.findings import (
         SCORE_DEFINITION,
         find_findings,
@@ -406,7 +389,7 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
         save_mask(study, vol.mask, folder / MASK)
         outputs = {"mask": MASK}
         if is_dicom_study(study):  # the writer detect --seg and the viewer use, over the source series
-            family = card.get("family") if card.get("family") == "ensemble" else model.config.family
+            family = family_of(card, model)
             algo = AlgorithmInfo.for_checkpoint(settings.model, family, settings.eps, settings.tau, settings.base_only)
             try:
                 write_seg(study, vol.mask, folder / SEG, algo)

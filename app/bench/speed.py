@@ -559,7 +559,7 @@ def run_speed(
     reference: bool = True,  # the paper-solver comparisons (speedup_vs_reference, before/after); --no-reference
     log: Log = print,
 ) -> dict[str, Any]:
-    from app.core.device import describe_device, resolve_device
+    from app.core.device import resolve_device
     from app.core.ensemble import is_ensemble_file
     from app.nets.checkpoint import load_checkpoint
     from app.nets.zoo import DEFAULT_MODEL, resolve_model
@@ -594,12 +594,7 @@ def run_speed(
         "tau": tau,
         "eps_rule": eps_rule,
         "slices": source,
-        "device": str(dev),
-        "device_name": describe_device(dev),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
+        **_environment(dev),
         "solver_fast": fast_opts.__dict__,
         "solver_fast_from": fast_from,
         "layout": layout_name(det_fast.channels_last),
@@ -747,6 +742,20 @@ def _viewer_memory_preprocess(res, stem, dev, det, images, masks, eps, tau, *, g
         res["preprocess_s_per_volume"] = res["preprocess"]["total_s"]
 
 
+def _environment(dev) -> dict[str, Any]:
+    """Where a ``bench speed`` run ran: device, torch, Python, threads, CPUs."""
+    from app.core.device import describe_device
+
+    return {
+        "device": str(dev),
+        "device_name": describe_device(dev),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
 #: what the report says of the solver and decoder figures for an ensemble
 ENSEMBLE_NOTE = (
     "an ensemble card: the solver and decoder figures (speedup_vs_reference, flops_fraction, the step ratio, the "
@@ -761,7 +770,6 @@ def ensemble_speed(
     """``bench speed`` for an ensemble card (app.core.ensemble): what a user waits for, measured through the
     ensemble as ``detect`` and the viewer run it -- a slice, a slice's z window, a volume, the viewer, ``detect``'s
     memory. The solver's own figures are its members' (:data:`ENSEMBLE_NOTE`)."""
-    from app.core.device import describe_device
     from app.core.ensemble import load_ensemble
 
     load_before = os.getloadavg()
@@ -773,9 +781,8 @@ def ensemble_speed(
     res: dict[str, Any] = {
         "model": stem.name, "model_family": "ensemble", "members": [m.name for m in det.members], "eps": eps,
         "tau": tau, "eps_rule": f"{eps_rule}; a factor of each member's own eps", "slices": source,
-        "device": str(dev), "device_name": describe_device(dev), "torch": torch.__version__,
-        "python": platform.python_version(), "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "solver_fast": first.solver.__dict__, "solver_fast_from": "each member's card (the first member's shown)",
+        **_environment(dev), "solver_fast": first.solver.__dict__,
+        "solver_fast_from": "each member's card (the first member's shown)",
         "layout": layout_name(first.channels_last), "reference_skipped": ENSEMBLE_NOTE, "ensemble_note": ENSEMBLE_NOTE,
     }  # fmt: skip
     det.run(images[:batch_size], eps, max_steps=3)  # warm-up: every member allocates and picks its kernels

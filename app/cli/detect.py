@@ -113,12 +113,10 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from app.core.detector import Detector
     from app.core.device import resolve_device
-    from app.core.ensemble import is_ensemble_file, load_ensemble
+    from app.core.ensemble import family_of, load_detector
     from app.errors import OptionError
     from app.io import load_study, save_mask, save_on_study_grid
-    from app.nets.checkpoint import load_checkpoint
     from app.nets.zoo import resolve_model
 
     detect_dicom.check(args)
@@ -136,15 +134,10 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     stem = resolve_model(args.model)
-    ensemble = is_ensemble_file(stem.with_suffix(".json"))
-    if ensemble:  # several zoo models' maps averaged (app.core.ensemble): its eps is a factor of each member's eps
-        detector, card = load_ensemble(
-            stem.with_suffix(".json"), device, batch_size=args.batch_size, median_size=args.median,
-            solver=args.solver, max_steps=args.max_steps,
-        )  # fmt: skip
-        model = detector.model
-    else:
-        model, card = load_checkpoint(stem, device)
+    # a model, or an ensemble card (app.core.ensemble: zoo models' maps averaged; its eps a factor of each member's)
+    detector, model, card = load_detector(
+        stem, device, batch_size=args.batch_size, median_size=args.median, solver=args.solver, max_steps=args.max_steps
+    )
     eps, tau, note = choose_parameters(card, args.eps, args.tau, args.base_only)
     if note:
         print(f"note: {note}", file=sys.stderr)
@@ -159,11 +152,6 @@ def run(args: argparse.Namespace) -> int:
         gt = load_mask(args.mask, study)
     from app.batch.task import detect_volume
 
-    if not ensemble:
-        detector = Detector.from_card(
-            model, card, device, solver=args.solver, max_steps=args.max_steps, median_size=args.median,
-            batch_size=args.batch_size,
-        )  # fmt: skip
     if detector.solver_warning and not args.base_only:
         print(f"warning: {detector.solver_warning}", file=sys.stderr)
     mode = "base model" if args.base_only else f"MatchGen eps={eps:g}"
@@ -193,8 +181,8 @@ def run(args: argparse.Namespace) -> int:
         maps_dir.mkdir(parents=True, exist_ok=True)
     if args.out and not detect_dicom.is_dcm(args.out):
         save_mask(study, mask, args.out)
-    family = card["family"] if ensemble else model.config.family
-    detect_dicom.write_outputs(args, study, mask, d_vol, detect_dicom.algorithm(stem, family, eps, tau, args.base_only))
+    algo = detect_dicom.algorithm(stem, family_of(card, model), eps, tau, args.base_only)
+    detect_dicom.write_outputs(args, study, mask, d_vol, algo)
     if args.out:  # the brain mask and the preprocessing record beside the mask (the viewer and batch do the same)
         from app.io.seg import card_sha256
         from app.viewer.study_run import preprocessing_record, write_beside

@@ -31,11 +31,11 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from app.batch.task import file_sha256, raw_card
-    from app.core.ensemble import is_ensemble, members_weights_sha256
+    from app.core.ensemble import members_weights_sha256
     from app.errors import MatchGenError
     from app.nets.card import card_choices
     from app.nets.checkpoint import read_card
-    from app.nets.zoo import DEFAULT_MODEL, MODELS_DIR, list_models
+    from app.nets.zoo import DEFAULT_MODEL, MODELS_DIR, list_ensembles, list_models
 
     d = Path(args.dir) if args.dir else MODELS_DIR
     names = list_models(d)
@@ -53,10 +53,8 @@ def run(args: argparse.Namespace) -> int:
             f"{mark} {name:<16} family={card.get('family', '?'):<10} size={cfg.get('image_size')} "
             f"eps={ch['eps']:.4g} tau={ch['tau']:.4g} {triage}"
         )
-    for card_file in sorted(d.glob("*.json")):  # ensembles: cards without weights, naming zoo members
-        card = raw_card(card_file)
-        if not is_ensemble(card):
-            continue
+    for ens in list_ensembles(d):  # cards without weights, naming zoo members
+        card = raw_card(d / f"{ens}.json")
         ch = card_choices(card)
         members = "+".join(Path(m.get("model", "?")).name for m in card.get("members", []))
         try:
@@ -64,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         except (MatchGenError, OSError):  # a member missing here: batch would refuse it too
             triage = "triage=? (a member is missing)"
         print(
-            f"  {card_file.stem:<16} family=ensemble   members={members} eps=x{ch['eps']:.4g} (each member's own) "
+            f"  {ens:<16} family=ensemble   members={members} eps=x{ch['eps']:.4g} (each member's own) "
             f"tau={ch['tau']:.4g} {triage}"
         )
     return 0

@@ -29,23 +29,17 @@ from app.core.detector import DetectionOutput, Detector, PostProcessing
 from app.core.maps import postprocess
 from app.errors import CheckpointError, OptionError
 from app.filehash import file_sha256
+from app.nets.card import ENSEMBLE_FAMILY as FAMILY
+from app.nets.card import is_ensemble_card as is_ensemble
+from app.nets.card import read_raw_card
 
-FAMILY = "ensemble"
 #: the tau grid an ensemble's choice is made on (its maps are in units of the members' normal-tissue median)
 TAU_GRID = tuple(np.round(np.arange(0.05, 20.0001, 0.05), 2))
 
 
-def is_ensemble(card: dict[str, Any] | None) -> bool:
-    return isinstance(card, dict) and card.get("family") == FAMILY
-
-
 def is_ensemble_file(card_file: str | Path) -> bool:
     """Whether the card file ``card_file`` is an ensemble's (an unreadable one is not: loading it says why)."""
-    try:
-        card = json.loads(Path(card_file).read_text())
-    except (OSError, ValueError):
-        return False
-    return is_ensemble(card)
+    return is_ensemble(read_raw_card(card_file))
 
 
 def member_fingerprint(card_file: str | Path) -> str:
@@ -53,10 +47,9 @@ def member_fingerprint(card_file: str | Path) -> str:
     the member changes neither its map nor the ensemble's scales)."""
     from app.core.triage_evidence import card_fingerprint
 
-    try:
-        card = json.loads(Path(card_file).read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{card_file}: cannot read the member's card ({exc})") from None
+    card = read_raw_card(card_file)
+    if card is None:
+        raise CheckpointError(f"{card_file}: cannot read the member's card as a JSON object")
     return card_fingerprint(card)
 
 
@@ -75,6 +68,22 @@ class Member:
 
     def scale(self, base: bool) -> float:
         return self.scale_base if base else self.scale_mg
+
+    @classmethod
+    def from_zoo(cls, name: str, device="cpu", batch_size: int = 16, **options) -> tuple[Member, dict]:
+        """The zoo model ``name`` (or a checkpoint path) as a member, built as ``detect`` builds it (``options``:
+        ``solver``, ``max_steps`` for :meth:`Detector.from_card`), at its card's whole-volume eps, with its card's
+        hash and fingerprint (scales unset); and its card."""
+        from app.nets.card import card_choices
+        from app.nets.checkpoint import load_checkpoint
+        from app.nets.zoo import resolve_model
+
+        card_file = resolve_model(name).with_suffix(".json")
+        model, card = load_checkpoint(card_file.with_suffix(""), device)
+        det = Detector.from_card(model, card, device, batch_size=batch_size, **options)
+        member = cls(name, det, card_choices(card)["eps"], card_sha256=file_sha256(card_file),
+                     card_fingerprint=member_fingerprint(card_file))  # fmt: skip
+        return member, card
 
 
 @dataclass
@@ -222,8 +231,6 @@ def load_ensemble(
     member's :meth:`Detector.from_card`); ``median_size`` overrides the ensemble's median filter. Every member must
     read the same slices (image size, channels, normalisation)."""
     from app.nets.card import read_card
-    from app.nets.checkpoint import load_checkpoint
-    from app.nets.zoo import resolve_model
 
     path = Path(card_path)
     card = read_card(path)  # validated: an ensemble card names at least two members with their scales
@@ -231,18 +238,17 @@ def load_ensemble(
         raise CheckpointError(f"{path}: not an ensemble card (family {card.get('family')!r})")
     members = []
     for m in card["members"]:
-        stem = resolve_model(m["model"])
-        sha, fp = file_sha256(stem.with_suffix(".json")), member_fingerprint(stem.with_suffix(".json"))
-        made = ("fingerprint", m["card_fingerprint"], fp) if m.get("card_fingerprint") else (
-            "SHA-256", m.get("card_sha256"), sha)  # fmt: skip
+        member, mcard = Member.from_zoo(m["model"], device, batch_size, **member_options)
+        made = ("fingerprint", m["card_fingerprint"], member.card_fingerprint) if m.get("card_fingerprint") else (
+            "SHA-256", m.get("card_sha256"), member.card_sha256)  # fmt: skip
         if made[1] and made[1] != made[2]:
             raise CheckpointError(
                 f"{path}: member {m['model']!r} has changed since the ensemble was calibrated (card {made[0]} "
                 f"{made[2][:12]}, the ensemble was made with {made[1][:12]}); calibrate the ensemble again"
             )
-        model, mcard = load_checkpoint(stem, device)
-        det = Detector.from_card(model, mcard, device, batch_size=batch_size, **member_options)
-        members.append(Member(m["model"], det, float(m["eps"]), float(m["scale_mg"]), float(m["scale_base"]), sha, fp))
+        member.eps, member.scale_mg, member.scale_base = float(m["eps"]), float(m["scale_mg"]), float(m["scale_base"])
+        members.append(member)
+        model = member.detector.model
         if len(members) == 1:  # what the first member was trained on decides the ensemble's domain checks
             for key in ("domain", "training"):
                 if key in mcard:
@@ -328,3 +334,28 @@ def members_weights_sha256(card: dict[str, Any], models_dir: Path | None = None)
             [m["model"], member_fingerprint(stem.with_suffix(".json")), file_sha256(stem.with_suffix(".safetensors"))]
         )
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def load_detector(
+    stem: str | Path, device="cpu", *, batch_size: int | None = None, median_size: int | None = None,
+    solver: str = "card", max_steps: int | None = None,
+):  # fmt: skip
+    """(detector, model, card) of a zoo model or checkpoint ``stem``, or of an ensemble card, built as ``detect``
+    builds it: :meth:`Detector.from_card` for a model, :func:`load_ensemble` for an ensemble (its ``model`` is its
+    first member's). ``batch_size`` None keeps each loader's default."""
+    from app.nets.checkpoint import load_checkpoint
+
+    card_file = Path(stem).with_suffix(".json")
+    batch = {} if batch_size is None else {"batch_size": batch_size}
+    if is_ensemble_file(card_file):
+        det, card = load_ensemble(card_file, device, median_size=median_size, solver=solver, max_steps=max_steps,
+                                  **batch)  # fmt: skip
+        return det, det.model, card
+    model, card = load_checkpoint(Path(stem), device)
+    det = Detector.from_card(model, card, device, solver=solver, max_steps=max_steps, median_size=median_size, **batch)
+    return det, model, card
+
+
+def family_of(card: dict[str, Any], model) -> str:
+    """The family a detection is credited to (a DICOM SEG's algorithm): "ensemble", else the model's."""
+    return FAMILY if is_ensemble(card) else model.config.family

@@ -120,6 +120,24 @@ def migrate_card(card: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: the family of an ensemble card (app.core.ensemble): members' maps averaged, no weights of its own
+ENSEMBLE_FAMILY = "ensemble"
+
+
+def read_raw_card(path: str | os.PathLike) -> dict | None:
+    """The card file's JSON as written (no validation or migration: what fingerprints and triage measurements are
+    computed on); None when it cannot be read as a JSON object (loading the model then says why)."""
+    try:
+        card = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) else None
+
+
+def is_ensemble_card(card: dict[str, Any] | None) -> bool:
+    return isinstance(card, dict) and card.get("family") == ENSEMBLE_FAMILY
+
+
 def _validate_ensemble(card: dict[str, Any], c: _Checker) -> dict[str, Any]:
     """An ensemble card (app.core.ensemble): at least two members, each naming a model with its eps and positive
     scales; a post-processing object; the whole-volume choice (eps factor, tau, tau_base)."""
@@ -148,7 +166,7 @@ def validate_card(card: Any, where: str = "model card") -> dict[str, Any]:
     c = _Checker(where)
     if not isinstance(card, dict):
         raise CheckpointError(f"{where}: a model card is a JSON object, got {type(card).__name__}")
-    if card.get("family") == "ensemble":
+    if is_ensemble_card(card):
         return _validate_ensemble(copy.deepcopy(card), c)
     card = migrate_card(card)
     c.kind(card["card_version"], card["card_version"] == CARD_VERSION, "card_version", f"{CARD_VERSION}")

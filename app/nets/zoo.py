@@ -23,18 +23,10 @@ DEFAULT_MODEL = "dae"
 
 def list_ensembles(models_dir: Path | None = None) -> list[str]:
     """Ensemble cards in the zoo folder (``family: "ensemble"``, no weights of their own: app.core.ensemble)."""
-    import json
+    from app.nets.card import is_ensemble_card, read_raw_card
 
     d = Path(models_dir or MODELS_DIR)
-    out = []
-    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
-        try:
-            card = json.loads(p.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(card, dict) and card.get("family") == "ensemble":
-            out.append(p.stem)
-    return out
+    return [p.stem for p in sorted(d.glob("*.json")) if is_ensemble_card(read_raw_card(p))] if d.is_dir() else []
 
 
 def list_models(models_dir: Path | None = None) -> list[str]:

@@ -100,18 +100,12 @@ class ModelSession:
     @classmethod
     def load(cls, name: str | None, slices: StudySlices | None = None, device: str = "auto") -> ModelSession:
         from app.core.device import resolve_device
-        from app.core.ensemble import is_ensemble_file, load_ensemble
-        from app.nets.checkpoint import load_checkpoint
+        from app.core.ensemble import load_detector
         from app.nets.zoo import DEFAULT_MODEL, resolve_model
 
         dev = resolve_device(device)
         stem = resolve_model(name or DEFAULT_MODEL)
-        detector = None
-        if is_ensemble_file(stem.with_suffix(".json")):
-            detector, card = load_ensemble(stem.with_suffix(".json"), str(dev))
-            model = detector.model
-        else:
-            model, card = load_checkpoint(stem, dev)
+        detector, model, card = load_detector(stem, dev)  # a model's, or an ensemble card's (app.core.ensemble)
         sess = cls(Path(stem).name, model, card, slices, str(dev), detector=detector)
         sess.path = Path(stem)
         return sess

@@ -102,15 +102,12 @@ def test_calibrate_writes_a_card_that_loads_and_refuses_a_changed_member(slices,
     images = np.stack([slices[[0, 2]], slices[[1, 3]]])
     vols = VolumeSet(images, masks, masks.astype(np.uint8), [["a", "b"]] * 2, [0, 1], [0, 1])
     post = PostProcessing(erode_px=1)
-    members = []
-    for stem in stems:
-        from app.nets.card import card_choices
-        from app.nets.checkpoint import load_checkpoint
-
-        model, card = load_checkpoint(stem, "cpu")
-        members.append(Member(str(stem), Detector.from_card(model, card, "cpu"), card_choices(card)["eps"],
-                              card_sha256=file_sha256(stem.with_suffix(".json")),
-                              card_fingerprint=member_fingerprint(stem.with_suffix(".json"))))  # fmt: skip
+    members = [Member.from_zoo(str(stem))[0] for stem in stems]
+    # each member at its card's eps, with its card's hash and fingerprint
+    assert [m.eps for m in members] == pytest.approx([0.2, 0.4])
+    for m, stem in zip(members, stems, strict=True):
+        assert m.card_sha256 == file_sha256(stem.with_suffix(".json"))
+        assert m.card_fingerprint == member_fingerprint(stem.with_suffix(".json"))
     choice = calibrate(members, vols, post, log=lambda *_: None)
     # the scales are the members' normal-tissue medians over both realisations
     flat = images.reshape(4, 1, 32, 32)
