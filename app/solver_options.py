@@ -15,6 +15,13 @@ METHODS = ("penalty", "projected", "spg")
 PRECISIONS = ("fp32", "bf16")
 
 
+#: slices per solver batch in a whole-study run (``detect``, ``batch``, the viewer's volume run, ``bench speed``).
+#: Masks do not depend on it (the solver keeps per-image state). 16 rather than 32: on the demo study the same mask
+#: at 1.5 against 2.0 GB peak memory and no slower (0.08-0.09 s per slice either way on a 2-core CPU); 8 saves
+#: more memory but costs time on some CPUs (docs/benchmarks.md, "Solver batch and memory").
+SOLVE_BATCH = 16
+
+
 @dataclass(frozen=True)
 class SolverOptions:
     """Constants of the solver. The defaults follow the paper where it says something (Adam, lr 1e-3,

@@ -36,6 +36,7 @@ from app.batch.inputs import StudyRef
 from app.core.findings import SCORE_VERSION
 from app.filehash import file_sha256
 from app.nets.card import read_raw_card as raw_card
+from app.solver_options import SOLVE_BATCH
 
 RESULT = "result.json"
 MASK = "mask.nii.gz"
@@ -62,7 +63,7 @@ class BatchSettings:
     base_only: bool = False
     solver: str = "card"  # card | paper | fast (as detect --solver)
     max_steps: int | None = None
-    batch_size: int = 32
+    batch_size: int = SOLVE_BATCH
     device: str = "cpu"
     threads: int = 1  # torch threads per worker process
     maps: bool = False

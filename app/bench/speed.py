@@ -64,6 +64,7 @@ from app.core.detector import Detector
 from app.core.matchgen import FAST, SolverOptions, optimize
 from app.core.metrics import evaluate
 from app.nets.card import card_choices, choice_sources
+from app.solver_options import SOLVE_BATCH
 
 #: the fast solver's loss may exceed the reference's by at most this fraction on any slice ("same final loss")
 SAME_LOSS_RTOL = 1e-3
@@ -546,7 +547,7 @@ def run_speed(
     n_converge: int = 5,
     n_volume: int = 128,
     n_reference: int = 3,
-    batch_size: int = 16,
+    batch_size: int = SOLVE_BATCH,
     gui: bool = True,
     rss: bool = True,
     workdir: Path | None = None,
@@ -753,7 +754,21 @@ def _environment(dev) -> dict[str, Any]:
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
     }
+
+
+def cpu_model() -> str:
+    """The processor's name (``/proc/cpuinfo``'s model name on Linux, else :func:`platform.processor`): speed
+    figures from different machines are not comparable, so every report names its CPU."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 #: what the report says of the solver and decoder figures for an ensemble
@@ -951,7 +966,8 @@ def summary_markdown(res: dict[str, Any]) -> str:
     lines = [
         f"# bench speed: {res['model']} ({res['model_family']}) on {res['device_name']}",
         "",
-        f"torch {res['torch']}, {res['threads']} threads, {res['cpu_count']} CPUs; load average before "
+        f"torch {res['torch']}, {res['threads']} threads, {res['cpu_count']} CPUs "
+        f"({res.get('cpu_model', 'model not recorded')}); load average before "
         f"{res['loadavg_before']}, after {res['loadavg_after']}; slices: {res['slices']}; eps {res['eps']:.4g} "
         f"({res['eps_rule']}), tau {res['tau']:.4g}. Fast path (what detect applies): "
         f"{fast.get('method')}/{fast.get('precision')}, {fast.get('max_steps')} steps, "

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from app.cli import batch_pacs
+from app.solver_options import SOLVE_BATCH
 
 HELP = "detect over many studies on Dask (local or a scheduler); ranked worklist.csv/json and report.html"
 DESCRIPTION = (
@@ -46,7 +47,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--maps", action="store_true", help="also write difference.nii.gz and pseudo_normal.nii.gz")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default), on each worker")
-    p.add_argument("--batch-size", type=_positive, default=32, help="slices per solver batch (default 32)")
+    p.add_argument(
+        "--batch-size", type=_positive, default=SOLVE_BATCH, help=f"slices per solver batch (default {SOLVE_BATCH})"
+    )
     p.add_argument("--solver", choices=("card", "paper", "fast"), default="card", help="as in detect (default card)")
     p.add_argument("--max-steps", type=int, default=None, help="cap on solver steps per slice")
     p.add_argument("--window", type=_positive, default=None, help="tasks in flight (default: 2 x worker threads)")

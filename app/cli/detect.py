@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from app.cli import detect_dicom
+from app.solver_options import SOLVE_BATCH
 
 HELP = "detect anomalies in a study and write the mask (NIfTI on the study's grid)"
 
@@ -41,7 +42,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--maps", metavar="DIR", default=None, help="also write pseudo_normal.nii.gz and difference.nii.gz")
     p.add_argument("--mask", metavar="GT", default=None, help="ground-truth mask on the study's grid: print the Dice")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
-    p.add_argument("--batch-size", type=int, default=32, help="slices per solver batch (default 32)")
+    p.add_argument(
+        "--batch-size", type=int, default=SOLVE_BATCH, help=f"slices per solver batch (default {SOLVE_BATCH})"
+    )
     p.add_argument(
         "--solver",
         choices=("card", "paper", "fast"),

@@ -19,6 +19,7 @@ from app.errors import Cancelled, OptionError
 from app.foreground import FOREGROUND_THRESHOLD
 from app.nets.base import AnomalyModel
 from app.nets.fuse import fold_batchnorm as fold
+from app.solver_options import SOLVE_BATCH
 
 
 @dataclass
@@ -126,7 +127,7 @@ class Detector:
         device: torch.device | str = "cpu",
         solver: SolverOptions | None = None,
         post: PostProcessing | None = None,
-        batch_size: int = 64,
+        batch_size: int = SOLVE_BATCH,
         channels_last: bool = False,
         fold_batchnorm: bool = True,
         eps_reference_area: float | None = None,
@@ -165,7 +166,7 @@ class Detector:
         solver: str = "card",
         max_steps: int | None = None,
         median_size: int | None = None,
-        batch_size: int = 64,
+        batch_size: int = SOLVE_BATCH,
         fold_batchnorm: bool = True,
     ) -> Detector:
         """The detector a model card asks for, built the same way everywhere (``detect``, the viewer, ``bench

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import MatchGenError, StudyError
+from app.solver_options import SOLVE_BATCH
 from app.viewer.compute import DEFAULT_CACHE_BYTES, ModelSession, ResultCache, SliceResult
 from app.viewer.events import EmitterGroup
 from app.viewer.jobs import JobContext, Lane, ManualLane
@@ -82,8 +83,8 @@ EPS_STEPS = 30
 PREFETCH_AHEAD = 2
 PREFETCH_BEHIND = 1
 MAX_RECENT = 8
-#: slices per batch in the whole-volume run: small enough for a progress bar that moves, big enough to batch
-VOLUME_BATCH = 16
+#: slices per batch in the whole-volume run: detect's (small enough for a progress bar that moves)
+VOLUME_BATCH = SOLVE_BATCH
 
 
 @dataclass

@@ -286,6 +286,23 @@ def test_threads_and_median_options(tmp_path, tiny_model, study_file, capsys):
         assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "c.nii.gz").exists()
 
 
+@pytest.mark.parametrize("solver", ["card", "fast"])
+def test_the_solver_batch_does_not_change_the_result(tmp_path, tiny_model, study_file, capsys, solver):
+    """--batch-size trades memory for speed only: every slice's answer is its own (per-image solver state), in
+    float32 and in the fast bfloat16 search alike, so the default batch (SOLVE_BATCH) may be chosen on memory."""
+    maps = {}
+    for b in ("2", "7"):
+        code, stdout, err = _run(capsys, study_file, "--model", tiny_model / "tiny", "--out", tmp_path / f"m{b}.nii.gz",
+                                 "--maps", tmp_path / b, "--batch-size", b, "--solver", solver)  # fmt: skip
+        assert code == 0, err
+        assert "slices analysed" in stdout
+        maps[b] = np.asarray(nib.load(tmp_path / b / "difference.nii.gz").dataobj)
+    assert maps["2"].shape[2] > 2 and maps["2"].any()  # more slices than a batch of 2, and a map to compare
+    np.testing.assert_allclose(maps["2"], maps["7"], atol=1e-6)
+    m2, m7 = (np.asarray(nib.load(tmp_path / f"m{b}.nii.gz").dataobj) for b in ("2", "7"))
+    np.testing.assert_array_equal(m2, m7)
+
+
 def test_an_ensemble_card_averages_its_members_maps(tmp_path, tiny_model, study_file, capsys):
     """Two copies of one model with scales c and c / 3: the ensemble's map is (D / c + 3 D / c) / 2 times c (the
     first member's unit) = 2 D, exactly twice the model's own map; tau is the ensemble card's."""
