@@ -132,7 +132,11 @@ class UNet(nn.Module):
         if self.cond is not None and cond is not None:
             h = h + self.cond[self.depth](cond)[:, :, None, None]
         for i in reversed(range(self.depth)):
-            h = self.merges[i](torch.cat([self.ups[i](h), feats[i]], dim=1))
+            u = self.ups[i](h)
+            # the skip in the up-path's dtype: under bfloat16 autocast (the fast solver) the merge convolution
+            # reads bfloat16 either way, but a float32 skip made cat promote to float32 and the convolution cast
+            # back -- two copies of every skip per decode and per backward, the same values bit for bit
+            h = self.merges[i](torch.cat([u, feats[i].to(u.dtype)], dim=1))
             if self.cond is not None and cond is not None:
                 h = h + self.cond[i](cond)[:, :, None, None]
         return self.out(h)
