@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from app import bundled
+from app.nets.zoo import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 #: what must ship (wheel path under app/_bundled/) for the app to work installed
@@ -132,7 +133,7 @@ def test_wheel_installs_and_finds_its_data(tmp_path):
     demo_dir = paths[2]
 
     listing = run(venv / "bin" / "matchgen", "models")
-    assert "* dae" in listing and "vae-grad" in listing
+    assert f"* {DEFAULT_MODEL} " in listing and "vae-grad" in listing  # the default marked, ensemble or not
 
     # detect on the installed demo study, with the installed default model and atlas (base model, one thread)
     out = cwd / "mask.nii.gz"

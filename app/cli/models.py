@@ -61,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
             triage = triage_cell(card, members_weights_sha256(card, d), ch["eps"], ch["tau"])
         except (MatchGenError, OSError):  # a member missing here: batch would refuse it too
             triage = "triage=? (a member is missing)"
+        mark = "*" if ens == DEFAULT_MODEL else " "
         print(
-            f"  {ens:<16} family=ensemble   members={members} eps=x{ch['eps']:.4g} (each member's own) "
+            f"{mark} {ens:<16} family=ensemble   members={members} eps=x{ch['eps']:.4g} (each member's own) "
             f"tau={ch['tau']:.4g} {triage}"
         )
     return 0

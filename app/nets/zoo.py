@@ -10,15 +10,16 @@ from app.errors import CheckpointError
 #: the zoo folder (``models/``; MATCHGEN_MODELS overrides it), found by :mod:`app.bundled`
 MODELS_DIR = bundled_dir("models")
 
-#: the model ``python main.py`` and ``detect`` use when none is named: the zoo's best +MG Dice on the validation
-#: volumes (the cards' ``chosen_volume``, every card chosen on the same 16: dae 21.9 % with its z window, vae-grad
-#: 17.4, vae 17.2, ce-ae 16.2, ganomaly 15.3, ae-l1 15.2, ddgan lower); on validation volumes that chose nothing
-#: the dae + MG is also the best (seeds 1016-1047; docs/models.md, docs/bench/widths/rule.md, docs/bench/zmean/).
-#: The ensemble card ``dae+ae-l1`` scores higher on validation volumes (24.0 % on the same 16, 32.7 against 29.6 %
-#: on 32 fresh ones) but is not the default: a volume costs 0.204 s per slice with it against the dae's 0.178 s in
-#: ``bench speed``, over the 0.2 s goal, and ``bench quality`` cannot run it yet (docs/models.md, "An ensemble of
-#: two models' maps").
-DEFAULT_MODEL = "dae"
+#: the model ``python main.py``, ``detect`` and ``batch`` use when none is named: the zoo's best + MG Dice on the
+#: validation volumes (the cards' ``chosen_volume``, every card chosen on the same 16). That is the ensemble card
+#: ``dae+ae-l1`` (24.0 %; app.core.ensemble: the dae's and the ae-l1's scaled maps averaged), ahead of its members
+#: and the single models (dae 21.9 % with its z window, vae-grad 17.4, vae 17.2, ce-ae 16.2, ganomaly 15.3, ae-l1
+#: 15.2, ddgan lower), and on 32 validation volumes that chose nothing 32.7 against the dae's 29.6 % (+3.1
+#: [+1.1, +5.5]; docs/models.md, "An ensemble of two models' maps"). It was held back while a volume cost 0.204 s
+#: per slice with it (goal 0.2); with 16-slice batches and the U-Net's skips joined in bfloat16 it costs 0.181
+#: against the dae's 0.159 s, back to back, and every ``bench speed`` goal the dae meets it meets
+#: (docs/bench/speed-default/).
+DEFAULT_MODEL = "dae+ae-l1"
 
 
 def list_ensembles(models_dir: Path | None = None) -> list[str]:

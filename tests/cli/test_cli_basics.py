@@ -100,7 +100,7 @@ def test_closed_stdout_pipe_is_no_traceback():
     assert "Traceback" not in err and "Exception ignored" not in err and "BrokenPipe" not in err, err
 
 
-def test_models_lists_what_detect_applies_and_the_triage_state(tmp_path, capsys):
+def test_models_lists_what_detect_applies_and_the_triage_state(tmp_path, capsys, monkeypatch):
     import json
 
     import torch
@@ -140,6 +140,10 @@ def test_models_lists_what_detect_applies_and_the_triage_state(tmp_path, capsys)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and lines[2].split()[:3] == ["a+b", "family=ensemble", "members=a+b"]
     assert "eps=x1 (each member's own) tau=0.03 triage=none" in lines[2]  # its members a and b are there
+    monkeypatch.setattr("app.nets.zoo.DEFAULT_MODEL", "a+b")  # an ensemble as the default is marked like a model
+    assert main(["models", "--dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("* a+b ") and not any(ln.startswith("*") for ln in lines[:2])
     ens["members"][1]["model"] = "gone"
     (tmp_path / "a+b.json").write_text(json.dumps(ens))
     assert main(["models", "--dir", str(tmp_path)]) == 0

@@ -38,14 +38,19 @@ def test_chosen_values_come_from_the_card():
 
 
 def test_shipped_default_model_card_names_its_solver():
+    from app.nets.card import is_ensemble_card
     from app.nets.checkpoint import read_card
     from app.nets.zoo import DEFAULT_MODEL, resolve_model
 
-    card = read_card(resolve_model(DEFAULT_MODEL))
-    solver = card_solver(card)
-    settings = card["calibration"]["settings"]
-    assert solver.method == settings["solver_options"]["method"]
-    assert solver.max_steps == settings["max_steps"]
+    default = read_card(resolve_model(DEFAULT_MODEL))
+    # every model the default runs: itself, or an ensemble's members
+    names = [m["model"] for m in default["members"]] if is_ensemble_card(default) else [DEFAULT_MODEL]
+    for name in names:
+        card = read_card(resolve_model(name))
+        solver = card_solver(card)
+        settings = card["calibration"]["settings"]
+        assert solver.method == settings["solver_options"]["method"]
+        assert solver.max_steps == settings["max_steps"]
 
 
 def test_channels_last_follows_the_calibration_layout():
@@ -65,16 +70,16 @@ def test_viewer_uses_the_cards_layout(tmp_path):
 
     from app.nets.card import card_channels_last
     from app.nets.checkpoint import load_checkpoint
-    from app.nets.zoo import DEFAULT_MODEL, resolve_model
+    from app.nets.zoo import resolve_model
     from app.viewer.compute import ModelSession
 
-    for want in (True, False):  # the default card says one layout; a copy says the other
-        model, card = load_checkpoint(resolve_model(DEFAULT_MODEL), "cpu")
+    for want in (True, False):  # the dae's card says one layout; a copy says the other
+        model, card = load_checkpoint(resolve_model("dae"), "cpu")
         card = copy.deepcopy(card)
         card["calibration"]["settings"]["channels_last"] = want
         card["calibration"]["settings"]["solver"] = "fast"
         assert card_channels_last(card) is want
-        sess = ModelSession(DEFAULT_MODEL, model, card)
+        sess = ModelSession("dae", model, card)
         assert sess.detector.channels_last is want
         # a weight with one input channel is contiguous in both layouts: look at one that is not
         conv = next(m for m in sess.detector.model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
