@@ -124,10 +124,13 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """The protocol for one model; returns a JSON-ready dict. With a :class:`Benchmark`, also the second lesion
     style, the per-kind AP and whole-volume scores, at the same validation choices."""
+    from app.core.ensemble import is_ensemble_file
     from app.nets.checkpoint import load_checkpoint
     from app.nets.zoo import resolve_model
 
     stem = resolve_model(name)
+    if is_ensemble_file(stem.with_suffix(".json")):
+        return evaluate_ensemble(stem, val, test, settings, device, progress=progress, bench=bench)
     model, card = load_checkpoint(stem, device)
     if settings.choice == "card":
         # apply the card's choice the way it was made (and the way detect and the viewer apply it): the card's
@@ -182,6 +185,26 @@ def evaluate_model(
         )
         choice_d = {**choice.as_dict(), "source": "chosen on validation here"}
         det.post = PostProcessing(det.post.foreground_threshold, **choice.post)
+    return _model_row(
+        det,
+        stem.name,
+        model,
+        card,
+        val,
+        test,
+        settings,
+        choice_d,
+        prog,
+        t0,
+        bench=bench,
+        grid=grid,
+        eps_source=eps_source,
+        calibration=calib.as_dict() if calib else card.get("eps_range"),
+    )
+
+
+def _test_rows(det, test, settings: QualitySettings, choice_d: dict[str, Any], prog) -> dict[str, Any]:
+    """Base and + MG on the test slices at the validation choice, with what the report derives from them."""
     res_base: dict[str, float] = {}
     res_mg: dict[str, float] = {}
     keep_base: dict[str, Any] = {}
@@ -207,21 +230,51 @@ def evaluate_model(
         residuals=res_mg,
         keep=keep_mg,
     )
-    extra = _extra_evaluations(det, bench, card, choice_d, settings, base, mg, keep_base, keep_mg, prog)
+    return {
+        "base": base,
+        "mg": mg,
+        "keep_base": keep_base,
+        "keep_mg": keep_mg,
+        "residuals": {"base": res_base, "mg": res_mg},
+    }
+
+
+def _model_row(
+    det,
+    name,
+    model,
+    card,
+    val,
+    test,
+    settings,
+    choice_d,
+    prog,
+    t0,
+    *,
+    bench,
+    grid,
+    eps_source,
+    calibration,
+    family=None,
+) -> dict[str, Any]:
+    """One model's row of the report: test slices, the extra evaluations, the paired differences, provenance."""
+    t = _test_rows(det, test, settings, choice_d, prog)
+    base, mg, keep_mg = t["base"], t["mg"], t["keep_mg"]
+    extra = _extra_evaluations(det, bench, card, choice_d, settings, base, mg, t["keep_base"], keep_mg, prog)
     return {
         **extra,
         "postprocess": det.post.as_dict(),
-        "model": stem.name,
-        "family": model.config.family,
+        "model": name,
+        "family": family or model.config.family,
         "latent": model.latent_description,
         "config": model.config.to_dict(),
         "eps_grid": grid,
         "eps_source": eps_source,
-        "calibration": calib.as_dict() if calib else card.get("eps_range"),
+        "calibration": calibration,
         "choice": choice_d,
         "base": base.as_dict(),
         "mg": mg.as_dict(),
-        "residuals": {"base": res_base, "mg": res_mg},
+        "residuals": t["residuals"],
         "paired": {
             "dice": paired_difference(base.dice_per_image, mg.dice_per_image),
             "ap": paired_difference(base.ap_per_image, mg.ap_per_image),
@@ -235,6 +288,59 @@ def evaluate_model(
         "seconds": time.perf_counter() - t0,
         "training": card_training(card),
     }
+
+
+def evaluate_ensemble(
+    stem: Path, val, test, settings: QualitySettings, device, *, progress=None, bench: Benchmark | None = None
+) -> dict[str, Any]:
+    """The protocol for an ensemble card (app.core.ensemble), run as ``detect`` runs it: every member at its card's
+    whole-volume eps times the factor (1: + MG, 0: the base models), the card's post-processing. Its card records
+    whole-volume choices only, so the per-image tau (base and + MG, the paper's unit) is chosen here on the
+    validation slices, at eps factor 1, with the card's post-processing (never on test); whole volumes use the
+    card's choice (``--choice card``) or one made here on the validation volumes."""
+    from app.core.ensemble import load_detector
+
+    det, model, card = load_detector(stem, str(device), batch_size=settings.batch_size)
+
+    def prog(phase):
+        return None if progress is None else (lambda d, t: progress(phase, d, t))
+
+    t0 = time.perf_counter()
+    c = choose_on_validation(
+        det,
+        val,
+        [1.0],
+        DEFAULT_TAUS,
+        subset=settings.val_subset,
+        max_steps=settings.max_steps,
+        progress=prog("validation"),
+    )
+    choice_d = {
+        **c.as_dict(),
+        "source": "chosen on validation here (an ensemble card records whole-volume choices "
+        "only): tau per image at eps factor 1 (+ MG) and 0 (base), the card's post-processing",
+    }
+    members = ", ".join(f"{m.name} (eps {m.eps:.4g})" for m in det.members)
+    row = _model_row(
+        det,
+        stem.name,
+        model,
+        card,
+        val,
+        test,
+        settings,
+        choice_d,
+        prog,
+        t0,
+        bench=bench,
+        grid=[0.0, 1.0],
+        eps_source=f"ensemble card: a factor of each member's whole-volume eps ({members})",
+        calibration=card.get("eps_range"),
+        family="ensemble",
+    )
+    row["latent"] = f"ensemble of {members}; the first member's pseudo-normal"
+    row["members"] = [m.name for m in det.members]
+    return row
 
 
 #: brain-area bins (foreground pixels of a slice at the benchmark's 128 px) of the per-area table: the validation

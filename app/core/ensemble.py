@@ -122,16 +122,31 @@ class EnsembleDetector:
         """The first member's warning that its solver is not its card's (``detect --solver``), else None."""
         return next((w for m in self.members if (w := getattr(m.detector, "solver_warning", None))), None)
 
-    def raw_runs(
-        self, x: np.ndarray, factor: float = 1.0, *, base_only: bool = False, should_stop=None, progress=None,
-        **overrides,
-    ) -> list[DetectionOutput]:  # fmt: skip
-        """Each member's run on ``x`` at ``factor`` times its chosen eps, with its raw map (no post-processing).
-        ``progress(done, total)`` counts the members' slices together; ``overrides`` go to every member's solver
-        (e.g. ``max_steps``)."""
-        if not (np.isfinite(factor) and factor >= 0):
+    @property
+    def channels_last(self) -> bool:
+        """The first member's memory layout (each member runs in its own card's)."""
+        return self.members[0].detector.channels_last
+
+    @staticmethod
+    def _factors(factor: float | np.ndarray | Sequence[float], n: int) -> np.ndarray:
+        """(n,) factors of each member's eps, one per slice, checked: finite and >= 0."""
+        if np.ndim(factor) > 0 and np.shape(factor) != (n,):
+            raise OptionError(f"eps must be a number or have one value per slice ({n}), got shape {np.shape(factor)}")
+        f = np.broadcast_to(np.asarray(factor, np.float64), (n,))
+        if not (np.isfinite(f).all() and (f >= 0).all()):
             raise OptionError(f"an ensemble's eps is a factor of each member's chosen eps (>= 0), not {factor!r}")
-        base = base_only or factor == 0
+        return f
+
+    def raw_runs(
+        self, x: np.ndarray, factor: float | np.ndarray | Sequence[float] = 1.0, *, base_only: bool = False,
+        should_stop=None, progress=None, **overrides,
+    ) -> list[DetectionOutput]:  # fmt: skip
+        """Each member's run on ``x`` at ``factor`` times its chosen eps (one number, or one per slice: 0 gives that
+        slice's base model), with its raw map (no post-processing). ``progress(done, total)`` counts the members'
+        slices together; ``overrides`` go to every member's solver (e.g. ``max_steps``)."""
+        f = self._factors(factor, len(x))
+        per_slice = np.ndim(factor) > 0
+        base = base_only or not f.any()
         runs = []
         for i, m in enumerate(self.members):
             report = None
@@ -141,41 +156,65 @@ class EnsembleDetector:
                 def report(done, total, i=i, k=k):
                     progress(i * total + done, k * total)
 
-            runs.append(m.detector.run(x, m.eps * factor, base_only=base, raw=True, should_stop=should_stop,
-                                       progress=report, **overrides))  # fmt: skip
+            eps = m.eps * f if per_slice else m.eps * float(factor)
+            runs.append(m.detector.run(x, eps, base_only=base, raw=True, should_stop=should_stop, progress=report,
+                                       **overrides))  # fmt: skip
         return runs
 
     def unit(self, base: bool) -> float:
         """What one unit of the mean of the scaled maps is in the ensemble's map: the first member's scale."""
         return self.members[0].scale(base)
 
-    def combine(self, runs: Sequence[DetectionOutput], base: bool, unit: float | None = None):
+    def combine(
+        self, runs: Sequence[DetectionOutput], base: bool | np.ndarray, unit: float | None = None, *, raw: bool = False
+    ):
         """The post-processed mean of the scaled raw maps of ``runs`` times ``unit`` (default :meth:`unit`), and
-        the foreground it was taken over (the first member's: every member reads the same slices)."""
+        the foreground it was taken over (the first member's: every member reads the same slices). ``base`` is one
+        flag or one per slice (that slice's maps are its base models', scaled by the base scales); ``raw`` leaves
+        out the post-processing."""
         fg = runs[0].foreground
-        mean = sum(r.d / m.scale(base) for m, r in zip(self.members, runs, strict=True)) / len(runs)
-        if unit is None:
-            unit = self.unit(base)
-        return postprocess((mean * unit).astype(np.float32), fg, self.post.median_size, self.post.erode_px), fg
+        b = np.broadcast_to(np.asarray(base, bool), (len(fg),))
+
+        def per_slice(values) -> np.ndarray:  # (N, 1, 1): a member's base or + MG value for each slice
+            return np.where(b, values[0], values[1]).astype(np.float64)[:, None, None]
+
+        mean = sum(r.d / per_slice((m.scale_base, m.scale_mg)) for m, r in zip(self.members, runs, strict=True))
+        mean = mean / len(runs)
+        first = self.members[0]
+        scale = per_slice((first.scale_base, first.scale_mg)) if unit is None else float(unit)
+        d = (mean * scale).astype(np.float32)
+        if raw:
+            return d, fg
+        return postprocess(d, fg, self.post.median_size, self.post.erode_px), fg
 
     def run(
         self,
         x: np.ndarray,
-        eps: float = 1.0,
+        eps: float | np.ndarray | Sequence[float] = 1.0,
         *,
         base_only: bool = False,
         should_stop: Callable[[], bool] | None = None,
         progress: Callable[[int, int], None] | None = None,
+        raw: bool = False,
         **overrides,
     ) -> DetectionOutput:
-        """All slices (N, [C,] S, S): ``eps`` is the factor of each member's chosen eps (1: the card's operator)."""
-        base = base_only or eps == 0
-        runs = self.raw_runs(x, eps, base_only=base, should_stop=should_stop, progress=progress, **overrides)
-        d, fg = self.combine(runs, base)
-        first = runs[0]
+        """All slices (N, [C,] S, S), as :meth:`Detector.run` runs them: ``eps`` is the factor of each member's
+        chosen eps (1: the card's operator; one number, or one per slice, 0 giving that slice's base models);
+        ``raw`` returns the mean of the scaled maps before post-processing. ``distance`` is the first member's, as
+        a factor of its eps (1: on the sphere of the card's choice), so that the protocol's binding fraction reads
+        as a single model's does; ``s``, ``steps`` and ``loss`` are the first member's."""
+        n = len(x)
+        f = np.zeros(n) if base_only else self._factors(eps, n)
+        runs = self.raw_runs(x, f if np.ndim(eps) > 0 else float(f[0]) if n else 0.0, base_only=base_only,
+                             should_stop=should_stop, progress=progress, **overrides)  # fmt: skip
+        d, fg = self.combine(runs, f == 0, raw=raw)
+        first, m0 = runs[0], self.members[0]
+        per_image = not base_only and np.ndim(eps) > 0
+        eps_out = f.copy() if per_image else (0.0 if base_only or not n else float(f[0]))
         return DetectionOutput(
-            s=first.s, d=d, foreground=fg, eps=0.0 if base else float(eps), steps=first.steps, loss=first.loss,
-            distance=first.distance, analysed=first.analysed, post=self.post, eps_factor=first.eps_factor,
+            s=first.s, d=d, foreground=fg, eps=eps_out, steps=first.steps, loss=first.loss,
+            distance=first.distance / m0.eps if m0.eps > 0 else first.distance, analysed=first.analysed,
+            post=self.post, eps_factor=first.eps_factor,
         )  # fmt: skip
 
 

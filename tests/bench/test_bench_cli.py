@@ -389,3 +389,45 @@ def test_speed_of_an_ensemble_is_what_a_user_waits_for(tmp_path, tiny_model):
     assert res["volume_dice"] == pytest.approx(evaluate(list(out.d), list(masks.astype(bool)), 0.3).dice_mean)
     text = summary_markdown(res)
     assert "| volume_s_per_slice |" in text and speed.ENSEMBLE_NOTE in text and "One solver step" not in text
+
+
+def test_quality_runs_an_ensemble_card_as_detect_runs_it(tmp_path, tiny_model):
+    """bench quality on an ensemble card: per-image tau chosen here on validation at eps factor 1 (its card has
+    whole-volume choices only), the test scores those of the ensemble's own maps at that tau, whole volumes at the
+    card's choice (--choice card) and paired with the base models' ensemble."""
+    import shutil
+
+    from viewer_study import write_ensemble
+
+    from app.core.ensemble import load_ensemble
+    from app.core.metrics import evaluate
+    from app.data.splits import save_volumes
+
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(tiny_model.with_suffix(suffix), (tiny_model.parent / "copy").with_suffix(suffix))
+    card = write_ensemble(tiny_model.parent / "pair.json", [(tiny_model, 0.3), (tiny_model.parent / "copy", 0.1)],
+                          eps=0.5, tau=0.3, tau_base=0.4, post={"erode_px": 1})  # fmt: skip
+    data = make_bench(tmp_path / "bench")
+    for split, seed in (("val", 3), ("test", 4)):
+        imgs, masks = phantom_slices(12, S, seed=seed)
+        m = masks.reshape(4, 3, S, S).astype(bool)
+        names = [[f"{split}{r}z{z}" for z in range(3)] for r in range(4)]
+        save_volumes(data, split, imgs.reshape(4, 3, *imgs.shape[1:]), m, m.astype(np.uint8), names,
+                     {"seeds": [0, 1, 2, 3], "z": [0, 1, 2]})  # fmt: skip
+    assert quality(data, card, tmp_path / "out", "--choice", "card") == 0
+    row = json.loads((tmp_path / "out" / "quality.json").read_text())["models"][0]
+    assert row["family"] == "ensemble" and row["model"] == "pair" and len(row["members"]) == 2
+    assert row["eps_grid"] == [0.0, 1.0] and row["choice"]["eps"] == 1.0
+    assert row["choice"]["source"].startswith("chosen on validation here")
+    assert row["volume_choice"]["tau"] == 0.3 and row["volume_choice"]["tau_base"] == 0.4  # the card's
+    # the + MG and base test scores are those of the ensemble's own maps at the chosen taus (max 5 steps, as run)
+    det, _ = load_ensemble(card)
+    test = load_split(data, "test")
+    masks = list(np.asarray(test.masks, bool))
+    for key, factor, tau in (("mg", 1.0, row["choice"]["tau"]), ("base", 0.0, row["choice"]["base_tau"])):
+        out = det.run(np.asarray(test.images), factor, max_steps=5)
+        want = evaluate(list(out.d), masks, tau, det.post.min_component_px)
+        assert row[key]["dice_mean"] == pytest.approx(want.dice_mean, abs=1e-6) and want.dice_mean > 0.05
+    v = row["volumes"]["test"]
+    assert v["paired"]["n"] == 4 and len(v["mg"]["volume_dice"]) == 4
+    assert "| pair + MG |" in (tmp_path / "out" / "quality.md").read_text()

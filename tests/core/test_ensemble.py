@@ -91,6 +91,39 @@ def test_the_ensemble_map_is_the_post_processed_mean_of_the_scaled_maps(slices):
         EnsembleDetector(members[:1])
 
 
+def test_one_factor_per_slice_gives_each_slice_what_its_own_factor_gives(slices):
+    """The protocol solves (slice, eps) pairs in one run (app.core.protocol.compute_maps): a slice at factor 0 is
+    the ensemble of base models (base scales), one at 1 the card's operator (+ MG scales), each as in a run of its
+    own; the distance is the first member's as a factor of its eps; ``raw`` leaves out the post-processing."""
+    post = PostProcessing(median_size=3, erode_px=1)
+    members = [Member("a", Detector(_model(0, 8), batch_size=3), eps=0.3, scale_mg=0.02, scale_base=0.05),
+               Member("b", Detector(_model(1, 6), batch_size=3), eps=0.6, scale_mg=0.5, scale_base=0.25)]  # fmt: skip
+    ens = EnsembleDetector(members, post)
+    factors = np.array([0.0, 1.0, 1.0, 0.0])
+    mixed = ens.run(slices, factors, max_steps=5)
+    base, mg = ens.run(slices, 0.0, max_steps=5), ens.run(slices, 1.0, max_steps=5)
+    for i, f in enumerate(factors):
+        want = base if f == 0 else mg
+        np.testing.assert_allclose(mixed.d[i], want.d[i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(mixed.s[i], want.s[i], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(mixed.eps, factors)
+    assert mixed.steps[0] == 0 and mixed.steps[1] > 0  # base slices take no solver steps
+    first = members[0].detector.run(slices, 0.3, raw=True, max_steps=5)
+    np.testing.assert_allclose(mg.distance, first.distance / 0.3, rtol=1e-6)  # in units of member a's eps (0.3)
+    assert (mg.distance > 0).all() and (mg.distance <= 1.001).all()
+    # raw: the scaled mean in the first member's units, before the median and the erosion
+    raw = ens.run(slices, factors, max_steps=5, raw=True)
+    runs = [m.detector.run(slices, m.eps * factors, raw=True, max_steps=5) for m in members]
+    scale = np.where(factors == 0, 0.05, 0.02)[:, None, None]
+    mean = (runs[0].d / np.where(factors == 0, 0.05, 0.02)[:, None, None]
+            + runs[1].d / np.where(factors == 0, 0.25, 0.5)[:, None, None]) / 2 * scale  # fmt: skip
+    np.testing.assert_allclose(raw.d, mean, rtol=1e-5, atol=1e-6)
+    with pytest.raises(OptionError, match="one value per slice"):
+        ens.run(slices, np.ones(3))
+    with pytest.raises(OptionError, match="factor"):
+        ens.run(slices, np.array([1.0, np.nan, 1.0, 1.0]))
+
+
 def test_calibrate_writes_a_card_that_loads_and_refuses_a_changed_member(slices, tmp_path):
     from app.nets.checkpoint import save_checkpoint
 
