@@ -185,22 +185,9 @@ def evaluate_model(
         )
         choice_d = {**choice.as_dict(), "source": "chosen on validation here"}
         det.post = PostProcessing(det.post.foreground_threshold, **choice.post)
-    return _model_row(
-        det,
-        stem.name,
-        model,
-        card,
-        val,
-        test,
-        settings,
-        choice_d,
-        prog,
-        t0,
-        bench=bench,
-        grid=grid,
-        eps_source=eps_source,
-        calibration=calib.as_dict() if calib else card.get("eps_range"),
-    )
+    calibration = calib.as_dict() if calib else card.get("eps_range")
+    return _model_row(det, stem.name, model, card, val, test, settings, choice_d, prog, t0, bench=bench, grid=grid,
+                      eps_source=eps_source, calibration=calibration)  # fmt: skip
 
 
 def _test_rows(det, test, settings: QualitySettings, choice_d: dict[str, Any], prog) -> dict[str, Any]:
@@ -240,23 +227,8 @@ def _test_rows(det, test, settings: QualitySettings, choice_d: dict[str, Any], p
 
 
 def _model_row(
-    det,
-    name,
-    model,
-    card,
-    val,
-    test,
-    settings,
-    choice_d,
-    prog,
-    t0,
-    *,
-    bench,
-    grid,
-    eps_source,
-    calibration,
-    family=None,
-) -> dict[str, Any]:
+    det, name, model, card, val, test, settings, choice_d, prog, t0, *, bench, grid, eps_source, calibration, family=""
+) -> dict[str, Any]:  # fmt: skip
     """One model's row of the report: test slices, the extra evaluations, the paired differences, provenance."""
     t = _test_rows(det, test, settings, choice_d, prog)
     base, mg, keep_mg = t["base"], t["mg"], t["keep_mg"]
@@ -321,23 +293,9 @@ def evaluate_ensemble(
         "only): tau per image at eps factor 1 (+ MG) and 0 (base), the card's post-processing",
     }
     members = ", ".join(f"{m.name} (eps {m.eps:.4g})" for m in det.members)
-    row = _model_row(
-        det,
-        stem.name,
-        model,
-        card,
-        val,
-        test,
-        settings,
-        choice_d,
-        prog,
-        t0,
-        bench=bench,
-        grid=[0.0, 1.0],
-        eps_source=f"ensemble card: a factor of each member's whole-volume eps ({members})",
-        calibration=card.get("eps_range"),
-        family="ensemble",
-    )
+    source = f"ensemble card: a factor of each member's whole-volume eps ({members})"
+    row = _model_row(det, stem.name, model, card, val, test, settings, choice_d, prog, t0, bench=bench, grid=[0.0, 1.0],
+                     eps_source=source, calibration=card.get("eps_range"), family="ensemble")  # fmt: skip
     row["latent"] = f"ensemble of {members}; the first member's pseudo-normal"
     row["members"] = [m.name for m in det.members]
     return row
