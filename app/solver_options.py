@@ -16,9 +16,9 @@ PRECISIONS = ("fp32", "bf16")
 
 
 #: slices per solver batch in a whole-study run (``detect``, ``batch``, the viewer's volume run, ``bench speed``).
-#: Masks do not depend on it (the solver keeps per-image state). 16 rather than 32: on the demo study the same mask
-#: at 1.5 against 2.0 GB peak memory and no slower (0.08-0.09 s per slice either way on a 2-core CPU); 8 saves
-#: more memory but costs time on some CPUs (docs/benchmarks.md, "Solver batch and memory").
+#: Masks do not depend on it (the solver keeps per-image state). 16 rather than 32: ``detect`` on the demo study gives
+#: the same mask at 1.5 against 2.0 GB peak memory in 11.8-13.5 against 14.0-14.9 s (2 threads); 8 saves more memory
+#: but was slower on one of two runs (docs/models.md, "An ensemble of two models' maps").
 SOLVE_BATCH = 16
 
 
