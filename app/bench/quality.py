@@ -655,9 +655,11 @@ def extras_markdown(report: dict[str, Any]) -> str:
         parts.append("\n".join(lines) + "\n")
     post = [f"{r['model']}: {r.get('postprocess')}" for r in rows if r.get("postprocess")]
     if post:
+        card = (report.get("settings") or {}).get("choice") == "card"
+        source = "each model's card" if card else "chosen here on the base model's validation maps"
         parts.append(
-            "Post-processing (median filter size / foreground erosion px / minimum component px), chosen on the "
-            "base model's validation maps and applied to base and +MG alike: " + "; ".join(post) + ".\n"
+            "Post-processing (median filter size / foreground erosion px / minimum component px / z window mm, the "
+            f"window for whole volumes only), the same for base and +MG, {source}: " + "; ".join(post) + ".\n"
         )
     return "\n".join(parts)
 

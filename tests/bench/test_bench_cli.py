@@ -430,4 +430,5 @@ def test_quality_runs_an_ensemble_card_as_detect_runs_it(tmp_path, tiny_model):
         assert row[key]["dice_mean"] == pytest.approx(want.dice_mean, abs=1e-6) and want.dice_mean > 0.05
     v = row["volumes"]["test"]
     assert v["paired"]["n"] == 4 and len(v["mg"]["volume_dice"]) == 4
-    assert "| pair + MG |" in (tmp_path / "out" / "quality.md").read_text()
+    md = (tmp_path / "out" / "quality.md").read_text()
+    assert "| pair + MG |" in md and "the same for base and +MG, each model's card: " in md
