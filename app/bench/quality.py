@@ -112,6 +112,15 @@ def _eps_grid_from_card(card: dict[str, Any]) -> list[float] | None:
     return grid if len(grid) >= 2 else None
 
 
+def _phases(progress: Callable[[str, int, int], None] | None):
+    """``progress(phase, done, total)`` as a function of the phase giving ``(done, total)`` callbacks (or None)."""
+
+    def prog(phase: str):
+        return None if progress is None else (lambda d, t: progress(phase, d, t))
+
+    return prog
+
+
 def evaluate_model(
     name: str,
     val,
@@ -143,9 +152,7 @@ def evaluate_model(
             channels_last=settings.channels_last,
         )  # fmt: skip
 
-    def prog(phase):
-        return None if progress is None else (lambda d, t: progress(phase, d, t))
-
+    prog = _phases(progress)
     t0 = time.perf_counter()
     grid = None if settings.recalibrate else _eps_grid_from_card(card)
     if settings.choice == "card" and grid is None:
@@ -273,10 +280,7 @@ def evaluate_ensemble(
     from app.core.ensemble import load_detector
 
     det, model, card = load_detector(stem, str(device), batch_size=settings.batch_size)
-
-    def prog(phase):
-        return None if progress is None else (lambda d, t: progress(phase, d, t))
-
+    prog = _phases(progress)
     t0 = time.perf_counter()
     c = choose_on_validation(
         det,

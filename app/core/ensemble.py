@@ -185,7 +185,7 @@ class EnsembleDetector:
         d = (mean * scale).astype(np.float32)
         if raw:
             return d, fg
-        return postprocess(d, fg, self.post.median_size, self.post.erode_px), fg
+        return self.post.apply(d, fg), fg
 
     def run(
         self,
