@@ -29,6 +29,14 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=None,
         help="style B lesion realisations of the test_b split (default: as --test-realisations)",
     )
+    bp.add_argument(
+        "--layout",
+        choices=("interleaved", "middle"),
+        default="interleaved",
+        help="how the held-out subject's slices are divided: interleaved (default; six alternating blocks, so "
+        "validation and test both hold small and large sections) or middle (validation = the middle block, test = "
+        "the inferior and superior blocks: the benchmark before 2026-12-05)",
+    )
     hc = sub.add_parser(
         "head-ct",
         help="a real normal head CT (InVesalius example, GPL-2) as NIfTI and as a DICOM series written by the project",
@@ -67,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             val_real=args.val_realisations,
             test_real=args.test_realisations,
             test_b_real=tb,
+            layout=args.layout,
         )
         return 0
     if args.dataset == "head-ct":

@@ -35,6 +35,27 @@ def test_split_blocks_are_disjoint_with_gap():
     assert 15 <= len(val) <= 25 and len(val) + len(test) == 60 - 8
 
 
+def test_interleaved_blocks_alternate_over_the_whole_range_with_gaps():
+    """Six blocks from the inferior end: test, val, test, val, test, val; GAP slices dropped between neighbours;
+    both splits reach the extremes' neighbourhood (the first and last block) and the middle."""
+    z = np.arange(27, 93)  # the held-out subject's 66 brain slices
+    val, test = brain_proxy.interleaved_blocks(z, gap=4, n_blocks=6)
+    assert not set(val) & set(test)
+    assert min(abs(int(a) - int(b)) for a in val for b in test) == 5  # 4 slices dropped between blocks
+    assert len(val) + len(test) == 66 - 5 * 4 and abs(len(val) - len(test)) <= 1
+    runs = lambda a: np.split(a, np.flatnonzero(np.diff(a) > 1) + 1)  # noqa: E731
+    assert len(runs(val)) == 3 and len(runs(test)) == 3
+    assert test[0] == 27 and val[-1] == 92  # the inferior-most block is test's, the superior-most val's
+    assert val.min() < 50 and test.max() > 70  # each split spans the range
+    # the layout names: interleaved and the old middle one
+    v2, t2 = brain_proxy.layout_blocks(z, "middle")
+    np.testing.assert_array_equal(v2, brain_proxy.split_blocks(z)[0])
+    with pytest.raises(ValueError, match="layout"):
+        brain_proxy.layout_blocks(z, "random")
+    with pytest.raises(ValueError, match="cannot hold"):
+        brain_proxy.interleaved_blocks(np.arange(20), gap=4, n_blocks=6)
+
+
 def _phantom_file(tmp_path, name, shape, spacing, codes, seed):
     from nibabel import orientations as ornt
 
@@ -69,10 +90,14 @@ def test_build_runs_the_detect_path_on_every_split(tmp_path, monkeypatch):
     on_disk = json.loads((out / "meta.json").read_text())
     assert on_disk["counts"] == meta["counts"]
     assert on_disk["counts"]["val"] == len(va) and on_disk["counts"]["test_abnormal"] == len(te.abnormal)
-    # val and test come from disjoint slice blocks
+    # val and test come from disjoint slice blocks: the interleaved layout's three each, recorded in meta
     zv = {int(n.rsplit("z", 1)[1]) for n in va.names}
     zt = {int(n.rsplit("z", 1)[1]) for n in te.names}
     assert not zv & zt
+    assert on_disk["layout"] == "interleaved"
+    assert len(on_disk["layout_blocks"]["val"]) == 3 and len(on_disk["layout_blocks"]["test"]) == 3
+    assert zv <= {z for a, b in on_disk["layout_blocks"]["val"] for z in range(a, b + 1)}
+    assert on_disk["layout_blocks"]["test"][0][0] < on_disk["layout_blocks"]["val"][0][0]
     # lesion masks sit where the image differs from the lesion-free slice through the same pipeline
     from app.data.pipeline import prepare_study
 
