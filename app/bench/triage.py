@@ -51,8 +51,9 @@ LABELS = {
 #: bootstrap resamples for the AUROC intervals (studies resampled within each class, seeded)
 N_BOOT = 2000
 #: which slices of the held-out subject the studies are cut from: all of them, or only the validation block or
-#: only the test blocks of the benchmark's split (:func:`app.data.brain_proxy.split_blocks`, the slices the
-#: ``val_volumes`` and ``test_volumes`` are made of), so a score can be chosen on validation and tested apart
+#: only the test blocks of the benchmark's ``middle`` layout (:func:`app.data.brain_proxy.split_blocks`; the
+#: interleaved layout's blocks of 7-8 slices, 15 mm, are too thin to be studies), so a score can be chosen on
+#: validation and tested apart
 SPLITS = ("all", "val", "test")
 
 
