@@ -50,7 +50,8 @@ def main(argv: list[str]) -> int:
         tp[v] = (pred & masks[v]).reshape(z, -1).sum(1)
         area[v] = foreground_area(imgs[v], det.post.foreground_threshold)
     les = masks.reshape(r, z, -1).sum(2)
-    print(f"{a.model} at eps {ch['eps']:g}, tau {ch['tau']:g}; {a.data} {a.split}, realisations {a.skip + 1}..{a.skip + r}\n")
+    print(f"{a.model} at eps {ch['eps']:g}, tau {ch['tau']:g}; {a.data} {a.split}, "
+          f"realisations {a.skip + 1}..{a.skip + r}\n")  # fmt: skip
     print("| brain px | slices | FP px / slice | TP px / slice | lesion px / slice | recall of lesion px |")
     print("|---|---|---|---|---|---|")
     for lo, hi in BINS:

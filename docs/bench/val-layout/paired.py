@@ -24,7 +24,7 @@ def main(paths: list[str]) -> int:
     print(f"{docs[0]['split']}, seeds {seeds[0]}-{seeds[-1]} ({len(seeds)} realisations); against {first_label}\n")
     print("| method | file | volume Dice | minus the first [95 %] | wins / losses | FP px per normal slice |")
     print("|---|---|---|---|---|---|")
-    for (label, r), src in zip(rows, [p for p, d in zip(paths, docs) for _ in d["rows"]], strict=True):
+    for (label, r), src in zip(rows, [p for p, d in zip(paths, docs, strict=True) for _ in d["rows"]], strict=True):
         pd = paired_difference(first["volume_dice"], r["volume_dice"])
         print(f"| {label} | {Path(src).name} | {100 * r['volume_dice_mean']:.1f} | {100 * pd['mean']:+.1f} "
               f"[{100 * pd['ci95'][0]:+.1f}, {100 * pd['ci95'][1]:+.1f}] | {pd['wins']} / {pd['losses']} | "
