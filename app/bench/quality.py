@@ -62,6 +62,12 @@ class Benchmark:
     volumes: dict[str, Any]  # split -> volumes (images (R, Z, C, S, S), masks (R, Z, S, S))
 
 
+def _layout(data) -> str | None:
+    from app.data.splits import data_layout
+
+    return data_layout(data)
+
+
 def load_benchmark(data: str) -> Benchmark:
     from app.data import load_split
     from app.errors import MatchGenError
@@ -452,6 +458,7 @@ def run_quality(
         bar.close()
     return {
         "data": str(data),
+        "data_layout": _layout(data),
         "device": describe_device(dev),
         "settings": {k: (v.__dict__ if isinstance(v, SolverOptions) else v) for k, v in settings.__dict__.items()},
         "n_val_abnormal": int(val.masks.reshape(len(val), -1).any(axis=1).sum()),
@@ -708,6 +715,7 @@ def write_outputs(report: dict[str, Any], out: Path, command: str = "") -> dict[
     md = (
         f"# bench quality on {report['data']}\n\n"
         + (f"Command: `{command}`\n\n" if command else "")
+        + (f"Layout of the held-out subject's slices: {lay}.\n\n" if (lay := report.get("data_layout")) else "")
         + f"Test: {report['n_test']} slices ({report['n_test_abnormal']} abnormal)"
         + (f", of which {ts} evenly spaced slices were used" if (ts := report["settings"].get("test_subset")) else "")
         + f"; validation: {report['n_val_abnormal']} abnormal slices"

@@ -275,3 +275,21 @@ def load_volumes(root: str | os.PathLike, split: str, mmap: bool = False) -> Vol
         clean=None if clean is None else clean.astype(np.float32, copy=False),
         slice_mm=float(info["slice_mm"]) if isinstance(info.get("slice_mm"), int | float) else None,
     )
+
+
+def data_layout(root: str | os.PathLike) -> str | None:
+    """How a brain-proxy build divides the held-out subject's slices, from its ``meta.json``: e.g.
+    ``"interleaved: val z 39-45, 62-69, 85-92; test z 27-34, 50-57, 74-80"``; ``"middle"`` for a build made before
+    layouts were recorded (the only layout then); None for other data sets (no brain-proxy meta)."""
+    try:
+        meta = json.loads((Path(root) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("name") != "brain-proxy":
+        return None
+    layout = str(meta.get("layout", "middle"))
+    blocks = meta.get("layout_blocks")
+    if not isinstance(blocks, dict):
+        return layout
+    parts = [f"{split} z " + ", ".join(f"{a}-{b}" for a, b in blocks.get(split, [])) for split in ("val", "test")]
+    return f"{layout}: " + "; ".join(parts)

@@ -40,9 +40,15 @@ def quality(data, model, out, *extra):
 
 def test_quality_report_has_the_table_json_and_plot(tmp_path, tiny_model, capsys):
     data = make_bench(tmp_path / "bench")
+    blocks = {"val": [[3, 5], [9, 10]], "test": [[0, 1], [7, 7]]}
+    meta = {"name": "brain-proxy", "layout": "interleaved", "layout_blocks": blocks}
+    (data / "meta.json").write_text(json.dumps(meta))
     assert quality(data, tiny_model, tmp_path / "out") == 0
     rep = json.loads((tmp_path / "out" / "quality.json").read_text())
     md = (tmp_path / "out" / "quality.md").read_text()
+    # the report says which slices of the held-out subject validation and test are
+    assert rep["data_layout"] == "interleaved: val z 3-5, 9-10; test z 0-1, 7-7"
+    assert "Layout of the held-out subject's slices: interleaved: val z 3-5, 9-10; test z 0-1, 7-7." in md
     assert (tmp_path / "out" / "quality.png").stat().st_size > 1000
     assert "| tiny |" in md and "| tiny + MG |" in md and "| intensity threshold |" in md
     row = rep["models"][0]

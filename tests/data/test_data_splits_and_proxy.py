@@ -7,7 +7,7 @@ import pytest
 from app.data import brain_proxy
 from app.data.lesions import KINDS
 from app.data.phantom import brain_phantom
-from app.data.splits import KIND_NAMES, LESION_SPLITS, load_split, load_volumes, save_split
+from app.data.splits import KIND_NAMES, LESION_SPLITS, data_layout, load_split, load_volumes, save_split
 from app.errors import StudyError
 from app.io import load_study
 
@@ -56,6 +56,18 @@ def test_interleaved_blocks_alternate_over_the_whole_range_with_gaps():
         brain_proxy.interleaved_blocks(np.arange(20), gap=4, n_blocks=6)
 
 
+def test_data_layout_of_older_and_other_builds(tmp_path):
+    """A brain-proxy meta without a layout is the middle one (the only layout before); other data sets, a
+    missing or unreadable meta.json: None."""
+    assert data_layout(tmp_path) is None
+    (tmp_path / "meta.json").write_text(json.dumps({"name": "brain-proxy", "counts": {}}))
+    assert data_layout(tmp_path) == "middle"
+    (tmp_path / "meta.json").write_text(json.dumps({"name": "brats2021", "layout": "x"}))
+    assert data_layout(tmp_path) is None
+    (tmp_path / "meta.json").write_text("{not json")
+    assert data_layout(tmp_path) is None
+
+
 def _phantom_file(tmp_path, name, shape, spacing, codes, seed):
     from nibabel import orientations as ornt
 
@@ -98,6 +110,7 @@ def test_build_runs_the_detect_path_on_every_split(tmp_path, monkeypatch):
     assert len(on_disk["layout_blocks"]["val"]) == 3 and len(on_disk["layout_blocks"]["test"]) == 3
     assert zv <= {z for a, b in on_disk["layout_blocks"]["val"] for z in range(a, b + 1)}
     assert on_disk["layout_blocks"]["test"][0][0] < on_disk["layout_blocks"]["val"][0][0]
+    assert data_layout(out).startswith("interleaved: val z ") and "; test z " in data_layout(out)
     # lesion masks sit where the image differs from the lesion-free slice through the same pipeline
     from app.data.pipeline import prepare_study
 
