@@ -63,7 +63,7 @@ class Benchmark:
 
 
 def _layout(data) -> str | None:
-    from app.data.splits import data_layout
+    from app.data import data_layout
 
     return data_layout(data)
 
