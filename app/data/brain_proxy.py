@@ -48,7 +48,8 @@ GAP = 4  # slices between the val and test blocks
 MIN_AREA = 0.1  # a slice is used when its brain area is >= this fraction of the largest slice's
 #: blocks of the ``interleaved`` layout (test, val, test, val, test, val from the inferior end): chosen from the
 #: slices' brain areas alone, before any model ran on them, as the count (of 5-7 blocks, gap 3-4) whose two splits
-#: hold the most similar mix of small and large sections (both about 45 % under 5,000 px, docs/benchmarks.md)
+#: hold the most similar mix of small and large sections (under 5,000 px: val 45 %, test 33 % of the slices; the
+#: middle layout's 0 and 65 %; docs/bench/val-layout/rule.md)
 INTERLEAVED_BLOCKS = 6
 
 ITK_DIR = "usr/share/doc/insighttoolkit5-examples/examples/Data/"
@@ -115,9 +116,9 @@ def split_blocks(z: np.ndarray, gap: int = GAP, val_fraction: float = 0.35):
 def interleaved_blocks(z: np.ndarray, gap: int = GAP, n_blocks: int = INTERLEAVED_BLOCKS):
     """Brain slice indices -> (val blocks, test blocks): the ``interleaved`` layout. The sorted slices are cut into
     ``n_blocks`` blocks of (nearly) equal length with ``gap`` slices dropped between neighbours; from the inferior
-    end the blocks go to test, val, test, val, ... So both splits hold sections from the whole axial range --
-    small ones near the skull base and the vertex as well as the large middle ones -- and each split's lesions and
-    normal tissue still come from its own slices."""
+    end the blocks go to test, val, test, val, ... So both splits hold sections from the whole axial range, small
+    ones (test's near the skull base, val's near the vertex) as well as large middle ones, and each split's
+    lesions and normal tissue still come from its own slices."""
     if n_blocks < 2:
         raise ValueError("the interleaved layout needs at least two blocks")
     z = np.sort(z)
