@@ -13,7 +13,8 @@ in volume Dice from the first model (95 % bootstrap interval over the realisatio
     python scripts/val_select.py DATA_DIR MODEL [MODEL ...] [--skip N] [--base] [--intensity] [--json OUT]
 
 ``--split test`` (or ``test_b``) scores the test realisations from ``--skip`` on instead, for a report made once
-after a choice (nothing may be chosen on them; ``--intensity`` then has no tau of its own and is refused).
+after a choice (nothing may be chosen on them). ``--intensity`` then takes its tau from the validation volumes of
+the same data set, their first ``--intensity-choose`` realisations (default 16: the cards' choosing volumes).
 """
 
 import argparse
@@ -98,11 +99,15 @@ def model_row(det: Detector, eps: float, tau: float, images, masks, kinds, base:
     return row(0.0 if base else eps, tau, flagged_volumes(), masks, kinds)
 
 
-def intensity_row(vols, skip: int) -> dict:
+def intensity_row(vols, skip: int, choosing=None) -> dict:
     """The floor: the image itself inside the foreground, thresholded at the tau with the best mean volume Dice on
-    the choosing realisations (as ``bench quality`` chooses its whole-volume tau)."""
+    the choosing realisations (as ``bench quality`` chooses its whole-volume tau): the first ``skip`` of ``vols``
+    (validation), or all of ``choosing`` (validation volumes, when ``vols`` is a test split: scored from ``skip``)."""
     maps = intensity_volume_maps(vols.images)
-    tau = choose_intensity_volume_tau(maps[:skip], vols.masks[:skip])
+    if choosing is None:
+        tau = choose_intensity_volume_tau(maps[:skip], vols.masks[:skip])
+    else:
+        tau = choose_intensity_volume_tau(intensity_volume_maps(choosing.images), choosing.masks)
     return row(0.0, tau, maps[skip:] > tau, vols.masks[skip:], vols.kinds[skip:])
 
 
@@ -120,19 +125,29 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--intensity",
         action="store_true",
-        help="also the plain intensity threshold, its tau chosen on the first --skip realisations' volumes",
+        help="also the plain intensity threshold, its tau chosen on validation: the first --skip realisations' "
+        "volumes (--split val), or the first --intensity-choose validation realisations (test splits)",
     )
-    p.add_argument("--split", choices=("val", "test", "test_b"), default="val",
-                   help="the realisations scored (default val; test splits only to report a choice made before)")
+    p.add_argument(
+        "--intensity-choose",
+        type=int,
+        default=16,
+        help="with a test split: validation realisations that choose the threshold's tau (default 16)",
+    )
+    p.add_argument(
+        "--split",
+        choices=("val", "test", "test_b"),
+        default="val",
+        help="the realisations scored (default val; test splits only to report a choice made before)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", help="write the figures here too")
     a = p.parse_args(argv)
     if not a.models and not a.intensity:
         print("val_select: name at least one model, or --intensity", file=sys.stderr)
         return 2
-    if a.intensity and a.split != "val":
-        print("val_select: --intensity chooses its tau on the first --skip realisations: only with --split val",
-              file=sys.stderr)  # fmt: skip
+    if a.intensity_choose < 1:
+        print("val_select: --intensity-choose must be >= 1", file=sys.stderr)
         return 2
     where = [str(resolve_model(name)) for name in a.models]
     if len(set(where)) < len(where):
@@ -159,7 +174,8 @@ def main(argv: list[str]) -> int:
         if a.base:
             rows[label] = model_row(det, 0.0, ch["tau_base"], images, masks, kinds, base=True, vols=vols)
     if a.intensity:
-        rows["intensity threshold"] = intensity_row(vols, a.skip)
+        choosing = None if a.split == "val" else load_volumes(a.data, "val").head(a.intensity_choose)
+        rows["intensity threshold"] = intensity_row(vols, a.skip, choosing)
     first = next(iter(rows.values()))["volume_dice"]
     print("| method | eps | tau | volume Dice (mean) | minus the first [95 % CI] | FP px per normal slice | "
           + " | ".join(_bin_name(i) for i in range(len(BINS) - 1)) + " |")  # fmt: skip

@@ -86,8 +86,15 @@ def test_val_select_scores_the_realisations_after_the_choosing_ones(dataset, tmp
     doc = json.loads(report.read_text())
     assert doc["split"] == "test" and doc["seeds"] == [11, 12, 13] and list(doc["rows"]) == ["m + MG"]
     assert doc["rows"]["m + MG"]["voxels"]["tp"] == 0 and doc["rows"]["m + MG"]["voxels"]["fn"] == 0  # no lesion
-    assert vs.main([str(dataset), str(out), "--split", "test", "--intensity"]) == 2  # its tau would be chosen on test
-    assert "--split val" in capsys.readouterr().err
+    # the threshold on a test split takes its tau from validation (the first --intensity-choose realisations):
+    # the same tau the validation run chose on its first two, never one chosen on test
+    cmd = [str(dataset), "--split", "test", "--skip", "1", "--intensity", "--intensity-choose", "2"]
+    cmd += ["--json", str(report)]
+    assert vs.main(cmd) == 0
+    t_floor = json.loads(report.read_text())["rows"]["intensity threshold"]
+    assert t_floor["tau"] == floor["tau"] and len(t_floor["volume_dice"]) == 3
+    assert vs.main([str(dataset), str(out), "--split", "test", "--intensity", "--intensity-choose", "0"]) == 2
+    assert "--intensity-choose" in capsys.readouterr().err
     # an ensemble card (scripts/ensemble_card.py, calibrated on the first two realisations) is scored like a model
     spec = importlib.util.spec_from_file_location("ensemble_card", SCRIPT.parent / "ensemble_card.py")
     ec = importlib.util.module_from_spec(spec)
