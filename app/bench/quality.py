@@ -62,12 +62,6 @@ class Benchmark:
     volumes: dict[str, Any]  # split -> volumes (images (R, Z, C, S, S), masks (R, Z, S, S))
 
 
-def _layout(data) -> str | None:
-    from app.data import data_layout
-
-    return data_layout(data)
-
-
 def load_benchmark(data: str) -> Benchmark:
     from app.data import load_split
     from app.errors import MatchGenError
@@ -428,6 +422,7 @@ def run_quality(
     progress_bar: bool = True,
 ) -> dict[str, Any]:
     from app.core.device import describe_device, resolve_device
+    from app.data import data_layout
 
     if not models:
         raise OptionError("no models given (--models A,B,...)")
@@ -458,7 +453,7 @@ def run_quality(
         bar.close()
     return {
         "data": str(data),
-        "data_layout": _layout(data),
+        "data_layout": data_layout(data),
         "device": describe_device(dev),
         "settings": {k: (v.__dict__ if isinstance(v, SolverOptions) else v) for k, v in settings.__dict__.items()},
         "n_val_abnormal": int(val.masks.reshape(len(val), -1).any(axis=1).sum()),

@@ -59,7 +59,7 @@ SPLITS = ("all", "val", "test")
 
 def split_blocks_of(study, split: str) -> list[tuple[int, int]]:
     """(first, last) canonical axial slice of each block of the held-out ``study`` in ``split``."""
-    from app.data.brain_proxy import _slices_of, split_blocks
+    from app.data.brain_proxy import _slices_of, block_ranges, split_blocks
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
@@ -67,9 +67,7 @@ def split_blocks_of(study, split: str) -> list[tuple[int, int]]:
         return [(0, study.shape[2] - 1)]
     _prep, brain_z = _slices_of(study)
     val_z, test_z = split_blocks(brain_z)
-    z = np.sort(val_z if split == "val" else test_z)
-    runs = np.split(z, np.flatnonzero(np.diff(z) > 1) + 1)
-    return [(int(r[0]), int(r[-1])) for r in runs if r.size]
+    return block_ranges(val_z if split == "val" else test_z)
 
 
 def build_studies(

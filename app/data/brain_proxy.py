@@ -134,6 +134,12 @@ def interleaved_blocks(z: np.ndarray, gap: int = GAP, n_blocks: int = INTERLEAVE
     return np.concatenate(val), np.concatenate(test)
 
 
+def block_ranges(z: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) slice index of each run of consecutive indices in ``z`` (a layout's blocks), in order."""
+    z = np.sort(np.asarray(z))
+    return [(int(r[0]), int(r[-1])) for r in np.split(z, np.flatnonzero(np.diff(z) > 1) + 1) if r.size]
+
+
 #: how the held-out subject's brain slices are divided between validation and test (``data brain-proxy --layout``)
 LAYOUTS = ("interleaved", "middle")
 
@@ -369,10 +375,7 @@ def build(
         "volumes": volumes,
         "style_b_subject": style_b_subject,
         "layout": layout,
-        "layout_blocks": {
-            split: [[int(r[0]), int(r[-1])] for r in np.split(zz, np.flatnonzero(np.diff(zz) > 1) + 1)]
-            for split, zz in (("val", val_z), ("test", test_z))
-        },
+        "layout_blocks": {"val": block_ranges(val_z), "test": block_ranges(test_z)},
         "gap_slices": GAP,
         "build_seconds": round(elapsed, 1),
         "python": platform.python_version(),
