@@ -1,11 +1,14 @@
+"""The default's members with the blob-noise dae's map added (each divided by its normal-tissue median, in the dae's
+unit): python explore_cover.py CACHE.npz COVER.npz (docs/bench/map-ideas/cache.py and cache_cover.py)"""
 import sys
-sys.path.insert(0, "/work/main/docs/bench/map-ideas")
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "map-ideas"))
 import numpy as np
 from common import Cache, ensemble, evaluator
 det = ensemble()
-cache = Cache("/work/runs/norm/val16.npz")
+cache = Cache(sys.argv[1])
 ev = evaluator(cache, det.post)
-t = np.load("/work/runs/norm/val16-cover.npz")
+t = np.load(sys.argv[2])
 normal = ev.normal
 for mode in ("mg", "base"):
     dae, ae = cache.member("dae", mode), cache.member("ae-l1", mode)
