@@ -10,7 +10,7 @@ from app.core.detector import Detector
 from app.nets.checkpoint import load_checkpoint
 from app.nets.card import card_choices
 from app.data.splits import load_volumes
-model, card = load_checkpoint(ROOT / "models/candidates/dae-cover", "cpu")
+model, card = load_checkpoint(ROOT / "models/dae-cover", "cpu")
 det = Detector.from_card(model, card, "cpu", batch_size=16)
 eps = card_choices(card)["eps"]
 vols = load_volumes(sys.argv[1], "val")
