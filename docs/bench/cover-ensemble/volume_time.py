@@ -1,5 +1,6 @@
 """Seconds per slice of a volume (Detector.run in 16-slice batches, + MG at the card's choice) for ensemble cards,
-back to back on the same 64 test slices, best of two: python volume_time.py DATA CARD [CARD ...]"""
+back to back on the same 64 test slices, best of two; and the first-slice wait of the viewer, the card's z window
+(its slices at 2 mm) solved in one batch, median of three: python volume_time.py DATA CARD [CARD ...]"""
 import statistics
 import sys
 import time
@@ -26,3 +27,11 @@ for _ in range(2):
         times[name].append((time.perf_counter() - t) / len(x))
 for name, ts in times.items():
     print(f"{name}: {min(ts):.3f} s per slice (runs {', '.join(f'{v:.3f}' for v in ts)}; median {statistics.median(ts):.3f})")
+for name, det in dets.items():
+    n = det.post.z_slices(2.0)
+    ws = []
+    for i in range(3):
+        t = time.perf_counter()
+        det.run(x[i * n : (i + 1) * n], 1.0)
+        ws.append(time.perf_counter() - t)
+    print(f"{name}: {n}-slice window {statistics.median(ws):.2f} s (runs {', '.join(f'{v:.2f}' for v in ws)})")
