@@ -1,18 +1,11 @@
-"""Cache the default ensemble members' raw maps on a split's volumes: python cache.py DATA SPLIT OUT.npz [skip] [n]"""
-import sys
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[3]))
-import numpy as np, torch
-torch.set_num_threads(2)
-from app.core.ensemble import load_detector
-from app.data.splits import load_volumes
-from app.nets.zoo import resolve_model
-data, split, out = sys.argv[1:4]
-skip = int(sys.argv[4]) if len(sys.argv) > 4 else 0
-n = int(sys.argv[5]) if len(sys.argv) > 5 else None
-det, _, card = load_detector(resolve_model("dae+ae-l1"), "cpu", batch_size=16)
-vols = load_volumes(data, split)
-imgs = np.asarray(vols.images)[skip: None if n is None else skip + n]
-masks = np.asarray(vols.masks, bool)[skip: None if n is None else skip + n]
+"""Cache the raw maps of the members of `dae+ae-l1` (the default until 2026-12-06) on a split's volumes: python cache.py DATA SPLIT OUT.npz [skip] [n]"""
+import numpy as np
+
+from common import split_args
+
+det, vols, sl, out = split_args()
+imgs = np.asarray(vols.images)[sl]
+masks = np.asarray(vols.masks, bool)[sl]
 r, z = masks.shape[:2]
 flat = imgs.reshape(r * z, *imgs.shape[2:])
 res = {"x": flat[:, 0].astype(np.float32), "masks": masks.reshape(r * z, *masks.shape[2:]), "r": r, "z": z,

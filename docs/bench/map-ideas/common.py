@@ -19,8 +19,23 @@ TAUS = np.round(np.arange(0.02, 20, 0.02), 3)
 
 
 def ensemble():
+    """The ensemble these ideas were looked at with: ``dae+ae-l1`` (the default until 2026-12-06)."""
     det, _, card = load_detector(resolve_model("dae+ae-l1"), "cpu", batch_size=16)
     return det
+
+
+def split_args():
+    """``DATA SPLIT OUT [skip] [n]`` from the command line: the ensemble, the split's volumes, the realisations
+    to run (a slice) and the output path."""
+    import torch
+
+    from app.data.splits import load_volumes
+
+    torch.set_num_threads(2)
+    data, split, out = sys.argv[1:4]
+    skip = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    n = int(sys.argv[5]) if len(sys.argv) > 5 else None
+    return ensemble(), load_volumes(data, split), slice(skip, None if n is None else skip + n), out
 
 
 class Cache:

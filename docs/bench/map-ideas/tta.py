@@ -1,17 +1,9 @@
 """Test-time transforms for the dae member: python tta.py DATA SPLIT OUT.npz [skip] [n]"""
-import sys
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[3]))
-import numpy as np, torch
-torch.set_num_threads(2)
-from app.core.ensemble import load_detector
-from app.data.splits import load_volumes
-from app.nets.zoo import resolve_model
-data, split, out = sys.argv[1:4]
-skip = int(sys.argv[4]) if len(sys.argv) > 4 else 0
-n = int(sys.argv[5]) if len(sys.argv) > 5 else None
-det, _, card = load_detector(resolve_model("dae+ae-l1"), "cpu", batch_size=16)
-vols = load_volumes(data, split)
-sl = slice(skip, None if n is None else skip + n)
+import numpy as np
+
+from common import split_args
+
+det, vols, sl, out = split_args()
 imgs = np.asarray(vols.images)[sl]
 r, z = imgs.shape[:2]
 flat = imgs.reshape(r * z, *imgs.shape[2:])
