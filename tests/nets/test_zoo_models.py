@@ -72,7 +72,9 @@ def test_detect_with_and_without_base_only(name, study, tmp_path, capsys):
 
 def test_the_default_model_is_the_zoos_best_on_the_validation_volumes():
     """The rule in app/nets/zoo.py: of the cards with a whole-volume validation choice (the seven and the
-    ensembles), the default has the best +MG validation volume Dice (never a test score), on the same volumes."""
+    ensembles), the default has the best +MG validation volume Dice (never a test score). The default's figure is
+    on the interleaved layout's sixteen choosing volumes, the others' on the middle layout's; the default was judged
+    against the ensemble before it on fresh validation volumes (docs/models.md, "A third member")."""
     from app.nets.checkpoint import read_card
 
     scores = {}
