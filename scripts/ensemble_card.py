@@ -1,8 +1,11 @@
 """Make an ensemble card (app.core.ensemble) from zoo models, calibrated on validation volumes (never test).
 
     python scripts/ensemble_card.py DATA_DIR MODEL MODEL [MODEL ...] --out CARD.json [--first N] [--threads 2]
+        [--base-member MODEL ...]
 
-Each member runs as ``detect`` applies it (its card's solver, layout and whole-volume eps); the scales and tau come
+Each member runs as ``detect`` applies it (its card's solver, layout and whole-volume eps), except a
+``--base-member``: it runs as its base model (eps 0 in the ensemble card, whatever the ensemble's eps factor; no
+solver steps, so it costs one forward pass). The scales and tau come
 from the first ``--first`` validation realisations of DATA_DIR (default 16: the volumes the zoo's cards were chosen
 on); the post-processing is the first member's card's."""
 
@@ -29,9 +32,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--first", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--base-member", action="append", default=[], metavar="MODEL",
+                   help="a member (named among the models) that runs as its base model (repeatable)")  # fmt: skip
     a = p.parse_args(argv)
     if len(a.models) < 2 or len(set(a.models)) < len(a.models):
         print("ensemble_card: name at least two different models", file=sys.stderr)
+        return 2
+    if unknown := sorted(set(a.base_member) - set(a.models)):
+        print(f"ensemble_card: --base-member {', '.join(unknown)} is not among the models", file=sys.stderr)
         return 2
     torch.set_num_threads(a.threads)
     t0 = time.time()
@@ -40,6 +48,8 @@ def main(argv: list[str]) -> int:
         members, post = [], None
         for name in a.models:
             member, _ = Member.from_zoo(name, "cpu", batch_size=16)
+            if name in a.base_member:
+                member.eps = 0.0  # its base model at every eps factor (the ensemble card records eps 0)
             post = post or member.detector.post
             members.append(member)
         choice = calibrate(members, vols, post)

@@ -124,6 +124,23 @@ def test_one_factor_per_slice_gives_each_slice_what_its_own_factor_gives(slices)
         ens.run(slices, np.array([1.0, np.nan, 1.0, 1.0]))
 
 
+def test_a_member_at_eps_0_reads_its_base_map_at_every_factor(slices):
+    """A base member (``scripts/ensemble_card.py --base-member``: eps 0 in the card) costs one forward pass: at
+    any factor its map is its base model's, scaled by its + MG scale at factor > 0, while the others solve."""
+    post = PostProcessing(median_size=3, erode_px=1)
+    members = [Member("a", Detector(_model(0, 8), batch_size=4), eps=0.3, scale_mg=0.02, scale_base=0.05),
+               Member("b", Detector(_model(1, 6), batch_size=4), eps=0.0, scale_mg=0.4, scale_base=0.25)]  # fmt: skip
+    ens = EnsembleDetector(members, post)
+    runs = ens.raw_runs(slices, 1.0, max_steps=5)
+    base_b = members[1].detector.run(slices, 0.0, base_only=True, raw=True)
+    np.testing.assert_array_equal(runs[1].d, base_b.d)
+    assert (runs[1].steps == 0).all() and (runs[0].steps > 0).all()
+    out = ens.run(slices, 1.0, max_steps=5, raw=True)
+    want = (runs[0].d / 0.02 + base_b.d / 0.4) / 2 * 0.02  # b's base map divided by its + MG scale
+    np.testing.assert_allclose(out.d, want, rtol=1e-5, atol=1e-6)
+    assert (out.steps > 0).all()  # the first member still solves: the ensemble's + MG is MatchGen
+
+
 def test_calibrate_writes_a_card_that_loads_and_refuses_a_changed_member(slices, tmp_path):
     from app.nets.checkpoint import save_checkpoint
 
