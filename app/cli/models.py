@@ -56,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     for ens in list_ensembles(d):  # cards without weights, naming zoo members
         card = raw_card(d / f"{ens}.json")
         ch = card_choices(card)
-        members = "+".join(Path(m.get("model", "?")).name for m in card.get("members", []))
+        members = "+".join(  # a member at eps 0 runs as its base model at every factor
+            Path(m.get("model", "?")).name + ("(base)" if m.get("eps") == 0 else "") for m in card.get("members", [])
+        )
         try:
             triage = triage_cell(card, members_weights_sha256(card, d), ch["eps"], ch["tau"])
         except (MatchGenError, OSError):  # a member missing here: batch would refuse it too

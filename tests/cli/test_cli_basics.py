@@ -148,3 +148,7 @@ def test_models_lists_what_detect_applies_and_the_triage_state(tmp_path, capsys,
     (tmp_path / "a+b.json").write_text(json.dumps(ens))
     assert main(["models", "--dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines()[2].endswith("triage=? (a member is missing)")
+    ens["members"] = [{"model": "a", "eps": 0.25}, {"model": "b", "eps": 0}]  # b runs as its base model
+    (tmp_path / "a+b.json").write_text(json.dumps(ens))
+    assert main(["models", "--dir", str(tmp_path)]) == 0
+    assert "members=a+b(base)" in capsys.readouterr().out.splitlines()[2].split()
