@@ -100,7 +100,8 @@ class ControlPanel(QWidget):
         self.eps.setToolTip(
             "eps: how far MatchGen may move the latent from the encoder's (, / .); where the model card scales eps by "
             "the brain area (the dae), the eps of a slice with the card's reference brain area; for an ensemble (the "
-            "default dae+dae-cover+ae-l1), a factor of each member's own eps (1: the card's choice)"
+            "default dae+dae-cover-base+ae-l1), a factor of each member's own eps (1: the card's choice; a member "
+            "at eps 0 always reads its base map)"
         )
         f.addRow("eps", self.eps)
         self.tau = FloatSlider(0.0, 1.0, steps=200)

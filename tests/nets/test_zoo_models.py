@@ -72,14 +72,22 @@ def test_detect_with_and_without_base_only(name, study, tmp_path, capsys):
 
 def test_the_default_model_is_the_zoos_best_on_the_validation_volumes():
     """The rule in app/nets/zoo.py: of the cards with a whole-volume validation choice (the seven and the
-    ensembles), the default has the best +MG validation volume Dice (never a test score). The default's figure is
-    on the interleaved layout's sixteen choosing volumes, the others' on the middle layout's; the default was judged
-    against the ensemble before it on fresh validation volumes (docs/models.md, "A third member")."""
+    ensembles), the default has the best +MG validation volume Dice (never a test score), or is within one point of
+    it and the cheapest such card: the fewest members that run the solver (a member at eps 0 reads its base map).
+    The ensembles' figures are on the interleaved layout's sixteen choosing volumes, the others' on the middle
+    layout's; the default was judged against the card before it on fresh validation volumes by a rule committed
+    first (docs/models.md, "A third member" and "A cheaper third member")."""
     from app.nets.checkpoint import read_card
 
-    scores = {}
+    scores, solving = {}, {}
     for name in [*ZOO, *list_ensembles(MODELS_DIR)]:
-        cv = read_card(MODELS_DIR / name).get("chosen_volume")
-        if cv:
+        card = read_card(MODELS_DIR / name)
+        if cv := card.get("chosen_volume"):
             scores[name] = cv["val_volume_dice"]
-    assert scores and max(scores, key=scores.get) == DEFAULT_MODEL
+            members = card.get("members")
+            solving[name] = sum(float(m["eps"]) > 0 for m in members) if members else 1
+    assert scores and DEFAULT_MODEL in scores
+    close = [n for n in scores if scores[n] >= max(scores.values()) - 0.01]
+    assert DEFAULT_MODEL in close, (DEFAULT_MODEL, scores)
+    assert solving[DEFAULT_MODEL] == min(solving[n] for n in close), solving
+    assert solving[DEFAULT_MODEL] >= 1  # its + MG is MatchGen: at least one member solves
