@@ -5,6 +5,7 @@ the detection colours (TP red, FP blue, FN green, TN black, :func:`app.core.maps
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,22 @@ class Column:
     dice: float | None
     pred: np.ndarray | None = None  # the detection as detect makes it (the card's component rule applied)
 
+
+
+#: the longest title line a 1.7-inch panel holds at 9 pt
+TITLE_CHARS = 20
+
+
+def wrap_title(title: str, width: int = TITLE_CHARS) -> str:
+    """``title`` broken into lines of at most ``width`` characters where it can be: before a "+" (an ensemble's
+    members, " +MG") or at a space, so that neighbouring columns' titles do not overlap."""
+    lines: list[str] = []
+    for token in re.findall(r" ?\+?[^+ ]+", title):  # "dae+ae-l1 +MG" -> "dae", "+ae-l1", " +MG"
+        if lines and len(lines[-1]) + len(token) <= width:
+            lines[-1] += token
+        else:
+            lines.append(token.lstrip())
+    return "\n".join(lines)
 
 def case_columns(
     sessions: list[ModelSession], k: int, eps: float | None = None, tau: float | None = None, progress=None
@@ -140,7 +157,7 @@ def figure2(slices: StudySlices, k: int, columns: list[Column], title: str | Non
         show(axes[0], _grey(r.s[box]), "gray", (0, 1))
         diff_im, diff_ax = show(axes[1], r.d[box], "inferno", (0, dmax)), axes[1]
         show(axes[2], det)
-        axes[0].set_title(col.title, fontsize=9)
+        axes[0].set_title(wrap_title(col.title), fontsize=9)
         label = f"Dice {col.dice:.3f}" if col.dice is not None else "Dice n/a"
         axes[2].text(
             0.04,

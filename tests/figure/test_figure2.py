@@ -61,7 +61,7 @@ def test_figure_layout_as_in_the_paper(case):
         for i, row in enumerate(ROWS):
             ax = by[f"{row.lower()}/{j}"]
             assert cell(ax) == (i, col) and ax.get_images()
-        assert by[f"pseudo-normal/{j}"].get_title() == c.title
+        assert by[f"pseudo-normal/{j}"].get_title() == c.title  # short: one line
         boxed = [t for t in by[f"detection/{j}"].texts if t.get_gid() == "dice"]
         assert len(boxed) == 1 and boxed[0].get_text() == f"Dice {c.dice:.3f}"
         assert boxed[0].get_bbox_patch() is not None  # boxed, as in the paper
@@ -173,3 +173,33 @@ def test_crop_uses_the_one_foreground_threshold():
     assert _crop_box(x, None, margin=0) == (slice(10, 11), slice(12, 13))
     x[30, 35] = FOREGROUND_THRESHOLD * 1.01
     assert _crop_box(x, None, margin=0) == (slice(10, 31), slice(12, 36))
+
+
+def test_long_model_names_wrap_and_titles_never_overlap(case):
+    """An ensemble's name (e.g. dae+dae-cover-base+ae-l1 +MG) is longer than a panel is wide: the title breaks
+    before a "+" or at a space, and no two columns' titles overlap once drawn."""
+    from app.figure import case_columns, figure2
+    from app.figure.figure2 import TITLE_CHARS, wrap_title
+    from app.viewer.compute import ModelSession
+    from app.viewer.loading import open_study
+
+    assert wrap_title("dae+dae-cover-base+ae-l1 +MG") == "dae+dae-cover-base\n+ae-l1 +MG"
+    assert wrap_title("tiny +MG") == "tiny +MG" and wrap_title("x" * 30) == "x" * 30  # nowhere to break
+    names = ("first+long-member-name", "second+long-member-name")
+    for i, n in enumerate(names):
+        write_model(case["tmp"] / "models", n, seed=i)
+    sl = open_study(case["study"], case["mask"])
+    sessions = [ModelSession.load(n, sl, "cpu") for n in names]
+    cols = case_columns(sessions, 3)
+    fig = figure2(sessions[0].slices, 3, cols)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    titled = sorted((a for a in fig.axes if a.get_label().startswith("pseudo-normal/")), key=lambda a: a.get_label())
+    boxes = []
+    for ax, c in zip(titled, cols, strict=True):
+        text = ax.get_title()
+        assert text.replace("\n", "").replace(" ", "") == c.title.replace(" ", "")
+        assert max(len(line) for line in text.splitlines()) <= TITLE_CHARS
+        boxes.append(ax.title.get_window_extent(renderer))
+    boxes.sort(key=lambda b: b.x0)
+    assert all(left.x1 < right.x0 for left, right in zip(boxes, boxes[1:]))
