@@ -10,8 +10,9 @@ recalibrated since makes the scales stale: refused), each member's scale for + M
 base model, its own post-processing (applied once, to the mean) and its own choice of tau. Its ``eps`` is a factor
 of each member's own chosen eps: 1 runs every member at its card's whole-volume choice, 0 is the ensemble of base
 models. A member whose eps is 0 in the card (``scripts/ensemble_card.py --base-member``) runs as its base model at
-every factor: one forward pass, no solver steps. Its map is in the first member's units (the mean of the scaled maps times the first member's scale), so tau
-reads as that model's tau does; the pseudo-normal it shows is its first member's.
+every factor: one forward pass, no solver steps. Its map is in the first member's units (the mean of the scaled
+maps times the first member's scale), so tau reads as that model's tau does; the pseudo-normal it shows is its
+first member's.
 
 docs/bench/ensemble/rule.md says how the first ensemble was judged."""
 

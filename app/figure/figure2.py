@@ -31,7 +31,6 @@ class Column:
     pred: np.ndarray | None = None  # the detection as detect makes it (the card's component rule applied)
 
 
-
 #: the longest title line a 1.7-inch panel holds at 9 pt
 TITLE_CHARS = 20
 
@@ -46,6 +45,7 @@ def wrap_title(title: str, width: int = TITLE_CHARS) -> str:
         else:
             lines.append(token.lstrip())
     return "\n".join(lines)
+
 
 def case_columns(
     sessions: list[ModelSession], k: int, eps: float | None = None, tau: float | None = None, progress=None

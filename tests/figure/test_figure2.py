@@ -202,4 +202,4 @@ def test_long_model_names_wrap_and_titles_never_overlap(case):
         assert max(len(line) for line in text.splitlines()) <= TITLE_CHARS
         boxes.append(ax.title.get_window_extent(renderer))
     boxes.sort(key=lambda b: b.x0)
-    assert all(left.x1 < right.x0 for left, right in zip(boxes, boxes[1:]))
+    assert all(left.x1 < right.x0 for left, right in zip(boxes[:-1], boxes[1:], strict=True))
