@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from app.core.maps import detection_mask, foreground_mask, postprocess, z_mean, z_window_slices
+from app.core.maps import Z_EDGES, detection_mask, foreground_mask, postprocess, z_mean, z_window_slices
 from app.core.matchgen import MatchGenResult, Progress, SolverOptions, optimize
 from app.errors import Cancelled, OptionError
 from app.foreground import FOREGROUND_THRESHOLD
@@ -27,7 +27,8 @@ class PostProcessing:
     """Applied identically to base and +MG maps: D median-filtered in-plane (``median_size`` px, 0 = off),
     zeroed outside the foreground (intensity above ``foreground_threshold``, holes filled) eroded by
     ``erode_px``; on a whole volume, D then averaged over the axial slices of a ``z_mm`` millimetre window
-    (:func:`app.core.maps.z_mean`; 0 = off; a single slice has no neighbours, so the viewer solves the window);
+    (:func:`app.core.maps.z_mean`; 0 = off; a single slice has no neighbours, so the viewer solves the window;
+    ``z_edge`` says what the window does at the ends of the volume);
     the detection D > tau without in-plane components smaller than ``min_component_px``. A model card's
     ``postprocess`` holds the values chosen on validation."""
 
@@ -36,6 +37,7 @@ class PostProcessing:
     erode_px: int = 0
     min_component_px: int = 0
     z_mm: float = 0.0
+    z_edge: str = "nearest"  # the z window at the ends of a volume (app.core.maps.z_window)
 
     def __post_init__(self):
         for name in ("median_size", "erode_px", "min_component_px"):
@@ -46,6 +48,8 @@ class PostProcessing:
         if not (np.isfinite(self.z_mm) and self.z_mm >= 0):
             raise OptionError(f"post-processing z_mm must be a number of mm >= 0, not {self.z_mm!r}")
         self.z_mm = float(self.z_mm)
+        if self.z_edge not in Z_EDGES:
+            raise OptionError(f"post-processing z_edge must be one of {', '.join(Z_EDGES)}, not {self.z_edge!r}")
 
     def z_slices(self, slice_mm: float) -> int:
         """How many axial slices the z window spans at ``slice_mm`` spacing (1: no averaging)."""
@@ -53,7 +57,7 @@ class PostProcessing:
 
     def across_slices(self, d: np.ndarray, foreground: np.ndarray, slice_mm: float) -> np.ndarray:
         """Post-processed D of a whole volume's axial slices (Z, H, W), in order, averaged over the z window."""
-        return z_mean(d, self.z_slices(slice_mm), foreground)
+        return z_mean(d, self.z_slices(slice_mm), foreground, self.z_edge)
 
     def apply(self, d: np.ndarray, foreground: np.ndarray) -> np.ndarray:
         return postprocess(d, foreground, self.median_size, self.erode_px)
@@ -62,8 +66,10 @@ class PostProcessing:
         return detection_mask(d, tau, self.min_component_px)
 
     def as_dict(self) -> dict:
-        return {"median_size": self.median_size, "erode_px": self.erode_px, "min_component_px": self.min_component_px,
-                "z_mm": self.z_mm}  # fmt: skip
+        """The card's ``postprocess`` (``z_edge`` only where it is not the default, so older cards read the same)."""
+        out = {"median_size": self.median_size, "erode_px": self.erode_px, "min_component_px": self.min_component_px,
+               "z_mm": self.z_mm}  # fmt: skip
+        return out if self.z_edge == "nearest" else {**out, "z_edge": self.z_edge}
 
 
 @dataclass

@@ -10,6 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from app.foreground import FOREGROUND_THRESHOLD, fill_holes
+from app.nets.card import Z_EDGES
 
 #: Figure 2 of the paper: true positive red, false positive blue, false negative green, true negative black.
 CONFUSION_COLOURS = {
@@ -83,24 +84,41 @@ def z_window_slices(z_mm: float, slice_mm: float) -> int:
     return 2 * max(half, 0) + 1
 
 
-def z_window(k: int, n: int, slices: int) -> np.ndarray:
+def _check_edge(edge: str) -> None:
+    if edge not in Z_EDGES:
+        raise ValueError(f"the z window's edge rule must be one of {', '.join(Z_EDGES)}, not {edge!r}")
+
+
+def z_window(k: int, n: int, slices: int, edge: str = "nearest") -> np.ndarray:
     """The slice indices whose D the mean of slice ``k`` (of ``n``) takes over ``slices`` neighbours: k - h .. k + h,
-    clamped into the volume (edge slices repeated, as ``scipy.ndimage``'s ``nearest`` mode does)."""
+    at the ends of the volume (``edge``, :data:`Z_EDGES`) clamped into it, edge slices repeated as
+    ``scipy.ndimage``'s ``nearest`` mode does ("nearest"), or only those inside it ("shrink")."""
+    _check_edge(edge)
     h = slices // 2
+    if edge == "shrink":
+        return np.arange(max(k - h, 0), min(k + h, n - 1) + 1)
     return np.clip(np.arange(k - h, k + h + 1), 0, n - 1)
 
 
-def z_mean(d: np.ndarray, slices: int, foreground: np.ndarray | None = None) -> np.ndarray:
-    """D (Z, H, W), axial slices in order, averaged over ``slices`` neighbouring slices (an odd number; edge slices
-    repeated at the ends of the volume), then zeroed outside ``foreground`` (Z, H, W) of each slice. A 2-D model's
-    residual on normal tissue varies independently from slice to slice, a lesion continues across slices: the
-    mean lowers the first and keeps the second. ``slices`` 1 returns D unchanged."""
+def z_mean(d: np.ndarray, slices: int, foreground: np.ndarray | None = None, edge: str = "nearest") -> np.ndarray:
+    """D (Z, H, W), axial slices in order, averaged over ``slices`` neighbouring slices (an odd number; at the ends
+    of the volume the slices :func:`z_window` names for ``edge``), then zeroed outside ``foreground`` (Z, H, W) of
+    each slice. A 2-D model's residual on normal tissue varies independently from slice to slice, a lesion
+    continues across slices: the mean lowers the first and keeps the second. With "nearest" the end slice takes
+    (h + 1) of the 2h + 1 weights of its own mean, so its noise is barely lowered; "shrink" averages the h + 1
+    slices that exist. ``slices`` 1 returns D unchanged."""
+    _check_edge(edge)
     out = np.asarray(d, dtype=np.float32)
     if slices <= 1:
         return out
     if slices % 2 == 0:
         raise ValueError(f"the slice window must be odd, not {slices}")
-    out = ndimage.uniform_filter1d(out, slices, axis=0, mode="nearest")
+    if edge == "shrink":  # the window's sum over the slices inside the volume, divided by how many there are
+        total = ndimage.uniform_filter1d(out.astype(np.float64), slices, axis=0, mode="constant", cval=0.0)
+        count = ndimage.uniform_filter1d(np.ones(len(out)), slices, mode="constant", cval=0.0)
+        out = (total / count.reshape(-1, *([1] * (out.ndim - 1)))).astype(np.float32)
+    else:
+        out = ndimage.uniform_filter1d(out, slices, axis=0, mode="nearest")
     return out if foreground is None else out * np.asarray(foreground, dtype=bool)
 
 

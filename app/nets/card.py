@@ -50,15 +50,24 @@ FALLBACK_EPS_RANGE = (0.0, 0.6)
 FALLBACK_EPS = 0.1
 FALLBACK_TAU = 0.2
 
-#: the post-processing keys a card may set: non-negative integers (pixels of the model's grid), and ``z_mm``, a
-#: non-negative number of millimetres (D averaged over the axial slices of a window that wide; whole volumes only)
-POSTPROCESS_KEYS = ("median_size", "erode_px", "min_component_px", "z_mm")
+#: the post-processing keys a card may set: non-negative integers (pixels of the model's grid), ``z_mm``, a
+#: non-negative number of millimetres (D averaged over the axial slices of a window that wide; whole volumes only),
+#: and ``z_edge``, what that window does at the ends of a volume (:data:`Z_EDGES`; absent: "nearest")
+POSTPROCESS_KEYS = ("median_size", "erode_px", "min_component_px", "z_mm", "z_edge")
 _POSTPROCESS_MM = ("z_mm",)
+
+#: the z window at the ends of a volume: "nearest" repeats the end slice (scipy's ``nearest`` mode: the end slice
+#: takes half the weights of its window), "shrink" averages the window's slices that lie in the volume
+Z_EDGES = ("nearest", "shrink")
 
 
 def _post_value_ok(key: str, v: Any) -> bool:
-    """A valid value for post-processing ``key``: a number of mm >= 0 for ``z_mm``, else an integer >= 0."""
+    """A valid value for post-processing ``key``: one of :data:`Z_EDGES` for ``z_edge``, a number of mm >= 0 for
+    ``z_mm``, else an integer >= 0."""
+    if key == "z_edge":
+        return v in Z_EDGES
     return (_is_num(v) if key in _POSTPROCESS_MM else _is_int(v)) and v >= 0
+
 
 #: v1 cards carried these training facts twice (flat and under "training"); v2 keeps them under "training"
 _V1_FLAT = {"epochs": "epochs", "train_seconds": "training_time_s", "data": "data_dir"}
@@ -254,7 +263,8 @@ def validate_card(card: Any, where: str = "model card") -> dict[str, Any]:
         for key, v in pp.items():
             if key not in POSTPROCESS_KEYS:
                 c.fail(f"postprocess.{key}", f"unknown post-processing key (known: {', '.join(POSTPROCESS_KEYS)})")
-            what = "a number of mm >= 0" if key in _POSTPROCESS_MM else "an integer >= 0"
+            what = ("one of " + ", ".join(Z_EDGES) if key == "z_edge"
+                    else "a number of mm >= 0" if key in _POSTPROCESS_MM else "an integer >= 0")  # fmt: skip
             c.kind(v, _post_value_ok(key, v), f"postprocess.{key}", what)
     if "domain" in card:
         dom = card["domain"]
@@ -444,15 +454,15 @@ def card_channels_last(card: dict) -> bool:
 
 
 # --- the rest --------------------------------------------------------------------------------------------------
-def card_postprocess(card: dict) -> dict[str, int | float]:
-    """The card's post-processing (``postprocess``: ``median_size``, ``erode_px``, ``min_component_px``, ``z_mm``),
-    only the keys it sets with valid values; {} when none (then the maps are not post-processed beyond the
-    foreground)."""
+def card_postprocess(card: dict) -> dict[str, int | float | str]:
+    """The card's post-processing (``postprocess``: ``median_size``, ``erode_px``, ``min_component_px``, ``z_mm``,
+    ``z_edge``), only the keys it sets with valid values; {} when none (then the maps are not post-processed beyond
+    the foreground)."""
     pp = card.get("postprocess")
     if not isinstance(pp, dict):
         return {}
     return {
-        k: float(v) if k in _POSTPROCESS_MM else int(v)
+        k: v if k == "z_edge" else float(v) if k in _POSTPROCESS_MM else int(v)
         for k, v in pp.items()
         if k in POSTPROCESS_KEYS and _post_value_ok(k, v)
     }

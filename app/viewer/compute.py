@@ -189,7 +189,8 @@ class ModelSession:
             out = []
             for e in eps_values:
                 maps = [(d[row[(j, e)]], fg[row[(j, e)]]) if (j, e) in row else cached[(j, e)][:2] for j in ks]
-                d_k = self._window_mean(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]), at)
+                d_k = self._window_mean(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]), at,
+                                        ks.index(k))  # fmt: skip
                 if (k, e) in row:
                     i = row[(k, e)]
                     out.append((d_k, s[i], float(loss[i]), _steps_of(steps, i)))
@@ -241,21 +242,23 @@ class ModelSession:
 
     def _window(self, k: int) -> tuple[list[int], np.ndarray]:
         """The slices slice k's D needs (itself, and its neighbours in the card's z window), each once, and for
-        every position of the window the index into that list (edge slices repeat, as in a volume run)."""
+        every position of the window the index into that list (at the ends of the volume as in a volume run: edge
+        slices repeated, or the window shrunk, as the card's ``z_edge`` says)."""
         from app.core.maps import z_window
 
         n = self.slices.n_slices
-        win = z_window(k, n, self.detector.post.z_slices(self.slices.slice_mm))
+        post = self.detector.post
+        win = z_window(k, n, post.z_slices(self.slices.slice_mm), post.z_edge)
         ks = sorted({int(i) for i in win})
         return ks, np.searchsorted(ks, win)
 
     @staticmethod
-    def _window_mean(d: np.ndarray, fg: np.ndarray, at: np.ndarray) -> np.ndarray:
+    def _window_mean(d: np.ndarray, fg: np.ndarray, at: np.ndarray, own: int) -> np.ndarray:
         """Slice k's D from the maps of its window's slices: their mean (the volume run's z window), zero outside
-        slice k's own foreground. ``at``'s middle entry is slice k."""
+        slice k's own foreground, ``fg[own]``."""
         if at.size == 1:
             return d[int(at[0])]
-        return d[at].mean(axis=0, dtype=np.float64).astype(np.float32) * fg[int(at[at.size // 2])]
+        return d[at].mean(axis=0, dtype=np.float64).astype(np.float32) * fg[own]
 
     def _result(self, k, eps, s, d, loss, steps, seconds, final) -> SliceResult:
         s_np = s.detach().cpu().numpy() if hasattr(s, "detach") else np.asarray(s)

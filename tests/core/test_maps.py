@@ -168,3 +168,29 @@ def test_z_mean_is_the_mean_over_neighbours_with_edges_repeated():
     np.testing.assert_array_equal(z_mean(d, 1, fg), d)  # one slice: unchanged (no foreground applied either)
     with pytest.raises(ValueError):
         z_mean(d, 4)
+
+
+def test_a_shrinking_z_window_averages_the_slices_inside_the_volume():
+    """edge "shrink": at the ends the mean is over the window's slices that exist (slice 0 of a 5-slice window:
+    slices 0, 1, 2 once each), so the end slice's noise is averaged as much as the volume allows; inside the
+    volume it is the same mean as "nearest"."""
+    from app.core.maps import z_mean, z_window
+
+    assert z_window(0, 10, 5, "shrink").tolist() == [0, 1, 2] and z_window(9, 10, 3, "shrink").tolist() == [8, 9]
+    assert z_window(4, 10, 5, "shrink").tolist() == z_window(4, 10, 5).tolist() == [2, 3, 4, 5, 6]
+    assert z_window(1, 2, 9, "shrink").tolist() == [0, 1]  # a window wider than the volume: all of it
+    d = np.zeros((6, 2, 2), np.float32)
+    d[0] = 9.0  # noise on the end slice only
+    shrunk, nearest = z_mean(d, 5, edge="shrink"), z_mean(d, 5)
+    assert shrunk[0, 0, 0] == pytest.approx(3.0)  # (9 + 0 + 0) / 3
+    assert nearest[0, 0, 0] == pytest.approx(27.0 / 5)  # slice 0 three times: (9 * 3 + 0 + 0) / 5
+    assert shrunk[2, 0, 0] == pytest.approx(9.0 / 5) and nearest[2, 0, 0] == pytest.approx(9.0 / 5)  # inside: same
+    rng = np.random.default_rng(2)
+    d = rng.random((7, 3, 4)).astype(np.float32)
+    fg = np.ones(d.shape, bool)
+    fg[6, 1, :] = False
+    out = z_mean(d, 5, fg, "shrink")
+    for k in range(7):
+        np.testing.assert_allclose(out[k], d[z_window(k, 7, 5, "shrink")].mean(axis=0) * fg[k], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="edge rule"):
+        z_mean(d, 5, edge="reflect")

@@ -98,6 +98,7 @@ def test_v1_cards_with_and_without_flat_training_fields_migrate_to_one_shape():
         ("calibration.settings.max_steps", 1.5, "field 'calibration.settings.max_steps'"),
         ("postprocess.median_size", -3, "field 'postprocess.median_size'"),
         ("postprocess.dilate_px", 2, "unknown post-processing key"),
+        ("postprocess.z_edge", "reflect", "field 'postprocess.z_edge'"),
         ("domain.modality", {"x": 1}, "field 'domain.modality'"),
         ("training.epochs", "two", "field 'training.epochs'"),
         ("card_version", 99, "newer than this program reads"),
@@ -119,6 +120,15 @@ def test_postprocess_and_domain_are_optional_and_read_back():
     assert card_postprocess(card) == {"median_size": 3, "erode_px": 2, "min_component_px": 10}
     assert card_domain(card) == {"modality": "MR", "anatomy": "brain", "sequences": ["T1"]}
     assert card_postprocess(MINIMAL) == {} and card_domain(MINIMAL) == {}
+    shrink = validate_card({**MINIMAL, "postprocess": {"z_mm": 18.0, "z_edge": "shrink"}})
+    assert card_postprocess(shrink) == {"z_mm": 18.0, "z_edge": "shrink"}
+    from app.core.detector import PostProcessing
+
+    post = PostProcessing(**card_postprocess(shrink))
+    assert post.z_edge == "shrink" and post.as_dict()["z_edge"] == "shrink"
+    assert "z_edge" not in PostProcessing(z_mm=18.0).as_dict()  # the default is not written: older cards read the same
+    with pytest.raises(OptionError, match="z_edge"):
+        PostProcessing(z_edge="reflect")
 
 
 def test_read_card_tells_missing_unreadable_and_broken_apart(tmp_path, monkeypatch):

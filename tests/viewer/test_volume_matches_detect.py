@@ -115,6 +115,36 @@ def test_z_window_is_the_same_in_detect_the_volume_run_and_a_single_slice(case, 
     np.testing.assert_allclose(r.d[inside], vol[:, :, k][inside], atol=1e-5)
 
 
+def test_a_shrinking_z_window_is_the_same_in_detect_the_volume_run_and_a_single_slice(case):
+    """``z_edge: "shrink"``: at the last slice of the volume D is the mean of the plain maps of the window's
+    slices inside the volume (37-39 of a 5-slice window), in detect, the viewer's volume run and a single-slice
+    solve alike; the card's default ("nearest") gives another D there and the same inside the volume."""
+    from app.cli import main
+
+    card_path = case["tmp"] / "models" / "tiny.json"
+    card = json.loads(card_path.read_text())
+    plain = viewer_mask(case, case["tmp"] / "plain.nii.gz").volume.d.copy()
+    card["postprocess"]["z_mm"] = 12.5  # 5 slices at 2.5 mm
+    card_path.write_text(json.dumps(card))
+    nearest = viewer_mask(case, case["tmp"] / "nearest.nii.gz").volume.d.copy()
+    card["postprocess"]["z_edge"] = "shrink"
+    card_path.write_text(json.dumps(card))
+    ours = case["tmp"] / "viewer-shrink.nii.gz"
+    ctl = viewer_mask(case, ours)
+    theirs = case["tmp"] / "detect-shrink.nii.gz"
+    assert main(["detect", str(case["study"]), "--model", case["model"], "--out", str(theirs), "--device", "cpu"]) == 0
+    same_nifti(ours, theirs)
+    assert ctl.session.detector.post.z_edge == "shrink"
+    vol, k = ctl.volume.d, 39
+    inside = vol[:, :, k] > 0
+    assert inside.sum() > 50
+    np.testing.assert_allclose(vol[:, :, k][inside], plain[:, :, 37:40].mean(axis=2)[inside], atol=1e-5)
+    assert not np.allclose(vol[:, :, k][inside], nearest[:, :, k][inside], atol=1e-4)  # the end slice differs
+    np.testing.assert_allclose(vol[:, :, 20], nearest[:, :, 20], atol=1e-6)  # inside the volume: the same mean
+    r = ctl.session.solve_slice(k, ctl.state.eps)
+    np.testing.assert_allclose(r.d[inside], vol[:, :, k][inside], atol=1e-5)
+
+
 def test_the_next_slice_reuses_its_neighbours_maps_and_answers_the_same(case):
     """With a z window a slice request solves the window; the next slice's request solves only the one neighbour
     the earlier window lacked (the rest, itself included, come from the session's cache of solved slices), and
