@@ -53,8 +53,13 @@ N_BOOT = 2000
 #: which slices of the held-out subject the studies are cut from: all of them, or only the validation block or
 #: only the test blocks of the benchmark's ``middle`` layout (:func:`app.data.brain_proxy.split_blocks`; the
 #: interleaved layout's blocks of 7-8 slices, 15 mm, are too thin to be studies), so a score can be chosen on
-#: validation and tested apart
-SPLITS = ("all", "val", "test")
+#: validation and tested apart. ``head-val`` and ``head-test`` are whole-head studies (every slice, as a scanner
+#: delivers them) whose two roles differ by their seeds alone: choose on ``head-val``, report on ``head-test``
+#: (docs/bench/triage-head/rule.md). Block studies hold 17-23 slices cut from inside the brain, so each has two
+#: cut ends through brain tissue, and the validation block and the test blocks hold different anatomy.
+SPLITS = ("all", "val", "test", "head-val", "head-test")
+#: the splits whose studies are the whole head
+WHOLE_HEAD = ("all", "head-val", "head-test")
 
 
 def split_blocks_of(study, split: str) -> list[tuple[int, int]]:
@@ -63,7 +68,7 @@ def split_blocks_of(study, split: str) -> list[tuple[int, int]]:
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    if split == "all":
+    if split in WHOLE_HEAD:
         return [(0, study.shape[2] - 1)]
     _prep, brain_z = _slices_of(study)
     val_z, test_z = split_blocks(brain_z)

@@ -20,6 +20,8 @@ def _positive(v: str) -> int:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
+    from app.bench.triage import SPLITS as TRIAGE_SPLITS
+
     sub = p.add_subparsers(dest="bench", metavar="WHAT", required=True)
     q = sub.add_parser(
         "quality",
@@ -126,10 +128,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     t.add_argument("--max-steps", type=_positive, default=None, help="cap on solver steps per slice")
     t.add_argument(
         "--split",
-        choices=("all", "val", "test"),
+        choices=TRIAGE_SPLITS,
         default="all",
         help="cut the studies from all slices of the held-out subject (default), or only from the benchmark's "
-        "validation block or test blocks (choose a score on val, report it on test)",
+        "validation block or test blocks (choose a score on val, report it on test); head-val and head-test: "
+        "whole-head studies in the roles of val and test (give them different seeds)",
     )
     t.add_argument(
         "--modes", default="base,mg", help="base model and/or +MG (default base,mg; +MG costs the solver's steps)"

@@ -33,8 +33,15 @@ from app.core.findings import SCORE_VERSION
 
 #: the card key that holds the measurements (a list of :func:`triage_measurement` dicts)
 CARD_KEY = "triage"
-#: splits in order of preference for the headline (held-out studies first)
-SPLIT_ORDER = ("test", "all", "val")
+#: splits in order of preference for the headline (held-out studies first, whole-head studies before block ones)
+SPLIT_ORDER = ("head-test", "test", "all", "head-val", "val")
+#: splits whose studies are the whole head, as a scanner delivers them (app.bench.triage). Once an operator has a
+#: measurement on them, they decide its state; block studies (17-23 slices cut from inside the brain, with two cut
+#: ends through brain tissue) that do not lie above chance are then said beside it as a caveat, not a veto (decided
+#: before the first whole-head run, docs/bench/triage-head/rule.md)
+WHOLE_HEAD = ("head-test", "all", "head-val")
+#: splits holding the studies a score was chosen on: their figure is optimistic, whatever it is
+CHOSEN_ON = ("head-val", "val")
 STATES = ("validated", "not-validated", "stale", "none")
 
 
@@ -160,7 +167,13 @@ def _above_chance(m: dict[str, Any]) -> bool:
 def _studies(m: dict[str, Any]) -> str:
     loads = m.get("loads") or []
     load_text = f"{min(loads)}-{max(loads)}" if len(set(loads)) > 1 else f"{loads[0]}" if loads else "some"
-    where = {"test": "held-out test", "val": "validation", "all": ""}.get(str(m.get("split")), str(m.get("split")))
+    where = {
+        "test": "held-out test",
+        "val": "validation",
+        "all": "whole-head",
+        "head-test": "whole-head held-out test",
+        "head-val": "whole-head validation",
+    }.get(str(m.get("split")), str(m.get("split")))
     n = int(m.get("n_normal", 0)) + int(m.get("n_abnormal", 0))
     return (
         f"{n} synthetic{' ' + where if where else ''} studies ({m.get('n_normal')} normal, "
@@ -188,24 +201,31 @@ def triage_evidence(card: dict[str, Any] | None, weights_sha256: str, op: Operat
             "unknown. Read every study, whatever its rank.",
         )
     valid.sort(key=lambda m: SPLIT_ORDER.index(m["split"]) if m.get("split") in SPLIT_ORDER else len(SPLIT_ORDER))
-    head, others = valid[0], valid[1:]
+    deciding = [m for m in valid if m.get("split") in WHOLE_HEAD] or valid
+    blocks = [m for m in valid if m not in deciding]  # block studies, beside whole-head ones
+    head, others = deciding[0], [*deciding[1:], *blocks]
     try:
         auroc, (lo, hi) = float(head["auroc"]), (float(v) for v in head["ci95"])
     except (KeyError, TypeError, ValueError):
         return TriageEvidence("stale", "The model card's triage measurement is incomplete: read every study.")
     figure = f"AUROC {auroc:.2f} [95 % {lo:.2f}-{hi:.2f}] on {_studies(head)}"
-    if head.get("split") == "val":  # the studies the score was chosen on: optimistic, whatever the figure
+    if head.get("split") in CHOSEN_ON:  # the studies the score was chosen on: optimistic, whatever the figure
         text = (
             f"Triage not validated on held-out studies: measured only on the studies the score was chosen on, "
             f"{figure}. Read every study."
         )
         return TriageEvidence("not-validated", text, head, others)
-    disagree = [m for m in others if not _above_chance(m)]
+    disagree = [m for m in deciding[1:] if not _above_chance(m)]
     if lo > 0.5 and not disagree:
         text = (
             f"Triage measured: {figure}. Abnormal studies tend to rank first, but a low rank does not rule out a "
             "lesion."
         )
+        cut = [m for m in blocks if not _above_chance(m)]
+        if cut:  # the whole head decides; studies that cover only part of the brain were not triaged
+            text += (
+                f" Not on studies cut from inside the brain: AUROC {float(cut[0]['auroc']):.2f} on {_studies(cut[0])}."
+            )
         return TriageEvidence("validated", text, head, others)
     if lo > 0.5:  # held-out studies say yes, another measurement of the same operator says no: not settled
         o = disagree[0]

@@ -102,6 +102,7 @@ def test_split_blocks_are_the_benchmarks_and_apart():
     study = make_study(vol, np.diag([2.0, 2.0, 2.0, 1.0]), "MR", "phantom")
     val, test = split_blocks_of(study, "val"), split_blocks_of(study, "test")
     assert len(val) == 1 and len(test) == 2 and split_blocks_of(study, "all") == [(0, 59)]
+    assert split_blocks_of(study, "head-val") == split_blocks_of(study, "head-test") == [(0, 59)]  # whole heads
     (v0, v1), (a0, a1), (b0, b1) = val[0], *test
     assert a1 + GAP < v0 and v1 + GAP < b0 and 0 <= a0 and b1 <= 59
 

@@ -106,6 +106,28 @@ def test_held_out_and_validation_studies_that_disagree_do_not_validate():
     assert triage_evidence(agree, "w1", RUN).status == "validated"
 
 
+def test_whole_head_studies_decide_and_cut_studies_below_chance_are_said_beside():
+    """Once whole-head studies are measured they decide the state; block studies (cut from inside the brain) that
+    do not lie above chance no longer veto it but are named in the sentence."""
+    card = record_measurement(CARD, measure(CARD, split="val", auroc=0.73, ci=(0.57, 0.86)))
+    card = record_measurement(card, measure(card, split="test", auroc=0.49, ci=(0.33, 0.66)))
+    assert triage_evidence(card, "w1", RUN).status == "not-validated"
+    chosen = record_measurement(card, measure(card, split="head-val", auroc=0.81, ci=(0.69, 0.91)))
+    ev = triage_evidence(chosen, "w1", RUN)  # the whole-head studies the score was chosen on: never enough
+    assert ev.status == "not-validated" and ev.measurement["split"] == "head-val" and "chosen on" in ev.text
+    held = record_measurement(chosen, measure(chosen, split="head-test", auroc=0.77, ci=(0.63, 0.89)))
+    ev = triage_evidence(held, "w1", RUN)
+    assert ev.status == "validated" and ev.measurement["split"] == "head-test"
+    assert [m["split"] for m in ev.others] == ["head-val", "test", "val"]
+    assert "AUROC 0.77 [95 % 0.63-0.89] on 48 synthetic whole-head held-out test studies" in ev.text
+    assert "Not on studies cut from inside the brain: AUROC 0.49 on 48 synthetic held-out test" in ev.text
+    fails = record_measurement(held, measure(held, split="head-test", auroc=0.6, ci=(0.45, 0.74)))
+    ev = triage_evidence(fails, "w1", RUN)
+    assert ev.status == "not-validated" and ev.measurement["split"] == "head-test" and "0.60" in ev.text
+    split_vote = record_measurement(held, measure(held, split="head-val", auroc=0.55, ci=(0.4, 0.7)))
+    assert triage_evidence(split_vote, "w1", RUN).status == "not-validated"  # whole-head splits disagree
+
+
 def test_the_fingerprint_ignores_the_measurements_only():
     card = record_measurement(CARD, measure(CARD))
     assert card_fingerprint(card) == card_fingerprint(CARD)
