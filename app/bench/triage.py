@@ -344,6 +344,7 @@ def record_triage(stem: Path, settings, ev: dict, split: str, loads, seed: int, 
         seed=seed,
         measured=time.strftime("%Y-%m-%d", time.gmtime()),
         command=command,
+        by_load=ev.get("auroc_score_by_load"),
     )
     write_card(stem, record_measurement(card, m))
     log(f"{stem.name} {mode}: AUROC {m['auroc']:.3f} recorded in {path} (split {split})")

@@ -89,8 +89,10 @@ def triage_measurement(
     seed: int,
     measured: str,
     command: str = "",
+    by_load: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """One measurement of a run with operator ``op``, as :func:`record_measurement` stores it in the card."""
+    """One measurement of a run with operator ``op``, as :func:`record_measurement` stores it in the card;
+    ``by_load``: the AUROC of the normal studies against those with each lesion count (``{"1": 0.46, ...}``)."""
     return {
         "split": split,
         "mode": op.mode,
@@ -109,6 +111,7 @@ def triage_measurement(
         "weights_sha256": weights_sha256,
         "measured": measured,
         "command": command,
+        **({"auroc_by_load": {str(k): float(v) for k, v in by_load.items()}} if by_load else {}),
     }
 
 
@@ -181,6 +184,19 @@ def _studies(m: dict[str, Any]) -> str:
     )
 
 
+def _by_load(m: dict[str, Any]) -> str:
+    """The AUROC by lesion count of a measurement that recorded it, as " (by lesion count 1 / 3 / 8: 0.46 / 0.83 /
+    0.77)"; else ""."""
+    try:
+        items = sorted(((int(k), float(v)) for k, v in (m.get("auroc_by_load") or {}).items()))
+    except (TypeError, ValueError, AttributeError):
+        return ""
+    if len(items) < 2:
+        return ""
+    counts = " / ".join(str(k) for k, _ in items)
+    return f" (by lesion count {counts}: {' / '.join(f'{v:.2f}' for _, v in items)})"
+
+
 def triage_evidence(card: dict[str, Any] | None, weights_sha256: str, op: Operator) -> TriageEvidence:
     """What the card says about how well a worklist run with operator ``op`` triages (module docstring)."""
     measured = [m for m in (card or {}).get(CARD_KEY) or [] if isinstance(m, dict) and m.get("mode") == op.mode]
@@ -208,7 +224,7 @@ def triage_evidence(card: dict[str, Any] | None, weights_sha256: str, op: Operat
         auroc, (lo, hi) = float(head["auroc"]), (float(v) for v in head["ci95"])
     except (KeyError, TypeError, ValueError):
         return TriageEvidence("stale", "The model card's triage measurement is incomplete: read every study.")
-    figure = f"AUROC {auroc:.2f} [95 % {lo:.2f}-{hi:.2f}] on {_studies(head)}"
+    figure = f"AUROC {auroc:.2f} [95 % {lo:.2f}-{hi:.2f}] on {_studies(head)}{_by_load(head)}"
     if head.get("split") in CHOSEN_ON:  # the studies the score was chosen on: optimistic, whatever the figure
         text = (
             f"Triage not validated on held-out studies: measured only on the studies the score was chosen on, "

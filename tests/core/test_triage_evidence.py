@@ -15,10 +15,11 @@ CARD = {"name": "m", "family": "dae", "chosen_volume": {"eps": 15.0, "tau": 0.04
 RUN = Operator("mg", 15.0, 0.04)
 
 
-def measure(card, split="test", mode="mg", auroc=0.53, ci=(0.36, 0.70), eps=15.0, tau=0.04, weights="w1", **kw):
+def measure(card, split="test", mode="mg", auroc=0.53, ci=(0.36, 0.70), eps=15.0, tau=0.04, weights="w1", by_load=None,
+            **kw):  # fmt: skip
     return triage_measurement(
         card, weights, Operator(mode, eps, tau, **kw), split=split, auroc=auroc, ci95=list(ci), n_normal=24,
-        n_abnormal=24, loads=[1, 3, 8], seed=3, measured="2026-12-05",
+        n_abnormal=24, loads=[1, 3, 8], seed=3, measured="2026-12-05", by_load=by_load,
     )  # fmt: skip
 
 
@@ -115,11 +116,13 @@ def test_whole_head_studies_decide_and_cut_studies_below_chance_are_said_beside(
     chosen = record_measurement(card, measure(card, split="head-val", auroc=0.81, ci=(0.69, 0.91)))
     ev = triage_evidence(chosen, "w1", RUN)  # the whole-head studies the score was chosen on: never enough
     assert ev.status == "not-validated" and ev.measurement["split"] == "head-val" and "chosen on" in ev.text
-    held = record_measurement(chosen, measure(chosen, split="head-test", auroc=0.77, ci=(0.63, 0.89)))
+    loads = {"1": 0.46, "8": 0.77, "3": 0.83}
+    held = record_measurement(chosen, measure(chosen, split="head-test", auroc=0.77, ci=(0.63, 0.89), by_load=loads))
     ev = triage_evidence(held, "w1", RUN)
     assert ev.status == "validated" and ev.measurement["split"] == "head-test"
     assert [m["split"] for m in ev.others] == ["head-val", "test", "val"]
     assert "AUROC 0.77 [95 % 0.63-0.89] on 48 synthetic whole-head held-out test studies" in ev.text
+    assert "(by lesion count 1 / 3 / 8: 0.46 / 0.83 / 0.77)" in ev.text  # a reader sees single lesions fare worst
     assert "Not on studies cut from inside the brain: AUROC 0.49 on 48 synthetic held-out test" in ev.text
     fails = record_measurement(held, measure(held, split="head-test", auroc=0.6, ci=(0.45, 0.74)))
     ev = triage_evidence(fails, "w1", RUN)
