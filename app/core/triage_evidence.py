@@ -180,13 +180,13 @@ def _studies(m: dict[str, Any]) -> str:
     n = int(m.get("n_normal", 0)) + int(m.get("n_abnormal", 0))
     return (
         f"{n} synthetic{' ' + where if where else ''} studies ({m.get('n_normal')} normal, "
-        f"{m.get('n_abnormal')} with {load_text} lesions)"
+        f"{m.get('n_abnormal')} with {load_text} lesions{_by_load(m)})"
     )
 
 
 def _by_load(m: dict[str, Any]) -> str:
-    """The AUROC by lesion count of a measurement that recorded it, as " (by lesion count 1 / 3 / 8: 0.46 / 0.83 /
-    0.77)"; else ""."""
+    """The AUROC by lesion count of a measurement that recorded it, as "; by lesion count 1 / 3 / 8: 0.46 / 0.83 /
+    0.77"; else ""."""
     try:
         items = sorted(((int(k), float(v)) for k, v in (m.get("auroc_by_load") or {}).items()))
     except (TypeError, ValueError, AttributeError):
@@ -194,7 +194,7 @@ def _by_load(m: dict[str, Any]) -> str:
     if len(items) < 2:
         return ""
     counts = " / ".join(str(k) for k, _ in items)
-    return f" (by lesion count {counts}: {' / '.join(f'{v:.2f}' for _, v in items)})"
+    return f"; by lesion count {counts}: {' / '.join(f'{v:.2f}' for _, v in items)}"
 
 
 def triage_evidence(card: dict[str, Any] | None, weights_sha256: str, op: Operator) -> TriageEvidence:
@@ -224,7 +224,7 @@ def triage_evidence(card: dict[str, Any] | None, weights_sha256: str, op: Operat
         auroc, (lo, hi) = float(head["auroc"]), (float(v) for v in head["ci95"])
     except (KeyError, TypeError, ValueError):
         return TriageEvidence("stale", "The model card's triage measurement is incomplete: read every study.")
-    figure = f"AUROC {auroc:.2f} [95 % {lo:.2f}-{hi:.2f}] on {_studies(head)}{_by_load(head)}"
+    figure = f"AUROC {auroc:.2f} [95 % {lo:.2f}-{hi:.2f}] on {_studies(head)}"
     if head.get("split") in CHOSEN_ON:  # the studies the score was chosen on: optimistic, whatever the figure
         text = (
             f"Triage not validated on held-out studies: measured only on the studies the score was chosen on, "

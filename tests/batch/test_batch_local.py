@@ -199,7 +199,7 @@ def test_worklist_says_how_well_its_order_triages(tmp_path, studies, tiny_model,
     assert code == 0 and "0 analysed, 3 skipped" in stdout
     last = stdout.splitlines()[-1]
     assert last.startswith("Triage not validated: AUROC 0.53 [95 % 0.36-0.70] on 48 synthetic held-out test")
-    assert "(by lesion count 1 / 3 / 8: 0.29 / 0.36 / 0.83)" in last  # recorded with the measurement
+    assert "24 with 1-8 lesions; by lesion count 1 / 3 / 8: 0.29 / 0.36 / 0.83)" in last  # recorded with it
     wl = json.loads((out / "worklist.json").read_text())
     assert wl["triage_evidence"]["status"] == "not-validated" and wl["triage_evidence"]["measurement"]["seed"] == 3
     html = (out / "report.html").read_text()
