@@ -167,7 +167,9 @@ def _above_chance(m: dict[str, Any]) -> bool:
         return False
 
 
-def _studies(m: dict[str, Any]) -> str:
+def _studies(m: dict[str, Any], detail: bool = True) -> str:
+    """ "48 synthetic held-out test studies (24 normal, 24 with 1-8 lesions; by lesion count ...)"; without
+    ``detail`` only the count and the kind of studies."""
     loads = m.get("loads") or []
     load_text = f"{min(loads)}-{max(loads)}" if len(set(loads)) > 1 else f"{loads[0]}" if loads else "some"
     where = {
@@ -178,6 +180,8 @@ def _studies(m: dict[str, Any]) -> str:
         "head-val": "whole-head validation",
     }.get(str(m.get("split")), str(m.get("split")))
     n = int(m.get("n_normal", 0)) + int(m.get("n_abnormal", 0))
+    if not detail:
+        return f"{n} synthetic{' ' + where if where else ''} studies"
     return (
         f"{n} synthetic{' ' + where if where else ''} studies ({m.get('n_normal')} normal, "
         f"{m.get('n_abnormal')} with {load_text} lesions{_by_load(m)})"
@@ -239,9 +243,8 @@ def triage_evidence(card: dict[str, Any] | None, weights_sha256: str, op: Operat
         )
         cut = [m for m in blocks if not _above_chance(m)]
         if cut:  # the whole head decides; studies that cover only part of the brain were not triaged
-            text += (
-                f" Not on studies cut from inside the brain: AUROC {float(cut[0]['auroc']):.2f} on {_studies(cut[0])}."
-            )
+            c = cut[0]
+            text += f" Not on studies cut from inside the brain: AUROC {float(c['auroc']):.2f} on {_studies(c, False)}."
         return TriageEvidence("validated", text, head, others)
     if lo > 0.5:  # held-out studies say yes, another measurement of the same operator says no: not settled
         o = disagree[0]
