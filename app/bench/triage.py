@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from app.core.triage_evidence import WHOLE_HEAD
+
 #: the study-level scores compared: each result.json's ``score`` (the worklist's: the 99.9th percentile of D since
 #: the 48-study measurement, the peak D and the largest finding's volume before), and candidates computed the same
 #: way from any result.json:
@@ -58,8 +60,6 @@ N_BOOT = 2000
 #: (docs/bench/triage-head/rule.md). Block studies hold 17-23 slices cut from inside the brain, so each has two
 #: cut ends through brain tissue, and the validation block and the test blocks hold different anatomy.
 SPLITS = ("all", "val", "test", "head-val", "head-test")
-#: the splits whose studies are the whole head
-WHOLE_HEAD = ("all", "head-val", "head-test")
 
 
 def split_blocks_of(study, split: str) -> list[tuple[int, int]]:
@@ -68,7 +68,7 @@ def split_blocks_of(study, split: str) -> list[tuple[int, int]]:
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    if split in WHOLE_HEAD:
+    if split in WHOLE_HEAD:  # every slice: nothing cut
         return [(0, study.shape[2] - 1)]
     _prep, brain_z = _slices_of(study)
     val_z, test_z = split_blocks(brain_z)

@@ -168,8 +168,8 @@ def _above_chance(m: dict[str, Any]) -> bool:
 
 
 def _studies(m: dict[str, Any], detail: bool = True) -> str:
-    """ "48 synthetic held-out test studies (24 normal, 24 with 1-8 lesions; by lesion count ...)"; without
-    ``detail`` only the count and the kind of studies."""
+    """The studies of measurement ``m`` in words, as in "48 synthetic held-out test studies (24 normal, 24 with 1-8
+    lesions; by lesion count ...)"; without ``detail`` only their count and kind."""
     loads = m.get("loads") or []
     load_text = f"{min(loads)}-{max(loads)}" if len(set(loads)) > 1 else f"{loads[0]}" if loads else "some"
     where = {
