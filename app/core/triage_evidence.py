@@ -201,6 +201,14 @@ def _by_load(m: dict[str, Any]) -> str:
     return f"; by lesion count {counts}: {' / '.join(f'{v:.2f}' for _, v in items)}"
 
 
+def _chance_loads(m: dict[str, Any]) -> list[int]:
+    """The lesion counts whose studies a measurement ranked no higher than the normal ones (AUROC <= 0.5)."""
+    try:
+        return sorted(int(k) for k, v in (m.get("auroc_by_load") or {}).items() if float(v) <= 0.5)
+    except (TypeError, ValueError, AttributeError):
+        return []
+
+
 def triage_evidence(card: dict[str, Any] | None, weights_sha256: str, op: Operator) -> TriageEvidence:
     """What the card says about how well a worklist run with operator ``op`` triages (module docstring)."""
     measured = [m for m in (card or {}).get(CARD_KEY) or [] if isinstance(m, dict) and m.get("mode") == op.mode]
@@ -241,6 +249,10 @@ def triage_evidence(card: dict[str, Any] | None, weights_sha256: str, op: Operat
             f"Triage measured: {figure}. Abnormal studies tend to rank first, but a low rank does not rule out a "
             "lesion."
         )
+        weak = _chance_loads(head)
+        if weak:  # a load the order does not put above normal studies: say it in words, not only in figures
+            counts = " or ".join(str(k) for k in weak)
+            text += f" Studies with {counts} lesion{'s' if weak != [1] else ''} ranked no higher than normal ones."
         cut = [m for m in blocks if not _above_chance(m)]
         if cut:  # the whole head decides; studies that cover only part of the brain were not triaged
             c = cut[0]

@@ -123,6 +123,7 @@ def test_whole_head_studies_decide_and_cut_studies_below_chance_are_said_beside(
     assert [m["split"] for m in ev.others] == ["head-val", "test", "val"]
     assert "AUROC 0.77 [95 % 0.63-0.89] on 48 synthetic whole-head held-out test studies" in ev.text
     assert "24 with 1-8 lesions; by lesion count 1 / 3 / 8: 0.46 / 0.83 / 0.77)" in ev.text  # single ones fare worst
+    assert "Studies with 1 lesion ranked no higher than normal ones." in ev.text
     assert "Not on studies cut from inside the brain: AUROC 0.49 on 48 synthetic held-out test" in ev.text
     fails = record_measurement(held, measure(held, split="head-test", auroc=0.6, ci=(0.45, 0.74)))
     ev = triage_evidence(fails, "w1", RUN)
