@@ -188,13 +188,18 @@ def _studies(m: dict[str, Any], detail: bool = True) -> str:
     )
 
 
+def _load_aurocs(m: dict[str, Any]) -> list[tuple[int, float]]:
+    """(lesion count, AUROC) pairs a measurement recorded, by count; [] when it recorded none or they are unreadable."""
+    try:
+        return sorted((int(k), float(v)) for k, v in (m.get("auroc_by_load") or {}).items())
+    except (TypeError, ValueError, AttributeError):
+        return []
+
+
 def _by_load(m: dict[str, Any]) -> str:
     """The AUROC by lesion count of a measurement that recorded it, as "; by lesion count 1 / 3 / 8: 0.46 / 0.83 /
     0.77"; else ""."""
-    try:
-        items = sorted(((int(k), float(v)) for k, v in (m.get("auroc_by_load") or {}).items()))
-    except (TypeError, ValueError, AttributeError):
-        return ""
+    items = _load_aurocs(m)
     if len(items) < 2:
         return ""
     counts = " / ".join(str(k) for k, _ in items)
@@ -203,10 +208,7 @@ def _by_load(m: dict[str, Any]) -> str:
 
 def _chance_loads(m: dict[str, Any]) -> list[int]:
     """The lesion counts whose studies a measurement ranked no higher than the normal ones (AUROC <= 0.5)."""
-    try:
-        return sorted(int(k) for k, v in (m.get("auroc_by_load") or {}).items() if float(v) <= 0.5)
-    except (TypeError, ValueError, AttributeError):
-        return []
+    return [k for k, v in _load_aurocs(m) if v <= 0.5]
 
 
 def triage_evidence(card: dict[str, Any] | None, weights_sha256: str, op: Operator) -> TriageEvidence:
