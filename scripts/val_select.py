@@ -31,6 +31,7 @@ from app.atomic import atomic_write_text  # noqa: E402
 from app.core.detector import Detector  # noqa: E402
 from app.core.ensemble import load_detector  # noqa: E402
 from app.core.metrics import (  # noqa: E402
+    FOUND_FRACTION,
     dice,
     fp_per_normal_slice,
     lesion_hits,
@@ -44,7 +45,7 @@ from app.nets.card import card_choices  # noqa: E402
 from app.nets.zoo import resolve_model  # noqa: E402
 
 BINS = (0, 20, 60, 200, None)  # lesion size in voxels of the model grid (2 mm pixels, the block's slices)
-FOUND = 0.1
+FOUND = FOUND_FRACTION  # more than 10 % of a lesion's voxels flagged
 
 
 def lesion_kinds(mask: np.ndarray, kinds: np.ndarray) -> list[str]:

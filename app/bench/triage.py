@@ -192,6 +192,55 @@ def auroc_difference(y, s_a, s_b, *, n_boot: int = N_BOOT, seed: int = 0) -> dic
     return {"diff": float(roc_auc_score(y, s_b) - roc_auc_score(y, s_a)), "ci95": [float(lo), float(hi)]}
 
 
+#: the lesion volumes (ml) that split the lesion-level figures: under 1 ml, 1-5 ml, 5 ml or more (the studies'
+#: lesions are about 0.01-14 ml; fixed before the first measurement with them, docs/batch.md)
+LESION_ML_EDGES = (1.0, 5.0)
+
+
+def lesion_bin_labels(edges: tuple[float, ...] = LESION_ML_EDGES) -> list[str]:
+    """The bins' names: "under 1 ml", "1-5 ml", "5 ml or more" for the default edges."""
+    if not edges:
+        return ["every volume"]
+    mid = [f"{a:g}-{b:g} ml" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return [f"under {edges[0]:g} ml", *mid, f"{edges[-1]:g} ml or more"]
+
+
+def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[dict]) -> dict:
+    """Lesion-level figures of a run (the detection a reader sees, not the order): for the lesions of the abnormal
+    studies (each a connected component of the truth mask, :func:`app.core.metrics.lesion_hits`) by volume
+    (:data:`LESION_ML_EDGES`), how many the detection found -- more than
+    :data:`~app.core.metrics.FOUND_FRACTION` of its voxels flagged -- and the mean number of findings per normal
+    study (every one of them a false finding). Reads each study's truth mask from ``studies`` and its detection
+    mask from ``where/<id>/``; studies that failed count nowhere."""
+    import nibabel as nib
+
+    from app.core.findings import voxel_volume_mm3
+    from app.core.metrics import FOUND_FRACTION, lesion_hits
+
+    labels = lesion_bin_labels()
+    counts = {k: [0, 0] for k in labels}
+    lab = {r["id"]: int(r["abnormal"]) for r in truth}
+    ok = [r for r in results if r.get("status") == "ok" and r["id"] in lab]
+    for r in ok:
+        if not lab[r["id"]]:
+            continue
+        gt_img = nib.load(studies / f"{r['id']}.mask.nii")
+        gt = np.asanyarray(gt_img.dataobj) > 0
+        pred = np.asanyarray(nib.load(where / r["id"] / r["outputs"]["mask"]).dataobj) > 0
+        if pred.shape != gt.shape:
+            raise ValueError(f"{r['id']}: detection {pred.shape} and truth {gt.shape} differ in shape")
+        vox_ml = voxel_volume_mm3(gt_img.affine) / 1000.0
+        for size, frac in lesion_hits(pred, gt):
+            k = labels[int(np.searchsorted(LESION_ML_EDGES, size * vox_ml, side="right"))]
+            counts[k][1] += 1
+            counts[k][0] += int(frac > FOUND_FRACTION)
+    normal = [int(r.get("n_findings") or 0) for r in ok if not lab[r["id"]]]
+    return {
+        "lesions_found": {k: {"found": f, "of": n} for k, (f, n) in counts.items()},
+        "findings_per_normal_study": float(np.mean(normal)) if normal else float("nan"),
+    }
+
+
 def evaluate(results: list[dict], truth: list[dict], *, n_boot: int = N_BOOT) -> dict:
     """AUROC of every candidate score (with a 95 % bootstrap interval, and each candidate's paired difference
     from the worklist's score), the worklist ranks of the abnormal studies, and the AUROC by lesion load."""
@@ -302,6 +351,7 @@ def run_triage(
                 where = out / stem.name / (mode if split == "all" else f"{split}-{mode}")
                 summary = run_batch(refs, settings, where, client, progress=True)
                 ev = evaluate(summary.results, truth)
+                ev.update(lesions_found(where, studies, summary.results, truth))
                 ev.update(eps=eps, tau=tau, wall_s=round(time.perf_counter() - t, 1), failed=summary.failed)
                 entry[mode] = ev
                 if record:
@@ -309,6 +359,8 @@ def run_triage(
                 others = ", ".join(f"{LABELS[k]} {ev[f'auroc_{k}']:.3f}" for k in ev["candidates"] if k != "score")
                 ranks = ev["abnormal_ranks"]
                 log(f"{stem.name} {mode}: AUROC {ev['auroc_score']:.3f} ({others}); abnormal ranks {ranks}")
+                log(f"{stem.name} {mode}: lesions found {_found_cell(ev)}; findings per normal study "
+                    f"{ev['findings_per_normal_study']:.1f}")  # fmt: skip
             report["models"][stem.name] = entry
     name = "triage" if split == "all" else f"triage-{split}"
     (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -345,6 +397,8 @@ def record_triage(stem: Path, settings, ev: dict, split: str, loads, seed: int, 
         measured=time.strftime("%Y-%m-%d", time.gmtime()),
         command=command,
         by_load=ev.get("auroc_score_by_load"),
+        lesions_found=ev.get("lesions_found"),
+        findings_per_normal_study=ev.get("findings_per_normal_study"),
     )
     write_card(stem, record_measurement(card, m))
     log(f"{stem.name} {mode}: AUROC {m['auroc']:.3f} recorded in {path} (split {split})")
@@ -359,8 +413,9 @@ def markdown(rep: dict) -> str:
         f"{', '.join(map(str, rep['loads']))} lesions), seed {rep['seed']}, slices: {rep.get('split', 'all')}",
         "",
         f"| model | mode | eps | tau | AUROC score [95 %] | abnormal in top {n_abn} | ranks of the abnormal studies "
-        "| AUROC score by lesion load |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| AUROC score by lesion load | lesions found, {' / '.join(lesion_bin_labels())} "
+        "| findings per normal study |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [
         (name, mode, entry[mode]) for name, entry in rep["models"].items() for mode in ("base", "mg") if mode in entry
@@ -370,7 +425,8 @@ def markdown(rep: dict) -> str:
         lines.append(
             f"| {name} | {'+MG' if mode == 'mg' else 'base'} | {e['eps']:g} | {e['tau']:g} | "
             f"{_auroc_cell(e, 'score')} | {e['top_n_abnormal_fraction']:.0%} | "
-            f"{', '.join(map(str, e['abnormal_ranks']))} | {by} |"
+            f"{', '.join(map(str, e['abnormal_ranks']))} | {by} | {_found_cell(e)} | "
+            f"{e.get('findings_per_normal_study', float('nan')):.1f} |"
         )
     keys = [k for k in (*SCORES, FLOOR) if k != "score" and any(f"auroc_{k}" in e for _n, _m, e in rows)]
     lines += [
@@ -391,3 +447,11 @@ def _auroc_cell(e: dict, key: str) -> str:
         return "n/a"
     ci = e.get(f"auroc_{key}_ci95")
     return f"{e[f'auroc_{key}']:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def _found_cell(e: dict) -> str:
+    """The lesions found by volume bin ("0 of 53 / 17 of 30 / 11 of 13"), or "n/a" for a run made before them."""
+    found = e.get("lesions_found")
+    if not found:
+        return "n/a"
+    return " / ".join(f"{v['found']} of {v['of']}" for v in found.values())

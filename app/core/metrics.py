@@ -46,6 +46,11 @@ def lesion_labels(gt: np.ndarray) -> tuple[np.ndarray, int]:
     return ndimage.label(np.asarray(gt, dtype=bool))
 
 
+#: a lesion counts as found when the detection flags more than this fraction of its voxels (every lesion-level
+#: figure: val_select's "lesions found by size", bench triage's "lesions found by volume")
+FOUND_FRACTION = 0.1
+
+
 def lesion_hits(pred: np.ndarray, gt: np.ndarray) -> list[tuple[int, float]]:
     """Per lesion (:func:`lesion_labels`) its size in voxels and the fraction of its voxels the prediction flags,
     in label order."""

@@ -189,7 +189,10 @@ def test_worklist_says_how_well_its_order_triages(tmp_path, studies, tiny_model,
     assert json.loads((out / "worklist.json").read_text())["triage_evidence"]["status"] == "none"
 
     ev = {"auroc_score": 0.53, "auroc_score_ci95": [0.36, 0.70], "normal": 24, "abnormal": 24, "failed": 0,
-          "auroc_score_by_load": {"1": 0.29, "3": 0.36, "8": 0.83}}  # fmt: skip
+          "auroc_score_by_load": {"1": 0.29, "3": 0.36, "8": 0.83},
+          "lesions_found": {"under 1 ml": {"found": 1, "of": 50}, "1-5 ml": {"found": 9, "of": 30},
+                            "5 ml or more": {"found": 12, "of": 14}},
+          "findings_per_normal_study": 4.04}  # fmt: skip
     settings = BatchSettings.for_checkpoint(stem, 0.05, 0.2, max_steps=10)  # what the runs here apply
     assert record_triage(stem, settings, ev, "test", (1, 3, 8), 3, "bench triage ...", lambda m: None)
     assert not record_triage(stem, settings, {**ev, "failed": 1}, "val", (1,), 3, "", lambda m: None)
@@ -200,6 +203,8 @@ def test_worklist_says_how_well_its_order_triages(tmp_path, studies, tiny_model,
     last = stdout.splitlines()[-1]
     assert last.startswith("Triage not validated: AUROC 0.53 [95 % 0.36-0.70] on 48 synthetic held-out test")
     assert "24 with 1-8 lesions; by lesion count 1 / 3 / 8: 0.29 / 0.36 / 0.83)" in last  # recorded with it
+    assert last.endswith("Lesions found: 1 of 50 under 1 ml, 9 of 30 at 1-5 ml, 12 of 14 at 5 ml or more; 4.0 false "
+                         "findings per normal study.")  # fmt: skip
     wl = json.loads((out / "worklist.json").read_text())
     assert wl["triage_evidence"]["status"] == "not-validated" and wl["triage_evidence"]["measurement"]["seed"] == 3
     html = (out / "report.html").read_text()

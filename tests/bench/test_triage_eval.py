@@ -133,3 +133,57 @@ def test_record_refuses_another_step_budget_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--record" in err and "--max-steps" in err
     assert not (tmp_path / "t").exists()
+
+
+def test_lesions_found_by_volume_on_known_masks(tmp_path):
+    """Each lesion (a connected component of a study's truth mask) falls in its volume bin and counts as found when
+    the detection flags more than a tenth of its voxels; normal studies give the false findings per study; a
+    failed study counts nowhere."""
+    import nibabel as nib
+    import numpy as np
+
+    from app.bench.triage import lesion_bin_labels, lesions_found
+
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])  # 8 mm^3 = 0.008 ml per voxel
+    studies, run = tmp_path / "studies", tmp_path / "run"
+    studies.mkdir()
+    gt = np.zeros((40, 40, 40), np.uint8)
+    gt[2:7, 2:7, 2:6] = 1  # 100 voxels, 0.8 ml
+    gt[20:25, 2:7, 2:10] = 1  # 200 voxels, 1.6 ml
+    gt[2:9, 20:30, 20:30] = 1  # 700 voxels, 5.6 ml
+    pred = np.zeros_like(gt)
+    pred[2:7, 2:4, 2] = 1  # 10 voxels, and one more:
+    pred[2, 4, 2] = 1  # 11 of 100: found (more than a tenth)
+    pred[20:24, 2:7, 2] = 1  # exactly 20 of 200: not found
+    pred[2:9, 20:30, 20:30] = 1  # all of it
+    pred[35:38, 35:38, 35:38] = 1  # a false finding beside
+    for sid, t, p in (("a1", gt, pred), ("a2", gt, np.zeros_like(gt)), ("n1", 0 * gt, pred), ("n2", 0 * gt, pred)):
+        nib.save(nib.Nifti1Image(t, aff), studies / f"{sid}.mask.nii")
+        (run / sid).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(p, aff), run / sid / "mask.nii.gz")
+    res = [{"id": s, "status": "ok", "outputs": {"mask": "mask.nii.gz"}, "n_findings": n}
+           for s, n in (("a1", 4), ("a2", 0), ("n1", 2), ("n2", 4))]  # fmt: skip
+    res.append({"id": "broken", "status": "failed", "error": "x"})
+    truth = [
+        {"id": s, "abnormal": str(int(n > 0)), "lesions": str(n)}
+        for s, n in (("a1", 3), ("a2", 3), ("n1", 0), ("n2", 0), ("broken", 3))
+    ]
+    got = lesions_found(run, studies, res, truth)
+    assert lesion_bin_labels() == ["under 1 ml", "1-5 ml", "5 ml or more"]
+    assert got["lesions_found"] == {
+        "under 1 ml": {"found": 1, "of": 2},
+        "1-5 ml": {"found": 0, "of": 2},
+        "5 ml or more": {"found": 1, "of": 2},
+    }
+    assert got["findings_per_normal_study"] == pytest.approx(3.0)
+    ev = {**evaluate([{**r, "score": i} for i, r in enumerate(res[:4])], truth[:4], n_boot=0), **got}
+    rep = {
+        "n_normal": 2,
+        "loads": [3],
+        "per_load": 2,
+        "seed": 0,
+        "models": {"m": {"mg": {**ev, "eps": 1.0, "tau": 0.2}}},
+    }
+    md = markdown(rep)
+    assert "| lesions found, under 1 ml / 1-5 ml / 5 ml or more | findings per normal study |" in md
+    assert "| 1 of 2 / 0 of 2 / 1 of 2 | 3.0 |" in md
