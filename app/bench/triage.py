@@ -75,17 +75,44 @@ def split_blocks_of(study, split: str) -> list[tuple[int, int]]:
     return block_ranges(val_z if split == "val" else test_z)
 
 
+#: each abnormal study's lesions numbered 1..n (0 elsewhere) beside its mask: a lesion whose mask falls in pieces is
+#: still one lesion for the lesion-level figures (:func:`lesions_found`)
+LESION_IDS = ".lesions.nii"
+
+
+def _draw_study(study, brain, blocks, i: int, load: int, seed: int):
+    """Study ``i`` of a plan: (volume, lesion mask, lesion numbers, spacing), all drawn from its own seed."""
+    from app.data.augment import augment_volume
+    from app.data.lesions import insert_lesions
+
+    rng = np.random.default_rng(seed * 100_000 + i)
+    z0, z1 = blocks[i % len(blocks)]
+    data, bmask = study.data[:, :, z0 : z1 + 1], brain[:, :, z0 : z1 + 1]
+    vol, b, sp, _ = augment_volume(data, bmask, study.spacing, rng)
+    mask = np.zeros(vol.shape, bool)
+    ids = np.zeros(vol.shape, np.uint16)
+    if load:
+        vol, mask, _ = insert_lesions(vol, b, sp, rng, n_lesions=load, ids_out=ids)
+    return vol, mask, ids, sp
+
+
+def _save_ids(path: Path, ids: np.ndarray, aff: np.ndarray) -> None:
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(ids, aff), path)
+
+
 def build_studies(
     folder: Path, n_normal: int, loads: list[int], per_load: int, seed: int = 0, log=print, split: str = "all"
 ) -> list:
-    """Write the studies (NIfTI) and their truth (``truth.csv``, lesion masks) into ``folder``; returns rows.
-    With ``split`` val or test each study is cut from that split's block of slices (test: its two blocks in
-    turn) before augmentation, so its lesions and its normal tissue come from those slices only."""
+    """Write the studies (NIfTI) and their truth (``truth.csv``, lesion masks, lesion numbers) into ``folder``;
+    returns rows. With ``split`` val or test each study is cut from that split's block of slices (test: its two
+    blocks in turn) before augmentation, so its lesions and its normal tissue come from those slices only. Studies
+    already there are reused; those made before the lesion numbers were kept get them drawn again from their seeds
+    (checked against their saved masks)."""
     import nibabel as nib
 
-    from app.data.augment import augment_volume
     from app.data.brain_proxy import held_out_subject
-    from app.data.lesions import insert_lesions
 
     folder.mkdir(parents=True, exist_ok=True)
     truth = folder / "truth.csv"
@@ -94,23 +121,35 @@ def build_studies(
         rows = list(csv.DictReader(truth.open()))
         if len(rows) == len(plan) and all((folder / f"{r['id']}.nii.gz").is_file() for r in rows):
             log(f"reusing the {len(rows)} studies in {folder}")
+            todo = [
+                i for i, r in enumerate(rows) if int(r["lesions"]) and not (folder / f"{r['id']}{LESION_IDS}").is_file()
+            ]
+            if todo:
+                log(f"drawing the lesion numbers of {len(todo)} studies again from their seeds")
+                study, brain = held_out_subject(log)
+                blocks = split_blocks_of(study, split)
+                for i in todo:
+                    sid = rows[i]["id"]
+                    _vol, mask, ids, _sp = _draw_study(study, brain, blocks, i, int(rows[i]["lesions"]), seed)
+                    saved = nib.load(folder / f"{sid}.mask.nii")
+                    if not np.array_equal(np.asanyarray(saved.dataobj) > 0, mask):
+                        raise RuntimeError(
+                            f"{folder}: study {sid} differs from its seed's draw: make the studies afresh"
+                        )
+                    _save_ids(folder / f"{sid}{LESION_IDS}", ids, saved.affine)
             return rows
     study, brain = held_out_subject(log)
     blocks = split_blocks_of(study, split)
     log(f"split {split}: axial slices {', '.join(f'{a}-{b}' for a, b in blocks)} of the held-out subject")
     rows = []
     for i, (kind, load) in enumerate(plan):
-        rng = np.random.default_rng(seed * 100_000 + i)
-        z0, z1 = blocks[i % len(blocks)]
-        data, bmask = study.data[:, :, z0 : z1 + 1], brain[:, :, z0 : z1 + 1]
-        vol, b, sp, _ = augment_volume(data, bmask, study.spacing, rng)
-        mask = np.zeros(vol.shape, bool)
-        if load:
-            vol, mask, _ = insert_lesions(vol, b, sp, rng, n_lesions=load)
+        vol, mask, ids, sp = _draw_study(study, brain, blocks, i, load, seed)
         sid = f"{kind}{i:02d}" + (f"-{load}les" if load else "")
         aff = np.diag([*sp, 1.0])
         nib.save(nib.Nifti1Image(vol.astype(np.float32), aff), folder / f"{sid}.nii.gz")
         nib.save(nib.Nifti1Image(mask.astype(np.uint8), aff), folder / f"{sid}.mask.nii")
+        if load:
+            _save_ids(folder / f"{sid}{LESION_IDS}", ids, aff)
         ml = float(mask.sum() * np.prod(sp) / 1000)
         rows.append({"id": sid, "abnormal": int(load > 0), "lesions": load, "lesion_ml": f"{ml:.3f}"})
         log(f"study {sid}: {vol.shape} at {tuple(float(s) for s in sp)} mm, lesion volume {ml:.2f} ml")
@@ -207,15 +246,15 @@ def lesion_bin_labels(edges: tuple[float, ...] = LESION_ML_EDGES) -> list[str]:
 
 def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[dict]) -> dict:
     """Lesion-level figures of a run (the detection a reader sees, not the order): for the lesions of the abnormal
-    studies (each a connected component of the truth mask, :func:`app.core.metrics.lesion_hits`) by volume
-    (:data:`LESION_ML_EDGES`), how many the detection found -- more than
+    studies (each numbered in the study's lesion numbers, :data:`LESION_IDS`, as it was inserted: one lesion however
+    many pieces its mask has) by volume (:data:`LESION_ML_EDGES`), how many the detection found -- more than
     :data:`~app.core.metrics.FOUND_FRACTION` of its voxels flagged -- and the mean number of findings per normal
-    study (every one of them a false finding). Reads each study's truth mask from ``studies`` and its detection
+    study (every one of them a false finding). Reads each study's lesion numbers from ``studies`` and its detection
     mask from ``where/<id>/``; studies that failed count nowhere."""
     import nibabel as nib
 
     from app.core.findings import voxel_volume_mm3
-    from app.core.metrics import FOUND_FRACTION, lesion_hits
+    from app.core.metrics import FOUND_FRACTION
 
     labels = lesion_bin_labels()
     counts = {k: [0, 0] for k in labels}
@@ -224,16 +263,18 @@ def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[d
     for r in ok:
         if not lab[r["id"]]:
             continue
-        gt_img = nib.load(studies / f"{r['id']}.mask.nii")
-        gt = np.asanyarray(gt_img.dataobj) > 0
+        ids_img = nib.load(studies / f"{r['id']}{LESION_IDS}")
+        ids = np.asanyarray(ids_img.dataobj).astype(np.int64)
         pred = np.asanyarray(nib.load(where / r["id"] / r["outputs"]["mask"]).dataobj) > 0
-        if pred.shape != gt.shape:
-            raise ValueError(f"{r['id']}: detection {pred.shape} and truth {gt.shape} differ in shape")
-        vox_ml = voxel_volume_mm3(gt_img.affine) / 1000.0
-        for size, frac in lesion_hits(pred, gt):
-            k = labels[int(np.searchsorted(LESION_ML_EDGES, size * vox_ml, side="right"))]
-            counts[k][1] += 1
-            counts[k][0] += int(frac > FOUND_FRACTION)
+        if pred.shape != ids.shape:
+            raise ValueError(f"{r['id']}: detection {pred.shape} and lesions {ids.shape} differ in shape")
+        vox_ml = voxel_volume_mm3(ids_img.affine) / 1000.0
+        size = np.bincount(ids.ravel())
+        hit = np.bincount(ids.ravel(), weights=pred.ravel().astype(np.float64), minlength=size.size)
+        for k in np.flatnonzero(size[1:]) + 1:  # a lesion painted over entirely by a later one is gone
+            b = labels[int(np.searchsorted(LESION_ML_EDGES, size[k] * vox_ml, side="right"))]
+            counts[b][1] += 1
+            counts[b][0] += int(hit[k] / size[k] > FOUND_FRACTION)
     normal = [int(r.get("n_findings") or 0) for r in ok if not lab[r["id"]]]
     return {
         "lesions_found": {k: {"found": f, "of": n} for k, (f, n) in counts.items()},

@@ -97,11 +97,14 @@ def insert_lesions(
     mass_effect_prob: float = 0.3,
     centre_region: np.ndarray | None = None,
     labels_out: np.ndarray | None = None,
+    ids_out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[Lesion]]:
     """Insert ``n_lesions`` lesions; returns (new volume, bool mask, lesion records). ``centre_region``
     (bool, like ``brain``) restricts where centres may lie (e.g. a block of slices). ``labels_out`` (optional,
     integer array like ``volume``) receives ``1 + KINDS.index(kind)`` on each lesion's mask voxels (a later
-    lesion overwrites an earlier one, as its paint does); it draws nothing from ``rng``."""
+    lesion overwrites an earlier one, as its paint does); ``ids_out`` likewise receives the lesion's number, 1 for
+    the first one inserted (the index of its record + 1), so a lesion whose mask falls in pieces is still one lesion.
+    Neither draws anything from ``rng``."""
     vol = np.asarray(volume, dtype=np.float32).copy()
     brain = np.asarray(brain, dtype=bool)
     spacing = tuple(float(s) for s in spacing)
@@ -177,6 +180,8 @@ def insert_lesions(
             mask[box] |= region & brain[box]
             if labels_out is not None:
                 labels_out[box][region & brain[box]] = KINDS.index(kind) + 1
+            if ids_out is not None:
+                ids_out[box][region & brain[box]] = len(lesions) + 1
             lesions.append(Lesion(kind, tuple(int(c) for c in centre), r, contrast, me, int(region.sum()), change))
             break
     return vol, mask, lesions

@@ -136,29 +136,31 @@ def test_record_refuses_another_step_budget_in_one_line(tmp_path, capsys):
 
 
 def test_lesions_found_by_volume_on_known_masks(tmp_path):
-    """Each lesion (a connected component of a study's truth mask) falls in its volume bin and counts as found when
-    the detection flags more than a tenth of its voxels; normal studies give the false findings per study; a
-    failed study counts nowhere."""
+    """Each lesion (its number in the study's lesion numbers: one lesion however many pieces) falls in its volume
+    bin and counts as found when the detection flags more than a tenth of its voxels; normal studies give the false
+    findings per study; a failed study counts nowhere."""
     import nibabel as nib
     import numpy as np
 
-    from app.bench.triage import lesion_bin_labels, lesions_found
+    from app.bench.triage import LESION_IDS, lesion_bin_labels, lesions_found
 
     aff = np.diag([2.0, 2.0, 2.0, 1.0])  # 8 mm^3 = 0.008 ml per voxel
     studies, run = tmp_path / "studies", tmp_path / "run"
     studies.mkdir()
-    gt = np.zeros((40, 40, 40), np.uint8)
-    gt[2:7, 2:7, 2:6] = 1  # 100 voxels, 0.8 ml
-    gt[20:25, 2:7, 2:10] = 1  # 200 voxels, 1.6 ml
-    gt[2:9, 20:30, 20:30] = 1  # 700 voxels, 5.6 ml
-    pred = np.zeros_like(gt)
-    pred[2:7, 2:4, 2] = 1  # 10 voxels, and one more:
-    pred[2, 4, 2] = 1  # 11 of 100: found (more than a tenth)
+    ids = np.zeros((40, 40, 40), np.uint16)
+    ids[2:7, 2:7, 2:4] = 1  # lesion 1 in two pieces of 50 voxels: 100 voxels, 0.8 ml
+    ids[2:7, 2:7, 10:12] = 1
+    ids[20:25, 2:7, 2:10] = 2  # 200 voxels, 1.6 ml
+    ids[2:9, 20:30, 20:30] = 3  # 700 voxels, 5.6 ml
+    pred = np.zeros(ids.shape, np.uint8)
+    pred[2:7, 2:4, 10] = 1  # 10 voxels of lesion 1's second piece, and one of its first:
+    pred[2, 2, 2] = 1  # 11 of 100: found (more than a tenth)
     pred[20:24, 2:7, 2] = 1  # exactly 20 of 200: not found
     pred[2:9, 20:30, 20:30] = 1  # all of it
     pred[35:38, 35:38, 35:38] = 1  # a false finding beside
-    for sid, t, p in (("a1", gt, pred), ("a2", gt, np.zeros_like(gt)), ("n1", 0 * gt, pred), ("n2", 0 * gt, pred)):
-        nib.save(nib.Nifti1Image(t, aff), studies / f"{sid}.mask.nii")
+    for sid, t, p in (("a1", ids, pred), ("a2", ids, 0 * pred), ("n1", None, pred), ("n2", None, pred)):
+        if t is not None:
+            nib.save(nib.Nifti1Image(t, aff), studies / f"{sid}{LESION_IDS}")
         (run / sid).mkdir(parents=True)
         nib.save(nib.Nifti1Image(p, aff), run / sid / "mask.nii.gz")
     res = [{"id": s, "status": "ok", "outputs": {"mask": "mask.nii.gz"}, "n_findings": n}
@@ -187,3 +189,39 @@ def test_lesions_found_by_volume_on_known_masks(tmp_path):
     md = markdown(rep)
     assert "| lesions found, under 1 ml / 1-5 ml / 5 ml or more | findings per normal study |" in md
     assert "| 1 of 2 / 0 of 2 / 1 of 2 | 3.0 |" in md
+
+
+def test_studies_made_before_the_lesion_numbers_get_them_from_their_seeds(tmp_path, monkeypatch):
+    """build_studies keeps each abnormal study's lesion numbers (1..n, covering its mask exactly); a folder made
+    before them gets them drawn again from the seeds, the same; a study that is not its seed's draw is refused."""
+    import nibabel as nib
+    import numpy as np
+
+    import app.data.brain_proxy as bp
+    from app.bench.triage import LESION_IDS, build_studies
+    from app.data.phantom import brain_phantom
+    from app.io.study import make_study
+
+    vol, brain = brain_phantom((48, 56, 40), seed=2)
+    monkeypatch.setattr(
+        bp, "held_out_subject", lambda log=print: (make_study(vol, np.diag([2.0] * 3 + [1.0]), "MR", "p"), brain)
+    )
+    folder = tmp_path / "studies"
+    rows = build_studies(folder, 1, [3], 2, seed=5, log=lambda *a: None)
+    assert [r["id"] for r in rows] == ["normal00", "lesion01-3les", "lesion02-3les"]
+    assert not (folder / f"normal00{LESION_IDS}").exists()
+    first = {}
+    for sid in ("lesion01-3les", "lesion02-3les"):
+        ids = np.asanyarray(nib.load(folder / f"{sid}{LESION_IDS}").dataobj)
+        mask = np.asanyarray(nib.load(folder / f"{sid}.mask.nii").dataobj) > 0
+        assert np.array_equal(ids > 0, mask) and set(np.unique(ids)) <= {0, 1, 2, 3} and ids.max() >= 2
+        first[sid] = ids
+        (folder / f"{sid}{LESION_IDS}").unlink()
+    build_studies(folder, 1, [3], 2, seed=5, log=lambda *a: None)
+    for sid, ids in first.items():
+        assert np.array_equal(np.asanyarray(nib.load(folder / f"{sid}{LESION_IDS}").dataobj), ids)
+    (folder / f"lesion02-3les{LESION_IDS}").unlink()
+    m = nib.load(folder / "lesion02-3les.mask.nii")
+    nib.save(nib.Nifti1Image(np.zeros(m.shape, np.uint8), m.affine), folder / "lesion02-3les.mask.nii")
+    with pytest.raises(RuntimeError, match="differs from its seed's draw"):
+        build_studies(folder, 1, [3], 2, seed=5, log=lambda *a: None)

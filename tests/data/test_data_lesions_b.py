@@ -233,6 +233,13 @@ def test_style_a_labels_match_its_mask(head):
     np.testing.assert_array_equal(a[0], b[0])  # asking for labels changes nothing else
     np.testing.assert_array_equal(lab > 0, a[1])
     assert {KINDS[k - 1] for k in np.unique(lab[lab > 0])} <= {r.kind for r in a[2]}
+    ids = np.zeros(vol.shape, np.uint16)
+    c = insert_lesions(vol, brain, SP, np.random.default_rng(7), n_lesions=4, ids_out=ids)
+    np.testing.assert_array_equal(a[0], c[0])  # nor does asking for the lesions' numbers
+    np.testing.assert_array_equal(ids > 0, a[1])
+    assert set(np.unique(ids[ids > 0])) <= set(range(1, len(a[2]) + 1)) and ids.max() == len(a[2])
+    # each number's voxels carry its record's kind (the two maps are painted in the same order)
+    assert all((lab[ids == n] == KINDS.index(r.kind) + 1).all() for n, r in enumerate(a[2], start=1))
 
 
 def test_works_in_2d():
