@@ -81,7 +81,8 @@ LESION_IDS = ".lesions.nii"
 
 
 def _draw_study(study, brain, blocks, i: int, load: int, seed: int):
-    """Study ``i`` of a plan: (volume, lesion mask, lesion numbers, spacing), all drawn from its own seed."""
+    """Study ``i`` of a plan: (volume, lesion mask, lesion numbers, spacing, lesion records), all drawn from its own
+    seed (the records: :class:`app.data.lesions.Lesion`, number k is ``records[k - 1]``)."""
     from app.data.augment import augment_volume
     from app.data.lesions import insert_lesions
 
@@ -91,9 +92,10 @@ def _draw_study(study, brain, blocks, i: int, load: int, seed: int):
     vol, b, sp, _ = augment_volume(data, bmask, study.spacing, rng)
     mask = np.zeros(vol.shape, bool)
     ids = np.zeros(vol.shape, np.uint16)
+    records = []
     if load:
-        vol, mask, _ = insert_lesions(vol, b, sp, rng, n_lesions=load, ids_out=ids)
-    return vol, mask, ids, sp
+        vol, mask, records = insert_lesions(vol, b, sp, rng, n_lesions=load, ids_out=ids)
+    return vol, mask, ids, sp, records
 
 
 def _save_ids(path: Path, ids: np.ndarray, aff: np.ndarray) -> None:
@@ -130,7 +132,7 @@ def build_studies(
                 blocks = split_blocks_of(study, split)
                 for i in todo:
                     sid = rows[i]["id"]
-                    _vol, mask, ids, _sp = _draw_study(study, brain, blocks, i, int(rows[i]["lesions"]), seed)
+                    _vol, mask, ids, _sp, _recs = _draw_study(study, brain, blocks, i, int(rows[i]["lesions"]), seed)
                     saved = nib.load(folder / f"{sid}.mask.nii")
                     if not np.array_equal(np.asanyarray(saved.dataobj) > 0, mask):
                         raise RuntimeError(
@@ -143,7 +145,7 @@ def build_studies(
     log(f"split {split}: axial slices {', '.join(f'{a}-{b}' for a, b in blocks)} of the held-out subject")
     rows = []
     for i, (kind, load) in enumerate(plan):
-        vol, mask, ids, sp = _draw_study(study, brain, blocks, i, load, seed)
+        vol, mask, ids, sp, _recs = _draw_study(study, brain, blocks, i, load, seed)
         sid = f"{kind}{i:02d}" + (f"-{load}les" if load else "")
         aff = np.diag([*sp, 1.0])
         nib.save(nib.Nifti1Image(vol.astype(np.float32), aff), folder / f"{sid}.nii.gz")

@@ -221,8 +221,9 @@ def _by_load(m: dict[str, Any]) -> str:
 
 
 def _lesions(m: dict[str, Any]) -> str:
-    """The lesions a measurement's detection found, by volume, as " Lesions found: 0 of 53 under 1 ml, 17 of 30 at
-    1-5 ml, 11 of 13 at 5 ml or more; 3.2 false findings per normal study."; "" when it recorded none."""
+    """The lesions a measurement's detection found, by volume, as " The detection found 0 of 53 lesions under 1 ml,
+    17 of 30 at 1-5 ml and 11 of 13 at 5 ml or more, with 3.2 false findings per normal study."; "" when it
+    recorded none."""
     try:
         bins = [(str(k), int(v["found"]), int(v["of"])) for k, v in (m.get("lesions_found") or {}).items()]
     except (TypeError, ValueError, KeyError, AttributeError):
@@ -230,11 +231,13 @@ def _lesions(m: dict[str, Any]) -> str:
     bins = [b for b in bins if b[2] > 0]
     if not bins:
         return ""
-    parts = [f"{f} of {n} {k if k.startswith('under') else 'at ' + k}" for k, f, n in bins]
-    text = f" Lesions found: {', '.join(parts)}"
+    parts = [f"{f} of {n}{' lesions' if i == 0 else ''} {k if k.startswith('under') else 'at ' + k}"
+             for i, (k, f, n) in enumerate(bins)]  # fmt: skip
+    listed = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+    text = f" The detection found {listed}"
     fp = m.get("findings_per_normal_study")
     if isinstance(fp, int | float) and math.isfinite(fp):
-        text += f"; {fp:.1f} false findings per normal study"
+        text += f", with {fp:.1f} false findings per normal study"
     return text + "."
 
 

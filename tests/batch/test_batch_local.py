@@ -203,8 +203,8 @@ def test_worklist_says_how_well_its_order_triages(tmp_path, studies, tiny_model,
     last = stdout.splitlines()[-1]
     assert last.startswith("Triage not validated: AUROC 0.53 [95 % 0.36-0.70] on 48 synthetic held-out test")
     assert "24 with 1-8 lesions; by lesion count 1 / 3 / 8: 0.29 / 0.36 / 0.83)" in last  # recorded with it
-    assert last.endswith("Lesions found: 1 of 50 under 1 ml, 9 of 30 at 1-5 ml, 12 of 14 at 5 ml or more; 4.0 false "
-                         "findings per normal study.")  # fmt: skip
+    assert last.endswith("The detection found 1 of 50 lesions under 1 ml, 9 of 30 at 1-5 ml and 12 of 14 at 5 ml or "
+                         "more, with 4.0 false findings per normal study.")  # fmt: skip
     wl = json.loads((out / "worklist.json").read_text())
     assert wl["triage_evidence"]["status"] == "not-validated" and wl["triage_evidence"]["measurement"]["seed"] == 3
     html = (out / "report.html").read_text()

@@ -153,17 +153,18 @@ def test_the_lesions_the_detection_found_are_said_by_volume():
                            findings_per_normal_study=3.26)  # fmt: skip
     assert m["lesions_found"]["1-5 ml"] == {"found": 17, "of": 30} and m["findings_per_normal_study"] == 3.26
     said = (
-        "Lesions found: 0 of 53 under 1 ml, 17 of 30 at 1-5 ml, 11 of 13 at 5 ml or more; 3.3 false findings per "
-        "normal study."
+        "The detection found 0 of 53 lesions under 1 ml, 17 of 30 at 1-5 ml and 11 of 13 at 5 ml or more, with 3.3 "
+        "false findings per normal study."
     )
     ev = triage_evidence(record_measurement(CARD, m), "w1", RUN)
     assert ev.status == "validated" and said in ev.text
-    assert ev.text.index("does not rule out") < ev.text.index("Lesions found")
+    assert ev.text.index("does not rule out") < ev.text.index("The detection found")
     low = {**m, "auroc": 0.55, "ci95": [0.4, 0.7]}
     ev = triage_evidence(record_measurement(CARD, low), "w1", RUN)
     assert ev.status == "not-validated" and said in ev.text
     none_small = {**m, "lesions_found": {**found, "under 1 ml": {"found": 0, "of": 0}}}
     text = triage_evidence(record_measurement(CARD, none_small), "w1", RUN).text
-    assert "Lesions found: 17 of 30 at 1-5 ml, 11 of 13 at 5 ml or more;" in text and "under 1 ml" not in text
+    assert "The detection found 17 of 30 lesions at 1-5 ml and 11 of 13 at 5 ml or more," in text
+    assert "under 1 ml" not in text
     older = {k: v for k, v in m.items() if k not in ("lesions_found", "findings_per_normal_study")}
-    assert "Lesions found" not in triage_evidence(record_measurement(CARD, older), "w1", RUN).text
+    assert "detection found" not in triage_evidence(record_measurement(CARD, older), "w1", RUN).text
