@@ -246,41 +246,76 @@ def lesion_bin_labels(edges: tuple[float, ...] = LESION_ML_EDGES) -> list[str]:
     return [f"under {edges[0]:g} ml", *mid, f"{edges[-1]:g} ml or more"]
 
 
+#: the false findings per normal study at which the lesion-level FROC is read (as LUNA16 reads its curve, up to 8)
+FROC_RATES = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _finding_confidence(result: dict, n: int) -> np.ndarray:
+    """Each finding's confidence for the FROC, indexed by its label (0: no finding, -inf): its highest D, from
+    result.json's findings, which list them in label order (largest first, :func:`app.core.findings.label_findings`);
+    findings beyond the listed ones (more than 200) rank lowest."""
+    conf = np.full(n + 1, -np.inf)
+    listed = [float(f.get("max_d") or 0.0) for f in (result.get("findings") or [])][:n]
+    conf[1 : len(listed) + 1] = listed
+    conf[len(listed) + 1 :] = -1e300  # kept only when every finding is
+    return conf
+
+
 def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[dict]) -> dict:
     """Lesion-level figures of a run (the detection a reader sees, not the order): for the lesions of the abnormal
     studies (each numbered in the study's lesion numbers, :data:`LESION_IDS`, as it was inserted: one lesion however
     many pieces its mask has) by volume (:data:`LESION_ML_EDGES`), how many the detection found -- more than
     :data:`~app.core.metrics.FOUND_FRACTION` of its voxels flagged -- and the mean number of findings per normal
-    study (every one of them a false finding). Reads each study's lesion numbers from ``studies`` and its detection
-    mask from ``where/<id>/``; studies that failed count nowhere."""
+    study (every one of them a false finding). And the lesion-level FROC: with the findings ranked by their highest
+    D and only those above a cut kept, how many lesions are found when the kept false findings are at most
+    :data:`FROC_RATES` per normal study. Reads each study's lesion numbers from ``studies`` and its detection mask
+    from ``where/<id>/``; studies that failed count nowhere."""
     import nibabel as nib
 
-    from app.core.findings import voxel_volume_mm3
+    from app.core.findings import label_findings, voxel_volume_mm3
     from app.core.metrics import FOUND_FRACTION
 
     labels = lesion_bin_labels()
     counts = {k: [0, 0] for k in labels}
     lab = {r["id"]: int(r["abnormal"]) for r in truth}
     ok = [r for r in results if r.get("status") == "ok" and r["id"] in lab]
+    normal_conf: list[float] = []
+    lesion_cut: list[float] = []  # per lesion: the highest cut at which it is still found (-inf: never)
     for r in ok:
+        pred = np.asanyarray(nib.load(where / r["id"] / r["outputs"]["mask"]).dataobj) > 0
+        fl, n = label_findings(pred)
+        conf = _finding_confidence(r, n)
         if not lab[r["id"]]:
+            normal_conf += conf[1:].tolist()
             continue
         ids_img = nib.load(studies / f"{r['id']}{LESION_IDS}")
         ids = np.asanyarray(ids_img.dataobj).astype(np.int64)
-        pred = np.asanyarray(nib.load(where / r["id"] / r["outputs"]["mask"]).dataobj) > 0
         if pred.shape != ids.shape:
             raise ValueError(f"{r['id']}: detection {pred.shape} and lesions {ids.shape} differ in shape")
         vox_ml = voxel_volume_mm3(ids_img.affine) / 1000.0
         size = np.bincount(ids.ravel())
-        hit = np.bincount(ids.ravel(), weights=pred.ravel().astype(np.float64), minlength=size.size)
         for k in np.flatnonzero(size[1:]) + 1:  # a lesion painted over entirely by a later one is gone
             b = labels[int(np.searchsorted(LESION_ML_EDGES, size[k] * vox_ml, side="right"))]
+            need = int(np.floor(FOUND_FRACTION * size[k])) + 1  # voxels to flag for "more than a tenth"
+            c = np.sort(conf[fl[ids == k]])[::-1]
+            cut = float(c[need - 1])  # kept findings with confidence >= this one cover enough of it
+            lesion_cut.append(cut)
             counts[b][1] += 1
-            counts[b][0] += int(hit[k] / size[k] > FOUND_FRACTION)
-    normal = [int(r.get("n_findings") or 0) for r in ok if not lab[r["id"]]]
+            counts[b][0] += int(cut > -np.inf)
+    n_normal = sum(1 for r in ok if not lab[r["id"]])
+    normal_sorted = np.sort(np.array(normal_conf))[::-1]
+    cuts = np.array(lesion_cut)
+    froc = {}
+    for rate in FROC_RATES:
+        allowed = int(np.floor(rate * n_normal + 1e-9))
+        # keep the findings above the (allowed + 1)-th highest normal confidence: at most `allowed` false ones
+        floor = normal_sorted[allowed] if allowed < normal_sorted.size else -np.inf
+        froc[f"{rate:g}"] = int((cuts > floor).sum())
     return {
         "lesions_found": {k: {"found": f, "of": n} for k, (f, n) in counts.items()},
-        "findings_per_normal_study": float(np.mean(normal)) if normal else float("nan"),
+        "findings_per_normal_study": float(len(normal_conf) / n_normal) if n_normal else float("nan"),
+        "froc_lesions_found": froc,
+        "froc_lesions": len(lesion_cut),
     }
 
 
@@ -403,7 +438,7 @@ def run_triage(
                 ranks = ev["abnormal_ranks"]
                 log(f"{stem.name} {mode}: AUROC {ev['auroc_score']:.3f} ({others}); abnormal ranks {ranks}")
                 log(f"{stem.name} {mode}: lesions found {_found_cell(ev)}; findings per normal study "
-                    f"{ev['findings_per_normal_study']:.1f}")  # fmt: skip
+                    f"{ev['findings_per_normal_study']:.1f}; FROC {_froc_cell(ev)}")  # fmt: skip
             report["models"][stem.name] = entry
     name = "triage" if split == "all" else f"triage-{split}"
     (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -457,8 +492,9 @@ def markdown(rep: dict) -> str:
         "",
         f"| model | mode | eps | tau | AUROC score [95 %] | abnormal in top {n_abn} | ranks of the abnormal studies "
         f"| AUROC score by lesion load | lesions found, {' / '.join(lesion_bin_labels())} "
-        "| findings per normal study |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| findings per normal study | lesions found at <= {' / '.join(f'{r:g}' for r in FROC_RATES)} false "
+        "findings per normal study (FROC) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [
         (name, mode, entry[mode]) for name, entry in rep["models"].items() for mode in ("base", "mg") if mode in entry
@@ -469,7 +505,7 @@ def markdown(rep: dict) -> str:
             f"| {name} | {'+MG' if mode == 'mg' else 'base'} | {e['eps']:g} | {e['tau']:g} | "
             f"{_auroc_cell(e, 'score')} | {e['top_n_abnormal_fraction']:.0%} | "
             f"{', '.join(map(str, e['abnormal_ranks']))} | {by} | {_found_cell(e)} | "
-            f"{e.get('findings_per_normal_study', float('nan')):.1f} |"
+            f"{e.get('findings_per_normal_study', float('nan')):.1f} | {_froc_cell(e)} |"
         )
     keys = [k for k in (*SCORES, FLOOR) if k != "score" and any(f"auroc_{k}" in e for _n, _m, e in rows)]
     lines += [
@@ -498,3 +534,11 @@ def _found_cell(e: dict) -> str:
     if not found:
         return "n/a"
     return " / ".join(f"{v['found']} of {v['of']}" for v in found.values())
+
+
+def _froc_cell(e: dict) -> str:
+    """The lesions found at each FROC rate ("17 / 21 / 21 / 22 / 25 of 96"), or "n/a" for a run made before it."""
+    froc = e.get("froc_lesions_found")
+    if not froc:
+        return "n/a"
+    return f"{' / '.join(str(v) for v in froc.values())} of {e.get('froc_lesions', '?')}"

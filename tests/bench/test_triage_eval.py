@@ -163,8 +163,18 @@ def test_lesions_found_by_volume_on_known_masks(tmp_path):
             nib.save(nib.Nifti1Image(t, aff), studies / f"{sid}{LESION_IDS}")
         (run / sid).mkdir(parents=True)
         nib.save(nib.Nifti1Image(p, aff), run / sid / "mask.nii.gz")
-    res = [{"id": s, "status": "ok", "outputs": {"mask": "mask.nii.gz"}, "n_findings": n}
-           for s, n in (("a1", 4), ("a2", 0), ("n1", 2), ("n2", 4))]  # fmt: skip
+
+    # result.json lists the findings in label order (largest first) with their highest D. The mask above has five:
+    # lesion 3 (700 voxels), the one beside (27), lesion 2's slab (20), lesion 1's 10 voxels and its single voxel
+    def found(*max_d):
+        return [{"max_d": v} for v in max_d]
+
+    res = [
+        {"id": "a1", "status": "ok", "outputs": {"mask": "mask.nii.gz"}, "findings": found(0.9, 0.5, 0.2, 0.4, 0.3)},
+        {"id": "a2", "status": "ok", "outputs": {"mask": "mask.nii.gz"}, "findings": []},
+        {"id": "n1", "status": "ok", "outputs": {"mask": "mask.nii.gz"}, "findings": found(0.8, 0.6, 0.1, 0.1, 0.1)},
+        {"id": "n2", "status": "ok", "outputs": {"mask": "mask.nii.gz"}, "findings": found(0.7, 0.3, 0.1, 0.1, 0.1)},
+    ]
     res.append({"id": "broken", "status": "failed", "error": "x"})
     truth = [
         {"id": s, "abnormal": str(int(n > 0)), "lesions": str(n)}
@@ -177,8 +187,13 @@ def test_lesions_found_by_volume_on_known_masks(tmp_path):
         "1-5 ml": {"found": 0, "of": 2},
         "5 ml or more": {"found": 1, "of": 2},
     }
-    assert got["findings_per_normal_study"] == pytest.approx(3.0)
-    ev = {**evaluate([{**r, "score": i} for i, r in enumerate(res[:4])], truth[:4], n_boot=0), **got}
+    assert got["findings_per_normal_study"] == pytest.approx(5.0)  # all five are false on a normal study
+    # FROC, findings ranked by their highest D. Lesion 1 is found while its 0.4 and 0.3 findings are kept (11 of
+    # 100 voxels), lesion 3 while its 0.9 one is, lesion 2 never, a2's lesions never. The normal studies' ten
+    # findings rank 0.8, 0.7, 0.6, 0.3, 0.1 x 6: at 0.5 false findings per normal study (one kept) only those above
+    # 0.7 are kept -> lesion 3; at 1 (two): above 0.6 -> lesion 3; at 2 (four): above 0.1 -> both; 4 and 8 likewise
+    assert got["froc_lesions_found"] == {"0.5": 1, "1": 1, "2": 2, "4": 2, "8": 2} and got["froc_lesions"] == 6
+    ev = {**evaluate([{**r, "score": i} for i, r in enumerate(res)], truth[:4], n_boot=0), **got}
     rep = {
         "n_normal": 2,
         "loads": [3],
@@ -188,7 +203,8 @@ def test_lesions_found_by_volume_on_known_masks(tmp_path):
     }
     md = markdown(rep)
     assert "| lesions found, under 1 ml / 1-5 ml / 5 ml or more | findings per normal study |" in md
-    assert "| 1 of 2 / 0 of 2 / 1 of 2 | 3.0 |" in md
+    assert "| 1 of 2 / 0 of 2 / 1 of 2 | 5.0 | 1 / 1 / 2 / 2 / 2 of 6 |" in md
+    assert "| lesions found at <= 0.5 / 1 / 2 / 4 / 8 false findings per normal study (FROC) |" in md
 
 
 def test_studies_made_before_the_lesion_numbers_get_them_from_their_seeds(tmp_path, monkeypatch):
