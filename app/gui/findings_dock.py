@@ -1,6 +1,6 @@
-"""The findings dock: the current study's connected findings (volume in ml, extent in mm, mean D, slice range).
-A click on a row asks the window to jump to the finding's centre slice and outline it. Only display: the list and
-the selection are :class:`app.viewer.findings.FindingsList`'s."""
+"""The findings dock: the current study's connected findings, most suspicious first (peak D, volume in ml, extent
+in mm, mean D, slice range). A click on a row asks the window to jump to the finding's centre slice and outline it.
+Only display: the list, its order and the selection are :class:`app.viewer.findings.FindingsList`'s."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidg
 from app.gui.worklist_dock import row_table
 from app.viewer.findings import FindingsList
 
-HEADERS = ("#", "volume (ml)", "extent (mm)", "mean D", "slices")
+HEADERS = ("#", "peak D", "volume (ml)", "extent (mm)", "mean D", "slices")
 
 
 class FindingsPanel(QWidget):
@@ -36,7 +36,7 @@ class FindingsPanel(QWidget):
         for i, row in enumerate(rows):
             for j, v in enumerate(row):
                 item = QTableWidgetItem(v)
-                if j != 2:
+                if j != 3:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(i, j, item)
         n = len(rows)

@@ -17,11 +17,20 @@ from app.core.findings import Finding, find_findings, label_findings, outline
 from app.errors import StudyError
 
 
+def _suspicion(f: Finding) -> tuple[float, int, int]:
+    """Sort key, most suspicious first: the highest D inside the finding (the confidence by which the lesion-level
+    FROC ranks findings, docs/batch.md; the study's score is the first one's), then the larger, then the label.
+    A finding without a difference map (a saved mask only) has no D and keeps the size order."""
+    peak = f.max_d if f.max_d == f.max_d else -np.inf
+    return (-peak, -f.voxels, f.label)
+
+
 class FindingsList:
-    """Findings of one study and the selection; ``labels`` is the (X, Y, Z) label volume (0 = background)."""
+    """Findings of one study, most suspicious first (the highest D inside each), and the selection; ``labels`` is
+    the (X, Y, Z) label volume (0 = background), each finding's ``label`` its value there."""
 
     def __init__(self, findings: list[Finding], labels: np.ndarray, source: str = ""):
-        self.findings = list(findings)
+        self.findings = sorted(findings, key=_suspicion)
         self.labels = labels
         self.source = source  # "volume run" or "result.json"
         self.selected: int | None = None  # index into findings
@@ -69,12 +78,13 @@ class FindingsList:
         return ring if ring.any() else None
 
     def rows(self) -> list[tuple[str, ...]]:
-        """Table rows: #, volume (ml), extent (mm), mean D, slices."""
+        """Table rows, in the list's order: #, peak D, volume (ml), extent (mm), mean D, slices."""
         out = []
         for f in self.findings:
             ext = " x ".join(f"{v:.0f}" for v in f.extent_mm)
             md = "-" if f.mean_d != f.mean_d else f"{f.mean_d:.3f}"
-            out.append((str(f.label), f"{f.volume_ml:.3f}", ext, md, f"{f.slices[0]}-{f.slices[1]}"))
+            pk = "-" if f.max_d != f.max_d else f"{f.max_d:.3f}"
+            out.append((str(f.label), pk, f"{f.volume_ml:.3f}", ext, md, f"{f.slices[0]}-{f.slices[1]}"))
         return out
 
 

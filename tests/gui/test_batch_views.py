@@ -156,15 +156,17 @@ def test_findings_dock_click(qtbot):
 
     d = np.zeros((10, 10, 6), np.float32)
     d[1:4, 1:4, 1:3] = 0.9  # 18 voxels
-    d[7:9, 7:9, 4] = 0.6  # 4 voxels
+    d[7:9, 7:9, 4] = 0.95  # 4 voxels, the most suspicious: listed first
     fl = FindingsList.from_volume(d, 0.5, np.eye(4))
     dock = FindingsPanel()
     qtbot.addWidget(dock)
     dock.show()
     dock.set_findings(fl)
     t = dock.table
-    assert t.rowCount() == 2 and t.item(0, 1).text() == "0.018" and t.item(1, 4).text() == "4-4"
+    assert t.rowCount() == 2 and [t.item(i, 0).text() for i in range(2)] == ["2", "1"]  # labels: 1 is the larger
+    assert (t.item(0, 1).text(), t.item(0, 2).text(), t.item(0, 5).text()) == ("0.950", "0.004", "4-4")
+    assert (t.item(1, 1).text(), t.item(1, 2).text()) == ("0.900", "0.018")
     chosen = []
     dock.finding_chosen.connect(chosen.append)
     qtbot.mouseClick(t.viewport(), Qt.MouseButton.LeftButton, pos=t.visualItemRect(t.item(1, 0)).center())
-    assert chosen == [1]
+    assert chosen == [1] and fl.select(1).voxels == 18  # the row's finding, whatever its label

@@ -86,9 +86,9 @@ def test_open_saved_study_findings_and_next(win, qtbot, batch_out, solves):
     assert ft.rowCount() == min(r["n_findings"], 200) and bv.findings_dock.isVisible()
     assert r["n_findings"] > 0  # the tiny untrained model flags plenty
     if r["n_findings"]:
-        assert ft.item(0, 1).text() == f"{r['findings'][0]['volume_ml']:.3f}"
+        f = sorted(r["findings"], key=lambda g: (-g["max_d"], -g["voxels"], g["label"]))[0]  # most suspicious first
+        assert (ft.item(0, 1).text(), ft.item(0, 2).text()) == (f"{f['max_d']:.3f}", f"{f['volume_ml']:.3f}")
         qtbot.mouseClick(ft.viewport(), Qt.MouseButton.LeftButton, pos=ft.visualItemRect(ft.item(0, 0)).center())
-        f = r["findings"][0]
         assert win.state.slice_index == f["centre_slice"]
         # the outline is drawn in cyan over the detection panel, on the finding's boundary
         img = bv.outline_item.image

@@ -65,7 +65,7 @@ def test_saved_result_on_canonical_grid(saved):
     fl = sr.findings
     assert [f.voxels for f in fl.findings] == [18, 4] and fl.source == "result.json"
     assert (fl.labels == 1).sum() == 18 and (fl.labels == 2).sum() == 4
-    assert fl.rows()[0] == ("1", f"{18 * 0.012:.3f}", "6 x 6 x 6", "0.750", "1-3")
+    assert fl.rows()[0] == ("1", "0.750", f"{18 * 0.012:.3f}", "6 x 6 x 6", "0.750", "1-3")  # equal peaks: larger first
 
 
 def test_mask_only_result_and_outline(saved):
@@ -80,6 +80,7 @@ def test_mask_only_result_and_outline(saved):
     np.testing.assert_array_equal(sr.d_volume() > sr.tau, mask)  # the mask itself, whatever tau in [0, 1)
     fl = sr.findings
     assert [f.voxels for f in fl.findings] == [18, 4]  # measured from the mask
+    assert [row[1] for row in fl.rows()] == ["-", "-"]  # no D saved: no peak, the size order
     assert fl.outline_on(2) is None
     f = fl.select(0)
     ring = fl.outline_on(f.centre_slice)
