@@ -213,4 +213,7 @@ def run(args: argparse.Namespace) -> int:
         f"{mask.shape[2]} axial slices (model {stem.name}, eps={eps:g}, tau={tau:g}, "
         f"{vol.slices_analysed} slices analysed)"
     )
+    from app.core.findings import find_findings, findings_summary
+
+    print(findings_summary(find_findings(mask, d_vol, study.affine)))
     return 0

@@ -187,9 +187,8 @@ def study_score(
     vox_ml = voxel_volume_mm3(affine) / 1000.0
     fg = np.asarray(foreground, dtype=bool) if foreground is not None else d > 0
     q50, q90, q = (float(v) for v in np.quantile(d[fg], [0.5, 0.9, 0.999])) if fg.any() else (0.0, 0.0, 0.0)
-    scored = [f for f in findings if np.isfinite(f.max_d)]
-    if scored:  # the finding holding the highest D (ties: the larger one)
-        top = max(scored, key=lambda f: (f.max_d, f.voxels))
+    top = most_suspicious(findings)
+    if top is not None and np.isfinite(top.max_d):  # the finding holding the highest D (ties: the larger one)
         peak_d, peak = float(top.max_d), top.peak_slice
     else:
         peak_d = 0.0
@@ -205,6 +204,33 @@ def study_score(
         peak_d=peak_d,
         d_q50=q50,
         d_q90=q90,
+    )
+
+
+def suspicion(f: Finding) -> tuple[float, int, int]:
+    """Sort key of a finding, larger = more suspicious: the highest D inside it (the confidence by which the
+    lesion-level FROC ranks findings, docs/batch.md), then its size, then the smaller label. A finding without D
+    (measured on a saved mask alone) ranks by size after every finding with one."""
+    return (f.max_d if np.isfinite(f.max_d) else -np.inf, f.voxels, -f.label)
+
+
+def most_suspicious(findings: list[Finding]) -> Finding | None:
+    """The finding with the highest D inside it (ties: the larger one; without D: the largest): the one that
+    carries the study's score, first in the viewer's findings list."""
+    return max(findings, key=suspicion) if findings else None
+
+
+def findings_summary(findings: list[Finding]) -> str:
+    """One line for a reader: how many findings, and where the most suspicious one is (``detect``'s last line but
+    one), e.g. "3 findings; the most suspicious: 2.41 ml on axial slices 51-60 (centre 55), peak D 0.081"."""
+    top = most_suspicious(findings)
+    if top is None:
+        return "no findings (nothing flagged)"
+    n = len(findings)
+    peak = f", peak D {top.max_d:.3g}" if np.isfinite(top.max_d) else ""
+    return (
+        f"{n} finding{'s' if n != 1 else ''}; the most suspicious: {top.volume_ml:.3g} ml on axial slices "
+        f"{top.slices[0]}-{top.slices[1]} (centre {top.centre_slice}){peak}"
     )
 
 

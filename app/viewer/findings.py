@@ -13,16 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.core.findings import Finding, find_findings, label_findings, outline
+from app.core.findings import Finding, find_findings, label_findings, outline, suspicion
 from app.errors import StudyError
-
-
-def _suspicion(f: Finding) -> tuple[float, int, int]:
-    """Sort key, most suspicious first: the highest D inside the finding (the confidence by which the lesion-level
-    FROC ranks findings, docs/batch.md; the study's score is the first one's), then the larger, then the label.
-    A finding without a difference map (a saved mask only) has no D and keeps the size order."""
-    peak = f.max_d if f.max_d == f.max_d else -np.inf
-    return (-peak, -f.voxels, f.label)
 
 
 class FindingsList:
@@ -30,7 +22,7 @@ class FindingsList:
     the (X, Y, Z) label volume (0 = background), each finding's ``label`` its value there."""
 
     def __init__(self, findings: list[Finding], labels: np.ndarray, source: str = ""):
-        self.findings = sorted(findings, key=_suspicion)
+        self.findings = sorted(findings, key=suspicion, reverse=True)  # the study's score is the first one's
         self.labels = labels
         self.source = source  # "volume run" or "result.json"
         self.selected: int | None = None  # index into findings

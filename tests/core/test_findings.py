@@ -110,3 +110,25 @@ def test_intensity_floor():
     assert intensity_deviation_q999(base[..., None].repeat(2, axis=-1), fg) == pytest.approx(q0)  # channels: mean
     assert intensity_deviation_q999(base, np.zeros_like(fg)) == 0.0
     assert intensity_deviation_q999(np.ones_like(base), fg) == 0.0
+
+
+def test_the_most_suspicious_finding_and_the_summary_line(known):
+    """The most suspicious finding holds the highest D (the study's score's finding), ties going to the larger one;
+    without D the largest; the summary line names it."""
+    from app.core.findings import findings_summary, most_suspicious
+
+    mask, d = known
+    fs = find_findings(mask, d, AFFINE)
+    top = most_suspicious(fs)
+    assert top.voxels == 2 and top.max_d == pytest.approx(0.9)  # the corner pair, not the largest
+    assert (
+        findings_summary(fs) == "3 findings; the most suspicious: 0.024 ml on axial slices 0-1 (centre 0), peak D 0.9"
+    )
+    d2 = d.copy()
+    d2[2:6, 3:6, 1] = 0.9  # the largest reaches 0.9 too: the tie goes to it
+    assert most_suspicious(find_findings(mask, d2, AFFINE)).voxels == 24
+    no_d = find_findings(mask, None, AFFINE)
+    assert most_suspicious(no_d).voxels == 24 and "peak D" not in findings_summary(no_d)
+    assert most_suspicious([]) is None and findings_summary([]) == "no findings (nothing flagged)"
+    one = find_findings(mask & (np.arange(10) >= 5)[None, None, :], d, AFFINE)
+    assert findings_summary(one).startswith("1 finding; the most suspicious: 0.192 ml on axial slices 5-8")

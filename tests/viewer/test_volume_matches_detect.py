@@ -73,9 +73,19 @@ def test_viewer_whole_volume_mask_is_identical_to_detect(case, use_mg, eps, tau,
     ctl = viewer_mask(case, ours, use_mg=use_mg, eps=eps, tau=tau)
     theirs = case["tmp"] / "detect.nii.gz"
     cmd = ["detect", str(case["study"]), "--model", case["model"], "--out", str(theirs), "--device", "cpu", *args]
+    capsys.readouterr()
     assert main(cmd) == 0
     m = same_nifti(ours, theirs)
     assert 0 < np.count_nonzero(m) < m.size  # a mask with something in it, not trivially equal
+    # detect's last line: the findings of that mask, the most suspicious first, as the viewer's findings list has it
+    from app.core.findings import findings_summary
+    from app.viewer.findings import FindingsList
+
+    study = ctl.state.study.study
+    canon = np.asanyarray(nib.as_closest_canonical(nib.load(str(theirs))).dataobj) > 0
+    fl = FindingsList.from_volume(np.where(canon, ctl.volume.d, 0), 0.0, study.affine)
+    assert len(fl) > 0 and capsys.readouterr().out.splitlines()[-1] == findings_summary(fl.findings)
+    assert fl.findings[0].max_d == max(f.max_d for f in fl.findings)
     assert ctl.volume.d.shape[2] == 40 > 32 > VOLUME_BATCH  # the batches differ, the answer does not
     det = ctl.session.detector
     assert det.solver.method == "spg" and det.solver.max_steps == 30 and det.post.median_size == 3
