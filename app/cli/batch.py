@@ -41,7 +41,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_positive, default=1, help="torch threads per worker (default 1)")
     p.add_argument("--eps", type=float, default=None, help="MatchGen radius (default: the model card's choice)")
     p.add_argument("--tau", type=float, default=None, help="threshold on the difference map (default: the card's)")
-    p.add_argument("--base-only", action="store_true", help="the base model alone (eps = 0), with its own tau")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--base-only", action="store_true", help="the base model alone (eps = 0), with its own tau")
+    mode.add_argument(
+        "--mg",
+        action="store_true",
+        help="MatchGen, for a model whose card has batch run its base map by default (its screening choice)",
+    )
     p.add_argument(
         "--no-skull-strip", action="store_true", help="skull-on brain MRI: skip N4 + atlas brain extraction (as detect)"
     )
@@ -63,6 +69,26 @@ def configure(p: argparse.ArgumentParser) -> None:
     batch_pacs.configure(p)  # --server/--query/--send (app/cli/batch_pacs.py)
 
 
+def screening_base_only(card: dict, args) -> bool:
+    """Whether the run is the base model alone: ``--base-only`` or ``--mg`` when given, ``--eps`` asks for MatchGen,
+    else the card's screening mode (:func:`app.nets.card.card_screening_mode`), said in a note when it is the base
+    map so that nobody takes the run for a MatchGen one."""
+    from app.nets.card import card_screening_mode
+
+    if args.base_only or args.mg or args.eps is not None:
+        return bool(args.base_only)
+    if card_screening_mode(card) != "base":
+        return False
+    sc = card.get("screening") or {}
+    why = f" ({sc['chosen_on']})" if isinstance(sc.get("chosen_on"), str) else ""
+    print(
+        f"note: batch runs this model's base map by default: it screens whole studies better than MatchGen{why}; "
+        "--mg for MatchGen",
+        file=sys.stderr,
+    )
+    return True
+
+
 def make_settings(args):
     """The run's BatchSettings from the options and the model card (eps/tau as ``detect`` chooses them)."""
     from app.batch.task import BatchSettings
@@ -80,17 +106,18 @@ def make_settings(args):
         from app.errors import CheckpointError
 
         raise CheckpointError(f"weights {stem.with_suffix('.safetensors')} not found")
-    eps, tau, note = choose_parameters(card, args.eps, args.tau, args.base_only)
+    base_only = screening_base_only(card, args)
+    eps, tau, note = choose_parameters(card, args.eps, args.tau, base_only)
     if note:
         print(f"note: {note}", file=sys.stderr)
     _solver, warning = solver_for(card, args.solver, args.max_steps)
-    if warning and not args.base_only:
+    if warning and not base_only:
         print(f"warning: {warning}", file=sys.stderr)
     return BatchSettings.for_checkpoint(
         stem,
         eps,
         tau,
-        base_only=bool(args.base_only),
+        base_only=base_only,
         solver=args.solver,
         max_steps=args.max_steps,
         batch_size=args.batch_size,

@@ -6,7 +6,7 @@ import argparse
 
 HELP = (
     "list the trained models in models/ (family, image size, the eps/tau detect applies, chosen on validation, and "
-    "how well a batch worklist's order triages with the model)"
+    "how well a batch worklist's order triages with the model, and batch=base where batch runs its base map)"
 )
 
 
@@ -14,17 +14,22 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", default=None, help="model directory (default: the bundled models/)")
 
 
-def triage_cell(card: dict, weights_sha256: str, eps: float, tau: float) -> str:
-    """The triage state of a batch run with the card's own +MG choice, in a few words."""
+def triage_cell(card: dict, weights_sha256: str, ch: dict) -> str:
+    """The triage state of a default batch run with the card's choices (``ch``: :func:`app.nets.card.card_choices`),
+    in a few words: + MG, or the base map where the card's screening choice says so ("batch=base")."""
     from app.core.triage_evidence import Operator, triage_evidence
+    from app.nets.card import card_screening_mode
 
-    ev = triage_evidence(card, weights_sha256, Operator("mg", eps, tau))
+    base = card_screening_mode(card) == "base"
+    op = Operator("base", 0.0, ch["tau_base"]) if base else Operator("mg", ch["eps"], ch["tau"])
+    ev = triage_evidence(card, weights_sha256, op)
+    mode = "batch=base " if base else ""
     if ev.measurement is None:
-        return f"triage={ev.status}"
+        return f"{mode}triage={ev.status}"
     m = ev.measurement
     lo, hi = m["ci95"]
     n = m["n_normal"] + m["n_abnormal"]
-    return f"triage={ev.status} (AUROC {m['auroc']:.2f} [{lo:.2f}-{hi:.2f}], {n} {m['split']} studies)"
+    return f"{mode}triage={ev.status} (AUROC {m['auroc']:.2f} [{lo:.2f}-{hi:.2f}], {n} {m['split']} studies)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = card.get("config", {})
         ch = card_choices(card)  # what detect, batch and the viewer apply
         raw = raw_card(d / f"{name}.json")  # as batch reads it for the triage measurement
-        triage = triage_cell(raw or {}, file_sha256(d / f"{name}.safetensors"), ch["eps"], ch["tau"])
+        triage = triage_cell(raw or {}, file_sha256(d / f"{name}.safetensors"), ch)
         mark = "*" if name == DEFAULT_MODEL else " "
         print(
             f"{mark} {name:<16} family={card.get('family', '?'):<10} size={cfg.get('image_size')} "
@@ -60,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             Path(m.get("model", "?")).name + ("(base)" if m.get("eps") == 0 else "") for m in card.get("members", [])
         )
         try:
-            triage = triage_cell(card, members_weights_sha256(card, d), ch["eps"], ch["tau"])
+            triage = triage_cell(card, members_weights_sha256(card, d), ch)
         except (MatchGenError, OSError):  # a member missing here: batch would refuse it too
             triage = "triage=? (a member is missing)"
         mark = "*" if ens == DEFAULT_MODEL else " "

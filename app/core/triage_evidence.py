@@ -33,6 +33,9 @@ from app.core.findings import SCORE_VERSION
 
 #: the card key that holds the measurements (a list of :func:`triage_measurement` dicts)
 CARD_KEY = "triage"
+#: card keys that do not change what a run with a given operator computes: the measurements themselves, and the
+#: mode ``batch`` runs by default (``screening``; the mode is part of the operator)
+NOT_DETECTION = (CARD_KEY, "screening")
 #: splits in order of preference for the headline (held-out studies first, whole-head studies before block ones)
 SPLIT_ORDER = ("head-test", "test", "all", "head-val", "val")
 #: splits whose studies are the whole head, as a scanner delivers them (app.bench.triage). Once an operator has a
@@ -46,9 +49,10 @@ STATES = ("validated", "not-validated", "stale", "none")
 
 
 def card_fingerprint(card: dict[str, Any]) -> str:
-    """SHA-256 of the card's content without its triage measurements (canonical JSON: sorted keys, no spaces), so
-    recording a measurement does not change what the measurement is checked against."""
-    body = {k: v for k, v in card.items() if k != CARD_KEY}
+    """SHA-256 of the card's content without its triage measurements and its screening mode (:data:`NOT_DETECTION`;
+    canonical JSON: sorted keys, no spaces), so recording a measurement or choosing ``batch``'s default mode does not
+    change what the measurements are checked against, nor redo a batch's studies."""
+    body = {k: v for k, v in card.items() if k not in NOT_DETECTION}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -11,8 +11,10 @@ of it through the functions below, with the same fallbacks:
   ``chosen`` (``eps``, ``tau``, ``tau_base``), ``calibration`` (``settings.solver_options``,
   ``settings.max_steps``, ``settings.channels_last``), ``postprocess`` (``median_size``, ``erode_px``,
   ``min_component_px``: non-negative integers) and ``domain`` (what the model is for: ``modality``, ``anatomy``,
-  ... as strings or lists of strings). Other keys are kept as they are, among them ``triage``: the worklist
-  score's measured AUROC, written by ``bench triage --record`` and read by :mod:`app.core.triage_evidence`. An
+  ... as strings or lists of strings) and ``screening`` (``mode``: ``"mg"`` or ``"base"``, the mode ``batch`` runs
+  by default, with ``chosen_on`` and ``rule`` saying how it was chosen; :func:`card_screening_mode`). Other keys
+  are kept as they are, among them ``triage``: the worklist score's measured AUROC, written by ``bench triage
+  --record`` and read by :mod:`app.core.triage_evidence`. An
   invalid card raises :class:`~app.errors.CheckpointError` naming the field. Version-1 cards are migrated on load
   (:func:`migrate_card`): their flat copies of the training facts (top-level ``epochs``, ``train_seconds``,
   ``data``, ``val_loss``; only some v1 cards had them) move into ``training``.
@@ -20,7 +22,8 @@ of it through the functions below, with the same fallbacks:
 * :func:`card_eps_grid` -- the eps values the calibration searched.
 * :func:`card_solver` / :func:`solver_for` -- the solver (options and step budget) the choices were made with;
   :func:`solver_for` also says, in one line, when a requested solver differs from it.
-* :func:`card_channels_last`, :func:`card_postprocess`, :func:`card_domain`, :func:`card_training`.
+* :func:`card_channels_last`, :func:`card_postprocess`, :func:`card_domain`, :func:`card_training`,
+  :func:`card_screening_mode`.
 
 Cards without a calibration fall back to documented defaults: eps range [0, 0.6] (the paper's), eps 0.1,
 tau 0.2, and the paper-faithful solver (penalty method, Adam lr 1e-3).
@@ -166,7 +169,24 @@ def _validate_ensemble(card: dict[str, Any], c: _Checker) -> dict[str, Any]:
     for key in ("eps", "tau", "tau_base"):
         v = c.need(cv, key, "chosen_volume.")
         c.kind(v, _is_num(v) and math.isfinite(v) and v >= 0, f"chosen_volume.{key}", "a number >= 0")
+    _check_screening(card, c)
     return card
+
+
+#: the modes ``batch`` can run by default (a card's ``screening.mode``): MatchGen, or the base model alone
+SCREENING_MODES = ("mg", "base")
+
+
+def _check_screening(card: dict[str, Any], c: _Checker) -> None:
+    if "screening" not in card:
+        return
+    sc = card["screening"]
+    c.kind(sc, isinstance(sc, dict), "screening", "an object")
+    mode = c.need(sc, "mode", "screening.")
+    c.kind(mode, mode in SCREENING_MODES, "screening.mode", " or ".join(f'"{m}"' for m in SCREENING_MODES))
+    for key in ("chosen_on", "rule"):
+        if key in sc:
+            c.kind(sc[key], isinstance(sc[key], str), f"screening.{key}", "a string")
 
 
 def validate_card(card: Any, where: str = "model card") -> dict[str, Any]:
@@ -272,6 +292,7 @@ def validate_card(card: Any, where: str = "model card") -> dict[str, Any]:
         for key, v in dom.items():
             ok = isinstance(v, str | bool) or _is_num(v) or (isinstance(v, list) and all(isinstance(s, str) for s in v))
             c.kind(v, ok, f"domain.{key}", "a string, number or list of strings")
+    _check_screening(card, c)
     return card
 
 
@@ -484,6 +505,15 @@ def card_domain(card: dict) -> dict[str, Any]:
     {} when the card says nothing."""
     dom = card.get("domain")
     return dict(dom) if isinstance(dom, dict) else {}
+
+
+def card_screening_mode(card: dict | None) -> str:
+    """The mode ``batch`` runs by default for this model: ``"base"`` where the card's ``screening.mode`` says so
+    (chosen on validation: its base map screens whole studies better than MatchGen, docs/batch.md), else ``"mg"``.
+    ``detect`` and the viewer always start with MatchGen."""
+    sc = (card or {}).get("screening")
+    mode = sc.get("mode") if isinstance(sc, dict) else None
+    return mode if mode in SCREENING_MODES else "mg"
 
 
 def card_training(card: dict) -> dict[str, Any]:

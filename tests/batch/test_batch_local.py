@@ -253,3 +253,39 @@ def test_batch_runs_an_ensemble_card_as_detect_does(tmp_path, studies, tiny_mode
     d_batch = np.asarray(nib.load(out / "a" / "difference.nii.gz").dataobj)
     np.testing.assert_array_equal(d_batch, np.asarray(nib.load(tmp_path / "m" / "difference.nii.gz").dataobj))
     assert d_batch.max() > 0
+
+
+def test_a_card_can_have_batch_screen_with_its_base_map(tmp_path, studies, tiny_model, capsys):
+    """A card whose screening choice is the base map: batch runs the base model by default and says so; --mg or
+    --eps run MatchGen; --base-only and --mg together are refused in one line; detect keeps MatchGen."""
+    import shutil
+
+    from app.nets.card import card_choices
+
+    stem = tmp_path / "models" / "tiny"
+    stem.parent.mkdir()
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(tiny_model.with_suffix(suffix), stem.with_suffix(suffix))
+    card = json.loads(stem.with_suffix(".json").read_text())
+    card["screening"] = {"mode": "base", "chosen_on": "whole-head validation studies"}
+    stem.with_suffix(".json").write_text(json.dumps(card))
+    tau_base = card_choices(card)["tau_base"]
+    (studies / "corrupt.nii.gz").unlink()
+    out = tmp_path / "out"
+    code, stdout, err = _batch(capsys, studies, out, stem)
+    assert code == 0 and "batch runs this model's base map by default" in err and "(whole-head validation" in err
+    r = json.loads((out / "a" / "result.json").read_text())
+    assert r["settings"]["base_only"] is True and r["eps"] == 0.0 and r["tau"] == pytest.approx(tau_base)
+    code, stdout, err = _batch(capsys, studies, out, stem, "--mg")
+    r = json.loads((out / "a" / "result.json").read_text())
+    assert code == 0 and "base map by default" not in err and "3 analysed" in stdout  # another operator: redone
+    assert r["settings"]["base_only"] is False and r["eps"] == 0.05 and r["tau"] == 0.2
+    code, stdout, err = _batch(capsys, studies, out, stem, "--eps", "0.03")
+    assert code == 0 and json.loads((out / "a" / "result.json").read_text())["eps"] == 0.03
+    with pytest.raises(SystemExit) as exc:  # a usage error: exit 2, one line
+        _batch(capsys, studies, out, stem, "--mg", "--base-only")
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "--base-only" in err
+    det = tmp_path / "detect.nii.gz"
+    assert main(["detect", str(studies / "a.nii.gz"), "--model", str(stem), "--out", str(det), *STEPS]) == 0
+    assert "eps=0.05" in capsys.readouterr().out  # detect starts with MatchGen whatever the screening choice

@@ -128,6 +128,17 @@ def test_models_lists_what_detect_applies_and_the_triage_state(tmp_path, capsys,
     a, b = capsys.readouterr().out.splitlines()
     assert "eps=0.25 tau=0.2 triage=not-validated (AUROC 0.53 [0.36-0.70], 48 test studies)" in a
     assert b.endswith("eps=0.25 tau=0.2 triage=none")
+    # a card whose screening choice is the base map: its base measurement speaks for a default batch
+    base = triage_measurement(
+        raw, file_sha256(stem.with_suffix(".safetensors")), Operator("base", 0.0, 0.3), split="head-test",
+        auroc=0.82, ci95=[0.69, 0.93], n_normal=24, n_abnormal=24, loads=[1, 3, 8], seed=13, measured="2026-12-06",
+    )  # fmt: skip
+    both = record_measurement(record_measurement(raw, meas), base)
+    stem.with_suffix(".json").write_text(json.dumps({**both, "screening": {"mode": "base"}}))
+    assert main(["models", "--dir", str(tmp_path)]) == 0
+    a = capsys.readouterr().out.splitlines()[0]
+    assert a.endswith("batch=base triage=validated (AUROC 0.82 [0.69-0.93], 48 head-test studies)")
+    stem.with_suffix(".json").write_text(json.dumps(record_measurement(raw, meas)))
     # an ensemble card beside them is listed apart, with its members and the tau detect applies
     ens = {
         "family": "ensemble",

@@ -132,9 +132,10 @@ def test_whole_head_studies_decide_and_cut_studies_below_chance_are_said_beside(
     assert triage_evidence(split_vote, "w1", RUN).status == "not-validated"  # whole-head splits disagree
 
 
-def test_the_fingerprint_ignores_the_measurements_only():
+def test_the_fingerprint_ignores_the_measurements_and_the_screening_mode_only():
     card = record_measurement(CARD, measure(CARD))
     assert card_fingerprint(card) == card_fingerprint(CARD)
+    assert card_fingerprint({**card, "screening": {"mode": "base"}}) == card_fingerprint(CARD)  # batch's default mode
     assert card_fingerprint({**CARD, "postprocess": {"z_mm": 18.0}}) != card_fingerprint(CARD)
     with pytest.raises(ValueError):
         Operator("both", 1.0, 0.1)

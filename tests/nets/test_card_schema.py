@@ -101,6 +101,7 @@ def test_v1_cards_with_and_without_flat_training_fields_migrate_to_one_shape():
         ("postprocess.z_edge", "reflect", "field 'postprocess.z_edge'"),
         ("domain.modality", {"x": 1}, "field 'domain.modality'"),
         ("training.epochs", "two", "field 'training.epochs'"),
+        ("screening.mode", "both", "field 'screening.mode'"),
         ("card_version", 99, "newer than this program reads"),
     ],
 )
@@ -207,3 +208,18 @@ def test_an_ensemble_card_is_checked_for_what_it_needs():
         validate_card({**card, "members": card["members"][:1]})
     with pytest.raises(CheckpointError, match="missing field 'chosen_volume.tau_base'"):
         validate_card({**card, "chosen_volume": {"eps": 1.0, "tau": 0.02}})
+    with pytest.raises(CheckpointError, match="field 'screening.mode'"):
+        validate_card({**card, "screening": {"mode": "MatchGen"}})
+
+
+def test_the_screening_mode_is_optional_and_matchgen_unless_a_card_says_base():
+    from app.nets.card import card_screening_mode
+
+    assert card_screening_mode(MINIMAL) == card_screening_mode(None) == "mg"
+    base = validate_card({**MINIMAL, "screening": {"mode": "base", "chosen_on": "head-val", "rule": "r.md"}})
+    assert card_screening_mode(base) == "base"
+    assert card_screening_mode({**MINIMAL, "screening": {"mode": "mg"}}) == "mg"
+    with pytest.raises(CheckpointError, match="missing field 'screening.mode'"):
+        validate_card({**MINIMAL, "screening": {"chosen_on": "head-val"}})
+    with pytest.raises(CheckpointError, match="field 'screening.rule'"):
+        validate_card({**MINIMAL, "screening": {"mode": "base", "rule": 3}})
