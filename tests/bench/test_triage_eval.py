@@ -11,6 +11,12 @@ def _r(sid, score, flagged, q, peaks=()):
     return {"id": sid, "status": "ok", "score": score, "flagged_ml": flagged, "d_q999": q, "findings": findings}
 
 
+def _mg_report(ev, loads, per_load):
+    """A bench triage report of one model's + MG evaluation ``ev`` on 2 normal studies, for markdown()."""
+    return {"n_normal": 2, "loads": loads, "per_load": per_load, "seed": 0,
+            "models": {"m": {"mg": {**ev, "eps": 1.0, "tau": 0.2}}}}  # fmt: skip
+
+
 TRUTH = [
     {"id": "n1", "abnormal": "0", "lesions": "0"},
     {"id": "n2", "abnormal": "0", "lesions": "0"},
@@ -76,14 +82,7 @@ def test_relative_scores_and_the_floor():
     assert ev["auroc_d_q999_q90"] == pytest.approx(1.0)
     # floor: n1 3, n2 2, a1 2.5, a3 4 -> pairs (a1 > n2, a3 > n1, a3 > n2) 3 of 4
     assert ev["auroc_intensity_q999"] == pytest.approx(0.75)
-    rep = {
-        "n_normal": 2,
-        "loads": [1, 3],
-        "per_load": 1,
-        "seed": 0,
-        "models": {"m": {"mg": {**ev, "eps": 1.0, "tau": 0.2}}},
-    }
-    md = markdown(rep)
+    md = markdown(_mg_report(ev, [1, 3], 1))
     assert "| q99.9 / median D | q99.9 / q90 D | floor: intensity q99.9 |" in md
     assert "| 1.000 [1.00, 1.00] | 1.000 [1.00, 1.00] | 0.750 [" in md
 
@@ -194,14 +193,7 @@ def test_lesions_found_by_volume_on_known_masks(tmp_path):
     # 0.7 are kept -> lesion 3; at 1 (two): above 0.6 -> lesion 3; at 2 (four): above 0.1 -> both; 4 and 8 likewise
     assert got["froc_lesions_found"] == {"0.5": 1, "1": 1, "2": 2, "4": 2, "8": 2} and got["froc_lesions"] == 6
     ev = {**evaluate([{**r, "score": i} for i, r in enumerate(res)], truth[:4], n_boot=0), **got}
-    rep = {
-        "n_normal": 2,
-        "loads": [3],
-        "per_load": 2,
-        "seed": 0,
-        "models": {"m": {"mg": {**ev, "eps": 1.0, "tau": 0.2}}},
-    }
-    md = markdown(rep)
+    md = markdown(_mg_report(ev, [3], 2))
     assert "| lesions found, under 1 ml / 1-5 ml / 5 ml or more | findings per normal study |" in md
     assert "| 1 of 2 / 0 of 2 / 1 of 2 | 5.0 | 1 / 1 / 2 / 2 / 2 of 6 |" in md
     assert "| lesions found at <= 0.5 / 1 / 2 / 4 / 8 false findings per normal study (FROC) |" in md
