@@ -66,7 +66,7 @@ def report_html(folder: str | Path, results: list[dict], meta: dict | None = Non
     model = meta.get("model", "")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     head = (
-        f"<p class=meta>model {e(str(model))}, eps {meta.get('eps', '')}, tau {meta.get('tau', '')}; "
+        f"<p class=meta>model {e(str(model))}{_mode(meta)}, tau {meta.get('tau', '')}; "
         f"{len(ranked)} studies analysed, {len(failed)} failed; written {stamp}"
         f"<br>score: {e(definition)}. Research software, not a diagnostic device.</p>"
     )
@@ -98,3 +98,10 @@ def write_report(folder: str | Path, results: list[dict], meta: dict | None = No
     path = Path(folder) / "report.html"
     atomic_write_bytes(path, report_html(folder, results, meta).encode("utf-8"))
     return path
+
+
+def _mode(meta: dict) -> str:
+    """What the run computed, in words: the base map alone, or MatchGen with its eps."""
+    if meta.get("base_only"):
+        return " (base map, no MatchGen)"
+    return f" + MatchGen, eps {meta.get('eps', '')}"

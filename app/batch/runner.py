@@ -214,6 +214,7 @@ def run_batch(
     summary.triage = triage_evidence_for(settings)
     base_meta = {
         "model": settings.model_name,
+        "base_only": settings.base_only,
         "eps": settings.eps,
         "tau": settings.tau,
         "triage_evidence": summary.triage,

@@ -276,10 +276,12 @@ def test_a_card_can_have_batch_screen_with_its_base_map(tmp_path, studies, tiny_
     assert code == 0 and "batch runs this model's base map by default" in err and "(whole-head validation" in err
     r = json.loads((out / "a" / "result.json").read_text())
     assert r["settings"]["base_only"] is True and r["eps"] == 0.0 and r["tau"] == pytest.approx(tau_base)
+    assert f"model tiny (base map, no MatchGen), tau {tau_base}" in (out / "report.html").read_text()
     code, stdout, err = _batch(capsys, studies, out, stem, "--mg")
     r = json.loads((out / "a" / "result.json").read_text())
     assert code == 0 and "base map by default" not in err and "3 analysed" in stdout  # another operator: redone
     assert r["settings"]["base_only"] is False and r["eps"] == 0.05 and r["tau"] == 0.2
+    assert "model tiny + MatchGen, eps 0.05, tau 0.2" in (out / "report.html").read_text()
     code, stdout, err = _batch(capsys, studies, out, stem, "--eps", "0.03")
     assert code == 0 and json.loads((out / "a" / "result.json").read_text())["eps"] == 0.03
     with pytest.raises(SystemExit) as exc:  # a usage error: exit 2, one line
