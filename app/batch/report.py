@@ -66,7 +66,7 @@ def report_html(folder: str | Path, results: list[dict], meta: dict | None = Non
     model = meta.get("model", "")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     head = (
-        f"<p class=meta>model {e(str(model))}{_mode(meta)}, tau {meta.get('tau', '')}; "
+        f"<p class=meta>model {e(str(model))}{_mode(meta)}, tau {_num(meta.get('tau', ''))}; "
         f"{len(ranked)} studies analysed, {len(failed)} failed; written {stamp}"
         f"<br>score: {e(definition)}. Research software, not a diagnostic device.</p>"
     )
@@ -104,4 +104,9 @@ def _mode(meta: dict) -> str:
     """What the run computed, in words: the base map alone, or MatchGen with its eps."""
     if meta.get("base_only"):
         return " (base map, no MatchGen)"
-    return f" + MatchGen, eps {meta.get('eps', '')}"
+    return f" + MatchGen, eps {_num(meta.get('eps', ''))}"
+
+
+def _num(v) -> str:
+    """A setting as a reader reads it (6 significant digits), or as it is when it is not a number."""
+    return f"{v:.6g}" if isinstance(v, int | float) else str(v)

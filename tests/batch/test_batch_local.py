@@ -276,7 +276,7 @@ def test_a_card_can_have_batch_screen_with_its_base_map(tmp_path, studies, tiny_
     assert code == 0 and "batch runs this model's base map by default" in err and "(whole-head validation" in err
     r = json.loads((out / "a" / "result.json").read_text())
     assert r["settings"]["base_only"] is True and r["eps"] == 0.0 and r["tau"] == pytest.approx(tau_base)
-    assert f"model tiny (base map, no MatchGen), tau {tau_base}" in (out / "report.html").read_text()
+    assert f"model tiny (base map, no MatchGen), tau {tau_base:.6g}" in (out / "report.html").read_text()
     code, stdout, err = _batch(capsys, studies, out, stem, "--mg")
     r = json.loads((out / "a" / "result.json").read_text())
     assert code == 0 and "base map by default" not in err and "3 analysed" in stdout  # another operator: redone
