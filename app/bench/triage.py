@@ -265,7 +265,9 @@ def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[d
     """Lesion-level figures of a run (the detection a reader sees, not the order): for the lesions of the abnormal
     studies (each numbered in the study's lesion numbers, :data:`LESION_IDS`, as it was inserted: one lesion however
     many pieces its mask has) by volume (:data:`LESION_ML_EDGES`), how many the detection found -- more than
-    :data:`~app.core.metrics.FOUND_FRACTION` of its voxels flagged -- and the mean number of findings per normal
+    :data:`~app.core.metrics.FOUND_FRACTION` of its voxels flagged by findings that lie at least that fraction in
+    lesions (a finding mostly outside them is a false one that happens to touch a lesion) -- and the mean number of
+    findings per normal
     study (every one of them a false finding). And the lesion-level FROC: with the findings ranked by their highest
     D and only those above a cut kept, how many lesions are found when the kept false findings are at most
     :data:`FROC_RATES` per normal study. Reads each study's lesion numbers from ``studies`` and its detection mask
@@ -293,11 +295,17 @@ def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[d
         if pred.shape != ids.shape:
             raise ValueError(f"{r['id']}: detection {pred.shape} and lesions {ids.shape} differ in shape")
         vox_ml = voxel_volume_mm3(ids_img.affine) / 1000.0
+        # a finding mostly outside the lesions (less than a tenth of it lesion) finds none of them: a detection that
+        # flags the whole brain touches every lesion and finds nothing
+        f_size = np.bincount(fl.ravel(), minlength=n + 1)
+        f_lesion = np.bincount(fl.ravel(), weights=(ids > 0).ravel().astype(np.float64), minlength=n + 1)
+        covers = np.where(f_lesion >= FOUND_FRACTION * f_size, conf, -np.inf)
+        covers[0] = -np.inf
         size = np.bincount(ids.ravel())
         for k in np.flatnonzero(size[1:]) + 1:  # a lesion painted over entirely by a later one is gone
             b = labels[int(np.searchsorted(LESION_ML_EDGES, size[k] * vox_ml, side="right"))]
             need = int(np.floor(FOUND_FRACTION * size[k])) + 1  # voxels to flag for "more than a tenth"
-            c = np.sort(conf[fl[ids == k]])[::-1]
+            c = np.sort(covers[fl[ids == k]])[::-1]
             cut = float(c[need - 1])  # kept findings with confidence >= this one cover enough of it
             lesion_cut.append(cut)
             counts[b][1] += 1

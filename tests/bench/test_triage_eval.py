@@ -192,6 +192,20 @@ def test_lesions_found_by_volume_on_known_masks(tmp_path):
     # findings rank 0.8, 0.7, 0.6, 0.3, 0.1 x 6: at 0.5 false findings per normal study (one kept) only those above
     # 0.7 are kept -> lesion 3; at 1 (two): above 0.6 -> lesion 3; at 2 (four): above 0.1 -> both; 4 and 8 likewise
     assert got["froc_lesions_found"] == {"0.5": 1, "1": 1, "2": 2, "4": 2, "8": 2} and got["froc_lesions"] == 6
+    # a finding mostly outside the lesions finds none: a2 flagged as one slab of 16,000 voxels that covers lesion 3
+    # entirely (700 of them, under a tenth lesion) finds nothing
+    slab = np.zeros_like(pred)
+    slab[:, :, 20:30] = 1  # 16,000 voxels, 700 of them lesion 3
+    nib.save(nib.Nifti1Image(slab, aff), run / "a2" / "mask.nii.gz")
+    res[1]["findings"] = found(0.99)
+    again = lesions_found(run, studies, res, truth)
+    assert again["lesions_found"] == got["lesions_found"] and again["froc_lesions_found"] == got["froc_lesions_found"]
+    slab[:, :, 20:30] = 0
+    slab[2:9, 20:30, 20:30] = 1  # the lesion itself plus ...
+    slab[9:12, 20:30, 20:30] = 1  # ... 300 voxels beside it: 70 % lesion, a hit
+    nib.save(nib.Nifti1Image(slab, aff), run / "a2" / "mask.nii.gz")
+    hit = lesions_found(run, studies, res, truth)
+    assert hit["lesions_found"]["5 ml or more"] == {"found": 2, "of": 2} and hit["froc_lesions_found"]["0.5"] == 2
     ev = {**evaluate([{**r, "score": i} for i, r in enumerate(res)], truth[:4], n_boot=0), **got}
     md = markdown(_mg_report(ev, [3], 2))
     assert "| lesions found, under 1 ml / 1-5 ml / 5 ml or more | findings per normal study |" in md
