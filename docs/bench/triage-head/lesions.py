@@ -1,7 +1,8 @@
 """Which lesions does the detection find, and which could lift a study up the worklist? For every lesion of the
 abnormal studies of a whole-head ``bench triage`` run (``--maps``): its kind (the study drawn again from its seed,
 ``app.bench.triage._draw_study``) and volume (its number in the study's lesion numbers), whether the detection
-found it (more than a tenth of its voxels flagged, as ``bench triage`` counts), its highest D, and the share of the
+found it (more than a tenth of its voxels flagged by findings that lie at least a tenth in lesions, as ``bench
+triage`` counts), its highest D, and the share of the
 normal studies whose score (peak D) lies below that D -- 1 means the lesion alone would put its study above every
 normal study. Reads the run's files only; chooses nothing.
 
@@ -20,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from app.bench.triage import LESION_IDS, LESION_ML_EDGES, _draw_study, lesion_bin_labels, split_blocks_of  # noqa: E402
+from app.core.findings import label_findings  # noqa: E402
 from app.core.metrics import FOUND_FRACTION  # noqa: E402
 from app.data.brain_proxy import held_out_subject  # noqa: E402
 
@@ -41,7 +43,12 @@ def main(run: Path, studies: Path, split: str, seed: int) -> None:
         ids = np.asanyarray(img.dataobj).astype(int)
         vox_ml = float(abs(np.linalg.det(img.affine[:3, :3]))) / 1000.0
         d = np.asanyarray(nib.load(run / r["id"] / "difference.nii.gz").dataobj).astype(np.float32)
-        det = np.asanyarray(nib.load(run / r["id"] / "mask.nii.gz").dataobj) > 0
+        fl, n = label_findings(np.asanyarray(nib.load(run / r["id"] / "mask.nii.gz").dataobj) > 0)
+        f_size = np.bincount(fl.ravel(), minlength=n + 1)
+        f_lesion = np.bincount(fl.ravel(), weights=(ids > 0).ravel().astype(float), minlength=n + 1)
+        hits = f_lesion >= FOUND_FRACTION * f_size  # findings at least a tenth lesion, as bench triage counts
+        hits[0] = False
+        det = hits[fl]
         for k, rec in enumerate(records, start=1):
             m = ids == k
             if not m.any():  # painted over by a later lesion
