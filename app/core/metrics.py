@@ -177,9 +177,7 @@ def paired_by_bins(
     return rows
 
 
-def evaluate(
-    maps: Sequence[np.ndarray], gts: Sequence[np.ndarray], tau: float, min_component_px: int = 0
-) -> Scores:
+def evaluate(maps: Sequence[np.ndarray], gts: Sequence[np.ndarray], tau: float, min_component_px: int = 0) -> Scores:
     """Scores of difference maps thresholded at tau (without in-plane components smaller than
     ``min_component_px``); means over images with a non-empty ground truth."""
     from app.core.maps import detection_mask
