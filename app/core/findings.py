@@ -221,8 +221,8 @@ def most_suspicious(findings: list[Finding]) -> Finding | None:
 
 
 def findings_summary(findings: list[Finding]) -> str:
-    """One line for a reader: how many findings, and where the most suspicious one is (``detect``'s last line but
-    one), e.g. "3 findings; the most suspicious: 2.41 ml on axial slices 51-60 (centre 55), peak D 0.081"."""
+    """One line for a reader: how many findings, and where the most suspicious one is (``detect``'s last line),
+    e.g. "3 findings; the most suspicious: 2.41 ml on axial slices 51-60 (centre 55), peak D 0.081"."""
     top = most_suspicious(findings)
     if top is None:
         return "no findings (nothing flagged)"
