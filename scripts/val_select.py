@@ -45,7 +45,6 @@ from app.nets.card import card_choices  # noqa: E402
 from app.nets.zoo import resolve_model  # noqa: E402
 
 BINS = (0, 20, 60, 200, None)  # lesion size in voxels of the model grid (2 mm pixels, the block's slices)
-FOUND = FOUND_FRACTION  # more than 10 % of a lesion's voxels flagged
 
 
 def lesion_kinds(mask: np.ndarray, kinds: np.ndarray) -> list[str]:
@@ -61,7 +60,7 @@ def lesion_kinds(mask: np.ndarray, kinds: np.ndarray) -> list[str]:
 
 
 def _found(fractions: list[float]) -> dict:
-    return {"found": sum(f > FOUND for f in fractions), "of": len(fractions),
+    return {"found": sum(f > FOUND_FRACTION for f in fractions), "of": len(fractions),
             "voxel_fraction": float(np.mean(fractions or [0]))}  # fmt: skip
 
 

@@ -261,6 +261,20 @@ def _finding_confidence(result: dict, n: int) -> np.ndarray:
     return conf
 
 
+def lesion_findings(labels: np.ndarray, n: int, ids: np.ndarray) -> np.ndarray:
+    """Which findings (``labels`` 1..n of a detection) may find a lesion (``ids`` > 0): those that lie at least
+    :data:`~app.core.metrics.FOUND_FRACTION` in lesions, indexed by label (index 0, no finding, False). A finding
+    mostly outside the lesions is a false one that happens to touch a lesion: a detection that flags the whole brain
+    touches every lesion and finds none."""
+    from app.core.metrics import FOUND_FRACTION
+
+    size = np.bincount(labels.ravel(), minlength=n + 1)
+    in_lesion = np.bincount(labels.ravel(), weights=(ids > 0).ravel().astype(np.float64), minlength=n + 1)
+    hits = in_lesion >= FOUND_FRACTION * size
+    hits[0] = False
+    return hits
+
+
 def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[dict]) -> dict:
     """Lesion-level figures of a run (the detection a reader sees, not the order): for the lesions of the abnormal
     studies (each numbered in the study's lesion numbers, :data:`LESION_IDS`, as it was inserted: one lesion however
@@ -295,12 +309,7 @@ def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[d
         if pred.shape != ids.shape:
             raise ValueError(f"{r['id']}: detection {pred.shape} and lesions {ids.shape} differ in shape")
         vox_ml = voxel_volume_mm3(ids_img.affine) / 1000.0
-        # a finding mostly outside the lesions (less than a tenth of it lesion) finds none of them: a detection that
-        # flags the whole brain touches every lesion and finds nothing
-        f_size = np.bincount(fl.ravel(), minlength=n + 1)
-        f_lesion = np.bincount(fl.ravel(), weights=(ids > 0).ravel().astype(np.float64), minlength=n + 1)
-        covers = np.where(f_lesion >= FOUND_FRACTION * f_size, conf, -np.inf)
-        covers[0] = -np.inf
+        covers = np.where(lesion_findings(fl, n, ids), conf, -np.inf)
         size = np.bincount(ids.ravel())
         for k in np.flatnonzero(size[1:]) + 1:  # a lesion painted over entirely by a later one is gone
             b = labels[int(np.searchsorted(LESION_ML_EDGES, size[k] * vox_ml, side="right"))]

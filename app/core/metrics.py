@@ -47,7 +47,8 @@ def lesion_labels(gt: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 #: a lesion counts as found when the detection flags more than this fraction of its voxels (every lesion-level
-#: figure: val_select's "lesions found by size", bench triage's "lesions found by volume")
+#: figure: val_select's "lesions found by size", bench triage's "lesions found by volume", where a finding must also
+#: lie at least this fraction in lesions, app.bench.triage.lesion_findings)
 FOUND_FRACTION = 0.1
 
 

@@ -20,7 +20,14 @@ import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from app.bench.triage import LESION_IDS, LESION_ML_EDGES, _draw_study, lesion_bin_labels, split_blocks_of  # noqa: E402
+from app.bench.triage import (  # noqa: E402
+    LESION_IDS,
+    LESION_ML_EDGES,
+    _draw_study,
+    lesion_bin_labels,
+    lesion_findings,
+    split_blocks_of,
+)
 from app.core.findings import label_findings  # noqa: E402
 from app.core.metrics import FOUND_FRACTION  # noqa: E402
 from app.data.brain_proxy import held_out_subject  # noqa: E402
@@ -44,11 +51,7 @@ def main(run: Path, studies: Path, split: str, seed: int) -> None:
         vox_ml = float(abs(np.linalg.det(img.affine[:3, :3]))) / 1000.0
         d = np.asanyarray(nib.load(run / r["id"] / "difference.nii.gz").dataobj).astype(np.float32)
         fl, n = label_findings(np.asanyarray(nib.load(run / r["id"] / "mask.nii.gz").dataobj) > 0)
-        f_size = np.bincount(fl.ravel(), minlength=n + 1)
-        f_lesion = np.bincount(fl.ravel(), weights=(ids > 0).ravel().astype(float), minlength=n + 1)
-        hits = f_lesion >= FOUND_FRACTION * f_size  # findings at least a tenth lesion, as bench triage counts
-        hits[0] = False
-        det = hits[fl]
+        det = lesion_findings(fl, n, ids)[fl]  # flagged by findings that may find a lesion, as bench triage counts
         for k, rec in enumerate(records, start=1):
             m = ids == k
             if not m.any():  # painted over by a later lesion
