@@ -66,7 +66,7 @@ def report_html(folder: str | Path, results: list[dict], meta: dict | None = Non
     model = meta.get("model", "")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     head = (
-        f"<p class=meta>model {e(str(model))}{_mode(meta)}, tau {_num(meta.get('tau', ''))}; "
+        f"<p class=meta>model {e(str(model))}{_mode(meta)}, tau {_num(meta.get('tau', ''))}{_cut(meta)}; "
         f"{len(ranked)} studies analysed, {len(failed)} failed; written {stamp}"
         f"<br>score: {e(definition)}. Research software, not a diagnostic device.</p>"
     )
@@ -105,6 +105,12 @@ def _mode(meta: dict) -> str:
     if meta.get("base_only"):
         return " (base map, no MatchGen)"
     return f" + MatchGen, eps {_num(meta.get('eps', ''))}"
+
+
+def _cut(meta: dict) -> str:
+    """The reporting cut of a screening detection, in words ("" when every finding is reported)."""
+    cut = meta.get("report_above")
+    return "" if cut is None else f", findings reported when their peak D exceeds {_num(cut)}"
 
 
 def _num(v) -> str:

@@ -217,6 +217,7 @@ def run_batch(
         "base_only": settings.base_only,
         "eps": settings.eps,
         "tau": settings.tau,
+        "report_above": settings.report_above,
         "triage_evidence": summary.triage,
         **(meta or {}),
     }

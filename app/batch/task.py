@@ -68,6 +68,9 @@ class BatchSettings:
     threads: int = 1  # torch threads per worker process
     maps: bool = False
     skull_strip: bool = True  # brain extraction of skull-on brain MRI (detect --no-skull-strip turns it off)
+    #: report only findings whose highest D exceeds this (the card's screening cut, ``screening.report_above``; the
+    #: outline stays D > tau); None: every finding
+    report_above: float | None = None
     #: app.core.triage_evidence.card_fingerprint of the card: what a rerun compares (a recorded triage measurement
     #: changes the card's file, and its SHA-256 above, but no study's result)
     card_fingerprint: str = ""
@@ -104,6 +107,8 @@ class BatchSettings:
             "skull_strip": self.skull_strip,
             "detection": DETECTION_VERSION,
             "score": SCORE_VERSION,
+            # only when set: results made before the cut existed keep their key
+            **({"report_above": self.report_above} if self.report_above is not None else {}),
         }
 
     def to_dict(self) -> dict:
@@ -337,6 +342,7 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
         find_findings,
         intensity_deviation_q999,
         label_findings,
+        reported_findings,
         study_score,
     )
     from app.errors import MatchGenError
@@ -382,8 +388,10 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
         timings["preprocess_s"] = vol.prepare_s
         t = time.perf_counter()
         labels, _ = label_findings(vol.mask)
-        findings = find_findings(vol.mask, vol.d, study.affine, labels=labels)
-        score = study_score(findings, vol.mask, vol.d, study.affine, vol.foreground)
+        findings = candidates = find_findings(vol.mask, vol.d, study.affine, labels=labels)
+        if settings.report_above is not None:  # outlined at tau, reported above the cut (the mask written too)
+            vol.mask, findings = reported_findings(candidates, labels, vol.d, study.affine, settings.report_above)
+        score = study_score(findings, vol.mask, vol.d, study.affine, vol.foreground, candidates=candidates)
         timings["findings_s"] = time.perf_counter() - t
         t = time.perf_counter()
         _clear_outputs(folder)
@@ -433,6 +441,8 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
             largest_ml=score.largest_ml,
             flagged_ml=score.flagged_ml,
             n_findings=score.n_findings,
+            n_outlined=len(candidates),  # findings of D > tau, before the reporting cut (the same without one)
+            report_above=settings.report_above,
             d_q999=score.d_q999,
             peak_d=score.peak_d,
             d_q50=score.d_q50,

@@ -246,6 +246,9 @@ def lesion_bin_labels(edges: tuple[float, ...] = LESION_ML_EDGES) -> list[str]:
     return [f"under {edges[0]:g} ml", *mid, f"{edges[-1]:g} ml or more"]
 
 
+#: how a mode is named in the tables: screen is the base map with the card's screening detection (reported above a cut)
+MODE_LABELS = {"base": "base", "mg": "+MG", "screen": "base"}
+
 #: the false findings per normal study at which the lesion-level FROC is read (as LUNA16 reads its curve, up to 8)
 FROC_RATES = (0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -401,7 +404,7 @@ def run_triage(
     from app.batch.inputs import expand_inputs
     from app.batch.runner import run_batch
     from app.batch.task import BatchSettings, ModelPreload
-    from app.nets.card import card_choices, read_card
+    from app.nets.card import card_choices, card_screening, read_card
     from app.nets.zoo import resolve_model
 
     _roc_auc()  # before the studies are made and run, not after
@@ -428,9 +431,17 @@ def run_triage(
             stem = resolve_model(name).resolve()
             card = read_card(stem)
             entry = {}
-            for mode, base_only in (m for m in (("base", True), ("mg", False)) if m[0] in modes):
+            for mode, base_only in (m for m in (("base", True), ("mg", False), ("screen", True)) if m[0] in modes):
                 ch = card_choices(card)
                 eps, tau = (0.0, ch["tau_base"]) if base_only else (ch["eps"], ch["tau"])
+                report_above = None
+                if mode == "screen":  # what a plain `batch` runs: the card's screening detection of the base map
+                    sc = card_screening(card)
+                    if sc["mode"] != "base":
+                        log(f"{stem.name}: no screening detection of the base map in its card; screen skipped")
+                        continue
+                    tau = sc["tau"] if sc["tau"] is not None else tau
+                    report_above = sc["report_above"]
                 settings = BatchSettings.for_checkpoint(
                     stem,
                     eps,
@@ -440,6 +451,7 @@ def run_triage(
                     device="cpu",
                     threads=1,
                     maps=maps,
+                    report_above=report_above,
                 )
                 client.register_plugin(ModelPreload(settings))
                 t = time.perf_counter()
@@ -448,6 +460,8 @@ def run_triage(
                 ev = evaluate(summary.results, truth)
                 ev.update(lesions_found(where, studies, summary.results, truth))
                 ev.update(eps=eps, tau=tau, wall_s=round(time.perf_counter() - t, 1), failed=summary.failed)
+                if report_above is not None:
+                    ev["report_above"] = report_above
                 entry[mode] = ev
                 if record:
                     ev["recorded"] = record_triage(stem, settings, ev, split, loads, seed, command, log)
@@ -514,12 +528,15 @@ def markdown(rep: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [
-        (name, mode, entry[mode]) for name, entry in rep["models"].items() for mode in ("base", "mg") if mode in entry
+        (name, mode, entry[mode])
+        for name, entry in rep["models"].items()
+        for mode in ("base", "mg", "screen")
+        if mode in entry
     ]
     for name, mode, e in rows:  # a run interrupted before a mode has no entry for it
         by = ", ".join(f"{k}: {v:.2f}" for k, v in e["auroc_score_by_load"].items())
         lines.append(
-            f"| {name} | {'+MG' if mode == 'mg' else 'base'} | {e['eps']:g} | {e['tau']:g} | "
+            f"| {name} | {_mode_cell(mode, e)} | {e['eps']:g} | {e['tau']:g} | "
             f"{_auroc_cell(e, 'score')} | {e['top_n_abnormal_fraction']:.0%} | "
             f"{', '.join(map(str, e['abnormal_ranks']))} | {by} | {_found_cell(e)} | "
             f"{e.get('findings_per_normal_study', float('nan')):.1f} | {_froc_cell(e)} |"
@@ -534,8 +551,14 @@ def markdown(rep: dict) -> str:
     ]
     for name, mode, e in rows:
         cells = " | ".join(_auroc_cell(e, k) for k in keys)
-        lines.append(f"| {name} | {'+MG' if mode == 'mg' else 'base'} | {cells} |")
+        lines.append(f"| {name} | {_mode_cell(mode, e)} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def _mode_cell(mode: str, e: dict) -> str:
+    """The mode as the tables name it; the screening detection with its reporting cut."""
+    cut = e.get("report_above")
+    return f"{MODE_LABELS[mode]}, findings above D {cut:.4g}" if cut is not None else MODE_LABELS[mode]
 
 
 def _auroc_cell(e: dict, key: str) -> str:

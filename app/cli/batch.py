@@ -69,24 +69,33 @@ def configure(p: argparse.ArgumentParser) -> None:
     batch_pacs.configure(p)  # --server/--query/--send (app/cli/batch_pacs.py)
 
 
-def screening_base_only(card: dict, args) -> bool:
-    """Whether the run is the base model alone: ``--base-only`` or ``--mg`` when given, ``--eps`` asks for MatchGen,
-    else the card's screening mode (:func:`app.nets.card.card_screening_mode`), said in a note when it is the base
-    map so that nobody takes the run for a MatchGen one."""
-    from app.nets.card import card_screening_mode
+def screening_choice(card: dict, args) -> tuple[bool, dict | None]:
+    """(base_only, screening): whether the run is the base model alone -- ``--base-only`` or ``--mg`` when given,
+    ``--eps`` asks for MatchGen, else the card's screening mode (:func:`app.nets.card.card_screening`) -- and, when
+    the run is the card's own screening detection, that detection (``tau``, ``report_above``; None otherwise). Said
+    in a note when it is the base map, so that nobody takes the run for a MatchGen one."""
+    from app.nets.card import card_choices, card_screening
 
     if args.base_only or args.mg or args.eps is not None:
-        return bool(args.base_only)
-    if card_screening_mode(card) != "base":
-        return False
-    sc = card.get("screening") or {}
-    why = f" ({sc['chosen_on']})" if isinstance(sc.get("chosen_on"), str) else ""
+        return bool(args.base_only), None
+    sc = card_screening(card)
+    if sc["mode"] != "base":
+        return False, None
+    raw = card.get("screening") or {}
+    why = f" ({raw['chosen_on']})" if isinstance(raw.get("chosen_on"), str) else ""
+    cut = ""
+    if args.tau is None and (sc["tau"] is not None or sc["report_above"] is not None):
+        outline = sc["tau"] if sc["tau"] is not None else card_choices(card)["tau_base"]
+        cut = f"; findings outlined at D > {outline:.4g}"
+        if sc["report_above"] is not None:
+            cut += f" and reported when their peak D exceeds {sc['report_above']:.4g}"
+        cut += " (--tau: that tau, every finding)"
     print(
-        f"note: batch runs this model's base map by default: it screens whole studies better than MatchGen{why}; "
-        "--mg for MatchGen",
+        f"note: batch runs this model's base map by default: it screens whole studies better than MatchGen{why}"
+        f"{cut}; --mg for MatchGen",
         file=sys.stderr,
     )
-    return True
+    return True, (sc if args.tau is None else None)
 
 
 def make_settings(args):
@@ -106,10 +115,14 @@ def make_settings(args):
         from app.errors import CheckpointError
 
         raise CheckpointError(f"weights {stem.with_suffix('.safetensors')} not found")
-    base_only = screening_base_only(card, args)
+    base_only, screening = screening_choice(card, args)
     eps, tau, note = choose_parameters(card, args.eps, args.tau, base_only)
     if note:
         print(f"note: {note}", file=sys.stderr)
+    report_above = None
+    if screening is not None:  # the card's screening detection: its outline and reporting cut
+        tau = screening["tau"] if screening["tau"] is not None else tau
+        report_above = screening["report_above"]
     _solver, warning = solver_for(card, args.solver, args.max_steps)
     if warning and not base_only:
         print(f"warning: {warning}", file=sys.stderr)
@@ -125,6 +138,7 @@ def make_settings(args):
         threads=args.threads,
         maps=bool(args.maps),
         skull_strip=not args.no_skull_strip,
+        report_above=report_above,
     )
 
 

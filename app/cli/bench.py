@@ -135,7 +135,10 @@ def configure(p: argparse.ArgumentParser) -> None:
         "whole-head studies in the roles of val and test (give them different seeds)",
     )
     t.add_argument(
-        "--modes", default="base,mg", help="base model and/or +MG (default base,mg; +MG costs the solver's steps)"
+        "--modes",
+        default="base,mg",
+        help="base model, +MG and/or screen (the card's screening detection, what a plain batch runs) "
+        "(default base,mg; +MG costs the solver's steps)",
     )
     t.add_argument(
         "--maps", action="store_true", help="keep each study's difference map and pseudo-normal (as batch --maps)"
@@ -283,8 +286,8 @@ def run(args: argparse.Namespace) -> int:
             raise OptionError("--loads: at least one lesion count, each >= 1")
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else [None]
         modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-        if not modes or set(modes) - {"base", "mg"}:
-            raise OptionError(f"--modes {args.modes!r}: base, mg or base,mg")
+        if not modes or set(modes) - {"base", "mg", "screen"}:
+            raise OptionError(f"--modes {args.modes!r}: a comma-separated list of base, mg and screen")
         if args.record and args.max_steps is not None:
             raise OptionError("--record: not with --max-steps (the card's own step budget is what batch applies)")
         rep = run_triage(

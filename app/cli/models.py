@@ -16,14 +16,19 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def triage_cell(card: dict, weights_sha256: str, ch: dict) -> str:
     """The triage state of a default batch run with the card's choices (``ch``: :func:`app.nets.card.card_choices`),
-    in a few words: + MG, or the base map where the card's screening choice says so ("batch=base")."""
+    in a few words: + MG, or the base map where the card's screening choice says so ("batch=base", with its reporting
+    cut where it has one)."""
     from app.core.triage_evidence import Operator, triage_evidence
-    from app.nets.card import card_screening_mode
+    from app.nets.card import card_screening
 
-    base = card_screening_mode(card) == "base"
-    op = Operator("base", 0.0, ch["tau_base"]) if base else Operator("mg", ch["eps"], ch["tau"])
+    sc = card_screening(card)
+    base = sc["mode"] == "base"
+    tau = sc["tau"] if sc["tau"] is not None else ch["tau_base"]
+    op = Operator("base", 0.0, tau, report_above=sc["report_above"]) if base else Operator("mg", ch["eps"], ch["tau"])
     ev = triage_evidence(card, weights_sha256, op)
     mode = "batch=base " if base else ""
+    if base and sc["report_above"] is not None:
+        mode = f"batch=base(findings above D {sc['report_above']:.3g}) "
     if ev.measurement is None:
         return f"{mode}triage={ev.status}"
     m = ev.measurement

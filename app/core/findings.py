@@ -14,14 +14,16 @@ an edge or a corner belong together, as in ITK-SNAP's and FSLeyes' cluster tools
 **Study-level anomaly score** (:func:`study_score`): ``peak_d``, the highest D inside any finding (0 without
 findings): how strongly the study's most deviating detected tissue differs from its pseudo-normal. It peaks on the
 axial slice where that finding's cross-section is largest (``peak_slice``; without findings, the slice with the
-highest D). It depends on tau and on the card's component rule, as the detection does. History, each chosen on
-validation studies only by a rule written before the runs: the volume of the largest finding (``largest_ml``, 14
-studies), the peak D (version 2, 14 studies), the 99.9th percentile of D over the analysed foreground (``d_q999``,
-version 3, 48 studies, docs/bench/triage-48/), and the peak D again (version 4, the same 48 studies with the card's
-z window, docs/bench/triage-z/: AUROC 0.780 against the 99.9th percentile's 0.774 with the default model + MG, a
-difference far inside its interval). Every one of them is still recorded beside the score, with ``flagged_ml`` (all
-flagged voxels), the median and 90th percentile of D over the foreground, and a model-free floor
-(:func:`intensity_deviation_q999`), so a later measurement can compare them on the same runs.
+highest D). It depends on tau and on the card's component rule, as the detection does. Where only findings whose
+highest D exceeds a cut are reported (``batch``'s screening detection, :func:`reported_findings`), the score is
+taken over every outlined finding, reported or not: the cut decides what a reader is shown, not the order. History,
+each chosen on validation studies only by a rule written before the runs: the volume of the largest finding
+(``largest_ml``, 14 studies), the peak D (version 2, 14 studies), the 99.9th percentile of D over the analysed
+foreground (``d_q999``, version 3, 48 studies, docs/bench/triage-48/), and the peak D again (version 4, the same 48
+studies with the card's z window, docs/bench/triage-z/: AUROC 0.780 against the 99.9th percentile's 0.774 with the
+default model + MG, a difference far inside its interval). Every one of them is still recorded beside the score,
+with ``flagged_ml`` (all flagged voxels), the median and 90th percentile of D over the foreground, and a model-free
+floor (:func:`intensity_deviation_q999`), so a later measurement can compare them on the same runs.
 """
 
 from __future__ import annotations
@@ -174,20 +176,41 @@ SCORE_LABEL = "score (peak D)"
 SCORE_DEFINITION = (
     "peak D of the detection: the highest D inside any finding (26-connected component of the detection, D > tau "
     "with the card's post-processing and component rule); peak slice = the axial slice where that finding's "
-    "cross-section is largest (without findings: 0, and the slice with the highest D)"
+    "cross-section is largest (without findings: 0, and the slice with the highest D); where findings are reported "
+    "only above a cut on their peak D, over every outlined finding, reported or not"
 )
 
 
+def reported_findings(
+    candidates: list[Finding], labels: np.ndarray, d: np.ndarray, affine: np.ndarray, cut: float
+) -> tuple[np.ndarray, list[Finding]]:
+    """The findings a reader is shown when only those whose highest D exceeds ``cut`` are reported (hysteresis: an
+    outline at the detection's tau, a report at the higher ``cut``; ``batch``'s screening detection, a card's
+    ``screening.report_above``): (their mask, their findings, renumbered largest first). ``candidates`` and
+    ``labels`` are every finding of the outlined mask (:func:`find_findings` with those labels)."""
+    keep = [f.label for f in candidates if np.isfinite(f.max_d) and f.max_d > cut]
+    mask = np.isin(labels, np.asarray(keep, dtype=labels.dtype)) if keep else np.zeros(labels.shape, dtype=bool)
+    return mask, find_findings(mask, d, affine)
+
+
 def study_score(
-    findings: list[Finding], mask: np.ndarray, d: np.ndarray, affine: np.ndarray, foreground: np.ndarray | None = None
+    findings: list[Finding],
+    mask: np.ndarray,
+    d: np.ndarray,
+    affine: np.ndarray,
+    foreground: np.ndarray | None = None,
+    candidates: list[Finding] | None = None,
 ) -> StudyScore:
     """The study-level score (module docstring) from the findings of ``mask`` and the difference map ``d``, with
-    the quantiles of ``d`` over ``foreground`` (default: where d > 0) recorded beside it."""
+    the quantiles of ``d`` over ``foreground`` (default: where d > 0) recorded beside it. With ``candidates`` (every
+    outlined finding, of which ``findings`` are those reported above a cut: :func:`reported_findings`) the score and
+    its slice come from the most suspicious candidate, so a study with nothing reported keeps its place in the
+    order; volumes and counts stay those of the reported findings."""
     d = np.asarray(d, dtype=np.float32)
     vox_ml = voxel_volume_mm3(affine) / 1000.0
     fg = np.asarray(foreground, dtype=bool) if foreground is not None else d > 0
     q50, q90, q = (float(v) for v in np.quantile(d[fg], [0.5, 0.9, 0.999])) if fg.any() else (0.0, 0.0, 0.0)
-    top = most_suspicious(findings)
+    top = most_suspicious(findings if candidates is None else candidates)
     if top is not None and np.isfinite(top.max_d):  # the finding holding the highest D (ties: the larger one)
         peak_d, peak = float(top.max_d), top.peak_slice
     else:

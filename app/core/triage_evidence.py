@@ -9,7 +9,8 @@ was measured with something else. So each measurement records what it was measur
 * the model card's content without its ``triage`` entry (:func:`card_fingerprint`) and the weights' SHA-256: a
   recalibrated or retrained model needs a new measurement;
 * the mode (``mg`` or ``base``), eps, tau, solver and step budget: a batch with ``--eps``, ``--tau``, ``--solver``
-  or ``--max-steps`` of its own is another operator;
+  or ``--max-steps`` of its own is another operator; and the cut above which findings are reported, where there is
+  one (a card's screening detection, ``screening.report_above``): it changes the findings, not the order;
 * the score's version (:data:`app.core.findings.SCORE_VERSION`).
 
 :func:`triage_evidence` returns one of four states with a sentence for the reader: ``validated`` (the AUROC's 95 %
@@ -67,6 +68,7 @@ class Operator:
     tau: float
     solver: str = "card"  # as detect --solver
     max_steps: int | None = None  # None: the card's step budget
+    report_above: float | None = None  # findings reported only above this peak D (None: every finding)
 
     def __post_init__(self) -> None:
         if self.mode not in ("mg", "base"):
@@ -74,9 +76,14 @@ class Operator:
 
     @classmethod
     def of(cls, settings: Any) -> Operator:
-        """The operator of a batch run (anything with ``base_only``, ``eps``, ``tau``, ``solver``, ``max_steps``)."""
+        """The operator of a batch run (anything with ``base_only``, ``eps``, ``tau``, ``solver``, ``max_steps`` and
+        optionally ``report_above``)."""
         mode = "base" if settings.base_only else "mg"
-        return cls(mode, float(settings.eps), float(settings.tau), settings.solver, settings.max_steps)
+        cut = getattr(settings, "report_above", None)
+        return cls(
+            mode, float(settings.eps), float(settings.tau), settings.solver, settings.max_steps,
+            None if cut is None else float(cut),
+        )  # fmt: skip
 
 
 def triage_measurement(
@@ -118,6 +125,7 @@ def triage_measurement(
         "tau": float(op.tau),
         "solver": op.solver,
         "max_steps": op.max_steps,
+        **({"report_above": float(op.report_above)} if op.report_above is not None else {}),
         "score_version": SCORE_VERSION,
         "auroc": float(auroc),
         "ci95": [float(ci95[0]), float(ci95[1])],
@@ -134,12 +142,13 @@ def triage_measurement(
 
 
 def record_measurement(card: dict[str, Any], measurement: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``card`` with ``measurement`` added; it replaces an earlier one of the same split and mode."""
-    keep = [
-        m
-        for m in card.get(CARD_KEY) or []
-        if isinstance(m, dict) and (m.get("split"), m.get("mode")) != (measurement["split"], measurement["mode"])
-    ]
+    """A copy of ``card`` with ``measurement`` added; it replaces an earlier one of the same split, mode and
+    reporting cut (a screening detection's measurement stands beside the plain base map's)."""
+
+    def slot(m: dict[str, Any]) -> tuple:
+        return m.get("split"), m.get("mode"), m.get("report_above")
+
+    keep = [m for m in card.get(CARD_KEY) or [] if isinstance(m, dict) and slot(m) != slot(measurement)]
     return {**card, CARD_KEY: [*keep, measurement]}
 
 
@@ -174,6 +183,9 @@ def _mismatch(m: dict[str, Any], fingerprint: str, weights_sha256: str, op: Oper
     if (m.get("solver", "card"), m.get("max_steps")) != (op.solver, op.max_steps):
         budget = m.get("max_steps") or "the card's"
         return f"the {m.get('solver', 'card')} solver and {budget} steps"
+    cut = m.get("report_above")
+    if (cut is None) != (op.report_above is None) or (cut is not None and not _same(cut, op.report_above)):
+        return "every finding reported" if cut is None else f"findings reported above D {cut}"
     return ""
 
 

@@ -12,7 +12,9 @@ of it through the functions below, with the same fallbacks:
   ``settings.max_steps``, ``settings.channels_last``), ``postprocess`` (``median_size``, ``erode_px``,
   ``min_component_px``: non-negative integers) and ``domain`` (what the model is for: ``modality``, ``anatomy``,
   ... as strings or lists of strings) and ``screening`` (``mode``: ``"mg"`` or ``"base"``, the mode ``batch`` runs
-  by default, with ``chosen_on`` and ``rule`` saying how it was chosen; :func:`card_screening_mode`). Other keys
+  by default, with ``chosen_on`` and ``rule`` saying how it was chosen; for the base mode optionally ``tau``, the
+  outline of its findings, and ``report_above``, the peak D above which a finding is reported, both > 0 and the
+  second above the first; :func:`card_screening_mode`, :func:`card_screening`). Other keys
   are kept as they are, among them ``triage``: the worklist score's measured AUROC, written by ``bench triage
   --record`` and read by :mod:`app.core.triage_evidence`. An
   invalid card raises :class:`~app.errors.CheckpointError` naming the field. Version-1 cards are migrated on load
@@ -23,7 +25,7 @@ of it through the functions below, with the same fallbacks:
 * :func:`card_solver` / :func:`solver_for` -- the solver (options and step budget) the choices were made with;
   :func:`solver_for` also says, in one line, when a requested solver differs from it.
 * :func:`card_channels_last`, :func:`card_postprocess`, :func:`card_domain`, :func:`card_training`,
-  :func:`card_screening_mode`.
+  :func:`card_screening_mode`, :func:`card_screening`.
 
 Cards without a calibration fall back to documented defaults: eps range [0, 0.6] (the paper's), eps 0.1,
 tau 0.2, and the paper-faithful solver (penalty method, Adam lr 1e-3).
@@ -187,6 +189,12 @@ def _check_screening(card: dict[str, Any], c: _Checker) -> None:
     for key in ("chosen_on", "rule"):
         if key in sc:
             c.kind(sc[key], isinstance(sc[key], str), f"screening.{key}", "a string")
+    for key in ("tau", "report_above"):
+        if key in sc:
+            v = sc[key]
+            c.kind(v, _is_num(v) and math.isfinite(v) and v > 0, f"screening.{key}", "a number > 0")
+    if "tau" in sc and "report_above" in sc and not sc["report_above"] > sc["tau"]:
+        c.fail("screening.report_above", "must be above screening.tau (a finding's peak D lies above its outline)")
 
 
 def validate_card(card: Any, where: str = "model card") -> dict[str, Any]:
@@ -514,6 +522,17 @@ def card_screening_mode(card: dict | None) -> str:
     sc = (card or {}).get("screening")
     mode = sc.get("mode") if isinstance(sc, dict) else None
     return mode if mode in SCREENING_MODES else "mg"
+
+
+def card_screening(card: dict | None) -> dict[str, Any]:
+    """What ``batch`` runs by default for this model: ``mode`` (:func:`card_screening_mode`), and for the base
+    mode the card's screening detection where it has one: ``tau`` (the outline, D > tau; None: the card's
+    ``tau_base``) and ``report_above`` (a finding is reported only when its highest D exceeds it; None: every
+    finding). Chosen on validation studies (docs/bench/screening-cut/rule.md)."""
+    mode = card_screening_mode(card)
+    sc = (card or {}).get("screening")
+    sc = sc if isinstance(sc, dict) and mode == "base" else {}
+    return {"mode": mode, "tau": sc.get("tau"), "report_above": sc.get("report_above")}
 
 
 def card_training(card: dict) -> dict[str, Any]:

@@ -291,3 +291,47 @@ def test_a_card_can_have_batch_screen_with_its_base_map(tmp_path, studies, tiny_
     det = tmp_path / "detect.nii.gz"
     assert main(["detect", str(studies / "a.nii.gz"), "--model", str(stem), "--out", str(det), *STEPS]) == 0
     assert "eps=0.05" in capsys.readouterr().out  # detect starts with MatchGen whatever the screening choice
+
+
+def test_a_screening_detection_reports_only_findings_above_its_cut(tmp_path, studies, tiny_model, capsys):
+    """A card whose screening detection outlines at its tau and reports a finding only when its peak D exceeds a
+    cut: a plain batch writes exactly the findings above the cut (mask, result.json, report), orders the studies by
+    the same score as every outlined finding gives; ``--tau`` means that tau with every finding reported."""
+    import shutil
+
+    from app.nets.card import card_choices
+
+    stem = tmp_path / "models" / "tiny"
+    stem.parent.mkdir()
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(tiny_model.with_suffix(suffix), stem.with_suffix(suffix))
+    card = json.loads(stem.with_suffix(".json").read_text())
+    card["screening"] = {"mode": "base"}
+    stem.with_suffix(".json").write_text(json.dumps(card))
+    tau = card_choices(card)["tau_base"]
+    (studies / "corrupt.nii.gz").unlink()
+    every = tmp_path / "every"
+    assert _batch(capsys, studies, every, stem)[0] == 0  # the base map, every finding at tau_base
+    before = {s: json.loads((every / s / "result.json").read_text()) for s in "abc"}
+    peaks = sorted(f["max_d"] for r in before.values() for f in r["findings"])
+    assert len(peaks) >= 3, peaks  # enough findings for a cut between them
+    cut = (peaks[len(peaks) // 2 - 1] + peaks[len(peaks) // 2]) / 2
+    card["screening"] = {"mode": "base", "tau": tau, "report_above": cut}
+    stem.with_suffix(".json").write_text(json.dumps(card))
+    out = tmp_path / "out"
+    code, _, err = _batch(capsys, studies, out, stem)
+    assert code == 0 and f"reported when their peak D exceeds {cut:.4g}" in err
+    for s, old in before.items():
+        r = json.loads((out / s / "result.json").read_text())
+        assert r["report_above"] == cut and r["tau"] == tau and r["n_outlined"] == len(old["findings"])
+        kept = sorted((f["voxels"], f["max_d"]) for f in old["findings"] if f["max_d"] > cut)
+        assert sorted((f["voxels"], f["max_d"]) for f in r["findings"]) == kept
+        mask = np.asanyarray(nib.load(out / s / "mask.nii.gz").dataobj) > 0
+        assert mask.sum() == sum(v for v, _ in kept) and r["n_findings"] == len(kept)
+        assert r["score"] == pytest.approx(old["score"]) and r["peak_slice"] == old["peak_slice"]  # the same order
+    assert sum(len(json.loads((out / s / "result.json").read_text())["findings"]) for s in "abc") < len(peaks)
+    assert f"findings reported when their peak D exceeds {cut:.6g}" in (out / "report.html").read_text()
+    code, _, err = _batch(capsys, studies, out, stem, "--tau", f"{tau}")  # the user's tau: every finding
+    r = json.loads((out / "a" / "result.json").read_text())
+    assert code == 0 and "reported when" not in err and r["report_above"] is None
+    assert len(r["findings"]) == len(before["a"]["findings"])

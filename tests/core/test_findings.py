@@ -4,7 +4,7 @@ ranges, mean D, 26-connectivity, order by size, and the study-level score."""
 import numpy as np
 import pytest
 
-from app.core.findings import Finding, find_findings, label_findings, outline, study_score
+from app.core.findings import Finding, find_findings, label_findings, outline, reported_findings, study_score
 
 AFFINE = np.array([[2.0, 0, 0, -10], [0, 2.0, 0, 5], [0, 0, 3.0, 100], [0, 0, 0, 1]])  # 2x2x3 mm = 12 mm^3
 
@@ -90,6 +90,29 @@ def test_study_score(known):
     sc0 = study_score([], empty, d2, AFFINE, np.zeros(mask.shape, bool))  # no foreground: quantiles 0
     assert sc0.score == 0.0 and sc0.d_q999 == 0.0 and sc0.peak_slice == 7 and sc0.largest_ml == 0.0
     assert find_findings(empty, d2, AFFINE) == []
+
+
+def test_reported_findings_keep_only_those_above_the_cut_and_the_score_keeps_every_outlined_one(known):
+    """Hysteresis: outlined at tau (the mask), reported when the finding's highest D exceeds the cut. The findings'
+    peaks are 0.5 (24 voxels), 0.75 (16) and 0.9 (the corner pair)."""
+    mask, d = known
+    lab, _ = label_findings(mask)
+    cands = find_findings(mask, d, AFFINE, labels=lab)
+    shown, fs = reported_findings(cands, lab, d, AFFINE, 0.6)
+    assert [f.voxels for f in fs] == [16, 2] and [f.label for f in fs] == [1, 2]  # renumbered, largest first
+    assert shown.sum() == 18 and not shown[2:6, 3:6, 1:3].any() and shown[10:12, 10:12, 5:9].all()
+    assert [f.max_d for f in fs] == [pytest.approx(0.75), pytest.approx(0.9)]
+    _, none = reported_findings(cands, lab, d, AFFINE, 0.9)  # strictly above: a peak of exactly the cut is not
+    assert none == [] and reported_findings(cands, lab, d, AFFINE, 0.95)[0].sum() == 0
+    # the score is the most suspicious outlined finding's, reported or not; volumes are those reported
+    d2 = d.copy()
+    d2[16, 16, 1] = 0.55  # the corner pair now peaks below the cut, the 16-voxel finding carries the score ...
+    cands2 = find_findings(mask, d2, AFFINE, labels=lab)
+    shown2, fs2 = reported_findings(cands2, lab, d2, AFFINE, 0.8)  # ... and nothing is reported above 0.8
+    sc = study_score(fs2, shown2, d2, AFFINE, candidates=cands2)
+    assert fs2 == [] and sc.score == sc.peak_d == pytest.approx(0.75) and sc.peak_slice == 5
+    assert sc.n_findings == 0 and sc.flagged_ml == 0.0 and sc.largest_ml == 0.0
+    assert study_score(fs2, shown2, d2, AFFINE).score == 0.0  # without the candidates: nothing reported, 0
 
 
 def test_intensity_floor():

@@ -72,6 +72,32 @@ def test_a_measurement_of_the_other_mode_says_nothing_of_this_one():
     assert ev.status == "none" and "base map" in ev.text
 
 
+def test_a_screening_detection_is_its_own_operator_and_its_measurement_stands_beside_the_base_maps():
+    """Findings reported above a cut (a card's screening detection) are another operator than every finding at the
+    same tau, and a measurement of each keeps its own slot in the card."""
+    plain = measure(CARD, split="head-test", mode="base", eps=0.0, tau=0.12, auroc=0.82, ci=(0.69, 0.93))
+    cut = measure(CARD, split="head-test", mode="base", eps=0.0, tau=0.1, auroc=0.7, ci=(0.55, 0.84), report_above=0.23)
+    assert "report_above" not in plain and cut["report_above"] == 0.23
+    card = record_measurement(record_measurement(CARD, plain), cut)
+    assert len(card["triage"]) == 2  # the same split and mode, another cut: both kept
+    assert len(record_measurement(card, {**cut, "auroc": 0.71})["triage"]) == 2  # the same cut again: replaced
+    screen = triage_evidence(card, "w1", Operator("base", 0.0, 0.1, report_above=0.23))
+    assert screen.status == "validated" and screen.measurement["auroc"] == 0.7
+    base = triage_evidence(card, "w1", Operator("base", 0.0, 0.12))
+    assert base.status == "validated" and base.measurement["auroc"] == 0.82
+    other = triage_evidence(record_measurement(CARD, cut), "w1", Operator("base", 0.0, 0.1, report_above=0.3))
+    assert other.status == "stale" and "findings reported above D 0.23" in other.text
+    every = triage_evidence(record_measurement(CARD, cut), "w1", Operator("base", 0.0, 0.1))
+    assert every.status == "stale" and "findings reported above D 0.23" in every.text
+    only_every = triage_evidence(record_measurement(CARD, plain), "w1", Operator("base", 0.0, 0.12, report_above=0.23))
+    assert only_every.status == "stale" and "every finding reported" in only_every.text
+
+    class Settings:  # a batch run's settings carry the cut into its operator
+        base_only, eps, tau, solver, max_steps, report_above = True, 0.0, 0.1, "card", None, 0.23
+
+    assert Operator.of(Settings) == Operator("base", 0.0, 0.1, report_above=0.23)
+
+
 def test_another_score_version_is_stale():
     m = {**measure(CARD), "score_version": SCORE_VERSION - 1}
     ev = triage_evidence(record_measurement(CARD, m), "w1", RUN)

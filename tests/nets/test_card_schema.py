@@ -223,3 +223,25 @@ def test_the_screening_mode_is_optional_and_matchgen_unless_a_card_says_base():
         validate_card({**MINIMAL, "screening": {"chosen_on": "head-val"}})
     with pytest.raises(CheckpointError, match="field 'screening.rule'"):
         validate_card({**MINIMAL, "screening": {"mode": "base", "rule": 3}})
+
+
+def test_a_screening_detection_outlines_at_its_tau_and_reports_above_its_cut():
+    from app.nets.card import card_screening
+
+    sc = {"mode": "base", "tau": 0.1, "report_above": 0.25}
+    assert card_screening(validate_card({**MINIMAL, "screening": sc})) == sc
+    assert card_screening({**MINIMAL, "screening": {"mode": "base"}}) == {
+        "mode": "base",
+        "tau": None,
+        "report_above": None,
+    }  # the base map with the card's tau_base, every finding reported
+    assert card_screening({**MINIMAL, "screening": {**sc, "mode": "mg"}})["report_above"] is None  # base only
+    assert card_screening(None)["mode"] == "mg"
+    for bad, field in (
+        ({**sc, "tau": 0}, "screening.tau"),
+        ({**sc, "report_above": float("nan")}, "screening.report_above"),
+        ({**sc, "report_above": "0.3"}, "screening.report_above"),
+        ({**sc, "report_above": 0.05}, "screening.report_above"),  # below the outline: no finding could pass
+    ):
+        with pytest.raises(CheckpointError, match=f"field '{field}'"):
+            validate_card({**MINIMAL, "screening": bad})
