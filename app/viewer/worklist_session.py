@@ -103,9 +103,11 @@ class WorklistSession:
                 st.slice_index = saved.peak_slice
             else:
                 self.ctl.request()
+            cut = saved.result.get("report_above")
+            reported = "" if cut is None else f", findings reported above peak D {float(cut):g}"
             self.ctl.events.status.emit(
-                f"saved batch result: {saved.model} eps={saved.eps:g} tau={saved.tau:g}, score "
-                f"{float(saved.result.get('score') or 0):.2f} ml at slice {saved.peak_slice}"
+                f"saved batch result: {saved.model} eps={saved.eps:g} tau={saved.tau:g}{reported}, score "
+                f"(peak D) {float(saved.result.get('score') or 0):.3g} at slice {saved.peak_slice}"
             )
         finally:
             self._installing = False

@@ -61,6 +61,19 @@ def test_known_answers():
     assert ev["candidates"] == ["score", "largest_ml", "flagged_ml", "d_q999", "peak_d", "d_mass"]
     assert "q99.9 / median D" not in md and "| q99.9 D | peak D | D mass |" in md
     assert "| m | +MG | 0.750 [" in md and " | 1.000 [1.00, 1.00] | 0.750 [" in md
+    # the screening detection (the base map, findings reported above a cut) after base and + MG, named with its cut
+    rep["models"]["m"]["screen"] = {**ev, "eps": 0.0, "tau": 0.14, "report_above": 0.2288}
+    lines = markdown(rep).splitlines()
+    screen = [i for i, line in enumerate(lines) if line.startswith("| m | base, findings above D 0.2288 | 0 | 0.14 |")]
+    assert len(screen) == 1 and lines[screen[0] - 1].startswith("| m | +MG |")
+
+
+def test_modes_are_named_and_a_wrong_one_is_refused_in_one_line(tmp_path, capsys):
+    from app.cli import main
+
+    code = main(["bench", "triage", "--modes", "base,screening", "--out", str(tmp_path / "t")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "base, mg and screen" in err and not (tmp_path / "t").exists()
 
 
 def test_relative_scores_and_the_floor():
