@@ -486,7 +486,7 @@ def record_triage(stem: Path, settings, ev: dict, split: str, loads, seed: int, 
     from app.nets.checkpoint import write_card
 
     op = Operator.of(settings)
-    mode = op.mode
+    mode = op.mode if op.report_above is None else f"{op.mode} (findings above D {op.report_above:g})"
     if ev.get("failed") or not ev.get("auroc_score_ci95") or not np.isfinite(ev.get("auroc_score", float("nan"))):
         log(f"{stem.name} {mode}: not recorded in the card ({ev.get('failed', 0)} studies failed or no AUROC)")
         return False
