@@ -141,8 +141,8 @@ class BatchViews:
         self._refresh_ortho()
 
     def _refresh_ortho(self) -> None:
-        """The planes of the current study, with D and the detection at the current tau when there is a volume
-        result (a whole-volume run or a saved batch result)."""
+        """The planes of the current study, with D and the detection when there is a volume result (a whole-volume
+        run at the current tau, or a saved batch result: its own mask)."""
         if not self.ortho_dock.isVisible():
             return
         sl = self.state.study
@@ -151,7 +151,7 @@ class BatchViews:
             return
         vol = self.ctl.volume
         d = vol.d if vol is not None and getattr(vol, "study", None) is sl else None
-        mask = d > self.state.tau if d is not None else None
+        mask = self.ctl.volume_detection() if d is not None else None
         if self.ortho.source is sl.raw:
             self.ortho.set_maps(d, mask)
             return

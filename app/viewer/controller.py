@@ -32,6 +32,7 @@ the names are listed in :data:`EVENTS` and in docs/viewer.md.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -605,8 +606,28 @@ class ViewerController:
         if r is None or sl is None:
             return None, None
         gt = sl.gt_slice(self.state.slice_index)
-        pred = self._mask(r.d, self.state.tau)
+        saved = self.saved_mask()
+        pred = saved[:, :, r.slice_index] if saved is not None else self._mask(r.d, self.state.tau)
         return detection_overlay(r.d, self.state.tau, gt, self.state.overlay_opacity, pred)
+
+    def saved_mask(self) -> np.ndarray | None:
+        """The mask a batch wrote, while its saved result is shown at its own tau (X, Y, Z): what the worklist's
+        findings are, including a screening detection's reporting cut (findings whose peak D does not pass it are
+        outlined at tau but were not reported, so D > tau would show them); None otherwise."""
+        sv = self.saved
+        if sv is None or not math.isclose(self.state.tau, sv.tau, rel_tol=1e-9, abs_tol=1e-12):
+            return None
+        return sv.mask
+
+    def volume_detection(self) -> np.ndarray | None:
+        """The detection of the current volume result (X, Y, Z) as the reader is shown it: the saved batch mask
+        (:meth:`saved_mask`), else D > tau with the card's component rule; None without a volume result of the
+        current study."""
+        sl, vol = self.state.study, self.volume
+        if sl is None or vol is None or getattr(vol, "study", None) is not sl:
+            return None
+        saved = self.saved_mask()
+        return saved if saved is not None else self._mask(vol.d, self.state.tau)
 
     def _mask(self, d: np.ndarray, tau: float) -> np.ndarray:
         """The detection on the study grid as ``detect`` makes it: D > tau and the card's component rule."""
@@ -631,7 +652,9 @@ class ViewerController:
         if r is not None and r.slice_index == k:
             parts.append(f"pseudo-normal {np.round(r.s[x, y], 3)}")
             parts.append(f"D {r.d[x, y]:.3f}")
-            parts.append("detected" if r.d[x, y] > self.state.tau else "not detected")
+            saved = self.saved_mask()
+            hit = saved[x, y, k] if saved is not None else r.d[x, y] > self.state.tau
+            parts.append("detected" if hit else "not detected")
         gt = sl.gt_slice(k)
         if gt is not None:
             parts.append("GT lesion" if gt[x, y] else "GT normal")

@@ -37,7 +37,7 @@ class FindingsList:
     def from_saved(cls, result: dict, mask: np.ndarray, d: np.ndarray | None, affine: np.ndarray) -> FindingsList:
         """The findings a batch wrote (result.json), with labels recomputed from the saved mask: the labelling is
         deterministic (ordered by size), so label i is the i-th listed finding. Without a listed findings array
-        they are measured from the mask."""
+        they are measured from the mask. A screening detection's cut (``report_above``) is named in the source."""
         labels, n = label_findings(mask)
         listed = result.get("findings")
         if isinstance(listed, list) and listed and len(listed) <= n:
@@ -47,7 +47,12 @@ class FindingsList:
                 fs = find_findings(mask, d, affine, labels=labels)
         else:
             fs = find_findings(mask, d, affine, labels=labels)
-        return cls(fs, labels, "result.json")
+        source = "result.json"
+        cut = result.get("report_above")
+        if isinstance(cut, int | float):  # a screening detection: only the findings above its cut were written
+            outlined = result.get("n_outlined")
+            source += f"; reported above peak D {cut:.3g}" + (f", of {outlined} outlined" if outlined else "")
+        return cls(fs, labels, source)
 
     def __len__(self) -> int:
         return len(self.findings)

@@ -193,3 +193,40 @@ def test_orthogonal_views_follow_the_crosshair(win, qtbot, batch_out):
     assert v.isVisible() and v.value() == pytest.approx((sl.slice_shape[0] - 1 - 5 + 0.5) * sp[0])
     assert h.value() == pytest.approx((10 + 0.5) * sp[1])
     assert sag is not None
+
+
+def test_a_screening_result_shows_its_reported_findings_not_every_outlined_one(win, qtbot, batch_out):
+    """A batch whose card reports only findings above a cut writes a mask without the others, though their D passes
+    tau: the viewer shows that mask (overlay pixels, orthogonal views, readout), names the cut over the findings
+    list, and shows D > tau again once the reader moves tau. Here the study's one finding lies below the cut."""
+    from app.io import load_study, save_mask
+    from app.viewer.findings import SavedResult
+    from app.viewer.worklist import Worklist
+
+    entry = Worklist(batch_out).entries[0]
+    r = json.loads((batch_out / entry.id / "result.json").read_text())
+    study = load_study(entry.study_path())
+    full = SavedResult.load(entry, study)
+    hidden = full.findings.findings[0]  # outlined at tau, not reported
+    kept = np.zeros_like(full.mask)
+    save_mask(study, kept, batch_out / entry.id / "mask.nii.gz")
+    r.update(findings=[], n_findings=0, n_outlined=len(full.findings), report_above=round(hidden.max_d + 1e-4, 6))
+    (batch_out / entry.id / "result.json").write_text(json.dumps(r))
+    bv, entry, _ = _open_first(win, qtbot, batch_out)
+    title = bv.findings_dock.windowTitle()
+    assert "reported above peak D" in title and f"of {len(full.findings)} outlined" in title
+    assert bv.findings.table.rowCount() == 0
+    k = hidden.peak_slice
+    win.state.slice_index = k
+    rgba, _ = win.ctl.detection()
+    assert not (rgba[..., 3] > 0).any()  # the saved (empty) mask, not D > tau
+    x, y = np.argwhere(full.findings.labels[:, :, k] == hidden.label)[0]
+    assert win.ctl.shown.d[x, y] > win.state.tau and "not detected" in win.ctl.readout(int(x), int(y))
+    qtbot.keyClick(win, Qt.Key.Key_O)
+    assert bv.ortho.mask is not None and not bv.ortho.mask.any()
+    win.state.tau = win.state.tau * 1.0001  # the reader moves tau: the map at that tau, every finding
+    assert win.ctl.saved_mask() is None
+    qtbot.waitUntil(lambda: win.ctl.shown is not None and win.ctl.shown.slice_index == k, timeout=30000)
+    rgba, _ = win.ctl.detection()
+    if win.ctl.shown.d[x, y] > win.state.tau:
+        assert (rgba[..., 3] > 0).any()
