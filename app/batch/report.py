@@ -67,7 +67,7 @@ def report_html(folder: str | Path, results: list[dict], meta: dict | None = Non
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     head = (
         f"<p class=meta>model {e(str(model))}{_mode(meta)}, tau {_num(meta.get('tau', ''))}{_cut(meta)}; "
-        f"{len(ranked)} studies analysed, {len(failed)} failed; written {stamp}"
+        f"{len(ranked)} stud{'y' if len(ranked) == 1 else 'ies'} analysed, {len(failed)} failed; written {stamp}"
         f"<br>score: {e(definition)}. Research software, not a diagnostic device.</p>"
     )
     ev = meta.get("triage_evidence") or {}
