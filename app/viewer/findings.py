@@ -28,8 +28,12 @@ class FindingsList:
         self.selected: int | None = None  # index into findings
 
     @classmethod
-    def from_volume(cls, d: np.ndarray, tau: float, affine: np.ndarray, source: str = "volume run") -> FindingsList:
-        mask = np.asarray(d) > tau
+    def from_volume(
+        cls, d: np.ndarray, tau: float, affine: np.ndarray, source: str = "volume run", mask: np.ndarray | None = None
+    ) -> FindingsList:
+        """The findings of a volume result: of ``mask`` when given (the detection as drawn: the card's component
+        rule, or a saved batch mask), else of D > tau."""
+        mask = np.asarray(d) > tau if mask is None else np.asarray(mask, dtype=bool)
         labels, _ = label_findings(mask)
         return cls(find_findings(mask, d, affine, labels=labels), labels, source)
 

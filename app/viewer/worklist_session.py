@@ -126,7 +126,8 @@ class WorklistSession:
     def _volume_done(self, vol) -> None:
         if self.state.study is None or vol.study is not self.state.study:
             return
-        self._set_findings(FindingsList.from_volume(vol.d, self.state.tau, self.state.study.study.affine))
+        affine = self.state.study.study.affine
+        self._set_findings(FindingsList.from_volume(vol.d, self.state.tau, affine, mask=self.ctl.volume_detection()))
 
     def _tau_changed(self) -> None:
         if self._installing:
@@ -136,7 +137,9 @@ class WorklistSession:
             return  # a mask-only result: its findings are the saved ones
         if vol is not None and self.state.study is not None and vol.study is self.state.study:
             src = "result.json, at the new tau" if self.saved is not None else "volume run"
-            self._set_findings(FindingsList.from_volume(vol.d, self.state.tau, self.state.study.study.affine, src))
+            shown = self.ctl.volume_detection()  # the detection as drawn: the component rule, or the saved mask
+            affine = self.state.study.study.affine
+            self._set_findings(FindingsList.from_volume(vol.d, self.state.tau, affine, src, mask=shown))
 
     def _set_findings(self, fl: FindingsList | None) -> None:
         self.findings = fl

@@ -85,6 +85,12 @@ def test_viewer_whole_volume_mask_is_identical_to_detect(case, use_mg, eps, tau,
     canon = np.asanyarray(nib.as_closest_canonical(nib.load(str(theirs))).dataobj) > 0
     fl = FindingsList.from_volume(np.where(canon, ctl.volume.d, 0), 0.0, study.affine)
     assert len(fl) > 0 and capsys.readouterr().out.splitlines()[-1] == findings_summary(fl.findings)
+    # the detection the viewer draws and lists its findings from (ctl.volume_detection: the card's component rule)
+    shown = ctl.volume_detection()
+    np.testing.assert_array_equal(shown, canon)
+    listed = FindingsList.from_volume(ctl.volume.d, ctl.state.tau, study.affine, mask=shown)
+    assert findings_summary(listed.findings) == findings_summary(fl.findings)
+    assert len(FindingsList.from_volume(ctl.volume.d, ctl.state.tau, study.affine)) >= len(listed)  # D > tau alone
     assert fl.findings[0].max_d == max(f.max_d for f in fl.findings)
     assert ctl.volume.d.shape[2] == 40 > 32 > VOLUME_BATCH  # the batches differ, the answer does not
     det = ctl.session.detector
