@@ -404,7 +404,7 @@ def run_triage(
     from app.batch.inputs import expand_inputs
     from app.batch.runner import run_batch
     from app.batch.task import BatchSettings, ModelPreload
-    from app.nets.card import card_choices, card_screening, read_card
+    from app.nets.card import card_choices, card_screening, card_screening_outline, read_card
     from app.nets.zoo import resolve_model
 
     _roc_auc()  # before the studies are made and run, not after
@@ -440,8 +440,7 @@ def run_triage(
                     if sc["mode"] != "base":
                         log(f"{stem.name}: no screening detection of the base map in its card; screen skipped")
                         continue
-                    tau = sc["tau"] if sc["tau"] is not None else tau
-                    report_above = sc["report_above"]
+                    tau, report_above = card_screening_outline(card), sc["report_above"]
                 settings = BatchSettings.for_checkpoint(
                     stem,
                     eps,

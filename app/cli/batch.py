@@ -74,7 +74,7 @@ def screening_choice(card: dict, args) -> tuple[bool, dict | None]:
     ``--eps`` asks for MatchGen, else the card's screening mode (:func:`app.nets.card.card_screening`) -- and, when
     the run is the card's own screening detection, that detection (``tau``, ``report_above``; None otherwise). Said
     in a note when it is the base map, so that nobody takes the run for a MatchGen one."""
-    from app.nets.card import card_choices, card_screening
+    from app.nets.card import card_screening, card_screening_outline
 
     if args.base_only or args.mg or args.eps is not None:
         return bool(args.base_only), None
@@ -85,8 +85,7 @@ def screening_choice(card: dict, args) -> tuple[bool, dict | None]:
     why = f" ({raw['chosen_on']})" if isinstance(raw.get("chosen_on"), str) else ""
     cut = ""
     if args.tau is None and (sc["tau"] is not None or sc["report_above"] is not None):
-        outline = sc["tau"] if sc["tau"] is not None else card_choices(card)["tau_base"]
-        cut = f"; findings outlined at D > {outline:.4g}"
+        cut = f"; findings outlined at D > {card_screening_outline(card):.4g}"
         if sc["report_above"] is not None:
             cut += f" and reported when their peak D exceeds {sc['report_above']:.4g}"
         cut += " (--tau: that tau, every finding)"
@@ -104,7 +103,7 @@ def make_settings(args):
     from app.cli.detect import choose_parameters
     from app.core.ensemble import is_ensemble
     from app.errors import OptionError
-    from app.nets.card import read_card, solver_for
+    from app.nets.card import card_screening_outline, read_card, solver_for
     from app.nets.zoo import resolve_model
 
     if args.max_steps is not None and args.max_steps < 0:
@@ -121,7 +120,7 @@ def make_settings(args):
         print(f"note: {note}", file=sys.stderr)
     report_above = None
     if screening is not None:  # the card's screening detection: its outline and reporting cut
-        tau = screening["tau"] if screening["tau"] is not None else tau
+        tau = card_screening_outline(card)
         report_above = screening["report_above"]
     _solver, warning = solver_for(card, args.solver, args.max_steps)
     if warning and not base_only:

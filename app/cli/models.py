@@ -19,12 +19,14 @@ def triage_cell(card: dict, weights_sha256: str, ch: dict) -> str:
     in a few words: + MG, or the base map where the card's screening choice says so ("batch=base", with its reporting
     cut where it has one)."""
     from app.core.triage_evidence import Operator, triage_evidence
-    from app.nets.card import card_screening
+    from app.nets.card import card_screening, card_screening_outline
 
     sc = card_screening(card)
     base = sc["mode"] == "base"
-    tau = sc["tau"] if sc["tau"] is not None else ch["tau_base"]
-    op = Operator("base", 0.0, tau, report_above=sc["report_above"]) if base else Operator("mg", ch["eps"], ch["tau"])
+    if base:
+        op = Operator("base", 0.0, card_screening_outline(card), report_above=sc["report_above"])
+    else:
+        op = Operator("mg", ch["eps"], ch["tau"])
     ev = triage_evidence(card, weights_sha256, op)
     mode = "batch=base " if base else ""
     if base and sc["report_above"] is not None:

@@ -25,7 +25,7 @@ of it through the functions below, with the same fallbacks:
 * :func:`card_solver` / :func:`solver_for` -- the solver (options and step budget) the choices were made with;
   :func:`solver_for` also says, in one line, when a requested solver differs from it.
 * :func:`card_channels_last`, :func:`card_postprocess`, :func:`card_domain`, :func:`card_training`,
-  :func:`card_screening_mode`, :func:`card_screening`.
+  :func:`card_screening_mode`, :func:`card_screening`, :func:`card_screening_outline`.
 
 Cards without a calibration fall back to documented defaults: eps range [0, 0.6] (the paper's), eps 0.1,
 tau 0.2, and the paper-faithful solver (penalty method, Adam lr 1e-3).
@@ -533,6 +533,13 @@ def card_screening(card: dict | None) -> dict[str, Any]:
     sc = (card or {}).get("screening")
     sc = sc if isinstance(sc, dict) and mode == "base" else {}
     return {"mode": mode, "tau": sc.get("tau"), "report_above": sc.get("report_above")}
+
+
+def card_screening_outline(card: dict) -> float:
+    """The tau at which a plain ``batch`` outlines the base map's findings: the screening detection's own ``tau``
+    (:func:`card_screening`), else the card's ``tau_base`` (:func:`card_choices`)."""
+    tau = card_screening(card)["tau"]
+    return float(tau) if tau is not None else float(card_choices(card)["tau_base"])
 
 
 def card_training(card: dict) -> dict[str, Any]:
