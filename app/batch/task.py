@@ -390,7 +390,7 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
         labels, _ = label_findings(vol.mask)
         findings = candidates = find_findings(vol.mask, vol.d, study.affine, labels=labels)
         if settings.report_above is not None:  # outlined at tau, reported above the cut (the mask written too)
-            vol.mask, findings = reported_findings(candidates, labels, vol.d, study.affine, settings.report_above)
+            vol.mask, findings = reported_findings(candidates, labels, settings.report_above)
         score = study_score(findings, vol.mask, vol.d, study.affine, vol.foreground, candidates=candidates)
         timings["findings_s"] = time.perf_counter() - t
         t = time.perf_counter()

@@ -28,7 +28,7 @@ floor (:func:`intensity_deviation_q999`), so a later measurement can compare the
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -181,16 +181,19 @@ SCORE_DEFINITION = (
 )
 
 
-def reported_findings(
-    candidates: list[Finding], labels: np.ndarray, d: np.ndarray, affine: np.ndarray, cut: float
-) -> tuple[np.ndarray, list[Finding]]:
+def reported_findings(candidates: list[Finding], labels: np.ndarray, cut: float) -> tuple[np.ndarray, list[Finding]]:
     """The findings a reader is shown when only those whose highest D exceeds ``cut`` are reported (hysteresis: an
     outline at the detection's tau, a report at the higher ``cut``; ``batch``'s screening detection, a card's
     ``screening.report_above``): (their mask, their findings, renumbered largest first). ``candidates`` and
-    ``labels`` are every finding of the outlined mask (:func:`find_findings` with those labels)."""
-    keep = [f.label for f in candidates if np.isfinite(f.max_d) and f.max_d > cut]
-    mask = np.isin(labels, np.asarray(keep, dtype=labels.dtype)) if keep else np.zeros(labels.shape, dtype=bool)
-    return mask, find_findings(mask, d, affine)
+    ``labels`` are every finding of the outlined mask (:func:`find_findings` with those labels). The kept findings
+    are the same components, already measured; renumbering them in the candidates' order (largest first, ties in
+    labelling order) gives the labels :func:`label_findings` gives their mask, so nothing is labelled or measured
+    again."""
+    keep = [f for f in candidates if np.isfinite(f.max_d) and f.max_d > cut]
+    renumber = np.zeros(len(candidates) + 1, dtype=np.int64)
+    renumber[[f.label for f in keep]] = np.arange(1, len(keep) + 1)
+    mask = renumber[labels] > 0 if keep else np.zeros(labels.shape, dtype=bool)
+    return mask, [replace(f, label=i) for i, f in enumerate(keep, start=1)]
 
 
 def study_score(

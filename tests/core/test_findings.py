@@ -98,17 +98,18 @@ def test_reported_findings_keep_only_those_above_the_cut_and_the_score_keeps_eve
     mask, d = known
     lab, _ = label_findings(mask)
     cands = find_findings(mask, d, AFFINE, labels=lab)
-    shown, fs = reported_findings(cands, lab, d, AFFINE, 0.6)
+    shown, fs = reported_findings(cands, lab, 0.6)
     assert [f.voxels for f in fs] == [16, 2] and [f.label for f in fs] == [1, 2]  # renumbered, largest first
     assert shown.sum() == 18 and not shown[2:6, 3:6, 1:3].any() and shown[10:12, 10:12, 5:9].all()
     assert [f.max_d for f in fs] == [pytest.approx(0.75), pytest.approx(0.9)]
-    _, none = reported_findings(cands, lab, d, AFFINE, 0.9)  # strictly above: a peak of exactly the cut is not
-    assert none == [] and reported_findings(cands, lab, d, AFFINE, 0.95)[0].sum() == 0
+    assert fs == find_findings(shown, d, AFFINE)  # what labelling and measuring the reported mask again gives
+    _, none = reported_findings(cands, lab, 0.9)  # strictly above: a peak of exactly the cut is not
+    assert none == [] and reported_findings(cands, lab, 0.95)[0].sum() == 0
     # the score is the most suspicious outlined finding's, reported or not; volumes are those reported
     d2 = d.copy()
     d2[16, 16, 1] = 0.55  # the corner pair now peaks below the cut, the 16-voxel finding carries the score ...
     cands2 = find_findings(mask, d2, AFFINE, labels=lab)
-    shown2, fs2 = reported_findings(cands2, lab, d2, AFFINE, 0.8)  # ... and nothing is reported above 0.8
+    shown2, fs2 = reported_findings(cands2, lab, 0.8)  # ... and nothing is reported above 0.8
     sc = study_score(fs2, shown2, d2, AFFINE, candidates=cands2)
     assert fs2 == [] and sc.score == sc.peak_d == pytest.approx(0.75) and sc.peak_slice == 5
     assert sc.n_findings == 0 and sc.flagged_ml == 0.0 and sc.largest_ml == 0.0
