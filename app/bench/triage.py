@@ -253,6 +253,14 @@ MODE_LABELS = {"base": "base", "mg": "+MG", "screen": "base"}
 FROC_RATES = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
+def rate_floor(normal_desc: np.ndarray, rate: float, n_normal: int) -> float:
+    """The confidence a finding must exceed so that at most ``rate`` false findings per normal study are kept:
+    the (allowed + 1)-th highest of the normal studies' finding confidences ``normal_desc`` (sorted, highest
+    first), allowed = floor(rate x n_normal); -inf when there are no more than that."""
+    allowed = int(np.floor(rate * n_normal + 1e-9))
+    return float(normal_desc[allowed]) if allowed < len(normal_desc) else -np.inf
+
+
 def _finding_confidence(result: dict, n: int) -> np.ndarray:
     """Each finding's confidence for the FROC, indexed by its label (0: no finding, -inf): its highest D, from
     result.json's findings, which list them in label order (largest first, :func:`app.core.findings.label_findings`);
@@ -327,10 +335,7 @@ def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[d
     cuts = np.array(lesion_cut)
     froc = {}
     for rate in FROC_RATES:
-        allowed = int(np.floor(rate * n_normal + 1e-9))
-        # keep the findings above the (allowed + 1)-th highest normal confidence: at most `allowed` false ones
-        floor = normal_sorted[allowed] if allowed < normal_sorted.size else -np.inf
-        froc[f"{rate:g}"] = int((cuts > floor).sum())
+        froc[f"{rate:g}"] = int((cuts > rate_floor(normal_sorted, rate, n_normal)).sum())
     return {
         "lesions_found": {k: {"found": f, "of": n} for k, (f, n) in counts.items()},
         "findings_per_normal_study": float(len(normal_conf) / n_normal) if n_normal else float("nan"),

@@ -19,7 +19,14 @@ import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from app.bench.triage import LESION_IDS, LESION_ML_EDGES, auroc_interval, lesion_bin_labels  # noqa: E402
+from app.bench.triage import (  # noqa: E402
+    LESION_IDS,
+    LESION_ML_EDGES,
+    auroc_interval,
+    lesion_bin_labels,
+    lesion_findings,
+    rate_floor,
+)
 from app.core.findings import label_findings, voxel_volume_mm3  # noqa: E402
 from app.core.maps import study_detection_mask  # noqa: E402
 from app.core.metrics import FOUND_FRACTION  # noqa: E402
@@ -68,20 +75,15 @@ def score(data: list[dict], tau: float, min_px: int, cut: float | None):
     auc = (float(roc_auc_score(y, sc)), *auroc_interval(y, sc))
     normal_peaks = np.sort(np.concatenate([p[1:] for s, _, _, p in per if s["ids"] is None]))[::-1]
     n_normal = sum(1 for s in data if s["ids"] is None)
-    if cut is None:  # the (allowed + 1)-th highest normal peak: findings above it leave `allowed` false ones
-        allowed = int(np.floor(RATE * n_normal + 1e-9))
-        cut = float(normal_peaks[allowed]) if allowed < normal_peaks.size else -np.inf
+    if cut is None:  # findings above it leave at most RATE false ones per normal study
+        cut = rate_floor(normal_peaks, RATE, n_normal)
     bins = lesion_bin_labels()
     found = {b: [0, 0] for b in bins}
     for s, lab, n, peak in per:
         if s["ids"] is None:
             continue
         ids = s["ids"]
-        size = np.bincount(lab.ravel(), minlength=n + 1)
-        inl = np.bincount(lab.ravel(), weights=(ids > 0).ravel().astype(float), minlength=n + 1)
-        ok = (inl >= FOUND_FRACTION * size) & (peak > cut)
-        ok[0] = False
-        hit = ok[lab]
+        hit = (lesion_findings(lab, n, ids) & (peak > cut))[lab]
         lsize = np.bincount(ids.ravel())
         for k in np.flatnonzero(lsize[1:]) + 1:
             b = bins[int(np.searchsorted(LESION_ML_EDGES, lsize[k] * s["vox_ml"], side="right"))]
