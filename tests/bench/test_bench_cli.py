@@ -70,6 +70,24 @@ def test_quality_report_has_the_table_json_and_plot(tmp_path, tiny_model, capsys
     val_abnormal = rep["n_val_abnormal"]
     assert row["by_area"]["val_slices"] == [val_abnormal, 0, 0, 0]  # 32 px validation slices: the first bin too
     assert f"| tiny | 0-3,000 | {val_abnormal} | {bins[0]['n']} |" in md and "| tiny | >= 7,000 | 0 | 0 |" in md
+    # by the lesion's area on the slice: each bin's means are those of its slices, the threshold's among them
+    la = row["by_lesion_area"]
+    px = np.asarray(la["lesion_px"])
+    masks = np.asarray(test.masks)
+    want_px = masks.reshape(len(masks), -1).astype(bool).sum(axis=1)
+    assert px.tolist() == want_px[want_px > 0].tolist() and len(px) == row["mg"]["n_images"]
+    assert sum(b["n"] for b in la["dice"]) == len(px)
+    mg, base = np.asarray(row["mg"]["dice_per_image"]), np.asarray(row["base"]["dice_per_image"])
+    thr = np.asarray(sc.dice_per_image)
+    lines = [ln for ln in md.splitlines() if ln.startswith("| tiny | ") and " | Dice" not in ln]
+    for b in la["dice"]:
+        sel = (px >= b["lo"]) & (px < (b["hi"] if b["hi"] is not None else np.inf))
+        assert b["n"] == sel.sum()
+        if sel.any():
+            assert b["b_mean"] == pytest.approx(mg[sel].mean()) and b["a_mean"] == pytest.approx(base[sel].mean())
+            span = f"{b['lo']:,.0f}-{b['hi'] - 1:,.0f}" if b["hi"] is not None else f">= {b['lo']:,.0f}"
+            cells = f"| tiny | {span} | {b['n']} | {100 * thr[sel].mean():.1f} | {100 * base[sel].mean():.1f} | "
+            assert any(ln.startswith(cells) for ln in lines), cells
 
 
 def test_quality_pairs_whole_volumes_of_base_and_mg(tmp_path, tiny_model):
@@ -111,6 +129,37 @@ def test_quality_areas_follow_the_abnormal_slices_in_order():
     split.masks = np.concatenate([np.zeros((2, 8, 8), bool), masks])  # two slices left out by the subset
     keep = {"idx": np.array([2, 3, 4, 5]), "foreground": fg}
     assert _abnormal_areas(split, keep).tolist() == [7, 13]
+
+
+def test_quality_lesion_areas_follow_the_abnormal_slices_and_split_the_table():
+    from app.bench.quality import LESION_AREA_EDGES, _abnormal_lesion_px, lesion_area_markdown
+    from app.core.metrics import paired_by_bins
+
+    masks = np.zeros((6, 40, 40), bool)
+    for i, n in ((1, 10), (2, 60), (4, 300), (5, 900)):  # slices 0 and 3 normal
+        masks[i].flat[:n] = True
+
+    class Split:
+        pass
+
+    split = Split()
+    split.masks = np.concatenate([np.zeros((1, 40, 40), bool), masks])  # one slice left out by the subset
+    px = _abnormal_lesion_px(split, {"idx": np.arange(1, 7)})
+    assert px.tolist() == [10, 60, 300, 900]
+    base, mg, thr = [0.0, 0.1, 0.2, 0.3], [0.05, 0.3, 0.4, 0.5], [0.0, 0.0, 0.6, 0.8]
+    bins = paired_by_bins(base, mg, px, LESION_AREA_EDGES)
+    report = {
+        "intensity_baseline": {"test": {"dice_per_image": thr}},
+        "models": [{"model": "m", "by_lesion_area": {"lesion_px": px.tolist(), "dice": bins}}],
+    }
+    md = lesion_area_markdown(report)
+    assert "| m | 1-49 | 1 | 0.0 | 0.0 | 5.0 | +5.0" in md
+    assert "| m | 50-199 | 1 | 0.0 | 10.0 | 30.0 | +20.0" in md
+    assert "| m | 200-799 | 1 | 60.0 | 20.0 | 40.0 | +20.0" in md
+    assert "| m | >= 800 | 1 | 80.0 | 30.0 | 50.0 | +20.0" in md
+    # a threshold scored on other slices is not put beside the models
+    report["intensity_baseline"]["test"]["dice_per_image"] = thr[:3]
+    assert "| m | >= 800 | 1 | n/a | 30.0 |" in lesion_area_markdown(report)
 
 
 def test_quality_never_chooses_on_test(tmp_path, tiny_model):
