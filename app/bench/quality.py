@@ -265,10 +265,8 @@ def _model_row(
         },
         "by_lesion_area": {
             "edges": list(LESION_AREA_EDGES),
-            "lesion_px": [int(v) for v in _abnormal_lesion_px(test, keep_mg)],
-            "dice": paired_by_bins(
-                base.dice_per_image, mg.dice_per_image, _abnormal_lesion_px(test, keep_mg), LESION_AREA_EDGES
-            ),
+            "test": _lesion_area_entry(test, keep_mg, base, mg),
+            **extra.pop("by_lesion_area", {}),
         },
         "solver": {**det.solver.__dict__, "channels_last": det.channels_last, "median_size": det.post.median_size},
         "seconds": time.perf_counter() - t0,
@@ -340,6 +338,13 @@ def _abnormal_lesion_px(test_set, keep: dict[str, Any]) -> np.ndarray:
     return px[px > 0]
 
 
+def _lesion_area_entry(test_set, keep: dict[str, Any], base, mg) -> dict[str, Any]:
+    """Each abnormal slice's lesion pixels and the paired per-image Dice (base, + MG) by :data:`LESION_AREA_EDGES`."""
+    px = _abnormal_lesion_px(test_set, keep)
+    dice = paired_by_bins(base.dice_per_image, mg.dice_per_image, px, LESION_AREA_EDGES)
+    return {"lesion_px": [int(v) for v in px], "dice": dice}
+
+
 def _val_area_counts(val, threshold: float) -> list[int]:
     """How many abnormal validation slices (where eps and tau were chosen) fall in each brain-area bin."""
     from app.core.detector import foreground_area
@@ -362,7 +367,7 @@ def _extra_evaluations(det, bench, card, choice_d, settings, base, mg, keep_base
     """Second lesion style, per-kind AP and whole volumes, at the choices made on validation (never on test)."""
     if bench is None:
         return {}
-    out: dict[str, Any] = {"per_kind_ap": {}, "styles": {}, "volumes": {}}
+    out: dict[str, Any] = {"per_kind_ap": {}, "styles": {}, "volumes": {}, "by_lesion_area": {}}
     out["per_kind_ap"]["test"] = {
         "base": _kind_breakdown(bench, "test", bench.test, keep_base),
         "mg": _kind_breakdown(bench, "test", bench.test, keep_mg),
@@ -376,6 +381,7 @@ def _extra_evaluations(det, bench, card, choice_d, settings, base, mg, keep_base
             keep=km, progress=prog(f"{split} +MG"),
         )  # fmt: skip
         out["styles"][split] = {"base": sb.as_dict(), "mg": sm.as_dict()}
+        out["by_lesion_area"][split] = _lesion_area_entry(ss, km, sb, sm)
         out["per_kind_ap"][split] = {
             "base": _kind_breakdown(bench, split, ss, kb),
             "mg": _kind_breakdown(bench, split, ss, km),
@@ -593,34 +599,40 @@ def area_markdown(report: dict[str, Any]) -> str:
 
 
 def lesion_area_markdown(report: dict[str, Any]) -> str:
-    """Per-image Dice of the intensity threshold, base and +MG by the lesion's area on the slice, with +MG - base."""
-    rows = [r for r in report["models"] if (r.get("by_lesion_area") or {}).get("dice")]
+    """Per-image Dice of the intensity threshold, base and +MG by the lesion's area on the slice, with +MG - base,
+    for the test split and each other lesion style."""
+    rows = [r for r in report["models"] if (r.get("by_lesion_area") or {}).get("test")]
     if not rows:
         return ""
-    thr = np.asarray(report["intensity_baseline"]["test"].get("dice_per_image") or [], np.float64)
+    ib = report["intensity_baseline"]
     lines = [
-        "Per-image Dice by the lesion's area on the slice (lesion pixels at the benchmark's 128 px; abnormal test "
-        "slices; +MG - base in percentage points with its 95 % bootstrap interval). The per-image mean above is the "
-        "mean of these bins weighted by their slices.",
+        "Per-image Dice by the lesion's area on the slice (lesion pixels at the benchmark's 128 px; abnormal slices; "
+        "+MG - base in percentage points with its 95 % bootstrap interval). Each split's per-image mean is the mean "
+        "of its bins weighted by their slices.",
         "",
-        "| model | lesion px | test slices | Dice intensity threshold | Dice base | Dice + MG | Δ Dice [95 % CI] |",
-        "|---|---|---|---|---|---|---|",
+        "| model | split | lesion px | slices | Dice intensity threshold | Dice base | Dice + MG | Δ Dice [95 % CI] |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        px = np.asarray(r["by_lesion_area"]["lesion_px"], np.int64)
-        same = thr.shape == px.shape  # the threshold scored the same slices (the same test subset)
-        for b in r["by_lesion_area"]["dice"]:
-            span = f"{b['lo']:,.0f}-{b['hi'] - 1:,.0f}" if b["hi"] is not None else f">= {b['lo']:,.0f}"
-            if b["n"] == 0:
-                lines.append(f"| {r['model']} | {span} | 0 | - | - | - | - |")
+        for split, entry in r["by_lesion_area"].items():
+            if split == "edges":
                 continue
-            sel = (px >= b["lo"]) & (px < b["hi"]) if b["hi"] is not None else px >= b["lo"]
-            t = _pct(float(thr[sel].mean())) if same and sel.any() else "n/a"
-            lo, hi = b["ci95"]
-            lines.append(
-                f"| {r['model']} | {span} | {b['n']} | {t} | {_pct(b['a_mean'])} | {_pct(b['b_mean'])} | "
-                f"{100 * b['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |"
-            )
+            scores = ib.get("test") if split == "test" else (ib.get("styles") or {}).get(split)
+            thr = np.asarray((scores or {}).get("dice_per_image") or [], np.float64)
+            px = np.asarray(entry["lesion_px"], np.int64)
+            same = thr.shape == px.shape  # the threshold scored the same slices (the same test subset)
+            for b in entry["dice"]:
+                span = f"{b['lo']:,.0f}-{b['hi'] - 1:,.0f}" if b["hi"] is not None else f">= {b['lo']:,.0f}"
+                if b["n"] == 0:
+                    lines.append(f"| {r['model']} | {split} | {span} | 0 | - | - | - | - |")
+                    continue
+                sel = (px >= b["lo"]) & (px < b["hi"]) if b["hi"] is not None else px >= b["lo"]
+                t = _pct(float(thr[sel].mean())) if same and sel.any() else "n/a"
+                lo, hi = b["ci95"]
+                lines.append(
+                    f"| {r['model']} | {split} | {span} | {b['n']} | {t} | {_pct(b['a_mean'])} | {_pct(b['b_mean'])} | "
+                    f"{100 * b['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |"
+                )
     return "\n".join(lines) + "\n"
 
 

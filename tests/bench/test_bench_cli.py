@@ -71,7 +71,7 @@ def test_quality_report_has_the_table_json_and_plot(tmp_path, tiny_model, capsys
     assert row["by_area"]["val_slices"] == [val_abnormal, 0, 0, 0]  # 32 px validation slices: the first bin too
     assert f"| tiny | 0-3,000 | {val_abnormal} | {bins[0]['n']} |" in md and "| tiny | >= 7,000 | 0 | 0 |" in md
     # by the lesion's area on the slice: each bin's means are those of its slices, the threshold's among them
-    la = row["by_lesion_area"]
+    la = row["by_lesion_area"]["test"]
     px = np.asarray(la["lesion_px"])
     masks = np.asarray(test.masks)
     want_px = masks.reshape(len(masks), -1).astype(bool).sum(axis=1)
@@ -86,8 +86,25 @@ def test_quality_report_has_the_table_json_and_plot(tmp_path, tiny_model, capsys
         if sel.any():
             assert b["b_mean"] == pytest.approx(mg[sel].mean()) and b["a_mean"] == pytest.approx(base[sel].mean())
             span = f"{b['lo']:,.0f}-{b['hi'] - 1:,.0f}" if b["hi"] is not None else f">= {b['lo']:,.0f}"
-            cells = f"| tiny | {span} | {b['n']} | {100 * thr[sel].mean():.1f} | {100 * base[sel].mean():.1f} | "
+            cells = f"| tiny | test | {span} | {b['n']} | {100 * thr[sel].mean():.1f} | {100 * base[sel].mean():.1f} | "
             assert any(ln.startswith(cells) for ln in lines), cells
+
+
+def test_quality_splits_the_second_style_by_lesion_area_too(tmp_path, tiny_model):
+    data = make_bench(tmp_path / "bench")
+    imgs, masks = phantom_slices(6, S, seed=5)
+    save_split(data, "test_b", imgs, masks, [f"b{i}" for i in range(6)])
+    assert quality(data, tiny_model, tmp_path / "out") == 0
+    rep = json.loads((tmp_path / "out" / "quality.json").read_text())
+    la = rep["models"][0]["by_lesion_area"]["test_b"]
+    px = masks.reshape(len(masks), -1).astype(bool).sum(axis=1)
+    assert la["lesion_px"] == px[px > 0].tolist()
+    mg = np.asarray(rep["models"][0]["styles"]["test_b"]["mg"]["dice_per_image"])
+    first = la["dice"][0]  # 32 px phantoms: every lesion under 50 px
+    assert first["n"] == len(mg) and first["b_mean"] == pytest.approx(mg.mean())
+    thr = np.mean(rep["intensity_baseline"]["styles"]["test_b"]["dice_per_image"])
+    md = (tmp_path / "out" / "quality.md").read_text()
+    assert f"| tiny | test_b | 1-49 | {len(mg)} | {100 * thr:.1f} |" in md
 
 
 def test_quality_pairs_whole_volumes_of_base_and_mg(tmp_path, tiny_model):
@@ -147,19 +164,21 @@ def test_quality_lesion_areas_follow_the_abnormal_slices_and_split_the_table():
     px = _abnormal_lesion_px(split, {"idx": np.arange(1, 7)})
     assert px.tolist() == [10, 60, 300, 900]
     base, mg, thr = [0.0, 0.1, 0.2, 0.3], [0.05, 0.3, 0.4, 0.5], [0.0, 0.0, 0.6, 0.8]
-    bins = paired_by_bins(base, mg, px, LESION_AREA_EDGES)
+    entry = {"lesion_px": px.tolist(), "dice": paired_by_bins(base, mg, px, LESION_AREA_EDGES)}
+    other = {"lesion_px": [5, 5], "dice": paired_by_bins([0.1, 0.3], [0.2, 0.6], [5, 5], LESION_AREA_EDGES)}
     report = {
-        "intensity_baseline": {"test": {"dice_per_image": thr}},
-        "models": [{"model": "m", "by_lesion_area": {"lesion_px": px.tolist(), "dice": bins}}],
+        "intensity_baseline": {"test": {"dice_per_image": thr}, "styles": {"test_b": {"dice_per_image": [0.5, 0.7]}}},
+        "models": [{"model": "m", "by_lesion_area": {"edges": [1, 50], "test": entry, "test_b": other}}],
     }
     md = lesion_area_markdown(report)
-    assert "| m | 1-49 | 1 | 0.0 | 0.0 | 5.0 | +5.0" in md
-    assert "| m | 50-199 | 1 | 0.0 | 10.0 | 30.0 | +20.0" in md
-    assert "| m | 200-799 | 1 | 60.0 | 20.0 | 40.0 | +20.0" in md
-    assert "| m | >= 800 | 1 | 80.0 | 30.0 | 50.0 | +20.0" in md
+    assert "| m | test | 1-49 | 1 | 0.0 | 0.0 | 5.0 | +5.0" in md
+    assert "| m | test | 50-199 | 1 | 0.0 | 10.0 | 30.0 | +20.0" in md
+    assert "| m | test | 200-799 | 1 | 60.0 | 20.0 | 40.0 | +20.0" in md
+    assert "| m | test | >= 800 | 1 | 80.0 | 30.0 | 50.0 | +20.0" in md
+    assert "| m | test_b | 1-49 | 2 | 60.0 | 20.0 | 40.0 | +20.0" in md and "| m | test_b | >= 800 | 0 | - |" in md
     # a threshold scored on other slices is not put beside the models
     report["intensity_baseline"]["test"]["dice_per_image"] = thr[:3]
-    assert "| m | >= 800 | 1 | n/a | 30.0 |" in lesion_area_markdown(report)
+    assert "| m | test | >= 800 | 1 | n/a | 30.0 |" in lesion_area_markdown(report)
 
 
 def test_quality_never_chooses_on_test(tmp_path, tiny_model):
