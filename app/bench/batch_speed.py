@@ -109,26 +109,42 @@ def _one(name, refs, settings, out, client, workers, startup_s, log) -> dict:
     return row
 
 
-def run_batch_bench(model: str | None, n_studies: int = 8, slices: int = 16, max_steps: int | None = None, log=print):
+def bench_settings(stem: Path, card: dict, mg: bool = False, max_steps: int | None = None):
+    """(settings, detection): the BatchSettings of the detection a plain ``batch`` runs with this card
+    (:func:`app.nets.card.card_batch_detection`; ``mg``: the one ``batch --mg`` runs), one torch thread per worker
+    as ``batch`` starts them, and that detection in words."""
+    from app.batch.task import BatchSettings
+    from app.nets.card import card_batch_detection
+
+    d = card_batch_detection(card, mg=mg)
+    settings = BatchSettings.for_checkpoint(
+        stem,
+        d["eps"],
+        d["tau"],
+        base_only=d["base_only"],
+        max_steps=max_steps,
+        device="cpu",
+        threads=1,
+        report_above=d["report_above"],
+    )
+    return settings, d
+
+
+def run_batch_bench(
+    model: str | None, n_studies: int = 8, slices: int = 16, max_steps: int | None = None, log=print, mg: bool = False
+):  # fmt: skip
+    """The three configurations on the same phantom studies, running what a plain ``batch`` runs with the model's
+    card (``mg``: what ``batch --mg`` runs)."""
     from distributed import Client, LocalCluster
 
     from app.batch.inputs import expand_inputs
-    from app.batch.task import BatchSettings
-    from app.nets.card import card_choices, read_card
+    from app.nets.card import read_card
     from app.nets.zoo import resolve_model
 
     stem = resolve_model(model).resolve()
     card = read_card(stem)
-    ch = card_choices(card)
-    eps, tau = ch["eps"], ch["tau"]
-    settings = BatchSettings.for_checkpoint(
-        stem,
-        eps,
-        tau,
-        max_steps=max_steps,
-        device="cpu",
-        threads=1,
-    )
+    settings, detection = bench_settings(stem, card, mg, max_steps)
+    eps, tau = settings.eps, settings.tau
     work = Path(tempfile.mkdtemp(prefix="matchgen-bench-batch-"))
     rows = []
     try:
@@ -158,8 +174,11 @@ def run_batch_bench(model: str | None, n_studies: int = 8, slices: int = 16, max
     speedup = two["studies_per_min"] / one["studies_per_min"]
     return {
         "model": stem.name,
+        "detection": detection["label"] + (" (batch --mg)" if mg else " (what a plain batch runs)"),
+        "base_only": settings.base_only,
         "eps": eps,
         "tau": tau,
+        "report_above": settings.report_above,
         "studies": n_studies,
         "slices_per_study": slices,
         "cpu_count": os.cpu_count(),
@@ -171,8 +190,10 @@ def run_batch_bench(model: str | None, n_studies: int = 8, slices: int = 16, max
 
 
 def markdown(res: dict) -> str:
+    what = res.get("detection") or f"eps {res['eps']:g}, tau {res['tau']:g}"  # older results name no detection
     lines = [
-        f"model {res['model']} (eps {res['eps']:g}, tau {res['tau']:g}), {res['studies']} phantom studies of "
+        f"model {res['model']}: {what}; "
+        f"{res['studies']} phantom studies of "
         f"{res['slices_per_study']} slices, {res['cpu_count']} CPUs, load average at start "
         f"{res['load_average_at_start']}",
         "",

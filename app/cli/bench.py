@@ -100,6 +100,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     b.add_argument("--studies", type=_positive, default=8, help="phantom studies per configuration (default 8)")
     b.add_argument("--slices", type=_positive, default=16, help="axial slices per study (default 16)")
     b.add_argument("--max-steps", type=_positive, default=None, help="cap on solver steps per slice")
+    b.add_argument(
+        "--mg",
+        action="store_true",
+        help="time what batch --mg runs (MatchGen) instead of what a plain batch runs (the card's screening detection)",
+    )
 
     r = sub.add_parser(
         "retrieve",
@@ -233,17 +238,19 @@ def run(args: argparse.Namespace) -> int:
     if args.bench == "batch":
         import json
 
+        from app.atomic import atomic_write_text
         from app.bench.batch_speed import markdown, run_batch_bench
 
         res = run_batch_bench(
-            args.model, args.studies, args.slices, args.max_steps, log=lambda m: print(m, file=sys.stderr, flush=True)
-        )
+            args.model, args.studies, args.slices, args.max_steps, mg=args.mg,
+            log=lambda m: print(m, file=sys.stderr, flush=True),
+        )  # fmt: skip
         res["command"] = command_line(args)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "batch.json").write_text(json.dumps(res, indent=1) + "\n")
+        atomic_write_text(out / "batch.json", json.dumps(res, indent=1) + "\n")
         md = f"`{res['command']}`\n\n" + markdown(res)
-        (out / "batch.md").write_text(md)
+        atomic_write_text(out / "batch.md", md)
         print(md)
         print(f"wrote {out / 'batch.json'} and {out / 'batch.md'}")
         return 0

@@ -25,7 +25,7 @@ of it through the functions below, with the same fallbacks:
 * :func:`card_solver` / :func:`solver_for` -- the solver (options and step budget) the choices were made with;
   :func:`solver_for` also says, in one line, when a requested solver differs from it.
 * :func:`card_channels_last`, :func:`card_postprocess`, :func:`card_domain`, :func:`card_training`,
-  :func:`card_screening_mode`, :func:`card_screening`, :func:`card_screening_outline`.
+  :func:`card_screening_mode`, :func:`card_screening`, :func:`card_screening_outline`, :func:`card_batch_detection`.
 
 Cards without a calibration fall back to documented defaults: eps range [0, 0.6] (the paper's), eps 0.1,
 tau 0.2, and the paper-faithful solver (penalty method, Adam lr 1e-3).
@@ -540,6 +540,24 @@ def card_screening_outline(card: dict) -> float:
     (:func:`card_screening`), else the card's ``tau_base`` (:func:`card_choices`)."""
     tau = card_screening(card)["tau"]
     return float(tau) if tau is not None else float(card_choices(card)["tau_base"])
+
+
+def card_batch_detection(card: dict, mg: bool = False) -> dict[str, Any]:
+    """The detection a plain ``batch`` runs with this card (``mg``: the one ``batch --mg`` runs): the screening
+    detection of the base map where the card's screening mode is base (``eps`` 0, ``tau`` its outline,
+    ``report_above`` its cut), else MatchGen at the card's whole-volume choice with every finding reported. Keys:
+    ``base_only``, ``eps``, ``tau``, ``report_above``, ``label`` (in words, for reports)."""
+    sc = card_screening(card)
+    if sc["mode"] == "base" and not mg:
+        tau = card_screening_outline(card)
+        cut = sc["report_above"]
+        label = f"base map, findings outlined at D > {tau:.4g}" + (
+            f" and reported above peak D {cut:.4g}" if cut is not None else ""
+        )
+        return {"base_only": True, "eps": 0.0, "tau": tau, "report_above": cut, "label": label}
+    ch = card_choices(card)
+    label = f"+MG, eps {ch['eps']:.4g}, tau {ch['tau']:.4g}"
+    return {"base_only": False, "eps": ch["eps"], "tau": ch["tau"], "report_above": None, "label": label}
 
 
 def card_training(card: dict) -> dict[str, Any]:

@@ -335,3 +335,40 @@ def test_a_screening_detection_reports_only_findings_above_its_cut(tmp_path, stu
     r = json.loads((out / "a" / "result.json").read_text())
     assert code == 0 and "reported when" not in err and r["report_above"] is None
     assert len(r["findings"]) == len(before["a"]["findings"])
+
+
+@pytest.mark.parametrize("screening", [None, {"mode": "base"}, {"mode": "base", "tau": 0.5, "report_above": 2.0}])
+def test_bench_batch_times_what_batch_runs(tmp_path, tiny_model, screening, capsys):
+    """``bench batch`` times the detection a plain ``batch`` runs with the card (and with ``--mg`` what ``batch --mg``
+    runs): the same settings as the command line makes, for a card without a screening choice, with the base map,
+    and with the base map's outline and reporting cut."""
+    import shutil
+
+    from app.bench.batch_speed import bench_settings
+    from app.cli import build_parser
+    from app.cli.batch import make_settings
+    from app.nets.card import card_choices, read_card
+
+    stem = tmp_path / "models" / "tiny"
+    stem.parent.mkdir()
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(tiny_model.with_suffix(suffix), stem.with_suffix(suffix))
+    card = json.loads(stem.with_suffix(".json").read_text())
+    if screening is not None:
+        tau_base = card_choices(card)["tau_base"]
+        sc = dict(screening)  # the outline and the cut as factors of tau_base
+        if "tau" in sc:
+            sc.update(tau=sc["tau"] * tau_base, report_above=sc["report_above"] * tau_base)
+        card["screening"] = sc
+    stem.with_suffix(".json").write_text(json.dumps(card))
+    card = read_card(stem)
+    for extra in ([], ["--mg"]):
+        args = build_parser().parse_args(
+            ["batch", "x", "--model", str(stem), "--out", "o", "--threads", "1", "--device", "cpu", *extra]
+        )
+        want = make_settings(args)
+        got, detection = bench_settings(stem.resolve(), card, mg=bool(extra))
+        assert got == want, (extra, got, want)
+        assert got.base_only == (screening is not None and not extra)
+        assert detection["label"].startswith("base map" if got.base_only else "+MG")
+    capsys.readouterr()
