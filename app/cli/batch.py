@@ -103,7 +103,7 @@ def make_settings(args):
     from app.cli.detect import choose_parameters
     from app.core.ensemble import is_ensemble
     from app.errors import OptionError
-    from app.nets.card import card_screening_outline, read_card, solver_for
+    from app.nets.card import card_batch_detection, read_card, solver_for
     from app.nets.zoo import resolve_model
 
     if args.max_steps is not None and args.max_steps < 0:
@@ -120,8 +120,8 @@ def make_settings(args):
         print(f"note: {note}", file=sys.stderr)
     report_above = None
     if screening is not None:  # the card's screening detection: its outline and reporting cut
-        tau = card_screening_outline(card)
-        report_above = screening["report_above"]
+        plain = card_batch_detection(card)
+        tau, report_above = plain["tau"], plain["report_above"]
     _solver, warning = solver_for(card, args.solver, args.max_steps)
     if warning and not base_only:
         print(f"warning: {warning}", file=sys.stderr)
