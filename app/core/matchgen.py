@@ -147,6 +147,36 @@ def _as_eps(eps: float | Sequence[float] | torch.Tensor, batch: int, like: torch
     return e
 
 
+def _broken_at_z0(images: torch.Tensor) -> SolverError:
+    which = ", ".join(str(int(i)) for i in images[:8])
+    return SolverError(
+        f"the model's decoder returns NaN or infinite values at z_o (the base model's own output) for "
+        f"image(s) {which} of the batch: the model cannot be applied to this input (a damaged checkpoint, "
+        "or an input far outside what it was trained on)"
+    )
+
+
+def _base_result(decode: Decode, x: torch.Tensor, z0: torch.Tensor, opts: SolverOptions) -> MatchGenResult:
+    """:func:`optimize`'s answer when every eps is 0: z_o and g(z_o) in float32, no step taken -- what the search
+    returns for such images, without its z-sized buffers (half a million numbers per image for the dae)."""
+    with torch.no_grad():
+        s0 = decode(z0).detach()
+    loss = _l1(s0, x, opts.loss_cap)
+    broken = ~torch.isfinite(loss) | ~torch.isfinite(s0).flatten(1).all(dim=1)
+    if bool(broken.any()):
+        raise _broken_at_z0(broken.nonzero(as_tuple=True)[0])
+    B = x.shape[0]
+    return MatchGenResult(
+        z=z0,
+        s=s0.to(x.dtype),
+        loss=loss.to(x.dtype),
+        feasible=torch.ones(B, dtype=torch.bool, device=z0.device),
+        steps=torch.zeros(B, dtype=torch.long, device=z0.device),
+        distance=torch.zeros(B, dtype=z0.dtype, device=z0.device),
+        lam=torch.full((B,), opts.lambda0, dtype=z0.dtype, device=z0.device),
+    )
+
+
 def _search_decode(decode: Decode, precision: str, device: torch.device) -> Decode:
     """The decoder the search steps use: as given, or under bfloat16 autocast."""
     if precision == "fp32":
@@ -371,6 +401,8 @@ def optimize(
     z0 = z0.detach()
     eps_t = _as_eps(eps, B, z0)
     radius = _radius(eps_t, z0)
+    if bool((eps_t == 0).all()):  # the base model on every image: g(z_o), nothing to search or to keep
+        return _base_result(decode, x, z0, opts)
 
     z = z0.clone()
     # Adam's moments (the spg method needs none: half a million values each for the dae, two passes saved)
@@ -514,12 +546,7 @@ def optimize(
         l0 = _l1(s0, x[li], opts.loss_cap)
         broken = ~torch.isfinite(l0) | ~torch.isfinite(s0).flatten(1).all(dim=1)
         if bool(broken.any()):
-            which = ", ".join(str(int(i)) for i in li[broken][:8])
-            raise SolverError(
-                f"the model's decoder returns NaN or infinite values at z_o (the base model's own output) for "
-                f"image(s) {which} of the batch: the model cannot be applied to this input (a damaged checkpoint, "
-                "or an input far outside what it was trained on)"
-            )
+            raise _broken_at_z0(li[broken])
         z_out[li], s_out[li], loss_out[li] = z0[li], s0.to(s_out.dtype), l0.to(loss_out.dtype)
     if bool(nonfinite.any()):
         which = nonfinite.nonzero(as_tuple=True)[0]

@@ -48,11 +48,19 @@ def problem(batch=3, dist_factor=3.0, eps=0.3, seed=1):
 @pytest.mark.parametrize("method", METHODS)
 def test_eps_zero_returns_z0_exactly(method):
     dec, x, z0, _ = problem()
-    r = optimize(dec, x, z0, 0.0, method=method)
+    calls = []
+
+    def counting_decode(z):
+        calls.append(z.shape[0])
+        return dec(z)
+
+    r = optimize(counting_decode, x, z0, 0.0, method=method)
     assert torch.equal(r.z, z0)
     assert torch.equal(r.s, dec(z0).detach())
     assert r.feasible.all()
-    assert (r.steps == 0).all()
+    assert (r.steps == 0).all() and (r.distance == 0).all()
+    assert torch.allclose(r.loss, l1(dec, z0, x))
+    assert calls == [3]  # the base model: one decode of the batch, no search
 
 
 @pytest.mark.parametrize("method", METHODS)
