@@ -57,7 +57,7 @@ def test_lint_clean():
 
 
 #: the bottom modules every package may use (plain data and helpers; they import nothing but app.errors)
-BOTTOM = {"errors", "atomic", "foreground", "solver_options", "bundled", "filehash"}
+BOTTOM = {"errors", "atomic", "foreground", "solver_options", "bundled", "filehash", "allocator"}
 #: which app packages each package may import (besides BOTTOM and itself), lazy imports inside functions included
 ALLOWED = {
     "io": set(),

@@ -159,9 +159,12 @@ def get_detector(settings: BatchSettings):
             return hit
         import torch
 
+        from app.allocator import keep_freed_memory
         from app.core.device import resolve_device
         from app.core.ensemble import load_detector
         from app.errors import CheckpointError
+
+        keep_freed_memory()  # a worker process: freed arrays reused, not faulted in again (app/allocator.py)
 
         if settings.threads and settings.threads > 0:
             torch.set_num_threads(int(settings.threads))
