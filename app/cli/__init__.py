@@ -95,9 +95,6 @@ def _main(argv: Sequence[str] | None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 0
-    from app.allocator import keep_freed_memory
-
-    keep_freed_memory()  # freed arrays reused, not faulted in again (app/allocator.py)
     try:
         return int(args._run(args) or 0)
     except MatchGenError as exc:
