@@ -286,6 +286,29 @@ def lesion_findings(labels: np.ndarray, n: int, ids: np.ndarray) -> np.ndarray:
     return hits
 
 
+def lesion_cuts(
+    labels: np.ndarray, n: int, conf: np.ndarray, ids: np.ndarray, vox_ml: float
+) -> list[tuple[str, float]]:  # fmt: skip
+    """For each lesion of a study (``ids`` > 0, one number per inserted lesion) in number order: its volume bin
+    (:func:`lesion_bin_labels`) and the highest confidence a kept finding may need for the lesion to be found --
+    with the findings (``labels`` 1..n) whose confidence (``conf``, indexed by label) is at least that kept, those
+    of :func:`lesion_findings` flag more than :data:`~app.core.metrics.FOUND_FRACTION` of its voxels; -inf when no
+    cut finds it. So the lesion is found at a cut c (findings kept when their confidence exceeds c) when its value
+    exceeds c."""
+    from app.core.metrics import FOUND_FRACTION
+
+    bins = lesion_bin_labels()
+    covers = np.where(lesion_findings(labels, n, ids), conf, -np.inf)
+    size = np.bincount(ids.ravel().astype(np.int64))
+    out = []
+    for k in np.flatnonzero(size[1:]) + 1:  # a lesion painted over entirely by a later one is gone
+        b = bins[int(np.searchsorted(LESION_ML_EDGES, size[k] * vox_ml, side="right"))]
+        need = int(np.floor(FOUND_FRACTION * size[k])) + 1  # voxels to flag for "more than a tenth"
+        c = np.sort(covers[labels[ids == k]])[::-1]
+        out.append((b, float(c[need - 1])))  # kept findings with confidence >= this one cover enough of it
+    return out
+
+
 def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[dict]) -> dict:
     """Lesion-level figures of a run (the detection a reader sees, not the order): for the lesions of the abnormal
     studies (each numbered in the study's lesion numbers, :data:`LESION_IDS`, as it was inserted: one lesion however
@@ -300,10 +323,8 @@ def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[d
     import nibabel as nib
 
     from app.core.findings import label_findings, voxel_volume_mm3
-    from app.core.metrics import FOUND_FRACTION
 
-    labels = lesion_bin_labels()
-    counts = {k: [0, 0] for k in labels}
+    counts = {k: [0, 0] for k in lesion_bin_labels()}
     lab = {r["id"]: int(r["abnormal"]) for r in truth}
     ok = [r for r in results if r.get("status") == "ok" and r["id"] in lab]
     normal_conf: list[float] = []
@@ -319,14 +340,7 @@ def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[d
         ids = np.asanyarray(ids_img.dataobj).astype(np.int64)
         if pred.shape != ids.shape:
             raise ValueError(f"{r['id']}: detection {pred.shape} and lesions {ids.shape} differ in shape")
-        vox_ml = voxel_volume_mm3(ids_img.affine) / 1000.0
-        covers = np.where(lesion_findings(fl, n, ids), conf, -np.inf)
-        size = np.bincount(ids.ravel())
-        for k in np.flatnonzero(size[1:]) + 1:  # a lesion painted over entirely by a later one is gone
-            b = labels[int(np.searchsorted(LESION_ML_EDGES, size[k] * vox_ml, side="right"))]
-            need = int(np.floor(FOUND_FRACTION * size[k])) + 1  # voxels to flag for "more than a tenth"
-            c = np.sort(covers[fl[ids == k]])[::-1]
-            cut = float(c[need - 1])  # kept findings with confidence >= this one cover enough of it
+        for b, cut in lesion_cuts(fl, n, conf, ids, voxel_volume_mm3(ids_img.affine) / 1000.0):
             lesion_cut.append(cut)
             counts[b][1] += 1
             counts[b][0] += int(cut > -np.inf)

@@ -21,15 +21,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from app.bench.triage import (  # noqa: E402
     LESION_IDS,
-    LESION_ML_EDGES,
     auroc_interval,
     lesion_bin_labels,
-    lesion_findings,
+    lesion_cuts,
     rate_floor,
 )
 from app.core.findings import label_findings, voxel_volume_mm3  # noqa: E402
 from app.core.maps import study_detection_mask  # noqa: E402
-from app.core.metrics import FOUND_FRACTION  # noqa: E402
 from app.data.pipeline import prepare_study  # noqa: E402
 from app.io import load_study  # noqa: E402
 
@@ -79,16 +77,12 @@ def score(data: list[dict], tau: float, min_px: int, cut: float | None):
         cut = rate_floor(normal_peaks, RATE, n_normal)
     bins = lesion_bin_labels()
     found = {b: [0, 0] for b in bins}
-    for s, lab, n, peak in per:
+    for s, lab, n, pk in per:
         if s["ids"] is None:
             continue
-        ids = s["ids"]
-        hit = (lesion_findings(lab, n, ids) & (peak > cut))[lab]
-        lsize = np.bincount(ids.ravel())
-        for k in np.flatnonzero(lsize[1:]) + 1:
-            b = bins[int(np.searchsorted(LESION_ML_EDGES, lsize[k] * s["vox_ml"], side="right"))]
+        for b, need in lesion_cuts(lab, n, pk, s["ids"], s["vox_ml"]):
             found[b][1] += 1
-            found[b][0] += int(hit[ids == k].sum() > FOUND_FRACTION * lsize[k])
+            found[b][0] += int(need > cut)
     fp_all = normal_peaks.size / n_normal
     fp_cut = float((normal_peaks > cut).sum()) / n_normal
     return cut, found, fp_all, fp_cut, auc

@@ -15,10 +15,9 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from sklearn.metrics import roc_auc_score
 
-from app.bench.triage import LESION_ML_EDGES, lesion_bin_labels, lesion_findings, rate_floor
+from app.bench.triage import lesion_bin_labels, lesion_cuts, rate_floor
 from app.core.findings import label_findings
 from app.core.maps import study_detection_mask, z_mean, z_window_slices
-from app.core.metrics import FOUND_FRACTION
 from app.data.pipeline import to_study_grid
 
 TAU_BASE = 0.10724489033222198 / 0.7
@@ -73,13 +72,9 @@ def score(ws, f, min_px, norm=True, rate=1.0):
     for s, lab, n, pk in per:
         if s["ids"] is None:
             continue
-        ids = s["ids"]
-        hit = (lesion_findings(lab, n, ids) & (pk > cut))[lab]
-        lsize = np.bincount(ids.ravel().astype(np.int64))
-        for k in np.flatnonzero(lsize[1:]) + 1:
-            b = bins[int(np.searchsorted(LESION_ML_EDGES, lsize[k] * s["vox_ml"], side="right"))]
+        for b, need in lesion_cuts(lab, n, pk, s["ids"], s["vox_ml"]):
             found[b][1] += 1
-            found[b][0] += int(hit[ids == k].sum() > FOUND_FRACTION * lsize[k])
+            found[b][0] += int(need > cut)
     fp_cut = float((normal_peaks > cut).sum()) / n_normal
     tot = sum(x for x, _ in found.values())
     cells = " / ".join(f"{x} of {n}" for x, n in found.values())
