@@ -309,6 +309,16 @@ def lesion_cuts(
     return out
 
 
+def found_by_bin(lesions, cut: float = -np.inf) -> dict[str, list[int]]:
+    """[found, of] per volume bin for lesions given as (bin, value) pairs of :func:`lesion_cuts`: found when the
+    findings kept above ``cut`` find it (its value exceeds the cut; with the default, when any cut does)."""
+    counts = {k: [0, 0] for k in lesion_bin_labels()}
+    for b, need in lesions:
+        counts[b][1] += 1
+        counts[b][0] += int(need > cut)
+    return counts
+
+
 def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[dict]) -> dict:
     """Lesion-level figures of a run (the detection a reader sees, not the order): for the lesions of the abnormal
     studies (each numbered in the study's lesion numbers, :data:`LESION_IDS`, as it was inserted: one lesion however
@@ -324,11 +334,10 @@ def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[d
 
     from app.core.findings import label_findings, voxel_volume_mm3
 
-    counts = {k: [0, 0] for k in lesion_bin_labels()}
     lab = {r["id"]: int(r["abnormal"]) for r in truth}
     ok = [r for r in results if r.get("status") == "ok" and r["id"] in lab]
     normal_conf: list[float] = []
-    lesion_cut: list[float] = []  # per lesion: the highest cut at which it is still found (-inf: never)
+    lesions: list[tuple[str, float]] = []  # per lesion: its bin, the highest cut at which it is found (-inf: never)
     for r in ok:
         pred = np.asanyarray(nib.load(where / r["id"] / r["outputs"]["mask"]).dataobj) > 0
         fl, n = label_findings(pred)
@@ -340,13 +349,11 @@ def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[d
         ids = np.asanyarray(ids_img.dataobj).astype(np.int64)
         if pred.shape != ids.shape:
             raise ValueError(f"{r['id']}: detection {pred.shape} and lesions {ids.shape} differ in shape")
-        for b, cut in lesion_cuts(fl, n, conf, ids, voxel_volume_mm3(ids_img.affine) / 1000.0):
-            lesion_cut.append(cut)
-            counts[b][1] += 1
-            counts[b][0] += int(cut > -np.inf)
+        lesions += lesion_cuts(fl, n, conf, ids, voxel_volume_mm3(ids_img.affine) / 1000.0)
     n_normal = sum(1 for r in ok if not lab[r["id"]])
     normal_sorted = np.sort(np.array(normal_conf))[::-1]
-    cuts = np.array(lesion_cut)
+    counts = found_by_bin(lesions)
+    cuts = np.array([c for _, c in lesions])
     froc = {}
     for rate in FROC_RATES:
         froc[f"{rate:g}"] = int((cuts > rate_floor(normal_sorted, rate, n_normal)).sum())
@@ -354,7 +361,7 @@ def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[d
         "lesions_found": {k: {"found": f, "of": n} for k, (f, n) in counts.items()},
         "findings_per_normal_study": float(len(normal_conf) / n_normal) if n_normal else float("nan"),
         "froc_lesions_found": froc,
-        "froc_lesions": len(lesion_cut),
+        "froc_lesions": len(lesions),
     }
 
 

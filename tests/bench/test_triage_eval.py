@@ -260,3 +260,28 @@ def test_studies_made_before_the_lesion_numbers_get_them_from_their_seeds(tmp_pa
     nib.save(nib.Nifti1Image(np.zeros(m.shape, np.uint8), m.affine), folder / "lesion02-3les.mask.nii")
     with pytest.raises(RuntimeError, match="differs from its seed's draw"):
         build_studies(folder, 1, [3], 2, seed=5, log=lambda *a: None)
+
+
+def test_lesion_cuts_give_the_highest_cut_that_still_finds_each_lesion():
+    import numpy as np
+
+    from app.bench.triage import found_by_bin, lesion_cuts
+
+    ids = np.zeros((10, 10, 4), np.int64)
+    ids[0:5, 0:4, 0] = 1  # lesion 1: 20 voxels
+    ids[6:8, 6:8, 2] = 2  # lesion 2: 4 voxels
+    labels = np.zeros_like(ids)
+    labels[0:5, 0:1, 0] = 1  # finding 1: 5 voxels of lesion 1
+    labels[0:5, 1:3, 0] = 2  # finding 2: 10 voxels of lesion 1
+    labels[5:10, 5:10, 2] = 3  # finding 3: 25 voxels, 4 of them lesion 2 (16 % in lesions: it counts)
+    labels[:, :, 3] = 4  # finding 4: 100 voxels, none in a lesion
+    conf = np.array([-np.inf, 0.5, 0.3, 0.2, 0.9])
+    cuts = lesion_cuts(labels, 4, conf, ids, vox_ml=0.001)
+    # lesion 1 needs more than 2 of its 20 voxels: finding 1 alone (5 voxels) does it, so any cut under 0.5
+    # lesion 2 (4 voxels, needs 1): only finding 3 covers it
+    assert cuts == [("under 1 ml", 0.5), ("under 1 ml", 0.2)]
+    assert found_by_bin(cuts)["under 1 ml"] == [2, 2]
+    assert found_by_bin(cuts, 0.3)["under 1 ml"] == [1, 2] and found_by_bin(cuts, 0.5)["under 1 ml"] == [0, 2]
+    # a finding that lies mostly outside the lesions finds none, however confident
+    labels[6:8, 6:8, 2] = 4
+    assert lesion_cuts(labels, 4, conf, ids, vox_ml=0.001)[1] == ("under 1 ml", -np.inf)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from app.bench.triage import (  # noqa: E402
     LESION_IDS,
     auroc_interval,
-    lesion_bin_labels,
+    found_by_bin,
     lesion_cuts,
     rate_floor,
 )
@@ -75,14 +75,10 @@ def score(data: list[dict], tau: float, min_px: int, cut: float | None):
     n_normal = sum(1 for s in data if s["ids"] is None)
     if cut is None:  # findings above it leave at most RATE false ones per normal study
         cut = rate_floor(normal_peaks, RATE, n_normal)
-    bins = lesion_bin_labels()
-    found = {b: [0, 0] for b in bins}
-    for s, lab, n, pk in per:
-        if s["ids"] is None:
-            continue
-        for b, need in lesion_cuts(lab, n, pk, s["ids"], s["vox_ml"]):
-            found[b][1] += 1
-            found[b][0] += int(need > cut)
+    lesions = [
+        lc for s, lab, n, pk in per if s["ids"] is not None for lc in lesion_cuts(lab, n, pk, s["ids"], s["vox_ml"])
+    ]
+    found = found_by_bin(lesions, cut)
     fp_all = normal_peaks.size / n_normal
     fp_cut = float((normal_peaks > cut).sum()) / n_normal
     return cut, found, fp_all, fp_cut, auc

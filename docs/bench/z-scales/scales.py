@@ -15,7 +15,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from sklearn.metrics import roc_auc_score
 
-from app.bench.triage import lesion_bin_labels, lesion_cuts, rate_floor
+from app.bench.triage import found_by_bin, lesion_cuts, rate_floor
 from app.core.findings import label_findings
 from app.core.maps import study_detection_mask, z_mean, z_window_slices
 from app.data.pipeline import to_study_grid
@@ -50,7 +50,6 @@ def combined(sid, ws, norm):
     return np.max([vol[sid, w] / (t[w] if norm else 1.0) for w in ws], axis=0)
 
 
-bins = lesion_bin_labels()
 
 
 def score(ws, f, min_px, norm=True, rate=1.0):
@@ -68,13 +67,10 @@ def score(ws, f, min_px, norm=True, rate=1.0):
     y = np.array([s["ids"] is not None for s, *_ in per], int)
     sc = np.array([float(pk[1:].max()) if n else 0.0 for s, _, n, pk in per])
     auc = roc_auc_score(y, sc)
-    found = {b: [0, 0] for b in bins}
-    for s, lab, n, pk in per:
-        if s["ids"] is None:
-            continue
-        for b, need in lesion_cuts(lab, n, pk, s["ids"], s["vox_ml"]):
-            found[b][1] += 1
-            found[b][0] += int(need > cut)
+    lesions = [
+        lc for s, lab, n, pk in per if s["ids"] is not None for lc in lesion_cuts(lab, n, pk, s["ids"], s["vox_ml"])
+    ]
+    found = found_by_bin(lesions, cut)
     fp_cut = float((normal_peaks > cut).sum()) / n_normal
     tot = sum(x for x, _ in found.values())
     cells = " / ".join(f"{x} of {n}" for x, n in found.values())
