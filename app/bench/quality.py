@@ -240,6 +240,7 @@ def _model_row(
     t = _test_rows(det, test, settings, choice_d, prog)
     base, mg, keep_mg = t["base"], t["mg"], t["keep_mg"]
     extra = _extra_evaluations(det, bench, card, choice_d, settings, base, mg, t["keep_base"], keep_mg, prog)
+    styles_by_lesion_area = extra.pop("by_lesion_area", {})
     return {
         **extra,
         "postprocess": det.post.as_dict(),
@@ -266,7 +267,7 @@ def _model_row(
         "by_lesion_area": {
             "edges": list(LESION_AREA_EDGES),
             "test": _lesion_area_entry(test, keep_mg, base, mg),
-            **extra.pop("by_lesion_area", {}),
+            **styles_by_lesion_area,
         },
         "solver": {**det.solver.__dict__, "channels_last": det.channels_last, "median_size": det.post.median_size},
         "seconds": time.perf_counter() - t0,
