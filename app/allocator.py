@@ -6,8 +6,11 @@ volumes. glibc serves a block above its mmap threshold with a fresh mapping and 
 is freed, so every such array is faulted in page by page again: on this project's 2-core machine a screening
 batch of 48 whole-head studies spent 185 of its 410 CPU seconds in the kernel (92 million page faults). With the
 threshold at its ceiling (32 MB) and the heap kept instead of trimmed, the freed blocks are reused: the same
-batch ran 1.8 times as fast with identical outputs (docs/batch.md). Memory then stays at the process's peak instead
-of falling back between studies, which is bounded by one study's work.
+batch ran 1.8 times as fast with identical outputs (docs/batch.md). A Dask worker runs its tasks in a thread of
+its own, and glibc gives such a thread an arena of 64 MB heaps that cannot hold a batch's arrays for reuse, so every
+thread is sent to the main arena (one arena: ``batch`` runs one task per worker process, and torch's own threads
+allocate little). Memory then stays at the process's peak instead of falling back between studies, which is bounded
+by one study's work.
 
 :func:`keep_freed_memory` sets both with ``mallopt`` once per process; elsewhere (another C library, another
 system) it does nothing. ``batch``'s workers call it when they load their model. ``detect`` and the viewer do not:
@@ -25,6 +28,7 @@ import threading
 #: glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 #: blocks up to this size come from the heap (glibc refuses more: half its 64 MB heap size on 64-bit systems)
 MMAP_THRESHOLD = 32 * 2**20
 #: free memory at the top of the heap kept for reuse up to this size instead of being returned to the system
@@ -35,8 +39,9 @@ _state: dict[str, bool | None] = {"set": None}
 
 
 def keep_freed_memory() -> bool:
-    """Set glibc's mmap and trim thresholds (:data:`MMAP_THRESHOLD`, :data:`TRIM_THRESHOLD`) for this process, once.
-    True when they are set (now or before); False where the C library is not glibc or refuses them."""
+    """Set glibc's mmap and trim thresholds (:data:`MMAP_THRESHOLD`, :data:`TRIM_THRESHOLD`) and one arena for all
+    threads, for this process, once. True when they are set (now or before); False where the C library is not glibc
+    or refuses them."""
     with _lock:
         if _state["set"] is None:
             _state["set"] = _set()
@@ -53,4 +58,5 @@ def _set() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    settings = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_ARENA_MAX, 1))
+    return all(mallopt(param, value) == 1 for param, value in settings)
