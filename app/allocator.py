@@ -5,17 +5,18 @@ slices (16 x 16 x 128 x 128 float32 is 16 MB), the dae's latent codes (32 MB per
 volumes. glibc serves a block above its mmap threshold with a fresh mapping and returns it to the system when it
 is freed, so every such array is faulted in page by page again: on this project's 2-core machine a screening
 batch of 48 whole-head studies spent 185 of its 410 CPU seconds in the kernel (92 million page faults). With the
-threshold at its ceiling (32 MB) and the heap kept instead of trimmed, the freed blocks are reused: the same
-batch ran 1.8 times as fast with identical outputs (docs/batch.md). A Dask worker runs its tasks in a thread of
-its own, and glibc gives such a thread an arena of 64 MB heaps that cannot hold a batch's arrays for reuse, so every
-thread is sent to the main arena (one arena: ``batch`` runs one task per worker process, and torch's own threads
-allocate little). Memory then stays at the process's peak instead of falling back between studies, which is bounded
-by one study's work.
+threshold at its ceiling (32 MB) and the heap kept instead of trimmed, the freed blocks are reused. A Dask worker
+runs its tasks in a thread of its own, and glibc gives such a thread an arena of 64 MB heaps that cannot hold a
+batch's arrays for reuse, so every thread is sent to the main arena (one arena: ``batch`` runs one task per worker
+process, and torch's own threads allocate little). Together the same batch ran twice as fast (11.4 against 23.5
+studies per minute) with identical outputs (docs/batch.md). Memory then stays at the process's peak instead of
+falling back between studies, which is bounded by one study's work.
 
-:func:`keep_freed_memory` sets both with ``mallopt`` once per process; elsewhere (another C library, another
+:func:`keep_freed_memory` sets the three with ``mallopt`` once per process; elsewhere (another C library, another
 system) it does nothing. ``batch``'s workers call it when they load their model. ``detect`` and the viewer do not:
-in one process with two torch threads ``bench speed`` measured no gain (0.236 and 0.243 s per slice of a volume,
-back to back) and 250 MB more peak memory.
+in one process with two torch threads no clear gain was measured, without and then with the setting (``bench
+speed``: 0.236 and 0.243 s per slice of a volume, back to back; a volume solved in another thread, as the viewer's
+is: 0.238 and 0.253 without, 0.202 and 0.247 with), for 150-250 MB more peak memory.
 """
 
 from __future__ import annotations
