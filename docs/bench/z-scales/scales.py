@@ -50,8 +50,6 @@ def combined(sid, ws, norm):
     return np.max([vol[sid, w] / (t[w] if norm else 1.0) for w in ws], axis=0)
 
 
-
-
 def score(ws, f, min_px, norm=True, rate=1.0):
     per = []
     for sid, s in data.items():
