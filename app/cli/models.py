@@ -14,23 +14,20 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", default=None, help="model directory (default: the bundled models/)")
 
 
-def triage_cell(card: dict, weights_sha256: str, ch: dict) -> str:
-    """The triage state of a default batch run with the card's choices (``ch``: :func:`app.nets.card.card_choices`),
-    in a few words: + MG, or the base map where the card's screening choice says so ("batch=base", with its reporting
-    cut where it has one)."""
+def triage_cell(card: dict, weights_sha256: str) -> str:
+    """The triage state of a plain batch run with the card (:func:`app.nets.card.card_batch_detection`), in a few
+    words: + MG, or the base map where the card's screening choice says so ("batch=base", with its reporting cut
+    where it has one)."""
     from app.core.triage_evidence import Operator, triage_evidence
-    from app.nets.card import card_screening, card_screening_outline
+    from app.nets.card import card_batch_detection
 
-    sc = card_screening(card)
-    base = sc["mode"] == "base"
-    if base:
-        op = Operator("base", 0.0, card_screening_outline(card), report_above=sc["report_above"])
-    else:
-        op = Operator("mg", ch["eps"], ch["tau"])
+    d = card_batch_detection(card)
+    base = d["base_only"]
+    op = Operator("base" if base else "mg", d["eps"], d["tau"], report_above=d["report_above"])
     ev = triage_evidence(card, weights_sha256, op)
     mode = "batch=base " if base else ""
-    if base and sc["report_above"] is not None:
-        mode = f"batch=base(findings above D {sc['report_above']:.3g}) "
+    if base and d["report_above"] is not None:
+        mode = f"batch=base(findings above D {d['report_above']:.3g}) "
     if ev.measurement is None:
         return f"{mode}triage={ev.status}"
     m = ev.measurement
@@ -59,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = card.get("config", {})
         ch = card_choices(card)  # what detect, batch and the viewer apply
         raw = raw_card(d / f"{name}.json")  # as batch reads it for the triage measurement
-        triage = triage_cell(raw or {}, file_sha256(d / f"{name}.safetensors"), ch)
+        triage = triage_cell(raw or {}, file_sha256(d / f"{name}.safetensors"))
         mark = "*" if name == DEFAULT_MODEL else " "
         print(
             f"{mark} {name:<16} family={card.get('family', '?'):<10} size={cfg.get('image_size')} "
@@ -72,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             Path(m.get("model", "?")).name + ("(base)" if m.get("eps") == 0 else "") for m in card.get("members", [])
         )
         try:
-            triage = triage_cell(card, members_weights_sha256(card, d), ch)
+            triage = triage_cell(card, members_weights_sha256(card, d))
         except (MatchGenError, OSError):  # a member missing here: batch would refuse it too
             triage = "triage=? (a member is missing)"
         mark = "*" if ens == DEFAULT_MODEL else " "
