@@ -430,7 +430,7 @@ def run_triage(
     from app.batch.inputs import expand_inputs
     from app.batch.runner import run_batch
     from app.batch.task import BatchSettings, ModelPreload
-    from app.nets.card import card_batch_detection, card_choices, card_screening_mode, read_card
+    from app.nets.card import card_batch_detection, card_choices, read_card
     from app.nets.zoo import resolve_model
 
     _roc_auc()  # before the studies are made and run, not after
@@ -462,10 +462,10 @@ def run_triage(
                 eps, tau = (0.0, ch["tau_base"]) if base_only else (ch["eps"], ch["tau"])
                 report_above = None
                 if mode == "screen":  # what a plain `batch` runs: the card's screening detection of the base map
-                    if card_screening_mode(card) != "base":
+                    plain = card_batch_detection(card)
+                    if not plain["base_only"]:
                         log(f"{stem.name}: no screening detection of the base map in its card; screen skipped")
                         continue
-                    plain = card_batch_detection(card)
                     tau, report_above = plain["tau"], plain["report_above"]
                 settings = BatchSettings.for_checkpoint(
                     stem,
