@@ -6,6 +6,13 @@ The studies are small synthetic head phantoms (``app.data.phantom``), resampled 
 study, so the solver's work per slice is that of a real study; only the number of slices differs. Each
 configuration runs the same studies into a fresh folder; the clock runs from the first submission to the last
 result (cluster start-up is reported apart), with the model already loaded on every worker (``ModelPreload``).
+
+Where the time beyond the solver goes is read from each task's own clock (:func:`task_timeline`), not inferred
+from the wall clock: the idle time between one task's end and the next task's start on the same worker (the
+scheduling), the time every worker waits at the end for the last study (the imbalance), and how much longer a task
+takes when both workers compute at once (the contention for the cores, their caches and memory). On this 2-core
+machine the last is what separates 2 workers from twice 1 (docs/batch.md, "Throughput"); with few studies the
+first study on each worker, which allocates the solver's buffers, weighs more, so the default runs 24 studies.
 """
 
 from __future__ import annotations
@@ -74,13 +81,71 @@ def _stop(procs) -> None:
             p.kill()
 
 
+def timed_study(ref, settings, out_dir: str) -> dict:
+    """The batch task (:func:`app.batch.task.process_study`) with its start and end on the worker's clock
+    (``bench_clock``, seconds since the epoch; the bench's workers share the machine's clock). Dask's own task
+    stream shifts each worker's times by a delay it re-estimates at every heartbeat, tens of milliseconds on a busy
+    machine: more than the gaps measured here."""
+    from app.batch.task import process_study
+
+    t0 = time.time()
+    r = process_study(ref, settings, out_dir)
+    return {**r, "bench_clock": [t0, time.time()]}
+
+
+def task_timeline(results: list[dict], wall_s: float) -> dict:
+    """What the tasks' own clocks (``bench_clock`` of :func:`timed_study`, per ``worker``) say: seconds per task
+    (mean, the first task on each worker and the rest), the idle time between consecutive tasks on one worker
+    (mean, max; the scheduling: result back, next task in), the time from the first task's start to the last one's
+    end (span), the end imbalance (the mean time a worker waits between its own last task and the span's end) and
+    what of the wall clock lies outside the span (planning, the first submission, the last result's return)."""
+    by_worker: dict[str, list[tuple[float, float]]] = {}
+    for r in results:
+        if "bench_clock" in r:
+            by_worker.setdefault(str(r["worker"]), []).append(tuple(float(v) for v in r["bench_clock"]))
+    if not by_worker:
+        raise ValueError("no result carries its task's clock")
+    for v in by_worker.values():
+        v.sort()
+    runs = [b - a for v in by_worker.values() for a, b in v]
+    first = [v[0][1] - v[0][0] for v in by_worker.values()]
+    rest = [b - a for v in by_worker.values() for a, b in v[1:]]
+    gaps = [v[i + 1][0] - v[i][1] for v in by_worker.values() for i in range(len(v) - 1)]
+    start = min(v[0][0] for v in by_worker.values())
+    end = max(v[-1][1] for v in by_worker.values())
+    return {
+        "tasks": len(runs),
+        "workers": len(by_worker),
+        "compute_s_mean": float(np.mean(runs)),
+        "first_task_s_mean": float(np.mean(first)),
+        "later_task_s_mean": float(np.mean(rest)) if rest else None,
+        "idle_between_tasks_ms_mean": 1000 * float(np.mean(gaps)) if gaps else None,
+        "idle_between_tasks_ms_max": 1000 * float(np.max(gaps)) if gaps else None,
+        "span_s": end - start,
+        "end_imbalance_s": float(np.mean([end - v[-1][1] for v in by_worker.values()])),
+        "outside_span_s": wall_s - (end - start),
+    }
+
+
+def _load_model(settings) -> int:
+    """On a worker: the batch's model, loaded unless it already is (:func:`app.batch.task.get_detector`)."""
+    from app.batch.task import detector_loads, get_detector
+
+    get_detector(settings)
+    return detector_loads()
+
+
 def _one(name, refs, settings, out, client, workers, startup_s, log) -> dict:
     from app.batch.runner import run_batch
     from app.batch.task import ModelPreload
 
     client.register_plugin(ModelPreload(settings))
     client.wait_for_workers(workers, timeout=120)
-    summary = run_batch(refs, settings, out, client, progress=False, stream=open(os.devnull, "w"))  # noqa: SIM115
+    # the clock starts with the model loaded on every worker: on a separately started scheduler the plugin's
+    # set-up was still running on the workers when register_plugin returned (1.6 s before the first task started)
+    client.run(_load_model, settings)
+    devnull = open(os.devnull, "w")  # noqa: SIM115
+    summary = run_batch(refs, settings, out, client, progress=False, stream=devnull, task=timed_study)
     res = [r for r in summary.results if r.get("status") == "ok"]
     if len(res) != len(refs):
         raise RuntimeError(
@@ -90,6 +155,7 @@ def _one(name, refs, settings, out, client, workers, startup_s, log) -> dict:
     solve = np.array([r["timings"]["solve_s"] for r in res])
     slices = np.array([r["slices_analysed"] for r in res])
     wall = summary.wall_s
+    tl = task_timeline(res, wall)
     row = {
         "config": name,
         "workers": workers,
@@ -100,7 +166,9 @@ def _one(name, refs, settings, out, client, workers, startup_s, log) -> dict:
         "task_s_mean": round(float(total.mean()), 3),
         "solve_s_mean": round(float(solve.mean()), 3),
         "in_task_overhead_s": round(float((total - solve).mean()), 3),
+        # what the wall clock holds beyond the tasks, per study and worker (imbalance, scheduling, planning)
         "scheduling_overhead_s": round(float(wall * workers / len(res) - total.mean()), 3),
+        "timeline": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in tl.items()},
         "solve_s_per_slice": round(float(solve.sum() / slices.sum()), 4),
         "slices_per_study": float(slices.mean()),
         "workers_seen": sorted({r["worker"] for r in res}),
@@ -131,7 +199,7 @@ def bench_settings(stem: Path, card: dict, mg: bool = False, max_steps: int | No
 
 
 def run_batch_bench(
-    model: str | None, n_studies: int = 8, slices: int = 16, max_steps: int | None = None, log=print, mg: bool = False
+    model: str | None, n_studies: int = 24, slices: int = 16, max_steps: int | None = None, log=print, mg: bool = False
 ):  # fmt: skip
     """The three configurations on the same phantom studies, running what a plain ``batch`` runs with the model's
     card (``mg``: what ``batch --mg`` runs)."""
@@ -172,6 +240,8 @@ def run_batch_bench(
         shutil.rmtree(work, ignore_errors=True)
     one, two = rows[0], rows[1]
     speedup = two["studies_per_min"] / one["studies_per_min"]
+    for r in rows[1:]:  # how much longer a task computes beside another worker than alone
+        r["contention_x"] = round(r["timeline"]["compute_s_mean"] / one["timeline"]["compute_s_mean"], 3)
     return {
         "model": stem.name,
         "detection": detection["label"] + (" (batch --mg)" if mg else " (what a plain batch runs)"),
@@ -208,4 +278,26 @@ def markdown(res: dict) -> str:
             f"{r['scheduling_overhead_s']:.3f} | {r['solve_s_per_slice']:.3f} |"
         )
     lines += ["", f"speed-up 1 -> 2 workers: {res['speedup_1_to_2']:.2f}x (efficiency {res['scaling_efficiency']:.0%})"]
+    if all("timeline" in r for r in res["rows"]):  # results written before the task stream was read have none
+        lines += [
+            "",
+            "Where the wall clock goes beyond one worker's tasks (each task's own clock): the scheduling overhead "
+            "above is wall x workers / studies - task; the tasks' clocks split it.",
+            "",
+            "| configuration | task computing (s): first on a worker / later | idle between tasks on a worker (ms):"
+            " mean / max | end imbalance (s) | outside the tasks' span (s) | task time beside another worker |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in res["rows"]:
+            t = r["timeline"]
+            later = "-" if t["later_task_s_mean"] is None else f"{t['later_task_s_mean']:.2f}"
+            idle = (
+                "-" if t["idle_between_tasks_ms_mean"] is None
+                else f"{t['idle_between_tasks_ms_mean']:.1f} / {t['idle_between_tasks_ms_max']:.1f}"
+            )  # fmt: skip
+            cont = f"{r['contention_x']:.2f}x" if "contention_x" in r else "(alone)"
+            lines.append(
+                f"| {r['config']} | {t['first_task_s_mean']:.2f} / {later} | {idle} | {t['end_imbalance_s']:.2f} | "
+                f"{t['outside_span_s']:.2f} | {cont} |"
+            )
     return "\n".join(lines) + "\n"

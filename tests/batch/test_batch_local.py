@@ -372,3 +372,44 @@ def test_bench_batch_times_what_batch_runs(tmp_path, tiny_model, screening, caps
         assert got.base_only == (screening is not None and not extra)
         assert detection["label"].startswith("base map" if got.base_only else "+MG")
     capsys.readouterr()
+
+
+def test_task_timeline_known_answer():
+    """``bench batch`` splits the time beyond the tasks with each task's own clock: idle between tasks on one worker,
+    the first task on each worker against the later ones, the end imbalance and what lies outside the tasks' span.
+    A result without its clock (a study recorded as lost by the client) is left out."""
+    from app.bench.batch_speed import task_timeline
+
+    results = [
+        {"worker": "w1", "bench_clock": [12.1, 13.1]},  # w1: 2.0, idle 0.1, 1.0 -> ends at 13.1
+        {"worker": "w2", "bench_clock": [13.8, 15.3]},
+        {"worker": "w1", "bench_clock": [10.0, 12.0]},
+        {"worker": "w2", "bench_clock": [10.5, 13.5]},  # w2: 3.0, idle 0.3, 1.5 -> ends at 15.3
+        {"worker": "w1", "status": "failed"},
+    ]
+    t = task_timeline(results, wall_s=6.0)
+    assert t["tasks"] == 4 and t["workers"] == 2
+    assert t["compute_s_mean"] == pytest.approx(7.5 / 4)
+    assert t["first_task_s_mean"] == pytest.approx(2.5) and t["later_task_s_mean"] == pytest.approx(1.25)
+    assert t["idle_between_tasks_ms_mean"] == pytest.approx(200.0)
+    assert t["idle_between_tasks_ms_max"] == pytest.approx(300.0)
+    assert t["span_s"] == pytest.approx(5.3)
+    assert t["end_imbalance_s"] == pytest.approx((15.3 - 13.1) / 2)
+    assert t["outside_span_s"] == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="clock"):
+        task_timeline(results[-1:], wall_s=1.0)
+
+
+def test_timed_study_is_the_batch_task(tmp_path, tiny_model):
+    """The task ``bench batch`` times is ``batch``'s own (the same result.json), with its start and end added."""
+    from app.batch.inputs import expand_inputs
+    from app.batch.task import BatchSettings
+    from app.bench.batch_speed import make_studies, timed_study
+
+    ref = expand_inputs([str(p) for p in make_studies(tmp_path / "in", 1, 4, size=32)])[0]
+    settings = BatchSettings.for_checkpoint(tiny_model, 1.0, 0.1, max_steps=2)
+    r = timed_study(ref, settings, str(tmp_path / "out"))
+    saved = json.loads((tmp_path / "out" / ref.id / "result.json").read_text())
+    assert r["status"] == "ok" and {k: v for k, v in r.items() if k != "bench_clock"} == saved
+    t0, t1 = r["bench_clock"]
+    assert 0 < t1 - t0 and r["timings"]["total_s"] <= t1 - t0
