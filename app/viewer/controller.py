@@ -211,6 +211,7 @@ class ViewerController:
             )
         self.session: ModelSession | None = None
         self.shown: SliceResult | None = None
+        self._shown_detection: tuple | None = None  # (result, tau, saved mask, session, its detection): shown_detection
         self.want: Request | None = None
         self.volume: VolumeResult | None = None
         self.volume_run: VolumeRun | None = None
@@ -606,9 +607,21 @@ class ViewerController:
         if r is None or sl is None:
             return None, None
         gt = sl.gt_slice(self.state.slice_index)
-        saved = self.saved_mask()
-        pred = saved[:, :, r.slice_index] if saved is not None else self._mask(r.d, self.state.tau)
-        return detection_overlay(r.d, self.state.tau, gt, self.state.overlay_opacity, pred)
+        return detection_overlay(r.d, self.state.tau, gt, self.state.overlay_opacity, self.shown_detection())
+
+    def shown_detection(self) -> np.ndarray | None:
+        """The detection on the shown result's slice (X, Y) as the detection panel shows it: the saved batch mask
+        (:meth:`saved_mask`), else D > tau without the components the card's rule drops; the pixel readout says
+        "detected" by the same mask. None without a shown result."""
+        r = self.shown
+        if r is None:
+            return None
+        saved, tau, sess = self.saved_mask(), self.state.tau, self.session
+        cached = self._shown_detection  # the readout asks on every mouse move: labelled once per result and tau
+        if cached is None or cached[0] is not r or cached[1] != tau or cached[2] is not saved or cached[3] is not sess:
+            pred = saved[:, :, r.slice_index] if saved is not None else self._mask(r.d, tau)
+            cached = self._shown_detection = (r, tau, saved, sess, np.asarray(pred, dtype=bool))
+        return cached[4]
 
     def saved_mask(self) -> np.ndarray | None:
         """The mask a batch wrote, while its saved result is shown at its own tau (X, Y, Z): what the worklist's
@@ -647,14 +660,12 @@ class ViewerController:
             return ""
         k = self.state.slice_index
         raw = sl.raw_slice(k)[x, y]
-        parts = [f"voxel ({x}, {y}, {k})", f"input {np.round(raw, 2)}"]
+        parts = [f"voxel ({x}, {y}, {k})", f"input {_values(raw, 2)}"]
         r = self.shown
         if r is not None and r.slice_index == k:
-            parts.append(f"pseudo-normal {np.round(r.s[x, y], 3)}")
+            parts.append(f"pseudo-normal {_values(r.s[x, y], 3)}")
             parts.append(f"D {r.d[x, y]:.3f}")
-            saved = self.saved_mask()
-            hit = saved[x, y, k] if saved is not None else r.d[x, y] > self.state.tau
-            parts.append("detected" if hit else "not detected")
+            parts.append("detected" if self.shown_detection()[x, y] else "not detected")
         gt = sl.gt_slice(k)
         if gt is not None:
             parts.append("GT lesion" if gt[x, y] else "GT normal")
@@ -865,3 +876,12 @@ class ViewerController:
 
     def is_idle(self) -> bool:
         return all(lane.is_idle() for lane in self.lanes.values())
+
+
+def _values(v, digits: int) -> str:
+    """A voxel's value (or its channels' values) with ``digits`` decimals: a float32 formatted as it is would print
+    its binary expansion (0.5120000243186951)."""
+    a = np.asarray(v, dtype=np.float64)
+    if a.ndim == 0:
+        return f"{float(a):.{digits}f}"
+    return "(" + ", ".join(f"{float(c):.{digits}f}" for c in a.ravel()) + ")"

@@ -456,6 +456,8 @@ def test_readout_and_detection_follow_the_shown_result(zoo):
     r = ctl.shown
     text = ctl.readout(10, 20)
     assert text.startswith("voxel (10, 20, 2)") and f"D {r.d[10, 20]:.3f}" in text and "GT " in text
+    raw = ctl.state.study.raw_slice(2)[10, 20]  # values with their decimals, not a float32's binary expansion
+    assert f"| input {float(raw):.2f} | pseudo-normal {float(r.s[10, 20]):.3f} | D " in text
     assert ctl.readout(-1, -1) == ""
     cursor = []
     ctl.events.cursor.connect(cursor.append)
@@ -546,3 +548,34 @@ def test_the_readout_names_a_capped_objective(zoo):
     lanes["slice"].run()
     assert ctl.session.solver.loss_cap == 0.2
     assert seen["info"][-1].splitlines()[-1].startswith("L1 loss (capped at 0.2) ")
+
+
+def test_the_readout_says_detected_where_the_detection_panel_shows_it(zoo):
+    """The card's minimum component size removes small pieces of D > tau from the detection panel; the pixel readout
+    says "detected" by the same mask, not by D > tau alone."""
+    import json
+
+    card_path = zoo["models"] / "tiny.json"
+    card = json.loads(card_path.read_text())
+    card["postprocess"] = {"min_component_px": 40}
+    card_path.write_text(json.dumps(card))
+    ctl, lanes, _ = make(zoo)
+    lanes["slice"].run()
+    d = ctl.shown.d
+    ctl.state.tau = float(np.quantile(d, 0.97))  # a few pixels above tau, in pieces of every size
+    shown = ctl.shown_detection()
+    raw = d > ctl.state.tau
+    assert shown.sum() < raw.sum()  # the rule dropped some pieces ...
+    dropped = np.argwhere(raw & ~shown)
+    kept = np.argwhere(shown)
+    for x, y in dropped[:5]:  # ... the readout calls them not detected, as the panel shows them
+        assert "| not detected" in ctl.readout(int(x), int(y))
+    for x, y in kept[:5]:
+        assert "| detected" in ctl.readout(int(x), int(y))
+    rgba, _ = ctl.detection()  # the panel's overlay: a dropped piece outside the lesion is not painted
+    gt = ctl.state.study.gt_slice(ctl.state.slice_index)
+    assert (rgba[..., 3] > 0)[kept[:, 0], kept[:, 1]].all()
+    outside = [(x, y) for x, y in dropped if not gt[x, y]]
+    assert outside and all(rgba[x, y, 3] == 0 for x, y in outside)
+    ctl.state.tau = float(np.quantile(d, 0.5))  # a new tau: recomputed, not the previous tau's mask
+    assert ctl.shown_detection().sum() > shown.sum()
