@@ -349,9 +349,9 @@ class MainWindow(QMainWindow):
         return ok
 
     def refresh_model_list(self) -> None:
-        from app.nets.zoo import list_ensembles, list_models
+        from app.nets.zoo import zoo_names
 
-        self.controls.set_models(list_models() + list_ensembles(), self.state.model_name)
+        self.controls.set_models(zoo_names(), self.state.model_name)
 
     def step_slice(self, step: int) -> None:
         self.state.slice_index = self.state.slice_index + step

@@ -39,6 +39,12 @@ def list_models(models_dir: Path | None = None) -> list[str]:
     return sorted(p.stem for p in d.glob("*.json") if p.with_suffix(".safetensors").is_file())
 
 
+def zoo_names(models_dir: Path | None = None) -> list[str]:
+    """Every name the zoo folder answers to: the models with weights, then the ensemble cards over them (the default
+    model among them)."""
+    return list_models(models_dir) + list_ensembles(models_dir)
+
+
 def resolve_model(name: str | None, models_dir: Path | None = None) -> Path:
     """A model name from the zoo, or a path to a checkpoint (with or without suffix), to its stem."""
     name = name or DEFAULT_MODEL
@@ -51,5 +57,5 @@ def resolve_model(name: str | None, models_dir: Path | None = None) -> Path:
     cand = d / name
     if cand.with_suffix(".json").is_file():
         return cand
-    known = ", ".join(list_models(d)) or "none"
+    known = ", ".join(zoo_names(d)) or "none"
     raise CheckpointError(f"model {name!r} not found (models in {d}: {known})")

@@ -85,10 +85,10 @@ class WorklistSession:
             self.ctl.saved = saved
             sess = self.ctl.session
             if saved.model and (sess is None or sess.name != saved.model):
-                from app.nets.zoo import list_ensembles, list_models
+                from app.nets.zoo import zoo_names
 
                 # to compute on from here (another eps, another tau is free)
-                if saved.model in list_models() + list_ensembles():
+                if saved.model in zoo_names():
                     self.ctl.set_model(saved.model)
             st = self.state
             if saved.eps > st.eps_max:

@@ -94,3 +94,22 @@ def test_list_ensembles_finds_ensemble_cards_only(tmp_path):
     (tmp_path / "broken.json").write_text("{not json")
     assert list_ensembles(tmp_path) == ["pair"]
     assert list_ensembles(tmp_path / "missing") == []
+
+
+def test_an_unknown_model_name_lists_the_ensembles_too(tmp_path):
+    """The error for an unknown name lists every name the zoo answers to, the ensemble cards (the default model is
+    one) as well as the models with weights."""
+    import json
+
+    import torch
+
+    from app.nets import ModelConfig, create_model
+    from app.nets.checkpoint import save_checkpoint
+    from app.nets.zoo import zoo_names
+
+    torch.manual_seed(0)
+    save_checkpoint(create_model(ModelConfig("ae-l1", image_size=16, latent_dim=4, width=4)), tmp_path / "m", {})
+    (tmp_path / "m+m.json").write_text(json.dumps({"family": "ensemble", "members": []}))
+    assert zoo_names(tmp_path) == ["m", "m+m"]
+    with pytest.raises(CheckpointError, match=r"models in .*: m, m\+m\)"):
+        resolve_model("nosuch", tmp_path)
