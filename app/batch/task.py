@@ -35,7 +35,6 @@ from app.atomic import atomic_write_bytes
 from app.batch.inputs import StudyRef
 from app.core.findings import SCORE_VERSION
 from app.filehash import file_sha256
-from app.nets.card import read_raw_card as raw_card
 from app.solver_options import SOLVE_BATCH
 
 RESULT = "result.json"
@@ -113,6 +112,14 @@ class BatchSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def raw_card(path: Path) -> dict | None:
+    """:func:`app.nets.card.read_raw_card`, imported when called: importing this module (a Dask scheduler does when
+    it unpickles a batch task) must not import torch, which ``app.nets`` does."""
+    from app.nets.card import read_raw_card
+
+    return read_raw_card(path)
 
 
 def model_hashes(stem: Path) -> tuple[str, str]:

@@ -108,6 +108,11 @@ def external_cluster(tmp_path):
 
 
 def test_separately_started_scheduler(tmp_path, studies, tiny_model, external_cluster, capsys):
+    """``batch --scheduler`` on a separately started scheduler and worker. The scheduler unpickles the tasks it is
+    sent (so it needs this package installed), which imports ``app.batch.task``: that import must not pull in torch
+    (about a second on the scheduler before the first study starts)."""
+    from distributed import Client
+
     out = tmp_path / "out"
     code = main(
         ["batch", str(studies), "--model", str(tiny_model), "--out", str(out), "--scheduler", external_cluster, *STEPS]
@@ -120,3 +125,18 @@ def test_separately_started_scheduler(tmp_path, studies, tiny_model, external_cl
     for sid in "abc":
         r = json.loads((out / sid / "result.json").read_text())
         assert r["worker"].startswith("tcp://127.0.0.1:") and r["pid"] != os.getpid()
+
+    this = sys.modules[__name__]
+    cloudpickle.register_pickle_by_value(this)  # the scheduler cannot import the tests
+    try:
+        with Client(external_cluster, timeout="30s") as client:
+            seen = client.run_on_scheduler(_scheduler_modules)
+    finally:
+        cloudpickle.unregister_pickle_by_value(this)
+    assert seen == {"app.batch.task": True, "torch": False}
+
+
+def _scheduler_modules():
+    import sys
+
+    return {m: m in sys.modules for m in ("app.batch.task", "torch")}
