@@ -5,8 +5,8 @@ time), each under a nanny that restarts it if it dies. Remote: ``tcp://host:8786
 elsewhere (``dask scheduler`` plus ``dask worker`` processes, dask-jobqueue on HPC, dask-kubernetes, ...); its
 workers must see the same paths for inputs, model and output folder (a shared filesystem), and have this package
 installed; so must the scheduler, which unpickles the tasks it is sent (``app.batch.task`` imports no torch, so that
-costs it a fraction of a second). Tasks and results travel between client and workers with Dask's serialisation (pickle over the
-network between our own processes); no pickled *file* is ever read.
+costs it a fraction of a second). Tasks and results travel between client and workers with Dask's serialisation
+(pickle over the network between our own processes); no pickled *file* is ever read.
 """
 
 from __future__ import annotations
