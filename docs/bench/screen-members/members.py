@@ -1,0 +1,121 @@
+"""The screening's member subsets (rule.md, written first): each of the seven non-empty subsets of the default's
+members (dae, dae-cover, ae-l1), the mean of their scaled base maps with the card's post-processing, its 18 mm z
+window, on the study grid inside the brain (as `batch` makes the shipped map), scored as docs/bench/z-scales/scales.py
+scores a map: divided by its own threshold (matched exceedance on normal brain voxels), outlined at 0.7 of it with
+30 px, findings reported above the cut that leaves one false finding per normal study; lesions found as `bench
+triage` counts them, the AUROC of each study's highest finding peak.
+
+Validation (sets and writes each subset's threshold and cut to CHOICES.json):
+    python docs/bench/screen-members/members.py val STUDIES_DIR CHOICES.json
+Test (applies them):
+    python docs/bench/screen-members/members.py test STUDIES_DIR CHOICES.json
+"""
+
+import csv
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from scipy import ndimage
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from app.bench.triage import LESION_IDS, found_by_bin, lesion_cuts, rate_floor  # noqa: E402
+from app.core.ensemble import load_detector  # noqa: E402
+from app.core.findings import label_findings, voxel_volume_mm3  # noqa: E402
+from app.core.maps import study_detection_mask  # noqa: E402
+from app.data.domain import domain_from_card  # noqa: E402
+from app.data.pipeline import prepare_study, restrict_map_to_brain, to_study_grid  # noqa: E402
+from app.io import load_study  # noqa: E402
+
+OUTLINE, MIN_PX, RATE = 0.7, 30, 1.0
+
+
+def study_maps(det, model, card, path: Path) -> tuple[dict, np.ndarray, float]:
+    """{subset: (study-grid map inside the brain, geometry)} for one study, its brain mask on the study grid and its
+    voxel volume in ml."""
+    cfg = model.config
+    st = load_study(path)
+    prep = prepare_study(st, cfg.image_size, cfg.channels, cfg.normalization, skull_strip=True,
+                         domain=domain_from_card(card))  # fmt: skip
+    runs = det.raw_runs(prep.x, 0.0, base_only=True)
+    fg = runs[0].foreground
+    names = [m.name for m in det.members]
+    unit = det.members[0].scale_base
+    out = {}
+    for k in range(1, len(names) + 1):
+        for sub in itertools.combinations(range(len(names)), k):
+            mean = sum(runs[i].d / det.members[i].scale_base for i in sub) / len(sub)
+            d = det.post.apply((mean * unit).astype(np.float32), fg)
+            d = det.post.across_slices(d, fg, prep.geometry.spacing[2])
+            dv = restrict_map_to_brain(to_study_grid(d, prep.geometry, "map"), prep)
+            out["+".join(names[i] for i in sub)] = (dv.astype(np.float32), prep.geometry)
+    brain = prep.brain if prep.brain is not None else np.ones(st.shape, bool)
+    return out, brain, voxel_volume_mm3(st.affine) / 1e3
+
+
+def main():
+    split, studies, choices_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    torch.set_num_threads(2)
+    det, model, card = load_detector(ROOT / "models" / "dae+dae-cover-base+ae-l1", torch.device("cpu"))
+    tau_base = card["chosen_volume"]["tau_base"]
+    rows = list(csv.DictReader((studies / "truth.csv").open()))
+    data = []
+    for i, r in enumerate(rows):
+        t = time.time()
+        maps, brain, vox_ml = study_maps(det, model, card, studies / f"{r['id']}.nii.gz")
+        ab = bool(int(r["abnormal"]))
+        ids = np.asanyarray(nib.load(studies / f"{r['id']}{LESION_IDS}").dataobj).astype(np.int16) if ab else None
+        data.append((r["id"], maps, brain, ids, vox_ml))
+        print(i, r["id"], f"{time.time() - t:.1f}s", file=sys.stderr, flush=True)
+    subsets = list(data[0][1])
+    shipped = subsets[-1]  # all three members: the shipped map
+    normals = [d for d in data if d[3] is None]
+    if split == "val":
+        nb = np.concatenate([m[shipped][0][b] for _, m, b, _, _ in normals])
+        p = float((nb > tau_base).mean())
+        thr = {s: float(np.quantile(np.concatenate([m[s][0][b] for _, m, b, _, _ in normals]), 1 - p)) for s in subsets}
+        choices = {"exceedance": p, "threshold": thr, "cut": {}}
+    else:
+        choices = json.loads(choices_path.read_text())
+        thr = choices["threshold"]
+    print(f"{split}: {len(data)} studies ({len(normals)} normal); shipped map's exceedance of tau_base on normal brain "
+          f"voxels {choices['exceedance']:.2e}")  # fmt: skip
+    print("| members' base maps | threshold | cut (x threshold) | found <1 / 1-5 / >=5 ml | total | false findings per "
+          "normal study at the cut | AUROC |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for s in subsets:
+        per = []
+        for _sid, maps, _brain, ids, vox_ml in data:
+            m = maps[s][0] / thr[s]
+            lab, n = label_findings(study_detection_mask(m, OUTLINE, maps[s][1], MIN_PX))
+            peak = np.full(n + 1, -np.inf)
+            if n:
+                peak[1:] = ndimage.maximum(m, lab, index=np.arange(1, n + 1))
+            per.append((ids, lab, n, peak, vox_ml))
+        normal_peaks = np.sort(np.concatenate([pk[1:] for ids, _, _, pk, _ in per if ids is None]))[::-1]
+        if split == "val":
+            choices["cut"][s] = rate_floor(normal_peaks, RATE, len(normals))
+        cut = choices["cut"][s]
+        y = np.array([ids is not None for ids, *_ in per], int)
+        sc = np.array([float(pk[1:].max()) if n else 0.0 for _, _, n, pk, _ in per])
+        lesions = [lc for ids, lab, n, pk, vml in per if ids is not None for lc in lesion_cuts(lab, n, pk, ids, vml)]
+        found = found_by_bin(lesions, cut)
+        fp = float((normal_peaks > cut).sum()) / len(normals)
+        cells = " / ".join(f"{x} of {k}" for x, k in found.values())
+        total = sum(x for x, _ in found.values())
+        print(f"| {s}{' (shipped)' if s == shipped else ''} | {thr[s]:.4f} | {cut:.3f} | {cells} | {total} | {fp:.2f} "
+              f"| {roc_auc_score(y, sc):.3f} |", flush=True)  # fmt: skip
+    if split == "val":
+        choices_path.write_text(json.dumps(choices, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
