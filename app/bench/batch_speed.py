@@ -12,7 +12,7 @@ from the wall clock: the idle time between one task's end and the next task's st
 scheduling), the time every worker waits at the end for the last study (the imbalance), and how much longer a task
 takes when both workers compute at once (the contention for the cores, their caches and memory). On this 2-core
 machine the last is what separates 2 workers from twice 1 (docs/batch.md, "Throughput"); with few studies the
-first study on each worker, which allocates the solver's buffers, weighs more, so the default runs 24 studies.
+first study on each worker (its first imports and allocations) weighs more, so the default runs 24 studies.
 """
 
 from __future__ import annotations
@@ -141,9 +141,7 @@ def _one(name, refs, settings, out, client, workers, startup_s, log) -> dict:
 
     client.register_plugin(ModelPreload(settings))
     client.wait_for_workers(workers, timeout=120)
-    # the clock starts with the model loaded on every worker: on a separately started scheduler the plugin's
-    # set-up was still running on the workers when register_plugin returned (1.6 s before the first task started)
-    client.run(_load_model, settings)
+    client.run(_load_model, settings)  # the clock starts with the model loaded on every worker, whatever the plugin did
     devnull = open(os.devnull, "w")  # noqa: SIM115
     summary = run_batch(refs, settings, out, client, progress=False, stream=devnull, task=timed_study)
     res = [r for r in summary.results if r.get("status") == "ok"]
@@ -278,7 +276,7 @@ def markdown(res: dict) -> str:
             f"{r['scheduling_overhead_s']:.3f} | {r['solve_s_per_slice']:.3f} |"
         )
     lines += ["", f"speed-up 1 -> 2 workers: {res['speedup_1_to_2']:.2f}x (efficiency {res['scaling_efficiency']:.0%})"]
-    if all("timeline" in r for r in res["rows"]):  # results written before the task stream was read have none
+    if all("timeline" in r for r in res["rows"]):  # results written before the tasks' clocks were read have none
         lines += [
             "",
             "Where the wall clock goes beyond one worker's tasks (each task's own clock): the scheduling overhead "
