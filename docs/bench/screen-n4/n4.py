@@ -1,0 +1,119 @@
+"""The shipped screening map with and without N4 bias correction of the skull-stripped input (rule.md, written
+first), scored as docs/bench/screen-members/members.py scores a map.
+
+    python docs/bench/screen-n4/n4.py val STUDIES_DIR CHOICES.json    # sets and writes thresholds and cuts
+    python docs/bench/screen-n4/n4.py test STUDIES_DIR CHOICES.json   # applies them
+"""
+
+import csv
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from scipy import ndimage
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from app.bench.triage import LESION_IDS, found_by_bin, lesion_cuts, rate_floor  # noqa: E402
+from app.core.ensemble import load_detector  # noqa: E402
+from app.core.findings import label_findings, voxel_volume_mm3  # noqa: E402
+from app.core.maps import study_detection_mask  # noqa: E402
+from app.data.brain import n4_correct  # noqa: E402
+from app.data.domain import domain_from_card  # noqa: E402
+from app.data.pipeline import prepare_study, restrict_map_to_brain, to_study_grid  # noqa: E402
+from app.io import load_study  # noqa: E402
+
+OUTLINE, MIN_PX, RATE = 0.7, 30, 1.0
+CANDIDATES = ("shipped", "n4")
+
+
+def n4_stripped(study):
+    """The study with N4 applied inside its non-zero part (the background set back to zero), and N4's facts."""
+    data = np.asarray(study.data, np.float32)
+    inside = data > float(data.min())
+    out, facts = n4_correct(data, study.affine, mask=inside)
+    out = np.where(inside, np.maximum(out, 0.0), 0.0).astype(np.float32)
+    return dataclasses.replace(study, data=out), facts
+
+
+def screening_map(det, model, card, study) -> tuple[np.ndarray, object, np.ndarray | None]:
+    """(the shipped screening map on the study grid inside the brain, its geometry, the brain mask)."""
+    cfg = model.config
+    prep = prepare_study(study, cfg.image_size, cfg.channels, cfg.normalization, skull_strip=True,
+                         domain=domain_from_card(card))  # fmt: skip
+    out = det.run(prep.x, 0.0, base_only=True)
+    d = det.post.across_slices(out.d, out.foreground, prep.geometry.spacing[2])
+    dv = restrict_map_to_brain(to_study_grid(d, prep.geometry, "map"), prep)
+    return dv.astype(np.float32), prep.geometry, prep.brain
+
+
+def main():
+    split, studies, choices_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    torch.set_num_threads(2)
+    det, model, card = load_detector(ROOT / "models" / "dae+dae-cover-base+ae-l1", torch.device("cpu"))
+    tau_base = card["chosen_volume"]["tau_base"]
+    rows = list(csv.DictReader((studies / "truth.csv").open()))
+    data = []
+    for i, r in enumerate(rows):
+        t = time.time()
+        st = load_study(studies / f"{r['id']}.nii.gz")
+        maps = {}
+        dv, geom, brain = screening_map(det, model, card, st)
+        maps["shipped"] = (dv, geom)
+        st4, facts = n4_stripped(st)
+        dv4, geom4, _ = screening_map(det, model, card, st4)
+        maps["n4"] = (dv4, geom4)
+        brain = brain if brain is not None else np.ones(st.shape, bool)
+        ab = bool(int(r["abnormal"]))
+        ids = np.asanyarray(nib.load(studies / f"{r['id']}{LESION_IDS}").dataobj).astype(np.int16) if ab else None
+        data.append((maps, brain, ids, voxel_volume_mm3(st.affine) / 1e3))
+        print(i, r["id"], f"{time.time() - t:.1f}s", f"N4 field {facts['field_range']}", file=sys.stderr, flush=True)
+    normals = [d for d in data if d[2] is None]
+    if split == "val":
+        nb = np.concatenate([m["shipped"][0][b] for m, b, _, _ in normals])
+        p = float((nb > tau_base).mean())
+        thr = {c: float(np.quantile(np.concatenate([m[c][0][b] for m, b, _, _ in normals]), 1 - p)) for c in CANDIDATES}
+        choices = {"exceedance": p, "threshold": thr, "cut": {}}
+    else:
+        choices = json.loads(choices_path.read_text())
+        thr = choices["threshold"]
+    print(f"{split}: {len(data)} studies ({len(normals)} normal); the shipped map's exceedance of tau_base on normal "
+          f"brain voxels on validation {choices['exceedance']:.2e}")  # fmt: skip
+    print("| screening map | threshold | cut (x threshold) | found <1 / 1-5 / >=5 ml | total | false findings per "
+          "normal study at the cut | AUROC |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for c in CANDIDATES:
+        per = []
+        for maps, _brain, ids, vox_ml in data:
+            m = maps[c][0] / thr[c]
+            lab, n = label_findings(study_detection_mask(m, OUTLINE, maps[c][1], MIN_PX))
+            peak = np.full(n + 1, -np.inf)
+            if n:
+                peak[1:] = ndimage.maximum(m, lab, index=np.arange(1, n + 1))
+            per.append((ids, lab, n, peak, vox_ml))
+        normal_peaks = np.sort(np.concatenate([pk[1:] for ids, _, _, pk, _ in per if ids is None]))[::-1]
+        if split == "val":
+            choices["cut"][c] = rate_floor(normal_peaks, RATE, len(normals))
+        cut = choices["cut"][c]
+        y = np.array([ids is not None for ids, *_ in per], int)
+        sc = np.array([float(pk[1:].max()) if n else 0.0 for _, _, n, pk, _ in per])
+        lesions = [lc for ids, lab, n, pk, vml in per if ids is not None for lc in lesion_cuts(lab, n, pk, ids, vml)]
+        found = found_by_bin(lesions, cut)
+        fp = float((normal_peaks > cut).sum()) / len(normals)
+        cells = " / ".join(f"{x} of {k}" for x, k in found.values())
+        total = sum(x for x, _ in found.values())
+        print(f"| {c} | {thr[c]:.4f} | {cut:.3f} | {cells} | {total} | {fp:.2f} | {roc_auc_score(y, sc):.3f} |",
+              flush=True)  # fmt: skip
+    if split == "val":
+        choices_path.write_text(json.dumps(choices, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
