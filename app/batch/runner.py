@@ -9,6 +9,9 @@ in flight, collect, and write the worklist and the report.
 - **Bounded memory.** At most ``window`` tasks are in flight (default: twice the cluster's worker threads); a
   new one is submitted as each finishes (``distributed.as_completed``), and a task returns only its small
   ``result.json`` dict, never arrays. The client holds one record per study, whatever the number of studies.
+- **Readable while it runs.** Every :data:`INTERIM_S` seconds the worklist and the report are written again with
+  the studies done so far (``n_pending`` says how many are still to do), so a department can open the most
+  abnormal studies of the night before the batch ends; the viewer's worklist also picks up studies finished since.
 - **Failures.** A study that cannot be read or analysed is recorded (``status: failed``, the error) by its task.
   A worker that dies mid-task is replaced (the nanny restarts it) and Dask reruns the task elsewhere, up to
   ``distributed.scheduler.allowed-failures`` times (3 by default); a task that keeps killing workers is recorded
@@ -30,6 +33,9 @@ from pathlib import Path
 from app.batch.inputs import StudyRef
 from app.batch.task import MASK, RESULT, BatchSettings, process_study, raw_card, write_json
 from app.viewer.worklist import read_result, write_worklist
+
+#: seconds between the worklist and report written while a batch runs (``run_batch``'s ``interim_s``)
+INTERIM_S = 60.0
 
 
 def is_done(ref: StudyRef, settings: BatchSettings, out_dir: Path) -> dict | None:
@@ -159,8 +165,11 @@ def run_batch(
     task: Callable = process_study,
     meta: dict | None = None,
     stream=None,
+    interim_s: float | None = INTERIM_S,
 ) -> BatchSummary:
-    """Process ``refs`` on ``client``'s cluster into ``out_dir`` (see the module docstring)."""
+    """Process ``refs`` on ``client``'s cluster into ``out_dir`` (see the module docstring). While it runs, the
+    worklist and the report are written again every ``interim_s`` seconds (None: only at the end), so that a reader
+    can open the most abnormal studies before the last one is done."""
     from distributed import as_completed
 
     out = Path(out_dir)
@@ -221,6 +230,18 @@ def run_batch(
         "triage_evidence": summary.triage,
         **(meta or {}),
     }
+
+    def write_lists(pending: int) -> None:
+        results = [by_id[r.id] for r in refs if r.id in by_id]
+        if not results:
+            return
+        meta_all = {**base_meta, "n_inputs": len(refs), "n_pending": pending}
+        summary.worklist = write_worklist(out, results, meta_all)
+        from app.batch.report import write_report
+
+        summary.report = write_report(out, results, base_meta)
+
+    last_write = time.perf_counter()
     try:
         for _ in range(window):
             if not submit_next():
@@ -243,6 +264,9 @@ def run_batch(
             if on_result is not None:
                 on_result(r)
             submit_next()
+            if interim_s is not None and inflight and time.perf_counter() - last_write >= interim_s:
+                write_lists(len(refs) - len(by_id))  # a batch still running: what is done so far, ranked
+                last_write = time.perf_counter()
     finally:
         bar.close()
         if inflight:  # interrupted: nothing of these was written but complete files; they are redone next time
@@ -254,11 +278,7 @@ def run_batch(
         summary.results = [by_id[r.id] for r in refs if r.id in by_id]
         summary.pending = len(refs) - len(summary.results)
         meta_all = {**base_meta, "n_inputs": len(refs), "n_pending": summary.pending}
-        if summary.results:
-            summary.worklist = write_worklist(out, summary.results, meta_all)
-            from app.batch.report import write_report
-
-            summary.report = write_report(out, summary.results, base_meta)
+        write_lists(summary.pending)
         write_json(
             out / "batch.json",
             {

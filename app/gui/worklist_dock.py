@@ -73,16 +73,28 @@ class WorklistPanel(QWidget):
         self.triage.setObjectName("triage-evidence")
         self.triage.setWordWrap(True)
         self.triage.setVisible(False)
+        # a batch that has not finished (or was stopped): its order may still change
+        self.unfinished = QLabel()
+        self.unfinished.setObjectName("worklist-unfinished")
+        self.unfinished.setWordWrap(True)
+        self.unfinished.setStyleSheet(
+            "QLabel#worklist-unfinished { background: #fff3cd; color: #5c4400; padding: 4px; }"
+        )
+        self.unfinished.setVisible(False)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.unfinished)
         lay.addWidget(self.triage)
         lay.addWidget(self.table)
 
     def set_worklist(self, wl: Worklist) -> None:
         self.worklist = wl
         self._show_triage(wl.triage)
+        self.unfinished.setText(wl.unfinished or "")
+        self.unfinished.setVisible(bool(wl.unfinished))
         self._fill()
-        self._title(f"Worklist - {wl.folder.name} ({sum(e.ok for e in wl.entries)} studies)")
+        so_far = " so far" if wl.unfinished else ""
+        self._title(f"Worklist - {wl.folder.name} ({sum(e.ok for e in wl.entries)} studies{so_far})")
 
     def sort_by_column(self, column: int) -> None:
         """Order the list by ``column`` (a header click); the current study stays selected."""

@@ -195,6 +195,13 @@ NO_TRIAGE_RECORD = {
 }
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("-inf")
+
+
 class Worklist:
     """A batch output folder read back: ranked entries (failures after them), and a cursor for next/previous."""
 
@@ -205,6 +212,7 @@ class Worklist:
         results = []
         wl = self.folder / WORKLIST_JSON
         ids: list[str] | None = None
+        pending = 0
         #: how well the order triages, as the batch run recorded it (app.core.triage_evidence)
         self.triage: dict = dict(NO_TRIAGE_RECORD)
         if wl.is_file():
@@ -214,10 +222,33 @@ class Worklist:
                 ev = doc.get("triage_evidence")
                 if isinstance(ev, dict) and ev.get("text"):
                     self.triage = ev
+                pending = int(doc.get("n_pending") or 0)
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 ids = None
+        on_disk = sorted(p.parent.name for p in self.folder.glob(f"*/{RESULT}"))
+        listed = ids
         if ids is None:  # no (readable) worklist: every study folder with a result
-            ids = sorted(p.parent.name for p in self.folder.glob(f"*/{RESULT}"))
+            ids = on_disk
+        else:  # and the studies finished since the worklist was written (a batch still running writes it now and then;
+            # a result older than the worklist and not in it is another run's, with other inputs)
+            known, written = set(ids), _mtime(wl)
+            ids = ids + [sid for sid in on_disk if sid not in known and _mtime(self.folder / sid / RESULT) > written]
+        later = len(ids) - len(listed) if listed is not None else 0
+        #: None for a batch that finished; else what a reader should know: the order may still change
+        self.unfinished: str | None = None
+        if listed is None:
+            self.unfinished = (
+                f"No {WORKLIST_JSON} yet: the batch is still running, or stopped before writing it. Shown: the "
+                f"{len(ids)} studies done so far. Open the folder again to see more."
+            )
+        elif pending or later:
+            parts = [f"{pending} studies were still to do when the batch wrote this worklist"] if pending else []
+            if later:
+                parts.append(f"{later} finished since are included")
+            self.unfinished = (
+                "The batch has not finished, or was stopped: " + "; ".join(parts) + ". Open the folder again to "
+                "see more; a rerun of the batch finishes the rest."
+            )
         for sid in ids:
             r = read_result(self.folder / sid / RESULT)
             if r is not None:

@@ -154,6 +154,56 @@ def test_resume_after_interrupted_client(tmp_path, studies, tiny_model):
     assert json.loads((out / "batch.json").read_text())["complete"] is True
 
 
+def test_the_worklist_is_written_while_the_batch_runs_and_read_back_as_unfinished(tmp_path, studies, tiny_model):
+    """While a batch runs, its worklist and report are written again every ``interim_s`` seconds with the studies
+    done so far; read back, such a worklist says it is unfinished, and picks up the studies finished since it was
+    written. The final worklist of a finished batch says nothing of the kind."""
+    import os
+
+    from distributed import Client, LocalCluster
+
+    from app.batch.inputs import expand_inputs
+    from app.batch.runner import run_batch
+    from app.cli import build_parser
+    from app.cli.batch import make_settings
+    from app.viewer.worklist import Worklist
+
+    (studies / "corrupt.nii.gz").unlink()
+    args = build_parser().parse_args(["batch", str(studies), "--model", str(tiny_model), "--out", "x", *STEPS])
+    settings = make_settings(args)
+    refs = expand_inputs([str(studies)])
+    out = tmp_path / "out"
+    seen = []
+
+    def look(r):  # before the batch goes on: what a reader opening the folder now would find
+        wl = out / "worklist.json"
+        seen.append((r["id"], json.loads(wl.read_text()) if wl.is_file() else None, Worklist(out)))
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cl,
+        Client(cl) as client,
+    ):
+        summary = run_batch(refs, settings, out, client, window=1, progress=False, on_result=look, interim_s=0.0)
+    assert summary.done == 3
+    (first, wl1, read1), (second, wl2, read2), (third, wl3, read3) = seen
+    # the first study: no worklist written yet; the folder reads as unfinished, with what is there
+    assert wl1 is None and [e.id for e in read1.entries] == [first] and "No worklist.json yet" in read1.unfinished
+    # after it, one written with that study and two still to do (and the report beside it)
+    assert wl2["n_pending"] == 2 and [e["id"] for e in wl2["studies"]] == [first]
+    assert (out / "report.html").is_file()
+    assert {e.id for e in read2.entries} == {first, second}  # the study finished since is included
+    assert "2 studies were still to do" in read2.unfinished and "1 finished since are included" in read2.unfinished
+    assert wl3["n_pending"] == 1 and len(read3.entries) == 3
+    final = json.loads((out / "worklist.json").read_text())
+    assert final["n_pending"] == 0 and len(final["studies"]) == 3 and Worklist(out).unfinished is None
+    # a result older than the worklist and not in it is another run's: neither listed nor a sign of an unfinished one
+    (out / "old").mkdir()
+    (out / "old" / "result.json").write_text((out / "a" / "result.json").read_text().replace('"a"', '"old"'))
+    os.utime(out / "old" / "result.json", (1, 1))
+    wl = Worklist(out)
+    assert "old" not in {e.id for e in wl.entries} and wl.unfinished is None
+
+
 def test_bad_command_lines_exit_2_with_one_line(tmp_path, studies, tiny_model, capsys):
     out = tmp_path / "never"
     cases = [

@@ -230,3 +230,20 @@ def test_a_screening_result_shows_its_reported_findings_not_every_outlined_one(w
     rgba, _ = win.ctl.detection()
     if win.ctl.shown.d[x, y] > win.state.tau:
         assert (rgba[..., 3] > 0).any()
+
+
+def test_an_unfinished_batch_says_so_above_its_worklist(win, qtbot, batch_out):
+    """A batch folder without its worklist (a batch still running, or stopped before writing it) opens with the
+    studies done so far, under an amber note that the order may still change; a finished one shows no note."""
+    bv = win.batch_views
+    assert bv.open_worklist(batch_out)
+    note = bv.worklist.unfinished
+    assert not note.isVisible() and "so far" not in bv.worklist_dock.windowTitle()
+    (batch_out / "worklist.json").unlink()
+    assert bv.open_worklist(batch_out)
+    qtbot.waitUntil(note.isVisible, timeout=5000)
+    assert "No worklist.json yet" in note.text() and "so far" in bv.worklist_dock.windowTitle()
+    assert bv.worklist.table.rowCount() == 2  # the studies done are listed
+    img = note.grab().toImage()
+    c = img.pixelColor(2, 2)  # the note's amber background, as painted
+    assert (c.red(), c.green(), c.blue()) == (0xFF, 0xF3, 0xCD)
