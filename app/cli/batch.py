@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
     from app.batch.cluster import close, open_client
     from app.batch.inputs import expand_inputs
-    from app.batch.runner import run_batch
+    from app.batch.runner import INTERIM_S, run_batch
     from app.batch.task import ModelPreload
     from app.errors import OptionError
 
@@ -175,6 +175,12 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         client.register_plugin(ModelPreload(settings))
+        print(
+            f"{out / 'worklist.csv'} and report.html are written every {INTERIM_S:g} s while it runs, with the "
+            "studies done so far",
+            file=sys.stderr,
+            flush=True,
+        )
         command = " ".join(shlex.quote(a) for a in ["python", "main.py", *sys.argv[1:]]) if sys.argv else ""
         summary = run_batch(
             refs,

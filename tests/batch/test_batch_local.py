@@ -40,6 +40,7 @@ def test_batch_outputs_equal_detect_and_corrupt_study_recorded(tmp_path, studies
     code, stdout, err = _batch(capsys, studies, out, tiny_model, "--maps")
     assert code == 1, err  # one study failed
     assert "3 analysed, 0 skipped (already done), 1 failed" in stdout
+    assert f"{out / 'worklist.csv'} and report.html are written every 60 s while it runs" in err
     wl = json.loads((out / "worklist.json").read_text())
     assert [e["id"] for e in wl["failures"]] == ["corrupt"] and wl["failures"][0]["error"]
     ranked = wl["studies"]
