@@ -77,6 +77,14 @@ def report_html(folder: str | Path, results: list[dict], meta: dict | None = Non
         if ev.get("text")
         else ""
     )
+    pending = int(meta.get("n_pending") or 0)
+    unfinished = (
+        f'<p class="triage warn" id="unfinished">Not finished: {pending} stud{"y" if pending == 1 else "ies"} still '
+        "to do when this page was written (the batch is still running, or was stopped). Load the page again later; "
+        "the order may still change.</p>"
+        if pending
+        else ""
+    )
     table = (
         f"<table><tr><th>rank</th><th>most abnormal slice</th><th>study</th><th>{e(SCORE_LABEL)}</th><th>slice</th>"
         "<th>findings</th><th>flagged (ml)</th><th>largest finding</th></tr>" + "".join(rows) + "</table>"
@@ -88,7 +96,8 @@ def report_html(folder: str | Path, results: list[dict], meta: dict | None = Non
     )
     return (
         "<!DOCTYPE html><html><head><meta charset=utf-8><title>MatchGen worklist</title>"
-        f"<style>{CSS}</style></head><body><h1>MatchGen worklist</h1>{head}{evidence}{table}{fail_html}</body></html>\n"
+        f"<style>{CSS}</style></head><body><h1>MatchGen worklist</h1>{head}{unfinished}{evidence}{table}{fail_html}"
+        "</body></html>\n"
     )
 
 

@@ -239,7 +239,7 @@ def run_batch(
         summary.worklist = write_worklist(out, results, meta_all)
         from app.batch.report import write_report
 
-        summary.report = write_report(out, results, base_meta)
+        summary.report = write_report(out, results, meta_all)
 
     last_write = time.perf_counter()
     try:

@@ -176,9 +176,12 @@ def test_the_worklist_is_written_while_the_batch_runs_and_read_back_as_unfinishe
     out = tmp_path / "out"
     seen = []
 
+    seen_report = []
+
     def look(r):  # before the batch goes on: what a reader opening the folder now would find
-        wl = out / "worklist.json"
+        wl, report = out / "worklist.json", out / "report.html"
         seen.append((r["id"], json.loads(wl.read_text()) if wl.is_file() else None, Worklist(out)))
+        seen_report.append(report.read_text() if report.is_file() else None)
 
     with (
         LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cl,
@@ -191,12 +194,13 @@ def test_the_worklist_is_written_while_the_batch_runs_and_read_back_as_unfinishe
     assert wl1 is None and [e.id for e in read1.entries] == [first] and "No worklist.json yet" in read1.unfinished
     # after it, one written with that study and two still to do (and the report beside it)
     assert wl2["n_pending"] == 2 and [e["id"] for e in wl2["studies"]] == [first]
-    assert (out / "report.html").is_file()
+    assert "Not finished: 2 studies still to do" in seen_report[1]
     assert {e.id for e in read2.entries} == {first, second}  # the study finished since is included
     assert "2 studies were still to do" in read2.unfinished and "1 finished since are included" in read2.unfinished
     assert wl3["n_pending"] == 1 and len(read3.entries) == 3
     final = json.loads((out / "worklist.json").read_text())
     assert final["n_pending"] == 0 and len(final["studies"]) == 3 and Worklist(out).unfinished is None
+    assert seen_report[0] is None and "Not finished" not in (out / "report.html").read_text()
     # a result older than the worklist and not in it is another run's: neither listed nor a sign of an unfinished one
     (out / "old").mkdir()
     (out / "old" / "result.json").write_text((out / "a" / "result.json").read_text().replace('"a"', '"old"'))
