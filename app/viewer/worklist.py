@@ -237,8 +237,9 @@ class Worklist:
         #: None for a batch that finished; else what a reader should know: the order may still change
         self.unfinished: str | None = None
         if listed is None:
+            what = f"No {WORKLIST_JSON} yet" if not wl.is_file() else f"{WORKLIST_JSON} cannot be read"
             self.unfinished = (
-                f"No {WORKLIST_JSON} yet: the batch is still running, or stopped before writing it. Shown: the "
+                f"{what}: the batch is still running, or stopped before writing it. Shown: the "
                 f"{len(ids)} studies done so far. Open the folder again to see more."
             )
         elif pending or later:

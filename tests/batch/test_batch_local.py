@@ -207,6 +207,9 @@ def test_the_worklist_is_written_while_the_batch_runs_and_read_back_as_unfinishe
     os.utime(out / "old" / "result.json", (1, 1))
     wl = Worklist(out)
     assert "old" not in {e.id for e in wl.entries} and wl.unfinished is None
+    (out / "worklist.json").write_text("{not json")  # a damaged worklist: the results are read, and it says so
+    wl = Worklist(out)
+    assert len(wl.entries) == 4 and wl.unfinished.startswith("worklist.json cannot be read")
 
 
 def test_bad_command_lines_exit_2_with_one_line(tmp_path, studies, tiny_model, capsys):
