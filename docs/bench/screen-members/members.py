@@ -61,6 +61,33 @@ def study_maps(det, model, card, path: Path) -> tuple[dict, np.ndarray, float]:
     return out, brain, voxel_volume_mm3(st.affine) / 1e3
 
 
+def score(studies: list, thr: float, cut: float | None = None) -> tuple[float, str]:
+    """One screening map over a set of studies, each (map on the study grid, its geometry, lesion numbers or None for
+    a normal study, voxel volume in ml): the map divided by ``thr``, outlined at :data:`OUTLINE` with :data:`MIN_PX`,
+    findings reported above ``cut`` (None: the cut that leaves :data:`RATE` false findings per normal study).
+    Returns (the cut, the table cells: cut | found by volume | total | false findings per normal study | AUROC)."""
+    per = []
+    for d, geom, ids, vox_ml in studies:
+        m = d / thr
+        lab, n = label_findings(study_detection_mask(m, OUTLINE, geom, MIN_PX))
+        peak = np.full(n + 1, -np.inf)
+        if n:
+            peak[1:] = ndimage.maximum(m, lab, index=np.arange(1, n + 1))
+        per.append((ids, lab, n, peak, vox_ml))
+    n_normal = sum(ids is None for ids, *_ in per)
+    normal_peaks = np.sort(np.concatenate([pk[1:] for ids, _, _, pk, _ in per if ids is None]))[::-1]
+    if cut is None:
+        cut = rate_floor(normal_peaks, RATE, n_normal)
+    y = np.array([ids is not None for ids, *_ in per], int)
+    sc = np.array([float(pk[1:].max()) if n else 0.0 for _, _, n, pk, _ in per])
+    lesions = [lc for ids, lab, n, pk, vml in per if ids is not None for lc in lesion_cuts(lab, n, pk, ids, vml)]
+    found = found_by_bin(lesions, cut)
+    fp = float((normal_peaks > cut).sum()) / n_normal
+    cells = " / ".join(f"{x} of {k}" for x, k in found.values())
+    total = sum(x for x, _ in found.values())
+    return cut, f"{cut:.3f} | {cells} | {total} | {fp:.2f} | {roc_auc_score(y, sc):.3f}"
+
+
 def main():
     split, studies, choices_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     torch.set_num_threads(2)
@@ -92,27 +119,10 @@ def main():
           "normal study at the cut | AUROC |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     for s in subsets:
-        per = []
-        for _sid, maps, _brain, ids, vox_ml in data:
-            m = maps[s][0] / thr[s]
-            lab, n = label_findings(study_detection_mask(m, OUTLINE, maps[s][1], MIN_PX))
-            peak = np.full(n + 1, -np.inf)
-            if n:
-                peak[1:] = ndimage.maximum(m, lab, index=np.arange(1, n + 1))
-            per.append((ids, lab, n, peak, vox_ml))
-        normal_peaks = np.sort(np.concatenate([pk[1:] for ids, _, _, pk, _ in per if ids is None]))[::-1]
-        if split == "val":
-            choices["cut"][s] = rate_floor(normal_peaks, RATE, len(normals))
-        cut = choices["cut"][s]
-        y = np.array([ids is not None for ids, *_ in per], int)
-        sc = np.array([float(pk[1:].max()) if n else 0.0 for _, _, n, pk, _ in per])
-        lesions = [lc for ids, lab, n, pk, vml in per if ids is not None for lc in lesion_cuts(lab, n, pk, ids, vml)]
-        found = found_by_bin(lesions, cut)
-        fp = float((normal_peaks > cut).sum()) / len(normals)
-        cells = " / ".join(f"{x} of {k}" for x, k in found.values())
-        total = sum(x for x, _ in found.values())
-        print(f"| {s}{' (shipped)' if s == shipped else ''} | {thr[s]:.4f} | {cut:.3f} | {cells} | {total} | {fp:.2f} "
-              f"| {roc_auc_score(y, sc):.3f} |", flush=True)  # fmt: skip
+        given = None if split == "val" else choices["cut"][s]
+        cut, cells = score([(m[s][0], m[s][1], ids, vml) for _, m, _, ids, vml in data], thr[s], given)
+        choices["cut"][s] = cut
+        print(f"| {s}{' (shipped)' if s == shipped else ''} | {thr[s]:.4f} | {cells} |", flush=True)
     if split == "val":
         choices_path.write_text(json.dumps(choices, indent=1) + "\n")
 

@@ -15,22 +15,20 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
-from sklearn.metrics import roc_auc_score  # noqa: E402
+sys.path.insert(0, str(ROOT / "docs" / "bench" / "screen-members"))
+from members import score  # noqa: E402  (the scoring screen-members uses)
 
-from app.bench.triage import LESION_IDS, found_by_bin, lesion_cuts, rate_floor  # noqa: E402
+from app.bench.triage import LESION_IDS  # noqa: E402
 from app.core.ensemble import load_detector  # noqa: E402
-from app.core.findings import label_findings, voxel_volume_mm3  # noqa: E402
-from app.core.maps import study_detection_mask  # noqa: E402
+from app.core.findings import voxel_volume_mm3  # noqa: E402
 from app.data.brain import n4_correct  # noqa: E402
 from app.data.domain import domain_from_card  # noqa: E402
 from app.data.pipeline import prepare_study, restrict_map_to_brain, to_study_grid  # noqa: E402
 from app.io import load_study  # noqa: E402
 
-OUTLINE, MIN_PX, RATE = 0.7, 30, 1.0
 CANDIDATES = ("shipped", "n4")
 
 
@@ -90,27 +88,10 @@ def main():
           "normal study at the cut | AUROC |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     for c in CANDIDATES:
-        per = []
-        for maps, _brain, ids, vox_ml in data:
-            m = maps[c][0] / thr[c]
-            lab, n = label_findings(study_detection_mask(m, OUTLINE, maps[c][1], MIN_PX))
-            peak = np.full(n + 1, -np.inf)
-            if n:
-                peak[1:] = ndimage.maximum(m, lab, index=np.arange(1, n + 1))
-            per.append((ids, lab, n, peak, vox_ml))
-        normal_peaks = np.sort(np.concatenate([pk[1:] for ids, _, _, pk, _ in per if ids is None]))[::-1]
-        if split == "val":
-            choices["cut"][c] = rate_floor(normal_peaks, RATE, len(normals))
-        cut = choices["cut"][c]
-        y = np.array([ids is not None for ids, *_ in per], int)
-        sc = np.array([float(pk[1:].max()) if n else 0.0 for _, _, n, pk, _ in per])
-        lesions = [lc for ids, lab, n, pk, vml in per if ids is not None for lc in lesion_cuts(lab, n, pk, ids, vml)]
-        found = found_by_bin(lesions, cut)
-        fp = float((normal_peaks > cut).sum()) / len(normals)
-        cells = " / ".join(f"{x} of {k}" for x, k in found.values())
-        total = sum(x for x, _ in found.values())
-        print(f"| {c} | {thr[c]:.4f} | {cut:.3f} | {cells} | {total} | {fp:.2f} | {roc_auc_score(y, sc):.3f} |",
-              flush=True)  # fmt: skip
+        given = None if split == "val" else choices["cut"][c]
+        cut, cells = score([(m[c][0], m[c][1], ids, vml) for m, _, ids, vml in data], thr[c], given)
+        choices["cut"][c] = cut
+        print(f"| {c} | {thr[c]:.4f} | {cells} |", flush=True)
     if split == "val":
         choices_path.write_text(json.dumps(choices, indent=1) + "\n")
 
