@@ -88,43 +88,58 @@ def score(studies: list, thr: float, cut: float | None = None) -> tuple[float, s
     return cut, f"{cut:.3f} | {cells} | {total} | {fp:.2f} | {roc_auc_score(y, sc):.3f}"
 
 
-def main():
-    split, studies, choices_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-    torch.set_num_threads(2)
-    det, model, card = load_detector(ROOT / "models" / "dae+dae-cover-base+ae-l1", torch.device("cpu"))
-    tau_base = card["chosen_volume"]["tau_base"]
-    rows = list(csv.DictReader((studies / "truth.csv").open()))
-    data = []
-    for i, r in enumerate(rows):
-        t = time.time()
-        maps, brain, vox_ml = study_maps(det, model, card, studies / f"{r['id']}.nii.gz")
-        ab = bool(int(r["abnormal"]))
-        ids = np.asanyarray(nib.load(studies / f"{r['id']}{LESION_IDS}").dataobj).astype(np.int16) if ab else None
-        data.append((r["id"], maps, brain, ids, vox_ml))
-        print(i, r["id"], f"{time.time() - t:.1f}s", file=sys.stderr, flush=True)
-    subsets = list(data[0][1])
-    shipped = subsets[-1]  # all three members: the shipped map
-    normals = [d for d in data if d[3] is None]
+def table(split: str, data: list, candidates: list, shipped: str, tau_base: float, choices_path: Path, what: str):
+    """Print the table of ``candidates`` over ``data`` ([({candidate: (map, geometry)}, brain mask, lesion numbers or
+    None, voxel ml)] per study). On validation each candidate's threshold is the value its normal studies' brain
+    voxels exceed as often as the ``shipped`` map exceeds ``tau_base``, its cut the one that leaves one false finding
+    per normal study, both written to ``choices_path``; on test they are read from it."""
+    normals = [d for d in data if d[2] is None]
     if split == "val":
-        nb = np.concatenate([m[shipped][0][b] for _, m, b, _, _ in normals])
+        nb = np.concatenate([m[shipped][0][b] for m, b, _, _ in normals])
         p = float((nb > tau_base).mean())
-        thr = {s: float(np.quantile(np.concatenate([m[s][0][b] for _, m, b, _, _ in normals]), 1 - p)) for s in subsets}
+        thr = {c: float(np.quantile(np.concatenate([m[c][0][b] for m, b, _, _ in normals]), 1 - p)) for c in candidates}
         choices = {"exceedance": p, "threshold": thr, "cut": {}}
     else:
         choices = json.loads(choices_path.read_text())
         thr = choices["threshold"]
-    print(f"{split}: {len(data)} studies ({len(normals)} normal); shipped map's exceedance of tau_base on normal brain "
-          f"voxels {choices['exceedance']:.2e}")  # fmt: skip
-    print("| members' base maps | threshold | cut (x threshold) | found <1 / 1-5 / >=5 ml | total | false findings per "
-          "normal study at the cut | AUROC |")  # fmt: skip
+    print(f"{split}: {len(data)} studies ({len(normals)} normal); the shipped map's exceedance of tau_base on normal "
+          f"brain voxels on validation {choices['exceedance']:.2e}")  # fmt: skip
+    print(f"| {what} | threshold | cut (x threshold) | found <1 / 1-5 / >=5 ml | total | false findings per normal "
+          "study at the cut | AUROC |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
-    for s in subsets:
-        given = None if split == "val" else choices["cut"][s]
-        cut, cells = score([(m[s][0], m[s][1], ids, vml) for _, m, _, ids, vml in data], thr[s], given)
-        choices["cut"][s] = cut
-        print(f"| {s}{' (shipped)' if s == shipped else ''} | {thr[s]:.4f} | {cells} |", flush=True)
+    for c in candidates:
+        given = None if split == "val" else choices["cut"][c]
+        cut, cells = score([(m[c][0], m[c][1], ids, vml) for m, _, ids, vml in data], thr[c], given)
+        choices["cut"][c] = cut
+        label = c if c == "shipped" or c != shipped else f"{c} (shipped)"
+        print(f"| {label} | {thr[c]:.4f} | {cells} |", flush=True)
     if split == "val":
         choices_path.write_text(json.dumps(choices, indent=1) + "\n")
+
+
+def run_split(per_study, what: str, shipped: str | None = None) -> None:
+    """The command line (``val|test STUDIES_DIR CHOICES.json``): every study of ``STUDIES_DIR/truth.csv`` through
+    ``per_study(det, model, card, path)`` -> ({candidate: (map, geometry)}, brain mask, voxel ml, a note for the
+    log), then :func:`table` (``shipped``: the shipped map's candidate, default the last)."""
+    split, studies, choices_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    torch.set_num_threads(2)
+    det, model, card = load_detector(ROOT / "models" / "dae+dae-cover-base+ae-l1", torch.device("cpu"))
+    rows = list(csv.DictReader((studies / "truth.csv").open()))
+    data = []
+    for i, r in enumerate(rows):
+        t = time.time()
+        maps, brain, vox_ml, note = per_study(det, model, card, studies / f"{r['id']}.nii.gz")
+        ab = bool(int(r["abnormal"]))
+        ids = np.asanyarray(nib.load(studies / f"{r['id']}{LESION_IDS}").dataobj).astype(np.int16) if ab else None
+        data.append((maps, brain, ids, vox_ml))
+        print(i, r["id"], f"{time.time() - t:.1f}s", note, file=sys.stderr, flush=True)
+    candidates = list(data[0][0])
+    tau_base = card["chosen_volume"]["tau_base"]
+    table(split, data, candidates, shipped or candidates[-1], tau_base, choices_path, what)
+
+
+def main():
+    run_split(lambda det, model, card, path: (*study_maps(det, model, card, path), ""), "members' base maps")
 
 
 if __name__ == "__main__":
