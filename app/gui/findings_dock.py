@@ -7,7 +7,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-from app.gui.worklist_dock import row_table
+from app.gui.worklist_dock import filling, row_table
 from app.viewer.findings import FindingsList
 
 HEADERS = ("#", "peak D", "volume (ml)", "extent (mm)", "mean D", "slices")
@@ -32,13 +32,14 @@ class FindingsPanel(QWidget):
     def set_findings(self, fl: FindingsList | None) -> None:
         self.findings = fl
         rows = fl.rows() if fl is not None else []
-        self.table.setRowCount(len(rows))
-        for i, row in enumerate(rows):
-            for j, v in enumerate(row):
-                item = QTableWidgetItem(v)
-                if j != 3:
-                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                self.table.setItem(i, j, item)
+        with filling(self.table):
+            self.table.setRowCount(len(rows))
+            for i, row in enumerate(rows):
+                for j, v in enumerate(row):
+                    item = QTableWidgetItem(v)
+                    if j != 3:
+                        item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                    self.table.setItem(i, j, item)
         n = len(rows)
         src = f", from the {fl.source}" if fl is not None and fl.source else ""
         self._title(f"Findings ({n}{src})" if fl is not None else "Findings (run the whole volume)")

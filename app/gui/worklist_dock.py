@@ -6,6 +6,8 @@ that column (again: the other way). Only display: the ranking, the order and the
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
@@ -41,14 +43,27 @@ class _Table(QTableWidget):
 
 def row_table(table, headers):
     """``table`` (a QTableWidget) set up as the docks' read-only list: ``headers``, whole rows selected one at a
-    time, no editing, no row numbers, columns sized to their contents."""
+    time, no editing, no row numbers; columns sized to their contents by :func:`filling` after each fill (a header
+    in ``ResizeToContents`` mode measures every row again at each ``setItem`` of a visible table: filling 2,000
+    studies then took minutes)."""
     table.setHorizontalHeaderLabels(headers)
     table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
     table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     table.verticalHeader().setVisible(False)
-    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
     return table
+
+
+@contextmanager
+def filling(table):
+    """Fill ``table`` inside this block: no repaint meanwhile, then the columns sized to their contents once."""
+    table.setUpdatesEnabled(False)
+    try:
+        yield table
+    finally:
+        table.resizeColumnsToContents()
+        table.setUpdatesEnabled(True)
 
 
 class WorklistPanel(QWidget):
@@ -107,6 +122,10 @@ class WorklistPanel(QWidget):
             self.table.selectRow(wl.current)
 
     def _fill(self) -> None:
+        with filling(self.table):
+            self._fill_rows()
+
+    def _fill_rows(self) -> None:
         wl, t = self.worklist, self.table
         t.setRowCount(len(wl.entries))
         for i, e in enumerate(wl.entries):
