@@ -231,11 +231,16 @@ def run_batch(
         **(meta or {}),
     }
 
-    def write_lists(pending: int) -> None:
-        results = [by_id[r.id] for r in refs if r.id in by_id]
+    def done_so_far() -> list[dict]:
+        return [by_id[r.id] for r in refs if r.id in by_id]
+
+    def lists_meta(pending: int) -> dict:
+        return {**base_meta, "n_inputs": len(refs), "n_pending": pending}
+
+    def write_lists(results: list[dict]) -> None:
         if not results:
             return
-        meta_all = {**base_meta, "n_inputs": len(refs), "n_pending": pending}
+        meta_all = lists_meta(len(refs) - len(results))
         summary.worklist = write_worklist(out, results, meta_all)
         from app.batch.report import write_report
 
@@ -265,7 +270,7 @@ def run_batch(
                 on_result(r)
             submit_next()
             if interim_s is not None and inflight and time.perf_counter() - last_write >= interim_s:
-                write_lists(len(refs) - len(by_id))  # a batch still running: what is done so far, ranked
+                write_lists(done_so_far())  # a batch still running: what is done so far, ranked
                 last_write = time.perf_counter()
     finally:
         bar.close()
@@ -275,14 +280,13 @@ def run_batch(
             except Exception:  # noqa: BLE001 - the cluster may already be gone (that is why we are here)
                 pass
         summary.wall_s = time.perf_counter() - t0
-        summary.results = [by_id[r.id] for r in refs if r.id in by_id]
+        summary.results = done_so_far()
         summary.pending = len(refs) - len(summary.results)
-        meta_all = {**base_meta, "n_inputs": len(refs), "n_pending": summary.pending}
-        write_lists(summary.pending)
+        write_lists(summary.results)
         write_json(
             out / "batch.json",
             {
-                **meta_all,
+                **lists_meta(summary.pending),
                 "settings": settings.to_dict(),
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "wall_s": round(summary.wall_s, 3),

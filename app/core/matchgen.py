@@ -147,24 +147,30 @@ def _as_eps(eps: float | Sequence[float] | torch.Tensor, batch: int, like: torch
     return e
 
 
-def _broken_at_z0(images: torch.Tensor) -> SolverError:
-    which = ", ".join(str(int(i)) for i in images[:8])
-    return SolverError(
-        f"the model's decoder returns NaN or infinite values at z_o (the base model's own output) for "
-        f"image(s) {which} of the batch: the model cannot be applied to this input (a damaged checkpoint, "
-        "or an input far outside what it was trained on)"
-    )
-
-
-def _base_result(decode: Decode, x: torch.Tensor, z0: torch.Tensor, opts: SolverOptions) -> MatchGenResult:
-    """:func:`optimize`'s answer when every eps is 0: z_o and g(z_o) in float32, no step taken -- what the search
-    returns for such images, without its z-sized buffers (half a million numbers per image for the dae)."""
+def _decode_z0(
+    decode: Decode, x: torch.Tensor, z0: torch.Tensor, opts: SolverOptions, index: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """g(z_o) without gradients and its L1 loss against ``x``; a :class:`SolverError` where either is not finite
+    (``index``: these images' positions in the batch, for the message; default 0..n-1)."""
     with torch.no_grad():
         s0 = decode(z0).detach()
     loss = _l1(s0, x, opts.loss_cap)
     broken = ~torch.isfinite(loss) | ~torch.isfinite(s0).flatten(1).all(dim=1)
     if bool(broken.any()):
-        raise _broken_at_z0(broken.nonzero(as_tuple=True)[0])
+        pos = broken.nonzero(as_tuple=True)[0]
+        which = ", ".join(str(int(i)) for i in (pos if index is None else index[pos])[:8])
+        raise SolverError(
+            f"the model's decoder returns NaN or infinite values at z_o (the base model's own output) for "
+            f"image(s) {which} of the batch: the model cannot be applied to this input (a damaged checkpoint, "
+            "or an input far outside what it was trained on)"
+        )
+    return s0, loss
+
+
+def _base_result(decode: Decode, x: torch.Tensor, z0: torch.Tensor, opts: SolverOptions) -> MatchGenResult:
+    """:func:`optimize`'s answer when every eps is 0: z_o and g(z_o) in float32, no step taken -- what the search
+    returns for such images, without its z-sized buffers (half a million numbers per image for the dae)."""
+    s0, loss = _decode_z0(decode, x, z0, opts)
     B = x.shape[0]
     return MatchGenResult(
         z=z0,
@@ -541,12 +547,7 @@ def optimize(
     lost = ~torch.isfinite(loss_out)  # no finite candidate at all (every decoded iterate was NaN/inf)
     if bool(lost.any()):
         li = lost.nonzero(as_tuple=True)[0]
-        with torch.no_grad():
-            s0 = decode(z0[li]).detach()
-        l0 = _l1(s0, x[li], opts.loss_cap)
-        broken = ~torch.isfinite(l0) | ~torch.isfinite(s0).flatten(1).all(dim=1)
-        if bool(broken.any()):
-            raise _broken_at_z0(li[broken])
+        s0, l0 = _decode_z0(decode, x[li], z0[li], opts, li)
         z_out[li], s_out[li], loss_out[li] = z0[li], s0.to(s_out.dtype), l0.to(loss_out.dtype)
     if bool(nonfinite.any()):
         which = nonfinite.nonzero(as_tuple=True)[0]
