@@ -232,5 +232,8 @@ def test_an_ensemble_card_in_the_viewer_is_detects_on_the_volume_and_on_a_slice(
     inside = vol[:, :, k] > 0
     assert inside.sum() > 50
     r = ctl.session.solve_slice(k, 1.0)
-    np.testing.assert_allclose(r.d[inside], vol[:, :, k][inside], atol=1e-5)
+    # the window is solved as a batch of its own slices, the volume in batches of 16: oneDNN's float rounding depends
+    # on the batch and the two members' solver steps carry it on (up to 1.1e-5 on an AVX2-only CPU); eps 0.7
+    # instead of 1 differs by up to 7.6e-4, on half the pixels by more than 1e-4
+    np.testing.assert_allclose(r.d[inside], vol[:, :, k][inside], atol=1e-4)
     assert r.s.shape == vol[:, :, k].shape  # the first member's pseudo-normal, on the slice's grid
