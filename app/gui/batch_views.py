@@ -1,9 +1,10 @@
 """The batch views in the main window: File > Open worklist (a ``batch`` output folder) with a ranked worklist dock
 (double-click or Enter opens a study at its most abnormal slice with its saved result; N / P: next / previous
-study), a findings dock (click: jump to the finding's centre slice, outlined in cyan), and orthogonal views
-(View > Orthogonal views, O: coronal and sagittal reformats of input, D and detection, crosshair linked with the
-axial panels). Installed by the window through its extension points (``add_action``, ``add_dock``, ``ctl``);
-the behaviour is :class:`app.viewer.worklist_session.WorklistSession`'s, this module only shows and asks."""
+study; F5 reads the folder again, for a batch still running), a findings dock (click: jump to the finding's centre
+slice, outlined in cyan), and orthogonal views (View > Orthogonal views, O: coronal and sagittal reformats of input,
+D and detection, crosshair linked with the axial panels). Installed by the window through its extension points
+(``add_action``, ``add_dock``, ``ctl``); the behaviour is :class:`app.viewer.worklist_session.WorklistSession`'s,
+this module only shows and asks."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from app.gui.findings_dock import FindingsPanel
 from app.gui.ortho import OrthoViews
 from app.gui.worklist_dock import WorklistPanel
 from app.viewer.findings import outline_into
+from app.viewer.jobs import ExecutorLane
 from app.viewer.slices import to_pyqtgraph
 from app.viewer.worklist_session import WorklistSession
 
@@ -28,7 +30,9 @@ class BatchViews:
         self.window = window
         self.ctl = window.ctl
         self.state = window.state
-        self.session = WorklistSession(self.ctl)
+        # the worklist folder is read on a plain thread (one result.json per study), reports back on the GUI thread
+        self.reader = ExecutorLane("worklist-reader", window._invoker.post)
+        self.session = WorklistSession(self.ctl, self.reader)
         self.worklist = WorklistPanel()
         self.findings = FindingsPanel()
         self.ortho = OrthoViews()
@@ -42,6 +46,8 @@ class BatchViews:
         self.findings.title_changed.connect(self.findings_dock.setWindowTitle)
         window.add_action("&File", "Open &worklist...", self.open_worklist_dialog, "Ctrl+Shift+O",
                           help="open a batch output folder (ranked worklist)")  # fmt: skip
+        window.add_action("&File", "Reload worklist", self.reload_worklist, "F5",
+                          help="read the worklist folder again (a batch still running has done more)")  # fmt: skip
         window.add_action(
             "&View", "Next study (worklist)", lambda: self.step(1), "N", help="next study of the worklist"
         )
@@ -55,6 +61,9 @@ class BatchViews:
         window.panels.views[3].addItem(self.outline_item)
 
         self.worklist.open_requested.connect(self.open_entry)
+        self.worklist.reload_requested.connect(self.reload_worklist)
+        self.session.on_worklist.append(self._worklist_read)
+        self.session.on_reading.append(self.worklist.set_reading)
         self.findings.finding_chosen.connect(self.choose_finding)
         self.session.on_findings.append(self._findings_changed)
         self.session.on_opened.append(self._opened)
@@ -74,16 +83,27 @@ class BatchViews:
         if path:
             self.open_worklist(path)
 
-    def open_worklist(self, path) -> bool:
-        try:
-            wl = self.session.open_folder(path)
-        except MatchGenError as exc:
-            self.window.show_error("Cannot open worklist", str(exc))
-            return False
-        self.worklist.set_worklist(wl)
+    def open_worklist(self, path) -> int:
+        """Start reading a batch output folder (off the GUI thread); the dock shows the progress, then the list,
+        or a dialog says why it cannot be read. Returns the read's generation."""
+        gen = self.session.open_folder(path)
         self.worklist_dock.show()
         self.worklist_dock.raise_()
-        return True
+        return gen
+
+    def reload_worklist(self) -> None:
+        if self.session.reload() is None:
+            self.window.statusBar().showMessage("no worklist open (File > Open worklist)", 4000)
+
+    def _worklist_read(self, wl) -> None:
+        self.worklist.set_worklist(wl)
+        self.worklist_dock.show()
+        if wl.current is not None:
+            self.worklist.table.selectRow(wl.current)
+
+    def stop(self) -> None:
+        """At the window's close: drop a read still waiting (a running one finishes on its thread, unseen)."""
+        self.reader.stop()
 
     def open_entry(self, entry) -> None:
         try:

@@ -547,6 +547,7 @@ class MainWindow(QMainWindow):
         """Cancel the workers (the solver stops at its next step) and wait for them; never blocks long. A study
         still being read finishes on its plain thread (joined at exit), its result dropped."""
         self.loader.stop()
+        self.batch_views.stop()
         for w in (self.worker, self.vworker, self.eworker):
             w.stop(3000)
         super().closeEvent(ev)

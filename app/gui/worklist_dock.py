@@ -1,19 +1,23 @@
 """The worklist dock: a batch output folder's studies ranked by their study-level score (failures last, greyed,
 with their error as tooltip). Double-click (or Enter) on a study asks the window to open it with its saved
 results; :meth:`WorklistPanel.step` moves to the next/previous study; a click on a column header orders the list by
-that column (again: the other way). Only display: the ranking, the order and the cursor are
+that column (again: the other way); while a folder is read the title counts the results read, and a batch that has
+not finished says so in an amber note with a Reload button. Only display: the ranking, the order and the cursor are
 :class:`app.viewer.worklist.Worklist`'s."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QHBoxLayout,
     QHeaderView,
     QLabel,
+    QPushButton,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -73,6 +77,9 @@ class WorklistPanel(QWidget):
     #: the title for the dock around this panel
     title_changed = Signal(str)
 
+    #: the user asks to read the worklist's folder again
+    reload_requested = Signal()
+
     def __init__(self, parent=None):
         super().__init__(parent)
         self.worklist: Worklist | None = None
@@ -95,10 +102,19 @@ class WorklistPanel(QWidget):
         self.unfinished.setStyleSheet(
             "QLabel#worklist-unfinished { background: #fff3cd; color: #5c4400; padding: 4px; }"
         )
-        self.unfinished.setVisible(False)
+        self.reload = QPushButton("Reload")
+        self.reload.setToolTip("Read the folder again: the studies the batch has finished since (F5)")
+        self.reload.clicked.connect(self.reload_requested)
+        self.note_row = QWidget()
+        row = QHBoxLayout(self.note_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.unfinished, 1)
+        row.addWidget(self.reload)
+        self.note_row.setVisible(False)
+        self._base_title = "Worklist"
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.unfinished)
+        lay.addWidget(self.note_row)
         lay.addWidget(self.triage)
         lay.addWidget(self.table)
 
@@ -107,9 +123,22 @@ class WorklistPanel(QWidget):
         self._show_triage(wl.triage)
         self.unfinished.setText(wl.unfinished or "")
         self.unfinished.setVisible(bool(wl.unfinished))
+        self.note_row.setVisible(bool(wl.unfinished))
         self._fill()
         so_far = " so far" if wl.unfinished else ""
-        self._title(f"Worklist - {wl.folder.name} ({sum(e.ok for e in wl.entries)} studies{so_far})")
+        self._base_title = f"Worklist - {wl.folder.name} ({sum(e.ok for e in wl.entries)} studies{so_far})"
+        self._title(self._base_title)
+
+    def set_reading(self, what: tuple | None) -> None:
+        """``(folder, done, total)`` while a folder is read (the title counts the results read; the list shown
+        stays usable), None when the read ended (the title of the list shown again)."""
+        if what is None:
+            self._title(self._base_title)
+            return
+        folder, done, total = what
+        name = Path(folder).name
+        count = f": {done:,} of {total:,} results" if total else ""
+        self._title(f"Worklist - reading {name}{count}...")
 
     def sort_by_column(self, column: int) -> None:
         """Order the list by ``column`` (a header click); the current study stays selected."""

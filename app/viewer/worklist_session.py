@@ -6,31 +6,45 @@ It drives a :class:`app.viewer.controller.ViewerController` through its public c
 attribute the controller honours: ``ctl.saved`` -- while set, the controller answers every slice request from the
 saved result instead of the model. It is set when a worklist study opens and cleared as soon as the user asks for
 something the batch did not compute (another eps, +MG toggled, another model, another study).
+
+A worklist folder is read on its own lane (:mod:`app.viewer.jobs`; the GUI gives a worker thread, tests a
+:class:`~app.viewer.jobs.ManualLane`): one ``result.json`` per study is too much for the GUI thread once an archive
+holds thousands. A newer open replaces one still being read, and only the newest read is shown.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from app.errors import MatchGenError
 from app.viewer.findings import FindingsList, SavedResult
+from app.viewer.jobs import JobContext, Lane, ManualLane
 from app.viewer.worklist import Worklist, WorklistEntry
 
 
 class WorklistSession:
-    def __init__(self, ctl):
+    def __init__(self, ctl, lane: Lane | None = None):
         self.ctl = ctl
         self.state = ctl.state
         self.worklist: Worklist | None = None
+        #: the folder being read (None when no read is under way)
+        self.reading: str | None = None
         self.pending: WorklistEntry | None = None
         self.current: WorklistEntry | None = None
         self.saved: SavedResult | None = None
         self.findings: FindingsList | None = None
-        #: callbacks (no Qt signals here): findings(FindingsList | None), opened(WorklistEntry), worklist(Worklist)
+        #: callbacks (no Qt signals here): findings(FindingsList | None), opened(WorklistEntry),
+        #: worklist(Worklist) when a read is done, reading((folder, done, total) | None) while one is under way
         self.on_findings: list[Callable] = []
         self.on_opened: list[Callable] = []
+        self.on_worklist: list[Callable] = []
+        self.on_reading: list[Callable] = []
+        self.lane: Lane = lane or ManualLane("worklist")
+        self.lane.listen(self._report, self._failed)
+        self._read_gen = 0
         self._installing = False
         ctl.events.study_opened.connect(self._study_opened)
         ctl.events.volume_done.connect(self._volume_done)
@@ -40,9 +54,59 @@ class WorklistSession:
         self.state.events.tau.connect(lambda _t: self._tau_changed())
 
     # --- the worklist -------------------------------------------------------------------------------------------
-    def open_folder(self, folder: str | os.PathLike) -> Worklist:
-        self.worklist = Worklist(folder)
-        return self.worklist
+    def open_folder(self, folder: str | os.PathLike, keep_view: bool = False) -> int:
+        """Read a batch output folder on the lane; ``on_worklist`` hears when it is done, ``ctl.events.error`` when
+        it cannot be read. With ``keep_view`` the new list keeps the current one's order and study (a reload).
+        Returns the read's generation."""
+        folder = str(folder)
+        keep = self.worklist if keep_view else None
+        sort = (keep.sort_key, keep.descending) if keep is not None else None
+        current_id = keep.entries[keep.current].id if keep is not None and keep.current is not None else None
+
+        def job(ctx: JobContext) -> None:
+            t0 = time.perf_counter()
+            wl = Worklist(folder, should_stop=ctx.should_stop, progress=lambda i, n: ctx.emit("progress", (i, n)))
+            if sort is not None and sort != (wl.sort_key, wl.descending):
+                wl.sort_by(*sort)
+            if current_id is not None:
+                wl.current = next((i for i, e in enumerate(wl.entries) if e.id == current_id), None)
+            ctx.emit("worklist", (wl, time.perf_counter() - t0))
+
+        self._read_gen = self.lane.submit(job)
+        self._set_reading((folder, 0, 0))
+        return self._read_gen
+
+    def reload(self) -> int | None:
+        """Read the open worklist's folder again (a batch still running has finished more studies since), in the
+        same order and at the same study; None when no worklist is open."""
+        if self.worklist is None:
+            return None
+        return self.open_folder(self.worklist.folder, keep_view=True)
+
+    def _report(self, gen: int, kind: str, payload) -> None:
+        if gen != self._read_gen or self.reading is None:
+            return  # an older read, replaced by a newer one
+        if kind == "progress":
+            self._set_reading((self.reading, *payload))
+        elif kind == "worklist":
+            wl, seconds = payload
+            self.worklist = wl
+            self._set_reading(None)
+            n = sum(e.ok for e in wl.entries)
+            self.ctl.events.status.emit(f"worklist {wl.folder.name}: {n} studies read in {seconds:.2f} s")
+            for cb in self.on_worklist:
+                cb(wl)
+
+    def _failed(self, gen: int, message: str) -> None:
+        if gen != self._read_gen or self.reading is None:
+            return
+        self._set_reading(None)
+        self.ctl.events.error.emit(("Cannot open worklist", message))
+
+    def _set_reading(self, what: tuple | None) -> None:
+        self.reading = None if what is None else what[0]
+        for cb in self.on_reading:
+            cb(what)
 
     def open_entry(self, entry: WorklistEntry) -> None:
         """Load the entry's study; when it is on screen, show its saved result at its most abnormal slice."""

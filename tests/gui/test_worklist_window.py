@@ -55,9 +55,16 @@ def win(qtbot, qloop, env, errors):
     w.close()
 
 
+def _read(bv, qtbot, folder):
+    """File > Open worklist on ``folder``, and wait for its read (on the worker thread) to end."""
+    assert bv.open_worklist(folder) and bv.worklist_dock.isVisible()
+    qtbot.waitUntil(lambda: bv.session.reading is None, timeout=20000)
+    assert bv.worklist.worklist is bv.session.worklist
+
+
 def _open_first(win, qtbot, batch_out):
     bv = win.batch_views
-    assert bv.open_worklist(batch_out) and bv.worklist_dock.isVisible()
+    _read(bv, qtbot, batch_out)
     t = bv.worklist.table
     entry = bv.session.worklist.entries[0]
     shown = []
@@ -116,7 +123,7 @@ def test_header_click_orders_the_worklist(win, qtbot, batch_out):
     """A click on a column header orders the rows by it (largest first), a second click the other way, with the
     sort indicator on that column; N then opens the next study of the displayed order."""
     bv = win.batch_views
-    assert bv.open_worklist(batch_out)
+    _read(bv, qtbot, batch_out)
     t = bv.worklist.table
     header = t.horizontalHeader()
     col = [header.model().headerData(i, Qt.Orientation.Horizontal) for i in range(t.columnCount())].index("study")
@@ -149,7 +156,7 @@ def test_the_dock_says_how_well_the_order_triages(win, qtbot, batch_out):
     """Above the table, the batch's record of the card's triage measurement: amber while the order is not shown to
     triage (here: never measured), green once a measurement says it does; the measurement's details as tooltip."""
     bv = win.batch_views
-    assert bv.open_worklist(batch_out)
+    _read(bv, qtbot, batch_out)
     label = bv.worklist.triage
     assert label.isVisible() and "never measured" in label.text()
     assert label.mapTo(bv.worklist, label.rect().bottomLeft()).y() <= bv.worklist.table.y()  # above the order
@@ -166,7 +173,7 @@ def test_the_dock_says_how_well_the_order_triages(win, qtbot, batch_out):
         "measurement": {"split": "test", "mode": "mg", "seed": 3},
     }
     (batch_out / "worklist.json").write_text(json.dumps(doc))
-    assert bv.open_worklist(batch_out)
+    _read(bv, qtbot, batch_out)
     assert label.text().startswith("Triage measured: AUROC 0.81") and colour() == "#e6f2e6"
     assert "split: test" in label.toolTip() and "seed: 3" in label.toolTip()
 
@@ -236,11 +243,11 @@ def test_an_unfinished_batch_says_so_above_its_worklist(win, qtbot, batch_out):
     """A batch folder without its worklist (a batch still running, or stopped before writing it) opens with the
     studies done so far, under an amber note that the order may still change; a finished one shows no note."""
     bv = win.batch_views
-    assert bv.open_worklist(batch_out)
+    _read(bv, qtbot, batch_out)
     note = bv.worklist.unfinished
     assert not note.isVisible() and "so far" not in bv.worklist_dock.windowTitle()
     (batch_out / "worklist.json").unlink()
-    assert bv.open_worklist(batch_out)
+    _read(bv, qtbot, batch_out)
     qtbot.waitUntil(note.isVisible, timeout=5000)
     assert "No worklist.json yet" in note.text() and "so far" in bv.worklist_dock.windowTitle()
     assert bv.worklist.table.rowCount() == 2  # the studies done are listed
@@ -254,22 +261,14 @@ def test_worklist_columns_fit_their_contents_after_every_fill(win, qtbot, batch_
     header in ResizeToContents mode measured every row again at each cell of a visible table, so reopening or
     sorting a 2,000-study worklist took minutes (0.37 and 0.17 s after the change, docs/viewer.md). The columns
     still fit the widest cell after a reopen and a sort of a many-study worklist."""
-    import shutil
-
     from PySide6.QtWidgets import QHeaderView
 
-    src = json.loads((batch_out / "worklist.json").read_text())["studies"][0]["folder"]
-    big = tmp_path / "big"
-    for i in range(120):  # a larger batch folder: copies of one study's result under other ids and scores
-        shutil.copytree(batch_out / src, big / f"s{i:03d}")
-        r = json.loads((big / f"s{i:03d}" / "result.json").read_text())
-        r.update(id=f"s{i:03d}", score=float(i % 17) / 17)
-        (big / f"s{i:03d}" / "result.json").write_text(json.dumps(r))
+    big = _copies(batch_out, tmp_path / "big", 120)
     bv = win.batch_views
     t = bv.worklist.table
     header = t.horizontalHeader()
     for _ in range(2):  # the second fill happens with the dock visible
-        assert bv.open_worklist(big) and bv.worklist_dock.isVisible()
+        _read(bv, qtbot, big)
     bv.worklist.sort_by_column(2)
     assert t.rowCount() == 120
     for tbl in (t, bv.findings.table):
@@ -277,3 +276,84 @@ def test_worklist_columns_fit_their_contents_after_every_fill(win, qtbot, batch_
         assert all(h.sectionResizeMode(c) != QHeaderView.ResizeMode.ResizeToContents for c in range(h.count()))
     for c in range(t.columnCount()):  # every column at least as wide as its widest cell and its header
         assert header.sectionSize(c) >= max(t.sizeHintForColumn(c), header.sectionSizeHint(c)) - 1
+
+
+def _copies(batch_out, folder, n):
+    """``folder`` holding ``n`` copies of one study's result under other ids and scores (a larger batch folder)."""
+    import shutil
+
+    src = json.loads((batch_out / "worklist.json").read_text())["studies"][0]["folder"]
+    for i in range(n):
+        shutil.copytree(batch_out / src, folder / f"s{i:03d}")
+        r = json.loads((folder / f"s{i:03d}" / "result.json").read_text())
+        r.update(id=f"s{i:03d}", score=float(i % 17) / 17)
+        (folder / f"s{i:03d}" / "result.json").write_text(json.dumps(r))
+    return folder
+
+
+def test_reading_a_worklist_leaves_the_window_responsive(win, qtbot, batch_out, tmp_path, monkeypatch):
+    """The folder is read on a worker thread: while its results are read (slowed here to 15 ms each, as on a
+    network share), the GUI thread keeps serving its timers, the dock's title counts the results read, and the
+    list appears when the read is done. On the GUI thread the timer would not have fired once."""
+    import time
+
+    from PySide6.QtCore import QTimer
+
+    import app.viewer.worklist as wlmod
+
+    big = _copies(batch_out, tmp_path / "slow", 60)
+    real = wlmod.read_result
+
+    def slow(path):
+        time.sleep(0.015)
+        return real(path)
+
+    monkeypatch.setattr(wlmod, "read_result", slow)
+    monkeypatch.setattr(wlmod, "READ_CHUNK", 10)
+    bv = win.batch_views
+    titles, ticks = [], []
+    bv.worklist.title_changed.connect(titles.append)
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(bv.session.reading))
+    timer.start(10)
+    t0 = time.perf_counter()
+    assert bv.open_worklist(big)
+    assert time.perf_counter() - t0 < 0.3 and bv.session.worklist is None  # returned before reading 0.9 s of results
+    qtbot.waitUntil(lambda: bv.session.reading is None, timeout=20000)
+    timer.stop()
+    assert sum(t is not None for t in ticks) >= 20  # the event loop ran all through the read
+    assert any(t.startswith("Worklist - reading slow: 30 of 60 results") for t in titles), titles
+    assert bv.worklist.table.rowCount() == 60
+    assert bv.worklist_dock.windowTitle().startswith("Worklist - slow (60 studies")
+
+
+def test_reload_lists_the_studies_finished_since(win, qtbot, batch_out, tmp_path):
+    """A batch still running: the amber note carries a Reload button; a click reads the folder again, lists the
+    study finished since, and keeps the reader's order and study."""
+    import os
+    import shutil
+
+    bv = win.batch_views
+    doc = json.loads((batch_out / "worklist.json").read_text())
+    doc["n_pending"] = 1
+    (batch_out / "worklist.json").write_text(json.dumps(doc))
+    _read(bv, qtbot, batch_out)
+    button = bv.worklist.reload
+    qtbot.waitUntil(button.isVisible, timeout=5000)
+    t = bv.worklist.table
+    assert t.rowCount() == 2
+    bv.worklist.sort_by_column(1)  # by study id, ascending
+    bv.worklist.open_row(1)
+    chosen = bv.session.worklist.entries[1].id
+    src = doc["studies"][0]["folder"]
+    shutil.copytree(batch_out / src, batch_out / "aaa-late")
+    r = json.loads((batch_out / "aaa-late" / "result.json").read_text())
+    r["id"] = "aaa-late"
+    (batch_out / "aaa-late" / "result.json").write_text(json.dumps(r))
+    stamp = (batch_out / "worklist.json").stat().st_mtime + 5
+    os.utime(batch_out / "aaa-late" / "result.json", (stamp, stamp))
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: t.rowCount() == 3, timeout=20000)
+    ids = [t.item(i, 1).text() for i in range(3)]
+    assert ids == sorted(ids) and ids[0] == "aaa-late"  # the reader's order kept
+    assert t.currentRow() == ids.index(chosen) and "finished since are included" in bv.worklist.unfinished.text()

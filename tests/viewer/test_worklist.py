@@ -112,3 +112,84 @@ def test_folder_without_worklist_and_empty_folder(tmp_path):
     assert Worklist(tmp_path).triage == ev
     with pytest.raises(StudyError, match="no batch results"):
         Worklist(tmp_path / "top")
+
+
+def _folder(path, results):
+    for r in results:
+        (path / r["id"]).mkdir(parents=True)
+        (path / r["id"] / "result.json").write_text(json.dumps(r))
+    write_worklist(path, results)
+    return path
+
+
+def _session():
+    from app.viewer.controller import ViewerController
+    from app.viewer.jobs import ManualLane
+    from app.viewer.worklist_session import WorklistSession
+
+    lane = ManualLane("worklist")
+    ctl = ViewerController(device="cpu", precompute_eps_grid=False)
+    errors, read, reading = [], [], []
+    ctl.events.error.connect(errors.append)
+    session = WorklistSession(ctl, lane)
+    session.on_worklist.append(read.append)
+    session.on_reading.append(reading.append)
+    return session, lane, errors, read, reading
+
+
+def test_a_worklist_is_read_on_its_lane_and_only_the_newest_read_is_shown(tmp_path):
+    """Opening a folder reads nothing on the caller's thread: the lane reads it and reports back. A second open
+    before the first read ran replaces it (the first never shows), and a read told to stop stops between results."""
+    from app.errors import Cancelled
+
+    a = _folder(tmp_path / "a", KNOWN[:2])
+    b = _folder(tmp_path / "b", KNOWN[3:6])
+    session, lane, errors, read, reading = _session()
+    session.open_folder(a)
+    assert session.worklist is None and session.reading == str(a) and reading == [(str(a), 0, 0)]
+    session.open_folder(b)
+    lane.run()
+    assert [[e.id for e in wl.entries] for wl in read] == [["tie-more", "tie-a", "tie-b"]]  # a's read dropped
+    assert session.worklist is read[0] and session.reading is None and reading[-1] is None and errors == []
+    with pytest.raises(Cancelled):  # between two chunks of results
+        Worklist(a, should_stop=lambda: True)
+    told = []
+    Worklist(a, progress=lambda i, n: told.append((i, n)))
+    assert told == [(0, 2)]
+
+
+def test_a_folder_that_cannot_be_read_says_why_and_keeps_the_list_shown(tmp_path):
+    a = _folder(tmp_path / "a", KNOWN[:2])
+    session, lane, errors, read, _ = _session()
+    session.open_folder(a)
+    lane.run()
+    session.open_folder(tmp_path / "a" / "top")  # a study's folder, not a batch's
+    lane.run()
+    assert len(read) == 1 and session.worklist is read[0] and session.reading is None
+    assert errors and errors[-1][0] == "Cannot open worklist" and "no batch results" in errors[-1][1]
+
+
+def test_reload_keeps_the_order_and_the_study_and_adds_the_studies_done_since(tmp_path):
+    """A batch still running: reloading lists the study it finished since, in the order the reader chose, with the
+    cursor on the same study (next/previous go on from there)."""
+    import os
+
+    folder = _folder(tmp_path / "run", KNOWN[:2] + KNOWN[3:5])
+    session, lane, errors, read, _ = _session()
+    assert session.reload() is None  # nothing open yet
+    session.open_folder(folder)
+    lane.run()
+    wl = session.worklist
+    wl.sort_by("study")
+    wl.select([e.id for e in wl.entries].index("tie-b"))
+    late = _res("late", 5.0, 1.0)
+    (folder / "late").mkdir()
+    (folder / "late" / "result.json").write_text(json.dumps(late))
+    t = (folder / "worklist.json").stat().st_mtime
+    os.utime(folder / "late" / "result.json", (t + 5, t + 5))  # finished after the worklist was written
+    session.reload()
+    lane.run()
+    new = session.worklist
+    assert new is not wl and [e.id for e in new.entries] == ["late", "low", "tie-a", "tie-b", "top"]
+    assert (new.sort_key, new.descending) == ("study", False) and new.entries[new.current].id == "tie-b"
+    assert new.step(1).id == "top" and errors == []
