@@ -119,20 +119,41 @@ def test_worklist_dock_double_click(qtbot, tmp_path):
     _results(tmp_path)
     dock = WorklistPanel()
     qtbot.addWidget(dock)
+    dock.resize(700, 300)
     dock.show()
     qtbot.waitExposed(dock)
     dock.set_worklist(Worklist(tmp_path))
     t = dock.table
-    assert [t.item(i, 1).text() for i in range(t.rowCount())] == ["high", "low", "broken"]
+    m = t.model()
+
+    def cell(i, j, role=Qt.ItemDataRole.DisplayRole):
+        return m.index(i, j).data(role)
+
+    assert [cell(i, 1) for i in range(m.rowCount())] == ["high", "low", "broken"]
     from app.gui.worklist_dock import HEADERS
 
     status = HEADERS.index("status")
-    assert t.item(2, 0).text() == "" and "truncated" in t.item(2, status).text()
+    assert cell(2, 0) == "" and "truncated" in cell(2, status)
+    assert cell(2, 1, Qt.ItemDataRole.ToolTipRole) == "broken.nii.gz: truncated"  # a failure: greyed, error as tip
+    assert cell(2, 1, Qt.ItemDataRole.ForegroundRole).getRgb()[:3] == (150, 150, 150)
+    assert (
+        cell(0, 1, Qt.ItemDataRole.ToolTipRole) == "/d/high.nii.gz"
+        and cell(0, 1, Qt.ItemDataRole.ForegroundRole) is None
+    )
+    grab = t.viewport().grab().toImage()  # as painted: a failed row's text grey, a study's black
+
+    def darkest(row):
+        r = t.visualRect(m.index(row, 1))
+        return min(
+            grab.pixelColor(x, y).lightness() for x in range(r.left(), r.right()) for y in range(r.top(), r.bottom())
+        )
+
+    assert darkest(0) < 80 and 140 <= darkest(2) < 200
     opened = []
     dock.open_requested.connect(opened.append)
 
     def dclick(row):
-        pos = t.visualItemRect(t.item(row, 1)).center()
+        pos = t.visualRect(m.index(row, 1)).center()
         # as a user does it: press-release, then the second press that Qt reports as a double-click
         qtbot.mouseClick(t.viewport(), Qt.MouseButton.LeftButton, pos=pos)
         qtbot.mouseDClick(t.viewport(), Qt.MouseButton.LeftButton, pos=pos)
@@ -142,12 +163,12 @@ def test_worklist_dock_double_click(qtbot, tmp_path):
     dclick(2)  # a failure cannot be opened
     assert [e.id for e in opened] == ["low"]
     t.setFocus()
-    t.setCurrentCell(0, 1)
+    t.setCurrentIndex(m.index(0, 1))
     qtbot.keyClick(t, Qt.Key.Key_Return)  # Enter opens the current row too
     assert [e.id for e in opened] == ["low", "high"]
     dock.worklist.select(1)
     assert dock.step(-1).id == "high" and [e.id for e in opened] == ["low", "high", "high"]
-    assert dock.step(-1) is None and t.currentRow() == 0
+    assert dock.step(-1) is None and t.currentIndex().row() == 0
 
 
 def test_findings_dock_click(qtbot):
@@ -170,3 +191,26 @@ def test_findings_dock_click(qtbot):
     dock.finding_chosen.connect(chosen.append)
     qtbot.mouseClick(t.viewport(), Qt.MouseButton.LeftButton, pos=t.visualItemRect(t.item(1, 0)).center())
     assert chosen == [1] and fl.select(1).voxels == 18  # the row's finding, whatever its label
+
+
+def test_worklist_columns_fit_the_widest_text_not_the_longest(qtbot, tmp_path):
+    """The columns are sized from the widest text as drawn (one measure per distinct text), which is not always the
+    one with the most characters: each column exactly as wide as Qt's own measure of every cell would make it."""
+    from app.gui.worklist_dock import WorklistPanel
+    from app.viewer.worklist import Worklist
+
+    for sid in ("WWWWWW", "iiiiiiiiiii", "mid-07"):
+        r = {"id": sid, "status": "ok", "score": 1.0, "flagged_ml": 1.0, "peak_slice": 1, "n_findings": 1}
+        r["input"] = {"kind": "file", "source": f"/d/{sid}.nii.gz", "files": [f"/d/{sid}.nii.gz"]}
+        (tmp_path / sid).mkdir()
+        (tmp_path / sid / "result.json").write_text(json.dumps(r))
+    dock = WorklistPanel()
+    qtbot.addWidget(dock)
+    dock.resize(700, 300)
+    dock.show()
+    dock.set_worklist(Worklist(tmp_path))
+    t, header = dock.table, dock.table.horizontalHeader()
+    fm = t.fontMetrics()
+    assert fm.horizontalAdvance("WWWWWW") > fm.horizontalAdvance("iiiiiiiiiii")  # the shorter text is the wider
+    for c in range(t.model().columnCount()):
+        assert header.sectionSize(c) == max(t.sizeHintForColumn(c), header.sectionSizeHint(c))

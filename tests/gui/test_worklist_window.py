@@ -69,7 +69,7 @@ def _open_first(win, qtbot, batch_out):
     entry = bv.session.worklist.entries[0]
     shown = []
     win.result_shown.connect(shown.append)
-    pos = t.visualItemRect(t.item(0, 1)).center()
+    pos = t.visualRect(t.model().index(0, 1)).center()
     qtbot.mouseClick(t.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     qtbot.mouseDClick(t.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     qtbot.waitUntil(lambda: bv.session.current is entry and bool(shown), timeout=30000)
@@ -126,7 +126,8 @@ def test_header_click_orders_the_worklist(win, qtbot, batch_out):
     _read(bv, qtbot, batch_out)
     t = bv.worklist.table
     header = t.horizontalHeader()
-    col = [header.model().headerData(i, Qt.Orientation.Horizontal) for i in range(t.columnCount())].index("study")
+    m = t.model()
+    col = [header.model().headerData(i, Qt.Orientation.Horizontal) for i in range(m.columnCount())].index("study")
     flagged = [e.flagged_ml for e in bv.session.worklist.entries]
 
     def click(column):
@@ -134,7 +135,7 @@ def test_header_click_orders_the_worklist(win, qtbot, batch_out):
         qtbot.mouseClick(header.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(x, header.height() // 2))
 
     def ids():
-        return [t.item(i, col).text() for i in range(t.rowCount())]
+        return [m.index(i, col).data() for i in range(m.rowCount())]
 
     names = sorted(e.id for e in bv.session.worklist.entries)
     click(col)
@@ -145,11 +146,11 @@ def test_header_click_orders_the_worklist(win, qtbot, batch_out):
     fcol = col + 4  # flagged (ml)
     assert header.model().headerData(fcol, Qt.Orientation.Horizontal) == "flagged (ml)"
     click(fcol)
-    shown = [float(t.item(i, fcol).text()) for i in range(t.rowCount())]
+    shown = [float(m.index(i, fcol).data()) for i in range(m.rowCount())]
     assert shown == sorted(shown, reverse=True) and sorted(shown) == sorted(round(v, 2) for v in flagged)
     qtbot.keyClick(win, Qt.Key.Key_N)  # the first study of the displayed order
     qtbot.waitUntil(lambda: bv.session.current is not None, timeout=30000)
-    assert bv.session.current.id == t.item(0, col).text()
+    assert bv.session.current.id == m.index(0, col).data()
 
 
 def test_the_dock_says_how_well_the_order_triages(win, qtbot, batch_out):
@@ -250,7 +251,7 @@ def test_an_unfinished_batch_says_so_above_its_worklist(win, qtbot, batch_out):
     _read(bv, qtbot, batch_out)
     qtbot.waitUntil(note.isVisible, timeout=5000)
     assert "No worklist.json yet" in note.text() and "so far" in bv.worklist_dock.windowTitle()
-    assert bv.worklist.table.rowCount() == 2  # the studies done are listed
+    assert bv.worklist.model.rowCount() == 2  # the studies done are listed
     img = note.grab().toImage()
     c = img.pixelColor(2, 2)  # the note's amber background, as painted
     assert (c.red(), c.green(), c.blue()) == (0xFF, 0xF3, 0xCD)
@@ -270,11 +271,11 @@ def test_worklist_columns_fit_their_contents_after_every_fill(win, qtbot, batch_
     for _ in range(2):  # the second fill happens with the dock visible
         _read(bv, qtbot, big)
     bv.worklist.sort_by_column(2)
-    assert t.rowCount() == 120
+    assert t.model().rowCount() == 120
     for tbl in (t, bv.findings.table):
         h = tbl.horizontalHeader()
         assert all(h.sectionResizeMode(c) != QHeaderView.ResizeMode.ResizeToContents for c in range(h.count()))
-    for c in range(t.columnCount()):  # every column at least as wide as its widest cell and its header
+    for c in range(t.model().columnCount()):  # every column at least as wide as its widest cell and its header
         assert header.sectionSize(c) >= max(t.sizeHintForColumn(c), header.sectionSizeHint(c)) - 1
 
 
@@ -323,7 +324,7 @@ def test_reading_a_worklist_leaves_the_window_responsive(win, qtbot, batch_out, 
     timer.stop()
     assert sum(t is not None for t in ticks) >= 20  # the event loop ran all through the read
     assert any(t.startswith("Worklist - reading slow: 30 of 60 results") for t in titles), titles
-    assert bv.worklist.table.rowCount() == 60
+    assert bv.worklist.model.rowCount() == 60
     assert bv.worklist_dock.windowTitle().startswith("Worklist - slow (60 studies")
 
 
@@ -340,8 +341,8 @@ def test_reload_lists_the_studies_finished_since(win, qtbot, batch_out, tmp_path
     _read(bv, qtbot, batch_out)
     button = bv.worklist.reload
     qtbot.waitUntil(button.isVisible, timeout=5000)
-    t = bv.worklist.table
-    assert t.rowCount() == 2
+    t, m = bv.worklist.table, bv.worklist.model
+    assert m.rowCount() == 2
     bv.worklist.sort_by_column(1)  # by study id, ascending
     bv.worklist.open_row(1)
     chosen = bv.session.worklist.entries[1].id
@@ -353,7 +354,9 @@ def test_reload_lists_the_studies_finished_since(win, qtbot, batch_out, tmp_path
     stamp = (batch_out / "worklist.json").stat().st_mtime + 5
     os.utime(batch_out / "aaa-late" / "result.json", (stamp, stamp))
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: t.rowCount() == 3, timeout=20000)
-    ids = [t.item(i, 1).text() for i in range(3)]
+    qtbot.waitUntil(lambda: m.rowCount() == 3, timeout=20000)
+    ids = [m.index(i, 1).data() for i in range(3)]
     assert ids == sorted(ids) and ids[0] == "aaa-late"  # the reader's order kept
-    assert t.currentRow() == ids.index(chosen) and "finished since are included" in bv.worklist.unfinished.text()
+    assert (
+        t.currentIndex().row() == ids.index(chosen) and "finished since are included" in bv.worklist.unfinished.text()
+    )
