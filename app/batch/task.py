@@ -385,6 +385,7 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
         det, model, card, device = get_detector(settings)
         timings["model_s"] = time.perf_counter() - t
         result["device"] = str(device)
+        result["search_precision"] = det.solver.precision  # fp32 where the device has no bfloat16 (app.core.device)
         result["model_loads_in_process"] = detector_loads()
         t = time.perf_counter()
         study = _load(ref)

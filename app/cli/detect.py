@@ -157,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
 
     if detector.solver_warning and not args.base_only:
         print(f"warning: {detector.solver_warning}", file=sys.stderr)
+    if detector.precision_note and not args.base_only:
+        print(f"note: {detector.precision_note}", file=sys.stderr)
     mode = "base model" if args.base_only else f"MatchGen eps={eps:g}"
     bar = None
 

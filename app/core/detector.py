@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
+from app.core.device import search_precision
 from app.core.maps import Z_EDGES, detection_mask, foreground_mask, postprocess, z_mean, z_window_slices
 from app.core.matchgen import MatchGenResult, Progress, SolverOptions, optimize
 from app.errors import Cancelled, OptionError
@@ -154,7 +155,10 @@ class Detector:
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.channels_last = bool(channels_last)
-        self.solver = solver or SolverOptions()
+        # bfloat16 search steps where the device has them in hardware, float32 elsewhere (app.core.device)
+        solver = solver or SolverOptions()
+        precision, self.precision_note = search_precision(solver.precision, self.device)
+        self.solver = solver if precision == solver.precision else replace(solver, precision=precision)
         self.post = post or PostProcessing()
         if batch_size < 1:
             raise OptionError("batch size must be >= 1")

@@ -1,4 +1,5 @@
-"""Device choice in one place: ``auto`` picks CUDA, then Apple MPS, then the CPU."""
+"""Device choice in one place: ``auto`` picks CUDA, then Apple MPS, then the CPU; and whether a device computes
+bfloat16 in hardware (:func:`search_precision`: the solver's bfloat16 search steps only where they are fast)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,34 @@ def describe_device(device: torch.device) -> str:
     if device.type == "mps":
         return "GPU (Apple MPS)"
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+#: torch's CPU feature checks for bfloat16 arithmetic in hardware (AVX-512 BF16, Intel AMX)
+_CPU_BF16_CHECKS = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware: a CUDA GPU that supports it, or a CPU with AVX-512 BF16 or
+    AMX. Elsewhere (AVX2-only and plain AVX-512 CPUs, most desktops and laptops; Apple MPS) torch emulates it, and a
+    bfloat16 convolution costs many times a float32 one (measured: docs/benchmarks.md, "CPUs without bfloat16")."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if dev.type == "cpu":
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in _CPU_BF16_CHECKS)
+    return False
+
+
+def search_precision(precision: str, device: torch.device | str) -> tuple[str, str | None]:
+    """The precision the solver's search steps run in on ``device``: ``precision`` as asked, except bfloat16 on a
+    device without it in hardware, which runs float32 (the paper's precision: the same method, finer rounding, and
+    there the faster). Returns (precision, a one-line note when it differs from the one asked for, else None)."""
+    if precision != "bf16" or native_bf16(device):
+        return precision, None
+    dev = torch.device(device)
+    what = "this CPU has no bfloat16 arithmetic (AVX-512 BF16 or AMX)" if dev.type == "cpu" else (
+        f"{dev.type} has no bfloat16 arithmetic")  # fmt: skip
+    return "fp32", (
+        f"float32 search steps instead of the card's bfloat16: {what}, and emulated bfloat16 is many times "
+        "slower; the maps differ by rounding only"
+    )

@@ -125,6 +125,12 @@ class EnsembleDetector:
         return next((w for m in self.members if (w := getattr(m.detector, "solver_warning", None))), None)
 
     @property
+    def precision_note(self) -> str | None:
+        """The first member's note that its search steps run in float32 instead of its card's bfloat16 (a device
+        without bfloat16 in hardware: app.core.device.search_precision), else None."""
+        return next((n for m in self.members if (n := getattr(m.detector, "precision_note", None))), None)
+
+    @property
     def channels_last(self) -> bool:
         """The first member's memory layout (each member runs in its own card's)."""
         return self.members[0].detector.channels_last

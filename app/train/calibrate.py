@@ -244,7 +244,7 @@ def calibrate(path, data_dir: str, settings: CalibrationSettings | None = None, 
                     **st.__dict__,
                     "channels_last": channels_last,
                     "layout_timing": layout_facts,
-                    "solver_options": solver.__dict__,
+                    "solver_options": det.solver.__dict__,  # as run: fp32 without bfloat16 hardware
                 },
                 "best_val_dice_per_eps": best_per_eps,
                 "mean_steps_per_eps": {str(k): round(v, 1) for k, v in choice.mean_steps.items()},

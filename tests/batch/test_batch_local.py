@@ -55,6 +55,7 @@ def test_batch_outputs_equal_detect_and_corrupt_study_recorded(tmp_path, studies
     for sid in "abc":
         r = json.loads((out / sid / "result.json").read_text())
         assert r["status"] == "ok" and r["eps"] == 0.05 and r["tau"] == 0.2 and r["device"] == "cpu"
+        assert r["search_precision"] == "fp32"  # the tiny card's solver (the paper's), as run
         assert len(r["model_card_sha256"]) == 64 and {"load_s", "solve_s", "total_s"} <= set(r["timings"])
         assert r["n_findings"] == len(r["findings"]) and r["score"] == r["peak_d"] == max(
             (f["max_d"] for f in r["findings"]), default=0.0

@@ -266,6 +266,24 @@ def test_another_solver_than_the_cards_warns_in_one_line(tmp_path, calibrated_mo
         assert lines[0].startswith("warning: ") and "spg/bf16, 15 steps" in lines[0]
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_a_cpu_without_bfloat16_runs_the_search_in_float32_and_says_so(
+    tmp_path, calibrated_model, study_file, capsys, monkeypatch, native
+):
+    """The card asks for bfloat16 search steps: on a CPU without bfloat16 arithmetic ``detect`` runs them in
+    float32 (emulated bfloat16 is many times slower) and says so in one note; on one with it, no note."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    code = main(["detect", str(study_file), "--model", str(calibrated_model), "--out", str(tmp_path / "m.nii.gz")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    notes = [ln for ln in err.splitlines() if "float32 search steps" in ln]
+    assert len(notes) == (0 if native else 1), err
+    if notes:
+        assert notes[0].startswith("note: float32 search steps instead of the card's bfloat16")
+    assert "eps/tau were chosen" not in err  # the card's operator, not another solver
+
+
 def test_threads_and_median_options(tmp_path, tiny_model, study_file, capsys):
     before = torch.get_num_threads()
     try:

@@ -198,3 +198,31 @@ def test_protocol_distances_are_in_units_of_the_eps_given(tiny_ae):
     plain = compute_maps(Detector(tiny_ae, solver=FAST, batch_size=4), x.numpy(), [0.025], max_steps=200)
     assert pm.distance[0.05][1] == pytest.approx(2 * plain.distance[0.025][1], rel=1e-5)
     assert solver_facts(pm.steps[0.05], pm.distance[0.05], 0.05, 200)[0] == 1.0  # read against 0.025 it would be 0.5
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx"), [(False, False), (True, False), (False, True)])
+def test_bfloat16_search_steps_only_on_a_cpu_that_has_them(tiny_ae, slices, monkeypatch, avx512_bf16, amx):
+    """A card's bfloat16 search steps run as such on a CPU with bfloat16 arithmetic (AVX-512 BF16 or AMX); on any
+    other CPU torch emulates it many times slower (a 9-slice window took minutes instead of seconds on an AVX2-only
+    CPU), so the detector runs them in float32 and says so. The answer is the float32 search's."""
+    from app.core.device import native_bf16, search_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    native = avx512_bf16 or amx
+    assert native_bf16("cpu") is native and not native_bf16("meta")
+    assert search_precision("fp32", "cpu") == ("fp32", None)  # float32 asked: float32 everywhere
+    card = {"calibration": {"settings": {"max_steps": 8, "solver_options": FAST.__dict__}}}
+    det = Detector.from_card(tiny_ae, card)
+    assert det.solver.precision == ("bf16" if native else "fp32") and det.solver_warning is None
+    assert (det.solver.method, det.solver.max_steps) == ("spg", 8)  # nothing else of the card's solver changes
+    if native:
+        assert det.precision_note is None
+        return
+    assert "float32 search steps instead of the card's bfloat16" in det.precision_note
+    assert "AVX-512 BF16 or AMX" in det.precision_note
+    out = det.run(slices, 0.5)
+    from dataclasses import replace
+
+    ref = Detector(tiny_ae, solver=replace(det.solver, precision="fp32"), post=det.post).run(slices, 0.5)
+    np.testing.assert_array_equal(out.d, ref.d)
