@@ -31,7 +31,7 @@ class BatchViews:
         self.ctl = window.ctl
         self.state = window.state
         # the worklist folder is read on a plain thread (one result.json per study), reports back on the GUI thread
-        self.reader = ExecutorLane("worklist-reader", window._invoker.post)
+        self.reader = ExecutorLane("worklist-reader", window.invoker.post)
         self.session = WorklistSession(self.ctl, self.reader)
         self.worklist = WorklistPanel()
         self.findings = FindingsPanel()

@@ -117,8 +117,8 @@ class MainWindow(QMainWindow):
         self.worker = SolveWorker("slice")
         self.vworker = SolveWorker("volume")
         self.eworker = SolveWorker("export")
-        self._invoker = Invoker(self)
-        self.loader = ExecutorLane("study-loader", self._invoker.post)
+        self.invoker = Invoker(self)  # runs a callable on the GUI thread (for lanes on plain threads, extensions too)
+        self.loader = ExecutorLane("study-loader", self.invoker.post)
         self.ctl = ViewerController(
             self.state,
             lanes={"slice": self.worker, "volume": self.vworker, "export": self.eworker, "load": self.loader},
