@@ -46,7 +46,8 @@ class SolverOptions:
     #: the progress callback fires every this many steps (and once at the end)
     callback_every: int = 10
     #: "bf16": the search steps run the decoder under bfloat16 autocast (CPUs with AMX/AVX512-BF16 and GPUs do
-    #: this several times faster); the returned z is re-evaluated in float32, so ``loss`` and ``s`` are exact
+    #: this several times faster; elsewhere it is emulated, many times slower, and the Detector runs float32:
+    #: app.core.device.search_precision); the returned z is re-evaluated in float32, so ``loss`` and ``s`` are exact
     precision: str = "fp32"
     #: spg: the non-monotone line search accepts a step no worse than the maximum of this many recent losses
     spg_memory: int = 10

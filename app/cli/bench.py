@@ -47,7 +47,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--solver",
         choices=("fast", "paper"),
         default="fast",
-        help="fast: spg + bfloat16 (default); paper: penalty, Adam lr 1e-3, float32",
+        help="fast: spg + bfloat16, float32 without bfloat16 hardware (default); paper: penalty, Adam lr 1e-3, float32",
     )
     q.add_argument(
         "--choice",

@@ -50,7 +50,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         choices=("card", "paper", "fast"),
         default="card",
         help="card: the solver the card's eps/tau were chosen with (default); paper: penalty method, Adam lr 1e-3; "
-        "fast: spectral projected gradient with bfloat16 search steps",
+        "fast: spectral projected gradient with bfloat16 search steps (float32 on a device without bfloat16)",
     )
     p.add_argument(
         "--max-steps",
