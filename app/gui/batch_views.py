@@ -1,16 +1,16 @@
 """The batch views in the main window: File > Open worklist (a ``batch`` output folder) with a ranked worklist dock
 (double-click or Enter opens a study at its most abnormal slice with its saved result; N / P: next / previous
-study; F5 reads the folder again, for a batch still running), a findings dock (click: jump to the finding's centre
-slice, outlined in cyan), and orthogonal views (View > Orthogonal views, O: coronal and sagittal reformats of input,
-D and detection, crosshair linked with the axial panels). Installed by the window through its extension points
-(``add_action``, ``add_dock``, ``ctl``); the behaviour is :class:`app.viewer.worklist_session.WorklistSession`'s,
-this module only shows and asks."""
+study; F5 reads the folder again, as a timer does every minute while the batch has not finished), a findings dock
+(click: jump to the finding's centre slice, outlined in cyan), and orthogonal views (View > Orthogonal views, O:
+coronal and sagittal reformats of input, D and detection, crosshair linked with the axial panels). Installed by
+the window through its extension points (``add_action``, ``add_dock``, ``ctl``, ``invoker``); the behaviour is
+:class:`app.viewer.worklist_session.WorklistSession`'s, this module only shows and asks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QFileDialog
 
 from app.errors import MatchGenError
@@ -20,6 +20,7 @@ from app.gui.worklist_dock import WorklistPanel
 from app.viewer.findings import outline_into
 from app.viewer.jobs import ExecutorLane
 from app.viewer.slices import to_pyqtgraph
+from app.viewer.worklist import REFRESH_S
 from app.viewer.worklist_session import WorklistSession
 
 OUTLINE_RGBA = (0, 255, 255, 255)
@@ -33,6 +34,10 @@ class BatchViews:
         # the worklist folder is read on a plain thread (one result.json per study), reports back on the GUI thread
         self.reader = ExecutorLane("worklist-reader", window.invoker.post)
         self.session = WorklistSession(self.ctl, self.reader)
+        # while the batch of the open worklist has not finished, the list follows it (the session decides)
+        self.refresh_timer = QTimer(window)
+        self.refresh_timer.setInterval(int(REFRESH_S * 1000))
+        self.refresh_timer.timeout.connect(self.session.refresh)
         self.worklist = WorklistPanel()
         self.findings = FindingsPanel()
         self.ortho = OrthoViews()
@@ -96,13 +101,23 @@ class BatchViews:
             self.window.statusBar().showMessage("no worklist open (File > Open worklist)", 4000)
 
     def _worklist_read(self, wl) -> None:
+        shown = self.worklist.worklist
+        bar = self.worklist.table.verticalScrollBar()
+        top = bar.value() if shown is not None and shown.folder == wl.folder else None  # a reload stays put
         self.worklist.set_worklist(wl)
         self.worklist_dock.show()
         if wl.current is not None:
             self.worklist.table.selectRow(wl.current)
+        if top is not None:
+            bar.setValue(top)
+        if wl.unfinished:
+            self.refresh_timer.start()
+        else:
+            self.refresh_timer.stop()
 
     def stop(self) -> None:
         """At the window's close: drop a read still waiting (a running one finishes on its thread, unseen)."""
+        self.refresh_timer.stop()
         self.reader.stop()
 
     def open_entry(self, entry) -> None:

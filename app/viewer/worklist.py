@@ -203,6 +203,10 @@ def _mtime(path: Path) -> float:
         return float("-inf")
 
 
+#: how often (s) the viewer reads an open worklist again while its batch has not finished: as often as the batch
+#: writes it (app.batch.runner.INTERIM_S)
+REFRESH_S = 60.0
+
 #: how many results :class:`Worklist` reads between two looks at ``should_stop`` and ``progress``
 READ_CHUNK = 100
 
@@ -253,16 +257,16 @@ class Worklist:
         if listed is None:
             what = f"No {WORKLIST_JSON} yet" if not wl.is_file() else f"{WORKLIST_JSON} cannot be read"
             self.unfinished = (
-                f"{what}: the batch is still running, or stopped before writing it. Shown: the "
-                f"{len(ids)} studies done so far. Reload the worklist to see more."
+                f"{what}: the batch is still running, or stopped before writing it. Shown: the {len(ids)} studies "
+                f"done so far. The viewer reads the folder again every {REFRESH_S:g} s (Reload: now)."
             )
         elif pending or later:
             parts = [f"{pending} studies were still to do when the batch wrote this worklist"] if pending else []
             if later:
                 parts.append(f"{later} finished since are included")
             self.unfinished = (
-                "The batch has not finished, or was stopped: " + "; ".join(parts) + ". Reload the worklist to "
-                "see more; a rerun of the batch finishes the rest."
+                "The batch has not finished, or was stopped: " + "; ".join(parts) + ". The viewer reads the "
+                f"folder again every {REFRESH_S:g} s (Reload: now); a rerun of the batch finishes the rest."
             )
         for i, sid in enumerate(ids):
             if i % READ_CHUNK == 0:

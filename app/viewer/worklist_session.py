@@ -45,6 +45,7 @@ class WorklistSession:
         self.lane: Lane = lane or ManualLane("worklist")
         self.lane.listen(self._report, self._failed)
         self._read_gen = 0
+        self._quiet = False
         self._installing = False
         ctl.events.study_opened.connect(self._study_opened)
         ctl.events.volume_done.connect(self._volume_done)
@@ -54,10 +55,10 @@ class WorklistSession:
         self.state.events.tau.connect(lambda _t: self._tau_changed())
 
     # --- the worklist -------------------------------------------------------------------------------------------
-    def open_folder(self, folder: str | os.PathLike, keep_view: bool = False) -> int:
+    def open_folder(self, folder: str | os.PathLike, keep_view: bool = False, quiet: bool = False) -> int:
         """Read a batch output folder on the lane; ``on_worklist`` hears when it is done, ``ctl.events.error`` when
-        it cannot be read. With ``keep_view`` the new list keeps the current one's order and study (a reload).
-        Returns the read's generation."""
+        it cannot be read (``quiet``: the status bar only, for a read nobody asked for). With ``keep_view`` the new
+        list keeps the current one's order and study (a reload). Returns the read's generation."""
         folder = str(folder)
         keep = self.worklist if keep_view else None
         sort = (keep.sort_key, keep.descending) if keep is not None else None
@@ -73,15 +74,25 @@ class WorklistSession:
             ctx.emit("worklist", (wl, time.perf_counter() - t0))
 
         self._read_gen = self.lane.submit(job)
+        self._quiet = quiet
         self._set_reading((folder, 0, 0))
         return self._read_gen
 
-    def reload(self) -> int | None:
+    def reload(self, quiet: bool = False) -> int | None:
         """Read the open worklist's folder again (a batch still running has finished more studies since), in the
         same order and at the same study; None when no worklist is open."""
         if self.worklist is None:
             return None
-        return self.open_folder(self.worklist.folder, keep_view=True)
+        return self.open_folder(self.worklist.folder, keep_view=True, quiet=quiet)
+
+    def refresh(self) -> int | None:
+        """What the viewer's timer calls every :data:`app.viewer.worklist.REFRESH_S`: reload the open worklist if
+        its batch has not finished and no read is under way (None otherwise). A folder that can no longer be read
+        then says so in the status bar, not in a dialog every minute."""
+        wl = self.worklist
+        if wl is None or wl.unfinished is None or self.reading is not None:
+            return None
+        return self.reload(quiet=True)
 
     def _report(self, gen: int, kind: str, payload) -> None:
         if gen != self._read_gen or self.reading is None:
@@ -101,7 +112,10 @@ class WorklistSession:
         if gen != self._read_gen or self.reading is None:
             return
         self._set_reading(None)
-        self.ctl.events.error.emit(("Cannot open worklist", message))
+        if self._quiet:
+            self.ctl.events.status.emit(f"Cannot read the worklist again: {message.splitlines()[0]}")
+        else:
+            self.ctl.events.error.emit(("Cannot open worklist", message))
 
     def _set_reading(self, what: tuple | None) -> None:
         self.reading = None if what is None else what[0]

@@ -360,3 +360,38 @@ def test_reload_lists_the_studies_finished_since(win, qtbot, batch_out, tmp_path
     assert (
         t.currentIndex().row() == ids.index(chosen) and "finished since are included" in bv.worklist.unfinished.text()
     )
+
+
+def test_an_unfinished_worklist_follows_its_batch(win, qtbot, batch_out, tmp_path):
+    """While the batch has not finished the dock reads the folder again on a timer (every minute; 0.2 s here): a
+    study finished since appears without the reader asking, the list stays where the reader scrolled it and on the
+    study they chose; once the batch has finished the timer stops."""
+    import os
+
+    big = _copies(batch_out, tmp_path / "night", 80)  # no worklist.json yet: a batch at its first studies
+    bv = win.batch_views
+    bv.refresh_timer.setInterval(200)
+    _read(bv, qtbot, big)
+    t, m = bv.worklist.table, bv.worklist.model
+    assert m.rowCount() == 80 and bv.refresh_timer.isActive()
+    bv.worklist.open_row(3)  # a study near the top, then the list scrolled away from it
+    chosen = bv.session.worklist.entries[3].id
+    bar = t.verticalScrollBar()
+    bar.setValue(bar.maximum() // 2)
+    top = bar.value()
+    assert top > 0
+    late = json.loads((big / "s000" / "result.json").read_text())
+    late.update(id="late", score=99.0)  # ranks first: every row below moves down by one
+    (big / "late").mkdir()
+    (big / "late" / "result.json").write_text(json.dumps(late))
+    qtbot.waitUntil(lambda: m.rowCount() == 81, timeout=10000)
+    assert m.index(0, 1).data() == "late" and bar.value() == top
+    assert bv.session.worklist.entries[t.currentIndex().row()].id == chosen
+    from app.viewer.worklist import write_worklist
+
+    results = [json.loads(p.read_text()) for p in sorted(big.glob("*/result.json"))]
+    write_worklist(big, results, {"n_pending": 0})  # the batch finished
+    stamp = (big / "worklist.json").stat().st_mtime + 5
+    os.utime(big / "worklist.json", (stamp, stamp))
+    qtbot.waitUntil(lambda: not bv.refresh_timer.isActive(), timeout=10000)
+    assert not bv.worklist.note_row.isVisible() and m.rowCount() == 81

@@ -193,3 +193,31 @@ def test_reload_keeps_the_order_and_the_study_and_adds_the_studies_done_since(tm
     assert new is not wl and [e.id for e in new.entries] == ["late", "low", "tie-a", "tie-b", "top"]
     assert (new.sort_key, new.descending) == ("study", False) and new.entries[new.current].id == "tie-b"
     assert new.step(1).id == "top" and errors == []
+
+
+def test_refresh_reloads_only_an_unfinished_worklist_and_quietly(tmp_path):
+    """The viewer's timer calls ``refresh``: it reads the folder again only while the batch has not finished and no
+    read is under way; a folder that can no longer be read then goes to the status bar, not to a dialog."""
+    import shutil
+
+    session, lane, errors, read, _ = _session()
+    status = []
+    session.ctl.events.status.connect(status.append)
+    assert session.refresh() is None  # nothing open
+    done = _folder(tmp_path / "done", KNOWN[:2])
+    session.open_folder(done)
+    lane.run()
+    assert session.worklist.unfinished is None and session.refresh() is None  # a finished batch: nothing to do
+    running = _folder(tmp_path / "running", KNOWN[:2])
+    (running / "worklist.json").unlink()  # no worklist yet: the batch is still at its first studies
+    session.open_folder(running)
+    lane.run()
+    assert session.worklist.unfinished and "every 60 s" in session.worklist.unfinished
+    assert session.refresh() is not None and session.refresh() is None  # one read at a time
+    lane.run()
+    assert len(read) == 3 and errors == []
+    shutil.rmtree(running)  # the folder went away (a share unmounted)
+    session.refresh()
+    lane.run()
+    assert errors == [] and status[-1].startswith("Cannot read the worklist again: ")
+    assert session.worklist is read[-1]  # the list shown stays
