@@ -12,6 +12,9 @@ from pathlib import Path
 from app.core.findings import SCORE_LABEL
 from app.viewer.worklist import rank
 
+#: the shortest interval (s) at which the page of a batch still running reloads itself in the browser
+MIN_RELOAD_S = 10
+
 CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 h1{font-size:1.4em} table{border-collapse:collapse} td,th{padding:4px 8px;border-bottom:1px solid #ddd;
@@ -78,13 +81,18 @@ def report_html(folder: str | Path, results: list[dict], meta: dict | None = Non
         else ""
     )
     pending = int(meta.get("n_pending") or 0)
+    rewrite = meta.get("rewrite_s")
+    reload_s = max(MIN_RELOAD_S, int(rewrite)) if pending and isinstance(rewrite, int | float) else None
+    again = f"This page reloads itself every {reload_s} s" if reload_s else "Load the page again later"
     unfinished = (
         f'<p class="triage warn" id="unfinished">Not finished: {pending} stud{"y" if pending == 1 else "ies"} still '
-        "to do when this page was written (the batch is still running, or was stopped). Load the page again later; "
-        "the order may still change.</p>"
+        f"to do when this page was written (the batch is still running, or was stopped). {again}; the order may "
+        "still change.</p>"
         if pending
         else ""
     )
+    # a page of a batch still running follows it in the browser: the batch writes it again every rewrite_s
+    refresh = f'<meta http-equiv="refresh" content="{reload_s}">' if reload_s else ""
     table = (
         f"<table><tr><th>rank</th><th>most abnormal slice</th><th>study</th><th>{e(SCORE_LABEL)}</th><th>slice</th>"
         "<th>findings</th><th>flagged (ml)</th><th>largest finding</th></tr>" + "".join(rows) + "</table>"
@@ -95,7 +103,7 @@ def report_html(folder: str | Path, results: list[dict], meta: dict | None = Non
         else ""
     )
     return (
-        "<!DOCTYPE html><html><head><meta charset=utf-8><title>MatchGen worklist</title>"
+        f"<!DOCTYPE html><html><head><meta charset=utf-8>{refresh}<title>MatchGen worklist</title>"
         f"<style>{CSS}</style></head><body><h1>MatchGen worklist</h1>{head}{unfinished}{evidence}{table}{fail_html}"
         "</body></html>\n"
     )

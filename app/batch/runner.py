@@ -235,7 +235,8 @@ def run_batch(
         return [by_id[r.id] for r in refs if r.id in by_id]
 
     def lists_meta(pending: int) -> dict:
-        return {**base_meta, "n_inputs": len(refs), "n_pending": pending}
+        # rewrite_s: how often the lists are written again while studies are pending (report.html reloads itself)
+        return {**base_meta, "n_inputs": len(refs), "n_pending": pending, "rewrite_s": interim_s}
 
     def write_lists(results: list[dict]) -> None:
         if not results:

@@ -196,12 +196,17 @@ def test_the_worklist_is_written_while_the_batch_runs_and_read_back_as_unfinishe
     # after it, one written with that study and two still to do (and the report beside it)
     assert wl2["n_pending"] == 2 and [e["id"] for e in wl2["studies"]] == [first]
     assert "Not finished: 2 studies still to do" in seen_report[1]
+    # the page of a batch still running reloads itself in the browser (at least 10 s apart; the batch's interval
+    # here is 0), and says so; the final page does not
+    page = seen_report[1]
+    assert '<meta http-equiv="refresh" content="10">' in page and "reloads itself every 10 s" in page
     assert {e.id for e in read2.entries} == {first, second}  # the study finished since is included
     assert "2 studies were still to do" in read2.unfinished and "1 finished since are included" in read2.unfinished
     assert wl3["n_pending"] == 1 and len(read3.entries) == 3
     final = json.loads((out / "worklist.json").read_text())
     assert final["n_pending"] == 0 and len(final["studies"]) == 3 and Worklist(out).unfinished is None
     assert seen_report[0] is None and "Not finished" not in (out / "report.html").read_text()
+    assert "http-equiv" not in (out / "report.html").read_text() and final["rewrite_s"] == 0.0
     # a result older than the worklist and not in it is another run's: neither listed nor a sign of an unfinished one
     (out / "old").mkdir()
     (out / "old" / "result.json").write_text((out / "a" / "result.json").read_text().replace('"a"', '"old"'))
