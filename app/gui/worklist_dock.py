@@ -3,8 +3,8 @@ with their error as tooltip). Double-click (or Enter) on a study asks the window
 results; :meth:`WorklistPanel.step` moves to the next/previous study; a click on a column header orders the list by
 that column (again: the other way). The table is a view of the list (:class:`WorklistModel`): only the rows on
 screen are drawn, so a list of thousands of studies shows and sorts without building a widget item per cell.
-While a folder is read the title counts the results read, and a batch that has
-not finished says so in an amber note with a Reload button. Only display: the ranking, the order and the cursor are
+While a folder is read the title counts the results read, and a batch that has not finished says so in an amber
+note with a Reload button. Only display: the ranking, the order and the cursor are
 :class:`app.viewer.worklist.Worklist`'s."""
 
 from __future__ import annotations
