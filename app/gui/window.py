@@ -207,12 +207,20 @@ class MainWindow(QMainWindow):
         except MatchGenError as exc:
             dev = f"device: {exc}"
         self.device_label = QLabel(dev)
+        self._device_text = dev
         self.busy_label = QLabel("")
         self.busy_label.setStyleSheet("color: #c07000; font-weight: bold;")
         sb.addWidget(self.readout, 1)
         sb.addPermanentWidget(self.busy_label)
         sb.addPermanentWidget(self.timing_label)
         sb.addPermanentWidget(self.device_label)
+
+    def _show_search_precision(self, sess) -> None:
+        """The device label says when the model's search steps run in float32 instead of its card's bfloat16 (a
+        device without bfloat16 arithmetic: app.core.device.search_precision); the note is its tooltip."""
+        note = getattr(getattr(sess, "detector", None), "precision_note", None)
+        self.device_label.setText(f"{self._device_text}, float32 search" if note else self._device_text)
+        self.device_label.setToolTip(note or "")
 
     def menu(self, name: str) -> QMenu:
         """The menu called ``name`` ("&File", "&View", ... or a new one, placed before Help)."""
@@ -296,6 +304,7 @@ class MainWindow(QMainWindow):
         ev.status.connect(lambda msg: self.statusBar().showMessage(msg, 8000))
         ev.error.connect(lambda te: self.show_error(*te))
         ev.session.connect(lambda _s: (self.refresh_model_list(), self._render_brain()))
+        ev.session.connect(self._show_search_precision)
         ev.warnings.connect(self._render_warnings)
         ev.prepared.connect(lambda _s: self._render_brain())
         ev.study_opened.connect(self.study_loaded.emit)

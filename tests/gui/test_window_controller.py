@@ -142,3 +142,30 @@ def test_extension_points_menu_and_dock(window):
     window.state.tau = 0.3  # a re-threshold is no new result
     window.state.slice_index = 0
     assert window.ctl.want.key[1] == 0
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_the_status_bar_says_when_the_search_runs_in_float32(window, env, monkeypatch, native):
+    """A card asking for bfloat16 search steps on a CPU without bfloat16 arithmetic: the device label says the
+    search runs in float32, with the reason as tooltip; on a CPU with it, or for a float32 card, it says nothing."""
+    import json
+
+    import torch
+
+    from app.solver_options import FAST
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    plain = window.device_label.text()
+    assert "float32" not in plain and window.device_label.toolTip() == ""  # the tiny card: the paper's float32
+    card = json.loads((env["models"] / "tiny2.json").read_text())
+    card["calibration"] = {"settings": {"max_steps": 5, "solver_options": FAST.__dict__}}
+    (env["models"] / "tiny2.json").write_text(json.dumps(card))
+    assert window.set_model("tiny2")
+    if native:
+        assert window.device_label.text() == plain and window.device_label.toolTip() == ""
+    else:
+        assert window.device_label.text() == f"{plain}, float32 search"
+        assert window.device_label.toolTip().startswith("float32 search steps instead of the card's bfloat16")
+    assert window.set_model("tiny")  # back to a float32 card
+    assert window.device_label.text() == plain
