@@ -386,9 +386,6 @@ class ViewerController:
             self.events.session.emit(sess)
             self._update_warnings()
             self._held = True
-        note = getattr(sess.detector, "precision_note", None)
-        if note:  # float32 search steps on a device without bfloat16 (app.core.device.search_precision)
-            self.events.status.emit(f"{name}: {note}")
         return True
 
     def card_tau(self) -> float | None:
