@@ -156,3 +156,20 @@ def test_the_most_suspicious_finding_and_the_summary_line(known):
     assert most_suspicious([]) is None and findings_summary([]) == "no findings (nothing flagged)"
     one = find_findings(mask & (np.arange(10) >= 5)[None, None, :], d, AFFINE)
     assert findings_summary(one).startswith("1 finding; the most suspicious: 0.192 ml on axial slices 5-8")
+
+
+def test_centres_are_the_centres_of_mass_of_many_components():
+    """Each finding's centre is its centre of mass (computed from its labelled voxels only, the same as ndimage's
+    over the whole volume), on a volume with many components of irregular shape."""
+    from scipy import ndimage
+
+    from app.core.findings import find_findings, label_findings
+
+    rng = np.random.default_rng(5)
+    mask = ndimage.gaussian_filter(rng.random((40, 36, 30)), 1.2) > 0.53
+    labels, n = label_findings(mask)
+    assert n > 20
+    found = find_findings(mask, None, np.diag([1.5, 1.5, 3.0, 1.0]), labels=labels)
+    ref = ndimage.center_of_mass(np.ones(mask.shape), labels, range(1, n + 1))
+    np.testing.assert_allclose([f.centre_voxel for f in found], ref, rtol=0, atol=1e-9)
+    assert [f.label for f in found] == list(range(1, n + 1))
