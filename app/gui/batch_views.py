@@ -33,7 +33,9 @@ class BatchViews:
         self.state = window.state
         # the worklist folder is read on a plain thread (one result.json per study), reports back on the GUI thread
         self.reader = ExecutorLane("worklist-reader", window.invoker.post)
-        self.session = WorklistSession(self.ctl, self.reader)
+        # and the findings of a volume result at a new tau (the whole volume labelled again) on another
+        self.findings_worker = ExecutorLane("findings", window.invoker.post)
+        self.session = WorklistSession(self.ctl, self.reader, self.findings_worker)
         # while the batch of the open worklist has not finished, the list follows it (the session decides)
         self.refresh_timer = QTimer(window)
         self.refresh_timer.setInterval(int(REFRESH_S * 1000))
@@ -119,6 +121,7 @@ class BatchViews:
         """At the window's close: drop a read still waiting (a running one finishes on its thread, unseen)."""
         self.refresh_timer.stop()
         self.reader.stop()
+        self.findings_worker.stop()
 
     def open_entry(self, entry) -> None:
         try:

@@ -619,7 +619,7 @@ class ViewerController:
         saved, tau, sess = self.saved_mask(), self.state.tau, self.session
         cached = self._shown_detection  # the readout asks on every mouse move: labelled once per result and tau
         if cached is None or cached[0] is not r or cached[1] != tau or cached[2] is not saved or cached[3] is not sess:
-            pred = saved[:, :, r.slice_index] if saved is not None else self._mask(r.d, tau)
+            pred = saved[:, :, r.slice_index] if saved is not None else self.mask_at(r.d, tau)
             cached = self._shown_detection = (r, tau, saved, sess, np.asarray(pred, dtype=bool))
         return cached[4]
 
@@ -640,10 +640,11 @@ class ViewerController:
         if sl is None or vol is None or getattr(vol, "study", None) is not sl:
             return None
         saved = self.saved_mask()
-        return saved if saved is not None else self._mask(vol.d, self.state.tau)
+        return saved if saved is not None else self.mask_at(vol.d, self.state.tau)
 
-    def _mask(self, d: np.ndarray, tau: float) -> np.ndarray:
-        """The detection on the study grid as ``detect`` makes it: D > tau and the card's component rule."""
+    def mask_at(self, d: np.ndarray, tau: float) -> np.ndarray:
+        """The detection on the study grid as ``detect`` makes it: D > tau and the card's component rule (a pure
+        function of its arguments and the model session: safe on a worker thread)."""
         return np.asarray(d) > tau if self.session is None else self.session.detection(d, tau)
 
     def hover(self, x: int, y: int) -> str:
@@ -788,9 +789,9 @@ class ViewerController:
                 from app.io.seg import write_seg
                 from app.viewer.dicom_out import session_algorithm
 
-                out = write_seg(sl.study, self._mask(vol.d, tau), path, session_algorithm(self.session, vol.eps, tau))
+                out = write_seg(sl.study, self.mask_at(vol.d, tau), path, session_algorithm(self.session, vol.eps, tau))
             else:
-                out = save_mask(sl.study, self._mask(vol.d, tau), path)
+                out = save_mask(sl.study, self.mask_at(vol.d, tau), path)
             # the brain mask and the preprocessing record beside it, as detect and batch write them
             prep = self.session.prepared()
             record = preprocessing_record(

@@ -26,7 +26,7 @@ from app.viewer.worklist import Worklist, WorklistEntry
 
 
 class WorklistSession:
-    def __init__(self, ctl, lane: Lane | None = None):
+    def __init__(self, ctl, lane: Lane | None = None, findings_lane: Lane | None = None):
         self.ctl = ctl
         self.state = ctl.state
         self.worklist: Worklist | None = None
@@ -44,6 +44,13 @@ class WorklistSession:
         self.on_reading: list[Callable] = []
         self.lane: Lane = lane or ManualLane("worklist")
         self.lane.listen(self._report, self._failed)
+        # the findings of a volume result at a new tau: the whole volume labelled again (0.05 s for the demo, about
+        # ten times that for a 256x256x180 study), so the GUI gives a worker thread; without one they are computed
+        # at once, on the caller's thread
+        self.findings_lane = findings_lane
+        if findings_lane is not None:
+            findings_lane.listen(self._findings_report, lambda _g, m: self.ctl.events.status.emit(f"findings: {m}"))
+        self._findings_gen = 0
         self._read_gen = 0
         self._quiet = False
         self._installing = False
@@ -204,20 +211,43 @@ class WorklistSession:
     def _volume_done(self, vol) -> None:
         if self.state.study is None or vol.study is not self.state.study:
             return
-        affine = self.state.study.study.affine
-        self._set_findings(FindingsList.from_volume(vol.d, self.state.tau, affine, mask=self.ctl.volume_detection()))
+        self._recompute_findings("volume run")
 
     def _tau_changed(self) -> None:
         if self._installing:
             return
-        vol = self.ctl.volume
         if self.saved is not None and self.saved.d is None:
             return  # a mask-only result: its findings are the saved ones
-        if vol is not None and self.state.study is not None and vol.study is self.state.study:
-            src = "result.json, at the new tau" if self.saved is not None else "volume run"
-            shown = self.ctl.volume_detection()  # the detection as drawn: the component rule, or the saved mask
-            affine = self.state.study.study.affine
-            self._set_findings(FindingsList.from_volume(vol.d, self.state.tau, affine, src, mask=shown))
+        src = "result.json, at the new tau" if self.saved is not None else "volume run"
+        self._recompute_findings(src)
+
+    def _recompute_findings(self, source: str) -> None:
+        """The findings of the current volume result as drawn at the current tau (the card's component rule, or the
+        saved mask while its tau is shown): on the findings lane when there is one, and only the newest is shown."""
+        vol, study = self.ctl.volume, self.state.study
+        if vol is None or study is None or vol.study is not study:
+            return
+        d, tau, affine, saved = vol.d, self.state.tau, study.study.affine, self.ctl.saved_mask()
+        mask_at = self.ctl.mask_at
+
+        def compute() -> FindingsList:
+            shown = saved if saved is not None else mask_at(d, tau)
+            return FindingsList.from_volume(d, tau, affine, source, mask=shown)
+
+        if self.findings_lane is None:
+            self._set_findings(compute())
+            return
+
+        def job(ctx: JobContext) -> None:
+            ctx.emit("findings", (compute(), tau, vol))
+
+        self._findings_gen = self.findings_lane.submit(job)
+
+    def _findings_report(self, gen: int, kind: str, payload) -> None:
+        fl, tau, vol = payload
+        if gen != self._findings_gen or tau != self.state.tau or vol is not self.ctl.volume:
+            return  # an older tau or volume: a newer computation is on its way
+        self._set_findings(fl)
 
     def _set_findings(self, fl: FindingsList | None) -> None:
         self.findings = fl

@@ -395,3 +395,38 @@ def test_an_unfinished_worklist_follows_its_batch(win, qtbot, batch_out, tmp_pat
     os.utime(big / "worklist.json", (stamp, stamp))
     qtbot.waitUntil(lambda: not bv.refresh_timer.isActive(), timeout=10000)
     assert not bv.worklist.note_row.isVisible() and m.rowCount() == 81
+
+
+def test_findings_at_a_new_tau_are_computed_off_the_gui_thread_and_the_newest_shown(
+    win, qtbot, batch_out, solves, monkeypatch
+):
+    """Moving tau over a volume result labels the whole volume again (a tenth of a second for a small study, about
+    ten times that for a clinical one): it runs on the findings worker, not on the GUI thread, and of two quick
+    steps only the last tau's findings are shown."""
+    import threading
+
+    from app.viewer.findings import FindingsList
+
+    bv, entry, _ = _open_first(win, qtbot, batch_out)
+    threads = []
+    real = FindingsList.from_volume.__func__
+
+    def recording(cls, *a, **kw):
+        threads.append(threading.current_thread())
+        return real(cls, *a, **kw)
+
+    monkeypatch.setattr(FindingsList, "from_volume", classmethod(recording))
+    tau0 = win.state.tau
+    win.state.tau = tau0 * 0.5
+    win.state.tau = tau0 * 0.8  # a second step before the first one's findings arrived
+    final = win.state.tau
+    qtbot.waitUntil(
+        lambda: "at the new tau" in (bv.session.findings.source if bv.session.findings else ""), timeout=20000
+    )
+    qtbot.wait(200)  # anything still on its way would arrive now
+    assert threads and all(t is not threading.main_thread() for t in threads)
+    fl = bv.session.findings
+    vol = win.ctl.volume
+    expected = FindingsList.from_volume(vol.d, final, win.state.study.study.affine, mask=win.ctl.mask_at(vol.d, final))
+    assert [f.voxels for f in fl.findings] == [f.voxels for f in expected.findings]  # the last tau's
+    assert bv.findings.table.rowCount() == min(len(expected), 200) and solves == []

@@ -3,6 +3,10 @@ whose batch saved its maps, `batch --maps`): the findings list and the detection
 at every tau. Offscreen; opens the worklist, double-clicks the first study, then moves tau ten steps, with the
 orthogonal views hidden and shown.
 
+2026-12-06 (latest), the demo (128 x 62 x 128) on this session's AVX2 CPU, GUI thread per tau step, views hidden /
+shown: 0.120 / 0.134 s before; 0.055 / 0.073 s with the findings' centres from the labelled voxels only; 0.002 /
+0.023 s with the findings computed on a worker thread (what remains with the views shown is their own detection).
+
     QT_QPA_PLATFORM=offscreen python docs/bench/tau-volume/tau_drag.py BATCH_OUT_WITH_MAPS
 """
 
@@ -50,6 +54,8 @@ def main():
             w.state.tau = tau0 * (1.0 + 0.05 * (i + 1))  # as one step of the slider
             times.append(time.perf_counter() - t)
             app.processEvents()
+        # the findings of the last tau, when they are computed off the GUI thread
+        wait(app, lambda: bv.session.findings_lane is None or bv.session.findings_lane.is_idle())
         print(
             f"orthogonal views {'shown' if ortho else 'hidden'}: GUI thread per tau step median "
             f"{statistics.median(times):.3f} s, max {max(times):.3f} s ({len(bv.session.findings or [])} findings)"
