@@ -81,7 +81,7 @@ class BatchViews:
         if cursor is not None:
             cursor.connect(self._axial_cursor)
         st.study.connect(lambda _s: self._refresh_ortho())
-        st.tau.connect(lambda _t: self._refresh_ortho())
+        st.tau.connect(self._tau_moved)
         st.slice_index.connect(self._slice_changed)
 
     # --- worklist -----------------------------------------------------------------------------------------------
@@ -148,6 +148,15 @@ class BatchViews:
         if fl is not None:
             self.findings_dock.show()
         self._draw_outline()
+        if fl is not None and self.ctl.volume is not None:
+            # the findings' labels are the detection as drawn, labelled: the orthogonal views need not compute it
+            self._refresh_ortho(mask=fl.labels > 0)
+
+    def _tau_moved(self, _tau) -> None:
+        """A new tau: the orthogonal views show its detection when the findings computed off the GUI thread arrive
+        (:meth:`_findings_changed`), or at once when none are on their way."""
+        if not self.session.findings_pending:
+            self._refresh_ortho()
 
     def choose_finding(self, i: int) -> None:
         f = self.session.choose_finding(i)
@@ -178,9 +187,9 @@ class BatchViews:
         self.ortho_dock.show()
         self._refresh_ortho()
 
-    def _refresh_ortho(self) -> None:
+    def _refresh_ortho(self, mask=None) -> None:
         """The planes of the current study, with D and the detection when there is a volume result (a whole-volume
-        run at the current tau, or a saved batch result: its own mask)."""
+        run at the current tau, or a saved batch result: its own mask); ``mask``: that detection, already known."""
         if not self.ortho_dock.isVisible():
             return
         sl = self.state.study
@@ -189,7 +198,10 @@ class BatchViews:
             return
         vol = self.ctl.volume
         d = vol.d if vol is not None and getattr(vol, "study", None) is sl else None
-        mask = self.ctl.volume_detection() if d is not None else None
+        if d is None:
+            mask = None
+        elif mask is None:
+            mask = self.ctl.volume_detection()
         if self.ortho.source is sl.raw:
             self.ortho.set_maps(d, mask)
             return

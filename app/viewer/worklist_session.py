@@ -49,8 +49,11 @@ class WorklistSession:
         # at once, on the caller's thread
         self.findings_lane = findings_lane
         if findings_lane is not None:
-            findings_lane.listen(self._findings_report, lambda _g, m: self.ctl.events.status.emit(f"findings: {m}"))
+            findings_lane.listen(self._findings_report, self._findings_failed)
         self._findings_gen = 0
+        #: True from a tau change until its findings arrive from the findings lane (with them, the detection as drawn:
+        #: the findings' labels > 0, which views of the whole volume can show instead of computing it again)
+        self.findings_pending = False
         self._read_gen = 0
         self._quiet = False
         self._installing = False
@@ -214,6 +217,7 @@ class WorklistSession:
         self._recompute_findings("volume run")
 
     def _tau_changed(self) -> None:
+        self.findings_pending = False  # until a findings job is submitted for this tau below
         if self._installing:
             return
         if self.saved is not None and self.saved.d is None:
@@ -226,6 +230,7 @@ class WorklistSession:
         saved mask while its tau is shown): on the findings lane when there is one, and only the newest is shown."""
         vol, study = self.ctl.volume, self.state.study
         if vol is None or study is None or vol.study is not study:
+            self.findings_pending = False
             return
         d, tau, affine, saved = vol.d, self.state.tau, study.study.affine, self.ctl.saved_mask()
         mask_at = self.ctl.mask_at
@@ -242,12 +247,19 @@ class WorklistSession:
             ctx.emit("findings", (compute(), tau, vol))
 
         self._findings_gen = self.findings_lane.submit(job)
+        self.findings_pending = True
 
     def _findings_report(self, gen: int, kind: str, payload) -> None:
         fl, tau, vol = payload
         if gen != self._findings_gen or tau != self.state.tau or vol is not self.ctl.volume:
             return  # an older tau or volume: a newer computation is on its way
+        self.findings_pending = False
         self._set_findings(fl)
+
+    def _findings_failed(self, gen: int, message: str) -> None:
+        if gen == self._findings_gen:
+            self.findings_pending = False
+            self.ctl.events.status.emit(f"findings: {message.splitlines()[0]}")
 
     def _set_findings(self, fl: FindingsList | None) -> None:
         self.findings = fl

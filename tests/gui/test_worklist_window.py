@@ -430,3 +430,21 @@ def test_findings_at_a_new_tau_are_computed_off_the_gui_thread_and_the_newest_sh
     expected = FindingsList.from_volume(vol.d, final, win.state.study.study.affine, mask=win.ctl.mask_at(vol.d, final))
     assert [f.voxels for f in fl.findings] == [f.voxels for f in expected.findings]  # the last tau's
     assert bv.findings.table.rowCount() == min(len(expected), 200) and solves == []
+
+
+def test_the_orthogonal_views_take_the_new_tau_detection_from_the_findings_worker(win, qtbot, batch_out, solves):
+    """With the orthogonal views open, a tau step does not compute the volume's detection on the GUI thread: the
+    views show the findings worker's (its labels > 0, the detection as drawn) when it arrives."""
+    bv, entry, _ = _open_first(win, qtbot, batch_out)
+    qtbot.keyClick(win, Qt.Key.Key_O)
+    assert bv.ortho_dock.isVisible()
+    calls = []
+    real = win.ctl.volume_detection
+    win.ctl.volume_detection = lambda: calls.append(1) or real()
+    tau = win.state.tau * 0.6
+    win.state.tau = tau
+    assert calls == [] and bv.session.findings_pending  # nothing computed yet on this thread
+    qtbot.waitUntil(lambda: not bv.session.findings_pending, timeout=20000)
+    del win.ctl.volume_detection
+    expected = win.ctl.mask_at(win.ctl.volume.d, tau)
+    assert expected.any() and np.array_equal(bv.ortho.mask, expected)
