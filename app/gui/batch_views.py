@@ -76,12 +76,12 @@ class BatchViews:
         self.session.on_opened.append(self._opened)
         self.ortho.cursor_moved.connect(self._ortho_clicked)
         ev, st = self.ctl.events, self.state.events
-        ev.volume_done.connect(lambda _v: self._refresh_ortho())
+        ev.volume_done.connect(self._maps_changed)
         cursor = getattr(ev, "cursor", None)
         if cursor is not None:
             cursor.connect(self._axial_cursor)
         st.study.connect(lambda _s: self._refresh_ortho())
-        st.tau.connect(self._tau_moved)
+        st.tau.connect(self._maps_changed)
         st.slice_index.connect(self._slice_changed)
 
     # --- worklist -----------------------------------------------------------------------------------------------
@@ -150,11 +150,11 @@ class BatchViews:
         self._draw_outline()
         if fl is not None and self.ctl.volume is not None:
             # the findings' labels are the detection as drawn, labelled: the orthogonal views need not compute it
-            self._refresh_ortho(mask=fl.labels > 0)
+            self._refresh_ortho(findings=fl)
 
-    def _tau_moved(self, _tau) -> None:
-        """A new tau: the orthogonal views show its detection when the findings computed off the GUI thread arrive
-        (:meth:`_findings_changed`), or at once when none are on their way."""
+    def _maps_changed(self, _value) -> None:
+        """A new volume result or tau: the orthogonal views show its detection when the findings computed off the
+        GUI thread arrive (:meth:`_findings_changed`), or at once when none are on their way."""
         if not self.session.findings_pending:
             self._refresh_ortho()
 
@@ -187,9 +187,10 @@ class BatchViews:
         self.ortho_dock.show()
         self._refresh_ortho()
 
-    def _refresh_ortho(self, mask=None) -> None:
+    def _refresh_ortho(self, findings=None) -> None:
         """The planes of the current study, with D and the detection when there is a volume result (a whole-volume
-        run at the current tau, or a saved batch result: its own mask); ``mask``: that detection, already known."""
+        run at the current tau, or a saved batch result: its own mask); ``findings``: that detection's findings,
+        whose labels give it without computing it again."""
         if not self.ortho_dock.isVisible():
             return
         sl = self.state.study
@@ -200,8 +201,8 @@ class BatchViews:
         d = vol.d if vol is not None and getattr(vol, "study", None) is sl else None
         if d is None:
             mask = None
-        elif mask is None:
-            mask = self.ctl.volume_detection()
+        else:
+            mask = findings.labels > 0 if findings is not None else self.ctl.volume_detection()
         if self.ortho.source is sl.raw:
             self.ortho.set_maps(d, mask)
             return

@@ -448,3 +448,17 @@ def test_the_orthogonal_views_take_the_new_tau_detection_from_the_findings_worke
     del win.ctl.volume_detection
     expected = win.ctl.mask_at(win.ctl.volume.d, tau)
     assert expected.any() and np.array_equal(bv.ortho.mask, expected)
+
+
+def test_the_orthogonal_views_show_a_whole_volume_run_when_it_ends(window, qtbot):
+    """Orthogonal views open, then a whole-volume run: when it ends (and its findings, computed off the GUI thread,
+    arrive) the views show its D and the detection as drawn at the current tau."""
+    bv = window.batch_views
+    qtbot.keyClick(window, Qt.Key.Key_O)
+    assert bv.ortho_dock.isVisible() and bv.ortho.mask is None  # no volume result yet
+    window.run_volume()
+    qtbot.waitUntil(lambda: window.ctl.volume is not None and not bv.session.findings_pending, timeout=60000)
+    qtbot.waitUntil(lambda: bv.ortho.mask is not None, timeout=20000)
+    assert bv.ortho.d is window.ctl.volume.d
+    assert np.array_equal(bv.ortho.mask, window.ctl.volume_detection())
+    assert bv.session.findings is not None and bv.session.findings.source == "volume run"
