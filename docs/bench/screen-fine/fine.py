@@ -1,0 +1,83 @@
+"""The blob-noise dae with finer noise in smaller blobs (dae-cover-fine) as the screening's third member, beside the
+shipped screening map, on a `bench triage` study set (the rule: rule.md beside this file). Scored as
+docs/bench/screen-members/members.py scores a map (its `table`).
+
+    python docs/bench/screen-fine/fine.py val|test STUDIES_DIR CHOICES.json CANDIDATE_STEM [VAL_DATA_DIR]
+
+CANDIDATE_STEM: the trained checkpoint (no suffix). Its base map is scaled by its median over normal tissue of the
+first 16 validation realisations of VAL_DATA_DIR (default /work/cache/brain-proxy-v3-val144), as
+scripts/ensemble_card.py scales a member; the shipped dae-cover's scale is computed the same way first and printed
+beside its card's, to show the volumes are the ones the card's scales came from."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "docs" / "bench" / "screen-members"))
+from members import run_split  # noqa: E402
+
+from app.core.ensemble import load_detector, normal_median  # noqa: E402
+from app.core.findings import voxel_volume_mm3  # noqa: E402
+from app.data.domain import domain_from_card  # noqa: E402
+from app.data.pipeline import prepare_study, restrict_map_to_brain, to_study_grid  # noqa: E402
+from app.data.splits import load_volumes  # noqa: E402
+from app.io import load_study  # noqa: E402
+
+CANDIDATE = Path(sys.argv[4])
+VAL_DATA = sys.argv[5] if len(sys.argv) > 5 else "/work/cache/brain-proxy-v3-val144"
+torch.set_num_threads(2)
+cand, _cand_model, _cand_card = load_detector(CANDIDATE, torch.device("cpu"))
+
+
+def base_scale(detector, vols) -> float:
+    images, masks = np.asarray(vols.images), np.asarray(vols.masks, bool)
+    r, z = masks.shape[:2]
+    flat, flat_masks = images.reshape(r * z, *images.shape[2:]), masks.reshape(r * z, *masks.shape[2:])
+    run = detector.run(flat, 0.0, base_only=True, raw=True)
+    return normal_median(run.d, run.foreground, flat_masks, ERODE)
+
+
+ERODE = None
+SCALE = None
+
+
+def per_study(det, model, card, path: Path):
+    global ERODE, SCALE
+    if SCALE is None:
+        ERODE = det.post.erode_px
+        vols = load_volumes(VAL_DATA, "val").head(16)
+        cover = det.members[1]
+        check = base_scale(cover.detector, vols)
+        SCALE = base_scale(cand, vols)
+        print(f"dae-cover's base scale here {check:.6g} (its card: {cover.scale_base:.6g}); "
+              f"dae-cover-fine's {SCALE:.6g}", file=sys.stderr, flush=True)  # fmt: skip
+    cfg = model.config
+    st = load_study(path)
+    prep = prepare_study(st, cfg.image_size, cfg.channels, cfg.normalization, skull_strip=True,
+                         domain=domain_from_card(card))  # fmt: skip
+    runs = det.raw_runs(prep.x, 0.0, base_only=True)
+    fine = cand.run(prep.x, 0.0, base_only=True, raw=True)
+    fg = runs[0].foreground
+    ms = det.members
+    unit = ms[0].scale_base
+    maps = {
+        "shipped (dae + dae-cover + ae-l1)": [r.d / m.scale_base for m, r in zip(ms, runs, strict=True)],
+        "dae + dae-cover-fine + ae-l1": [runs[0].d / ms[0].scale_base, fine.d / SCALE, runs[2].d / ms[2].scale_base],
+    }
+    out = {}
+    for name, parts in maps.items():
+        d = det.post.apply((sum(parts) / len(parts) * unit).astype(np.float32), fg)
+        d = det.post.across_slices(d, fg, prep.geometry.spacing[2])
+        out[name] = (restrict_map_to_brain(to_study_grid(d, prep.geometry, "map"), prep).astype(np.float32),
+                     prep.geometry)  # fmt: skip
+    brain = prep.brain if prep.brain is not None else np.ones(st.shape, bool)
+    return out, brain, voxel_volume_mm3(st.affine) / 1e3, ""
+
+
+if __name__ == "__main__":
+    sys.argv = sys.argv[:4]
+    run_split(per_study, "screening map", shipped="shipped (dae + dae-cover + ae-l1)")
