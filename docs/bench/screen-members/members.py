@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from app.bench.triage import LESION_IDS, found_by_bin, lesion_cuts, rate_floor  # noqa: E402
+from app.bench.triage import LESION_IDS, auroc_interval, found_by_bin, lesion_cuts, rate_floor  # noqa: E402
 from app.core.ensemble import load_detector  # noqa: E402
 from app.core.findings import label_findings, voxel_volume_mm3  # noqa: E402
 from app.core.maps import study_detection_mask  # noqa: E402
@@ -61,11 +61,12 @@ def study_maps(det, model, card, path: Path) -> tuple[dict, np.ndarray, float]:
     return out, brain, voxel_volume_mm3(st.affine) / 1e3
 
 
-def score(studies: list, thr: float, cut: float | None = None) -> tuple[float, str]:
+def score(studies: list, thr: float, cut: float | None = None, interval: bool = False) -> tuple[float, str]:
     """One screening map over a set of studies, each (map on the study grid, its geometry, lesion numbers or None for
     a normal study, voxel volume in ml): the map divided by ``thr``, outlined at :data:`OUTLINE` with :data:`MIN_PX`,
     findings reported above ``cut`` (None: the cut that leaves :data:`RATE` false findings per normal study).
-    Returns (the cut, the table cells: cut | found by volume | total | false findings per normal study | AUROC)."""
+    Returns (the cut, the table cells: cut | found by volume | total | false findings per normal study | AUROC,
+    with its 95 % bootstrap interval when ``interval``)."""
     per = []
     for d, geom, ids, vox_ml in studies:
         m = d / thr
@@ -85,7 +86,11 @@ def score(studies: list, thr: float, cut: float | None = None) -> tuple[float, s
     fp = float((normal_peaks > cut).sum()) / n_normal
     cells = " / ".join(f"{x} of {k}" for x, k in found.values())
     total = sum(x for x, _ in found.values())
-    return cut, f"{cut:.3f} | {cells} | {total} | {fp:.2f} | {roc_auc_score(y, sc):.3f}"
+    auc = f"{roc_auc_score(y, sc):.3f}"
+    if interval:
+        lo, hi = auroc_interval(y, sc)
+        auc += f" [{lo:.2f}, {hi:.2f}]"
+    return cut, f"{cut:.3f} | {cells} | {total} | {fp:.2f} | {auc}"
 
 
 def table(split: str, data: list, candidates: list, shipped: str, tau_base: float, choices_path: Path, what: str):

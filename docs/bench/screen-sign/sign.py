@@ -9,18 +9,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from sklearn.metrics import roc_auc_score  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screen-members"))
+from members import score  # noqa: E402  (docs/bench/screen-members/members.py: outline, cut, lesions found, AUROC)
 
-from app.bench.triage import auroc_interval, found_by_bin, lesion_cuts, rate_floor  # noqa: E402
-from app.core.findings import label_findings  # noqa: E402
-from app.core.maps import study_detection_mask, z_mean, z_window_slices  # noqa: E402
+from app.core.maps import z_mean, z_window_slices  # noqa: E402
 from app.data.pipeline import to_study_grid  # noqa: E402
 
 TAU_BASE = 0.10724489033222198 / 0.7  # the card's screening outline is 0.7 x tau_base
-OUTLINE, MIN_PX = 0.7, 30
 
 
 def study_grid(s, m):
@@ -61,34 +58,13 @@ def main():
         "sign-sum": lambda k: (vols[k, "dp"] / th["dp"] + vols[k, "dm"] / th["dm"]) / th["sum"],
     }
     cuts = dict(fixed["cuts"]) if fixed else {}
-    y = np.array([data[k]["ids"] is not None for k in data], int)
     print(f"{len(data)} studies ({len(normals)} normal)")
-    print("| map | cut | found <1 / 1-5 / >=5 ml | total | false findings per normal study (all / above the cut) "
-          "| AUROC [95 %] |")  # fmt: skip
+    print("| map | cut | found <1 / 1-5 / >=5 ml | total | false findings per normal study at the cut | AUROC [95 %] |")
     print("|---|---|---|---|---|---|")
-    for name, f in maps.items():
-        per = []
-        for k, s in data.items():
-            m = f(k)
-            lab, n = label_findings(study_detection_mask(m, OUTLINE, s["geom"], MIN_PX))
-            peak = np.full(n + 1, -np.inf)
-            if n:
-                peak[1:] = ndimage.maximum(m, lab, index=np.arange(1, n + 1))
-            per.append((s, lab, n, peak))
-        normal_peaks = np.sort(np.concatenate([pk[1:] for s, _, _, pk in per if s["ids"] is None]))[::-1]
-        cut = cuts[name] if fixed else rate_floor(normal_peaks, 1.0, len(normals))
-        cuts[name] = cut
-        sc = np.array([float(pk[1:].max()) if n else 0.0 for _, _, n, pk in per])
-        auc = roc_auc_score(y, sc)
-        lo, hi = auroc_interval(y, sc)
-        lesions = [
-            lc for s, lab, n, pk in per if s["ids"] is not None for lc in lesion_cuts(lab, n, pk, s["ids"], s["vox_ml"])
-        ]
-        found = found_by_bin(lesions, cut)
-        cells = " / ".join(f"{x} of {n}" for x, n in found.values())
-        fp_all, fp_cut = normal_peaks.size / len(normals), float((normal_peaks > cut).sum()) / len(normals)
-        print(f"| {name} | {cut:.3f} | {cells} | {sum(x for x, _ in found.values())} | {fp_all:.1f} / {fp_cut:.2f} "
-              f"| {auc:.3f} [{lo:.2f}, {hi:.2f}] |", flush=True)  # fmt: skip
+    for name, f in maps.items():  # each map already in units of its threshold
+        studies = [(f(k), s["geom"], s["ids"], s["vox_ml"]) for k, s in data.items()]
+        cuts[name], cells = score(studies, 1.0, cuts.get(name), interval=True)
+        print(f"| {name} | {cells} |", flush=True)
     if not fixed:
         out = Path(sys.argv[1]).with_name("thresholds.json")
         out.write_text(json.dumps({"thresholds": th, "cuts": cuts}, indent=1))
