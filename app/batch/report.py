@@ -10,10 +10,7 @@ import time
 from pathlib import Path
 
 from app.core.findings import SCORE_LABEL
-from app.viewer.worklist import rank
-
-#: the shortest interval (s) at which the page of a batch still running reloads itself in the browser
-MIN_RELOAD_S = 10
+from app.viewer.worklist import rank, refresh_interval
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
@@ -82,7 +79,7 @@ def report_html(folder: str | Path, results: list[dict], meta: dict | None = Non
     )
     pending = int(meta.get("n_pending") or 0)
     rewrite = meta.get("rewrite_s")
-    reload_s = max(MIN_RELOAD_S, int(rewrite)) if pending and isinstance(rewrite, int | float) else None
+    reload_s = int(refresh_interval(rewrite)) if pending and isinstance(rewrite, int | float) else None
     again = f"This page reloads itself every {reload_s} s" if reload_s else "Load the page again later"
     unfinished = (
         f'<p class="triage warn" id="unfinished">Not finished: {pending} stud{"y" if pending == 1 else "ies"} still '

@@ -112,7 +112,8 @@ class BatchViews:
             self.worklist.table.selectRow(wl.current)
         if top is not None:
             bar.setValue(top)
-        if wl.unfinished:
+        if wl.unfinished:  # as often as its batch writes its lists (Worklist.refresh_s)
+            self.refresh_timer.setInterval(int(wl.refresh_s * 1000))
             self.refresh_timer.start()
         else:
             self.refresh_timer.stop()

@@ -203,9 +203,25 @@ def _mtime(path: Path) -> float:
         return float("-inf")
 
 
-#: how often (s) the viewer reads an open worklist again while its batch has not finished: as often as the batch
-#: writes it (app.batch.runner.INTERIM_S)
+#: how often (s) the viewer reads an open worklist again while its batch has not finished, where the folder does not
+#: say how often its batch writes it (no worklist.json yet, or one without ``rewrite_s``): the batch's default
+#: (app.batch.runner.INTERIM_S)
 REFRESH_S = 60.0
+
+#: the shortest interval (s) at which the viewer, or the report page in a browser, follows a batch still running,
+#: however often the batch says it writes its lists
+MIN_REFRESH_S = 10.0
+
+
+def refresh_interval(rewrite_s) -> float:
+    """How often (s) to read a running batch's folder again, given the ``rewrite_s`` its worklist.json records (how
+    often the batch writes its lists while studies are pending; 0: after every study): that, but at least
+    :data:`MIN_REFRESH_S`; :data:`REFRESH_S` where it records none (a batch that writes its lists only at the end
+    still finishes studies, and the viewer shows those). The report page reloads itself as often."""
+    if isinstance(rewrite_s, int | float) and not isinstance(rewrite_s, bool) and rewrite_s >= 0:
+        return max(MIN_REFRESH_S, float(rewrite_s))
+    return REFRESH_S
+
 
 #: how many results :class:`Worklist` reads between two looks at ``should_stop`` and ``progress``
 READ_CHUNK = 100
@@ -231,6 +247,7 @@ class Worklist:
         wl = self.folder / WORKLIST_JSON
         ids: list[str] | None = None
         pending = 0
+        rewrite_s = None
         #: how well the order triages, as the batch run recorded it (app.core.triage_evidence)
         self.triage: dict = dict(NO_TRIAGE_RECORD)
         if wl.is_file():
@@ -241,6 +258,7 @@ class Worklist:
                 if isinstance(ev, dict) and ev.get("text"):
                     self.triage = ev
                 pending = int(doc.get("n_pending") or 0)
+                rewrite_s = doc.get("rewrite_s")
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 ids = None
         on_disk = sorted(p.parent.name for p in self.folder.glob(f"*/{RESULT}"))
@@ -252,13 +270,15 @@ class Worklist:
             known, written = set(ids), _mtime(wl)
             ids = ids + [sid for sid in on_disk if sid not in known and _mtime(self.folder / sid / RESULT) > written]
         later = len(ids) - len(listed) if listed is not None else 0
+        #: how often (s) the viewer reads the folder again while :attr:`unfinished` (:func:`refresh_interval`)
+        self.refresh_s = refresh_interval(rewrite_s)
         #: None for a batch that finished; else what a reader should know: the order may still change
         self.unfinished: str | None = None
         if listed is None:
             what = f"No {WORKLIST_JSON} yet" if not wl.is_file() else f"{WORKLIST_JSON} cannot be read"
             self.unfinished = (
                 f"{what}: the batch is still running, or stopped before writing it. Shown: the {len(ids)} studies "
-                f"done so far. The viewer reads the folder again every {REFRESH_S:g} s (Reload: now)."
+                f"done so far. The viewer reads the folder again every {self.refresh_s:g} s (Reload: now)."
             )
         elif pending or later:
             parts = [f"{pending} studies were still to do when the batch wrote this worklist"] if pending else []
@@ -266,7 +286,7 @@ class Worklist:
                 parts.append(f"{later} finished since are included")
             self.unfinished = (
                 "The batch has not finished, or was stopped: " + "; ".join(parts) + ". The viewer reads the "
-                f"folder again every {REFRESH_S:g} s (Reload: now); a rerun of the batch finishes the rest."
+                f"folder again every {self.refresh_s:g} s (Reload: now); a rerun of the batch finishes the rest."
             )
         for i, sid in enumerate(ids):
             if i % READ_CHUNK == 0:

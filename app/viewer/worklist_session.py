@@ -96,9 +96,10 @@ class WorklistSession:
         return self.open_folder(self.worklist.folder, keep_view=True, quiet=quiet)
 
     def refresh(self) -> int | None:
-        """What the viewer's timer calls every :data:`app.viewer.worklist.REFRESH_S`: reload the open worklist if
-        its batch has not finished and no read is under way (None otherwise). A folder that can no longer be read
-        then says so in the status bar, not in a dialog every minute."""
+        """What the viewer's timer calls every ``refresh_s`` of the open worklist (as often as its batch writes its
+        lists, :func:`app.viewer.worklist.refresh_interval`): reload the open worklist if its batch has not finished
+        and no read is under way (None otherwise). A folder that can no longer be read then says so in the status
+        bar, not in a dialog every minute."""
         wl = self.worklist
         if wl is None or wl.unfinished is None or self.reading is not None:
             return None

@@ -202,6 +202,8 @@ def test_the_worklist_is_written_while_the_batch_runs_and_read_back_as_unfinishe
     assert '<meta http-equiv="refresh" content="10">' in page and "reloads itself every 10 s" in page
     assert {e.id for e in read2.entries} == {first, second}  # the study finished since is included
     assert "2 studies were still to do" in read2.unfinished and "1 finished since are included" in read2.unfinished
+    # the viewer follows the folder as often as the page reloads itself; a minute before a worklist exists
+    assert read1.refresh_s == 60.0 and read2.refresh_s == 10.0 and "again every 10 s" in read2.unfinished
     assert wl3["n_pending"] == 1 and len(read3.entries) == 3
     final = json.loads((out / "worklist.json").read_text())
     assert final["n_pending"] == 0 and len(final["studies"]) == 3 and Worklist(out).unfinished is None

@@ -362,18 +362,22 @@ def test_reload_lists_the_studies_finished_since(win, qtbot, batch_out, tmp_path
     )
 
 
-def test_an_unfinished_worklist_follows_its_batch(win, qtbot, batch_out, tmp_path):
-    """While the batch has not finished the dock reads the folder again on a timer (every minute; 0.2 s here): a
-    study finished since appears without the reader asking, the list stays where the reader scrolled it and on the
-    study they chose; once the batch has finished the timer stops."""
+def test_an_unfinished_worklist_follows_its_batch(win, qtbot, batch_out, tmp_path, monkeypatch):
+    """While the batch has not finished the dock reads the folder again on a timer, as often as the batch writes its
+    lists (the worklist's ``rewrite_s``; a minute before it has written one; tenths of a second here): a study
+    finished since appears without the reader asking, the list stays where the reader scrolled it and on the study
+    they chose; once the batch has finished the timer stops."""
     import os
 
+    import app.viewer.worklist as worklist_module
+
+    monkeypatch.setattr(worklist_module, "REFRESH_S", 0.2)
+    monkeypatch.setattr(worklist_module, "MIN_REFRESH_S", 0.1)
     big = _copies(batch_out, tmp_path / "night", 80)  # no worklist.json yet: a batch at its first studies
     bv = win.batch_views
-    bv.refresh_timer.setInterval(200)
     _read(bv, qtbot, big)
     t, m = bv.worklist.table, bv.worklist.model
-    assert m.rowCount() == 80 and bv.refresh_timer.isActive()
+    assert m.rowCount() == 80 and bv.refresh_timer.isActive() and bv.refresh_timer.interval() == 200
     bv.worklist.open_row(3)  # a study near the top, then the list scrolled away from it
     chosen = bv.session.worklist.entries[3].id
     bar = t.verticalScrollBar()
@@ -390,7 +394,10 @@ def test_an_unfinished_worklist_follows_its_batch(win, qtbot, batch_out, tmp_pat
     from app.viewer.worklist import write_worklist
 
     results = [json.loads(p.read_text()) for p in sorted(big.glob("*/result.json"))]
-    write_worklist(big, results, {"n_pending": 0})  # the batch finished
+    write_worklist(big, results, {"n_pending": 3, "rewrite_s": 0.3})  # the batch's lists, rewritten every 0.3 s
+    qtbot.waitUntil(lambda: bv.refresh_timer.interval() == 300, timeout=10000)
+    assert bv.refresh_timer.isActive() and "every 0.3 s" in bv.worklist.unfinished.text()
+    write_worklist(big, results, {"n_pending": 0, "rewrite_s": 0.3})  # the batch finished
     stamp = (big / "worklist.json").stat().st_mtime + 5
     os.utime(big / "worklist.json", (stamp, stamp))
     qtbot.waitUntil(lambda: not bv.refresh_timer.isActive(), timeout=10000)

@@ -195,6 +195,41 @@ def test_reload_keeps_the_order_and_the_study_and_adds_the_studies_done_since(tm
     assert new.step(1).id == "top" and errors == []
 
 
+@pytest.mark.parametrize(
+    "rewrite_s, expected",
+    [
+        (None, 60.0),
+        (0.0, 10.0),
+        (-5, 60.0),
+        (True, 60.0),
+        ("30", 60.0),
+        (2.5, 10.0),
+        (10, 10.0),
+        (30, 30.0),
+        (600.0, 600.0),
+    ],
+)
+def test_refresh_interval_follows_the_batch_with_a_floor(rewrite_s, expected):
+    from app.viewer.worklist import refresh_interval
+
+    assert refresh_interval(rewrite_s) == expected
+
+
+def test_a_running_batch_is_followed_as_often_as_it_writes_its_lists(tmp_path):
+    """The worklist of a batch still running records how often the batch writes it again (``rewrite_s``, what
+    report.html's reload follows too); the viewer reads the folder that often, and says so."""
+    results = KNOWN[:2]
+    for every, expected in ((30.0, 30.0), (3.0, 10.0), (None, 60.0)):
+        folder = tmp_path / f"every-{every}"
+        _folder(folder, results)
+        write_worklist(folder, results, {"n_pending": 5, "rewrite_s": every})
+        wl = Worklist(folder)
+        assert wl.refresh_s == expected
+        assert f"again every {expected:g} s" in wl.unfinished
+    write_worklist(folder, results, {"n_pending": 0, "rewrite_s": 0.0})  # the batch finished
+    assert Worklist(folder).unfinished is None
+
+
 def test_refresh_reloads_only_an_unfinished_worklist_and_quietly(tmp_path):
     """The viewer's timer calls ``refresh``: it reads the folder again only while the batch has not finished and no
     read is under way; a folder that can no longer be read then goes to the status bar, not to a dialog."""
