@@ -1,6 +1,7 @@
 """``bench triage``'s scoring on known worklists: AUROC of each score, ranks of the abnormal studies, top-n
 fraction, AUROC per lesion load; failures are left out."""
 
+import numpy as np
 import pytest
 
 from app.bench.triage import evaluate, markdown
@@ -285,3 +286,33 @@ def test_lesion_cuts_give_the_highest_cut_that_still_finds_each_lesion():
     # a finding that lies mostly outside the lesions finds none, however confident
     labels[6:8, 6:8, 2] = 4
     assert lesion_cuts(labels, 4, conf, ids, vox_ml=0.001)[1] == ("under 1 ml", -np.inf)
+
+
+def test_found_difference_counts_each_detection_at_its_own_cut_with_a_paired_interval():
+    """Lesions found by b less those found by a, each at the cut that keeps one false finding per two normal
+    studies, worked by hand; identical detections differ by exactly 0 in every resample; a detection that finds
+    every lesion against one that finds none differs by the number of lesions."""
+    from app.bench.triage import found_difference
+
+    # rate 0.5 with 2 normal studies: one false finding allowed, the cut is the second highest normal peak
+    normal_a, lesions_a = [[0.5], [0.4]], [[0.45], [0.3]]  # cut 0.4: finds 0.45 only
+    normal_b, lesions_b = [[0.9], [0.8]], [[0.85], [0.95]]  # cut 0.8: finds both
+    out = found_difference(normal_a, lesions_a, normal_b, lesions_b, rate=0.5, n_boot=200)
+    assert (out["found_a"], out["found_b"], out["diff"]) == (1, 2, 1)
+    fixed = found_difference(normal_a, lesions_a, normal_b, lesions_b, rate=0.5, n_boot=200, cuts=(0.2, 0.9))
+    assert (fixed["found_a"], fixed["found_b"]) == (2, 1)  # cuts set before (on validation) are kept
+    same = found_difference(normal_a, lesions_a, normal_a, lesions_a, rate=0.5, n_boot=200)
+    assert same["diff"] == 0 and same["ci95"] == [0.0, 0.0]
+    rng = np.random.default_rng(0)
+    normals = [rng.uniform(0, 1, 5) for _ in range(10)]
+    none = [np.full(1, -np.inf) for _ in range(8)]  # one lesion per study, never found
+    every = [np.full(1, np.inf) for _ in range(8)]
+    out = found_difference(normals, none, normals, every, rate=1.0, n_boot=300)
+    assert out["diff"] == 8 and out["ci95"] == [8.0, 8.0]
+    # a difference that rests on one study of many is not told apart from none
+    lesions_b = [np.array([0.2])] * 7 + [np.array([2.0, 2.0, 2.0])]
+    lesions_a = [np.array([0.2])] * 7 + [np.array([0.2, 0.2, 0.2])]
+    out = found_difference(normals, lesions_a, normals, lesions_b, rate=1.0, n_boot=500)
+    assert out["diff"] == 3 and out["ci95"][0] == 0.0 and out["ci95"][1] >= 3.0
+    with pytest.raises(ValueError, match="same, non-empty"):
+        found_difference(normals, lesions_a, normals[:-1], lesions_b)

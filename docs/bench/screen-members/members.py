@@ -27,7 +27,14 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from app.bench.triage import LESION_IDS, auroc_interval, found_by_bin, lesion_cuts, rate_floor  # noqa: E402
+from app.bench.triage import (  # noqa: E402
+    LESION_IDS,
+    auroc_interval,
+    found_by_bin,
+    found_difference,
+    lesion_cuts,
+    rate_floor,
+)
 from app.core.ensemble import load_detector  # noqa: E402
 from app.core.findings import label_findings, voxel_volume_mm3  # noqa: E402
 from app.core.maps import study_detection_mask  # noqa: E402
@@ -61,12 +68,10 @@ def study_maps(det, model, card, path: Path) -> tuple[dict, np.ndarray, float]:
     return out, brain, voxel_volume_mm3(st.affine) / 1e3
 
 
-def score(studies: list, thr: float, cut: float | None = None, interval: bool = False) -> tuple[float, str]:
-    """One screening map over a set of studies, each (map on the study grid, its geometry, lesion numbers or None for
-    a normal study, voxel volume in ml): the map divided by ``thr``, outlined at :data:`OUTLINE` with :data:`MIN_PX`,
-    findings reported above ``cut`` (None: the cut that leaves :data:`RATE` false findings per normal study).
-    Returns (the cut, the table cells: cut | found by volume | total | false findings per normal study | AUROC,
-    with its 95 % bootstrap interval when ``interval``)."""
+def outlined(studies: list, thr: float) -> list:
+    """Each study of ``studies`` ((map on the study grid, its geometry, lesion numbers or None for a normal study,
+    voxel volume in ml)) outlined: the map divided by ``thr``, D > :data:`OUTLINE` with :data:`MIN_PX`; per study
+    (lesion numbers, labels, number of findings, each finding's peak indexed by label, voxel ml)."""
     per = []
     for d, geom, ids, vox_ml in studies:
         m = d / thr
@@ -75,6 +80,35 @@ def score(studies: list, thr: float, cut: float | None = None, interval: bool = 
         if n:
             peak[1:] = ndimage.maximum(m, lab, index=np.arange(1, n + 1))
         per.append((ids, lab, n, peak, vox_ml))
+    return per
+
+
+def found_parts(per: list) -> tuple[list, list]:
+    """(per normal study its findings' peaks, per abnormal study its lesions' values) of :func:`outlined` studies,
+    as ``app.bench.triage.found_difference`` takes them."""
+    normal = [pk[1:] for ids, _, _, pk, _ in per if ids is None]
+    lesions = [[v for _, v in lesion_cuts(lab, n, pk, ids, vml)] for ids, lab, n, pk, vml in per if ids is not None]
+    return normal, lesions
+
+
+def paired(per_a: list, per_b: list, cuts: tuple[float, float] | None = None) -> str:
+    """Lesions found by b less a at one false finding per normal study each (or at ``cuts`` fixed before), with the
+    paired 95 % bootstrap interval (``app.bench.triage.found_difference``), as a table cell."""
+    out = found_difference(*found_parts(per_a), *found_parts(per_b), RATE, cuts=cuts)
+    return f"{out['diff']:+d} [{out['ci95'][0]:+.0f}, {out['ci95'][1]:+.0f}]"
+
+
+def score(studies: list, thr: float, cut: float | None = None, interval: bool = False) -> tuple[float, str]:
+    """One screening map over a set of studies, each (map on the study grid, its geometry, lesion numbers or None for
+    a normal study, voxel volume in ml): the map divided by ``thr``, outlined at :data:`OUTLINE` with :data:`MIN_PX`,
+    findings reported above ``cut`` (None: the cut that leaves :data:`RATE` false findings per normal study).
+    Returns (the cut, the table cells: cut | found by volume | total | false findings per normal study | AUROC,
+    with its 95 % bootstrap interval when ``interval``)."""
+    return score_outlined(outlined(studies, thr), cut, interval)
+
+
+def score_outlined(per: list, cut: float | None = None, interval: bool = False) -> tuple[float, str]:
+    """:func:`score` of studies already :func:`outlined`."""
     n_normal = sum(ids is None for ids, *_ in per)
     normal_peaks = np.sort(np.concatenate([pk[1:] for ids, _, _, pk, _ in per if ids is None]))[::-1]
     if cut is None:

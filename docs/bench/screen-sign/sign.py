@@ -12,7 +12,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screen-members"))
-from members import score  # noqa: E402  (docs/bench/screen-members/members.py: outline, cut, lesions found, AUROC)
+from members import outlined, paired, score_outlined  # noqa: E402  (screen-members/members.py: outline, cut, lesions found, AUROC)
 
 from app.core.maps import z_mean, z_window_slices  # noqa: E402
 from app.data.pipeline import to_study_grid  # noqa: E402
@@ -59,12 +59,18 @@ def main():
     }
     cuts = dict(fixed["cuts"]) if fixed else {}
     print(f"{len(data)} studies ({len(normals)} normal)")
-    print("| map | cut | found <1 / 1-5 / >=5 ml | total | false findings per normal study at the cut | AUROC [95 %] |")
-    print("|---|---|---|---|---|---|")
+    print("| map | cut | found <1 / 1-5 / >=5 ml | total | false findings per normal study at the cut | AUROC [95 %] "
+          "| lesions found against the shipped map [paired 95 %] |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    shipped = next(iter(maps))
+    per = {}
     for name, f in maps.items():  # each map already in units of its threshold
         studies = [(f(k), s["geom"], s["ids"], s["vox_ml"]) for k, s in data.items()]
-        cuts[name], cells = score(studies, 1.0, cuts.get(name), interval=True)
-        print(f"| {name} | {cells} |", flush=True)
+        per[name] = outlined(studies, 1.0)
+        cuts[name], cells = score_outlined(per[name], cuts.get(name), interval=True)
+        fixed_cuts = (cuts[shipped], cuts[name]) if fixed else None
+        vs = "" if name == shipped else paired(per[shipped], per[name], fixed_cuts)
+        print(f"| {name} | {cells} | {vs} |", flush=True)
     if not fixed:
         out = Path(sys.argv[1]).with_name("thresholds.json")
         out.write_text(json.dumps({"thresholds": th, "cuts": cuts}, indent=1))
