@@ -95,13 +95,21 @@ def conv_block(cin: int, cout: int) -> nn.Sequential:
 class UNet(nn.Module):
     """A U-Net split into ``down`` (image -> list of feature maps: the skips, the last one the bottleneck) and
     ``up`` (feature maps -> image), so a family can choose what its latent z is. ``cond_dim > 0`` adds a
-    conditioning vector (diffusion step embedding, latent noise) as a per-channel bias at every decoder stage."""
+    conditioning vector (diffusion step embedding, latent noise) as a per-channel bias at every decoder stage.
+    ``skips_from > 0`` leaves out the skips of the finest ``skips_from`` levels: there the decoder reads only what it
+    upsampled from the coarser level (``up`` ignores those feature maps, which may be None)."""
 
-    def __init__(self, channels: int, image_size: int, width: int, depth: int, cond_dim: int = 0, cap: int = 8):
+    def __init__(
+        self, channels: int, image_size: int, width: int, depth: int, cond_dim: int = 0, cap: int = 8,
+        skips_from: int = 0,
+    ):  # fmt: skip
         super().__init__()
         if image_size % (2**depth):
             raise ValueError(f"image_size {image_size} must be divisible by 2**{depth}")
+        if not 0 <= skips_from <= depth:
+            raise ValueError(f"skips_from {skips_from}: give 0 (every skip) to {depth} (none)")
         self.depth = depth
+        self.skips_from = skips_from
         chans = [_chans(width, i, cap) for i in range(depth + 1)]
         self.chans = chans
         self.inc = conv_block(channels, chans[0])
@@ -115,7 +123,9 @@ class UNet(nn.Module):
         self.ups = nn.ModuleList(
             nn.ConvTranspose2d(chans[i + 1], chans[i], 4, stride=2, padding=1) for i in range(depth)
         )
-        self.merges = nn.ModuleList(conv_block(2 * chans[i], chans[i]) for i in range(depth))
+        self.merges = nn.ModuleList(
+            conv_block((2 if i >= skips_from else 1) * chans[i], chans[i]) for i in range(depth)
+        )
         self.cond = nn.ModuleList(nn.Linear(cond_dim, chans[i]) for i in range(depth + 1)) if cond_dim > 0 else None
         self.out = nn.Conv2d(chans[0], channels, 1)
         self.shapes = [(chans[i], image_size // 2**i, image_size // 2**i) for i in range(depth + 1)]
@@ -136,7 +146,7 @@ class UNet(nn.Module):
             # the skip in the up-path's dtype: under bfloat16 autocast (the fast solver) the merge convolution
             # reads bfloat16 either way, but a float32 skip made cat promote to float32 and the convolution cast
             # back -- two copies of every skip per decode and per backward, the same values bit for bit
-            h = self.merges[i](torch.cat([u, feats[i].to(u.dtype)], dim=1))
+            h = self.merges[i](torch.cat([u, feats[i].to(u.dtype)], dim=1) if i >= self.skips_from else u)
             if self.cond is not None and cond is not None:
                 h = h + self.cond[i](cond)[:, :, None, None]
         return self.out(h)

@@ -100,19 +100,25 @@ class DenoisingAE(AnomalyModel):
         super().__init__(config)
         c = config
         depth = int(c.extra.get("depth", unet_depth(c.image_size)))
-        self.unet = UNet(c.channels, c.image_size, c.width, depth)
-        self.sizes = [math.prod(s) for s in self.unet.shapes]
+        # extra["skips_from"]: leave out the skips of the finest levels (0: the paper's U-Net, every skip). The
+        # finest skip carries the input's fine detail straight to the output, a lesion smaller than the training
+        # noise's features included; without it the decoder must rebuild fine detail from coarser features. The
+        # feature maps the decoder does not read are not part of z.
+        self.skips_from = int(c.extra.get("skips_from", 0))
+        self.unet = UNet(c.channels, c.image_size, c.width, depth, skips_from=self.skips_from)
+        self.shapes = self.unet.shapes[self.skips_from :]
+        self.sizes = [math.prod(s) for s in self.shapes]
 
     @property
     def latent_size(self) -> int:
         return sum(self.sizes)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([f.flatten(1) for f in self.unet.down(x)], dim=1)
+        return torch.cat([f.flatten(1) for f in self.unet.down(x)[self.skips_from :]], dim=1)
 
-    def split(self, z: torch.Tensor) -> list[torch.Tensor]:
+    def split(self, z: torch.Tensor) -> list[torch.Tensor | None]:
         parts = torch.split(z.flatten(1), self.sizes, dim=1)
-        return [p.reshape(-1, *s) for p, s in zip(parts, self.unet.shapes, strict=True)]
+        return [None] * self.skips_from + [p.reshape(-1, *s) for p, s in zip(parts, self.shapes, strict=True)]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.unet.up(self.split(z)))

@@ -83,6 +83,25 @@ def test_dae_latent_is_bottleneck_plus_every_skip():
         assert float((m.decode(z + dz) - s).abs().max()) > 1e-3
 
 
+def test_dae_without_its_finest_skips_leaves_them_out_of_z_and_the_decoder():
+    """``skips_from``: the decoder no longer reads the finest levels' feature maps, so they are not part of z; a
+    change of the input's fine detail then reaches the output only through coarser features."""
+    full, cut = tiny("dae"), tiny("dae", skips_from=1)
+    assert cut.latent_size == full.latent_size - full.sizes[0] and cut.sizes == full.sizes[1:]
+    cut.freeze()
+    x = torch.rand(2, 1, 32, 32)
+    z = cut.encode(x)
+    feats = cut.unet.down(x)
+    assert z.shape == (2, cut.latent_size) and torch.equal(z, torch.cat([f.flatten(1) for f in feats[1:]], 1))
+    assert torch.allclose(cut.decode(z), torch.sigmoid(cut.unet(x)), atol=1e-6)
+    # the first merge reads only the upsampled path: a change of the full-resolution features changes nothing
+    feats[0] = feats[0] + 1.0
+    assert torch.equal(cut.unet.up(feats), cut.unet.up([None, *feats[1:]]))
+    assert cut.unet.merges[0][0].in_channels == full.unet.merges[0][0].in_channels // 2
+    with pytest.raises(ValueError, match="skips_from"):
+        tiny("dae", skips_from=9)
+
+
 def test_coarse_noise_is_low_resolution_and_only_on_the_foreground():
     x = torch.zeros(1, 1, 32, 32)
     x[..., 8:24, 8:24] = 0.5
