@@ -98,17 +98,10 @@ def paired(per_a: list, per_b: list, cuts: tuple[float, float] | None = None) ->
     return f"{out['diff']:+d} [{out['ci95'][0]:+.0f}, {out['ci95'][1]:+.0f}]"
 
 
-def score(studies: list, thr: float, cut: float | None = None, interval: bool = False) -> tuple[float, str]:
-    """One screening map over a set of studies, each (map on the study grid, its geometry, lesion numbers or None for
-    a normal study, voxel volume in ml): the map divided by ``thr``, outlined at :data:`OUTLINE` with :data:`MIN_PX`,
-    findings reported above ``cut`` (None: the cut that leaves :data:`RATE` false findings per normal study).
-    Returns (the cut, the table cells: cut | found by volume | total | false findings per normal study | AUROC,
-    with its 95 % bootstrap interval when ``interval``)."""
-    return score_outlined(outlined(studies, thr), cut, interval)
-
-
 def score_outlined(per: list, cut: float | None = None, interval: bool = False) -> tuple[float, str]:
-    """:func:`score` of studies already :func:`outlined`."""
+    """One screening map over a set of :func:`outlined` studies: findings reported above ``cut`` (None: the cut that
+    leaves :data:`RATE` false findings per normal study). Returns (the cut, the table cells: cut | found by volume |
+    total | false findings per normal study | AUROC, with its 95 % bootstrap interval when ``interval``)."""
     n_normal = sum(ids is None for ids, *_ in per)
     normal_peaks = np.sort(np.concatenate([pk[1:] for ids, _, _, pk, _ in per if ids is None]))[::-1]
     if cut is None:
@@ -144,14 +137,16 @@ def table(split: str, data: list, candidates: list, shipped: str, tau_base: floa
     print(f"{split}: {len(data)} studies ({len(normals)} normal); the shipped map's exceedance of tau_base on normal "
           f"brain voxels on validation {choices['exceedance']:.2e}")  # fmt: skip
     print(f"| {what} | threshold | cut (x threshold) | found <1 / 1-5 / >=5 ml | total | false findings per normal "
-          "study at the cut | AUROC |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+          "study at the cut | AUROC | lesions found against the shipped map [paired 95 %] |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    per = {c: outlined([(m[c][0], m[c][1], ids, vml) for m, _, ids, vml in data], thr[c]) for c in candidates}
     for c in candidates:
         given = None if split == "val" else choices["cut"][c]
-        cut, cells = score([(m[c][0], m[c][1], ids, vml) for m, _, ids, vml in data], thr[c], given)
-        choices["cut"][c] = cut
+        choices["cut"][c], cells = score_outlined(per[c], given)
+        fixed = (choices["cut"][shipped], given) if split != "val" else None  # on test: the cuts from validation
+        vs = "" if c == shipped else paired(per[shipped], per[c], fixed)
         label = c if c == "shipped" or c != shipped else f"{c} (shipped)"
-        print(f"| {label} | {thr[c]:.4f} | {cells} |", flush=True)
+        print(f"| {label} | {thr[c]:.4f} | {cells} | {vs} |", flush=True)
     if split == "val":
         choices_path.write_text(json.dumps(choices, indent=1) + "\n")
 

@@ -1,6 +1,6 @@
 """The screening map less its mirror image across each study's fitted mid-sagittal plane (the rule: rule.md beside
 this file), beside the shipped map, scored as every screening candidate (docs/bench/screen-members/members.py's
-score()). Run from the repository root:
+outlined() and score_outlined()). Run from the repository root:
 
     python docs/bench/screen-mirror/mirror.py CACHE.pkl STUDIES_DIR CHOICES.json [--fixed]
 
