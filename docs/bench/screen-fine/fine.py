@@ -1,6 +1,7 @@
-"""The blob-noise dae with finer noise in smaller blobs (dae-cover-fine) as the screening's third member, beside the
-shipped screening map, on a `bench triage` study set (the rule: rule.md beside this file). Scored as
-docs/bench/screen-members/members.py scores a map (its `table`).
+"""A trained dae as the screening's third member in place of dae-cover, beside the shipped screening map, on a `bench
+triage` study set: the blob-noise dae with finer noise in smaller blobs (dae-cover-fine; the rule: rule.md beside this
+file), and since 2026-12-07 dae-cover without its finest skip (docs/bench/screen-noskip/rule.md). The candidate is
+named by its run folder. Scored as docs/bench/screen-members/members.py scores a map (its `table`).
 
     python docs/bench/screen-fine/fine.py val|test STUDIES_DIR CHOICES.json CANDIDATE_STEM [VAL_DATA_DIR]
 
@@ -28,6 +29,7 @@ from app.data.splits import load_volumes  # noqa: E402
 from app.io import load_study  # noqa: E402
 
 CANDIDATE = Path(sys.argv[4])
+LABEL = f"dae + {CANDIDATE.parent.name} + ae-l1"  # the run folder names the candidate (dae-cover-fine, ...)
 VAL_DATA = sys.argv[5] if len(sys.argv) > 5 else "/work/cache/brain-proxy-v3-val144"
 torch.set_num_threads(2)
 cand, _cand_model, _cand_card = load_detector(CANDIDATE, torch.device("cpu"))
@@ -54,7 +56,7 @@ def per_study(det, model, card, path: Path):
         check = base_scale(cover.detector, vols)
         SCALE = base_scale(cand, vols)
         print(f"dae-cover's base scale here {check:.6g} (its card: {cover.scale_base:.6g}); "
-              f"dae-cover-fine's {SCALE:.6g}", file=sys.stderr, flush=True)  # fmt: skip
+              f"{CANDIDATE.parent.name}'s {SCALE:.6g}", file=sys.stderr, flush=True)  # fmt: skip
     cfg = model.config
     st = load_study(path)
     prep = prepare_study(st, cfg.image_size, cfg.channels, cfg.normalization, skull_strip=True,
@@ -66,7 +68,7 @@ def per_study(det, model, card, path: Path):
     unit = ms[0].scale_base
     maps = {
         "shipped (dae + dae-cover + ae-l1)": [r.d / m.scale_base for m, r in zip(ms, runs, strict=True)],
-        "dae + dae-cover-fine + ae-l1": [runs[0].d / ms[0].scale_base, fine.d / SCALE, runs[2].d / ms[2].scale_base],
+        LABEL: [runs[0].d / ms[0].scale_base, fine.d / SCALE, runs[2].d / ms[2].scale_base],
     }
     out = {}
     for name, parts in maps.items():
