@@ -369,7 +369,9 @@ def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[d
     study (every one of them a false finding). And the lesion-level FROC: with the findings ranked by their highest
     D and only those above a cut kept, how many lesions are found when the kept false findings are at most
     :data:`FROC_RATES` per normal study. Reads each study's lesion numbers from ``studies`` and its detection mask
-    from ``where/<id>/``; studies that failed count nowhere."""
+    from ``where/<id>/``; studies that failed count nowhere. ``_per_study`` (not for JSON: it holds -inf) keeps, by
+    study id, each normal study's finding confidences and each abnormal study's lesion values, for a paired
+    comparison of two runs on the same studies (:func:`found_difference`)."""
     import nibabel as nib
 
     from app.core.findings import label_findings, voxel_volume_mm3
@@ -378,18 +380,22 @@ def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[d
     ok = [r for r in results if r.get("status") == "ok" and r["id"] in lab]
     normal_conf: list[float] = []
     lesions: list[tuple[str, float]] = []  # per lesion: its bin, the highest cut at which it is found (-inf: never)
+    per_study: dict[str, dict] = {"normal": {}, "lesions": {}}
     for r in ok:
         pred = np.asanyarray(nib.load(where / r["id"] / r["outputs"]["mask"]).dataobj) > 0
         fl, n = label_findings(pred)
         conf = _finding_confidence(r, n)
         if not lab[r["id"]]:
             normal_conf += conf[1:].tolist()
+            per_study["normal"][r["id"]] = conf[1:]
             continue
         ids_img = nib.load(studies / f"{r['id']}{LESION_IDS}")
         ids = np.asanyarray(ids_img.dataobj).astype(np.int64)
         if pred.shape != ids.shape:
             raise ValueError(f"{r['id']}: detection {pred.shape} and lesions {ids.shape} differ in shape")
-        lesions += lesion_cuts(fl, n, conf, ids, voxel_volume_mm3(ids_img.affine) / 1000.0)
+        mine = lesion_cuts(fl, n, conf, ids, voxel_volume_mm3(ids_img.affine) / 1000.0)
+        per_study["lesions"][r["id"]] = np.array([v for _, v in mine])
+        lesions += mine
     n_normal = sum(1 for r in ok if not lab[r["id"]])
     normal_sorted = np.sort(np.array(normal_conf))[::-1]
     counts = found_by_bin(lesions)
@@ -402,7 +408,26 @@ def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[d
         "findings_per_normal_study": float(len(normal_conf) / n_normal) if n_normal else float("nan"),
         "froc_lesions_found": froc,
         "froc_lesions": len(lesions),
+        "_per_study": per_study,
     }
+
+
+def mg_minus_base(per_study: dict) -> dict | None:
+    """Lesions found by + MG less the base map at one false finding per normal study each, with its paired 95 %
+    interval (:func:`found_difference`), over the studies both runs analysed; None without both modes. Issue 10's
+    "+ MG > base with a paired interval", at the lesion level."""
+    if "base" not in per_study or "mg" not in per_study:
+        return None
+    a, b = per_study["base"], per_study["mg"]
+    normal = sorted(set(a["normal"]) & set(b["normal"]))
+    abnormal = sorted(set(a["lesions"]) & set(b["lesions"]))
+    if not normal or not abnormal:
+        return None
+    out = found_difference(
+        [a["normal"][k] for k in normal], [a["lesions"][k] for k in abnormal],
+        [b["normal"][k] for k in normal], [b["lesions"][k] for k in abnormal], 1.0,
+    )  # fmt: skip
+    return {**out, "rate": 1.0, "studies": len(normal) + len(abnormal)}
 
 
 def evaluate(results: list[dict], truth: list[dict], *, n_boot: int = N_BOOT) -> dict:
@@ -497,6 +522,7 @@ def run_triage(
             stem = resolve_model(name).resolve()
             card = read_card(stem)
             entry = {}
+            per_study = {}
             for mode, base_only in (m for m in (("base", True), ("mg", False), ("screen", True)) if m[0] in modes):
                 ch = card_choices(card)
                 eps, tau = (0.0, ch["tau_base"]) if base_only else (ch["eps"], ch["tau"])
@@ -524,6 +550,7 @@ def run_triage(
                 summary = run_batch(refs, settings, where, client, progress=True)
                 ev = evaluate(summary.results, truth)
                 ev.update(lesions_found(where, studies, summary.results, truth))
+                per_study[mode] = ev.pop("_per_study")
                 ev.update(eps=eps, tau=tau, wall_s=round(time.perf_counter() - t, 1), failed=summary.failed)
                 if report_above is not None:
                     ev["report_above"] = report_above
@@ -535,6 +562,11 @@ def run_triage(
                 log(f"{stem.name} {mode}: AUROC {ev['auroc_score']:.3f} ({others}); abnormal ranks {ranks}")
                 log(f"{stem.name} {mode}: lesions found {_found_cell(ev)}; findings per normal study "
                     f"{ev['findings_per_normal_study']:.1f}; FROC {_froc_cell(ev)}")  # fmt: skip
+            paired = mg_minus_base(per_study)
+            if paired is not None:
+                entry["mg_minus_base_found"] = paired
+                log(f"{stem.name}: + MG less base, lesions found at 1 false finding per normal study each: "
+                    f"{_paired_cell(paired)}")  # fmt: skip
             report["models"][stem.name] = entry
     name = "triage" if split == "all" else f"triage-{split}"
     (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -606,6 +638,12 @@ def markdown(rep: dict) -> str:
             f"{', '.join(map(str, e['abnormal_ranks']))} | {by} | {_found_cell(e)} | "
             f"{e.get('findings_per_normal_study', float('nan')):.1f} | {_froc_cell(e)} |"
         )
+    paired = [(name, entry["mg_minus_base_found"]) for name, entry in rep["models"].items()
+              if entry.get("mg_minus_base_found")]  # fmt: skip
+    if paired:
+        cells = "; ".join(f"{n} {_paired_cell(p)}" for n, p in paired)
+        lines += ["", "Lesions found by + MG less the base map, at one false finding per normal study each [paired "
+                  f"95 % bootstrap interval over the studies]: {cells}"]  # fmt: skip
     keys = [k for k in (*SCORES, FLOOR) if k != "score" and any(f"auroc_{k}" in e for _n, _m, e in rows)]
     lines += [
         "",
@@ -639,6 +677,10 @@ def _found_cell(e: dict) -> str:
     if not found:
         return "n/a"
     return " / ".join(f"{v['found']} of {v['of']}" for v in found.values())
+
+
+def _paired_cell(p: dict) -> str:
+    return f"{p['diff']:+d} [{p['ci95'][0]:+.0f}, {p['ci95'][1]:+.0f}] ({p['found_b']} against {p['found_a']})"
 
 
 def _froc_cell(e: dict) -> str:

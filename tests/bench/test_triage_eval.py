@@ -225,6 +225,21 @@ def test_lesions_found_by_volume_on_known_masks(tmp_path):
     assert "| lesions found, under 1 ml / 1-5 ml / 5 ml or more | findings per normal study |" in md
     assert "| 1 of 2 / 0 of 2 / 1 of 2 | 5.0 | 1 / 1 / 2 / 2 / 2 of 6 |" in md
     assert "| lesions found at <= 0.5 / 1 / 2 / 4 / 8 false findings per normal study (FROC) |" in md
+    # per study, for a paired comparison of two runs (not the failed one): the first run as the base map, the one
+    # whose slab hits a2's lesion 3 as + MG: 2 lesions against 1 at one false finding per normal study each, the
+    # difference of their FROC at 1
+    from app.bench.triage import mg_minus_base
+
+    per = got["_per_study"]
+    assert set(per["normal"]) == {"n1", "n2"} and set(per["lesions"]) == {"a1", "a2"} and len(per["lesions"]["a1"]) == 3
+    paired = mg_minus_base({"base": got["_per_study"], "mg": hit["_per_study"]})
+    assert (paired["found_a"], paired["found_b"], paired["diff"]) == (1, 2, 1) == (
+        got["froc_lesions_found"]["1"], hit["froc_lesions_found"]["1"], 1)  # fmt: skip
+    assert paired["ci95"][0] <= 1 <= paired["ci95"][1] and paired["studies"] == 4
+    assert mg_minus_base({"base": got["_per_study"]}) is None  # one mode only
+    rep = _mg_report(ev, [3], 2)
+    rep["models"]["m"]["mg_minus_base_found"] = paired
+    assert "Lesions found by + MG less the base map" in markdown(rep) and "m +1 [" in markdown(rep)
 
 
 def test_studies_made_before_the_lesion_numbers_get_them_from_their_seeds(tmp_path, monkeypatch):
