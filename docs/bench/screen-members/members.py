@@ -71,7 +71,8 @@ def study_maps(det, model, card, path: Path) -> tuple[dict, np.ndarray, float]:
 def outlined(studies: list, thr: float) -> list:
     """Each study of ``studies`` ((map on the study grid, its geometry, lesion numbers or None for a normal study,
     voxel volume in ml)) outlined: the map divided by ``thr``, D > :data:`OUTLINE` with :data:`MIN_PX`; per study
-    (lesion numbers, labels, number of findings, each finding's peak indexed by label, voxel ml)."""
+    (lesion numbers, labels, number of findings, each finding's peak indexed by label, voxel ml, its lesions' (bin,
+    value) pairs of ``lesion_cuts``, None for a normal study)."""
     per = []
     for d, geom, ids, vox_ml in studies:
         m = d / thr
@@ -79,15 +80,16 @@ def outlined(studies: list, thr: float) -> list:
         peak = np.full(n + 1, -np.inf)
         if n:
             peak[1:] = ndimage.maximum(m, lab, index=np.arange(1, n + 1))
-        per.append((ids, lab, n, peak, vox_ml))
+        lesions = None if ids is None else lesion_cuts(lab, n, peak, ids, vox_ml)
+        per.append((ids, lab, n, peak, vox_ml, lesions))
     return per
 
 
 def found_parts(per: list) -> tuple[list, list]:
     """(per normal study its findings' peaks, per abnormal study its lesions' values) of :func:`outlined` studies,
     as ``app.bench.triage.found_difference`` takes them."""
-    normal = [pk[1:] for ids, _, _, pk, _ in per if ids is None]
-    lesions = [[v for _, v in lesion_cuts(lab, n, pk, ids, vml)] for ids, lab, n, pk, vml in per if ids is not None]
+    normal = [pk[1:] for ids, _, _, pk, _, _ in per if ids is None]
+    lesions = [[v for _, v in lc] for ids, *_, lc in per if ids is not None]
     return normal, lesions
 
 
@@ -103,12 +105,12 @@ def score_outlined(per: list, cut: float | None = None, interval: bool = False) 
     leaves :data:`RATE` false findings per normal study). Returns (the cut, the table cells: cut | found by volume |
     total | false findings per normal study | AUROC, with its 95 % bootstrap interval when ``interval``)."""
     n_normal = sum(ids is None for ids, *_ in per)
-    normal_peaks = np.sort(np.concatenate([pk[1:] for ids, _, _, pk, _ in per if ids is None]))[::-1]
+    normal_peaks = np.sort(np.concatenate([pk[1:] for ids, _, _, pk, _, _ in per if ids is None]))[::-1]
     if cut is None:
         cut = rate_floor(normal_peaks, RATE, n_normal)
     y = np.array([ids is not None for ids, *_ in per], int)
-    sc = np.array([float(pk[1:].max()) if n else 0.0 for _, _, n, pk, _ in per])
-    lesions = [lc for ids, lab, n, pk, vml in per if ids is not None for lc in lesion_cuts(lab, n, pk, ids, vml)]
+    sc = np.array([float(pk[1:].max()) if n else 0.0 for _, _, n, pk, _, _ in per])
+    lesions = [pair for ids, *_, lc in per if ids is not None for pair in lc]
     found = found_by_bin(lesions, cut)
     fp = float((normal_peaks > cut).sum()) / n_normal
     cells = " / ".join(f"{x} of {k}" for x, k in found.values())

@@ -27,7 +27,7 @@ def main():
         if s["ids"] is None:
             continue
         dv, _ = study_grid(s, s["d"])
-        ((ids, lab, n, _, vml),) = outlined([(dv, s["geom"], s["ids"], s["vox_ml"])], TAU_BASE)
+        ((ids, lab, n, _, vml, _),) = outlined([(dv, s["geom"], s["ids"], s["vox_ml"])], TAU_BASE)
         pos = ndimage.maximum_position(dv, lab, index=np.arange(1, n + 1)) if n else []
         for k in np.unique(ids[ids > 0]):
             m = ids == k
