@@ -47,7 +47,7 @@ def main():
     factor = det.unit(True) * np.mean([1.0 / m.scale_base for m in det.members])
     study, brain = held_out_subject(lambda *_: None)
     blocks = split_blocks_of(study, "head-val")
-    rows_out = []
+    rows_out, kinds = [], []
     args = sys.argv[1:]
     for folder, seed in zip(args[::2], map(int, args[1::2]), strict=True):
         folder = Path(folder)
@@ -59,7 +59,7 @@ def main():
             z0, z1 = blocks[i % len(blocks)]
             block = (slice(None), slice(None), slice(z0, z1 + 1))
             clean, b, sp, _ = augment_volume(study.data[block], brain[block], study.spacing, rng)
-            les, _mask, _ = insert_lesions(clean, b, sp, rng, n_lesions=load)
+            les, _mask, records = insert_lesions(clean, b, sp, rng, n_lesions=load)
             saved = nib.load(folder / f"{r['id']}.nii.gz")
             if not np.allclose(np.asanyarray(saved.dataobj), les, atol=1e-4):
                 raise RuntimeError(f"{r['id']}: drawn again, it differs from the saved study")
@@ -92,6 +92,7 @@ def main():
             for k in range(len(idx)):
                 rel = (float(peaks[n][k]) / cut_d for n in ("window", "in-plane", "shipped"))
                 rows_out.append((float(ml[k]), *rel))
+                kinds.append(records[k].kind)
             print(r["id"], file=sys.stderr, flush=True)
     a = np.array(rows_out)
     print(f"{len(a)} lesions; the screening's cut {cut_d:.4f} (D units); each figure: a lesion's highest value / cut")
@@ -103,6 +104,19 @@ def main():
         s = a[(a[:, 0] >= lo) & (a[:, 0] < hi)]
         cells = " | ".join(f"{np.median(s[:, c]):.2f} / {int((s[:, c] > 1).sum())}" for c in (1, 2, 3))
         print(f"| {lo:g}-{hi:g} | {len(s)} | {cells} |")
+    print()
+    print("Lesions of 1 ml or more, by kind: how much of what a perfect pseudo-normal would give the lesion (with the "
+          "window) the shipped map gives it (its highest value / the perfect map's highest)")  # fmt: skip
+    print()
+    print("| kind | lesions | shipped / perfect: median [quartiles] | above the cut: perfect / shipped |")
+    print("|---|---|---|---|")
+    kinds = np.array(kinds)
+    for kind in sorted(set(kinds)):
+        s = a[(a[:, 0] >= 1) & (kinds == kind)]
+        if len(s):
+            q = np.percentile(s[:, 3] / np.maximum(s[:, 1], 1e-9), [25, 50, 75])
+            print(f"| {kind} | {len(s)} | {q[1]:.2f} [{q[0]:.2f}, {q[2]:.2f}] | {int((s[:, 1] > 1).sum())} / "
+                  f"{int((s[:, 3] > 1).sum())} |")  # fmt: skip
 
 
 if __name__ == "__main__":
