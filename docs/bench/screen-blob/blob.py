@@ -20,7 +20,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screen-members"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screen-sign"))
-from members import outlined, paired, score_outlined  # noqa: E402  (outline, cut, lesions found, AUROC)
+from members import candidate_rows, matched_choices  # noqa: E402  (outline, cut, lesions found, AUROC, paired difference)
 from sign import TAU_BASE, study_grid  # noqa: E402  (the shipped screening map on the study grid)
 
 from app.data.pipeline import to_study_grid  # noqa: E402
@@ -85,10 +85,7 @@ def main():
     if fixed:
         choices = json.loads(choices_path.read_text())
     else:
-        p = float((normal_voxels("shipped") > TAU_BASE).mean())
-        choices = {"exceedance": p, "threshold": {"shipped": TAU_BASE}, "cut": {}}
-        for n in NAMES[1:-1]:
-            choices["threshold"][n] = float(np.quantile(normal_voxels(n), 1 - p))
+        choices = matched_choices(NAMES[:-1], normal_voxels, TAU_BASE)  # blob-max's below, from the scales'
     thr = choices["threshold"]
     for k in keys:  # blob-max: the largest of the scales, each divided by its own threshold
         maps[k, "blob-max"] = np.max([maps[k, f"blob-{s:g}"] / thr[f"blob-{s:g}"] for s in SCALES], axis=0)
@@ -96,17 +93,7 @@ def main():
         thr["blob-max"] = float(np.quantile(normal_voxels("blob-max"), 1 - choices["exceedance"]))
     print(f"{len(keys)} studies ({len(normals)} normal) from {', '.join(c.name for c in caches)}; exceedance of "
           f"tau_base by the shipped map on normal brain voxels {choices['exceedance']:.2e}")  # fmt: skip
-    print("| map | threshold | cut (x threshold) | found <1 / 1-5 / >=5 ml | total | false findings per normal study "
-          "at the cut | AUROC [95 %] | lesions found against the shipped map [paired 95 %] |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
-    per = {}
-    for n in NAMES:
-        per[n] = outlined([(maps[k, n], *meta[k]) for k in keys], thr[n])
-        cut, cells = score_outlined(per[n], choices["cut"].get(n) if fixed else None, interval=True)
-        choices["cut"][n] = cut
-        cuts = (choices["cut"]["shipped"], cut) if fixed else None
-        vs = "" if n == "shipped" else paired(per["shipped"], per[n], cuts)
-        print(f"| {n} | {thr[n]:.4g} | {cells} | {vs} |", flush=True)
+    candidate_rows(NAMES, lambda n: [(maps[k, n], *meta[k]) for k in keys], thr, choices, fixed, ".4g")
     if not fixed:
         choices_path.write_text(json.dumps(choices, indent=1) + "\n")
 

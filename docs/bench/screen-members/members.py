@@ -122,6 +122,34 @@ def score_outlined(per: list, cut: float | None = None, interval: bool = False) 
     return cut, f"{cut:.3f} | {cells} | {total} | {fp:.2f} | {auc}"
 
 
+def matched_choices(names: list, normal_voxels, tau_base: float) -> dict:
+    """The choices of mirror.py and blob.py on validation: the share of normal studies' brain voxels at which the
+    shipped map exceeds ``tau_base`` (``normal_voxels(name)``: those voxels' values of a map), and each other map's
+    threshold exceeded there as often; the cuts are set later (:func:`candidate_rows`)."""
+    p = float((normal_voxels("shipped") > tau_base).mean())
+    thr = {n: float(np.quantile(normal_voxels(n), 1 - p)) for n in names if n != "shipped"}
+    return {"exceedance": p, "threshold": {"shipped": tau_base, **thr}, "cut": {}}
+
+
+def candidate_rows(names: list, studies_of, thr: dict, choices: dict, fixed: bool, fmt: str = ".4f") -> None:
+    """Print the table of screening maps ``names`` (the first row "shipped") that mirror.py and blob.py print: for each,
+    its :func:`outlined` studies (``studies_of(name)``: (map, geometry, lesion numbers or None, voxel ml) per study)
+    at threshold ``thr[name]``, scored with the AUROC's interval, and against the shipped map the paired difference in
+    lesions found. Unless ``fixed``, each cut is set here and written into ``choices["cut"]``; with it the cuts there
+    are applied."""
+    print("| map | threshold | cut (x threshold) | found <1 / 1-5 / >=5 ml | total | false findings per normal study "
+          "at the cut | AUROC [95 %] | lesions found against the shipped map [paired 95 %] |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    per = {}
+    for n in names:
+        per[n] = outlined(studies_of(n), thr[n])
+        cut, cells = score_outlined(per[n], choices["cut"].get(n) if fixed else None, interval=True)
+        choices["cut"][n] = cut
+        cuts = (choices["cut"]["shipped"], cut) if fixed else None
+        vs = "" if n == "shipped" else paired(per["shipped"], per[n], cuts)
+        print(f"| {n} | {thr[n]:{fmt}} | {cells} | {vs} |", flush=True)
+
+
 def table(split: str, data: list, candidates: list, shipped: str, tau_base: float, choices_path: Path, what: str):
     """Print the table of ``candidates`` over ``data`` ([({candidate: (map, geometry)}, brain mask, lesion numbers or
     None, voxel ml)] per study). On validation each candidate's threshold is the value its normal studies' brain

@@ -21,7 +21,7 @@ from scipy.optimize import minimize
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screen-members"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screen-sign"))
-from members import outlined, paired, score_outlined  # noqa: E402  (outline, cut, lesions found, AUROC)
+from members import candidate_rows, matched_choices  # noqa: E402  (outline, cut, lesions found, AUROC, paired difference)
 from sign import TAU_BASE, study_grid  # noqa: E402  (the shipped screening map on the study grid)
 
 CANDIDATES = [(a, r) for a in (0.5, 1.0) for r in (1, 2)]
@@ -96,27 +96,17 @@ def main():
     if fixed:
         choices = json.loads(choices_path.read_text())
     else:
-        p = float((normal_voxels("shipped") > TAU_BASE).mean())
-        thr = {n: float(np.quantile(normal_voxels(n), 1 - p)) for n in names}
-        thr["shipped"] = TAU_BASE
-        choices = {"exceedance": p, "threshold": thr, "cut": {}}
+        choices = matched_choices(names, normal_voxels, TAU_BASE)
     tilts = np.median(np.abs([pl["tilt_deg"] for pl in planes]), axis=0)
     msd = [np.median([pl[k] for pl in planes]) for k in ("msd_before", "msd_after")]
     print(f"{len(data)} studies ({len(normals)} normal); fitted planes: tilt median |{tilts[0]:.1f}| / "
           f"|{tilts[1]:.1f}| deg, mirror msd median {msd[0]:.5f} -> {msd[1]:.5f}; exceedance of tau_base by the "
           f"shipped map on normal brain voxels {choices['exceedance']:.2e}")  # fmt: skip
-    print("| map | threshold | cut (x threshold) | found <1 / 1-5 / >=5 ml | total | false findings per normal study "
-          "at the cut | AUROC [95 %] | lesions found against the shipped map [paired 95 %] |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
-    per = {}
-    for n in names:
-        studies_ = [(maps[k, n], data[k]["geom"], data[k]["ids"], data[k]["vox_ml"]) for k in data]
-        per[n] = outlined(studies_, choices["threshold"][n])
-        cut, cells = score_outlined(per[n], choices["cut"].get(n) if fixed else None, interval=True)
-        choices["cut"][n] = cut
-        cuts = (choices["cut"]["shipped"], cut) if fixed else None
-        vs = "" if n == "shipped" else paired(per["shipped"], per[n], cuts)
-        print(f"| {n} | {choices['threshold'][n]:.4f} | {cells} | {vs} |", flush=True)
+
+    def studies_of(name):
+        return [(maps[k, name], data[k]["geom"], data[k]["ids"], data[k]["vox_ml"]) for k in data]
+
+    candidate_rows(names, studies_of, choices["threshold"], choices, fixed)
     if not fixed:
         choices["planes"] = planes
         choices_path.write_text(json.dumps(choices, indent=1) + "\n")
