@@ -19,12 +19,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "docs" / "bench" / "screen-members"))
-from members import run_split  # noqa: E402
+from members import SHIPPED, run_split, third_member_maps  # noqa: E402
 
 from app.core.ensemble import load_detector, normal_median  # noqa: E402
 from app.core.findings import voxel_volume_mm3  # noqa: E402
 from app.data.domain import domain_from_card  # noqa: E402
-from app.data.pipeline import prepare_study, restrict_map_to_brain, to_study_grid  # noqa: E402
+from app.data.pipeline import prepare_study  # noqa: E402
 from app.data.splits import load_volumes  # noqa: E402
 from app.io import load_study  # noqa: E402
 
@@ -63,23 +63,11 @@ def per_study(det, model, card, path: Path):
                          domain=domain_from_card(card))  # fmt: skip
     runs = det.raw_runs(prep.x, 0.0, base_only=True)
     fine = cand.run(prep.x, 0.0, base_only=True, raw=True)
-    fg = runs[0].foreground
-    ms = det.members
-    unit = ms[0].scale_base
-    maps = {
-        "shipped (dae + dae-cover + ae-l1)": [r.d / m.scale_base for m, r in zip(ms, runs, strict=True)],
-        LABEL: [runs[0].d / ms[0].scale_base, fine.d / SCALE, runs[2].d / ms[2].scale_base],
-    }
-    out = {}
-    for name, parts in maps.items():
-        d = det.post.apply((sum(parts) / len(parts) * unit).astype(np.float32), fg)
-        d = det.post.across_slices(d, fg, prep.geometry.spacing[2])
-        out[name] = (restrict_map_to_brain(to_study_grid(d, prep.geometry, "map"), prep).astype(np.float32),
-                     prep.geometry)  # fmt: skip
+    out = third_member_maps(det, prep, runs, fine.d, SCALE, LABEL)
     brain = prep.brain if prep.brain is not None else np.ones(st.shape, bool)
     return out, brain, voxel_volume_mm3(st.affine) / 1e3, ""
 
 
 if __name__ == "__main__":
     sys.argv = sys.argv[:4]
-    run_split(per_study, "screening map", shipped="shipped (dae + dae-cover + ae-l1)")
+    run_split(per_study, "screening map", shipped=SHIPPED)

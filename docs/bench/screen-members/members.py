@@ -68,6 +68,30 @@ def study_maps(det, model, card, path: Path) -> tuple[dict, np.ndarray, float]:
     return out, brain, voxel_volume_mm3(st.affine) / 1e3
 
 
+SHIPPED = "shipped (dae + dae-cover + ae-l1)"
+
+
+def third_member_maps(det, prep, runs: list, third: np.ndarray, third_scale: float, label: str) -> dict:
+    """{name: (study-grid map inside the brain, geometry)} of the shipped screening map (the default's members' base
+    ``runs``, as `batch` makes it) and of the same with ``third`` (a raw model-grid map, divided by ``third_scale``)
+    in place of dae-cover's base map, named ``label``: the candidates of screen-fine/fine.py and
+    screen-restore/restore.py."""
+    fg = runs[0].foreground
+    ms = det.members
+    unit = ms[0].scale_base
+    maps = {
+        SHIPPED: [r.d / m.scale_base for m, r in zip(ms, runs, strict=True)],
+        label: [runs[0].d / ms[0].scale_base, third / third_scale, runs[2].d / ms[2].scale_base],
+    }
+    out = {}
+    for name, parts in maps.items():
+        d = det.post.apply((sum(parts) / len(parts) * unit).astype(np.float32), fg)
+        d = det.post.across_slices(d, fg, prep.geometry.spacing[2])
+        out[name] = (restrict_map_to_brain(to_study_grid(d, prep.geometry, "map"), prep).astype(np.float32),
+                     prep.geometry)  # fmt: skip
+    return out
+
+
 def outlined(studies: list, thr: float) -> list:
     """Each study of ``studies`` ((map on the study grid, its geometry, lesion numbers or None for a normal study,
     voxel volume in ml)) outlined: the map divided by ``thr``, D > :data:`OUTLINE` with :data:`MIN_PX`; per study

@@ -17,13 +17,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "docs" / "bench" / "screen-members"))
-from members import run_split  # noqa: E402
+from members import SHIPPED, run_split, third_member_maps  # noqa: E402
 from sklearn.metrics import average_precision_score  # noqa: E402
 
 from app.core.ensemble import load_detector, normal_median  # noqa: E402
 from app.core.findings import voxel_volume_mm3  # noqa: E402
 from app.data.domain import domain_from_card  # noqa: E402
-from app.data.pipeline import prepare_study, restrict_map_to_brain, to_study_grid  # noqa: E402
+from app.data.pipeline import prepare_study  # noqa: E402
 from app.data.splits import load_volumes  # noqa: E402
 from app.io import load_study  # noqa: E402
 from app.nets.dae import blob_gate, coarse_noise  # noqa: E402
@@ -31,6 +31,7 @@ from app.nets.dae import blob_gate, coarse_noise  # noqa: E402
 K, STD, NOISE_RES, COVER, COVER_RES, PRIOR = 8, 0.25, 16, 0.2, 8, 0.25  # fixed by the rule
 VAL_DATA = "/work/cache/brain-proxy-v3-val144"
 BATCH = 32
+LABEL = "dae + dae-cover restore + ae-l1"
 
 
 def restore_maps(detector, x: np.ndarray, seed: int) -> np.ndarray:
@@ -95,20 +96,7 @@ def per_study(det, model, card, path: Path):
                          domain=domain_from_card(card))  # fmt: skip
     runs = det.raw_runs(prep.x, 0.0, base_only=True)
     seed = sum(path.name.encode())  # one generator per study, fixed by its name
-    rest = restore_maps(cover, prep.x, seed)
-    fg = runs[0].foreground
-    ms = det.members
-    unit = ms[0].scale_base
-    maps = {
-        "shipped (dae + dae-cover + ae-l1)": [r.d / m.scale_base for m, r in zip(ms, runs, strict=True)],
-        "dae + dae-cover restore + ae-l1": [runs[0].d / ms[0].scale_base, rest / SCALE, runs[2].d / ms[2].scale_base],
-    }
-    out = {}
-    for name, parts in maps.items():
-        d = det.post.apply((sum(parts) / len(parts) * unit).astype(np.float32), fg)
-        d = det.post.across_slices(d, fg, prep.geometry.spacing[2])
-        out[name] = (restrict_map_to_brain(to_study_grid(d, prep.geometry, "map"), prep).astype(np.float32),
-                     prep.geometry)  # fmt: skip
+    out = third_member_maps(det, prep, runs, restore_maps(cover, prep.x, seed), SCALE, LABEL)
     brain = prep.brain if prep.brain is not None else np.ones(st.shape, bool)
     return out, brain, voxel_volume_mm3(st.affine) / 1e3, ""
 
@@ -138,4 +126,4 @@ if __name__ == "__main__":
     elif sys.argv[1] == "combine":
         combine(Path(sys.argv[2]), *map(Path, sys.argv[3:]))
     else:
-        run_split(per_study, "screening map", shipped="shipped (dae + dae-cover + ae-l1)")
+        run_split(per_study, "screening map", shipped=SHIPPED)
