@@ -3,10 +3,10 @@ only; nothing chosen on it). For each abnormal study of a `bench triage` whole-h
 from its seed without its lesions (the same augmentation), both versions go through `prepare_study`, and the
 lesion's own signal |x - x_clean| on the model grid is put through what the default's screening does to a map: the
 ensemble's scaling (a perfect pseudo-normal in every member), the card's in-plane post-processing, its 18 mm z
-window, the study grid and the brain. Each lesion's highest value of that map, divided by the screening's cut in D
-units (outline 0.7 x tau_base and cut x tau_base from docs/bench/screen-blob/choices-val.json), says whether the
-lesion could pass the cut if the models' pseudo-normal were perfect inside it. The shipped map's own highest value
-in the lesion is beside it. Run from the repository root:
+window, the study grid and the brain. Each lesion's highest value of that map, divided by the screening's report
+cut in D units (its cut times the shipped map's threshold, both from docs/bench/screen-blob/choices-val.json), says
+whether the lesion could pass the cut if the models' pseudo-normal were perfect inside it. The shipped map's own
+highest value in the lesion is beside it. Run from the repository root:
 
     python docs/bench/small-ceiling/ceiling.py STUDIES_DIR SEED [STUDIES_DIR SEED ...] > ceiling.md
 """
