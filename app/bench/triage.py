@@ -378,7 +378,6 @@ def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[d
 
     lab = {r["id"]: int(r["abnormal"]) for r in truth}
     ok = [r for r in results if r.get("status") == "ok" and r["id"] in lab]
-    normal_conf: list[float] = []
     lesions: list[tuple[str, float]] = []  # per lesion: its bin, the highest cut at which it is found (-inf: never)
     per_study: dict[str, dict] = {"normal": {}, "lesions": {}}
     for r in ok:
@@ -386,7 +385,6 @@ def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[d
         fl, n = label_findings(pred)
         conf = _finding_confidence(r, n)
         if not lab[r["id"]]:
-            normal_conf += conf[1:].tolist()
             per_study["normal"][r["id"]] = conf[1:]
             continue
         ids_img = nib.load(studies / f"{r['id']}{LESION_IDS}")
@@ -396,8 +394,9 @@ def lesions_found(where: Path, studies: Path, results: list[dict], truth: list[d
         mine = lesion_cuts(fl, n, conf, ids, voxel_volume_mm3(ids_img.affine) / 1000.0)
         per_study["lesions"][r["id"]] = np.array([v for _, v in mine])
         lesions += mine
-    n_normal = sum(1 for r in ok if not lab[r["id"]])
-    normal_sorted = np.sort(np.array(normal_conf))[::-1]
+    n_normal = len(per_study["normal"])
+    normal_conf = np.concatenate([np.zeros(0), *per_study["normal"].values()])
+    normal_sorted = np.sort(normal_conf)[::-1]
     counts = found_by_bin(lesions)
     cuts = np.array([c for _, c in lesions])
     froc = {}

@@ -54,18 +54,24 @@ def restore_maps(detector, x: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
-def pooled_ap() -> None:
-    det, _model, _card = load_detector(ROOT / "models" / "dae+dae-cover-base+ae-l1", torch.device("cpu"))
-    cover = det.members[1].detector
+def val_slices() -> tuple[np.ndarray, np.ndarray]:
+    """The slices (N, C, S, S) and lesion masks (N, S, S) of the first 16 validation realisations of VAL_DATA."""
     vols = load_volumes(VAL_DATA, "val").head(16)
     images, masks = np.asarray(vols.images), np.asarray(vols.masks, bool)
     r, z = masks.shape[:2]
-    flat, flat_masks = images.reshape(r * z, *images.shape[2:]), masks.reshape(r * z, *masks.shape[2:])
+    return images.reshape(r * z, *images.shape[2:]), masks.reshape(r * z, *masks.shape[2:])
+
+
+def pooled_ap() -> None:
+    det, _model, _card = load_detector(ROOT / "models" / "dae+dae-cover-base+ae-l1", torch.device("cpu"))
+    cover = det.members[1].detector
+    flat, flat_masks = val_slices()
     base = cover.run(flat, 0.0, base_only=True, raw=True)
     fg = base.foreground
     inner = det.post.apply(np.ones(fg.shape, np.float32), fg) > 0
     maps = {"dae-cover base map": base.d, "restore": restore_maps(cover, flat, 0)}
-    print(f"16 validation volumes ({r * z} slices), {int(flat_masks[inner].sum())} lesion voxels of {int(inner.sum())}")
+    n_les, n_in = int(flat_masks[inner].sum()), int(inner.sum())
+    print(f"16 validation volumes ({len(flat)} slices), {n_les} lesion voxels of {n_in}")
     print("| dae-cover's map | pooled AP, eroded foreground, in-plane post-processing | mean D in lesions / normal "
           "tissue (ratio) |\n|---|---|---|")  # fmt: skip
     for name, d in maps.items():
@@ -82,10 +88,7 @@ def per_study(det, model, card, path: Path):
     global SCALE
     cover = det.members[1].detector
     if SCALE is None:
-        vols = load_volumes(VAL_DATA, "val").head(16)
-        images, masks = np.asarray(vols.images), np.asarray(vols.masks, bool)
-        r, z = masks.shape[:2]
-        flat, flat_masks = images.reshape(r * z, *images.shape[2:]), masks.reshape(r * z, *masks.shape[2:])
+        flat, flat_masks = val_slices()
         fg = cover.run(flat, 0.0, base_only=True, raw=True).foreground
         SCALE = normal_median(restore_maps(cover, flat, 0), fg, flat_masks, det.post.erode_px)
         print(f"restore's scale {SCALE:.6g} (dae-cover's base scale in its card {det.members[1].scale_base:.6g})",
