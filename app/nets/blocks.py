@@ -97,11 +97,12 @@ class UNet(nn.Module):
     ``up`` (feature maps -> image), so a family can choose what its latent z is. ``cond_dim > 0`` adds a
     conditioning vector (diffusion step embedding, latent noise) as a per-channel bias at every decoder stage.
     ``skips_from > 0`` leaves out the skips of the finest ``skips_from`` levels: there the decoder reads only what it
-    upsampled from the coarser level (``up`` ignores those feature maps, which may be None)."""
+    upsampled from the coarser level (``up`` ignores those feature maps, which may be None). ``in_channels`` (default
+    ``channels``) is what ``down`` reads, when a family feeds it more than the image it outputs."""
 
     def __init__(
         self, channels: int, image_size: int, width: int, depth: int, cond_dim: int = 0, cap: int = 8,
-        skips_from: int = 0,
+        skips_from: int = 0, in_channels: int | None = None,
     ):  # fmt: skip
         super().__init__()
         if image_size % (2**depth):
@@ -112,7 +113,7 @@ class UNet(nn.Module):
         self.skips_from = skips_from
         chans = [_chans(width, i, cap) for i in range(depth + 1)]
         self.chans = chans
-        self.inc = conv_block(channels, chans[0])
+        self.inc = conv_block(in_channels or channels, chans[0])
         self.downs = nn.ModuleList(
             nn.Sequential(
                 nn.Conv2d(chans[i], chans[i + 1], 4, stride=2, padding=1),

@@ -105,7 +105,14 @@ class DenoisingAE(AnomalyModel):
         # noise's features included; without it the decoder must rebuild fine detail from coarser features. The
         # feature maps the decoder does not read are not part of z.
         self.skips_from = int(c.extra.get("skips_from", 0))
-        self.unet = UNet(c.channels, c.image_size, c.width, depth, skips_from=self.skips_from)
+        # extra["mirror"]: the encoder also reads the slice mirrored left-right (1; 0, the default and the paper: the
+        # slice alone). A lesion usually lies in one hemisphere, so where the input differs from its mirror image the
+        # U-Net has the other side's tissue to restore from instead of only the lesion's own surroundings.
+        self.mirror = int(c.extra.get("mirror", 0))
+        if self.mirror not in (0, 1):
+            raise ValueError(f"mirror {self.mirror!r}: give 0 (the slice alone) or 1 (the slice and its mirror image)")
+        in_ch = c.channels * (2 if self.mirror else 1)
+        self.unet = UNet(c.channels, c.image_size, c.width, depth, skips_from=self.skips_from, in_channels=in_ch)
         self.shapes = self.unet.shapes[self.skips_from :]
         self.sizes = [math.prod(s) for s in self.shapes]
 
@@ -114,6 +121,8 @@ class DenoisingAE(AnomalyModel):
         return sum(self.sizes)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mirror:  # left-right is the slices' last axis (app.data.pipeline: radiological, anterior up)
+            x = torch.cat([x, x.flip(-1)], dim=1)
         return torch.cat([f.flatten(1) for f in self.unet.down(x)[self.skips_from :]], dim=1)
 
     def split(self, z: torch.Tensor) -> list[torch.Tensor | None]:
