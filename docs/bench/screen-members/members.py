@@ -174,11 +174,29 @@ def candidate_rows(names: list, studies_of, thr: dict, choices: dict, fixed: boo
         print(f"| {n} | {thr[n]:{fmt}} | {cells} | {vs} |", flush=True)
 
 
-def table(split: str, data: list, candidates: list, shipped: str, tau_base: float, choices_path: Path, what: str):
+def found_by_kind(per: list, kinds: list, cut: float) -> dict[str, list[int]]:
+    """[found, of] per lesion kind for :func:`outlined` studies at ``cut``; ``kinds``: per study its lesions' kinds in
+    lesion-number order (None for a normal study). A lesion painted over by a later one has no voxels and is left
+    out, as ``lesion_cuts`` leaves it out."""
+    counts: dict[str, list[int]] = {}
+    for (ids, *_, lc), ks in zip(per, kinds, strict=True):
+        if ids is None:
+            continue
+        present = np.flatnonzero(np.bincount(ids.ravel().astype(np.int64))[1:]) + 1
+        for k, (_, value) in zip(present, lc, strict=True):
+            c = counts.setdefault(ks[k - 1], [0, 0])
+            c[0] += int(value > cut)
+            c[1] += 1
+    return dict(sorted(counts.items()))
+
+
+def table(split: str, data: list, candidates: list, shipped: str, tau_base: float, choices_path: Path, what: str,
+          kinds: list | None = None):  # fmt: skip
     """Print the table of ``candidates`` over ``data`` ([({candidate: (map, geometry)}, brain mask, lesion numbers or
     None, voxel ml)] per study). On validation each candidate's threshold is the value its normal studies' brain
     voxels exceed as often as the ``shipped`` map exceeds ``tau_base``, its cut the one that leaves one false finding
-    per normal study, both written to ``choices_path``; on test they are read from it."""
+    per normal study, both written to ``choices_path``; on test they are read from it. With ``kinds`` (per study its
+    lesions' kinds, None for a normal study) a second table gives the lesions found by kind at each cut."""
     normals = [d for d in data if d[2] is None]
     if split == "val":
         nb = np.concatenate([m[shipped][0][b] for m, b, _, _ in normals])
@@ -201,6 +219,13 @@ def table(split: str, data: list, candidates: list, shipped: str, tau_base: floa
         vs = "" if c == shipped else paired(per[shipped], per[c], fixed)
         label = c if c == "shipped" or c != shipped else f"{c} (shipped)"
         print(f"| {label} | {thr[c]:.4f} | {cells} | {vs} |", flush=True)
+    if kinds is not None:
+        by = {c: found_by_kind(per[c], kinds, choices["cut"][c]) for c in candidates}
+        names = sorted({k for b in by.values() for k in b})
+        print(f"\nLesions found by kind at each map's cut\n\n| {what} | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        for c in candidates:
+            print(f"| {c} | " + " | ".join("{} of {}".format(*by[c].get(k, [0, 0])) for k in names) + " |")
     if split == "val":
         choices_path.write_text(json.dumps(choices, indent=1) + "\n")
 
@@ -208,7 +233,8 @@ def table(split: str, data: list, candidates: list, shipped: str, tau_base: floa
 def run_split(per_study, what: str, shipped: str | None = None) -> None:
     """The command line (``val|test STUDIES_DIR CHOICES.json``): every study of ``STUDIES_DIR/truth.csv`` through
     ``per_study(det, model, card, path)`` -> ({candidate: (map, geometry)}, brain mask, voxel ml, a note for the
-    log), then :func:`table` (``shipped``: the shipped map's candidate, default the last)."""
+    log), then :func:`table` (``shipped``: the shipped map's candidate, default the last), by kind too where
+    ``STUDIES_DIR/kinds.json`` (docs/bench/screen-mirror-dae/kinds.py) is there."""
     split, studies, choices_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     torch.set_num_threads(2)
     det, model, card = load_detector(ROOT / "models" / "dae+dae-cover-base+ae-l1", torch.device("cpu"))
@@ -223,7 +249,11 @@ def run_split(per_study, what: str, shipped: str | None = None) -> None:
         print(i, r["id"], f"{time.time() - t:.1f}s", note, file=sys.stderr, flush=True)
     candidates = list(data[0][0])
     tau_base = card["chosen_volume"]["tau_base"]
-    table(split, data, candidates, shipped or candidates[-1], tau_base, choices_path, what)
+    kinds = None
+    if (studies / "kinds.json").is_file():
+        by_id = json.loads((studies / "kinds.json").read_text())
+        kinds = [by_id[r["id"]] if int(r["abnormal"]) else None for r in rows]
+    table(split, data, candidates, shipped or candidates[-1], tau_base, choices_path, what, kinds)
 
 
 def main():

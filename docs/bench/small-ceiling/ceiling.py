@@ -37,6 +37,27 @@ from app.io import load_study  # noqa: E402
 BINS = ((0, 0.1), (0.1, 0.5), (0.5, 1), (1, 5), (5, np.inf))
 
 
+def redrawn(folder: Path, seed: int):
+    """Each abnormal study of the `bench triage` whole-head set ``folder`` (built with ``seed``), drawn again from its
+    seed: (its truth row, the clean block, the block with its lesions, the lesion records in lesion-number order, the
+    saved image). Checked against the saved study."""
+    study, brain = held_out_subject(lambda *_: None)
+    blocks = split_blocks_of(study, "head-val")
+    for i, r in enumerate(csv.DictReader((folder / "truth.csv").open())):
+        load = int(r["lesions"])
+        if not load:
+            continue
+        rng = np.random.default_rng(seed * 100_000 + i)
+        z0, z1 = blocks[i % len(blocks)]
+        block = (slice(None), slice(None), slice(z0, z1 + 1))
+        clean, b, sp, _ = augment_volume(study.data[block], brain[block], study.spacing, rng)
+        les, _mask, records = insert_lesions(clean, b, sp, rng, n_lesions=load)
+        saved = nib.load(folder / f"{r['id']}.nii.gz")
+        if not np.allclose(np.asanyarray(saved.dataobj), les, atol=1e-4):
+            raise RuntimeError(f"{r['id']}: drawn again, it differs from the saved study")
+        yield r, clean, les, records, saved
+
+
 def main():
     choices = json.loads((ROOT / "docs/bench/screen-blob/choices-val.json").read_text())
     tau_base = choices["threshold"]["shipped"]
@@ -45,24 +66,11 @@ def main():
     det, model, card = load_detector(ROOT / "models" / "dae+dae-cover-base+ae-l1", torch.device("cpu"))
     cfg = model.config
     factor = det.unit(True) * np.mean([1.0 / m.scale_base for m in det.members])
-    study, brain = held_out_subject(lambda *_: None)
-    blocks = split_blocks_of(study, "head-val")
     rows_out, kinds = [], []
     args = sys.argv[1:]
     for folder, seed in zip(args[::2], map(int, args[1::2]), strict=True):
         folder = Path(folder)
-        for i, r in enumerate(csv.DictReader((folder / "truth.csv").open())):
-            load = int(r["lesions"])
-            if not load:
-                continue
-            rng = np.random.default_rng(seed * 100_000 + i)
-            z0, z1 = blocks[i % len(blocks)]
-            block = (slice(None), slice(None), slice(z0, z1 + 1))
-            clean, b, sp, _ = augment_volume(study.data[block], brain[block], study.spacing, rng)
-            les, _mask, records = insert_lesions(clean, b, sp, rng, n_lesions=load)
-            saved = nib.load(folder / f"{r['id']}.nii.gz")
-            if not np.allclose(np.asanyarray(saved.dataobj), les, atol=1e-4):
-                raise RuntimeError(f"{r['id']}: drawn again, it differs from the saved study")
+        for r, clean, _les, records, saved in redrawn(folder, seed):
             with tempfile.TemporaryDirectory() as tmp:
                 p = Path(tmp) / "clean.nii.gz"
                 nib.save(nib.Nifti1Image(clean.astype(np.float32), saved.affine), p)
