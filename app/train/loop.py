@@ -33,7 +33,7 @@ from app.foreground import FOREGROUND_THRESHOLD
 from app.nets.base import AnomalyModel, ModelConfig
 from app.nets.checkpoint import load_checkpoint, read_card, save_checkpoint, stem_of
 from app.nets.registry import create_model, get_family
-from app.train.state import load_train_state, save_train_state
+from app.train.state import load_train_state, save_train_state, train_state_weights
 from app.train.steps import STEPS, make_step
 
 VAL_LOSS_DEFINITION = (
@@ -193,6 +193,21 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 100_003 + int(epoch))
 
 
+def _resume_weights(model: AnomalyModel, out: Path, best: dict) -> None:
+    """Before a resumed run: the best epoch's weights where the run keeps them while it trains (the last epoch's
+    when that was the best), then the last epoch's weights into ``model`` -- the checkpoint it was loaded from holds
+    the best epoch's when early stopping shipped them. A state saved before it held weights leaves ``model`` as
+    the checkpoint has it."""
+    last, best_w = train_state_weights(state_path(out))
+    if best.get("epoch") is not None and not best_stem(out).with_suffix(".safetensors").is_file():
+        keep = best_w if best.get("since", 0) > 0 else last
+        if keep is not None:
+            model.load_state_dict(keep)
+            save_checkpoint(model, best_stem(out), {})
+    if last is not None:
+        model.load_state_dict(last)
+
+
 def best_stem(out: str | Path) -> Path:
     """Where the best epoch's weights wait while training runs (removed when it finishes)."""
     stem = stem_of(out)
@@ -263,6 +278,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
         elapsed = float(info["elapsed_s"])
         if info.get("finished_by_time_limit"):
             start_epoch = int(math.ceil(info.get("epochs_float", start_epoch)))
+        _resume_weights(model, out, best)
     n = data.train.shape[0]
     steps_per_epoch = max(1, n // opts.batch_size) if n >= opts.batch_size else 1
     stopped_by_time = False
@@ -329,9 +345,13 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
         early = opts.patience is not None and best["since"] >= opts.patience
         finished = stopped_by_time or early or epoch + 1 == opts.epochs
         keep_best = opts.patience is not None  # early-stopping mode: the best epoch is what ships
-        if finished and keep_best and best["since"] > 0 and best_stem(out).with_suffix(".safetensors").is_file():
-            best_model, _ = load_checkpoint(best_stem(out), device="cpu")
-            model.load_state_dict(best_model.state_dict())
+        last_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        best_file = best_stem(out).with_suffix(".safetensors")
+        best_weights = None
+        if best["since"] > 0 and best_file.is_file():
+            best_weights = load_checkpoint(best_stem(out), device="cpu")[0].state_dict()
+        if finished and keep_best and best_weights is not None:
+            model.load_state_dict(best_weights)
         if finished:
             model.eval()
             model.after_training(torch.from_numpy(sample).to(device))
@@ -359,6 +379,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
                 "finished_by_time_limit": stopped_by_time,
                 "best": best,
             },
+            weights=last_weights,
+            best_weights=best_weights,
         )
         if finished:
             for suffix in (".safetensors", ".json"):

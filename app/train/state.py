@@ -1,5 +1,8 @@
 """Optimizer state as safetensors (never pickle): tensors flattened to ``opt.<name>.<param>.<key>``, the param
-groups (plain numbers) as JSON in the metadata, next to a small JSON record of the training progress."""
+groups (plain numbers) as JSON in the metadata, next to a small JSON record of the training progress, the last
+epoch's weights (``model.<key>``) and, while another epoch is the best so far, that epoch's (``best.<key>``). With
+early stopping the checkpoint holds the best epoch's weights, so a resumed run needs the last epoch's to go on from
+where it stopped, and the best epoch's to ship them should it stay the best."""
 
 from __future__ import annotations
 
@@ -31,8 +34,13 @@ def _flatten(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Ten
     return tensors, {"groups": groups, "scalars": scalars}
 
 
-def save_train_state(path: str | os.PathLike, optimizers: dict[str, torch.optim.Optimizer], info: dict) -> None:
+def save_train_state(
+    path: str | os.PathLike, optimizers: dict[str, torch.optim.Optimizer], info: dict,
+    weights: dict[str, torch.Tensor] | None = None, best_weights: dict[str, torch.Tensor] | None = None,
+) -> None:  # fmt: skip
     tensors: dict[str, torch.Tensor] = {}
+    for prefix, w in (("model", weights), ("best", best_weights)):
+        tensors.update({f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in (w or {}).items()})
     meta: dict[str, Any] = {"info": info, "optimizers": {}}
     for name, opt in optimizers.items():
         t, m = _flatten(name, opt)
@@ -71,3 +79,17 @@ def load_train_state(path: str | os.PathLike, optimizers: dict[str, torch.optim.
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"training state {path} does not fit this model: {exc}") from None
     return meta["info"]
+
+
+def train_state_weights(path: str | os.PathLike) -> tuple[dict | None, dict | None]:
+    """(the last epoch's weights, the best epoch's where it is not the last) saved with the training state; None
+    for what it does not hold (a state saved before weights were kept in it)."""
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"training state {path} cannot be read: {exc}") from None
+    out = []
+    for prefix in ("model.", "best."):
+        w = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        out.append(w or None)
+    return out[0], out[1]

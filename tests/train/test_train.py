@@ -48,6 +48,23 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(dataset, tmp_path
     assert len(card["training"]["commands"]) == 2 and "--resume" in card["training"]["commands"][1]
 
 
+def test_resume_after_the_best_epoch_was_shipped_goes_on_from_the_last_epoch(dataset, tmp_path):
+    """With a patience the checkpoint holds the best epoch's weights, not the last's. A run resumed from there must
+    go on from the last epoch (its history as if it never stopped) and still ship the best epoch's weights if no
+    later epoch beats them; before, it trained on from the best epoch's weights and shipped the last epoch's."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    more = ("--patience", "9", "--lr", "0.01", "--select", "val_loss")  # at this lr epoch 2 is the best of 4
+    assert main(train_args("ae-l1", dataset, b, 3, *more)) == 0
+    assert read_card(b)["training"]["selection"]["best_epoch"] == 2  # so b's checkpoint is not its last epoch
+    assert main(train_args("ae-l1", dataset, b, 4, *more, "--resume")) == 0
+    assert main(train_args("ae-l1", dataset, a, 4, *more)) == 0
+    (ma, card_a), (mb, card_b) = load_checkpoint(a), load_checkpoint(b)
+    assert [h["val_loss"] for h in card_b["history"]] == [h["val_loss"] for h in card_a["history"]]
+    assert card_b["training"]["selection"]["best_epoch"] == card_a["training"]["selection"]["best_epoch"] == 2
+    for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb), ka
+
+
 def test_adversarial_family_trains_and_vae_grad_fits_its_scale(dataset, tmp_path):
     assert main(train_args("ddgan", dataset, tmp_path / "d", 1)) == 0
     card = read_card(tmp_path / "d")
