@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.batch.inputs import StudyRef
-from app.batch.task import MASK, RESULT, BatchSettings, process_study, raw_card, write_json
+from app.batch.task import MASK, RESULT, BatchSettings, process_study, raw_card, record_header, write_json
 from app.viewer.worklist import read_result, write_worklist
 
 #: seconds between the worklist and report written while a batch runs (``run_batch``'s ``interim_s``)
@@ -124,33 +124,12 @@ class BatchProgress:
 def _killed_record(ref: StudyRef, settings: BatchSettings, exc: BaseException) -> dict:
     from app.io.study import one_line
 
-    return {
-        "version": 1,
-        "id": ref.id,
-        "input": ref.to_dict(),
-        "input_fingerprint": ref.fingerprint(),
-        "settings": settings.key(),
-        "model_card_sha256": settings.card_sha256,
-        "eps": settings.eps,
-        "tau": settings.tau,
-        "status": "failed",
-        "error": f"task lost: {type(exc).__name__}: {one_line(exc)}",
-    }
+    return {**record_header(ref, settings), "status": "failed",
+            "error": f"task lost: {type(exc).__name__}: {one_line(exc)}"}  # fmt: skip
 
 
 def _unavailable_record(ref: StudyRef, settings: BatchSettings) -> dict:
-    return {
-        "version": 1,
-        "id": ref.id,
-        "input": ref.to_dict(),
-        "input_fingerprint": ref.fingerprint(),
-        "settings": settings.key(),
-        "model_card_sha256": settings.card_sha256,
-        "eps": settings.eps,
-        "tau": settings.tau,
-        "status": "failed",
-        "error": ref.error,
-    }
+    return {**record_header(ref, settings), "status": "failed", "error": ref.error}
 
 
 def run_batch(

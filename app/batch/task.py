@@ -114,6 +114,21 @@ class BatchSettings:
         return asdict(self)
 
 
+def record_header(ref: StudyRef, settings: BatchSettings) -> dict:
+    """What every study record of a batch starts with (result.json, and the failure records of the runner): the
+    input, its fingerprint and the settings a rerun compares to decide whether the study is done."""
+    return {
+        "version": RESULT_VERSION,
+        "id": ref.id,
+        "input": ref.to_dict(),
+        "input_fingerprint": ref.fingerprint(),
+        "settings": settings.key(),
+        "model_card_sha256": settings.card_sha256,
+        "eps": settings.eps,
+        "tau": settings.tau,
+    }
+
+
 def raw_card(path: Path) -> dict | None:
     """:func:`app.nets.card.read_raw_card`, imported when called: importing this module (a Dask scheduler does when
     it unpickles a batch task) must not import torch, which ``app.nets`` does."""
@@ -368,14 +383,7 @@ def process_study(ref: StudyRef, settings: BatchSettings, out_dir: str) -> dict:
     timings: dict[str, float] = {}
     notes: list[str] = []
     result: dict = {
-        "version": RESULT_VERSION,
-        "id": ref.id,
-        "input": ref.to_dict(),
-        "input_fingerprint": ref.fingerprint(),
-        "settings": settings.key(),
-        "model_card_sha256": settings.card_sha256,
-        "eps": settings.eps,
-        "tau": settings.tau,
+        **record_header(ref, settings),
         "worker": _worker_name(),
         "pid": os.getpid(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
