@@ -357,24 +357,20 @@ def _scan_folder(folder: Path) -> dict[str, list[Path]]:
     return groups
 
 
+#: what pydicom raises on a damaged header: it parses elements lazily, so any attribute access can fail
+HEADER_ERRORS = (
+    NotImplementedError, ValueError, TypeError, KeyError, AttributeError, IndexError, LookupError, OverflowError,
+    struct.error,
+)  # fmt: skip
+
+
 def load_dicom(path: str | os.PathLike) -> Study:
     """A DICOM file or folder -> Study (see the module docstring)."""
     try:
         return _load_dicom(Path(path))
     except StudyError:
         raise
-    except (
-        NotImplementedError,
-        ValueError,
-        TypeError,
-        KeyError,
-        AttributeError,
-        IndexError,
-        LookupError,
-        OverflowError,
-        struct.error,
-    ) as exc:
-        # pydicom parses elements lazily: a damaged header can fail on first access to any attribute
+    except HEADER_ERRORS as exc:
         raise StudyError(f"{Path(path).name}: damaged DICOM header ({type(exc).__name__}: {one_line(exc)})") from None
 
 
@@ -430,15 +426,5 @@ def load_dicom_series(files: list[str | os.PathLike], label: str) -> Study:
         return _series(sorted(paths), [], label)
     except StudyError:
         raise
-    except (
-        NotImplementedError,
-        ValueError,
-        TypeError,
-        KeyError,
-        AttributeError,
-        IndexError,
-        LookupError,
-        OverflowError,
-        struct.error,
-    ) as exc:
+    except HEADER_ERRORS as exc:
         raise StudyError(f"{label}: damaged DICOM header ({type(exc).__name__}: {one_line(exc)})") from None
