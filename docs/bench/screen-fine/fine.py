@@ -3,7 +3,10 @@ triage` study set: the blob-noise dae with finer noise in smaller blobs (dae-cov
 file), and since 2026-12-07 dae-cover without its finest skip (docs/bench/screen-noskip/rule.md). The candidate is
 named by its run folder. Scored as docs/bench/screen-members/members.py scores a map (its `table`).
 
-    python docs/bench/screen-fine/fine.py val|test STUDIES_DIR CHOICES.json CANDIDATE_STEM [VAL_DATA_DIR]
+    python docs/bench/screen-fine/fine.py val|test STUDIES_DIR CHOICES.json CANDIDATE_STEM [VAL_DATA_DIR] [--fourth]
+
+With --fourth the candidate is a fourth member beside dae-cover instead of taking its place
+(docs/bench/screen-cover-contrast/rule-fourth.md).
 
 CANDIDATE_STEM: the trained checkpoint (no suffix). Its base map is scaled by its median over normal tissue of the
 first 16 validation realisations of VAL_DATA_DIR (default /work/cache/brain-proxy-v3-val144), as
@@ -19,28 +22,23 @@ import torch
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "docs" / "bench" / "screen-members"))
-from members import SHIPPED, run_split, third_member_maps  # noqa: E402
+from members import SHIPPED, base_scale, run_split, third_member_maps  # noqa: E402
 
-from app.core.ensemble import load_detector, normal_median  # noqa: E402
+from app.core.ensemble import load_detector  # noqa: E402
 from app.core.findings import voxel_volume_mm3  # noqa: E402
 from app.data.domain import domain_from_card  # noqa: E402
 from app.data.pipeline import prepare_study  # noqa: E402
 from app.data.splits import load_volumes  # noqa: E402
 from app.io import load_study  # noqa: E402
 
-CANDIDATE = Path(sys.argv[4])
-LABEL = f"dae + {CANDIDATE.parent.name} + ae-l1"  # the run folder names the candidate (dae-cover-fine, ...)
-VAL_DATA = sys.argv[5] if len(sys.argv) > 5 else "/work/cache/brain-proxy-v3-val144"
+FOURTH = "--fourth" in sys.argv
+ARGS = [a for a in sys.argv if a != "--fourth"]
+CANDIDATE = Path(ARGS[4])
+# the run folder names the candidate (dae-cover-fine, ...)
+LABEL = f"dae + {'dae-cover + ' if FOURTH else ''}{CANDIDATE.parent.name} + ae-l1"
+VAL_DATA = ARGS[5] if len(ARGS) > 5 else "/work/cache/brain-proxy-v3-val144"
 torch.set_num_threads(2)
 cand, _cand_model, _cand_card = load_detector(CANDIDATE, torch.device("cpu"))
-
-
-def base_scale(detector, vols) -> float:
-    images, masks = np.asarray(vols.images), np.asarray(vols.masks, bool)
-    r, z = masks.shape[:2]
-    flat, flat_masks = images.reshape(r * z, *images.shape[2:]), masks.reshape(r * z, *masks.shape[2:])
-    run = detector.run(flat, 0.0, base_only=True, raw=True)
-    return normal_median(run.d, run.foreground, flat_masks, ERODE)
 
 
 ERODE = None
@@ -53,8 +51,8 @@ def per_study(det, model, card, path: Path):
         ERODE = det.post.erode_px
         vols = load_volumes(VAL_DATA, "val").head(16)
         cover = det.members[1]
-        check = base_scale(cover.detector, vols)
-        SCALE = base_scale(cand, vols)
+        check = base_scale(cover.detector, vols, ERODE)
+        SCALE = base_scale(cand, vols, ERODE)
         print(f"dae-cover's base scale here {check:.6g} (its card: {cover.scale_base:.6g}); "
               f"{CANDIDATE.parent.name}'s {SCALE:.6g}", file=sys.stderr, flush=True)  # fmt: skip
     cfg = model.config
@@ -63,11 +61,11 @@ def per_study(det, model, card, path: Path):
                          domain=domain_from_card(card))  # fmt: skip
     runs = det.raw_runs(prep.x, 0.0, base_only=True)
     fine = cand.run(prep.x, 0.0, base_only=True, raw=True)
-    out = third_member_maps(det, prep, runs, fine.d, SCALE, LABEL)
+    out = third_member_maps(det, prep, runs, fine.d, SCALE, LABEL, add=FOURTH)
     brain = prep.brain if prep.brain is not None else np.ones(st.shape, bool)
     return out, brain, voxel_volume_mm3(st.affine) / 1e3, ""
 
 
 if __name__ == "__main__":
-    sys.argv = sys.argv[:4]
+    sys.argv = ARGS[:4]
     run_split(per_study, "screening map", shipped=SHIPPED)

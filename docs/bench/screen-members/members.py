@@ -35,7 +35,7 @@ from app.bench.triage import (  # noqa: E402
     lesion_cuts,
     rate_floor,
 )
-from app.core.ensemble import load_detector  # noqa: E402
+from app.core.ensemble import load_detector, normal_median  # noqa: E402
 from app.core.findings import label_findings, voxel_volume_mm3  # noqa: E402
 from app.core.maps import study_detection_mask  # noqa: E402
 from app.data.domain import domain_from_card  # noqa: E402
@@ -71,18 +71,28 @@ def study_maps(det, model, card, path: Path) -> tuple[dict, np.ndarray, float]:
 SHIPPED = "shipped (dae + dae-cover + ae-l1)"
 
 
-def third_member_maps(det, prep, runs: list, third: np.ndarray, third_scale: float, label: str) -> dict:
+def base_scale(detector, vols, erode) -> float:
+    """A detector's base map's median over normal tissue of validation volumes ``vols`` (app.data.splits), as
+    scripts/ensemble_card.py scales a member."""
+    images, masks = np.asarray(vols.images), np.asarray(vols.masks, bool)
+    r, z = masks.shape[:2]
+    flat, flat_masks = images.reshape(r * z, *images.shape[2:]), masks.reshape(r * z, *masks.shape[2:])
+    run = detector.run(flat, 0.0, base_only=True, raw=True)
+    return normal_median(run.d, run.foreground, flat_masks, erode)
+
+
+def third_member_maps(
+    det, prep, runs: list, third: np.ndarray, third_scale: float, label: str, add: bool = False
+) -> dict:
     """{name: (study-grid map inside the brain, geometry)} of the shipped screening map (the default's members' base
     ``runs``, as `batch` makes it) and of the same with ``third`` (a raw model-grid map, divided by ``third_scale``)
-    in place of dae-cover's base map, named ``label``: the candidates of screen-fine/fine.py and
-    screen-restore/restore.py."""
+    in place of dae-cover's base map (with ``add``: as a fourth member beside it), named ``label``: the candidates
+    of screen-fine/fine.py and screen-restore/restore.py."""
     fg = runs[0].foreground
     ms = det.members
     unit = ms[0].scale_base
-    maps = {
-        SHIPPED: [r.d / m.scale_base for m, r in zip(ms, runs, strict=True)],
-        label: [runs[0].d / ms[0].scale_base, third / third_scale, runs[2].d / ms[2].scale_base],
-    }
+    shipped = [r.d / m.scale_base for m, r in zip(ms, runs, strict=True)]
+    maps = {SHIPPED: shipped, label: [*shipped[: 1 + add], third / third_scale, shipped[2]]}
     out = {}
     for name, parts in maps.items():
         d = det.post.apply((sum(parts) / len(parts) * unit).astype(np.float32), fg)
