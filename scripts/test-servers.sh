@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The programs the test suite runs beside Python: a real Orthanc with its DICOMweb plugin (the PACS tests start one)
+# and dciodvfy from dicom3tools (it validates the DICOM SEGs the app writes). Installed with apt-get where that can
+# be done here (root on Debian/Ubuntu); elsewhere this says which tests will skip and how to install them.
+set -euo pipefail
+need=()
+{ command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ]; } || need+=(orthanc)
+[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || [ -e /usr/lib/orthanc/libOrthancDicomWeb.so ] \
+    || need+=(orthanc-dicomweb)
+command -v dciodvfy >/dev/null || need+=(dicom3tools)
+[ ${#need[@]} -eq 0 ] && exit 0
+if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "installing the test servers: ${need[*]} (apt-get)" >&2
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; }; then
+        echo "apt-get could not install ${need[*]}; the PACS tests that need them will be skipped (CI=true: fail)" >&2
+    fi
+else
+    echo "not installed: ${need[*]}; the PACS tests that need them will be skipped (CI=true: fail)." \
+        "Install with: sudo apt-get install ${need[*]}" >&2
+fi
