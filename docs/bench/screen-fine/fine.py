@@ -34,8 +34,9 @@ from app.io import load_study  # noqa: E402
 FOURTH = "--fourth" in sys.argv
 ARGS = [a for a in sys.argv if a != "--fourth"]
 CANDIDATE = Path(ARGS[4])
-# the run folder names the candidate (dae-cover-fine, ...)
-LABEL = f"dae + {'dae-cover + ' if FOURTH else ''}{CANDIDATE.parent.name} + ae-l1"
+# a training run's folder names its candidate (/work/runs/dae-cover-fine/dae), a kept one its file name
+NAME = CANDIDATE.parent.name if CANDIDATE.name == "dae" else CANDIDATE.name
+LABEL = f"dae + {'dae-cover + ' if FOURTH else ''}{NAME} + ae-l1"
 VAL_DATA = ARGS[5] if len(ARGS) > 5 else "/work/cache/brain-proxy-v3-val144"
 torch.set_num_threads(2)
 cand, _cand_model, _cand_card = load_detector(CANDIDATE, torch.device("cpu"))
@@ -54,7 +55,7 @@ def per_study(det, model, card, path: Path):
         check = base_scale(cover.detector, vols, ERODE)
         SCALE = base_scale(cand, vols, ERODE)
         print(f"dae-cover's base scale here {check:.6g} (its card: {cover.scale_base:.6g}); "
-              f"{CANDIDATE.parent.name}'s {SCALE:.6g}", file=sys.stderr, flush=True)  # fmt: skip
+              f"{NAME}'s {SCALE:.6g}", file=sys.stderr, flush=True)  # fmt: skip
     cfg = model.config
     st = load_study(path)
     prep = prepare_study(st, cfg.image_size, cfg.channels, cfg.normalization, skull_strip=True,
