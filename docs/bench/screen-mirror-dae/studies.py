@@ -3,10 +3,11 @@
 drawn as `bench triage` draws them (app.bench.triage.build_studies; studies already there are reused), then linked
 into one folder with the ids prefixed (s11-, s23-) and one truth.csv. No model is run (a few minutes).
 
-    python docs/bench/screen-mirror-dae/studies.py OUT_DIR [SETS_DIR]
+    python docs/bench/screen-mirror-dae/studies.py OUT_DIR [SETS_DIR] [--seeds 11,23]
 
-SETS_DIR (default OUT_DIR's parent) holds the two sets (head-val-s11/, head-val-s23/). Then kinds.py writes
-OUT_DIR/kinds.json and docs/bench/screen-fine/fine.py scores a candidate on OUT_DIR."""
+SETS_DIR (default OUT_DIR's parent) holds the sets (head-val-s11/, head-val-s23/); --seeds draws other seeds' sets
+(27,29: docs/bench/screen-cover-contrast/rule-fourth-2.md). Then kinds.py writes OUT_DIR/kinds.json and
+docs/bench/screen-fine/fine.py scores a candidate on OUT_DIR."""
 
 import csv
 import os
@@ -21,11 +22,17 @@ SEEDS = (11, 23)
 
 
 def main():
-    out = Path(sys.argv[1])
-    sets = Path(sys.argv[2]) if len(sys.argv) > 2 else out.parent
+    args = sys.argv[1:]
+    seeds = SEEDS
+    if "--seeds" in args:
+        i = args.index("--seeds")
+        seeds = tuple(int(v) for v in args[i + 1].split(","))
+        del args[i : i + 2]
+    out = Path(args[0])
+    sets = Path(args[1]) if len(args) > 1 else out.parent
     out.mkdir(parents=True, exist_ok=True)
     rows_all = []
-    for seed in SEEDS:
+    for seed in seeds:
         folder, prefix = sets / f"head-val-s{seed}", f"s{seed}-"
         rows = build_studies(folder, 24, [1, 3, 8], 8, seed=seed, log=lambda *a: None, split="head-val")
         for f in folder.iterdir():
