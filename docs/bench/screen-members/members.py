@@ -131,7 +131,10 @@ def paired(per_a: list, per_b: list, cuts: tuple[float, float] | None = None) ->
     """Lesions found by b less a at one false finding per normal study each (or at ``cuts`` fixed before), with the
     paired 95 % bootstrap interval (``app.bench.triage.found_difference``), as a table cell."""
     out = found_difference(*found_parts(per_a), *found_parts(per_b), RATE, cuts=cuts)
-    return f"{out['diff']:+d} [{out['ci95'][0]:+.0f}, {out['ci95'][1]:+.0f}]"
+    lo, hi = out["ci95"]
+    if 0 < abs(lo) < 1:  # a bound between 0 and 1 would print as 0: whether the interval holds 0 must show
+        return f"{out['diff']:+d} [{lo:+.2f}, {hi:+.0f}]"
+    return f"{out['diff']:+d} [{lo:+.0f}, {hi:+.0f}]"
 
 
 def score_outlined(per: list, cut: float | None = None, interval: bool = False) -> tuple[float, str]:
