@@ -1,7 +1,8 @@
 """A trained dae as the screening's third member in place of dae-cover, beside the shipped screening map, on a `bench
 triage` study set: the blob-noise dae with finer noise in smaller blobs (dae-cover-fine; the rule: rule.md beside this
-file), and since 2026-12-07 dae-cover without its finest skip (docs/bench/screen-noskip/rule.md). The candidate is
-named by its run folder. Scored as docs/bench/screen-members/members.py scores a map (its `table`).
+file), and since 2026-12-07 dae-cover without its finest skip (docs/bench/screen-noskip/rule.md) and later ones. The
+candidate is named by its run folder (a kept candidate by its file name). Scored as
+docs/bench/screen-members/members.py scores a map (its `table`).
 
     python docs/bench/screen-fine/fine.py val|test STUDIES_DIR CHOICES.json CANDIDATE_STEM [VAL_DATA_DIR] [--fourth]
 
