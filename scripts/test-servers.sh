@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The programs the test suite runs beside Python: a real Orthanc with its DICOMweb plugin (the PACS tests start one)
 # and dciodvfy from dicom3tools (it validates the DICOM SEGs the app writes). Installed with apt-get where that can
-# be done here (root on Debian/Ubuntu); elsewhere this says which tests will skip and how to install them.
+# be done here (root on Debian/Ubuntu); elsewhere this says which tests will skip and how to install them. Runs
+# after scripts/setup.sh (it asks the project's .venv).
 set -euo pipefail
-need=()
-{ command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ]; } || need+=(orthanc)
-[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || [ -e /usr/lib/orthanc/libOrthancDicomWeb.so ] \
-    || need+=(orthanc-dicomweb)
+cd "$(dirname "$0")/.."
+# what the PACS tests look for, asked of the module they ask (app/pacs/orthanc.py: its binary and plugin paths)
+read -r -a need <<< "$(.venv/bin/python -m app.pacs.orthanc)"
 command -v dciodvfy >/dev/null || need+=(dicom3tools)
 [ ${#need[@]} -eq 0 ] && exit 0
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

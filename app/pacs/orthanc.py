@@ -36,14 +36,20 @@ def dicomweb_plugin() -> str | None:
     return None
 
 
+def missing_packages() -> list[str]:
+    """The Debian packages of what is not installed: ``orthanc`` (the binary), ``orthanc-dicomweb`` (the plugin)."""
+    return [pkg for pkg, found in (("orthanc", binary()), ("orthanc-dicomweb", dicomweb_plugin())) if found is None]
+
+
 def missing() -> str | None:
     """One line saying what is not installed (the binary, the DICOMweb plugin), or None."""
-    parts = []
-    if binary() is None:
-        parts.append(f"the Orthanc binary ({ORTHANC_BIN})")
-    if dicomweb_plugin() is None:
-        parts.append("its DICOMweb plugin")
+    what = {"orthanc": f"the Orthanc binary ({ORTHANC_BIN})", "orthanc-dicomweb": "its DICOMweb plugin"}
+    parts = [what[pkg] for pkg in missing_packages()]
     return f"{' and '.join(parts)} not installed: {INSTALL}" if parts else None
+
+
+if __name__ == "__main__":  # scripts/test-servers.sh: the packages to install, on one line
+    print(*missing_packages())
 
 
 def free_port() -> int:

@@ -28,6 +28,7 @@ from app.pacs.orthanc import (  # noqa: E402
     binary,
     dicomweb_plugin,
     free_port,
+    missing,
 )
 
 USER, PASSWORD = "matchgen", "s3cret-Pw!"
@@ -35,7 +36,7 @@ READONLY_USER, READONLY_PASSWORD = "viewer", "view-only-Pw"
 USERS = {USER: PASSWORD, READONLY_USER: READONLY_PASSWORD}
 AET = "ORTHANC"
 REJECT_PATIENT = "matchgen-reject"
-__all__ = ["ORTHANC_BIN", "PLUGIN_DIRS", "Orthanc", "binary", "dicomweb_plugin", "free_port", "write_config"]
+__all__ = ["ORTHANC_BIN", "PLUGIN_DIRS", "Orthanc", "binary", "dicomweb_plugin", "free_port", "missing", "write_config"]
 
 LUA = f"""
 function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)

@@ -21,13 +21,8 @@ BIG = 60  # instances in the "huge" series (progress, cancel, timeout mid-transf
 
 
 def need_orthanc() -> None:
-    missing = []
-    if orthanc_mod.binary() is None:
-        missing.append(f"the Orthanc binary ({orthanc_mod.ORTHANC_BIN})")
-    if orthanc_mod.dicomweb_plugin() is None:
-        missing.append("its DICOMweb plugin")
-    if missing:
-        why = f"{' and '.join(missing)} not installed: apt-get install orthanc orthanc-dicomweb"
+    why = orthanc_mod.missing()
+    if why:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI must run the PACS tests: {why}")
         pytest.skip(why)
