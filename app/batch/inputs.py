@@ -128,10 +128,13 @@ def _read_list(path: Path) -> list[tuple[str, str | None]]:
     return out
 
 
-def _dicom_header(p: Path):
+def _dicom_header(p: Path, skipped: dict[str, int]):
+    """The series header of a DICOM image file; None for anything else, and objects that are not images to
+    analyse (a SEG this program wrote, a parametric map, an RT dose: :func:`app.io.dicom.not_an_image`) are
+    counted in ``skipped``."""
     import pydicom
 
-    from app.io.dicom import is_dicom_file
+    from app.io.dicom import KIND_TAGS, is_dicom_file, not_an_image
 
     try:
         marker = is_dicom_file(p)
@@ -141,19 +144,32 @@ def _dicom_header(p: Path):
             str(p),
             stop_before_pixels=True,
             force=not marker,
-            specific_tags=["SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Rows", "Columns"],
+            specific_tags=["SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Rows", "Columns", *KIND_TAGS],
         )
     except Exception:  # noqa: BLE001 - anything unreadable is not part of a series
         return None
     if "Rows" not in ds or "Columns" not in ds:
         return None
+    if (what := not_an_image(ds)) is not None:
+        skipped[what] = skipped.get(what, 0) + 1
+        return None
     return ds
 
 
-def _scan_folder(folder: Path, found: list[dict]) -> None:
+def _scan_folder(folder: Path, found: list[dict], skipped: dict[str, int]) -> None:
+    """NIfTI/MGZ files and DICOM image series under ``folder``, recursively. Left out, and counted in ``skipped``:
+    DICOM objects that are not images (:func:`_dicom_header`), and batch output folders (a rerun's --out inside
+    the archive: its masks are results, not studies)."""
+    from app.viewer.worklist import RESULT, is_batch_output
+
     series: dict[str, list[Path]] = defaultdict(list)
     info: dict[str, tuple[str, str, Path]] = {}
     for root, dirs, files in os.walk(folder):
+        if is_batch_output(root) or RESULT in files:
+            what = "a batch output folder"
+            skipped[what] = skipped.get(what, 0) + 1
+            dirs[:] = []
+            continue
         dirs.sort()
         for f in sorted(files):
             p = Path(root) / f
@@ -164,7 +180,7 @@ def _scan_folder(folder: Path, found: list[dict]) -> None:
                 continue
             if _has_suffix(p, PICTURE_SUFFIXES + LIST_SUFFIXES + (".json", ".html", ".md", ".py")):
                 continue
-            ds = _dicom_header(p)
+            ds = _dicom_header(p, skipped)
             if ds is None:
                 continue
             uid = str(ds.get("SeriesInstanceUID", "") or f"no-uid:{p.parent}")
@@ -202,10 +218,13 @@ def _expand_one(item: str, found: list[dict], given_id: str | None, depth: int =
     if not p.exists():
         raise OptionError(f"{item}: no such file or folder")
     if p.is_dir():
-        before = len(found)
-        _scan_folder(p, found)
+        before, skipped = len(found), {}
+        _scan_folder(p, found, skipped)
         if len(found) == before:
-            raise OptionError(f"{p}: no NIfTI/MGZ files or DICOM series in this folder")
+            from app.io.dicom import skipped_text
+
+            only = f" ({skipped_text(skipped)}: not studies to analyse)" if skipped else ""
+            raise OptionError(f"{p}: no NIfTI/MGZ files or DICOM series in this folder{only}")
         return
     if _has_suffix(p, LIST_SUFFIXES):
         if depth > 3:

@@ -45,7 +45,9 @@ class BatchViews:
         self.ortho = OrthoViews()
         area = Qt.DockWidgetArea
         self.worklist_dock = window.add_dock(self.worklist, "Worklist", area.LeftDockWidgetArea)
-        self.findings_dock = window.add_dock(self.findings, "Findings", area.RightDockWidgetArea)
+        # the findings under the worklist, in one column beside the images: the four panels keep their width
+        self.findings_dock = window.add_dock(self.findings, "Findings", area.LeftDockWidgetArea)
+        window.splitDockWidget(self.worklist_dock, self.findings_dock, Qt.Orientation.Vertical)
         self.ortho_dock = window.add_dock(self.ortho, "Orthogonal views", area.BottomDockWidgetArea)
         for dock in (self.worklist_dock, self.findings_dock, self.ortho_dock):
             dock.hide()
@@ -90,12 +92,15 @@ class BatchViews:
         if path:
             self.open_worklist(path)
 
-    def open_worklist(self, path) -> int:
-        """Start reading a batch output folder (off the GUI thread); the dock shows the progress, then the list,
-        or a dialog says why it cannot be read. Returns the read's generation."""
-        gen = self.session.open_folder(path)
+    def open_worklist(self, path, open_top: bool = False) -> int:
+        """Start reading a batch output folder (off the GUI thread); the dock shows the progress, then the list
+        (``open_top``: and its most abnormal study opens), or a dialog says why it cannot be read. Returns the
+        read's generation."""
+        gen = self.session.open_folder(path, open_top=open_top)
         self.worklist_dock.show()
         self.worklist_dock.raise_()
+        # a third of the window at most: the images stay the largest thing on screen
+        self.window.resizeDocks([self.worklist_dock], [min(420, self.window.width() // 3)], Qt.Orientation.Horizontal)
         return gen
 
     def reload_worklist(self) -> None:

@@ -345,7 +345,13 @@ class MainWindow(QMainWindow):
 
     # --- forwarding --------------------------------------------------------------------------------------------
     def open_path(self, path, mask=None) -> int:
-        """Load a study (and optionally its mask) without blocking the GUI; returns the load's generation."""
+        """Load a study (and optionally its mask) without blocking the GUI; returns the load's generation. A batch
+        output folder (``view DIR``, File > Open DICOM folder, a recent entry) opens as its worklist, at its most
+        abnormal study."""
+        from app.viewer.worklist import is_batch_output
+
+        if mask is None and is_batch_output(path):
+            return self.batch_views.open_worklist(path, open_top=True)
         return self.ctl.open_study(path, mask)
 
     def load_mask(self, path) -> bool:

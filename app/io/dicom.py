@@ -1,7 +1,9 @@
 """DICOM to a :class:`Study`: a single image, a multi-frame file, or a folder with one or several series.
 
-- A folder is scanned recursively; files that are not DICOM images are skipped. Images are grouped by
-  SeriesInstanceUID and the largest series is read; the others are listed in the study's warnings.
+- A folder is scanned recursively; files that are not DICOM images are skipped, and so are objects that hold
+  pixels but are not images to analyse (:func:`not_an_image`: a DICOM SEG, a parametric map, an RT dose -- e.g.
+  the SEG this program wrote beside a series). Images are grouped by SeriesInstanceUID and the largest series is
+  read; the others are listed in the study's warnings.
 - Slices are ordered by ImagePositionPatient projected on the slice normal (row x column direction of
   ImageOrientationPatient), never by InstanceNumber, and the slice spacing is the median of those projections'
   steps (a warning names uneven spacing).
@@ -36,6 +38,35 @@ CODEC_HINTS = {
 }
 
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+
+#: modalities of objects that are not images to analyse (reports, annotations, segmentations, plans, documents)
+NON_IMAGE_MODALITIES = frozenset(
+    {"SR", "SEG", "PR", "KO", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "DOC", "REG", "AU", "ECG", "PLAN", "FID"}
+)
+#: SOP classes that carry pixels but hold results derived from images, whatever their Modality says
+DERIVED_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "a DICOM SEG (segmentation)",
+    "1.2.840.10008.5.1.4.1.1.66.5": "a DICOM surface segmentation",
+    "1.2.840.10008.5.1.4.1.1.66.7": "a DICOM label map segmentation",
+    "1.2.840.10008.5.1.4.1.1.30": "a DICOM parametric map",
+    "1.2.840.10008.5.1.4.1.1.481.2": "an RT dose",
+}
+#: the header elements :func:`not_an_image` reads (for ``dcmread(specific_tags=...)``)
+KIND_TAGS = ["SOPClassUID", "Modality"]
+
+
+def not_an_image(ds) -> str | None:
+    """What a DICOM object is when it is not an image to analyse (e.g. "a DICOM SEG (segmentation)"), else None:
+    its SOP class is a derived result (:data:`DERIVED_SOP_CLASSES`) or its Modality is not an imaging one
+    (:data:`NON_IMAGE_MODALITIES`)."""
+    sop = str(ds.get("SOPClassUID", "") or "")
+    if sop in DERIVED_SOP_CLASSES:
+        return DERIVED_SOP_CLASSES[sop]
+    modality = str(ds.get("Modality", "") or "").upper()
+    if modality in NON_IMAGE_MODALITIES:
+        return f"a DICOM {modality} object"
+    return None
+
 
 MAX_FILES = 20000
 
@@ -333,7 +364,9 @@ def _series(paths: list[Path], warnings: list[str], label: str) -> Study:
     return make_study(data, affine, _modality(ref), label, warnings, meta=meta)
 
 
-def _scan_folder(folder: Path) -> dict[str, list[Path]]:
+def _scan_folder(folder: Path, skipped: dict[str, int] | None = None) -> dict[str, list[Path]]:
+    """The folder's DICOM images grouped by series; ``skipped`` counts the objects left out by what they are
+    (:func:`not_an_image`)."""
     import pydicom
 
     groups: dict[str, list[Path]] = defaultdict(list)
@@ -352,9 +385,18 @@ def _scan_folder(folder: Path) -> dict[str, list[Path]]:
                 continue
             if "Rows" not in ds or "Columns" not in ds:
                 continue
+            if (what := not_an_image(ds)) is not None:
+                if skipped is not None:
+                    skipped[what] = skipped.get(what, 0) + 1
+                continue
             uid = str(ds.get("SeriesInstanceUID", "") or f"no-uid:{p.parent}")
             groups[uid].append(p)
     return groups
+
+
+def skipped_text(skipped: dict[str, int]) -> str:
+    """What a folder scan left out, ``{"a DICOM SEG (segmentation)": 1, ...}``, as the end of a message."""
+    return "left out: " + "; ".join(f"{n} x {what}" for what, n in sorted(skipped.items()))
 
 
 #: what pydicom raises on a damaged header: it parses elements lazily, so any attribute access can fail
@@ -378,15 +420,23 @@ def _load_dicom(path: Path) -> Study:
     warnings: list[str] = []
     if path.is_file():
         ds = _read(path, header_only=False)
+        if (what := not_an_image(ds)) is not None:
+            raise StudyError(
+                f"{path.name}: {what}, not an image to analyse: open the image series it was made from"
+                + (" (a SEG then loads as its mask: File > Load segmentation)" if "SEG" in what else "")
+            )
         if "Rows" not in ds or "Columns" not in ds or ("PixelData" not in ds and "FloatPixelData" not in ds):
             raise StudyError(f"{path.name}: DICOM file has no image (no pixel data)")
         return _single(ds, path, warnings)
-    groups = _scan_folder(path)
+    skipped: dict[str, int] = {}
+    groups = _scan_folder(path, skipped)
     if not groups:
         others = sorted(
             p.name for p in path.iterdir() if p.is_file() and p.name.lower().endswith((".nii", ".nii.gz", ".mgz"))
         )
         hint = f" (it holds {len(others)} NIfTI/MGZ file(s), e.g. {others[0]}: open a file)" if others else ""
+        if skipped:
+            hint += f" ({skipped_text(skipped)}: not images to analyse)"
         raise StudyError(f"{path}: no DICOM images in this folder{hint}")
     ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
     uid, files = ranked[0]

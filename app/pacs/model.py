@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from app.io.dicom import NON_IMAGE_MODALITIES
 from app.pacs.errors import PacsError
 
 #: modalities whose series hold images we can analyse (SR, SEG, PR, KO, RTSTRUCT, ... do not)
 IMAGE_MODALITIES = {"MR", "CT", "PT", "OT", "CR", "DX", "MG", "US", "XA", "NM", "OCT", "OP", "SC"}
-NON_IMAGE_MODALITIES = {"SR", "SEG", "PR", "KO", "RTSTRUCT", "RTPLAN", "RTDOSE", "DOC", "REG", "AU", "ECG", "PLAN"}
 
 _DATE = re.compile(r"^\d{8}$")
 

@@ -23,6 +23,20 @@ from app.errors import Cancelled, StudyError
 WORKLIST_JSON = "worklist.json"
 WORKLIST_CSV = "worklist.csv"
 RESULT = "result.json"
+BATCH_JSON = "batch.json"
+
+
+def is_batch_output(folder: str | os.PathLike) -> bool:
+    """True for a batch output folder (``batch``'s --out): it holds worklist.json or batch.json, or -- a batch
+    still running, before it wrote either -- a study folder with its result.json. The viewer opens such a folder
+    as a worklist, and ``batch`` does not take its masks for studies."""
+    f = Path(folder)
+    if not f.is_dir():
+        return False
+    if (f / WORKLIST_JSON).is_file() or (f / BATCH_JSON).is_file():
+        return True
+    return any(p.is_file() for p in f.glob(f"*/{RESULT}"))
+
 
 CSV_COLUMNS = [
     "rank",

@@ -56,6 +56,7 @@ class WorklistSession:
         self.findings_pending = False
         self._read_gen = 0
         self._quiet = False
+        self._open_top = False
         self._installing = False
         ctl.events.study_opened.connect(self._study_opened)
         ctl.events.volume_done.connect(self._volume_done)
@@ -65,10 +66,13 @@ class WorklistSession:
         self.state.events.tau.connect(lambda _t: self._tau_changed())
 
     # --- the worklist -------------------------------------------------------------------------------------------
-    def open_folder(self, folder: str | os.PathLike, keep_view: bool = False, quiet: bool = False) -> int:
+    def open_folder(
+        self, folder: str | os.PathLike, keep_view: bool = False, quiet: bool = False, open_top: bool = False
+    ) -> int:
         """Read a batch output folder on the lane; ``on_worklist`` hears when it is done, ``ctl.events.error`` when
         it cannot be read (``quiet``: the status bar only, for a read nobody asked for). With ``keep_view`` the new
-        list keeps the current one's order and study (a reload). Returns the read's generation."""
+        list keeps the current one's order and study (a reload); with ``open_top`` its first analysed study (the
+        most abnormal) then opens, as a double-click on it would. Returns the read's generation."""
         folder = str(folder)
         keep = self.worklist if keep_view else None
         sort = (keep.sort_key, keep.descending) if keep is not None else None
@@ -85,6 +89,7 @@ class WorklistSession:
 
         self._read_gen = self.lane.submit(job)
         self._quiet = quiet
+        self._open_top = open_top and not keep_view
         self._set_reading((folder, 0, 0))
         return self._read_gen
 
@@ -116,8 +121,13 @@ class WorklistSession:
             self._set_reading(None)
             n = sum(e.ok for e in wl.entries)
             self.ctl.events.status.emit(f"worklist {wl.folder.name}: {n} studies read in {seconds:.2f} s")
+            top = next((i for i, e in enumerate(wl.entries) if e.ok), None) if self._open_top else None
+            if top is not None:
+                wl.current = top
             for cb in self.on_worklist:
                 cb(wl)
+            if top is not None:
+                self.open_entry(wl.entries[top])
 
     def _failed(self, gen: int, message: str) -> None:
         if gen != self._read_gen or self.reading is None:

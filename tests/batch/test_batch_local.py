@@ -135,7 +135,7 @@ def test_resume_after_interrupted_client(tmp_path, studies, tiny_model):
     args = build_parser().parse_args(["batch", str(studies), "--model", str(tiny_model), "--out", "x", *STEPS])
     settings = make_settings(args)
     refs = expand_inputs([str(studies)])
-    out = tmp_path / "out"
+    out = studies / "results"  # inside the archive: a rerun's scan must not take its masks for studies
 
     def interrupt(_r):
         raise KeyboardInterrupt
@@ -150,7 +150,8 @@ def test_resume_after_interrupted_client(tmp_path, studies, tiny_model):
         assert len(done) == 1
         wl = json.loads((out / "worklist.json").read_text())
         assert wl["n_pending"] == 2 and [e["id"] for e in wl["studies"]] == done
-        summary = run_batch(refs, settings, out, client, progress=False)
+        assert list(out.glob("*/mask.nii.gz")) and expand_inputs([str(studies)]) == refs  # the results left out
+        summary = run_batch(expand_inputs([str(studies)]), settings, out, client, progress=False)
     assert (summary.skipped, summary.done, summary.failed, summary.pending) == (1, 2, 0, 0)
     assert sorted(p.parent.name for p in out.glob("*/result.json")) == ["a", "b", "c"]
     assert json.loads((out / "batch.json").read_text())["complete"] is True

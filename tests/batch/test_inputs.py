@@ -75,6 +75,26 @@ def test_folders_series_globs_and_lists(tmp_path):
     assert [r.id for r in expand_inputs([str(tmp_path / "list.csv")])] == ["first", "second"]
 
 
+def test_results_in_the_archive_are_not_studies(tmp_path):
+    """A DICOM SEG written beside its series (a study retrieved again after ``--send``) is no study of its own;
+    a folder that holds only results says what it left out."""
+    from app.data.head_ct import write_dicom_series
+    from app.io import load_study
+    from app.io.seg import AlgorithmInfo, write_seg
+
+    arch = tmp_path / "archive"
+    raw = np.random.default_rng(4).integers(0, 100, size=(8, 8, 4)).astype(np.float32)
+    write_dicom_series(raw, np.diag([2.0, 2.0, 3.0, 1.0]), arch / "p001" / "t1", modality="MR")
+    study = load_study(arch / "p001" / "t1")
+    (arch / "p001" / "seg").mkdir()
+    write_seg(study, study.data > 50, arch / "p001" / "seg" / "mask.seg.dcm",
+              AlgorithmInfo("tiny", "ae-l1", "ab" * 32, 0.05, 0.1, "0.1.0"))  # fmt: skip
+    refs = expand_inputs([str(arch)])
+    assert [(r.id, len(r.files)) for r in refs] == [("t1_s1", 4)]
+    with pytest.raises(OptionError, match=r"left out: 1 x a DICOM SEG \(segmentation\): not studies"):
+        expand_inputs([str(arch / "p001" / "seg")])
+
+
 def test_bad_inputs_are_option_errors(tmp_path):
     with pytest.raises(OptionError, match="no such file"):
         expand_inputs([str(tmp_path / "missing.nii.gz")])

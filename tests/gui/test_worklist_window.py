@@ -119,6 +119,25 @@ def test_open_saved_study_findings_and_next(win, qtbot, batch_out, solves):
     assert win.state.slice_index == nxt.peak_slice and win.ctl.saved is not None
 
 
+def test_a_batch_folder_opened_as_a_study_opens_its_worklist_at_the_top(win, qtbot, batch_out, solves):
+    """``view DIR`` (and File > Open DICOM folder, a recent entry) on a batch output folder: its worklist, and its
+    most abnormal study at its peak slice with the saved result -- not its masks or SEGs read as a study. The
+    worklist and findings share one column, so the four panels stay the widest thing in the window."""
+    bv = win.batch_views
+    shown = []
+    win.result_shown.connect(shown.append)
+    win.open_path(str(batch_out))
+    qtbot.waitUntil(lambda: bv.session.current is not None and bool(shown), timeout=30000)
+    wl = bv.session.worklist
+    top = wl.entries[0]
+    assert bv.session.current is top and wl.current == 0 and bv.worklist_dock.isVisible()
+    assert win.state.study.study.source == top.study_path() and win.state.slice_index == top.peak_slice
+    assert win.ctl.timing.startswith("saved batch result") and solves == []
+    assert bv.findings_dock.isVisible()
+    assert win.dockWidgetArea(bv.findings_dock) == win.dockWidgetArea(bv.worklist_dock)
+    assert win.panels.width() > bv.worklist_dock.width() and win.panels.width() >= 0.4 * win.width()
+
+
 def test_header_click_orders_the_worklist(win, qtbot, batch_out):
     """A click on a column header orders the rows by it (largest first), a second click the other way, with the
     sort indicator on that column; N then opens the next study of the displayed order."""

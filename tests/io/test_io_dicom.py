@@ -99,6 +99,31 @@ def test_folder_with_several_series_reads_the_largest(tmp_path):
     assert any("2 series" in w and "3 file(s)" in w for w in s.warnings)
 
 
+def test_derived_objects_beside_a_series_are_not_read_as_images(tmp_path):
+    """A SEG and a parametric map this program wrote beside a series (e.g. a study folder retrieved again from the
+    PACS after ``--send``) hold pixels but are results: the folder reads as its image series alone, a folder of
+    only results says what it left out, and a SEG opened as a study says what it is."""
+    from app.data.head_ct import write_dicom_series
+    from app.io.seg import AlgorithmInfo, write_parametric_map, write_seg
+
+    raw = np.random.default_rng(3).integers(0, 100, size=(8, 8, 5)).astype(np.float32)
+    folder = tmp_path / "study"
+    write_dicom_series(raw, np.diag([2.0, 2.0, 3.0, 1.0]), folder / "t1", modality="MR")
+    study = load_study(folder)
+    algo = AlgorithmInfo("tiny", "ae-l1", "ab" * 32, 0.05, 0.1, "0.1.0")
+    seg = write_seg(study, study.data > 50, folder / "mask.seg.dcm", algo)
+    (tmp_path / "maps").mkdir()
+    pm = write_parametric_map(study, np.clip(study.data / 200.0, 0, 1), tmp_path / "maps" / "d.dcm", algo)
+    again = load_study(folder)
+    assert again.shape == study.shape and again.modality == "MR"
+    np.testing.assert_array_equal(again.data, study.data)
+    assert not any("series found" in w for w in again.warnings), again.warnings  # the SEG is no second series
+    with pytest.raises(StudyError, match=r"left out: 1 x a DICOM parametric map"):
+        load_study(pm.parent)
+    with pytest.raises(StudyError, match=r"a DICOM SEG \(segmentation\), not an image to analyse"):
+        load_study(seg)
+
+
 def test_uneven_spacing_is_reported(tmp_path):
     raw = np.ones((4, 6, 6), np.uint16)
     raw[0] = 5
@@ -152,7 +177,7 @@ def test_empty_and_non_image_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(StudyError, match="no DICOM images"):
         load_study(tmp_path / "empty")
-    with pytest.raises(StudyError, match="no image"):
+    with pytest.raises(StudyError, match="a DICOM RTPLAN object, not an image to analyse"):
         load_study(TEST_FILES / "rtplan.dcm")
 
 
