@@ -9,7 +9,9 @@ Figures (see ``docs/benchmarks.md`` for the goals):
   on a slice solves the window's slices together: median wall time of encode + MatchGen on that many slices in one
   batch, at :data:`WINDOW_SLICE_MM` spacing; ``slice_window_next_s`` the next slice's request (the session keeps
   what it solved, so only the one slice the earlier window lacked is solved: ``slice_converge_s``'s one-slice
-  solve). None without a window.
+  solve). None without a window. ``slice_window_base_s``: the same window through the base model alone (eps 0,
+  the detector's ``run``: encode, decode, maps), which the viewer shows first, marked "+MG running...", while
+  MatchGen solves (no goal: what a reader waits before seeing any map of a new slice).
 * ``slice_scroll_s``: in the viewer's controller (:class:`app.viewer.controller.ViewerController`, real worker
   threads) on the bundled demo study at the slice it opens on, +MG at the card's eps: the reader looks at a slice's
   final result for :data:`SCROLL_DWELL_S` and presses Up, twice; the longer of the two times from the key to the
@@ -240,6 +242,19 @@ class SolveTiming:
     s: np.ndarray
     decoded_grad: int
     decoded_nograd: int
+
+
+def window_base_seconds(detector, images: np.ndarray, n_window: int, n: int) -> float:
+    """``slice_window_base_s``: the median over ``n`` windows of ``n_window`` slices of the detector's (or the
+    ensemble's) ``run`` at eps 0 -- the base map the viewer shows first on a new slice."""
+    times = []
+    for i in range(n):
+        _sync(detector.device)
+        t = time.perf_counter()
+        detector.run(images[i : i + n_window], 0.0)
+        _sync(detector.device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def timed_solve(detector: Detector, x: torch.Tensor, eps: float, options: SolverOptions) -> SolveTiming:
@@ -620,6 +635,7 @@ def run_speed(
             timed_solve(det_fast, x_all[i : i + n_window], eps, fast_opts).seconds for i in range(n_converge)
         )
         res["slice_window_next_s"] = res["slice_converge_s"]  # one new slice: the one-slice solve timed above
+        res["slice_window_base_s"] = window_base_seconds(det_fast, images, n_window, n_converge)
 
     if reference:
         _reference_comparison(res, det_ref, det_fast, x_all[:n_reference], eps, ref_opts, fast_opts,
@@ -815,6 +831,7 @@ def ensemble_speed(
         log(f"slice_window_s: the card's {det.post.z_mm:g} mm window, {n_window} slices through every member ...")
         res["slice_window_s"] = statistics.median(seconds(images[i : i + n_window]) for i in range(n_converge))
         res["slice_window_next_s"] = res["slice_converge_s"]
+        res["slice_window_base_s"] = window_base_seconds(det, images, n_window, n_converge)
     log(f"volume_s_per_slice: the ensemble on {n_volume} slices, batches of {batch_size} ...")
     t = time.perf_counter()
     out = det.run(images[:n_volume], eps)
@@ -984,7 +1001,9 @@ def summary_markdown(res: dict[str, Any]) -> str:
         lines += ["", f"slice_window_s: the card's z window spans {res['slice_window_slices']} slices at "
                   f"{WINDOW_SLICE_MM:g} mm, solved together on a slice's first request; the next slice's request "
                   f"(the session keeps what it solved: one new slice) takes "
-                  f"{fmt(res.get('slice_window_next_s'))} s."]  # fmt: skip
+                  f"{fmt(res.get('slice_window_next_s'))} s. Meanwhile the viewer shows the window's base map "
+                  f"(\"+MG running...\"), {fmt(res.get('slice_window_base_s'))} s after the request "
+                  f"(slice_window_base_s)."]  # fmt: skip
     if res.get("slice_scroll") is not None:
         sc = res["slice_scroll"]
         lines += ["", f"slice_scroll_s: the viewer's controller on the demo from slice {sc['from_slice']}, Up after "

@@ -219,6 +219,7 @@ def test_speed_figures_and_summary(tmp_path, tiny_model):
     for key in ("slice_converge_s", "volume_s_per_slice", "speedup_vs_reference", "flops_fraction"):
         assert res[key] > 0, key
     assert res["slice_window_slices"] == 1 and "slice_window_s" not in res  # no z window in this card
+    assert "slice_window_base_s" not in res
     # the decoder alone is at least as fast as the decoder inside the solve
     assert res["decoder_only_gflops"] >= res["decoder_gflops_achieved"] * 0.5
     assert 0 < res["solve_time_in_decoder"] <= 1
@@ -318,6 +319,8 @@ def test_speed_times_the_operator_the_card_applies(tmp_path):
     # the card's z window (6 mm: 3 slices at 2 mm) is what a new slice costs in the viewer: timed, with a goal
     assert res["slice_window_slices"] == 3 and res["slice_window_s"] > 0 and res["slice_window_next_s"] > 0
     assert "| slice_window_s |" in summary_markdown(res) and "spans 3 slices at 2 mm" in summary_markdown(res)
+    # and the base map the viewer shows first meanwhile
+    assert res["slice_window_base_s"] > 0 and "(slice_window_base_s)" in summary_markdown(res)
     # the same card in channels_last: the ablation's other layout is the stock one
     settings["channels_last"] = True
     stem2 = save_checkpoint(m, tmp_path / "models" / "cal2", {
@@ -455,6 +458,7 @@ def test_speed_of_an_ensemble_is_what_a_user_waits_for(tmp_path, tiny_model):
     assert res["model_family"] == "ensemble" and res["members"] == [str(tiny_model), str(tiny_model.parent / "copy")]
     assert res["eps"] == 1.0 and res["tau"] == 0.3  # the ensemble card's choice
     assert res["slice_window_slices"] == 3 and res["slice_window_s"] > 0  # 6 mm at 2 mm
+    assert res["slice_window_base_s"] > 0
     assert res["slice_converge_s"] > 0 and res["volume_s_per_slice"] > 0
     assert "flops_fraction" not in res and res["reference_skipped"] == speed.ENSEMBLE_NOTE
     det, _ = load_ensemble(card)
