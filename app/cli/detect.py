@@ -123,6 +123,13 @@ def run(args: argparse.Namespace) -> int:
     from app.nets.zoo import resolve_model
 
     detect_dicom.check(args)
+    from app.viewer.worklist import is_batch_output
+
+    if not getattr(args, "server", None) and args.study and is_batch_output(args.study):
+        raise OptionError(
+            f"{args.study}: a batch output folder (its masks are results, not a study): open it with "
+            f"`python main.py view {args.study}`, or name one of the studies it came from"
+        )
     if args.batch_size < 1:
         raise OptionError("--batch-size must be >= 1")
     if args.max_steps is not None and args.max_steps < 0:

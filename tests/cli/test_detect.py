@@ -160,6 +160,19 @@ def test_bad_inputs_exit_2_one_line_no_output(tmp_path, tiny_model, study_file, 
         assert not any(x.name.startswith(".out-") for x in tmp_path.iterdir()), name
 
 
+def test_a_batch_output_folder_is_no_study(tmp_path, tiny_model, study_file, capsys):
+    """A batch's --out named as detect's study: exit 2, one line that says what it is and opens it."""
+    batch = tmp_path / "batch"
+    code = main(["batch", str(study_file), "--model", str(tiny_model / "tiny"), "--out", str(batch),
+                 "--local-threads", "--workers", "1", "--no-dashboard", "--no-progress"])  # fmt: skip
+    capsys.readouterr()
+    assert code == 0 and (batch / "worklist.json").is_file()
+    out = tmp_path / "never.nii.gz"
+    code, _, err = _run(capsys, batch, "--model", tiny_model / "tiny", "--out", out)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "a batch output folder" in err
+    assert f"main.py view {batch}" in err and not out.exists()
+
+
 def test_ground_truth_mask_dice_and_grid_mismatch(tmp_path, tiny_model, study_file, capsys):
     src = nib.load(study_file)
     gt = tmp_path / "gt.nii.gz"
