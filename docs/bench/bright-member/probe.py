@@ -32,7 +32,7 @@ if not Path(cache_path).is_file():
     res = {"x": flat[:, 0].astype(np.float32), "masks": masks.reshape(r * z, *masks.shape[2:]), "r": r, "z": z,
            "zidx": np.asarray(vols.z), "slice_mm": vols.slice_mm}
     runs = det.raw_runs(flat, 1.0, base_only=False)  # each member as the card applies it (dae-cover: eps 0)
-    for m, run in zip(det.members, runs):
+    for m, run in zip(det.members, runs, strict=True):
         res[f"d_{m.name}_mg"] = run.d.astype(np.float32)
         res[f"scale_{m.name}_mg"] = m.scale(False)
         print(m.name, m.eps, flush=True)
