@@ -160,12 +160,12 @@ def _scan_folder(folder: Path, found: list[dict], skipped: dict[str, int]) -> No
     """NIfTI/MGZ files and DICOM image series under ``folder``, recursively. Left out, and counted in ``skipped``:
     DICOM objects that are not images (:func:`_dicom_header`), and batch output folders (a rerun's --out inside
     the archive: its masks are results, not studies)."""
-    from app.viewer.worklist import RESULT, is_batch_output
+    from app.viewer.worklist import RESULT, is_batch_output, is_batch_result
 
     series: dict[str, list[Path]] = defaultdict(list)
     info: dict[str, tuple[str, str, Path]] = {}
     for root, dirs, files in os.walk(folder):
-        if is_batch_output(root) or RESULT in files:
+        if is_batch_output(root) or (RESULT in files and is_batch_result(Path(root) / RESULT)):
             what = "a batch output folder"
             skipped[what] = skipped.get(what, 0) + 1
             dirs[:] = []

@@ -27,15 +27,29 @@ BATCH_JSON = "batch.json"
 
 
 def is_batch_output(folder: str | os.PathLike) -> bool:
-    """True for a batch output folder (``batch``'s --out): it holds worklist.json or batch.json, or -- a batch
-    still running, before it wrote either -- a study folder with its result.json. The viewer opens such a folder
-    as a worklist, and ``batch`` does not take its masks for studies."""
+    """True for a batch output folder (``batch``'s --out): it holds the worklist.json or batch.json a batch writes,
+    or -- a batch still running, before it wrote either -- a study folder with a batch's result.json (each known by
+    a key only this program writes there, so another tool's files of those names do not count). The viewer opens
+    such a folder as a worklist, and ``batch`` does not take its masks for studies."""
     f = Path(folder)
     if not f.is_dir():
         return False
-    if (f / WORKLIST_JSON).is_file() or (f / BATCH_JSON).is_file():
+    if any(_json_has(f / name, "n_pending") for name in (WORKLIST_JSON, BATCH_JSON)):
         return True
-    return any(p.is_file() for p in f.glob(f"*/{RESULT}"))
+    return any(is_batch_result(p) for p in f.glob(f"*/{RESULT}"))
+
+
+def is_batch_result(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a study's result.json as ``batch`` writes it."""
+    return _json_has(Path(path), "input_fingerprint")
+
+
+def _json_has(path: Path, key: str) -> bool:
+    """Whether ``path`` is a JSON object with ``key`` (False for a missing, unreadable or other file)."""
+    if not path.is_file():
+        return False
+    r = read_result(path)
+    return r is not None and key in r
 
 
 CSV_COLUMNS = [

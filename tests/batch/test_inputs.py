@@ -89,8 +89,16 @@ def test_results_in_the_archive_are_not_studies(tmp_path):
     (arch / "p001" / "seg").mkdir()
     write_seg(study, study.data > 50, arch / "p001" / "seg" / "mask.seg.dcm",
               AlgorithmInfo("tiny", "ae-l1", "ab" * 32, 0.05, 0.1, "0.1.0"))  # fmt: skip
+    # another tool's files of the names a batch writes do not make a folder a batch output
+    (arch / "p002").mkdir()
+    write_phantom(arch / "p002" / "T1.nii.gz", 2)
+    (arch / "p002" / "result.json").write_text('{"accuracy": 0.9}')
+    (arch / "p002" / "worklist.json").write_text('{"studies": []}')
+    from app.viewer.worklist import is_batch_output
+
+    assert not is_batch_output(arch / "p002")
     refs = expand_inputs([str(arch)])
-    assert [(r.id, len(r.files)) for r in refs] == [("t1_s1", 4)]
+    assert sorted((r.id, len(r.files)) for r in refs) == [("T1", 1), ("t1_s1", 4)]
     with pytest.raises(OptionError, match=r"left out: 1 x a DICOM SEG \(segmentation\): not studies"):
         expand_inputs([str(arch / "p001" / "seg")])
 
