@@ -20,7 +20,7 @@ import glob
 import hashlib
 import os
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,46 +128,18 @@ def _read_list(path: Path) -> list[tuple[str, str | None]]:
     return out
 
 
-def _dicom_header(p: Path, skipped: dict[str, int]):
-    """The series header of a DICOM image file; None for anything else, and objects that are not images to
-    analyse (a SEG this program wrote, a parametric map, an RT dose: :func:`app.io.dicom.not_an_image`) are
-    counted in ``skipped``."""
-    import pydicom
-
-    from app.io.dicom import KIND_TAGS, is_dicom_file, not_an_image
-
-    try:
-        marker = is_dicom_file(p)
-        if not marker and p.suffix.lower() not in (".dcm", ".dicom", ".ima", ""):
-            return None
-        ds = pydicom.dcmread(
-            str(p),
-            stop_before_pixels=True,
-            force=not marker,
-            specific_tags=["SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Rows", "Columns", *KIND_TAGS],
-        )
-    except Exception:  # noqa: BLE001 - anything unreadable is not part of a series
-        return None
-    if "Rows" not in ds or "Columns" not in ds:
-        return None
-    if (what := not_an_image(ds)) is not None:
-        skipped[what] = skipped.get(what, 0) + 1
-        return None
-    return ds
-
-
-def _scan_folder(folder: Path, found: list[dict], skipped: dict[str, int]) -> None:
+def _scan_folder(folder: Path, found: list[dict], skipped: Counter) -> None:
     """NIfTI/MGZ files and DICOM image series under ``folder``, recursively. Left out, and counted in ``skipped``:
-    DICOM objects that are not images (:func:`_dicom_header`), and batch output folders (a rerun's --out inside
-    the archive: its masks are results, not studies)."""
+    DICOM objects that are not images (:func:`app.io.dicom.series_header`), and batch output folders (a rerun's
+    --out inside the archive: its masks are results, not studies)."""
+    from app.io.dicom import series_header, series_uid
     from app.viewer.worklist import RESULT, is_batch_output, is_batch_result
 
     series: dict[str, list[Path]] = defaultdict(list)
     info: dict[str, tuple[str, str, Path]] = {}
     for root, dirs, files in os.walk(folder):
         if is_batch_output(root) or (RESULT in files and is_batch_result(Path(root) / RESULT)):
-            what = "a batch output folder"
-            skipped[what] = skipped.get(what, 0) + 1
+            skipped["a batch output folder"] += 1
             dirs[:] = []
             continue
         dirs.sort()
@@ -180,10 +152,10 @@ def _scan_folder(folder: Path, found: list[dict], skipped: dict[str, int]) -> No
                 continue
             if _has_suffix(p, PICTURE_SUFFIXES + LIST_SUFFIXES + (".json", ".html", ".md", ".py")):
                 continue
-            ds = _dicom_header(p, skipped)
+            ds = series_header(p, skipped)
             if ds is None:
                 continue
-            uid = str(ds.get("SeriesInstanceUID", "") or f"no-uid:{p.parent}")
+            uid = series_uid(ds, p)
             series[uid].append(p)
             if uid not in info:
                 info[uid] = (str(ds.get("SeriesNumber", "") or ""), str(ds.get("SeriesDescription", "") or ""), p)
@@ -218,7 +190,7 @@ def _expand_one(item: str, found: list[dict], given_id: str | None, depth: int =
     if not p.exists():
         raise OptionError(f"{item}: no such file or folder")
     if p.is_dir():
-        before, skipped = len(found), {}
+        before, skipped = len(found), Counter()
         _scan_folder(p, found, skipped)
         if len(found) == before:
             from app.io.dicom import skipped_text

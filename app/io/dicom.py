@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +51,9 @@ DERIVED_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.30": "a DICOM parametric map",
     "1.2.840.10008.5.1.4.1.1.481.2": "an RT dose",
 }
-#: the header elements :func:`not_an_image` reads (for ``dcmread(specific_tags=...)``)
-KIND_TAGS = ["SOPClassUID", "Modality"]
+#: the header elements a folder scan reads of each file (:func:`series_header`): the series, whether it is an image,
+#: and what it is (:func:`not_an_image`)
+SERIES_TAGS = ["SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Rows", "Columns", "SOPClassUID", "Modality"]
 
 
 def not_an_image(ds) -> str | None:
@@ -364,11 +365,34 @@ def _series(paths: list[Path], warnings: list[str], label: str) -> Study:
     return make_study(data, affine, _modality(ref), label, warnings, meta=meta)
 
 
-def _scan_folder(folder: Path, skipped: dict[str, int] | None = None) -> dict[str, list[Path]]:
-    """The folder's DICOM images grouped by series; ``skipped`` counts the objects left out by what they are
-    (:func:`not_an_image`)."""
+def series_header(p: Path, skipped: Counter):
+    """The header (:data:`SERIES_TAGS`) of a DICOM image file, as a folder scan groups it -- the viewer's and
+    ``detect``'s (:func:`load_dicom`) and ``batch``'s (app.batch.inputs); None for any other file. Objects that hold
+    pixels but are not images to analyse (:func:`not_an_image`) are counted in ``skipped`` by what they are."""
     import pydicom
 
+    try:
+        marker = is_dicom_file(p)
+        if not marker and p.suffix.lower() not in (".dcm", ".dicom", ".ima", ""):
+            return None
+        ds = pydicom.dcmread(str(p), stop_before_pixels=True, force=not marker, specific_tags=SERIES_TAGS)
+    except Exception:  # noqa: BLE001 - anything unreadable is not part of a series
+        return None
+    if "Rows" not in ds or "Columns" not in ds:
+        return None
+    if (what := not_an_image(ds)) is not None:
+        skipped[what] += 1
+        return None
+    return ds
+
+
+def series_uid(ds, p: Path) -> str:
+    """The series a scanned file belongs to (its folder's where it names none)."""
+    return str(ds.get("SeriesInstanceUID", "") or f"no-uid:{p.parent}")
+
+
+def _scan_folder(folder: Path, skipped: Counter) -> dict[str, list[Path]]:
+    """The folder's DICOM images grouped by series; ``skipped`` counts the objects left out by what they are."""
     groups: dict[str, list[Path]] = defaultdict(list)
     n = 0
     for root, _dirs, files in os.walk(folder):
@@ -377,20 +401,8 @@ def _scan_folder(folder: Path, skipped: dict[str, int] | None = None) -> dict[st
             n += 1
             if n > MAX_FILES:
                 raise StudyError(f"{folder}: more than {MAX_FILES} files; point to one series folder")
-            if not is_dicom_file(p) and p.suffix.lower() not in (".dcm", ".ima", ""):
-                continue
-            try:
-                ds = pydicom.dcmread(str(p), stop_before_pixels=True, force=not is_dicom_file(p))
-            except Exception:  # noqa: BLE001 - anything unreadable is not part of a series
-                continue
-            if "Rows" not in ds or "Columns" not in ds:
-                continue
-            if (what := not_an_image(ds)) is not None:
-                if skipped is not None:
-                    skipped[what] = skipped.get(what, 0) + 1
-                continue
-            uid = str(ds.get("SeriesInstanceUID", "") or f"no-uid:{p.parent}")
-            groups[uid].append(p)
+            if (ds := series_header(p, skipped)) is not None:
+                groups[series_uid(ds, p)].append(p)
     return groups
 
 
@@ -428,7 +440,7 @@ def _load_dicom(path: Path) -> Study:
         if "Rows" not in ds or "Columns" not in ds or ("PixelData" not in ds and "FloatPixelData" not in ds):
             raise StudyError(f"{path.name}: DICOM file has no image (no pixel data)")
         return _single(ds, path, warnings)
-    skipped: dict[str, int] = {}
+    skipped: Counter = Counter()
     groups = _scan_folder(path, skipped)
     if not groups:
         others = sorted(
